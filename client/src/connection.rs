@@ -1,0 +1,395 @@
+//! The connection: QUIC + TLS setup, `Hello`, the request stream (id-tagged requests,
+//! answers in any order) and the event stream (frames routed by subscription id).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use syncline_proto::frame::{self, FrameDecoder};
+use syncline_proto::{
+    Credential, Event, EventFrameHeader, Limits, Request, RequestFrame, Response, ResponseFrame,
+    Welcome, WireError,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::{AdminConfig, Error, Result};
+
+/// Events buffered per subscription before the connection stops reading (and the server,
+/// seeing the back-pressure, resyncs the subscription instead of queueing more).
+const SUBSCRIPTION_BUFFER: usize = 4096;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub server: SocketAddr,
+    /// Name checked against the server certificate.
+    pub server_name: String,
+    /// PEM of the certificate(s) to trust as CA.
+    pub ca_pem: Vec<u8>,
+    pub credential: Credential,
+    /// Service (sid or unique name) for an API-key connection; ignored for tokens,
+    /// which always act in their own service.
+    pub service: Option<String>,
+}
+
+impl ClientConfig {
+    pub fn new(server: &str, ca_file: impl AsRef<Path>, credential: Credential) -> Result<Self> {
+        let ca_file = ca_file.as_ref();
+        let ca_pem = std::fs::read(ca_file).map_err(|e| {
+            Error::Config(format!("cannot read CA file {}: {e}", ca_file.display()))
+        })?;
+        let addr = server
+            .to_socket_addrs()
+            .map_err(|e| Error::Config(format!("server address {server:?}: {e}")))?
+            .next()
+            .ok_or_else(|| {
+                Error::Config(format!("server address {server:?} resolves to nothing"))
+            })?;
+        let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Ok(ClientConfig {
+            server: addr,
+            server_name: host.to_owned(),
+            ca_pem,
+            credential,
+            service: None,
+        })
+    }
+
+    /// Connects as an identity with an access token.
+    pub fn with_token(server: &str, ca_file: impl AsRef<Path>, token: &str) -> Result<Self> {
+        Self::new(server, ca_file, Credential::Token(token.to_owned()))
+    }
+
+    /// Connects as the backend with the admin key from `admin.json`.
+    pub fn from_admin(admin: &AdminConfig) -> Result<Self> {
+        Self::new(
+            &admin.server,
+            &admin.ca_file,
+            Credential::ApiKey {
+                sid: admin.api_key_sid.clone(),
+                secret: admin.api_key_secret.clone(),
+            },
+        )
+    }
+
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    fn quinn_config(&self) -> Result<quinn::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let cert = cert.map_err(|e| Error::Config(format!("CA file: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![syncline_proto::ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<std::result::Result<Response, WireError>>>>;
+
+pub(crate) struct Inner {
+    conn: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+    requests: mpsc::Sender<Bytes>,
+    pending: Arc<Pending>,
+    subs: Arc<Subs>,
+    next_id: AtomicU64,
+    welcome: Welcome,
+}
+
+/// A connection to a Syncline server. Cheap to clone; closes when the last clone drops.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects and authenticates.
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let bind: SocketAddr = if config.server.is_ipv6() {
+            "[::]:0"
+                .parse()
+                .map_err(|_| Error::Config("bind address".into()))?
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| Error::Connection(format!("cannot open a UDP socket: {e}")))?;
+        endpoint.set_default_client_config(config.quinn_config()?);
+        let conn = endpoint
+            .connect(config.server, &config.server_name)
+            .map_err(|e| Error::Connection(e.to_string()))?
+            .await
+            .map_err(|e| Error::from_connection(&e))?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| Error::from_connection(&e))?;
+        let (requests, request_rx) = mpsc::channel(1024);
+        tokio::spawn(write_requests(send, request_rx));
+
+        let pending: Arc<Pending> = Arc::default();
+        let (hello_tx, hello_rx) = oneshot::channel();
+        pending
+            .lock()
+            .map_err(|_| Error::Protocol("lock".into()))?
+            .insert(0, hello_tx);
+        // The Hello goes out before anything else can be sent.
+        let hello = frame::encode(&RequestFrame {
+            id: 0,
+            request: Request::Hello {
+                credential: config.credential.clone(),
+                service: config.service.clone(),
+            },
+        });
+        requests
+            .send(hello)
+            .await
+            .map_err(|_| Error::Connection("request stream closed".into()))?;
+        tokio::spawn(read_responses(recv, pending.clone()));
+        let welcome = match hello_rx.await {
+            Ok(Ok(Response::Welcome(w))) => w,
+            Ok(Ok(other)) => {
+                return Err(Error::Protocol(format!(
+                    "unexpected answer to Hello: {other:?}"
+                )))
+            }
+            Ok(Err(e)) => return Err(Error::Server(e)),
+            Err(_) => {
+                return Err(conn
+                    .close_reason()
+                    .map(|e| Error::from_connection(&e))
+                    .unwrap_or_else(|| Error::Connection("closed during Hello".into())))
+            }
+        };
+        let subs: Arc<Subs> = Arc::default();
+        tokio::spawn(read_events(conn.clone(), subs.clone()));
+        debug!(connection_id = welcome.connection_id, "connected");
+        Ok(Client {
+            inner: Arc::new(Inner {
+                conn,
+                _endpoint: endpoint,
+                requests,
+                pending,
+                subs,
+                next_id: AtomicU64::new(1),
+                welcome,
+            }),
+        })
+    }
+
+    /// What the server said on `Hello`: connection id, identity, service, token expiry.
+    pub fn welcome(&self) -> &Welcome {
+        &self.inner.welcome
+    }
+
+    /// Sends one request and waits for its answer.
+    pub(crate) async fn call(&self, request: Request) -> Result<Response> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .map_err(|_| Error::Protocol("pending table poisoned".into()))?
+            .insert(id, tx);
+        let frame = frame::encode(&RequestFrame { id, request });
+        if self.inner.requests.send(frame).await.is_err() {
+            return Err(self.closed_error());
+        }
+        match rx.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(Error::Server(e)),
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    pub(crate) fn closed_or_lost(&self) -> Error {
+        self.closed_error()
+    }
+
+    fn closed_error(&self) -> Error {
+        self.inner
+            .conn
+            .close_reason()
+            .map(|e| Error::from_connection(&e))
+            .unwrap_or_else(|| Error::Connection("connection lost".into()))
+    }
+
+    /// Round trip to the server.
+    pub async fn ping(&self) -> Result<()> {
+        match self.call(Request::Ping).await? {
+            Response::Pong => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Swaps in a fresh token for the same identity; subscriptions carry on.
+    pub async fn update_token(&self, token: &str) -> Result<u64> {
+        match self
+            .call(Request::UpdateToken {
+                token: token.to_owned(),
+            })
+            .await?
+        {
+            Response::TokenUpdated { expires_at } => Ok(expires_at),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until the connection is closed, and says why.
+    pub async fn closed(&self) -> Error {
+        Error::from_connection(&self.inner.conn.closed().await)
+    }
+
+    /// Closes the connection now.
+    pub fn close(&self) {
+        self.inner.conn.close(0u32.into(), b"client closed");
+    }
+
+    pub(crate) fn register_subscription(&self, sub_id: u64) -> Result<mpsc::Receiver<Event>> {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        self.inner
+            .subs
+            .lock()
+            .map_err(|_| Error::Protocol("subscription table poisoned".into()))?
+            .insert(sub_id, tx);
+        Ok(rx)
+    }
+
+    pub(crate) fn next_sub_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn forget_subscription(&self, sub_id: u64) {
+        if let Ok(mut subs) = self.inner.subs.lock() {
+            subs.remove(&sub_id);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.conn.close(0u32.into(), b"client dropped");
+    }
+}
+
+pub(crate) fn unexpected(r: Response) -> Error {
+    Error::Protocol(format!("unexpected response {r:?}"))
+}
+
+type Subs = Mutex<HashMap<u64, mpsc::Sender<Event>>>;
+
+async fn write_requests(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        if let Err(e) = send.write_all_chunks(&mut batch).await {
+            debug!(error = %e, "request stream closed");
+            return;
+        }
+        batch.clear();
+    }
+    let _ = send.finish();
+}
+
+async fn read_responses(mut recv: quinn::RecvStream, pending: Arc<Pending>) {
+    let limits = Limits::default();
+    let mut decoder = FrameDecoder::new(limits.max_frame_bytes);
+    while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
+        decoder.extend(&chunk.bytes);
+        loop {
+            let body = match decoder.next_frame() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "bad response frame from server");
+                    continue;
+                }
+            };
+            let ResponseFrame { id, result } = match frame::decode(&body, decoder.max()) {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(error = %e, "undecodable response from server");
+                    continue;
+                }
+            };
+            let waiter = pending.lock().ok().and_then(|mut p| p.remove(&id));
+            match (waiter, result) {
+                (Some(w), result) => {
+                    let _ = w.send(result);
+                }
+                // Errors not tied to a request (a malformed frame we sent, token expiry).
+                (None, Err(e)) => debug!(code = %e.code, "server notice: {}", e.message),
+                (None, Ok(r)) => debug!(id, "answer to no pending request: {r:?}"),
+            }
+        }
+    }
+    // Dropping the waiters tells every caller the connection is gone.
+    if let Ok(mut p) = pending.lock() {
+        p.clear();
+    }
+}
+
+async fn read_events(conn: quinn::Connection, subs: Arc<Subs>) {
+    let Ok(mut recv) = conn.accept_uni().await else {
+        return;
+    };
+    let limits = Limits::default();
+    let mut decoder = FrameDecoder::new(limits.max_frame_bytes + EventFrameHeader::LEN as u32);
+    while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
+        decoder.extend(&chunk.bytes);
+        loop {
+            let body = match decoder.next_frame() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "bad event frame from server");
+                    continue;
+                }
+            };
+            let (header, event) = match EventFrameHeader::decode(&body, decoder.max()) {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "undecodable event from server");
+                    continue;
+                }
+            };
+            let tx = subs
+                .lock()
+                .ok()
+                .and_then(|s| s.get(&header.sub_id).cloned());
+            if let Some(tx) = tx {
+                // Waiting here is the back-pressure: a subscriber that does not read
+                // stalls this stream, and the server resyncs instead of queueing.
+                let _ = tx.send(event).await;
+            }
+        }
+    }
+    if let Ok(mut s) = subs.lock() {
+        s.clear();
+    }
+}

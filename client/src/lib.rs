@@ -1,0 +1,91 @@
+//! Syncline client: connect over QUIC with an access token or an API key, read and write
+//! documents, and subscribe to them with a local replica that equals the server's value
+//! after every event.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), syncline_client::Error> {
+//! use syncline_client::{Client, ClientConfig};
+//! let config = ClientConfig::with_token("127.0.0.1:7400", "syncline-data/tls/cert.pem", "eyJ...")?;
+//! let client = Client::connect(config).await?;
+//! let doc = client.document("settings");
+//! doc.set(&serde_json::json!({"theme": "dark"})).await?;
+//! let mut sub = doc.subscribe().await?;
+//! while let Some(event) = sub.next().await {
+//!     let event = event?;
+//!     println!("rev {} local={} value={:?}", event.revision, event.is_local, sub.replica());
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod connection;
+mod document;
+pub mod token;
+
+pub use config::AdminConfig;
+pub use connection::{Client, ClientConfig};
+pub use document::{
+    Document, DocumentEvent, DocumentEventKind, DocumentState, DocumentSubscription, WriteOptions,
+};
+pub use syncline_proto::{Credential, ErrorCode, Reason, WireError};
+
+use syncline_proto::close_code;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server refused the request; `code` says why.
+    #[error("{0}")]
+    Server(#[from] WireError),
+    /// The server closed the connection (token expired, auth failed, shutting down).
+    #[error("{code}: connection closed by the server ({reason})")]
+    Closed { code: ErrorCode, reason: String },
+    #[error("Unavailable: connection failed: {0}")]
+    Connection(String),
+    #[error("InvalidArgument: configuration: {0}")]
+    Config(String),
+    #[error("InvalidArgument: {0}")]
+    Json(String),
+    #[error("Internal: protocol error: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The stable error code, for callers that branch on it (and the CLI's exit code).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Server(e) => e.code,
+            Error::Closed { code, .. } => *code,
+            Error::Connection(_) => ErrorCode::Unavailable,
+            Error::Config(_) | Error::Json(_) => ErrorCode::InvalidArgument,
+            Error::Protocol(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// For `Conflict`: the object's current revision.
+    pub fn current_revision(&self) -> Option<u64> {
+        match self {
+            Error::Server(e) => e.current_revision,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_connection(e: &quinn::ConnectionError) -> Error {
+        match e {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                let code = match close.error_code.into_inner() as u32 {
+                    close_code::TOKEN_EXPIRED => ErrorCode::TokenExpired,
+                    close_code::UNAUTHORIZED => ErrorCode::Unauthorized,
+                    close_code::PROTOCOL_ERROR => ErrorCode::InvalidArgument,
+                    _ => ErrorCode::Unavailable,
+                };
+                Error::Closed {
+                    code,
+                    reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                }
+            }
+            other => Error::Connection(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,36 @@
+//! Syncline's wire protocol: message types, error codes, ids, limits and framing.
+//!
+//! This crate does no IO (no sockets, no tokio): the server and the client both build on
+//! it, and it can be unit-tested and fuzzed on byte slices alone. See `frame` for the
+//! byte layout and `message` for what travels in a frame.
+
+pub mod error;
+pub mod frame;
+pub mod ids;
+pub mod limits;
+pub mod message;
+pub mod token;
+
+pub use error::{ErrorCode, WireError};
+pub use frame::{EventFrameHeader, FrameDecoder, FrameError};
+pub use ids::ObjectKind;
+pub use limits::Limits;
+pub use message::*;
+
+/// ALPN protocol id negotiated on every Syncline QUIC connection.
+pub const ALPN: &[u8] = b"syncline/1";
+
+/// QUIC application close codes (sent in CONNECTION_CLOSE), so a client can tell why
+/// the server hung up without a frame to read.
+pub mod close_code {
+    /// Normal close by either side.
+    pub const NORMAL: u32 = 0;
+    /// The server is shutting down; reconnect later.
+    pub const GOING_AWAY: u32 = 1;
+    /// Authentication failed (bad credential) or the key was revoked.
+    pub const UNAUTHORIZED: u32 = 2;
+    /// The access token expired and was not refreshed in time.
+    pub const TOKEN_EXPIRED: u32 = 3;
+    /// The peer broke the protocol (bad framing, request before hello, ...).
+    pub const PROTOCOL_ERROR: u32 = 4;
+}

@@ -1,0 +1,202 @@
+//! What travels in frames: requests and responses on the request stream, and events on
+//! the event stream. Field order is part of the wire format (bincode); append, never reorder.
+
+use crate::error::WireError;
+use crate::ids::ObjectKind;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A request from the client, tagged with an id the response echoes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RequestFrame {
+    pub id: u64,
+    pub request: Request,
+}
+
+/// How a connection authenticates. Its `Debug` never prints a secret.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+pub enum Credential {
+    /// A JWT access token (Twilio Access Token format with a Sync grant).
+    Token(String),
+    /// An API key: the trusted backend.
+    ApiKey { sid: String, secret: String },
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Token(_) => f.write_str("Token(<redacted>)"),
+            Credential::ApiKey { sid, .. } => write!(f, "ApiKey({sid}, <redacted>)"),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Request {
+    /// Must be the first request on a connection. `service` (id or unique name) selects the
+    /// service for an API-key connection; a token always acts in its own service.
+    Hello {
+        credential: Credential,
+        service: Option<String>,
+    },
+    /// Replaces the connection's token with a fresh one for the same identity.
+    UpdateToken {
+        token: String,
+    },
+    Ping,
+    /// `document` is a sid or a unique name, here and below.
+    DocGet {
+        document: String,
+    },
+    /// Replaces the document's data, creating the document if it does not exist.
+    DocSet {
+        document: String,
+        data: String,
+        if_match: Option<u64>,
+        ttl: Option<u64>,
+    },
+    /// Merges the top-level keys of `data` (a JSON object) into the document's data.
+    DocUpdate {
+        document: String,
+        data: String,
+        if_match: Option<u64>,
+    },
+    DocDelete {
+        document: String,
+        if_match: Option<u64>,
+    },
+    /// Subscribes to an object's events. `sub_id` is chosen by the client and tags every
+    /// event frame of this subscription. With `since`, only what came after that revision
+    /// is sent (or a snapshot when it is no longer known); without, a snapshot first.
+    Subscribe {
+        sub_id: u64,
+        object: String,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        sub_id: u64,
+    },
+}
+
+/// The answer to one request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ResponseFrame {
+    pub id: u64,
+    pub result: Result<Response, WireError>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Response {
+    Welcome(Welcome),
+    TokenUpdated {
+        expires_at: u64,
+    },
+    Pong,
+    Document(DocumentInfo),
+    /// An object was deleted; `revision` is its last revision.
+    Deleted {
+        sid: String,
+        revision: u64,
+    },
+    Subscribed {
+        sub_id: u64,
+        object_sid: String,
+        kind: ObjectKind,
+    },
+    Unsubscribed {
+        sub_id: u64,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Welcome {
+    /// Unique per server run; events caused by this connection carry it as `origin`.
+    pub connection_id: u64,
+    /// `None` for an API-key (backend) connection.
+    pub identity: Option<String>,
+    pub service_sid: String,
+    pub account_sid: String,
+    /// Unix seconds at which the token expires (`None` for API keys).
+    pub token_expires_at: Option<u64>,
+}
+
+/// A document as readers see it. Times are Unix milliseconds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DocumentInfo {
+    pub sid: String,
+    pub unique_name: Option<String>,
+    pub revision: u64,
+    /// JSON text.
+    pub data: String,
+    pub created_by: String,
+    pub date_created: u64,
+    pub date_updated: u64,
+    pub date_expires: Option<u64>,
+}
+
+/// One change to an object, as delivered to subscribers and kept in the change log.
+/// It is encoded once and the same bytes go to every subscriber.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Event {
+    pub object_sid: String,
+    /// The object's revision after this change.
+    pub revision: u64,
+    /// Connection id of the connection whose request caused it; 0 for the server itself.
+    pub origin: u64,
+    /// Identity that caused it (`system` for the backend or the server).
+    pub actor: String,
+    pub kind: EventKind,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum EventKind {
+    /// The whole current state: the first event of a subscription, or a resync when the
+    /// missed events are no longer known or the subscriber fell behind. Replace the replica.
+    Snapshot {
+        state: ObjectState,
+    },
+    DocumentUpdated {
+        data: String,
+        previous: Option<String>,
+        date_updated: u64,
+    },
+    ObjectRemoved {
+        reason: Reason,
+    },
+    /// The server ends this subscription (e.g. access was revoked); no more events follow.
+    SubscriptionEnded {
+        error: WireError,
+    },
+}
+
+impl EventKind {
+    /// The snake_case event name used by the CLI and docs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Snapshot { .. } => "snapshot",
+            EventKind::DocumentUpdated { .. } => "document_updated",
+            EventKind::ObjectRemoved { .. } => "object_removed",
+            EventKind::SubscriptionEnded { .. } => "subscription_ended",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum ObjectState {
+    Document(DocumentInfo),
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Write,
+    Expired,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Write => "write",
+            Reason::Expired => "expired",
+        }
+    }
+}

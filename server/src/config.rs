@@ -1,0 +1,177 @@
+//! The data directory and first-start bootstrap: the self-signed certificate, the store,
+//! the installation's account sid, the default service and the admin API key, and the
+//! `admin.json` that hands them to the operator's tools.
+//!
+//! Layout of a data directory (mode 0700):
+//! ```text
+//! admin.json      server address, CA file, account sid, default service, admin key (0600)
+//! tls/cert.pem    self-signed certificate for localhost, 127.0.0.1, ::1
+//! tls/key.pem     its private key (0600)
+//! db/             the sled store
+//! ```
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rand::distributions::{Alphanumeric, DistString};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use syncline_client::AdminConfig;
+use syncline_proto::ids::{make_sid, ACCOUNT_PREFIX, API_KEY_PREFIX, SERVICE_PREFIX};
+
+use crate::store::{ApiKeyRecord, Installation, ServiceRecord, SledStore, Store, StoreError};
+
+/// Unique name of the service created on first start.
+pub const DEFAULT_SERVICE_NAME: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS files: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
+    move |source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `contents` to `path` atomically (temp file + rename) with the given mode.
+pub fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), ConfigError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(contents).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+pub struct TlsIdentity {
+    pub certs: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// The file clients trust as CA.
+    pub cert_file: PathBuf,
+}
+
+/// Loads the given certificate and key, or the data directory's own, creating a
+/// self-signed pair on first start.
+pub fn tls_identity(
+    data_dir: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<TlsIdentity, ConfigError> {
+    let (cert_file, key_file) = match (cert, key) {
+        (Some(c), Some(k)) => (c.to_owned(), k.to_owned()),
+        (None, None) => {
+            let dir = data_dir.join("tls");
+            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+            if !c.exists() || !k.exists() {
+                std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+                let names = vec![
+                    "localhost".to_owned(),
+                    "127.0.0.1".to_owned(),
+                    "::1".to_owned(),
+                ];
+                let generated = rcgen::generate_simple_self_signed(names)
+                    .map_err(|e| ConfigError::Tls(e.to_string()))?;
+                write_private(&k, generated.key_pair.serialize_pem().as_bytes(), 0o600)?;
+                write_private(&c, generated.cert.pem().as_bytes(), 0o644)?;
+            }
+            (c, k)
+        }
+        _ => return Err(ConfigError::Tls("--cert and --key go together".into())),
+    };
+    let certs = CertificateDer::pem_file_iter(&cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ConfigError::Tls(format!("{}: {e}", cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(ConfigError::Tls(format!(
+            "{}: no certificate",
+            cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_file)
+        .map_err(|e| ConfigError::Tls(format!("{}: {e}", key_file.display())))?;
+    let cert_file = std::fs::canonicalize(&cert_file).map_err(io(&cert_file))?;
+    Ok(TlsIdentity {
+        certs,
+        key,
+        cert_file,
+    })
+}
+
+/// Creates the data directory (0700) if needed.
+pub fn prepare_data_dir(data_dir: &Path) -> Result<PathBuf, ConfigError> {
+    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(data_dir))?;
+    std::fs::canonicalize(data_dir).map_err(io(data_dir))
+}
+
+fn random_sid(prefix: &str) -> String {
+    make_sid(prefix, rand::random())
+}
+
+/// A new API key secret: 32 alphanumeric characters, as Twilio's are.
+pub fn new_secret() -> String {
+    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32)
+}
+
+/// The installation, created on first start. Returns it, the admin key, and whether it
+/// was created now.
+pub async fn installation(
+    store: &SledStore,
+) -> Result<(Installation, ApiKeyRecord, bool), ConfigError> {
+    if let Some(inst) = store.installation().await? {
+        if let Some(key) = store.api_key(&inst.admin_key_sid).await? {
+            return Ok((inst, key, false));
+        }
+        return Err(StoreError::Corrupt("the admin API key is missing".into()).into());
+    }
+    let now = crate::now_ms();
+    let service = ServiceRecord {
+        sid: random_sid(SERVICE_PREFIX),
+        unique_name: Some(DEFAULT_SERVICE_NAME.into()),
+        acl_enabled: false,
+        date_created: now,
+    };
+    let key = ApiKeyRecord {
+        sid: random_sid(API_KEY_PREFIX),
+        secret: new_secret(),
+        date_created: now,
+        revoked: false,
+    };
+    let inst = Installation {
+        account_sid: random_sid(ACCOUNT_PREFIX),
+        default_service_sid: service.sid.clone(),
+        admin_key_sid: key.sid.clone(),
+    };
+    store.put_service(&service).await?;
+    store.put_api_key(&key).await?;
+    // Written last: its presence means the rest is there.
+    store.put_installation(&inst).await?;
+    Ok((inst, key, true))
+}
+
+/// Writes `admin.json` (0600) for the operator's tools.
+pub fn write_admin_config(path: &Path, admin: &AdminConfig) -> Result<(), ConfigError> {
+    let mut text = serde_json::to_vec_pretty(admin)
+        .map_err(|e| ConfigError::Tls(format!("serializing admin config: {e}")))?;
+    text.push(b'\n');
+    write_private(path, &text, 0o600)
+}

@@ -1,0 +1,37 @@
+//! Syncline server: a QUIC endpoint in front of durable, revisioned Documents (and, as
+//! they land, Lists, Maps and Streams), with JWT access, per-identity ACLs and streamed
+//! deltas. The map of the code is in ARCHITECTURE.md; in one line, a write enters in
+//! `net`, is checked in `session` (`auth`, `acl`), applied by `objects` through `commit`
+//! to `store`, and its event leaves through `fanout`.
+
+pub mod acl;
+pub mod auth;
+pub mod cli;
+pub mod commit;
+pub mod config;
+pub mod fanout;
+pub mod net;
+pub mod objects;
+pub mod reaper;
+pub mod server;
+pub mod session;
+pub mod store;
+
+pub use server::{Server, ServerError, ServerOptions};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn shutdown_requested(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}

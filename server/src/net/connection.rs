@@ -1,0 +1,194 @@
+//! One connection: accept its request stream, authenticate, run requests (concurrently
+//! after `Hello`), write responses in batches, and close it with the right code when the
+//! token expires, the client misbehaves or the server shuts down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use syncline_proto::frame::{self, FrameDecoder, FrameError};
+use syncline_proto::{close_code, ErrorCode, Request, RequestFrame, ResponseFrame, WireError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::fanout::Outbox;
+use crate::session::{After, Session, Shared};
+
+/// Time a new connection has to open its request stream.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests of one connection handled at once; past this the connection is not read.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// Serves one incoming connection until it ends.
+pub async fn serve(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(%remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let (outbox, outbox_rx) = Outbox::new();
+    let session = Arc::new(Session::new(shared.clone(), outbox));
+    let span = info_span!("conn", id = session.connection_id, %remote);
+    async move {
+        debug!("connected");
+        let events = tokio::spawn(
+            super::events::run(conn.clone(), outbox_rx, shared.clone(), session.clone())
+                .in_current_span(),
+        );
+        let (code, reason) = run_requests(&conn, &session, &shared, shutdown).await;
+        session.close();
+        events.abort();
+        conn.close(code.into(), reason.as_bytes());
+        debug!(code, reason, "closed");
+    }
+    .instrument(span)
+    .await
+}
+
+fn respond(id: u64, result: Result<syncline_proto::Response, WireError>) -> Bytes {
+    frame::encode(&ResponseFrame { id, result })
+}
+
+async fn run_requests(
+    conn: &quinn::Connection,
+    session: &Arc<Session>,
+    shared: &Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> (u32, &'static str) {
+    let (send, mut recv) = tokio::select! {
+        s = conn.accept_bi() => match s {
+            Ok(s) => s,
+            Err(_) => return (close_code::NORMAL, "closed"),
+        },
+        _ = tokio::time::sleep(OPEN_TIMEOUT) => {
+            return (close_code::PROTOCOL_ERROR, "no request stream opened");
+        }
+        _ = crate::shutdown_requested(&mut shutdown) => return (close_code::GOING_AWAY, "server shutting down"),
+    };
+    let (responses, response_rx) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(write_responses(send, response_rx).in_current_span());
+    let mut decoder = FrameDecoder::new(shared.limits.max_frame_bytes);
+    let mut in_flight = JoinSet::new();
+    let mut expiry = session.token_expiry();
+    let mut close: Option<(u32, &'static str)> = None;
+
+    'read: while close.is_none() {
+        let expires_at = *expiry.borrow_and_update();
+        let expired = async move {
+            match expires_at {
+                Some(t) => {
+                    let left = t.saturating_sub(crate::now_s());
+                    tokio::time::sleep(Duration::from_secs(left)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        while in_flight.len() >= MAX_IN_FLIGHT {
+            in_flight.join_next().await;
+        }
+        tokio::select! {
+            chunk = recv.read_chunk(64 * 1024, true) => {
+                let chunk = match chunk {
+                    Ok(Some(c)) => c,
+                    Ok(None) | Err(_) => break 'read,
+                };
+                decoder.extend(&chunk.bytes);
+                loop {
+                    let body = match decoder.next_frame() {
+                        Ok(Some(b)) => b,
+                        Ok(None) => break,
+                        Err(e @ FrameError::TooLarge { .. }) => {
+                            info!(error = %e, "refused oversized frame");
+                            let err = WireError::new(ErrorCode::TooLarge, e.to_string());
+                            let _ = responses.send(respond(0, Err(err))).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            let err = WireError::invalid(e.to_string());
+                            let _ = responses.send(respond(0, Err(err))).await;
+                            continue;
+                        }
+                    };
+                    let RequestFrame { id, request } = match frame::decode(&body, decoder.max()) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            info!(error = %e, "malformed request frame");
+                            let err = WireError::invalid(format!("malformed request frame: {e}"));
+                            let _ = responses.send(respond(0, Err(err))).await;
+                            continue;
+                        }
+                    };
+                    // Until authenticated, requests run one at a time so that nothing
+                    // overtakes Hello.
+                    if matches!(request, Request::Hello { .. }) || !session.is_authenticated() {
+                        let (result, after) = session.handle(request).await;
+                        if let Err(e) = &result {
+                            info!(code = %e.code, "hello refused: {}", e.message);
+                        }
+                        let _ = responses.send(respond(id, result)).await;
+                        if let After::Close(code) = after {
+                            close = Some((code, "authentication failed"));
+                            break;
+                        }
+                        continue;
+                    }
+                    let session = session.clone();
+                    let responses = responses.clone();
+                    in_flight.spawn(
+                        async move {
+                            let (result, _) = session.handle(request).await;
+                            if let Err(e) = &result {
+                                debug!(id, code = %e.code, "request failed: {}", e.message);
+                            }
+                            let _ = responses.send(respond(id, result)).await;
+                        }
+                        .instrument(info_span!("request", id)),
+                    );
+                }
+            }
+            _ = expired => {
+                info!("token expired; closing");
+                let err = WireError::new(ErrorCode::TokenExpired, "token has expired");
+                let _ = responses.send(respond(0, Err(err))).await;
+                close = Some((close_code::TOKEN_EXPIRED, "TokenExpired"));
+            }
+            _ = expiry.changed() => {}
+            _ = crate::shutdown_requested(&mut shutdown) => {
+                close = Some((close_code::GOING_AWAY, "server shutting down"));
+            }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+    // Let accepted requests finish and their answers go out before closing.
+    while in_flight.join_next().await.is_some() {}
+    drop(responses);
+    if let Ok(Err(e)) = writer.await {
+        warn!(error = %e, "writing responses failed");
+    }
+    close.unwrap_or((close_code::NORMAL, "closed"))
+}
+
+/// Writes answers as they come, all that is pending in one go.
+async fn write_responses(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<(), quinn::WriteError> {
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        send.write_all_chunks(&mut batch).await?;
+        batch.clear();
+    }
+    let _ = send.finish();
+    // Closing the connection discards unsent data: give the last answers (an auth error,
+    // say) a moment to be acknowledged first.
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    Ok(())
+}

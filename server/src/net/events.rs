@@ -1,0 +1,180 @@
+//! A connection's event writer: the one place that decides what each subscription of the
+//! connection receives next. It starts subscriptions (catch-up or snapshot), drops events
+//! a subscription already has (by revision), resyncs subscriptions that lagged, and writes
+//! everything pending on the connection's event stream in one go.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use syncline_proto::frame::encode_event;
+use syncline_proto::{EventFrameHeader, WireError};
+use tracing::{debug, error};
+
+use crate::fanout::{catch_up, ended_event, CatchUp, Control, OutboxReceiver};
+use crate::session::{Session, Shared};
+
+struct Subscription {
+    service_sid: String,
+    object_sid: String,
+    /// Revision the subscriber is known to have; later events only.
+    delivered: u64,
+}
+
+struct Writer<'a> {
+    shared: &'a Shared,
+    session: &'a Session,
+    subs: HashMap<u64, Subscription>,
+    pending: Vec<Bytes>,
+}
+
+impl Writer<'_> {
+    fn push(&mut self, sub_id: u64, body: Bytes) {
+        let header = EventFrameHeader { sub_id }.encode(body.len());
+        self.pending.push(Bytes::copy_from_slice(&header));
+        self.pending.push(body);
+    }
+
+    /// Brings a subscription up to date from `since` (or from nothing).
+    async fn start(
+        &mut self,
+        sub_id: u64,
+        service_sid: String,
+        object_sid: String,
+        since: Option<u64>,
+    ) {
+        let caught = catch_up(
+            &*self.shared.store,
+            &service_sid,
+            &object_sid,
+            since,
+            crate::now_ms(),
+        )
+        .await;
+        let delivered = match caught {
+            Ok(CatchUp::Replay { events, revision }) => {
+                for e in events {
+                    self.push(sub_id, e.event);
+                }
+                revision
+            }
+            Ok(CatchUp::Snapshot { event, revision }) => {
+                self.push(sub_id, encode_event(&event));
+                revision
+            }
+            Ok(CatchUp::Gone) => {
+                self.end(sub_id, &object_sid, WireError::not_found("object"));
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, sub_id, "catch-up read failed; ending subscription");
+                self.end(
+                    sub_id,
+                    &object_sid,
+                    WireError::internal("storage read failed"),
+                );
+                return;
+            }
+        };
+        self.subs.insert(
+            sub_id,
+            Subscription {
+                service_sid,
+                object_sid,
+                delivered,
+            },
+        );
+    }
+
+    fn end(&mut self, sub_id: u64, object_sid: &str, error: WireError) {
+        self.subs.remove(&sub_id);
+        self.session.forget_subscription(sub_id);
+        self.push(sub_id, encode_event(&ended_event(object_sid, 0, error)));
+    }
+
+    async fn resync(&mut self, sub_id: u64) {
+        let Some(s) = self.subs.remove(&sub_id) else {
+            return;
+        };
+        debug!(
+            sub_id,
+            from = s.delivered,
+            "resyncing a lagged subscription"
+        );
+        self.start(sub_id, s.service_sid, s.object_sid, Some(s.delivered))
+            .await;
+    }
+}
+
+pub async fn run(
+    conn: quinn::Connection,
+    mut rx: OutboxReceiver,
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+) {
+    let mut writer = Writer {
+        shared: &shared,
+        session: &session,
+        subs: HashMap::new(),
+        pending: Vec::new(),
+    };
+    let mut stream: Option<quinn::SendStream> = None;
+    let mut deliveries = Vec::with_capacity(256);
+    loop {
+        tokio::select! {
+            biased;
+            control = rx.control.recv() => match control {
+                Some(Control::Start { sub_id, service_sid, object_sid, since }) => {
+                    writer.start(sub_id, service_sid, object_sid, since).await;
+                }
+                Some(Control::Stop { sub_id }) => {
+                    writer.subs.remove(&sub_id);
+                }
+                None => break,
+            },
+            _ = rx.outbox.lag_notified() => {
+                for sub_id in rx.outbox.take_lagged() {
+                    writer.resync(sub_id).await;
+                }
+            }
+            n = rx.events.recv_many(&mut deliveries, 256) => {
+                if n == 0 {
+                    break;
+                }
+                for d in deliveries.drain(..) {
+                    // Events for a subscription not started yet are covered by the state
+                    // it will start from; events it already has are skipped.
+                    let Some(s) = writer.subs.get_mut(&d.sub_id) else { continue };
+                    if d.revision <= s.delivered {
+                        continue;
+                    }
+                    s.delivered = d.revision;
+                    if d.ends {
+                        writer.subs.remove(&d.sub_id);
+                        session.forget_subscription(d.sub_id);
+                    }
+                    writer.push(d.sub_id, d.body);
+                }
+            }
+        }
+        if writer.pending.is_empty() {
+            continue;
+        }
+        if stream.is_none() {
+            match conn.open_uni().await {
+                Ok(s) => stream = Some(s),
+                Err(e) => {
+                    debug!(error = %e, "cannot open the event stream");
+                    break;
+                }
+            }
+        }
+        if let Some(s) = stream.as_mut() {
+            if let Err(e) = s.write_all_chunks(&mut writer.pending).await {
+                debug!(error = %e, "event stream closed");
+                break;
+            }
+        }
+        writer.pending.clear();
+    }
+}

@@ -1,0 +1,90 @@
+//! The network layer, and the only IO besides storage: the QUIC endpoint, one task per
+//! connection, framing onto streams. It moves frames between quinn and the session.
+
+pub mod connection;
+pub mod events;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Receive buffer asked for on the UDP socket. Linux caps it at `net.core.rmem_max`; the
+/// default (about 208 KiB) drops handshakes and fan-out bursts under load.
+const UDP_RECV_BUFFER: usize = 16 * 1024 * 1024;
+const UDP_SEND_BUFFER: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Transport settings sized for many mostly idle clients: one request stream and a few
+/// event streams each, modest windows.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(4u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window((256u32 * 1024).into())
+        .receive_window((512u32 * 1024).into())
+        .send_window(2 * 1024 * 1024)
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(30))
+                .unwrap_or(quinn::VarInt::from_u32(30_000).into()),
+        ));
+    t
+}
+
+/// Binds the server endpoint on `addr` with the given certificate.
+pub fn bind(
+    addr: SocketAddr,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<quinn::Endpoint, EndpointError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| EndpointError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| EndpointError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![syncline_proto::ALPN.to_vec()];
+    // Resumption keeps reconnect storms cheap (a full handshake costs ~0.5 ms of CPU).
+    tls.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    tls.max_early_data_size = 0;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| EndpointError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config()));
+
+    let bind_err = |source| EndpointError::Bind { addr, source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .map_err(bind_err)?;
+    // Best effort: a smaller buffer than asked for still works, it just drops sooner.
+    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_SEND_BUFFER);
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into()).map_err(bind_err)?;
+    let socket: std::net::UdpSocket = socket.into();
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_err)
+}

@@ -1,0 +1,271 @@
+//! Documents: one JSON value, replaced by `set`, merged by `update`, removed by `delete`.
+
+use serde_json::Value;
+use syncline_proto::{DocumentInfo, Event, EventKind, Limits, ObjectKind, WireError};
+
+use super::WriteContext;
+use crate::store::ObjectRecord;
+
+/// A document record as clients see it.
+pub fn info(r: &ObjectRecord) -> DocumentInfo {
+    DocumentInfo {
+        sid: r.sid.clone(),
+        unique_name: r.unique_name.clone(),
+        revision: r.revision,
+        data: r.data.clone(),
+        created_by: r.created_by.clone(),
+        date_created: r.date_created,
+        date_updated: r.date_updated,
+        date_expires: r.date_expires,
+    }
+}
+
+fn check_if_match(current: &ObjectRecord, if_match: Option<u64>) -> Result<(), WireError> {
+    match if_match {
+        Some(expected) if expected != current.revision => {
+            Err(WireError::conflict(current.revision, expected))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn expiry(now_ms: u64, ttl_s: u64) -> Option<u64> {
+    (ttl_s > 0).then(|| now_ms.saturating_add(ttl_s.saturating_mul(1000)))
+}
+
+fn updated_event(before: &ObjectRecord, after: &ObjectRecord, ctx: &WriteContext) -> Event {
+    Event {
+        object_sid: after.sid.clone(),
+        revision: after.revision,
+        origin: ctx.origin,
+        actor: ctx.actor.clone(),
+        kind: EventKind::DocumentUpdated {
+            data: after.data.clone(),
+            previous: Some(before.data.clone()),
+            date_updated: after.date_updated,
+        },
+    }
+}
+
+/// What a new document needs that the caller decides: its sid and unique name.
+pub struct NewDocument {
+    pub sid: String,
+    pub unique_name: Option<String>,
+}
+
+/// `set`: replace the data, or create the document (revision 0) if `current` is `None`.
+/// A TTL of 0 clears the expiry; no TTL keeps it.
+pub fn set(
+    current: Option<&ObjectRecord>,
+    create: impl FnOnce() -> NewDocument,
+    data: String,
+    if_match: Option<u64>,
+    ttl: Option<u64>,
+    ctx: &WriteContext,
+    limits: &Limits,
+) -> Result<(ObjectRecord, Event), WireError> {
+    limits.check_data(&data)?;
+    match current {
+        None => {
+            if if_match.is_some() {
+                return Err(WireError::not_found("document (if_match given)"));
+            }
+            let new = create();
+            let record = ObjectRecord {
+                service_sid: ctx.service_sid.clone(),
+                sid: new.sid,
+                kind: ObjectKind::Document,
+                unique_name: new.unique_name,
+                revision: 0,
+                data,
+                created_by: ctx.actor.clone(),
+                date_created: ctx.now_ms,
+                date_updated: ctx.now_ms,
+                date_expires: ttl.and_then(|t| expiry(ctx.now_ms, t)),
+            };
+            let event = Event {
+                object_sid: record.sid.clone(),
+                revision: 0,
+                origin: ctx.origin,
+                actor: ctx.actor.clone(),
+                kind: EventKind::DocumentUpdated {
+                    data: record.data.clone(),
+                    previous: None,
+                    date_updated: record.date_updated,
+                },
+            };
+            Ok((record, event))
+        }
+        Some(cur) => {
+            check_kind(cur)?;
+            check_if_match(cur, if_match)?;
+            let mut next = cur.clone();
+            next.revision += 1;
+            next.data = data;
+            next.date_updated = ctx.now_ms;
+            if let Some(t) = ttl {
+                next.date_expires = expiry(ctx.now_ms, t);
+            }
+            let event = updated_event(cur, &next, ctx);
+            Ok((next, event))
+        }
+    }
+}
+
+/// `update`: merge the top-level keys of `patch` (a JSON object) into the data; a key
+/// whose value is `null` is removed, as in JSON merge patch at the top level.
+pub fn update(
+    current: &ObjectRecord,
+    patch: &str,
+    if_match: Option<u64>,
+    ctx: &WriteContext,
+    limits: &Limits,
+) -> Result<(ObjectRecord, Event), WireError> {
+    check_kind(current)?;
+    limits.check_data(patch)?;
+    check_if_match(current, if_match)?;
+    let Value::Object(patch) = parse(patch)? else {
+        return Err(WireError::invalid("update data must be a JSON object"));
+    };
+    let mut merged = match parse(&current.data)? {
+        Value::Object(m) => m,
+        // A document holding a non-object value is replaced by the patch object.
+        _ => serde_json::Map::new(),
+    };
+    for (k, v) in patch {
+        if v.is_null() {
+            merged.remove(&k);
+        } else {
+            merged.insert(k, v);
+        }
+    }
+    let data = Value::Object(merged).to_string();
+    limits.check_data(&data)?;
+    let mut next = current.clone();
+    next.revision += 1;
+    next.data = data;
+    next.date_updated = ctx.now_ms;
+    let event = updated_event(current, &next, ctx);
+    Ok((next, event))
+}
+
+/// `delete`: checks that the caller's expectation holds.
+pub fn delete(current: &ObjectRecord, if_match: Option<u64>) -> Result<(), WireError> {
+    check_kind(current)?;
+    check_if_match(current, if_match)
+}
+
+fn check_kind(r: &ObjectRecord) -> Result<(), WireError> {
+    if r.kind == ObjectKind::Document {
+        Ok(())
+    } else {
+        Err(WireError::invalid(format!(
+            "{} is a {}, not a document",
+            r.sid,
+            r.kind.name()
+        )))
+    }
+}
+
+fn parse(s: &str) -> Result<Value, WireError> {
+    serde_json::from_str(s).map_err(|e| WireError::invalid(format!("data is not valid JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncline_proto::ErrorCode;
+
+    fn ctx() -> WriteContext {
+        WriteContext {
+            service_sid: "IS00000000000000000000000000000000".into(),
+            actor: "alice".into(),
+            origin: 3,
+            now_ms: 1_000,
+        }
+    }
+
+    fn new_doc() -> NewDocument {
+        NewDocument {
+            sid: "ET00000000000000000000000000000001".into(),
+            unique_name: Some("d".into()),
+        }
+    }
+
+    #[test]
+    fn create_then_set_counts_revisions() {
+        let l = Limits::default();
+        let (r0, e0) = set(
+            None,
+            new_doc,
+            r#"{"a":1}"#.into(),
+            None,
+            Some(10),
+            &ctx(),
+            &l,
+        )
+        .unwrap();
+        assert_eq!((r0.revision, e0.revision), (0, 0));
+        assert_eq!(r0.date_expires, Some(11_000));
+        assert_eq!(r0.created_by, "alice");
+        let (r1, e1) = set(Some(&r0), new_doc, "[1]".into(), Some(0), None, &ctx(), &l).unwrap();
+        assert_eq!((r1.revision, e1.revision), (1, 1));
+        assert_eq!(r1.date_expires, Some(11_000), "no ttl keeps the expiry");
+        match e1.kind {
+            EventKind::DocumentUpdated { previous, .. } => {
+                assert_eq!(previous.as_deref(), Some(r#"{"a":1}"#))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let (r2, _) = set(Some(&r1), new_doc, "2".into(), None, Some(0), &ctx(), &l).unwrap();
+        assert_eq!(r2.date_expires, None, "ttl 0 clears the expiry");
+    }
+
+    #[test]
+    fn stale_if_match_conflicts_with_current_revision() {
+        let l = Limits::default();
+        let (r0, _) = set(None, new_doc, "{}".into(), None, None, &ctx(), &l).unwrap();
+        let (r1, _) = set(Some(&r0), new_doc, "{}".into(), None, None, &ctx(), &l).unwrap();
+        let err = set(Some(&r1), new_doc, "{}".into(), Some(0), None, &ctx(), &l).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict);
+        assert_eq!(err.current_revision, Some(1));
+        assert_eq!(
+            update(&r1, "{}", Some(5), &ctx(), &l).unwrap_err().code,
+            ErrorCode::Conflict
+        );
+        assert_eq!(delete(&r1, Some(0)).unwrap_err().code, ErrorCode::Conflict);
+        assert!(delete(&r1, Some(1)).is_ok());
+    }
+
+    #[test]
+    fn update_merges_top_level_keys() {
+        let l = Limits::default();
+        let (r0, _) = set(
+            None,
+            new_doc,
+            r#"{"a":1,"b":{"x":1},"c":3}"#.into(),
+            None,
+            None,
+            &ctx(),
+            &l,
+        )
+        .unwrap();
+        let (r1, _) = update(&r0, r#"{"b":{"y":2},"c":null,"d":4}"#, None, &ctx(), &l).unwrap();
+        let v: Value = serde_json::from_str(&r1.data).unwrap();
+        assert_eq!(v, serde_json::json!({"a":1,"b":{"y":2},"d":4}));
+        assert_eq!(
+            update(&r1, "[1]", None, &ctx(), &l).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn bad_data_is_refused() {
+        let l = Limits::default();
+        let err = set(None, new_doc, "{".into(), None, None, &ctx(), &l).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        let big = format!("\"{}\"", "x".repeat(l.max_data_bytes));
+        let err = set(None, new_doc, big, None, None, &ctx(), &l).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+    }
+}

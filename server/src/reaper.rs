@@ -1,0 +1,52 @@
+//! TTL expiry: periodically finds objects whose time has passed and asks the commit task
+//! to delete them, which emits their `object_removed` event with reason `expired`.
+//! Readers already treat them as gone; the reaper makes it so on disk and tells subscribers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{debug, error};
+
+use crate::commit::{Committer, WriteOp};
+use crate::objects::{WriteContext, SYSTEM_ACTOR};
+use crate::store::Store;
+
+/// Objects expired per sweep at most; the rest wait for the next one.
+const SWEEP_LIMIT: usize = 1000;
+
+pub async fn run(
+    store: Arc<dyn Store>,
+    committer: Committer,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::shutdown_requested(&mut shutdown) => return,
+        }
+        let now = crate::now_ms();
+        let expired = match store.expired(now, SWEEP_LIMIT).await {
+            Ok(e) => e,
+            Err(e) => {
+                error!(error = %e, "reaper could not read the expiry index");
+                continue;
+            }
+        };
+        for (service_sid, object_sid) in expired {
+            let ctx = WriteContext {
+                service_sid,
+                actor: SYSTEM_ACTOR.into(),
+                origin: 0,
+                now_ms: now,
+            };
+            debug!(%object_sid, "expiring");
+            if let Err(e) = committer.submit(ctx, WriteOp::Expire { object_sid }).await {
+                debug!(error = %e, "expiry not applied");
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The server's lifecycle: bootstrap, bind, accept connections, run the commit task and
+//! the reaper, and shut down gracefully: stop accepting, let in-flight requests finish,
+//! tell clients the server is going away, flush the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncline_client::AdminConfig;
+use syncline_proto::Limits;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::commit::Committer;
+use crate::config::{self, ConfigError};
+use crate::fanout::Hub;
+use crate::net::{self, EndpointError};
+use crate::session::{RateLimit, Shared};
+use crate::store::{SledStore, Store};
+
+/// Default listen address (UDP).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// Time connections get to finish their requests at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub limits: Limits,
+    pub rate: RateLimit,
+    /// How often the reaper looks for expired objects.
+    pub reap_interval: Duration,
+    /// Change-log entries kept per object for resuming subscribers.
+    pub log_retention: u64,
+    /// `false` acknowledges writes before they are flushed (relaxed mode; off by default).
+    pub durable: bool,
+}
+
+impl ServerOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerOptions {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            cert: None,
+            key: None,
+            limits: Limits::default(),
+            rate: RateLimit::default(),
+            reap_interval: Duration::from_secs(1),
+            log_retention: 1000,
+            durable: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+}
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    admin: AdminConfig,
+    admin_path: PathBuf,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Bootstraps the data directory if needed, binds, and starts serving.
+    pub async fn start(opts: ServerOptions) -> Result<Server, ServerError> {
+        let data_dir = config::prepare_data_dir(&opts.data_dir)?;
+        let tls = config::tls_identity(&data_dir, opts.cert.as_deref(), opts.key.as_deref())?;
+        let store = SledStore::open(&data_dir.join("db"), opts.log_retention, opts.durable)
+            .map_err(ConfigError::from)?;
+        let (installation, admin_key, created) = config::installation(&store).await?;
+        let endpoint = net::bind(opts.listen, tls.certs, tls.key)?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| EndpointError::Bind {
+                addr: opts.listen,
+                source,
+            })?;
+        let admin = AdminConfig {
+            server: local_addr.to_string(),
+            ca_file: tls.cert_file,
+            account_sid: installation.account_sid.clone(),
+            default_service_sid: installation.default_service_sid.clone(),
+            api_key_sid: admin_key.sid.clone(),
+            api_key_secret: admin_key.secret.clone(),
+        };
+        let admin_path = data_dir.join("admin.json");
+        config::write_admin_config(&admin_path, &admin)?;
+        if created {
+            info!(
+                data_dir = %data_dir.display(),
+                admin_config = %admin_path.display(),
+                account = %installation.account_sid,
+                "first start: created the data directory, a self-signed certificate, the default service and an admin API key"
+            );
+        }
+        info!(addr = %local_addr, data_dir = %data_dir.display(), "listening (QUIC, ALPN syncline/1)");
+
+        let store: Arc<dyn Store> = Arc::new(store);
+        let hub = Arc::new(Hub::default());
+        let (committer, commit_task) =
+            Committer::start(store.clone(), hub.clone(), opts.limits.clone());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let reaper = tokio::spawn(crate::reaper::run(
+            store.clone(),
+            committer.clone(),
+            opts.reap_interval,
+            shutdown_rx.clone(),
+        ));
+        let shared = Arc::new(Shared::new(
+            store.clone(),
+            committer,
+            hub,
+            opts.limits,
+            installation,
+            opts.rate,
+        ));
+        let task = tokio::spawn(async move {
+            accept_loop(&endpoint, shared, shutdown_rx).await;
+            let _ = reaper.await;
+            // Every writer is gone: the commit task drains what is queued and ends.
+            let _ = commit_task.await;
+            if let Err(e) = store.flush().await {
+                warn!(error = %e, "final flush failed");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+            info!("shut down");
+        });
+        Ok(Server {
+            local_addr,
+            admin,
+            admin_path,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The backend's view of this server (address, CA file, admin key).
+    pub fn admin(&self) -> &AdminConfig {
+        &self.admin
+    }
+
+    pub fn admin_path(&self) -> &std::path::Path {
+        &self.admin_path
+    }
+
+    /// Shuts down gracefully and waits until everything is flushed.
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(
+    endpoint: &quinn::Endpoint,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    conns.spawn(net::connection::serve(incoming, shared.clone(), shutdown.clone()));
+                }
+                None => break,
+            },
+            _ = crate::shutdown_requested(&mut shutdown) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    info!(
+        connections = conns.len(),
+        "shutting down: draining connections"
+    );
+    endpoint.set_server_config(None);
+    drop(shared);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("connections did not drain in time; closing them");
+        conns.shutdown().await;
+    }
+}

@@ -1,0 +1,534 @@
+//! One connection's protocol state: who it is (after `Hello`), its subscriptions, its
+//! rate limit, and the handling of each request. The network layer feeds it decoded
+//! requests and writes back what it returns; nothing here touches a socket.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use syncline_proto::ids::{is_sid, SERVICE_PREFIX};
+use syncline_proto::{
+    close_code, Credential, ErrorCode, Limits, ObjectKind, Request, Response, Welcome, WireError,
+};
+use tokio::sync::watch;
+use tracing::error;
+
+use crate::acl::{self, Action, Principal};
+use crate::auth;
+use crate::commit::{Committer, WriteOp, WriteOutcome};
+use crate::fanout::{Control, Hub, Outbox};
+use crate::objects::{self, document, WriteContext};
+use crate::store::{Installation, ObjectRecord, ServiceRecord, Store, StoreError};
+use crate::{now_ms, now_s};
+
+/// Server-wide state every connection shares.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub committer: Committer,
+    pub hub: Arc<Hub>,
+    pub limits: Limits,
+    pub installation: Installation,
+    pub rate: RateLimit,
+    next_connection_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(
+        store: Arc<dyn Store>,
+        committer: Committer,
+        hub: Arc<Hub>,
+        limits: Limits,
+        installation: Installation,
+        rate: RateLimit,
+    ) -> Self {
+        Shared {
+            store,
+            committer,
+            hub,
+            limits,
+            installation,
+            rate,
+            next_connection_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Upstream request rate per connection: a token bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 500.0,
+            burst: 1000.0,
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Clone)]
+struct Authed {
+    principal: Principal,
+    service: ServiceRecord,
+}
+
+/// What the network layer must do after answering a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    /// Close the connection with this application code once the answer is written.
+    Close(u32),
+}
+
+pub struct Session {
+    shared: Arc<Shared>,
+    pub connection_id: u64,
+    auth: Mutex<Option<Authed>>,
+    outbox: Arc<Outbox>,
+    subs: Mutex<HashMap<u64, String>>,
+    bucket: Mutex<Bucket>,
+    /// Unix seconds at which the current token expires; the network layer closes the
+    /// connection with `TokenExpired` then.
+    expiry: watch::Sender<Option<u64>>,
+}
+
+fn store_err(e: StoreError) -> WireError {
+    error!(error = %e, "storage read failed");
+    WireError::internal("storage read failed")
+}
+
+fn forbidden() -> WireError {
+    WireError::new(ErrorCode::Forbidden, "forbidden")
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, outbox: Arc<Outbox>) -> Self {
+        let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let burst = shared.rate.burst;
+        Session {
+            shared,
+            connection_id,
+            auth: Mutex::new(None),
+            outbox,
+            subs: Mutex::new(HashMap::new()),
+            bucket: Mutex::new(Bucket {
+                tokens: burst,
+                at: Instant::now(),
+            }),
+            expiry: watch::channel(None).0,
+        }
+    }
+
+    pub fn token_expiry(&self) -> watch::Receiver<Option<u64>> {
+        self.expiry.subscribe()
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authed().is_some()
+    }
+
+    fn authed(&self) -> Option<Authed> {
+        self.auth.lock().ok().and_then(|a| a.clone())
+    }
+
+    fn take_token(&self) -> bool {
+        let Ok(mut b) = self.bucket.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        let refill = now.duration_since(b.at).as_secs_f64() * self.shared.rate.per_second;
+        b.tokens = (b.tokens + refill).min(self.shared.rate.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Handles one request. `Hello` must come first and alone; the network layer
+    /// serializes it, and runs later requests concurrently.
+    pub async fn handle(&self, request: Request) -> (Result<Response, WireError>, After) {
+        if !self.take_token() {
+            return (
+                Err(WireError::new(
+                    ErrorCode::RateLimited,
+                    "too many requests on this connection; slow down",
+                )),
+                After::Continue,
+            );
+        }
+        match request {
+            Request::Hello {
+                credential,
+                service,
+            } => {
+                if self.is_authenticated() {
+                    return (
+                        Err(WireError::invalid("already authenticated")),
+                        After::Continue,
+                    );
+                }
+                match self.hello(credential, service).await {
+                    Ok(r) => (Ok(r), After::Continue),
+                    Err(e) => {
+                        let code = if e.code == ErrorCode::TokenExpired {
+                            close_code::TOKEN_EXPIRED
+                        } else {
+                            close_code::UNAUTHORIZED
+                        };
+                        (Err(e), After::Close(code))
+                    }
+                }
+            }
+            other => {
+                let Some(authed) = self.authed() else {
+                    return (
+                        Err(WireError::new(
+                            ErrorCode::Unauthorized,
+                            "the first request must be Hello",
+                        )),
+                        After::Close(close_code::UNAUTHORIZED),
+                    );
+                };
+                (self.dispatch(&authed, other).await, After::Continue)
+            }
+        }
+    }
+
+    async fn hello(
+        &self,
+        credential: Credential,
+        service: Option<String>,
+    ) -> Result<Response, WireError> {
+        let store = &*self.shared.store;
+        let inst = &self.shared.installation;
+        let (principal, service, expires_at) = match credential {
+            Credential::ApiKey { sid, secret } => {
+                let key = store.api_key(&sid).await.map_err(store_err)?;
+                let key_sid = auth::verify_api_key(&secret, key)?;
+                let wanted = service.unwrap_or_else(|| inst.default_service_sid.clone());
+                let service = self
+                    .find_service(&wanted)
+                    .await?
+                    .ok_or_else(|| WireError::not_found("service"))?;
+                (Principal::Backend { key_sid }, service, None)
+            }
+            Credential::Token(token) => {
+                let verified = self.verify(&token).await?;
+                let token_service = store
+                    .service(&verified.service_sid)
+                    .await
+                    .map_err(store_err)?
+                    .ok_or_else(|| {
+                        WireError::new(ErrorCode::Unauthorized, "token's service does not exist")
+                    })?;
+                // A token reaches its own service only, whatever the client asks for.
+                if let Some(asked) = service {
+                    if asked != token_service.sid
+                        && Some(&asked) != token_service.unique_name.as_ref()
+                    {
+                        return Err(forbidden());
+                    }
+                }
+                (
+                    Principal::Identity {
+                        identity: verified.identity,
+                        key_sid: verified.key_sid,
+                    },
+                    token_service,
+                    Some(verified.expires_at),
+                )
+            }
+        };
+        let identity = match &principal {
+            Principal::Identity { identity, .. } => Some(identity.clone()),
+            Principal::Backend { .. } => None,
+        };
+        let service_sid = service.sid.clone();
+        if let Ok(mut a) = self.auth.lock() {
+            *a = Some(Authed { principal, service });
+        }
+        self.expiry.send_replace(expires_at);
+        Ok(Response::Welcome(Welcome {
+            connection_id: self.connection_id,
+            identity,
+            service_sid,
+            account_sid: inst.account_sid.clone(),
+            token_expires_at: expires_at,
+        }))
+    }
+
+    async fn verify(&self, token: &str) -> Result<auth::VerifiedToken, WireError> {
+        // Find the signing key first (an async store read), then verify with it.
+        let key = match auth::unverified_issuer(token) {
+            Ok(iss) if is_sid(&iss) => self.shared.store.api_key(&iss).await.map_err(store_err)?,
+            _ => None,
+        };
+        auth::verify_token(
+            token,
+            key,
+            &self.shared.installation.account_sid,
+            &self.shared.limits,
+            now_s(),
+        )
+    }
+
+    async fn find_service(&self, s: &str) -> Result<Option<ServiceRecord>, WireError> {
+        let store = &*self.shared.store;
+        if is_sid(s) && s.starts_with(SERVICE_PREFIX) {
+            store.service(s).await.map_err(store_err)
+        } else {
+            store.service_by_name(s).await.map_err(store_err)
+        }
+    }
+
+    async fn lookup(
+        &self,
+        authed: &Authed,
+        reference: &str,
+    ) -> Result<Option<ObjectRecord>, WireError> {
+        objects::lookup(
+            &*self.shared.store,
+            &authed.service.sid,
+            reference,
+            now_ms(),
+        )
+        .await
+        .map_err(store_err)
+    }
+
+    fn check(
+        &self,
+        authed: &Authed,
+        object: Option<&ObjectRecord>,
+        action: Action,
+    ) -> Result<(), WireError> {
+        if acl::allowed(&authed.principal, &authed.service, object, action) {
+            Ok(())
+        } else {
+            Err(forbidden())
+        }
+    }
+
+    /// Checks `action` on the object behind `reference` as it is now. Only identities
+    /// under an enabled ACL need the read; everyone else is allowed without one.
+    async fn authorize(
+        &self,
+        authed: &Authed,
+        reference: &str,
+        action: Action,
+    ) -> Result<(), WireError> {
+        if matches!(authed.principal, Principal::Backend { .. }) || !authed.service.acl_enabled {
+            return Ok(());
+        }
+        let current = self.lookup(authed, reference).await?;
+        self.check(authed, current.as_ref(), action)
+    }
+
+    fn context(&self, authed: &Authed) -> WriteContext {
+        WriteContext {
+            service_sid: authed.service.sid.clone(),
+            actor: authed.principal.actor().to_owned(),
+            origin: self.connection_id,
+            now_ms: now_ms(),
+        }
+    }
+
+    async fn write(&self, authed: &Authed, op: WriteOp) -> Result<Response, WireError> {
+        match self
+            .shared
+            .committer
+            .submit(self.context(authed), op)
+            .await?
+        {
+            WriteOutcome::Document(d) => Ok(Response::Document(d)),
+            WriteOutcome::Deleted { sid, revision } => Ok(Response::Deleted { sid, revision }),
+            WriteOutcome::Unchanged => Err(WireError::internal("unexpected no-op write")),
+        }
+    }
+
+    async fn dispatch(&self, authed: &Authed, request: Request) -> Result<Response, WireError> {
+        match request {
+            Request::Hello { .. } => Err(WireError::invalid("already authenticated")),
+            Request::Ping => Ok(Response::Pong),
+            Request::UpdateToken { token } => self.update_token(authed, &token).await,
+            Request::DocGet { document } => {
+                let record = self.lookup(authed, &document).await?;
+                self.check(authed, record.as_ref(), Action::Read)?;
+                let record = record.ok_or_else(|| WireError::not_found("document"))?;
+                expect_kind(&record, ObjectKind::Document)?;
+                Ok(Response::Document(document::info(&record)))
+            }
+            Request::DocSet {
+                document,
+                data,
+                if_match,
+                ttl,
+            } => {
+                let action = if ttl.is_some() {
+                    Action::Manage
+                } else {
+                    Action::Write
+                };
+                self.authorize(authed, &document, action).await?;
+                self.write(
+                    authed,
+                    WriteOp::DocSet {
+                        document,
+                        data,
+                        if_match,
+                        ttl,
+                    },
+                )
+                .await
+            }
+            Request::DocUpdate {
+                document,
+                data,
+                if_match,
+            } => {
+                self.authorize(authed, &document, Action::Write).await?;
+                self.write(
+                    authed,
+                    WriteOp::DocUpdate {
+                        document,
+                        data,
+                        if_match,
+                    },
+                )
+                .await
+            }
+            Request::DocDelete { document, if_match } => {
+                self.authorize(authed, &document, Action::Manage).await?;
+                self.write(authed, WriteOp::DocDelete { document, if_match })
+                    .await
+            }
+            Request::Subscribe {
+                sub_id,
+                object,
+                since,
+            } => self.subscribe(authed, sub_id, &object, since).await,
+            Request::Unsubscribe { sub_id } => {
+                let object = self
+                    .subs
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(&sub_id))
+                    .ok_or_else(|| WireError::not_found("subscription"))?;
+                self.shared.hub.unsubscribe(&object, sub_id, &self.outbox);
+                self.outbox.control(Control::Stop { sub_id });
+                Ok(Response::Unsubscribed { sub_id })
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        authed: &Authed,
+        sub_id: u64,
+        object: &str,
+        since: Option<u64>,
+    ) -> Result<Response, WireError> {
+        let record = self.lookup(authed, object).await?;
+        self.check(authed, record.as_ref(), Action::Read)?;
+        let record = record.ok_or_else(|| WireError::not_found("object"))?;
+        {
+            let Ok(mut subs) = self.subs.lock() else {
+                return Err(WireError::internal("subscription table poisoned"));
+            };
+            if subs.contains_key(&sub_id) {
+                return Err(WireError::invalid(format!(
+                    "sub_id {sub_id} is already in use"
+                )));
+            }
+            subs.insert(sub_id, record.sid.clone());
+        }
+        // Register with the hub before the writer reads the state it catches up from,
+        // so that no change can fall between the two.
+        self.shared.hub.subscribe(&record.sid, sub_id, &self.outbox);
+        self.outbox.control(Control::Start {
+            sub_id,
+            service_sid: authed.service.sid.clone(),
+            object_sid: record.sid.clone(),
+            since,
+        });
+        Ok(Response::Subscribed {
+            sub_id,
+            object_sid: record.sid,
+            kind: record.kind,
+        })
+    }
+
+    async fn update_token(&self, authed: &Authed, token: &str) -> Result<Response, WireError> {
+        let Principal::Identity { identity, .. } = &authed.principal else {
+            return Err(WireError::invalid(
+                "an API-key connection has no token to update",
+            ));
+        };
+        let verified = self.verify(token).await?;
+        if verified.identity != *identity || verified.service_sid != authed.service.sid {
+            return Err(WireError::new(
+                ErrorCode::Unauthorized,
+                "a new token must be for the same identity and service",
+            ));
+        }
+        if let Ok(mut a) = self.auth.lock() {
+            *a = Some(Authed {
+                principal: Principal::Identity {
+                    identity: verified.identity,
+                    key_sid: verified.key_sid,
+                },
+                service: authed.service.clone(),
+            });
+        }
+        self.expiry.send_replace(Some(verified.expires_at));
+        Ok(Response::TokenUpdated {
+            expires_at: verified.expires_at,
+        })
+    }
+
+    /// Drops every subscription of this connection (on close).
+    pub fn close(&self) {
+        let subs = self
+            .subs
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        for (sub_id, object) in subs {
+            self.shared.hub.unsubscribe(&object, sub_id, &self.outbox);
+        }
+    }
+
+    /// Forgets a subscription the server ended (object removed or gone).
+    pub fn forget_subscription(&self, sub_id: u64) {
+        if let Ok(mut s) = self.subs.lock() {
+            if let Some(object) = s.remove(&sub_id) {
+                self.shared.hub.unsubscribe(&object, sub_id, &self.outbox);
+            }
+        }
+    }
+}
+
+fn expect_kind(r: &ObjectRecord, kind: ObjectKind) -> Result<(), WireError> {
+    if r.kind == kind {
+        Ok(())
+    } else {
+        Err(WireError::invalid(format!(
+            "{} is a {}, not a {}",
+            r.sid,
+            r.kind.name(),
+            kind.name()
+        )))
+    }
+}

@@ -1,0 +1,130 @@
+//! The storage trait: everything the server keeps durably, in Syncline's terms.
+//!
+//! Nothing above this module names sled. The trait is async and batch-shaped so that a
+//! replicated store (etcd, say) can implement it: `apply` takes a batch of object writes,
+//! each carrying the record it expects to replace (its expected revision), and makes the
+//! whole batch durable at once; reads return one object or the change log from a revision.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use syncline_proto::ObjectKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One object as stored. Times are Unix milliseconds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ObjectRecord {
+    pub service_sid: String,
+    pub sid: String,
+    pub kind: ObjectKind,
+    pub unique_name: Option<String>,
+    pub revision: u64,
+    /// JSON text (validated before it gets here).
+    pub data: String,
+    pub created_by: String,
+    pub date_created: u64,
+    pub date_updated: u64,
+    pub date_expires: Option<u64>,
+}
+
+impl ObjectRecord {
+    /// Expired objects are gone for readers at once, before the reaper deletes them.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.date_expires.is_some_and(|t| t <= now_ms)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ServiceRecord {
+    pub sid: String,
+    pub unique_name: Option<String>,
+    pub acl_enabled: bool,
+    pub date_created: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ApiKeyRecord {
+    pub sid: String,
+    /// Needed in the clear to verify HMAC-signed tokens; the data directory is 0700.
+    pub secret: String,
+    pub date_created: u64,
+    pub revoked: bool,
+}
+
+/// Installation-wide facts created on first start.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Installation {
+    pub account_sid: String,
+    pub default_service_sid: String,
+    pub admin_key_sid: String,
+}
+
+/// A change-log entry: the encoded `Event` that was published for `revision`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    pub revision: u64,
+    pub event: Bytes,
+}
+
+/// One object write in a batch. `before` is what the writer read (its expected state);
+/// `after` is the new record, `None` to delete. The store keeps its own indexes (names,
+/// expiry, change log) in step with the records.
+#[derive(Clone, Debug)]
+pub struct ObjectWrite {
+    pub before: Option<ObjectRecord>,
+    pub after: Option<ObjectRecord>,
+    pub log: Option<LogEntry>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn installation(&self) -> StoreResult<Option<Installation>>;
+    async fn put_installation(&self, inst: &Installation) -> StoreResult<()>;
+
+    async fn service(&self, sid: &str) -> StoreResult<Option<ServiceRecord>>;
+    async fn service_by_name(&self, unique_name: &str) -> StoreResult<Option<ServiceRecord>>;
+    async fn put_service(&self, service: &ServiceRecord) -> StoreResult<()>;
+
+    async fn api_key(&self, sid: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+
+    async fn object(&self, service_sid: &str, sid: &str) -> StoreResult<Option<ObjectRecord>>;
+    /// The sid of the object with this unique name in the service, if any.
+    async fn object_sid_by_name(
+        &self,
+        service_sid: &str,
+        name: &str,
+    ) -> StoreResult<Option<String>>;
+
+    /// Log entries with `after < revision <= up_to`, in order, or `None` if any of them is
+    /// no longer kept (compacted away).
+    async fn log_range(
+        &self,
+        object_sid: &str,
+        after: u64,
+        up_to: u64,
+    ) -> StoreResult<Option<Vec<LogEntry>>>;
+
+    /// Objects whose expiry is at or before `now_ms`: (service sid, object sid), oldest first.
+    async fn expired(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<(String, String)>>;
+
+    /// Applies the batch atomically; when it returns Ok, the batch is durable (unless the
+    /// store was opened in relaxed mode).
+    async fn apply(&self, batch: Vec<ObjectWrite>) -> StoreResult<()>;
+
+    /// Makes everything written so far durable (used at shutdown).
+    async fn flush(&self) -> StoreResult<()>;
+}
