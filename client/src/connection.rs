@@ -85,7 +85,8 @@ impl ClientConfig {
         self
     }
 
-    fn quinn_config(&self) -> Result<quinn::ClientConfig> {
+    /// The quinn client configuration (TLS 1.3, the CA, ALPN `syncline/1`).
+    pub fn quinn_config(&self) -> Result<quinn::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
             let cert = cert.map_err(|e| Error::Config(format!("CA file: {e}")))?;

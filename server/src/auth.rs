@@ -98,7 +98,10 @@ pub fn verify_token(
     if now_s > claims.exp.saturating_add(CLOCK_SKEW_S) {
         return Err(WireError::new(ErrorCode::TokenExpired, "token has expired"));
     }
-    if claims.nbf.is_some_and(|nbf| nbf > now_s.saturating_add(CLOCK_SKEW_S)) {
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > now_s.saturating_add(CLOCK_SKEW_S))
+    {
         return Err(unauthorized("token is not valid yet (nbf)"));
     }
     if claims.sub != account_sid {

@@ -1,1 +1,297 @@
-//! placeholder
+//! Helpers for the end-to-end tests: a real server on 127.0.0.1:0 in a temp dir (in
+//! process, or the real `syncline` binary as a child process), clients for the backend
+//! and for identities, and a raw connection for sending bytes the client never would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use syncline_client::{AdminConfig, Client, ClientConfig, DocumentEvent, DocumentSubscription};
+use syncline_proto::frame::{self, FrameDecoder};
+use syncline_proto::{Credential, Request, RequestFrame, ResponseFrame};
+use syncline_server::{Server, ServerOptions};
+
+/// Upper bound for anything a test waits for; generous because CI machines are shared.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A server running in this process.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub admin: AdminConfig,
+    pub options: ServerOptions,
+}
+
+impl TestServer {
+    pub fn options(dir: &Path) -> ServerOptions {
+        let mut o = ServerOptions::new(dir);
+        o.listen = "127.0.0.1:0".parse().expect("loopback address");
+        o.reap_interval = Duration::from_millis(50);
+        o
+    }
+
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with options adjusted by `tweak` (limits, log retention, ...).
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerOptions)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut options = Self::options(dir.path());
+        tweak(&mut options);
+        let server = Server::start(options.clone()).await.expect("server starts");
+        let admin = server.admin().clone();
+        TestServer {
+            server: Some(server),
+            dir,
+            admin,
+            options,
+        }
+    }
+
+    /// Graceful shutdown, then a fresh start on the same data directory.
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        let server = Server::start(self.options.clone())
+            .await
+            .expect("server restarts");
+        self.admin = server.admin().clone();
+        self.server = Some(server);
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    pub async fn backend(&self) -> Client {
+        backend(&self.admin).await
+    }
+
+    pub fn token(&self, identity: &str, ttl_s: u64) -> String {
+        token(&self.admin, identity, ttl_s)
+    }
+
+    pub async fn client_as(&self, identity: &str) -> Client {
+        Client::connect(self.token_config(&self.token(identity, 3600)))
+            .await
+            .expect("identity connects")
+    }
+
+    pub fn token_config(&self, token: &str) -> ClientConfig {
+        ClientConfig::with_token(&self.admin.server, &self.admin.ca_file, token).expect("config")
+    }
+}
+
+pub async fn backend(admin: &AdminConfig) -> Client {
+    Client::connect(ClientConfig::from_admin(admin).expect("admin config"))
+        .await
+        .expect("backend connects")
+}
+
+pub fn token(admin: &AdminConfig, identity: &str, ttl_s: u64) -> String {
+    syncline_client::token::mint(
+        &admin.api_key_sid,
+        &admin.api_key_secret,
+        &admin.account_sid,
+        &admin.default_service_sid,
+        identity,
+        ttl_s,
+        syncline_client::token::now_s(),
+    )
+}
+
+/// The next event of a subscription, failing the test if none comes in time.
+pub async fn next_event(sub: &mut DocumentSubscription) -> DocumentEvent {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("an event in time")
+        .expect("subscription open")
+        .expect("event ok")
+}
+
+/// Asserts that no event arrives within `quiet`.
+pub async fn assert_no_event(sub: &mut DocumentSubscription, quiet: Duration) {
+    if let Ok(e) = tokio::time::timeout(quiet, sub.next()).await {
+        panic!("unexpected event {e:?}");
+    }
+}
+
+/// A connection that speaks raw frames, to send what a well-behaved client never would.
+pub struct RawConnection {
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+    _endpoint: quinn::Endpoint,
+}
+
+impl RawConnection {
+    pub async fn open(admin: &AdminConfig) -> RawConnection {
+        let config = ClientConfig::from_admin(admin).expect("config");
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        endpoint.set_default_client_config(config.quinn_config().expect("quinn config"));
+        let conn = endpoint
+            .connect(config.server, &config.server_name)
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (send, recv) = conn.open_bi().await.expect("stream");
+        RawConnection {
+            conn,
+            send,
+            recv,
+            decoder: FrameDecoder::new(1 << 20),
+            _endpoint: endpoint,
+        }
+    }
+
+    /// Opens and authenticates as the backend.
+    pub async fn backend(admin: &AdminConfig) -> RawConnection {
+        let mut raw = Self::open(admin).await;
+        let hello = Request::Hello {
+            credential: Credential::ApiKey {
+                sid: admin.api_key_sid.clone(),
+                secret: admin.api_key_secret.clone(),
+            },
+            service: None,
+        };
+        let r = raw.call(1, hello).await;
+        assert!(r.result.is_ok(), "hello: {r:?}");
+        raw
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn send(&mut self, id: u64, request: Request) {
+        let f: Bytes = frame::encode(&RequestFrame { id, request });
+        self.send_bytes(&f).await;
+    }
+
+    pub async fn call(&mut self, id: u64, request: Request) -> ResponseFrame {
+        self.send(id, request).await;
+        self.response().await
+    }
+
+    pub async fn response(&mut self) -> ResponseFrame {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(body) = self.decoder.next_frame().expect("frame") {
+                    return frame::decode(&body, 1 << 20).expect("response decodes");
+                }
+                let chunk = self
+                    .recv
+                    .read_chunk(64 * 1024, true)
+                    .await
+                    .expect("read")
+                    .expect("stream open");
+                self.decoder.extend(&chunk.bytes);
+            }
+        })
+        .await
+        .expect("a response in time")
+    }
+}
+
+/// Path of the real `syncline` binary, built once if this test run has not built it.
+pub fn syncline_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/<test-exe> -> target/<profile>/syncline
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_owned();
+        let bin = profile_dir.join("syncline");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "syncline-server", "--bin", "syncline"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        // Always ask cargo: it is a no-op when the binary is current, and rebuilds it
+        // when the sources changed since.
+        let status = cmd.status().expect("cargo build runs");
+        assert!(status.success(), "building the syncline binary failed");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// The real binary serving a data directory, killed on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    pub admin: AdminConfig,
+    pub data: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `syncline serve` on 127.0.0.1:0 and waits until it listens.
+    pub fn start(data: &Path) -> ServerProcess {
+        let admin_path = data.join("admin.json");
+        let _ = std::fs::remove_file(&admin_path);
+        let child = Command::new(syncline_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--reap-interval-ms",
+                "50",
+                "--data",
+            ])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn syncline serve");
+        // admin.json is rewritten on every start with the bound address, after binding.
+        let deadline = std::time::Instant::now() + WAIT;
+        let admin = loop {
+            if let Ok(a) = AdminConfig::load(&admin_path) {
+                break a;
+            }
+            assert!(std::time::Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        ServerProcess {
+            child,
+            admin,
+            data: data.to_owned(),
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A `syncline` client command against this server, as the backend.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(syncline_bin());
+        c.env("SYNCLINE_CONFIG", self.data.join("admin.json"))
+            .env_remove("SYNCLINE_TOKEN")
+            .env_remove("SYNCLINE_SERVICE")
+            .env_remove("SYNCLINE_SERVER")
+            .env_remove("SYNCLINE_CA");
+        c
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
