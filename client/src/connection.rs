@@ -222,10 +222,16 @@ impl Client {
         if self.inner.requests.send(frame).await.is_err() {
             return Err(self.closed_error());
         }
-        match rx.await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(Error::Server(e)),
-            Err(_) => Err(self.closed_error()),
+        // The response reader may already have stopped (connection closed), in which
+        // case no answer will ever come: the connection's end answers instead.
+        tokio::select! {
+            biased;
+            answer = rx => match answer {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(Error::Server(e)),
+                Err(_) => Err(self.closed_error()),
+            },
+            e = self.inner.conn.closed() => Err(Error::from_connection(&e)),
         }
     }
 
@@ -265,6 +271,10 @@ impl Client {
     /// Waits until the connection is closed, and says why.
     pub async fn closed(&self) -> Error {
         Error::from_connection(&self.inner.conn.closed().await)
+    }
+
+    pub(crate) async fn connection_closed(&self) {
+        self.inner.conn.closed().await;
     }
 
     /// Closes the connection now.

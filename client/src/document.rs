@@ -283,7 +283,14 @@ impl DocumentSubscription {
         if self.ended {
             return None;
         }
-        let Some(event) = self.events.recv().await else {
+        // Events already received are returned first; after that, a closed connection
+        // ends the subscription even if its router is gone.
+        let event = tokio::select! {
+            biased;
+            e = self.events.recv() => e,
+            _ = self.client.connection_closed() => None,
+        };
+        let Some(event) = event else {
             self.ended = true;
             return Some(Err(self.client.closed_or_lost()));
         };

@@ -1,0 +1,249 @@
+//! Bad input of every kind, sent as raw frames: each gets its typed error, nothing is
+//! stored, the connection stays usable, and other connections never notice.
+
+use serde_json::json;
+use syncline_proto::{ErrorCode, Request, Response};
+use syncline_tests::{next_event, RawConnection, TestServer};
+
+fn code(r: syncline_proto::ResponseFrame) -> ErrorCode {
+    r.result.expect_err("an error").code
+}
+
+async fn still_healthy(raw: &mut RawConnection, id: u64) {
+    let r = raw.call(id, Request::Ping).await;
+    assert_eq!(r.id, id);
+    assert_eq!(r.result, Ok(Response::Pong));
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_get_errors_and_the_connection_lives() {
+    let s = TestServer::start().await;
+    // A bystander subscribed on its own connection.
+    let bystander = s.backend().await;
+    bystander.document("calm").set(&json!(0)).await.unwrap();
+    let mut sub = bystander.document("calm").subscribe().await.unwrap();
+    next_event(&mut sub).await;
+
+    let mut raw = RawConnection::backend(&s.admin).await;
+    // A well-framed body that is not a request.
+    let mut garbage = 5u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[0xff, 0xfe, 0xfd, 0xfc, 0xfb]);
+    raw.send_bytes(&garbage).await;
+    let r = raw.response().await;
+    assert_eq!((r.id, code(r)), (0, ErrorCode::InvalidArgument));
+    still_healthy(&mut raw, 10).await;
+
+    // A frame over the 64 KiB limit: refused by its length, skipped, then business as usual.
+    let mut big = (100_000u32).to_be_bytes().to_vec();
+    big.extend_from_slice(&vec![0u8; 100_000]);
+    raw.send_bytes(&big).await;
+    let r = raw.response().await;
+    assert_eq!((r.id, code(r)), (0, ErrorCode::TooLarge));
+    still_healthy(&mut raw, 11).await;
+
+    // A second Hello.
+    let hello = Request::Hello {
+        credential: syncline_proto::Credential::Token("x".into()),
+        service: None,
+    };
+    assert_eq!(code(raw.call(12, hello).await), ErrorCode::InvalidArgument);
+    still_healthy(&mut raw, 13).await;
+
+    bystander.document("calm").set(&json!(1)).await.unwrap();
+    assert_eq!(next_event(&mut sub).await.revision, 1);
+}
+
+#[tokio::test]
+async fn bad_documents_are_refused_and_nothing_is_stored() {
+    let s = TestServer::start().await;
+    let mut raw = RawConnection::backend(&s.admin).await;
+    let set = |document: &str, data: &str| Request::DocSet {
+        document: document.into(),
+        data: data.into(),
+        if_match: None,
+        ttl: None,
+    };
+    let cases: Vec<(&str, Request, ErrorCode)> = vec![
+        (
+            "invalid JSON",
+            set("d", "{not json"),
+            ErrorCode::InvalidArgument,
+        ),
+        ("empty data", set("d", ""), ErrorCode::InvalidArgument),
+        (
+            "data over 16 KiB",
+            set("d", &format!("\"{}\"", "x".repeat(16 * 1024))),
+            ErrorCode::TooLarge,
+        ),
+        (
+            "name over 320 chars",
+            set(&"n".repeat(321), "{}"),
+            ErrorCode::TooLarge,
+        ),
+        ("empty name", set("", "{}"), ErrorCode::InvalidArgument),
+        (
+            "unknown sid",
+            set("ET00000000000000000000000000000000", "{}"),
+            ErrorCode::NotFound,
+        ),
+        (
+            "get unknown",
+            Request::DocGet {
+                document: "missing".into(),
+            },
+            ErrorCode::NotFound,
+        ),
+        (
+            "update a missing document",
+            Request::DocUpdate {
+                document: "missing".into(),
+                data: "{}".into(),
+                if_match: None,
+            },
+            ErrorCode::NotFound,
+        ),
+        (
+            "if_match on a missing document",
+            Request::DocSet {
+                document: "missing".into(),
+                data: "{}".into(),
+                if_match: Some(0),
+                ttl: None,
+            },
+            ErrorCode::NotFound,
+        ),
+        (
+            "unsubscribe unknown",
+            Request::Unsubscribe { sub_id: 77 },
+            ErrorCode::NotFound,
+        ),
+    ];
+    for (i, (name, request, want)) in cases.into_iter().enumerate() {
+        let r = raw.call(100 + i as u64, request).await;
+        assert_eq!(r.id, 100 + i as u64, "case {name}");
+        assert_eq!(code(r), want, "case {name}");
+    }
+    // Nothing was created along the way.
+    let r = raw
+        .call(
+            1,
+            Request::DocGet {
+                document: "d".into(),
+            },
+        )
+        .await;
+    assert_eq!(code(r), ErrorCode::NotFound);
+
+    // Exactly at the limits is fine.
+    let at_limit = format!("\"{}\"", "x".repeat(16 * 1024 - 2));
+    let name = "é".repeat(320);
+    let r = raw.call(2, set(&name, &at_limit)).await;
+    assert!(matches!(r.result, Ok(Response::Document(_))), "{r:?}");
+
+    // A merge patch must be an object; the document is unchanged after the refusal.
+    let r = raw.call(3, set("obj", r#"{"a":1}"#)).await;
+    assert!(r.result.is_ok());
+    let r = raw
+        .call(
+            4,
+            Request::DocUpdate {
+                document: "obj".into(),
+                data: "[1]".into(),
+                if_match: None,
+            },
+        )
+        .await;
+    assert_eq!(code(r), ErrorCode::InvalidArgument);
+    let r = raw
+        .call(
+            5,
+            Request::DocGet {
+                document: "obj".into(),
+            },
+        )
+        .await;
+    match r.result {
+        Ok(Response::Document(d)) => assert_eq!((d.revision, d.data.as_str()), (0, r#"{"a":1}"#)),
+        other => panic!("{other:?}"),
+    }
+    // A merge that would grow the document past the limit is refused too.
+    let half = format!("\"{}\"", "y".repeat(9000));
+    let r = raw
+        .call(
+            6,
+            Request::DocUpdate {
+                document: "obj".into(),
+                data: format!(r#"{{"b":{half}}}"#),
+                if_match: None,
+            },
+        )
+        .await;
+    assert!(r.result.is_ok());
+    let r = raw
+        .call(
+            7,
+            Request::DocUpdate {
+                document: "obj".into(),
+                data: format!(r#"{{"c":{half}}}"#),
+                if_match: None,
+            },
+        )
+        .await;
+    assert_eq!(code(r), ErrorCode::TooLarge);
+}
+
+#[tokio::test]
+async fn subscription_ids_are_checked() {
+    let s = TestServer::start().await;
+    let mut raw = RawConnection::backend(&s.admin).await;
+    raw.call(
+        1,
+        Request::DocSet {
+            document: "x".into(),
+            data: "1".into(),
+            if_match: None,
+            ttl: None,
+        },
+    )
+    .await;
+    let sub = |sub_id| Request::Subscribe {
+        sub_id,
+        object: "x".into(),
+        since: None,
+    };
+    assert!(raw.call(2, sub(5)).await.result.is_ok());
+    assert_eq!(code(raw.call(3, sub(5)).await), ErrorCode::InvalidArgument);
+    assert!(raw
+        .call(4, Request::Unsubscribe { sub_id: 5 })
+        .await
+        .result
+        .is_ok());
+    assert!(
+        raw.call(5, sub(5)).await.result.is_ok(),
+        "an id is free again after unsubscribe"
+    );
+}
+
+#[tokio::test]
+async fn request_floods_are_rate_limited_without_harm() {
+    let s = TestServer::start_with(|o| {
+        o.rate.per_second = 20.0;
+        o.rate.burst = 10.0;
+    })
+    .await;
+    let mut raw = RawConnection::backend(&s.admin).await;
+    for id in 0..50 {
+        raw.send(1000 + id, Request::Ping).await;
+    }
+    let mut limited = 0;
+    for _ in 0..50 {
+        match raw.response().await.result {
+            Ok(Response::Pong) => {}
+            Err(e) if e.code == ErrorCode::RateLimited => limited += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(limited >= 30, "most of the flood is refused, got {limited}");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    still_healthy(&mut raw, 1).await;
+}

@@ -1,0 +1,256 @@
+//! The real `syncline` binary: durability across SIGKILL, and the CLI as a user runs it
+//! (JSON lines on stdout, `Code: message` on stderr, per-code exit status, `watch`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use syncline_tests::{backend, ServerProcess, WAIT};
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("syncline runs")
+}
+
+fn json_line(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    serde_json::from_str(text.trim()).expect("stdout is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path());
+    let client = backend(&server.admin).await;
+    client.document("shared").set(&json!({})).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for k in 0..25 {
+                let own = c
+                    .document(&format!("own-{w}"))
+                    .set(&json!({"k": k}))
+                    .await
+                    .unwrap();
+                let shared = c
+                    .document("shared")
+                    .update(&json!({ format!("w{w}"): k }))
+                    .await
+                    .unwrap();
+                acked.push(shared.revision);
+                acked.push(own.revision);
+            }
+            acked
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every write above was acknowledged; now the server dies without a chance to flush.
+    server.kill();
+    drop(client);
+
+    let server = ServerProcess::start(dir.path());
+    let c = backend(&server.admin).await;
+    for w in 0..8 {
+        let d = c.document(&format!("own-{w}")).get().await.unwrap();
+        assert_eq!((d.revision, d.data), (24, json!({"k": 24})));
+    }
+    let shared = c.document("shared").get().await.unwrap();
+    assert_eq!(
+        shared.revision, 200,
+        "created at 0, then 200 acknowledged updates"
+    );
+    let expected: serde_json::Map<String, Value> =
+        (0..8).map(|w| (format!("w{w}"), json!(24))).collect();
+    assert_eq!(shared.data, Value::Object(expected));
+    // Revisions carry on; none is reused.
+    let next = c
+        .document("shared")
+        .update(&json!({"after": true}))
+        .await
+        .unwrap();
+    assert_eq!(next.revision, 201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_documents_print_json_lines_and_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let d = json_line(&run(server.cli().args([
+        "doc",
+        "set",
+        "room",
+        r#"{"topic":"rust"}"#,
+    ])));
+    assert_eq!(d["revision"], 0);
+    assert_eq!(d["unique_name"], "room");
+    assert_eq!(d["data"], json!({"topic": "rust"}));
+    assert_eq!(d["created_by"], "system");
+    assert!(d["sid"].as_str().unwrap().starts_with("ET"));
+    assert!(d["date_updated"].as_str().unwrap().ends_with('Z'));
+    let d = json_line(&run(server.cli().args([
+        "doc",
+        "update",
+        "room",
+        r#"{"n":1}"#,
+    ])));
+    assert_eq!(
+        (d["revision"].clone(), d["data"].clone()),
+        (json!(1), json!({"topic": "rust", "n": 1}))
+    );
+    let d = json_line(&run(server.cli().args(["doc", "get", "room"])));
+    assert_eq!(d["revision"], 1);
+
+    // Errors: one line on stderr naming the code, and the code's exit status.
+    let out = run(server
+        .cli()
+        .args(["doc", "set", "room", "{}", "--if-match", "0"]));
+    assert_eq!(out.status.code(), Some(15));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("Conflict:") && err.contains("current revision 1"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = run(server.cli().args(["doc", "get", "nowhere"]));
+    assert_eq!(out.status.code(), Some(13));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("NotFound:"));
+    let out = run(server.cli().args(["doc", "set", "room", "{oops"]));
+    assert_eq!(out.status.code(), Some(17));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("InvalidArgument:"));
+    let big = format!("\"{}\"", "x".repeat(17 * 1024));
+    let out = run(server.cli().args(["doc", "set", "room", &big]));
+    assert_eq!(out.status.code(), Some(16));
+
+    // As an identity, with a token minted by the CLI.
+    let token = run(server
+        .cli()
+        .args(["token", "--identity", "alice", "--ttl", "600"]));
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let d = json_line(&run(server
+        .cli()
+        .env("SYNCLINE_TOKEN", &token)
+        .args(["doc", "set", "mine", "[1]"])));
+    assert_eq!(d["created_by"], "alice");
+    // A token holder without the config file names the server and the CA.
+    let d = json_line(&run(server
+        .cli()
+        .env_remove("SYNCLINE_CONFIG")
+        .current_dir(dir.path())
+        .env("SYNCLINE_TOKEN", &token)
+        .args(["--server", &server.admin.server, "--ca"])
+        .arg(&server.admin.ca_file)
+        .args(["doc", "get", "mine"])));
+    assert_eq!(d["data"], json!([1]));
+    let out = run(server
+        .cli()
+        .env("SYNCLINE_TOKEN", "garbage")
+        .args(["doc", "get", "mine"]));
+    assert_eq!(out.status.code(), Some(10));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Unauthorized:"));
+
+    let d = json_line(&run(server.cli().args(["doc", "delete", "room"])));
+    assert_eq!(d["revision"], 2);
+    let out = run(server.cli().args(["doc", "delete", "room"]));
+    assert_eq!(out.status.code(), Some(13));
+}
+
+/// Lines of a long-running command, read on a thread so the test can wait with a bound.
+fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<Value> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn next_line(rx: &mpsc::Receiver<Value>) -> Value {
+    rx.recv_timeout(WAIT).expect("a line in time")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_watch_prints_state_then_events_and_resumes_with_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    json_line(&run(server.cli().args([
+        "doc",
+        "set",
+        "feed",
+        r#"{"v":0}"#,
+    ])));
+    let mut watch = server
+        .cli()
+        .args(["watch", "feed"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut watch);
+    let first = next_line(&rx);
+    assert_eq!(
+        (first["revision"].clone(), first["data"].clone()),
+        (json!(0), json!({"v": 0}))
+    );
+    assert!(
+        first.get("event").is_none(),
+        "the current-state line is a document line"
+    );
+    for v in 1..=3 {
+        json_line(&run(server.cli().args([
+            "doc",
+            "set",
+            "feed",
+            &format!(r#"{{"v":{v}}}"#),
+        ])));
+        let e = next_line(&rx);
+        assert_eq!(e["event"], "document_updated");
+        assert_eq!(e["revision"], v);
+        assert_eq!(e["data"], json!({"v": v}));
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // Resume: only what came after revision 1, no current-state line.
+    let mut watch = server
+        .cli()
+        .args(["watch", "feed", "--since", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut watch);
+    for v in 2..=3 {
+        let e = next_line(&rx);
+        assert_eq!(
+            (e["event"].clone(), e["revision"].clone()),
+            (json!("document_updated"), json!(v))
+        );
+    }
+    json_line(&run(server.cli().args(["doc", "delete", "feed"])));
+    let e = next_line(&rx);
+    assert_eq!(
+        (e["event"].clone(), e["reason"].clone()),
+        (json!("object_removed"), json!("write"))
+    );
+    // The object is gone, so watch ends by itself, successfully.
+    let status = watch.wait().unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(10));
+}
