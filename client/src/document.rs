@@ -1,13 +1,10 @@
-//! Documents: one JSON value per object, with conditional writes, `mutate`, and
-//! subscriptions that keep a local replica.
+//! Documents: one JSON value per object, with conditional writes and `mutate`.
 
 use serde_json::Value;
-use syncline_proto::{
-    DocumentInfo, ErrorCode, Event, EventKind, ObjectState, Reason, Request, Response, WireError,
-};
-use tokio::sync::mpsc;
+use syncline_proto::{DocumentInfo, ErrorCode, ObjectKind, Request, Response};
 
 use crate::connection::unexpected;
+use crate::subscription::{parse, Replica, SubscribeOptions, Subscription};
 use crate::{Client, Error, Result};
 
 /// Attempts `mutate` makes before giving up with the last `Conflict`.
@@ -40,10 +37,6 @@ impl TryFrom<DocumentInfo> for DocumentState {
             date_expires: d.date_expires,
         })
     }
-}
-
-fn parse(s: &str) -> Result<Value> {
-    serde_json::from_str(s).map_err(|e| Error::Protocol(format!("server sent invalid JSON: {e}")))
 }
 
 /// Options for conditional and expiring writes.
@@ -132,8 +125,9 @@ impl Document {
     pub async fn delete_with(&self, if_match: Option<u64>) -> Result<u64> {
         match self
             .client
-            .call(Request::DocDelete {
-                document: self.reference.clone(),
+            .call(Request::Delete {
+                kind: Some(ObjectKind::Document),
+                object: self.reference.clone(),
                 if_match,
             })
             .await?
@@ -178,179 +172,26 @@ impl Document {
     }
 
     /// Subscribes: the first event is a snapshot, then every change in revision order.
-    pub async fn subscribe(&self) -> Result<DocumentSubscription> {
-        self.subscribe_inner(None, None).await
+    pub async fn subscribe(&self) -> Result<Subscription> {
+        self.client
+            .subscribe(&self.reference, SubscribeOptions::default())
+            .await
     }
 
     /// Resumes from a replica the caller kept: only the events after its revision are
     /// sent (or a snapshot if they are no longer known).
-    pub async fn resume(&self, replica: DocumentState) -> Result<DocumentSubscription> {
-        let since = replica.revision;
-        self.subscribe_inner(Some(since), Some(replica)).await
+    pub async fn resume(&self, replica: DocumentState) -> Result<Subscription> {
+        self.client
+            .resume(&self.reference, Replica::Document(replica), None)
+            .await
     }
 
     /// Subscribes from a bare revision (no replica until a snapshot arrives).
-    pub async fn subscribe_since(&self, revision: u64) -> Result<DocumentSubscription> {
-        self.subscribe_inner(Some(revision), None).await
-    }
-
-    async fn subscribe_inner(
-        &self,
-        since: Option<u64>,
-        replica: Option<DocumentState>,
-    ) -> Result<DocumentSubscription> {
-        let sub_id = self.client.next_sub_id();
-        // Registered before asking, so no event can arrive unrouted.
-        let events = self.client.register_subscription(sub_id)?;
-        let answer = self
-            .client
-            .call(Request::Subscribe {
-                sub_id,
-                object: self.reference.clone(),
-                since,
-            })
-            .await;
-        let object_sid = match answer {
-            Ok(Response::Subscribed { object_sid, .. }) => object_sid,
-            Ok(other) => {
-                self.client.forget_subscription(sub_id);
-                return Err(unexpected(other));
-            }
-            Err(e) => {
-                self.client.forget_subscription(sub_id);
-                return Err(e);
-            }
+    pub async fn subscribe_since(&self, revision: u64) -> Result<Subscription> {
+        let options = SubscribeOptions {
+            since: Some(revision),
+            window: None,
         };
-        Ok(DocumentSubscription {
-            client: self.client.clone(),
-            sub_id,
-            object_sid,
-            events,
-            replica,
-            ended: false,
-        })
-    }
-}
-
-/// What happened to a subscribed document.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DocumentEvent {
-    pub revision: u64,
-    /// Caused by a request on this very connection.
-    pub is_local: bool,
-    /// Identity that caused it (`system` for the backend and the server).
-    pub actor: String,
-    pub kind: DocumentEventKind,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum DocumentEventKind {
-    /// The replica was replaced by the server's whole state (first event, or a resync).
-    Snapshot,
-    Updated {
-        data: Value,
-        previous: Option<Value>,
-    },
-    /// The document is gone; the subscription has ended.
-    Removed { reason: Reason },
-    /// The server ended the subscription (e.g. access revoked, object gone).
-    Ended(WireError),
-}
-
-/// A live subscription. Events come in revision order, each applied to the replica
-/// before it is returned. Dropping it unsubscribes.
-pub struct DocumentSubscription {
-    client: Client,
-    sub_id: u64,
-    object_sid: String,
-    events: mpsc::Receiver<Event>,
-    replica: Option<DocumentState>,
-    ended: bool,
-}
-
-impl DocumentSubscription {
-    pub fn object_sid(&self) -> &str {
-        &self.object_sid
-    }
-
-    /// The local copy, equal to the server's state as of the last event returned.
-    pub fn replica(&self) -> Option<&DocumentState> {
-        self.replica.as_ref()
-    }
-
-    /// The next event; `None` once the subscription has ended or the connection is gone.
-    pub async fn next(&mut self) -> Option<Result<DocumentEvent>> {
-        if self.ended {
-            return None;
-        }
-        // Events already received are returned first; after that, a closed connection
-        // ends the subscription even if its router is gone.
-        let event = tokio::select! {
-            biased;
-            e = self.events.recv() => e,
-            _ = self.client.connection_closed() => None,
-        };
-        let Some(event) = event else {
-            self.ended = true;
-            return Some(Err(self.client.closed_or_lost()));
-        };
-        Some(self.apply(event))
-    }
-
-    fn apply(&mut self, e: Event) -> Result<DocumentEvent> {
-        let is_local = e.origin == self.client.welcome().connection_id;
-        let kind = match e.kind {
-            EventKind::Snapshot {
-                state: ObjectState::Document(d),
-            } => {
-                self.replica = Some(d.try_into()?);
-                DocumentEventKind::Snapshot
-            }
-            EventKind::DocumentUpdated {
-                data,
-                previous,
-                date_updated,
-            } => {
-                let data = parse(&data)?;
-                let previous = previous.as_deref().map(parse).transpose()?;
-                if let Some(r) = self.replica.as_mut() {
-                    r.data = data.clone();
-                    r.revision = e.revision;
-                    r.date_updated = date_updated;
-                }
-                DocumentEventKind::Updated { data, previous }
-            }
-            EventKind::ObjectRemoved { reason } => {
-                self.ended = true;
-                self.replica = None;
-                DocumentEventKind::Removed { reason }
-            }
-            EventKind::SubscriptionEnded { error } => {
-                self.ended = true;
-                DocumentEventKind::Ended(error)
-            }
-        };
-        Ok(DocumentEvent {
-            revision: e.revision,
-            is_local,
-            actor: e.actor,
-            kind,
-        })
-    }
-}
-
-impl Drop for DocumentSubscription {
-    fn drop(&mut self) {
-        self.client.forget_subscription(self.sub_id);
-        if self.ended {
-            return;
-        }
-        let client = self.client.clone();
-        let sub_id = self.sub_id;
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = client.call(Request::Unsubscribe { sub_id }).await;
-            });
-        }
+        self.client.subscribe(&self.reference, options).await
     }
 }

@@ -12,22 +12,28 @@
 //! let mut sub = doc.subscribe().await?;
 //! while let Some(event) = sub.next().await {
 //!     let event = event?;
-//!     println!("rev {} local={} value={:?}", event.revision, event.is_local, sub.replica());
+//!     println!("rev {} local={} value={:?}", event.revision, event.is_local, sub.document());
 //! }
 //! # Ok(()) }
 //! ```
 
+mod collections;
 pub mod config;
 mod connection;
 mod document;
+mod subscription;
 pub mod token;
 
+pub use collections::{List, Map, Page, PageOptions, Stream};
 pub use config::AdminConfig;
 pub use connection::{Client, ClientConfig};
-pub use document::{
-    Document, DocumentEvent, DocumentEventKind, DocumentState, DocumentSubscription, WriteOptions,
+pub use document::{Document, DocumentState, WriteOptions};
+pub use subscription::{
+    CollectionReplica, Item, Replica, SubscribeOptions, Subscription, SyncEvent, SyncEventKind,
 };
-pub use syncline_proto::{Credential, ErrorCode, Reason, WireError};
+pub use syncline_proto::{
+    Credential, ErrorCode, ItemKey, ObjectInfo, ObjectKind, Order, Reason, WireError,
+};
 
 use syncline_proto::close_code;
 

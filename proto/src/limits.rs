@@ -17,7 +17,12 @@ pub struct Limits {
     pub max_identity_chars: usize,
     /// Largest access token accepted, in bytes.
     pub max_token_bytes: usize,
+    /// Most items in one page.
+    pub max_page: u32,
 }
+
+/// Newest list items a subscription's snapshot carries unless it asks otherwise.
+pub const DEFAULT_LIST_WINDOW: u32 = 100;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -28,6 +33,7 @@ impl Default for Limits {
             max_name_chars: 320,
             max_identity_chars: 256,
             max_token_bytes: 8 * 1024,
+            max_page: 1000,
         }
     }
 }
@@ -36,6 +42,29 @@ impl Limits {
     /// Checks that `json` is well-formed JSON text of at most `max_data_bytes`.
     pub fn check_data(&self, json: &str) -> Result<(), WireError> {
         check_json(json, self.max_data_bytes)
+    }
+
+    /// Checks a stream message: JSON of at most `max_message_bytes`.
+    pub fn check_message(&self, json: &str) -> Result<(), WireError> {
+        check_json(json, self.max_message_bytes)
+    }
+
+    /// Checks a map key: 1..=`max_name_chars` characters of any Unicode.
+    pub fn check_key(&self, key: &str) -> Result<(), WireError> {
+        let chars = key.chars().count();
+        if chars == 0 {
+            return Err(WireError::invalid("map key must not be empty"));
+        }
+        if chars > self.max_name_chars {
+            return Err(WireError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "map key has {chars} characters, the limit is {}",
+                    self.max_name_chars
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -61,9 +61,70 @@ pub enum Request {
         data: String,
         if_match: Option<u64>,
     },
-    DocDelete {
-        document: String,
+    /// Creates an object of `kind` (a document starts as `null`). `AlreadyExists` if the
+    /// name is taken.
+    Create {
+        kind: ObjectKind,
+        unique_name: Option<String>,
+        ttl: Option<u64>,
+    },
+    /// An object's metadata (any kind), by sid or unique name.
+    Fetch {
+        object: String,
+    },
+    /// Deletes an object with its items. `kind`, if given, must match.
+    Delete {
+        kind: Option<ObjectKind>,
+        object: String,
         if_match: Option<u64>,
+    },
+    /// Appends an item with a new index, creating the list if it does not exist.
+    ListPush {
+        list: String,
+        data: String,
+        ttl: Option<u64>,
+    },
+    ItemGet {
+        kind: ObjectKind,
+        object: String,
+        key: ItemKey,
+    },
+    /// List: replace an existing item. Map: upsert (creating the map if needed).
+    /// `if_match` compares with the item's revision.
+    ItemSet {
+        kind: ObjectKind,
+        object: String,
+        key: ItemKey,
+        data: String,
+        if_match: Option<u64>,
+        ttl: Option<u64>,
+    },
+    /// Merges top-level keys into an existing item.
+    ItemUpdate {
+        kind: ObjectKind,
+        object: String,
+        key: ItemKey,
+        data: String,
+        if_match: Option<u64>,
+    },
+    ItemRemove {
+        kind: ObjectKind,
+        object: String,
+        key: ItemKey,
+        if_match: Option<u64>,
+    },
+    /// A page of items starting at `from` (inclusive) in `order`; `limit` 1..=1000.
+    Items {
+        kind: ObjectKind,
+        object: String,
+        from: Option<ItemKey>,
+        order: Order,
+        limit: u32,
+    },
+    /// Sends a message to the stream's current subscribers (creating the stream if needed).
+    Publish {
+        stream: String,
+        data: String,
     },
     /// Subscribes to an object's events. `sub_id` is chosen by the client and tags every
     /// event frame of this subscription. With `since`, only what came after that revision
@@ -72,6 +133,8 @@ pub enum Request {
         sub_id: u64,
         object: String,
         since: Option<u64>,
+        /// Lists: how many of the newest items the snapshot carries (default 100).
+        window: Option<u32>,
     },
     Unsubscribe {
         sub_id: u64,
@@ -97,6 +160,21 @@ pub enum Response {
     Deleted {
         sid: String,
         revision: u64,
+    },
+    Object(ObjectInfo),
+    Item(ItemInfo),
+    /// An item was removed; `revision` is the object's revision after the removal.
+    ItemRemoved {
+        key: ItemKey,
+        revision: u64,
+    },
+    /// A page of items; `next` is where the following page starts, if there is one.
+    Items {
+        items: Vec<ItemInfo>,
+        next: Option<ItemKey>,
+    },
+    Published {
+        sequence: u64,
     },
     Subscribed {
         sub_id: u64,
@@ -163,6 +241,30 @@ pub enum EventKind {
     ObjectRemoved {
         reason: Reason,
     },
+    ItemAdded {
+        item: ItemInfo,
+    },
+    ItemUpdated {
+        item: ItemInfo,
+        previous: String,
+    },
+    ItemRemoved {
+        key: ItemKey,
+        previous: String,
+        reason: Reason,
+    },
+    /// A stream message. `sequence` counts the stream's messages (from 1 at server start),
+    /// so a subscriber can tell when it missed some.
+    MessagePublished {
+        data: String,
+        sequence: u64,
+    },
+    /// Items of the snapshot just sent (collections are sent in chunks that fit a frame);
+    /// `done` marks the last chunk.
+    SnapshotItems {
+        items: Vec<ItemInfo>,
+        done: bool,
+    },
     /// The server ends this subscription (e.g. access was revoked); no more events follow.
     SubscriptionEnded {
         error: WireError,
@@ -176,6 +278,11 @@ impl EventKind {
             EventKind::Snapshot { .. } => "snapshot",
             EventKind::DocumentUpdated { .. } => "document_updated",
             EventKind::ObjectRemoved { .. } => "object_removed",
+            EventKind::ItemAdded { .. } => "item_added",
+            EventKind::ItemUpdated { .. } => "item_updated",
+            EventKind::ItemRemoved { .. } => "item_removed",
+            EventKind::MessagePublished { .. } => "message_published",
+            EventKind::SnapshotItems { .. } => "snapshot_items",
             EventKind::SubscriptionEnded { .. } => "subscription_ended",
         }
     }
@@ -184,6 +291,69 @@ impl EventKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum ObjectState {
     Document(DocumentInfo),
+    /// Followed by `SnapshotItems`: the items with index >= `window_start`.
+    List {
+        info: ObjectInfo,
+        window_start: u64,
+    },
+    /// Followed by `SnapshotItems`: every item.
+    Map {
+        info: ObjectInfo,
+    },
+    /// `sequence` of the last message published, so the next one is `sequence + 1`.
+    Stream {
+        info: ObjectInfo,
+        sequence: u64,
+    },
+}
+
+/// Any object's metadata. Times are Unix milliseconds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ObjectInfo {
+    pub sid: String,
+    pub kind: ObjectKind,
+    pub unique_name: Option<String>,
+    pub revision: u64,
+    pub created_by: String,
+    pub date_created: u64,
+    pub date_updated: u64,
+    pub date_expires: Option<u64>,
+}
+
+/// Where an item sits: a list index or a map key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ItemKey {
+    Index(u64),
+    Key(String),
+}
+
+impl std::fmt::Display for ItemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ItemKey::Index(i) => write!(f, "{i}"),
+            ItemKey::Key(k) => f.write_str(k),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// A list or map item. `revision` is the object revision at which it last changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ItemInfo {
+    pub key: ItemKey,
+    pub revision: u64,
+    /// JSON text.
+    pub data: String,
+    pub created_by: String,
+    pub date_created: u64,
+    pub date_updated: u64,
+    pub date_expires: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -92,6 +92,7 @@ mod tests {
             date_created: 0,
             date_updated: 0,
             date_expires: None,
+            next_index: 0,
         }
     }
 

@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use syncline_proto::frame::encode_event;
 use syncline_proto::ids::{is_sid, make_sid, validate_unique_name};
-use syncline_proto::{DocumentInfo, ErrorCode, Event, Limits, ObjectKind, Reason, WireError};
+use syncline_proto::{
+    DocumentInfo, ErrorCode, Event, ItemInfo, ItemKey, Limits, ObjectInfo, ObjectKind, Reason,
+    WireError,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use crate::fanout::Hub;
-use crate::objects::{self, document, WriteContext};
-use crate::store::{LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
+use crate::objects::{self, document, items, WriteContext};
+use crate::store::{ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
 
 /// Most writes applied in one batch (one flush).
 const MAX_BATCH: usize = 1024;
@@ -35,22 +38,65 @@ pub enum WriteOp {
         data: String,
         if_match: Option<u64>,
     },
-    DocDelete {
-        document: String,
+    /// Creates an object; with `existing_ok`, an existing object of the same kind is
+    /// returned instead of `AlreadyExists` (how `publish` gets its stream).
+    Create {
+        kind: ObjectKind,
+        unique_name: Option<String>,
+        ttl: Option<u64>,
+        existing_ok: bool,
+    },
+    Delete {
+        kind: Option<ObjectKind>,
+        object: String,
+        if_match: Option<u64>,
+    },
+    ListPush {
+        list: String,
+        data: String,
+        ttl: Option<u64>,
+    },
+    ItemSet {
+        kind: ObjectKind,
+        object: String,
+        key: ItemKey,
+        data: String,
+        if_match: Option<u64>,
+        ttl: Option<u64>,
+    },
+    ItemUpdate {
+        kind: ObjectKind,
+        object: String,
+        key: ItemKey,
+        data: String,
+        if_match: Option<u64>,
+    },
+    ItemRemove {
+        kind: ObjectKind,
+        object: String,
+        key: ItemKey,
         if_match: Option<u64>,
     },
     /// Deletes the object if (and only if) it has expired: the reaper's request.
     Expire { object_sid: String },
+    /// Removes the item if (and only if) it has expired.
+    ExpireItem { object_sid: String, key: ItemKey },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {
     Document(DocumentInfo),
+    Object(ObjectInfo),
+    Item(ItemInfo),
+    ItemRemoved {
+        key: ItemKey,
+        revision: u64,
+    },
     Deleted {
         sid: String,
         revision: u64,
     },
-    /// Nothing to do (an `Expire` for an object that is gone or was renewed).
+    /// Nothing to do (an expiry for something gone or renewed).
     Unchanged,
 }
 
@@ -143,6 +189,7 @@ struct Batch<'a> {
     store: &'a dyn Store,
     objects: HashMap<(String, String), Option<ObjectRecord>>,
     names: HashMap<(String, String), Option<String>>,
+    items: HashMap<(String, ItemKey), Option<ItemRecord>>,
     writes: Vec<ObjectWrite>,
     events: Vec<Published>,
 }
@@ -158,6 +205,7 @@ impl<'a> Batch<'a> {
             store,
             objects: HashMap::new(),
             names: HashMap::new(),
+            items: HashMap::new(),
             writes: Vec::new(),
             events: Vec::new(),
         }
@@ -202,21 +250,23 @@ impl<'a> Batch<'a> {
         let record = self.load_sid(service, &sid).await?;
         match record {
             Some(r) if r.is_expired(ctx.now_ms) => {
-                let system = WriteContext {
-                    actor: objects::SYSTEM_ACTOR.into(),
-                    origin: 0,
-                    ..ctx.clone()
-                };
+                let system = system(ctx);
                 let event = objects::removed_event(&r, &system, Reason::Expired);
-                self.record(Some(r), None, event);
+                self.record(Some(r), None, None, Some(event));
                 Ok(None)
             }
             other => Ok(other),
         }
     }
 
-    /// Adds one object change and its event to the batch.
-    fn record(&mut self, before: Option<ObjectRecord>, after: Option<ObjectRecord>, event: Event) {
+    /// Adds one object change (with at most one item change) and its event to the batch.
+    fn record(
+        &mut self,
+        before: Option<ObjectRecord>,
+        after: Option<ObjectRecord>,
+        item: Option<ItemWrite>,
+        event: Option<Event>,
+    ) {
         let Some(any) = after.as_ref().or(before.as_ref()) else {
             return;
         };
@@ -230,22 +280,108 @@ impl<'a> Batch<'a> {
                 .insert((service.clone(), name), Some(sid.clone()));
         }
         self.objects.insert((service, sid.clone()), after.clone());
-        let body = encode_event(&event);
+        if let Some(iw) = &item {
+            self.items
+                .insert((sid.clone(), iw.key.clone()), iw.after.clone());
+        }
+        let encoded = event.map(|e| (e.revision, encode_event(&e)));
         let ends = after.is_none();
         self.writes.push(ObjectWrite {
             before,
-            log: after.as_ref().map(|_| LogEntry {
-                revision: event.revision,
-                event: body.clone(),
-            }),
+            log: match (&after, &encoded) {
+                (Some(_), Some((revision, body))) => Some(LogEntry {
+                    revision: *revision,
+                    event: body.clone(),
+                }),
+                _ => None,
+            },
             after,
+            items: item.into_iter().collect(),
         });
-        self.events.push(Published {
-            object_sid: sid,
-            revision: event.revision,
-            body,
-            ends,
-        });
+        if let Some((revision, body)) = encoded {
+            self.events.push(Published {
+                object_sid: sid,
+                revision,
+                body,
+                ends,
+            });
+        }
+    }
+
+    /// The live item, or `None`. An expired item is removed here, in this batch, with its
+    /// `expired` event.
+    async fn load_item(
+        &mut self,
+        ctx: &WriteContext,
+        object: &ObjectRecord,
+        key: &ItemKey,
+    ) -> Result<(ObjectRecord, Option<ItemRecord>), WireError> {
+        let k = (object.sid.clone(), key.clone());
+        let item = match self.items.get(&k) {
+            Some(i) => i.clone(),
+            None => {
+                let i = self.store.item(&object.sid, key).await.map_err(storage)?;
+                self.items.insert(k, i.clone());
+                i
+            }
+        };
+        match item {
+            Some(i) if i.is_expired(ctx.now_ms) => {
+                let (next, write, event) = items::remove(
+                    object,
+                    key.clone(),
+                    Some(&i),
+                    None,
+                    Reason::Expired,
+                    &system(ctx),
+                )?;
+                self.record(
+                    Some(object.clone()),
+                    Some(next.clone()),
+                    Some(write),
+                    Some(event),
+                );
+                Ok((next, None))
+            }
+            other => Ok((object.clone(), other)),
+        }
+    }
+
+    /// The live object of `kind` behind `reference`; created (by name) when missing and
+    /// `create` is set, else `NotFound`.
+    async fn load_kind(
+        &mut self,
+        ctx: &WriteContext,
+        reference: &str,
+        kind: ObjectKind,
+        create: bool,
+        limits: &Limits,
+    ) -> Result<ObjectRecord, WireError> {
+        if let Some(r) = self.load(ctx, reference).await? {
+            objects::expect_kind(&r, kind)?;
+            return Ok(r);
+        }
+        if !create || is_sid(reference) {
+            return Err(WireError::not_found(kind.name()));
+        }
+        validate_unique_name(reference, limits)?;
+        let r = objects::new_object(kind, new_sid(kind), Some(reference.to_owned()), None, ctx);
+        self.record(None, Some(r.clone()), None, None);
+        Ok(r)
+    }
+
+    /// Applies an item change computed by the rules and returns the changed item's info.
+    fn apply_item(&mut self, before: ObjectRecord, change: items::ItemChange) -> WriteOutcome {
+        let (next, write, event) = change;
+        let outcome = match &write.after {
+            Some(item) => WriteOutcome::Item(items::item_info(&write.key, item)),
+            None => WriteOutcome::ItemRemoved {
+                key: write.key.clone(),
+                revision: next.revision,
+            },
+        };
+        self.record(Some(before), Some(next), Some(write), Some(event));
+        outcome
     }
 
     async fn apply(
@@ -282,7 +418,7 @@ impl<'a> Batch<'a> {
                     limits,
                 )?;
                 let info = document::info(&next);
-                self.record(current, Some(next), event);
+                self.record(current, Some(next), None, Some(event));
                 Ok(WriteOutcome::Document(info))
             }
             WriteOp::DocUpdate {
@@ -296,22 +432,138 @@ impl<'a> Batch<'a> {
                     .ok_or_else(|| WireError::not_found("document"))?;
                 let (next, event) = document::update(&current, data, *if_match, ctx, limits)?;
                 let info = document::info(&next);
-                self.record(Some(current), Some(next), event);
+                self.record(Some(current), Some(next), None, Some(event));
                 Ok(WriteOutcome::Document(info))
             }
-            WriteOp::DocDelete { document, if_match } => {
+            WriteOp::Create {
+                kind,
+                unique_name,
+                ttl,
+                existing_ok,
+            } => {
+                if let Some(name) = unique_name {
+                    validate_unique_name(name, limits)?;
+                    if let Some(existing) = self.load(ctx, name).await? {
+                        if *existing_ok && existing.kind == *kind {
+                            return Ok(WriteOutcome::Object(objects::object_info(&existing)));
+                        }
+                        return Err(WireError::new(
+                            ErrorCode::AlreadyExists,
+                            format!("the name {name:?} is taken by a {}", existing.kind.name()),
+                        ));
+                    }
+                }
+                let r = objects::new_object(*kind, new_sid(*kind), unique_name.clone(), *ttl, ctx);
+                let info = objects::object_info(&r);
+                self.record(None, Some(r), None, None);
+                Ok(WriteOutcome::Object(info))
+            }
+            WriteOp::Delete {
+                kind,
+                object,
+                if_match,
+            } => {
+                let what = kind.map_or("object", |k| k.name());
                 let current = self
-                    .load(ctx, document)
+                    .load(ctx, object)
                     .await?
-                    .ok_or_else(|| WireError::not_found("document"))?;
-                document::delete(&current, *if_match)?;
+                    .ok_or_else(|| WireError::not_found(what))?;
+                if let Some(k) = kind {
+                    objects::expect_kind(&current, *k)?;
+                }
+                if let Some(expected) = if_match {
+                    if *expected != current.revision {
+                        return Err(WireError::conflict(current.revision, *expected));
+                    }
+                }
                 let event = objects::removed_event(&current, ctx, Reason::Write);
                 let outcome = WriteOutcome::Deleted {
                     sid: current.sid.clone(),
                     revision: event.revision,
                 };
-                self.record(Some(current), None, event);
+                self.record(Some(current), None, None, Some(event));
                 Ok(outcome)
+            }
+            WriteOp::ListPush { list, data, ttl } => {
+                // Check the data before a missing list is created for it.
+                limits.check_data(data)?;
+                let current = self
+                    .load_kind(ctx, list, ObjectKind::List, true, limits)
+                    .await?;
+                let change = items::push(&current, data.clone(), *ttl, ctx, limits)?;
+                Ok(self.apply_item(current, change))
+            }
+            WriteOp::ItemSet {
+                kind,
+                object,
+                key,
+                data,
+                if_match,
+                ttl,
+            } => {
+                items::check_key(*kind, key, limits)?;
+                limits.check_data(data)?;
+                let create = *kind == ObjectKind::Map;
+                let current = self.load_kind(ctx, object, *kind, create, limits).await?;
+                let (current, item) = self.load_item(ctx, &current, key).await?;
+                let change = items::set(
+                    &current,
+                    key.clone(),
+                    item.as_ref(),
+                    data.clone(),
+                    *if_match,
+                    *ttl,
+                    ctx,
+                    limits,
+                )?;
+                Ok(self.apply_item(current, change))
+            }
+            WriteOp::ItemUpdate {
+                kind,
+                object,
+                key,
+                data,
+                if_match,
+            } => {
+                items::check_key(*kind, key, limits)?;
+                let current = self.load_kind(ctx, object, *kind, false, limits).await?;
+                let (current, item) = self.load_item(ctx, &current, key).await?;
+                let change = items::update(
+                    &current,
+                    key.clone(),
+                    item.as_ref(),
+                    data,
+                    *if_match,
+                    ctx,
+                    limits,
+                )?;
+                Ok(self.apply_item(current, change))
+            }
+            WriteOp::ItemRemove {
+                kind,
+                object,
+                key,
+                if_match,
+            } => {
+                items::check_key(*kind, key, limits)?;
+                let current = self.load_kind(ctx, object, *kind, false, limits).await?;
+                let (current, item) = self.load_item(ctx, &current, key).await?;
+                let change = items::remove(
+                    &current,
+                    key.clone(),
+                    item.as_ref(),
+                    *if_match,
+                    Reason::Write,
+                    ctx,
+                )?;
+                Ok(self.apply_item(current, change))
+            }
+            WriteOp::ExpireItem { object_sid, key } => {
+                // `load_item` removes the item if it has expired; otherwise nothing changes.
+                if let Some(current) = self.load(ctx, object_sid).await? {
+                    self.load_item(ctx, &current, key).await?;
+                }
+                Ok(WriteOutcome::Unchanged)
             }
             WriteOp::Expire { object_sid } => {
                 // `load` removes the object if it has expired; otherwise nothing changes.
@@ -319,6 +571,15 @@ impl<'a> Batch<'a> {
                 Ok(WriteOutcome::Unchanged)
             }
         }
+    }
+}
+
+/// The context of changes the server makes itself (expiry).
+fn system(ctx: &WriteContext) -> WriteContext {
+    WriteContext {
+        actor: objects::SYSTEM_ACTOR.into(),
+        origin: 0,
+        ..ctx.clone()
     }
 }
 

@@ -11,11 +11,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use syncline_proto::{Event, EventKind, ObjectState, WireError};
+use syncline_proto::{
+    Event, EventKind, ItemInfo, ItemKey, ObjectKind, ObjectState, Order, WireError,
+};
 use tokio::sync::{mpsc, Notify};
 
-use crate::objects::document;
-use crate::store::{LogEntry, Store, StoreError};
+use crate::objects::items::item_info;
+use crate::objects::{document, object_info};
+use crate::store::{LogEntry, ObjectRecord, Store, StoreError};
 
 /// Events queued per connection before its subscriptions are resynced instead.
 pub const OUTBOX_DEPTH: usize = 1024;
@@ -24,7 +27,9 @@ pub const OUTBOX_DEPTH: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub sub_id: u64,
-    pub revision: u64,
+    /// The object revision after the change; `None` for stream messages, which are not
+    /// revisions and are never replayed.
+    pub revision: Option<u64>,
     pub body: Bytes,
     /// The object was removed: this is the subscription's last event.
     pub ends: bool,
@@ -39,6 +44,8 @@ pub enum Control {
         service_sid: String,
         object_sid: String,
         since: Option<u64>,
+        /// Lists: newest items in the snapshot.
+        window: u32,
     },
     Stop {
         sub_id: u64,
@@ -121,6 +128,8 @@ struct Subscriber {
 #[derive(Default)]
 pub struct Hub {
     objects: RwLock<HashMap<String, Vec<Subscriber>>>,
+    /// Stream sid -> sequence of its last message (since server start).
+    sequences: Mutex<HashMap<String, u64>>,
 }
 
 impl Hub {
@@ -150,24 +159,58 @@ impl Hub {
     /// Hands the encoded event to every subscriber of the object. `ends` drops them all
     /// afterwards (the object is gone).
     pub fn publish(&self, object_sid: &str, revision: u64, body: &Bytes, ends: bool) {
-        let subs = if ends {
-            self.objects
-                .write()
-                .ok()
-                .and_then(|mut o| o.remove(object_sid))
-        } else {
-            self.objects
-                .read()
-                .ok()
-                .and_then(|o| o.get(object_sid).cloned())
+        if ends {
+            if let Ok(mut seq) = self.sequences.lock() {
+                seq.remove(object_sid);
+            }
+        }
+        self.deliver(object_sid, Some(revision), body, ends);
+    }
+
+    /// Publishes a stream message: numbers it and hands it to the current subscribers,
+    /// under one lock so that sequence order is delivery order. `encode` builds the
+    /// event bytes for the sequence number. Returns the sequence.
+    pub fn publish_message(&self, stream_sid: &str, encode: impl FnOnce(u64) -> Bytes) -> u64 {
+        let Ok(mut seqs) = self.sequences.lock() else {
+            return 0;
         };
-        for s in subs.into_iter().flatten() {
+        let seq = seqs.entry(stream_sid.to_owned()).or_insert(0);
+        *seq += 1;
+        let sequence = *seq;
+        let body = encode(sequence);
+        self.deliver(stream_sid, None, &body, false);
+        sequence
+    }
+
+    /// Sequence of the stream's last message (0 if none since server start).
+    pub fn sequence(&self, stream_sid: &str) -> u64 {
+        self.sequences
+            .lock()
+            .ok()
+            .and_then(|s| s.get(stream_sid).copied())
+            .unwrap_or(0)
+    }
+
+    fn deliver(&self, object_sid: &str, revision: Option<u64>, body: &Bytes, ends: bool) {
+        let send = |s: &Subscriber| {
             s.outbox.deliver(Delivery {
                 sub_id: s.sub_id,
                 revision,
                 body: body.clone(),
                 ends,
-            });
+            })
+        };
+        if ends {
+            let removed = self
+                .objects
+                .write()
+                .ok()
+                .and_then(|mut o| o.remove(object_sid));
+            removed.iter().flatten().for_each(send);
+        } else if let Ok(objects) = self.objects.read() {
+            // Delivery never blocks (a full outbox marks the subscriber lagged), so it is
+            // done under the read lock, without copying the subscriber list.
+            objects.get(object_sid).into_iter().flatten().for_each(send);
         }
     }
 
@@ -187,28 +230,35 @@ pub enum CatchUp {
         events: Vec<LogEntry>,
         revision: u64,
     },
-    /// The whole current state: the caller had nothing, or what it missed is no longer kept.
-    Snapshot { event: Event, revision: u64 },
+    /// The whole current state: a `Snapshot` event, then for collections `SnapshotItems`
+    /// chunks. The caller had nothing, or what it missed is no longer kept.
+    Snapshot { events: Vec<Event>, revision: u64 },
     /// The object does not exist (any more).
     Gone,
 }
 
+/// Item bytes per `SnapshotItems` chunk, so each chunk fits in a frame.
+const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+/// Items read per store call while building a snapshot.
+const SNAPSHOT_PAGE: usize = 1000;
+/// Times a collection snapshot is re-read when a write lands while it is being read.
+const SNAPSHOT_ATTEMPTS: usize = 8;
+
 /// Decides how a subscriber that has seen up to `since` catches up with the object.
 pub async fn catch_up(
     store: &dyn Store,
+    hub: &Hub,
     service_sid: &str,
     object_sid: &str,
     since: Option<u64>,
+    window: u32,
     now_ms: u64,
 ) -> Result<CatchUp, StoreError> {
-    let Some(record) = store.object(service_sid, object_sid).await? else {
+    let Some(record) = live(store, service_sid, object_sid, now_ms).await? else {
         return Ok(CatchUp::Gone);
     };
-    if record.is_expired(now_ms) {
-        return Ok(CatchUp::Gone);
-    }
     if let Some(since) = since {
-        if since <= record.revision {
+        if since <= record.revision && record.kind != ObjectKind::Stream {
             if let Some(events) = store.log_range(object_sid, since, record.revision).await? {
                 return Ok(CatchUp::Replay {
                     events,
@@ -217,19 +267,151 @@ pub async fn catch_up(
             }
         }
     }
-    let event = Event {
+    snapshot(store, hub, service_sid, record, window, now_ms).await
+}
+
+async fn live(
+    store: &dyn Store,
+    service_sid: &str,
+    object_sid: &str,
+    now_ms: u64,
+) -> Result<Option<ObjectRecord>, StoreError> {
+    Ok(store
+        .object(service_sid, object_sid)
+        .await?
+        .filter(|r| !r.is_expired(now_ms)))
+}
+
+fn snapshot_event(record: &ObjectRecord, kind: EventKind) -> Event {
+    Event {
         object_sid: record.sid.clone(),
         revision: record.revision,
         origin: 0,
         actor: crate::objects::SYSTEM_ACTOR.into(),
-        kind: EventKind::Snapshot {
-            state: ObjectState::Document(document::info(&record)),
+        kind,
+    }
+}
+
+async fn snapshot(
+    store: &dyn Store,
+    hub: &Hub,
+    service_sid: &str,
+    mut record: ObjectRecord,
+    window: u32,
+    now_ms: u64,
+) -> Result<CatchUp, StoreError> {
+    let info = object_info(&record);
+    let state = match record.kind {
+        ObjectKind::Document => ObjectState::Document(document::info(&record)),
+        ObjectKind::Stream => ObjectState::Stream {
+            sequence: hub.sequence(&record.sid),
+            info,
         },
+        ObjectKind::List | ObjectKind::Map => {
+            // Items are read in pages, not atomically with the record: read until the
+            // record's revision is the same before and after, so the items match it.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let (window_start, items) = read_items(store, &record, window, now_ms).await?;
+                let Some(again) = live(store, service_sid, &record.sid, now_ms).await? else {
+                    return Ok(CatchUp::Gone);
+                };
+                if again.revision == record.revision || attempt >= SNAPSHOT_ATTEMPTS {
+                    // After the last attempt the snapshot may hold items newer than its
+                    // revision; the events that follow re-apply them, which replicas
+                    // absorb (applying an item event is idempotent).
+                    return Ok(collection_snapshot(&again, window_start, items));
+                }
+                record = again;
+            }
+        }
     };
+    let revision = record.revision;
     Ok(CatchUp::Snapshot {
-        event,
-        revision: record.revision,
+        events: vec![snapshot_event(&record, EventKind::Snapshot { state })],
+        revision,
     })
+}
+
+/// A list's newest `window` items (and the index the window starts at), or all of a map's.
+async fn read_items(
+    store: &dyn Store,
+    record: &ObjectRecord,
+    window: u32,
+    now_ms: u64,
+) -> Result<(u64, Vec<ItemInfo>), StoreError> {
+    let mut items = Vec::new();
+    if record.kind == ObjectKind::List {
+        let newest = store
+            .items(&record.sid, None, Order::Desc, window as usize)
+            .await?;
+        let window_start = if newest.len() < window as usize {
+            0
+        } else {
+            match newest.last() {
+                Some((ItemKey::Index(i), _)) => *i,
+                _ => 0,
+            }
+        };
+        for (k, r) in newest.iter().rev() {
+            if !r.is_expired(now_ms) {
+                items.push(item_info(k, r));
+            }
+        }
+        return Ok((window_start, items));
+    }
+    let mut from: Option<ItemKey> = None;
+    loop {
+        let page = store
+            .items(&record.sid, from.as_ref(), Order::Asc, SNAPSHOT_PAGE + 1)
+            .await?;
+        let more = page.len() > SNAPSHOT_PAGE;
+        for (k, r) in page.iter().take(SNAPSHOT_PAGE) {
+            if !r.is_expired(now_ms) {
+                items.push(item_info(k, r));
+            }
+        }
+        if !more {
+            return Ok((0, items));
+        }
+        from = page.into_iter().nth(SNAPSHOT_PAGE).map(|(k, _)| k);
+    }
+}
+
+fn collection_snapshot(record: &ObjectRecord, window_start: u64, items: Vec<ItemInfo>) -> CatchUp {
+    let info = object_info(record);
+    let state = if record.kind == ObjectKind::List {
+        ObjectState::List { info, window_start }
+    } else {
+        ObjectState::Map { info }
+    };
+    let mut events = vec![snapshot_event(record, EventKind::Snapshot { state })];
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        bytes += item.data.len() + 64;
+        chunk.push(item);
+        if bytes >= SNAPSHOT_CHUNK_BYTES {
+            let items = std::mem::take(&mut chunk);
+            events.push(snapshot_event(
+                record,
+                EventKind::SnapshotItems { items, done: false },
+            ));
+            bytes = 0;
+        }
+    }
+    events.push(snapshot_event(
+        record,
+        EventKind::SnapshotItems {
+            items: chunk,
+            done: true,
+        },
+    ));
+    CatchUp::Snapshot {
+        events,
+        revision: record.revision,
+    }
 }
 
 /// The event that ends a subscription with an error (no data, no revision to speak of).
@@ -263,7 +445,7 @@ mod tests {
         assert_eq!(lagged, vec![1, 2]);
         assert!(outbox.take_lagged().is_empty());
         let first = rx.events.recv().await.unwrap();
-        assert_eq!((first.sub_id, first.revision), (1, 0));
+        assert_eq!((first.sub_id, first.revision), (1, Some(0)));
         // The same bytes, not a copy.
         assert_eq!(first.body.as_ptr(), body.as_ptr());
     }

@@ -1,4 +1,4 @@
-//! TTL expiry: periodically finds objects whose time has passed and asks the commit task
+//! TTL expiry: periodically finds objects and items whose time has passed and asks the commit task
 //! to delete them, which emits their `object_removed` event with reason `expired`.
 //! Readers already treat them as gone; the reaper makes it so on disk and tells subscribers.
 
@@ -36,15 +36,32 @@ pub async fn run(
                 continue;
             }
         };
-        for (service_sid, object_sid) in expired {
+        let items = match store.expired_items(now, SWEEP_LIMIT).await {
+            Ok(i) => i,
+            Err(e) => {
+                error!(error = %e, "reaper could not read the item expiry index");
+                Vec::new()
+            }
+        };
+        let ops = expired
+            .into_iter()
+            .map(|(service_sid, object_sid)| (service_sid, WriteOp::Expire { object_sid }))
+            .chain(items.into_iter().map(|i| {
+                let op = WriteOp::ExpireItem {
+                    object_sid: i.object_sid,
+                    key: i.key,
+                };
+                (i.service_sid, op)
+            }));
+        for (service_sid, op) in ops {
             let ctx = WriteContext {
                 service_sid,
                 actor: SYSTEM_ACTOR.into(),
                 origin: 0,
                 now_ms: now,
             };
-            debug!(%object_sid, "expiring");
-            if let Err(e) = committer.submit(ctx, WriteOp::Expire { object_sid }).await {
+            debug!(?op, "expiring");
+            if let Err(e) = committer.submit(ctx, op).await {
                 debug!(error = %e, "expiry not applied");
             }
         }

@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use syncline_proto::frame;
 use syncline_proto::ids::{is_sid, SERVICE_PREFIX};
+use syncline_proto::limits::DEFAULT_LIST_WINDOW;
 use syncline_proto::{
-    close_code, Credential, ErrorCode, Limits, ObjectKind, Request, Response, Welcome, WireError,
+    close_code, Credential, ErrorCode, Event, EventKind, ItemKey, Limits, ObjectKind, Order,
+    Request, Response, Welcome, WireError,
 };
 use tokio::sync::watch;
 use tracing::error;
@@ -18,7 +21,7 @@ use crate::acl::{self, Action, Principal};
 use crate::auth;
 use crate::commit::{Committer, WriteOp, WriteOutcome};
 use crate::fanout::{Control, Hub, Outbox};
-use crate::objects::{self, document, WriteContext};
+use crate::objects::{self, document, items, WriteContext};
 use crate::store::{Installation, ObjectRecord, ServiceRecord, Store, StoreError};
 use crate::{now_ms, now_s};
 
@@ -354,6 +357,11 @@ impl Session {
         {
             WriteOutcome::Document(d) => Ok(Response::Document(d)),
             WriteOutcome::Deleted { sid, revision } => Ok(Response::Deleted { sid, revision }),
+            WriteOutcome::Object(o) => Ok(Response::Object(o)),
+            WriteOutcome::Item(i) => Ok(Response::Item(i)),
+            WriteOutcome::ItemRemoved { key, revision } => {
+                Ok(Response::ItemRemoved { key, revision })
+            }
             WriteOutcome::Unchanged => Err(WireError::internal("unexpected no-op write")),
         }
     }
@@ -367,7 +375,7 @@ impl Session {
                 let record = self.lookup(authed, &document).await?;
                 self.check(authed, record.as_ref(), Action::Read)?;
                 let record = record.ok_or_else(|| WireError::not_found("document"))?;
-                expect_kind(&record, ObjectKind::Document)?;
+                objects::expect_kind(&record, ObjectKind::Document)?;
                 Ok(Response::Document(document::info(&record)))
             }
             Request::DocSet {
@@ -409,16 +417,144 @@ impl Session {
                 )
                 .await
             }
-            Request::DocDelete { document, if_match } => {
-                self.authorize(authed, &document, Action::Manage).await?;
-                self.write(authed, WriteOp::DocDelete { document, if_match })
+            Request::Create {
+                kind,
+                unique_name,
+                ttl,
+            } => {
+                self.write(
+                    authed,
+                    WriteOp::Create {
+                        kind,
+                        unique_name,
+                        ttl,
+                        existing_ok: false,
+                    },
+                )
+                .await
+            }
+            Request::Fetch { object } => {
+                let record = self.lookup(authed, &object).await?;
+                self.check(authed, record.as_ref(), Action::Read)?;
+                let record = record.ok_or_else(|| WireError::not_found("object"))?;
+                Ok(Response::Object(objects::object_info(&record)))
+            }
+            Request::Delete {
+                kind,
+                object,
+                if_match,
+            } => {
+                self.authorize(authed, &object, Action::Manage).await?;
+                self.write(
+                    authed,
+                    WriteOp::Delete {
+                        kind,
+                        object,
+                        if_match,
+                    },
+                )
+                .await
+            }
+            Request::ListPush { list, data, ttl } => {
+                self.authorize(authed, &list, Action::Write).await?;
+                self.write(authed, WriteOp::ListPush { list, data, ttl })
                     .await
             }
+            Request::ItemGet { kind, object, key } => {
+                let record = self.lookup(authed, &object).await?;
+                self.check(authed, record.as_ref(), Action::Read)?;
+                let record = record.ok_or_else(|| WireError::not_found(kind.name()))?;
+                objects::expect_kind(&record, kind)?;
+                items::check_key(kind, &key, &self.shared.limits)?;
+                let item = self
+                    .shared
+                    .store
+                    .item(&record.sid, &key)
+                    .await
+                    .map_err(store_err)?
+                    .filter(|i| !i.is_expired(now_ms()))
+                    .ok_or_else(|| WireError::not_found("item"))?;
+                Ok(Response::Item(items::item_info(&key, &item)))
+            }
+            Request::ItemSet {
+                kind,
+                object,
+                key,
+                data,
+                if_match,
+                ttl,
+            } => {
+                self.authorize(authed, &object, Action::Write).await?;
+                self.write(
+                    authed,
+                    WriteOp::ItemSet {
+                        kind,
+                        object,
+                        key,
+                        data,
+                        if_match,
+                        ttl,
+                    },
+                )
+                .await
+            }
+            Request::ItemUpdate {
+                kind,
+                object,
+                key,
+                data,
+                if_match,
+            } => {
+                self.authorize(authed, &object, Action::Write).await?;
+                self.write(
+                    authed,
+                    WriteOp::ItemUpdate {
+                        kind,
+                        object,
+                        key,
+                        data,
+                        if_match,
+                    },
+                )
+                .await
+            }
+            Request::ItemRemove {
+                kind,
+                object,
+                key,
+                if_match,
+            } => {
+                self.authorize(authed, &object, Action::Write).await?;
+                self.write(
+                    authed,
+                    WriteOp::ItemRemove {
+                        kind,
+                        object,
+                        key,
+                        if_match,
+                    },
+                )
+                .await
+            }
+            Request::Items {
+                kind,
+                object,
+                from,
+                order,
+                limit,
+            } => self.items(authed, kind, &object, from, order, limit).await,
+            Request::Publish { stream, data } => self.publish(authed, &stream, data).await,
             Request::Subscribe {
                 sub_id,
                 object,
                 since,
-            } => self.subscribe(authed, sub_id, &object, since).await,
+                window,
+            } => {
+                let window = window
+                    .unwrap_or(DEFAULT_LIST_WINDOW)
+                    .clamp(1, self.shared.limits.max_page);
+                self.subscribe(authed, sub_id, &object, since, window).await
+            }
             Request::Unsubscribe { sub_id } => {
                 let object = self
                     .subs
@@ -439,6 +575,7 @@ impl Session {
         sub_id: u64,
         object: &str,
         since: Option<u64>,
+        window: u32,
     ) -> Result<Response, WireError> {
         let record = self.lookup(authed, object).await?;
         self.check(authed, record.as_ref(), Action::Read)?;
@@ -462,12 +599,106 @@ impl Session {
             service_sid: authed.service.sid.clone(),
             object_sid: record.sid.clone(),
             since,
+            window,
         });
         Ok(Response::Subscribed {
             sub_id,
             object_sid: record.sid,
             kind: record.kind,
         })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn items(
+        &self,
+        authed: &Authed,
+        kind: ObjectKind,
+        object: &str,
+        from: Option<ItemKey>,
+        order: Order,
+        limit: u32,
+    ) -> Result<Response, WireError> {
+        let max = self.shared.limits.max_page;
+        if limit == 0 || limit > max {
+            return Err(WireError::invalid(format!("limit must be 1..={max}")));
+        }
+        let record = self.lookup(authed, object).await?;
+        self.check(authed, record.as_ref(), Action::Read)?;
+        let record = record.ok_or_else(|| WireError::not_found(kind.name()))?;
+        objects::expect_kind(&record, kind)?;
+        if let Some(k) = &from {
+            items::check_key(kind, k, &self.shared.limits)?;
+        }
+        // One more than asked tells where the next page starts.
+        let mut page = self
+            .shared
+            .store
+            .items(&record.sid, from.as_ref(), order, limit as usize + 1)
+            .await
+            .map_err(store_err)?;
+        let next = (page.len() > limit as usize)
+            .then(|| page.pop().map(|(k, _)| k))
+            .flatten();
+        let now = now_ms();
+        let items = page
+            .iter()
+            .filter(|(_, r)| !r.is_expired(now))
+            .map(|(k, r)| items::item_info(k, r))
+            .collect();
+        Ok(Response::Items { items, next })
+    }
+
+    async fn publish(
+        &self,
+        authed: &Authed,
+        stream: &str,
+        data: String,
+    ) -> Result<Response, WireError> {
+        self.shared.limits.check_message(&data)?;
+        self.authorize(authed, stream, Action::Write).await?;
+        let record = match self.lookup(authed, stream).await? {
+            Some(r) => {
+                objects::expect_kind(&r, ObjectKind::Stream)?;
+                r
+            }
+            None => {
+                // Publishing to a new name creates the stream, as `doc set` does.
+                let created = self
+                    .shared
+                    .committer
+                    .submit(
+                        self.context(authed),
+                        WriteOp::Create {
+                            kind: ObjectKind::Stream,
+                            unique_name: Some(stream.to_owned()),
+                            ttl: None,
+                            existing_ok: true,
+                        },
+                    )
+                    .await?;
+                let WriteOutcome::Object(info) = created else {
+                    return Err(WireError::internal("stream creation returned no stream"));
+                };
+                if is_sid(stream) {
+                    return Err(WireError::not_found("stream"));
+                }
+                self.lookup(authed, &info.sid)
+                    .await?
+                    .ok_or_else(|| WireError::not_found("stream"))?
+            }
+        };
+        let actor = authed.principal.actor().to_owned();
+        let origin = self.connection_id;
+        let sequence = self.shared.hub.publish_message(&record.sid, |sequence| {
+            frame::encode_event(&Event {
+                object_sid: record.sid.clone(),
+                revision: record.revision,
+                origin,
+                actor,
+                kind: EventKind::MessagePublished { data, sequence },
+            })
+        });
+        Ok(Response::Published { sequence })
     }
 
     async fn update_token(&self, authed: &Authed, token: &str) -> Result<Response, WireError> {
@@ -517,18 +748,5 @@ impl Session {
                 self.shared.hub.unsubscribe(&object, sub_id, &self.outbox);
             }
         }
-    }
-}
-
-fn expect_kind(r: &ObjectRecord, kind: ObjectKind) -> Result<(), WireError> {
-    if r.kind == kind {
-        Ok(())
-    } else {
-        Err(WireError::invalid(format!(
-            "{} is a {}, not a {}",
-            r.sid,
-            r.kind.name(),
-            kind.name()
-        )))
     }
 }

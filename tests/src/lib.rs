@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use syncline_client::{AdminConfig, Client, ClientConfig, DocumentEvent, DocumentSubscription};
+use syncline_client::{AdminConfig, Client, ClientConfig, Subscription, SyncEvent};
 use syncline_proto::frame::{self, FrameDecoder};
 use syncline_proto::{Credential, Request, RequestFrame, ResponseFrame};
 use syncline_server::{Server, ServerOptions};
@@ -107,7 +107,7 @@ pub fn token(admin: &AdminConfig, identity: &str, ttl_s: u64) -> String {
 }
 
 /// The next event of a subscription, failing the test if none comes in time.
-pub async fn next_event(sub: &mut DocumentSubscription) -> DocumentEvent {
+pub async fn next_event(sub: &mut Subscription) -> SyncEvent {
     tokio::time::timeout(WAIT, sub.next())
         .await
         .expect("an event in time")
@@ -116,7 +116,7 @@ pub async fn next_event(sub: &mut DocumentSubscription) -> DocumentEvent {
 }
 
 /// Asserts that no event arrives within `quiet`.
-pub async fn assert_no_event(sub: &mut DocumentSubscription, quiet: Duration) {
+pub async fn assert_no_event(sub: &mut Subscription, quiet: Duration) {
     if let Ok(e) = tokio::time::timeout(quiet, sub.next()).await {
         panic!("unexpected event {e:?}");
     }

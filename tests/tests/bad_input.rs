@@ -210,6 +210,7 @@ async fn subscription_ids_are_checked() {
         sub_id,
         object: "x".into(),
         since: None,
+        window: None,
     };
     assert!(raw.call(2, sub(5)).await.result.is_ok());
     assert_eq!(code(raw.call(3, sub(5)).await), ErrorCode::InvalidArgument);

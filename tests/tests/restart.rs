@@ -2,7 +2,7 @@
 //! shutdown tells connected clients the server is going away after finishing their writes.
 
 use serde_json::json;
-use syncline_client::{DocumentEventKind, ErrorCode};
+use syncline_client::{ErrorCode, SyncEventKind};
 use syncline_tests::{next_event, TestServer, WAIT};
 
 #[tokio::test]
@@ -25,7 +25,7 @@ async fn restart_keeps_documents_revisions_and_history() {
     let mut sub = c.document("persist").subscribe_since(2).await.unwrap();
     let e = next_event(&mut sub).await;
     assert_eq!(e.revision, 3);
-    assert!(matches!(e.kind, DocumentEventKind::Updated { .. }));
+    assert!(matches!(e.kind, SyncEventKind::DocumentUpdated { .. }));
     assert_eq!(next_event(&mut sub).await.revision, 4);
     assert_eq!(
         c.document("persist").set(&json!(5)).await.unwrap().revision,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use syncline_client::{DocumentEventKind, Reason, WriteOptions};
+use syncline_client::{Reason, SyncEventKind, WriteOptions};
 use syncline_tests::{assert_no_event, next_event, TestServer};
 
 #[tokio::test]
@@ -22,8 +22,8 @@ async fn two_clients_see_each_others_writes_in_order() {
     let mut b_sub = bob.document("board").subscribe().await.unwrap();
     for sub in [&mut a_sub, &mut b_sub] {
         let e = next_event(sub).await;
-        assert_eq!(e.kind, DocumentEventKind::Snapshot);
-        assert_eq!(sub.replica().unwrap().data, json!({"turn": 0}));
+        assert_eq!(e.kind, SyncEventKind::Snapshot);
+        assert_eq!(sub.document().unwrap().data, json!({"turn": 0}));
     }
     for i in 1..=20 {
         let writer = if i % 2 == 0 { &alice } else { &bob };
@@ -41,13 +41,13 @@ async fn two_clients_see_each_others_writes_in_order() {
             assert_eq!(e.actor, writer);
             assert_eq!(e.is_local, writer == me, "is_local marks own writes");
             match &e.kind {
-                DocumentEventKind::Updated { data, previous } => {
+                SyncEventKind::DocumentUpdated { data, previous } => {
                     assert_eq!(data, &json!({"turn": i}));
                     assert_eq!(previous, &Some(json!({"turn": i - 1})));
                 }
                 other => panic!("unexpected {other:?}"),
             }
-            let replica = sub.replica().unwrap();
+            let replica = sub.document().unwrap();
             assert_eq!((replica.revision, &replica.data), (i, &json!({"turn": i})));
         }
         assert_no_event(sub, Duration::from_millis(200)).await;
@@ -83,14 +83,14 @@ async fn concurrent_writers_every_subscriber_gets_each_revision_once() {
     let server_state = backend.document("hot").get().await.unwrap();
     assert_eq!(server_state.revision, 100);
     for (_c, sub) in &mut subs {
-        assert_eq!(next_event(sub).await.kind, DocumentEventKind::Snapshot);
-        let mut last = sub.replica().unwrap().revision;
+        assert_eq!(next_event(sub).await.kind, SyncEventKind::Snapshot);
+        let mut last = sub.document().unwrap().revision;
         while last < 100 {
             let e = next_event(sub).await;
             assert_eq!(e.revision, last + 1, "no gaps, no duplicates");
             last = e.revision;
         }
-        assert_eq!(sub.replica().unwrap().data, server_state.data);
+        assert_eq!(sub.document().unwrap().data, server_state.data);
     }
 }
 
@@ -102,7 +102,7 @@ async fn resume_replays_only_what_was_missed() {
     doc.set(&json!({"v": 0})).await.unwrap();
     let mut sub = doc.subscribe().await.unwrap();
     next_event(&mut sub).await;
-    let replica = sub.replica().unwrap().clone();
+    let replica = sub.document().unwrap().clone();
     drop(sub);
     for v in 1..=5 {
         doc.set(&json!({"v": v})).await.unwrap();
@@ -111,9 +111,9 @@ async fn resume_replays_only_what_was_missed() {
     for v in 1..=5u64 {
         let e = next_event(&mut resumed).await;
         assert_eq!(e.revision, v);
-        assert!(matches!(e.kind, DocumentEventKind::Updated { .. }));
+        assert!(matches!(e.kind, SyncEventKind::DocumentUpdated { .. }));
     }
-    assert_eq!(resumed.replica().unwrap().data, json!({"v": 5}));
+    assert_eq!(resumed.document().unwrap().data, json!({"v": 5}));
     // Up to date already: nothing is replayed, later changes still come.
     let mut current = doc.subscribe_since(5).await.unwrap();
     assert_no_event(&mut current, Duration::from_millis(200)).await;
@@ -132,16 +132,16 @@ async fn resume_past_the_kept_history_gets_a_snapshot() {
     // Revisions 1..=7 are gone from the log (only the last 3 are kept).
     let mut sub = doc.subscribe_since(2).await.unwrap();
     let e = next_event(&mut sub).await;
-    assert_eq!(e.kind, DocumentEventKind::Snapshot);
+    assert_eq!(e.kind, SyncEventKind::Snapshot);
     assert_eq!(e.revision, 10);
-    assert_eq!(sub.replica().unwrap().data, json!({"v": 10}));
+    assert_eq!(sub.document().unwrap().data, json!({"v": 10}));
     // Within the kept history: a replay.
     let mut sub = doc.subscribe_since(8).await.unwrap();
     assert_eq!(next_event(&mut sub).await.revision, 9);
     assert_eq!(next_event(&mut sub).await.revision, 10);
     // A revision from the future cannot be resumed: snapshot.
     let mut sub = doc.subscribe_since(99).await.unwrap();
-    assert_eq!(next_event(&mut sub).await.kind, DocumentEventKind::Snapshot);
+    assert_eq!(next_event(&mut sub).await.kind, SyncEventKind::Snapshot);
 }
 
 #[tokio::test]
@@ -156,13 +156,13 @@ async fn deleting_ends_subscriptions_with_a_removal_event() {
     let e = next_event(&mut sub).await;
     assert_eq!(
         e.kind,
-        DocumentEventKind::Removed {
+        SyncEventKind::Removed {
             reason: Reason::Write
         }
     );
     assert_eq!(e.revision, 1);
     assert!(e.is_local);
-    assert!(sub.replica().is_none());
+    assert!(sub.document().is_none());
     assert!(sub.next().await.is_none(), "the subscription has ended");
 }
 
@@ -185,7 +185,7 @@ async fn expiry_is_announced_by_the_reaper() {
     let e = next_event(&mut sub).await;
     assert_eq!(
         e.kind,
-        DocumentEventKind::Removed {
+        SyncEventKind::Removed {
             reason: Reason::Expired
         }
     );
@@ -230,20 +230,20 @@ async fn a_subscriber_that_does_not_read_is_resynced_not_starved() {
     assert_eq!(last.revision, 12_800);
     let mut resyncs = 0u64;
     let mut prev: Option<u64> = None;
-    while sub.replica().map(|r| r.revision) != Some(last.revision) {
+    while sub.document().map(|r| r.revision) != Some(last.revision) {
         let e = next_event(&mut sub).await;
         if let Some(p) = prev {
             assert!(e.revision > p, "never backwards: {} after {p}", e.revision);
-            if e.kind != DocumentEventKind::Snapshot {
+            if e.kind != SyncEventKind::Snapshot {
                 assert_eq!(e.revision, p + 1, "deltas have no gaps");
             }
         }
-        if prev.is_some() && e.kind == DocumentEventKind::Snapshot {
+        if prev.is_some() && e.kind == SyncEventKind::Snapshot {
             resyncs += 1;
         }
         prev = Some(e.revision);
     }
-    assert_eq!(sub.replica().unwrap().data, last.data);
+    assert_eq!(sub.document().unwrap().data, last.data);
     // The backlog (12,800 events) is more than the server queues for a connection plus
     // what the client buffers, so the server must have resynced at least once.
     assert!(resyncs > 0, "expected a resync snapshot");

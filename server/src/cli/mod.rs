@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
-use syncline_client::{AdminConfig, Client, ClientConfig, DocumentEventKind, Error, WriteOptions};
+use syncline_client::{
+    AdminConfig, Client, ClientConfig, Error, ItemKey, Order, PageOptions, SubscribeOptions,
+    SyncEventKind, WriteOptions,
+};
 use syncline_proto::ids::{is_sid, SERVICE_PREFIX};
 
 use crate::server::{Server, ServerOptions, DEFAULT_LISTEN};
@@ -58,6 +61,15 @@ enum Command {
     /// Documents: get, set, update, delete.
     #[command(subcommand)]
     Doc(DocCommand),
+    /// Lists: ordered items with never-reused indices.
+    #[command(subcommand)]
+    List(ListCommand),
+    /// Maps: items by string key.
+    #[command(subcommand)]
+    Map(MapCommand),
+    /// Message streams: ephemeral messages to current subscribers.
+    #[command(subcommand)]
+    Stream(StreamCommand),
     /// Print an object's state, then every change as it happens, until interrupted.
     Watch {
         name: String,
@@ -113,6 +125,155 @@ enum DocCommand {
         name: String,
         #[arg(long)]
         if_match: Option<u64>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+enum OrderArg {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl From<OrderArg> for Order {
+    fn from(o: OrderArg) -> Order {
+        match o {
+            OrderArg::Asc => Order::Asc,
+            OrderArg::Desc => Order::Desc,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct PageArgs {
+    #[arg(long, value_enum, default_value_t = OrderArg::Asc)]
+    order: OrderArg,
+    /// At most this many items (1..=1000); default: all, page by page.
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ListCommand {
+    /// Create an empty list (`push` creates one too).
+    Create {
+        name: String,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Append an item (creates the list if missing).
+    Push {
+        name: String,
+        json: String,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    Get {
+        name: String,
+        index: u64,
+    },
+    /// Replace an item.
+    Set {
+        name: String,
+        index: u64,
+        json: String,
+        #[arg(long)]
+        if_match: Option<u64>,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Merge top-level keys into an item.
+    Update {
+        name: String,
+        index: u64,
+        json: String,
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    Remove {
+        name: String,
+        index: u64,
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    /// Print items, one per line.
+    Items {
+        name: String,
+        /// First index (inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MapCommand {
+    /// Create an empty map (`set` creates one too).
+    Create {
+        name: String,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Upsert an item (creates the map if missing).
+    Set {
+        name: String,
+        key: String,
+        json: String,
+        #[arg(long)]
+        if_match: Option<u64>,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Merge top-level keys into an item.
+    Update {
+        name: String,
+        key: String,
+        json: String,
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    Get {
+        name: String,
+        key: String,
+    },
+    Remove {
+        name: String,
+        key: String,
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    /// Print items ordered by key, one per line.
+    Items {
+        name: String,
+        /// First key (inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StreamCommand {
+    Create {
+        name: String,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Send a message (JSON, at most 4 KiB); creates the stream if missing.
+    Publish {
+        name: String,
+        json: String,
+    },
+    Delete {
+        name: String,
     },
 }
 
@@ -186,12 +347,36 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     if_match,
                 } => doc(name).update_with(&parse_json(json)?, *if_match).await?,
                 DocCommand::Delete { name, if_match } => {
-                    let revision = doc(name).delete_with(*if_match).await?;
-                    output::line(&serde_json::json!({"deleted": name, "revision": revision}));
+                    deleted(name, doc(name).delete_with(*if_match).await?);
                     return Ok(());
                 }
             };
             output::line(&output::document(&state));
+            Ok(())
+        }
+        Command::List(cmd) => {
+            let client = connect(&cli).await?;
+            list_command(&client, cmd).await
+        }
+        Command::Map(cmd) => {
+            let client = connect(&cli).await?;
+            map_command(&client, cmd).await
+        }
+        Command::Stream(cmd) => {
+            let client = connect(&cli).await?;
+            match cmd {
+                StreamCommand::Create { name, ttl } => {
+                    let o = client.stream(name).create(*ttl).await?;
+                    output::line(&output::object(&o));
+                }
+                StreamCommand::Publish { name, json } => {
+                    let sequence = client.stream(name).publish(&parse_json(json)?).await?;
+                    output::line(&serde_json::json!({"published": name, "sequence": sequence}));
+                }
+                StreamCommand::Delete { name } => {
+                    deleted(name, client.stream(name).delete().await?)
+                }
+            }
             Ok(())
         }
         Command::Watch { name, since } => {
@@ -202,11 +387,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
 }
 
 async fn watch(client: &Client, name: &str, since: Option<u64>) -> Result<(), Error> {
-    let doc = client.document(name);
-    let mut sub = match since {
-        Some(rev) => doc.subscribe_since(rev).await?,
-        None => doc.subscribe().await?,
+    let options = SubscribeOptions {
+        since,
+        window: None,
     };
+    let mut sub = client.subscribe(name, options).await?;
     let mut first = true;
     loop {
         let event = tokio::select! {
@@ -215,21 +400,173 @@ async fn watch(client: &Client, name: &str, since: Option<u64>) -> Result<(), Er
         };
         let Some(event) = event else { return Ok(()) };
         let event = event?;
-        // Without --since, the opening snapshot is the current-state line.
-        if first && since.is_none() && event.kind == DocumentEventKind::Snapshot {
-            if let Some(state) = sub.replica() {
-                output::line(&output::document(state));
+        if event.kind == SyncEventKind::Snapshot {
+            // Without --since, the opening snapshot is the current-state line (and the
+            // items); later snapshots (resyncs) are marked as such.
+            let mut lines = output::replica_lines(sub.replica());
+            let opening = first && since.is_none();
+            if let (false, Some(state_line)) = (opening, lines.first_mut()) {
+                *state_line = output::event(&event, &sub);
             }
+            lines.iter().for_each(output::line);
         } else {
-            output::line(&output::event(&event, sub.replica(), sub.object_sid()));
+            output::line(&output::event(&event, &sub));
         }
         first = false;
         match event.kind {
-            DocumentEventKind::Removed { .. } => return Ok(()),
-            DocumentEventKind::Ended(e) => return Err(Error::Server(e)),
+            SyncEventKind::Removed { .. } => return Ok(()),
+            SyncEventKind::Ended(e) => return Err(Error::Server(e)),
             _ => {}
         }
     }
+}
+
+fn deleted(name: &str, revision: u64) {
+    output::line(&serde_json::json!({"deleted": name, "revision": revision}));
+}
+
+/// Prints items page by page: one page of `limit` if given, else every item.
+async fn print_items<F, Fut>(
+    mut page_at: F,
+    from: Option<ItemKey>,
+    page: &PageArgs,
+) -> Result<(), Error>
+where
+    F: FnMut(PageOptions) -> Fut,
+    Fut: std::future::Future<Output = Result<syncline_client::Page, Error>>,
+{
+    let mut from = from;
+    loop {
+        let p = page_at(PageOptions {
+            from: from.take(),
+            order: page.order.into(),
+            limit: page.limit.unwrap_or(1000),
+        })
+        .await?;
+        p.items.iter().for_each(|i| output::line(&output::item(i)));
+        match p.next {
+            Some(next) if page.limit.is_none() => from = Some(next),
+            _ => return Ok(()),
+        }
+    }
+}
+
+async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
+    let item = match cmd {
+        ListCommand::Create { name, ttl } => {
+            output::line(&output::object(&client.list(name).create(*ttl).await?));
+            return Ok(());
+        }
+        ListCommand::Push { name, json, ttl } => {
+            client
+                .list(name)
+                .push_with(&parse_json(json)?, *ttl)
+                .await?
+        }
+        ListCommand::Get { name, index } => client.list(name).get(*index).await?,
+        ListCommand::Set {
+            name,
+            index,
+            json,
+            if_match,
+            ttl,
+        } => {
+            let options = WriteOptions {
+                if_match: *if_match,
+                ttl: *ttl,
+            };
+            client
+                .list(name)
+                .set(*index, &parse_json(json)?, options)
+                .await?
+        }
+        ListCommand::Update {
+            name,
+            index,
+            json,
+            if_match,
+        } => {
+            client
+                .list(name)
+                .update(*index, &parse_json(json)?, *if_match)
+                .await?
+        }
+        ListCommand::Remove {
+            name,
+            index,
+            if_match,
+        } => {
+            let revision = client.list(name).remove(*index, *if_match).await?;
+            output::line(&serde_json::json!({"removed": index, "revision": revision}));
+            return Ok(());
+        }
+        ListCommand::Items { name, from, page } => {
+            let list = client.list(name);
+            return print_items(|o| list.items(o), from.map(ItemKey::Index), page).await;
+        }
+        ListCommand::Delete { name } => {
+            deleted(name, client.list(name).delete(None).await?);
+            return Ok(());
+        }
+    };
+    output::line(&output::item(&item));
+    Ok(())
+}
+
+async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
+    let item = match cmd {
+        MapCommand::Create { name, ttl } => {
+            output::line(&output::object(&client.map(name).create(*ttl).await?));
+            return Ok(());
+        }
+        MapCommand::Set {
+            name,
+            key,
+            json,
+            if_match,
+            ttl,
+        } => {
+            let options = WriteOptions {
+                if_match: *if_match,
+                ttl: *ttl,
+            };
+            client
+                .map(name)
+                .set(key, &parse_json(json)?, options)
+                .await?
+        }
+        MapCommand::Update {
+            name,
+            key,
+            json,
+            if_match,
+        } => {
+            client
+                .map(name)
+                .update(key, &parse_json(json)?, *if_match)
+                .await?
+        }
+        MapCommand::Get { name, key } => client.map(name).get(key).await?,
+        MapCommand::Remove {
+            name,
+            key,
+            if_match,
+        } => {
+            let revision = client.map(name).remove(key, *if_match).await?;
+            output::line(&serde_json::json!({"removed": key, "revision": revision}));
+            return Ok(());
+        }
+        MapCommand::Items { name, from, page } => {
+            let map = client.map(name);
+            return print_items(|o| map.items(o), from.clone().map(ItemKey::Key), page).await;
+        }
+        MapCommand::Delete { name } => {
+            deleted(name, client.map(name).delete(None).await?);
+            return Ok(());
+        }
+    };
+    output::line(&output::item(&item));
+    Ok(())
 }
 
 fn parse_json(s: &str) -> Result<Value, Error> {

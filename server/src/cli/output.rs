@@ -1,10 +1,12 @@
-//! JSON lines for people and scripts: documents and events as the CLI prints them.
+//! JSON lines for people and scripts: objects, items and events as the CLI prints them.
 
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::{json, Value};
-use syncline_client::{DocumentEvent, DocumentEventKind, DocumentState};
+use serde_json::{json, Map, Value};
+use syncline_client::{
+    DocumentState, Item, ItemKey, ObjectInfo, Replica, Subscription, SyncEvent, SyncEventKind,
+};
 
 /// RFC 3339 UTC time of a Unix-milliseconds timestamp.
 pub fn time(ms: u64) -> String {
@@ -24,38 +26,117 @@ pub fn document(d: &DocumentState) -> Value {
     })
 }
 
-/// An event line: `{"event","revision","data",...}` where `data` is the whole new value.
-pub fn event(e: &DocumentEvent, replica: Option<&DocumentState>, object_sid: &str) -> Value {
-    let mut line = json!({
-        "event": name(&e.kind),
-        "object_sid": object_sid,
-        "revision": e.revision,
-        "actor": e.actor,
-        "is_local": e.is_local,
-    });
-    let fields = match &e.kind {
-        DocumentEventKind::Snapshot => replica.map(document).unwrap_or(Value::Null),
-        DocumentEventKind::Updated { data, previous } => {
-            json!({"data": data, "previous": previous})
-        }
-        DocumentEventKind::Removed { reason } => json!({"reason": reason.as_str(), "data": null}),
-        DocumentEventKind::Ended(err) => json!({"code": err.code.as_str(), "message": err.message}),
-    };
-    if let (Value::Object(line), Value::Object(fields)) = (&mut line, fields) {
-        for (k, v) in fields {
-            line.entry(k).or_insert(v);
-        }
-    }
-    line
+pub fn object(o: &ObjectInfo) -> Value {
+    json!({
+        "sid": o.sid,
+        "kind": o.kind.name(),
+        "unique_name": o.unique_name,
+        "revision": o.revision,
+        "created_by": o.created_by,
+        "date_created": time(o.date_created),
+        "date_updated": time(o.date_updated),
+        "date_expires": o.date_expires.map(time),
+    })
 }
 
-fn name(kind: &DocumentEventKind) -> &'static str {
-    match kind {
-        DocumentEventKind::Snapshot => "snapshot",
-        DocumentEventKind::Updated { .. } => "document_updated",
-        DocumentEventKind::Removed { .. } => "object_removed",
-        DocumentEventKind::Ended(_) => "subscription_ended",
+fn key_field(line: &mut Map<String, Value>, key: &ItemKey) {
+    match key {
+        ItemKey::Index(i) => line.insert("index".into(), json!(i)),
+        ItemKey::Key(k) => line.insert("key".into(), json!(k)),
+    };
+}
+
+/// An item line: `{"index"|"key","revision","data","date_updated",...}`.
+pub fn item(i: &Item) -> Value {
+    let mut line = Map::new();
+    key_field(&mut line, &i.key);
+    line.insert("revision".into(), json!(i.revision));
+    line.insert("data".into(), i.data.clone());
+    line.insert("created_by".into(), json!(i.created_by));
+    line.insert("date_created".into(), json!(time(i.date_created)));
+    line.insert("date_updated".into(), json!(time(i.date_updated)));
+    line.insert("date_expires".into(), json!(i.date_expires.map(time)));
+    Value::Object(line)
+}
+
+/// The state line of a replica (document line, or object line for the others).
+pub fn replica(r: &Replica) -> Option<Value> {
+    match r {
+        Replica::Empty => None,
+        Replica::Document(d) => Some(document(d)),
+        Replica::List(c) | Replica::Map(c) => Some(object(&c.info)),
+        Replica::Stream(info) => Some(object(info)),
     }
+}
+
+/// The lines of a replica: its state line, then (lists, maps) one line per item.
+pub fn replica_lines(r: &Replica) -> Vec<Value> {
+    let mut lines: Vec<Value> = replica(r).into_iter().collect();
+    if let Replica::List(c) | Replica::Map(c) = r {
+        lines.extend(c.items.values().map(item));
+    }
+    lines
+}
+
+/// An event line: `{"event","revision","data",...}`. For documents `data` is the whole
+/// new value; for items, the item's.
+pub fn event(e: &SyncEvent, sub: &Subscription) -> Value {
+    let mut line = Map::new();
+    line.insert("event".into(), json!(e.kind.name()));
+    line.insert("object_sid".into(), json!(sub.object_sid()));
+    line.insert("revision".into(), json!(e.revision));
+    line.insert("actor".into(), json!(e.actor));
+    line.insert("is_local".into(), json!(e.is_local));
+    match &e.kind {
+        SyncEventKind::Snapshot => {
+            if let Some(Value::Object(state)) = replica(sub.replica()) {
+                for (k, v) in state {
+                    line.entry(k).or_insert(v);
+                }
+            }
+        }
+        SyncEventKind::DocumentUpdated { data, previous } => {
+            line.insert("data".into(), data.clone());
+            line.insert("previous".into(), json!(previous));
+        }
+        SyncEventKind::ItemAdded { item } => {
+            key_field(&mut line, &item.key);
+            line.insert("data".into(), item.data.clone());
+        }
+        SyncEventKind::ItemUpdated { item, previous } => {
+            key_field(&mut line, &item.key);
+            line.insert("data".into(), item.data.clone());
+            line.insert("previous".into(), previous.clone());
+        }
+        SyncEventKind::ItemRemoved {
+            key,
+            previous,
+            reason,
+        } => {
+            key_field(&mut line, key);
+            line.insert("data".into(), Value::Null);
+            line.insert("previous".into(), previous.clone());
+            line.insert("reason".into(), json!(reason.as_str()));
+        }
+        SyncEventKind::MessagePublished {
+            data,
+            sequence,
+            missed,
+        } => {
+            line.insert("data".into(), data.clone());
+            line.insert("sequence".into(), json!(sequence));
+            line.insert("missed".into(), json!(missed));
+        }
+        SyncEventKind::Removed { reason } => {
+            line.insert("data".into(), Value::Null);
+            line.insert("reason".into(), json!(reason.as_str()));
+        }
+        SyncEventKind::Ended(err) => {
+            line.insert("code".into(), json!(err.code.as_str()));
+            line.insert("message".into(), json!(err.message));
+        }
+    }
+    Value::Object(line)
 }
 
 /// Prints one line and flushes, so that a pipe sees each event as it happens.

@@ -17,6 +17,7 @@ use crate::session::{Session, Shared};
 struct Subscription {
     service_sid: String,
     object_sid: String,
+    window: u32,
     /// Revision the subscriber is known to have; later events only.
     delivered: u64,
 }
@@ -42,12 +43,15 @@ impl Writer<'_> {
         service_sid: String,
         object_sid: String,
         since: Option<u64>,
+        window: u32,
     ) {
         let caught = catch_up(
             &*self.shared.store,
+            &self.shared.hub,
             &service_sid,
             &object_sid,
             since,
+            window,
             crate::now_ms(),
         )
         .await;
@@ -58,8 +62,10 @@ impl Writer<'_> {
                 }
                 revision
             }
-            Ok(CatchUp::Snapshot { event, revision }) => {
-                self.push(sub_id, encode_event(&event));
+            Ok(CatchUp::Snapshot { events, revision }) => {
+                for event in &events {
+                    self.push(sub_id, encode_event(event));
+                }
                 revision
             }
             Ok(CatchUp::Gone) => {
@@ -81,6 +87,7 @@ impl Writer<'_> {
             Subscription {
                 service_sid,
                 object_sid,
+                window,
                 delivered,
             },
         );
@@ -101,8 +108,14 @@ impl Writer<'_> {
             from = s.delivered,
             "resyncing a lagged subscription"
         );
-        self.start(sub_id, s.service_sid, s.object_sid, Some(s.delivered))
-            .await;
+        self.start(
+            sub_id,
+            s.service_sid,
+            s.object_sid,
+            Some(s.delivered),
+            s.window,
+        )
+        .await;
     }
 }
 
@@ -124,8 +137,8 @@ pub async fn run(
         tokio::select! {
             biased;
             control = rx.control.recv() => match control {
-                Some(Control::Start { sub_id, service_sid, object_sid, since }) => {
-                    writer.start(sub_id, service_sid, object_sid, since).await;
+                Some(Control::Start { sub_id, service_sid, object_sid, since, window }) => {
+                    writer.start(sub_id, service_sid, object_sid, since, window).await;
                 }
                 Some(Control::Stop { sub_id }) => {
                     writer.subs.remove(&sub_id);
@@ -145,10 +158,12 @@ pub async fn run(
                     // Events for a subscription not started yet are covered by the state
                     // it will start from; events it already has are skipped.
                     let Some(s) = writer.subs.get_mut(&d.sub_id) else { continue };
-                    if d.revision <= s.delivered {
-                        continue;
+                    if let Some(revision) = d.revision {
+                        if revision <= s.delivered {
+                            continue;
+                        }
+                        s.delivered = revision;
                     }
-                    s.delivered = d.revision;
                     if d.ends {
                         writer.subs.remove(&d.sub_id);
                         session.forget_subscription(d.sub_id);

@@ -1,9 +1,8 @@
 //! Documents: one JSON value, replaced by `set`, merged by `update`, removed by `delete`.
 
-use serde_json::Value;
 use syncline_proto::{DocumentInfo, Event, EventKind, Limits, ObjectKind, WireError};
 
-use super::WriteContext;
+use super::{expect_kind, expiry, WriteContext};
 use crate::store::ObjectRecord;
 
 /// A document record as clients see it.
@@ -27,10 +26,6 @@ fn check_if_match(current: &ObjectRecord, if_match: Option<u64>) -> Result<(), W
         }
         _ => Ok(()),
     }
-}
-
-fn expiry(now_ms: u64, ttl_s: u64) -> Option<u64> {
-    (ttl_s > 0).then(|| now_ms.saturating_add(ttl_s.saturating_mul(1000)))
 }
 
 fn updated_event(before: &ObjectRecord, after: &ObjectRecord, ctx: &WriteContext) -> Event {
@@ -82,6 +77,7 @@ pub fn set(
                 date_created: ctx.now_ms,
                 date_updated: ctx.now_ms,
                 date_expires: ttl.and_then(|t| expiry(ctx.now_ms, t)),
+                next_index: 0,
             };
             let event = Event {
                 object_sid: record.sid.clone(),
@@ -122,25 +118,8 @@ pub fn update(
     limits: &Limits,
 ) -> Result<(ObjectRecord, Event), WireError> {
     check_kind(current)?;
-    limits.check_data(patch)?;
     check_if_match(current, if_match)?;
-    let Value::Object(patch) = parse(patch)? else {
-        return Err(WireError::invalid("update data must be a JSON object"));
-    };
-    let mut merged = match parse(&current.data)? {
-        Value::Object(m) => m,
-        // A document holding a non-object value is replaced by the patch object.
-        _ => serde_json::Map::new(),
-    };
-    for (k, v) in patch {
-        if v.is_null() {
-            merged.remove(&k);
-        } else {
-            merged.insert(k, v);
-        }
-    }
-    let data = Value::Object(merged).to_string();
-    limits.check_data(&data)?;
+    let data = super::merge_patch(&current.data, patch, limits)?;
     let mut next = current.clone();
     next.revision += 1;
     next.data = data;
@@ -156,24 +135,13 @@ pub fn delete(current: &ObjectRecord, if_match: Option<u64>) -> Result<(), WireE
 }
 
 fn check_kind(r: &ObjectRecord) -> Result<(), WireError> {
-    if r.kind == ObjectKind::Document {
-        Ok(())
-    } else {
-        Err(WireError::invalid(format!(
-            "{} is a {}, not a document",
-            r.sid,
-            r.kind.name()
-        )))
-    }
-}
-
-fn parse(s: &str) -> Result<Value, WireError> {
-    serde_json::from_str(s).map_err(|e| WireError::invalid(format!("data is not valid JSON: {e}")))
+    expect_kind(r, ObjectKind::Document)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use syncline_proto::ErrorCode;
 
     fn ctx() -> WriteContext {

@@ -3,8 +3,10 @@
 //! commit task feeds these functions and persists what they return.
 
 pub mod document;
+pub mod items;
 
-use syncline_proto::{Event, EventKind, Reason};
+use serde_json::Value;
+use syncline_proto::{Event, EventKind, Limits, ObjectInfo, ObjectKind, Reason, WireError};
 
 use crate::store::ObjectRecord;
 
@@ -51,4 +53,89 @@ pub async fn lookup(
         .object(service_sid, &sid)
         .await?
         .filter(|r| !r.is_expired(now_ms)))
+}
+
+/// Any object's metadata as clients see it.
+pub fn object_info(r: &ObjectRecord) -> ObjectInfo {
+    ObjectInfo {
+        sid: r.sid.clone(),
+        kind: r.kind,
+        unique_name: r.unique_name.clone(),
+        revision: r.revision,
+        created_by: r.created_by.clone(),
+        date_created: r.date_created,
+        date_updated: r.date_updated,
+        date_expires: r.date_expires,
+    }
+}
+
+/// Fails with `InvalidArgument` naming both kinds when `r` is not a `kind`.
+pub fn expect_kind(r: &ObjectRecord, kind: ObjectKind) -> Result<(), WireError> {
+    if r.kind == kind {
+        Ok(())
+    } else {
+        Err(WireError::invalid(format!(
+            "{} is a {}, not a {}",
+            r.unique_name.as_deref().unwrap_or(&r.sid),
+            r.kind.name(),
+            kind.name()
+        )))
+    }
+}
+
+/// Unix-ms expiry for a TTL in seconds; 0 means never.
+pub fn expiry(now_ms: u64, ttl_s: u64) -> Option<u64> {
+    (ttl_s > 0).then(|| now_ms.saturating_add(ttl_s.saturating_mul(1000)))
+}
+
+/// A new, empty object of `kind` (a document holds `null`), at revision 0.
+pub fn new_object(
+    kind: ObjectKind,
+    sid: String,
+    unique_name: Option<String>,
+    ttl: Option<u64>,
+    ctx: &WriteContext,
+) -> ObjectRecord {
+    ObjectRecord {
+        service_sid: ctx.service_sid.clone(),
+        sid,
+        kind,
+        unique_name,
+        revision: 0,
+        data: "null".into(),
+        created_by: ctx.actor.clone(),
+        date_created: ctx.now_ms,
+        date_updated: ctx.now_ms,
+        date_expires: ttl.and_then(|t| expiry(ctx.now_ms, t)),
+        next_index: 0,
+    }
+}
+
+fn parse(s: &str) -> Result<Value, WireError> {
+    serde_json::from_str(s).map_err(|e| WireError::invalid(format!("data is not valid JSON: {e}")))
+}
+
+/// `update` semantics for documents and items: merge the top-level keys of `patch` (a
+/// JSON object) into `current`; a key whose value is `null` is removed. The result must
+/// still fit the data limit.
+pub fn merge_patch(current: &str, patch: &str, limits: &Limits) -> Result<String, WireError> {
+    limits.check_data(patch)?;
+    let Value::Object(patch) = parse(patch)? else {
+        return Err(WireError::invalid("update data must be a JSON object"));
+    };
+    let mut merged = match parse(current)? {
+        Value::Object(m) => m,
+        // A non-object value is replaced by the patch object.
+        _ => serde_json::Map::new(),
+    };
+    for (k, v) in patch {
+        if v.is_null() {
+            merged.remove(&k);
+        } else {
+            merged.insert(k, v);
+        }
+    }
+    let data = Value::Object(merged).to_string();
+    limits.check_data(&data)?;
+    Ok(data)
 }

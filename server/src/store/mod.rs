@@ -12,7 +12,7 @@ pub use sled_store::SledStore;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use syncline_proto::ObjectKind;
+use syncline_proto::{ItemKey, ObjectKind, Order};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,6 +38,8 @@ pub struct ObjectRecord {
     pub date_created: u64,
     pub date_updated: u64,
     pub date_expires: Option<u64>,
+    /// Lists: the index the next `push` gets (indices are never reused).
+    pub next_index: u64,
 }
 
 impl ObjectRecord {
@@ -45,6 +47,32 @@ impl ObjectRecord {
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.date_expires.is_some_and(|t| t <= now_ms)
     }
+}
+
+/// One list or map item as stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ItemRecord {
+    /// The object revision at which the item last changed.
+    pub revision: u64,
+    pub data: String,
+    pub created_by: String,
+    pub date_created: u64,
+    pub date_updated: u64,
+    pub date_expires: Option<u64>,
+}
+
+impl ItemRecord {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.date_expires.is_some_and(|t| t <= now_ms)
+    }
+}
+
+/// A change to one item, inside an [`ObjectWrite`].
+#[derive(Clone, Debug)]
+pub struct ItemWrite {
+    pub key: ItemKey,
+    pub before: Option<ItemRecord>,
+    pub after: Option<ItemRecord>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -82,11 +110,21 @@ pub struct LogEntry {
 /// One object write in a batch. `before` is what the writer read (its expected state);
 /// `after` is the new record, `None` to delete. The store keeps its own indexes (names,
 /// expiry, change log) in step with the records.
+/// Deleting an object (`after: None`) deletes its items too.
 #[derive(Clone, Debug)]
 pub struct ObjectWrite {
     pub before: Option<ObjectRecord>,
     pub after: Option<ObjectRecord>,
     pub log: Option<LogEntry>,
+    pub items: Vec<ItemWrite>,
+}
+
+/// An expired item found by [`Store::expired_items`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExpiredItem {
+    pub service_sid: String,
+    pub object_sid: String,
+    pub key: ItemKey,
 }
 
 #[async_trait]
@@ -117,6 +155,21 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         up_to: u64,
     ) -> StoreResult<Option<Vec<LogEntry>>>;
+
+    async fn item(&self, object_sid: &str, key: &ItemKey) -> StoreResult<Option<ItemRecord>>;
+
+    /// Up to `limit` items from `from` (inclusive) in `order`, expired ones included (the
+    /// caller filters them, so a page never needs a second look).
+    async fn items(
+        &self,
+        object_sid: &str,
+        from: Option<&ItemKey>,
+        order: Order,
+        limit: usize,
+    ) -> StoreResult<Vec<(ItemKey, ItemRecord)>>;
+
+    /// Items whose expiry is at or before `now_ms`, oldest first.
+    async fn expired_items(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<ExpiredItem>>;
 
     /// Objects whose expiry is at or before `now_ms`: (service sid, object sid), oldest first.
     async fn expired(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<(String, String)>>;

@@ -9,9 +9,12 @@
 //! - `o` service_sid object_sid -> ObjectRecord;    `n` service_sid name -> object sid
 //! - `l` object_sid revision    -> encoded Event (the change log, last `log_retention` kept)
 //! - `x` expires_ms service_sid object_sid -> ()   (the reaper's index)
+//! - `t` object_sid item_key    -> ItemRecord      (list index: u64 BE; map key: UTF-8)
+//! - `y` expires_ms service_sid object_sid item_key -> ()   (items' expiry index)
 
 use super::*;
 use serde::de::DeserializeOwned;
+use syncline_proto::{ItemKey, ObjectKind, Order};
 
 pub struct SledStore {
     db: sled::Db,
@@ -32,7 +35,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     bincode::deserialize(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn key(parts: &[&[u8]]) -> Vec<u8> {
+fn key_of(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     for p in parts {
         k.extend_from_slice(p);
@@ -41,23 +44,58 @@ fn key(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 fn object_key(service_sid: &str, sid: &str) -> Vec<u8> {
-    key(&[b"o", service_sid.as_bytes(), sid.as_bytes()])
+    key_of(&[b"o", service_sid.as_bytes(), sid.as_bytes()])
 }
 
 fn name_key(service_sid: &str, name: &str) -> Vec<u8> {
-    key(&[b"n", service_sid.as_bytes(), name.as_bytes()])
+    key_of(&[b"n", service_sid.as_bytes(), name.as_bytes()])
 }
 
 fn log_key(object_sid: &str, revision: u64) -> Vec<u8> {
-    key(&[b"l", object_sid.as_bytes(), &revision.to_be_bytes()])
+    key_of(&[b"l", object_sid.as_bytes(), &revision.to_be_bytes()])
 }
 
 fn expiry_key(expires: u64, service_sid: &str, sid: &str) -> Vec<u8> {
-    key(&[
+    key_of(&[
         b"x",
         &expires.to_be_bytes(),
         service_sid.as_bytes(),
         sid.as_bytes(),
+    ])
+}
+
+fn item_key_bytes(key: &ItemKey) -> Vec<u8> {
+    match key {
+        ItemKey::Index(i) => i.to_be_bytes().to_vec(),
+        ItemKey::Key(k) => k.as_bytes().to_vec(),
+    }
+}
+
+/// Reads an item key back; the object's kind (from its sid) says which shape it has.
+fn item_key_from(object_sid: &str, bytes: &[u8]) -> StoreResult<ItemKey> {
+    if ObjectKind::from_sid(object_sid) == Some(ObjectKind::List) {
+        let b: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("list item key".into()))?;
+        Ok(ItemKey::Index(u64::from_be_bytes(b)))
+    } else {
+        String::from_utf8(bytes.to_vec())
+            .map(ItemKey::Key)
+            .map_err(|_| StoreError::Corrupt("map item key".into()))
+    }
+}
+
+fn item_key(object_sid: &str, key: &ItemKey) -> Vec<u8> {
+    key_of(&[b"t", object_sid.as_bytes(), &item_key_bytes(key)])
+}
+
+fn item_expiry_key(expires: u64, service_sid: &str, object_sid: &str, key: &ItemKey) -> Vec<u8> {
+    key_of(&[
+        b"y",
+        &expires.to_be_bytes(),
+        service_sid.as_bytes(),
+        object_sid.as_bytes(),
+        &item_key_bytes(key),
     ])
 }
 
@@ -113,19 +151,60 @@ impl SledStore {
             None => {
                 if let Some(before) = &w.before {
                     batch.remove(object_key(&before.service_sid, &before.sid));
-                    // The object is gone, and so is its history: drop the whole log.
-                    let prefix = key(&[b"l", before.sid.as_bytes()]);
+                    // The object is gone, and so are its history and its items.
+                    let prefix = key_of(&[b"l", before.sid.as_bytes()]);
                     for k in self.tree.scan_prefix(&prefix).keys().flatten() {
+                        batch.remove(k);
+                    }
+                    let prefix = key_of(&[b"t", before.sid.as_bytes()]);
+                    for (k, v) in self.tree.scan_prefix(&prefix).flatten() {
+                        if let Ok(item) = decode::<ItemRecord>(&v) {
+                            if let (Some(exp), Ok(ik)) = (
+                                item.date_expires,
+                                item_key_from(&before.sid, &k[prefix.len()..]),
+                            ) {
+                                batch.remove(item_expiry_key(
+                                    exp,
+                                    &before.service_sid,
+                                    &before.sid,
+                                    &ik,
+                                ));
+                            }
+                        }
                         batch.remove(k);
                     }
                 }
             }
         }
-        if let (Some(entry), Some(after)) = (&w.log, &w.after) {
+        if let Some(after) = &w.after {
             if deleted.contains(&after.sid.as_str()) {
-                // Deleted later in this same batch: its log goes with it.
+                // Deleted later in this same batch: its log and items go with it.
                 return;
             }
+            for iw in &w.items {
+                if let Some(exp) = iw.before.as_ref().and_then(|b| b.date_expires) {
+                    batch.remove(item_expiry_key(
+                        exp,
+                        &after.service_sid,
+                        &after.sid,
+                        &iw.key,
+                    ));
+                }
+                match &iw.after {
+                    Some(item) => {
+                        batch.insert(item_key(&after.sid, &iw.key), encode(item));
+                        if let Some(exp) = item.date_expires {
+                            batch.insert(
+                                item_expiry_key(exp, &after.service_sid, &after.sid, &iw.key),
+                                &[],
+                            );
+                        }
+                    }
+                    None => batch.remove(item_key(&after.sid, &iw.key)),
+                }
+            }
+        }
+        if let (Some(entry), Some(after)) = (&w.log, &w.after) {
             batch.insert(log_key(&after.sid, entry.revision), entry.event.as_ref());
             if entry.revision >= self.log_retention {
                 batch.remove(log_key(&after.sid, entry.revision - self.log_retention));
@@ -146,13 +225,13 @@ impl Store for SledStore {
     }
 
     async fn service(&self, sid: &str) -> StoreResult<Option<ServiceRecord>> {
-        self.get(&key(&[b"s", sid.as_bytes()]))
+        self.get(&key_of(&[b"s", sid.as_bytes()]))
     }
 
     async fn service_by_name(&self, unique_name: &str) -> StoreResult<Option<ServiceRecord>> {
         match self
             .tree
-            .get(key(&[b"S", unique_name.as_bytes()]))
+            .get(key_of(&[b"S", unique_name.as_bytes()]))
             .map_err(engine)?
         {
             Some(sid) => {
@@ -166,20 +245,20 @@ impl Store for SledStore {
 
     async fn put_service(&self, service: &ServiceRecord) -> StoreResult<()> {
         let mut batch = sled::Batch::default();
-        batch.insert(key(&[b"s", service.sid.as_bytes()]), encode(service));
+        batch.insert(key_of(&[b"s", service.sid.as_bytes()]), encode(service));
         if let Some(name) = &service.unique_name {
-            batch.insert(key(&[b"S", name.as_bytes()]), service.sid.as_bytes());
+            batch.insert(key_of(&[b"S", name.as_bytes()]), service.sid.as_bytes());
         }
         self.tree.apply_batch(batch).map_err(engine)?;
         self.flush().await
     }
 
     async fn api_key(&self, sid: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        self.get(&key(&[b"k", sid.as_bytes()]))
+        self.get(&key_of(&[b"k", sid.as_bytes()]))
     }
 
     async fn put_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
-        self.put(&key(&[b"k", k.sid.as_bytes()]), k)?;
+        self.put(&key_of(&[b"k", k.sid.as_bytes()]), k)?;
         self.flush().await
     }
 
@@ -230,9 +309,62 @@ impl Store for SledStore {
         Ok((expected == up_to + 1).then_some(entries))
     }
 
+    async fn item(&self, object_sid: &str, key: &ItemKey) -> StoreResult<Option<ItemRecord>> {
+        self.get(&item_key(object_sid, key))
+    }
+
+    async fn items(
+        &self,
+        object_sid: &str,
+        from: Option<&ItemKey>,
+        order: Order,
+        limit: usize,
+    ) -> StoreResult<Vec<(ItemKey, ItemRecord)>> {
+        let prefix = key_of(&[b"t", object_sid.as_bytes()]);
+        let mut end = prefix.clone();
+        end.push(0xff);
+        let start = from.map(|k| item_key(object_sid, k));
+        let range: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            match (order, start) {
+                (Order::Asc, Some(s)) => Box::new(self.tree.range(s..end)),
+                (Order::Asc, None) => Box::new(self.tree.scan_prefix(&prefix)),
+                (Order::Desc, Some(s)) => Box::new(self.tree.range(prefix.clone()..=s).rev()),
+                (Order::Desc, None) => Box::new(self.tree.scan_prefix(&prefix).rev()),
+            };
+        let mut out = Vec::new();
+        for kv in range.take(limit) {
+            let (k, v) = kv.map_err(engine)?;
+            out.push((item_key_from(object_sid, &k[prefix.len()..])?, decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    async fn expired_items(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<ExpiredItem>> {
+        let start = key_of(&[b"y", &0u64.to_be_bytes()]);
+        let end = key_of(&[b"y", &now_ms.to_be_bytes(), &[0xff]]);
+        let sid = syncline_proto::ids::SID_LEN;
+        let mut out = Vec::new();
+        for k in self.tree.range(start..end).keys().take(limit) {
+            let k = k.map_err(engine)?;
+            let rest = &k[9..];
+            if rest.len() < 2 * sid {
+                return Err(StoreError::Corrupt("item expiry index key".into()));
+            }
+            let service_sid = String::from_utf8_lossy(&rest[..sid]).into_owned();
+            let object_sid = String::from_utf8_lossy(&rest[sid..2 * sid]).into_owned();
+            let key = item_key_from(&object_sid, &rest[2 * sid..])?;
+            out.push(ExpiredItem {
+                service_sid,
+                object_sid,
+                key,
+            });
+        }
+        Ok(out)
+    }
+
     async fn expired(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<(String, String)>> {
         let start = expiry_key(0, "", "");
-        let end = key(&[b"x", &now_ms.to_be_bytes(), &[0xff]]);
+        let end = key_of(&[b"x", &now_ms.to_be_bytes(), &[0xff]]);
         let mut out = Vec::new();
         for k in self.tree.range(start..end).keys().take(limit) {
             let k = k.map_err(engine)?;

@@ -1,0 +1,400 @@
+//! Lists, maps and message streams. Lists and maps share one implementation over
+//! [`ItemKey`]; `List` and `Map` only fix the key's shape.
+
+use serde_json::Value;
+use syncline_proto::{ItemKey, ObjectInfo, ObjectKind, Order, Request, Response};
+
+use crate::connection::unexpected;
+use crate::subscription::{Item, SubscribeOptions, Subscription};
+use crate::{Client, Result, WriteOptions};
+
+/// One page of items and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<Item>,
+    /// Pass as `from` to get the next page; `None` on the last page.
+    pub next: Option<ItemKey>,
+}
+
+/// Which items a page holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PageOptions {
+    /// First key of the page (inclusive); `None`: from the first (or, descending, the last).
+    pub from: Option<ItemKey>,
+    pub order: Order,
+    /// 1..=1000; 0 means 100.
+    pub limit: u32,
+}
+
+impl Client {
+    /// Creates an object of `kind`, optionally named and expiring.
+    pub async fn create(
+        &self,
+        kind: ObjectKind,
+        unique_name: Option<&str>,
+        ttl: Option<u64>,
+    ) -> Result<ObjectInfo> {
+        object(
+            self.call(Request::Create {
+                kind,
+                unique_name: unique_name.map(str::to_owned),
+                ttl,
+            })
+            .await?,
+        )
+    }
+
+    /// Any object's metadata, by sid or unique name.
+    pub async fn fetch(&self, object_ref: &str) -> Result<ObjectInfo> {
+        object(
+            self.call(Request::Fetch {
+                object: object_ref.to_owned(),
+            })
+            .await?,
+        )
+    }
+
+    /// Deletes any object (and its items); returns its final revision.
+    pub async fn delete(&self, object_ref: &str, if_match: Option<u64>) -> Result<u64> {
+        deleted(
+            self.call(Request::Delete {
+                kind: None,
+                object: object_ref.to_owned(),
+                if_match,
+            })
+            .await?,
+        )
+    }
+
+    pub fn list(&self, name_or_sid: &str) -> List {
+        List(Items::new(self, ObjectKind::List, name_or_sid))
+    }
+
+    pub fn map(&self, name_or_sid: &str) -> Map {
+        Map(Items::new(self, ObjectKind::Map, name_or_sid))
+    }
+
+    pub fn stream(&self, name_or_sid: &str) -> Stream {
+        Stream {
+            client: self.clone(),
+            reference: name_or_sid.to_owned(),
+        }
+    }
+}
+
+fn object(r: Response) -> Result<ObjectInfo> {
+    match r {
+        Response::Object(o) => Ok(o),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn deleted(r: Response) -> Result<u64> {
+    match r {
+        Response::Deleted { revision, .. } => Ok(revision),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn item(r: Response) -> Result<Item> {
+    match r {
+        Response::Item(i) => i.try_into(),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The shared implementation of list and map handles.
+#[derive(Clone)]
+struct Items {
+    client: Client,
+    kind: ObjectKind,
+    reference: String,
+}
+
+impl Items {
+    fn new(client: &Client, kind: ObjectKind, reference: &str) -> Self {
+        Items {
+            client: client.clone(),
+            kind,
+            reference: reference.to_owned(),
+        }
+    }
+
+    async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
+        self.client
+            .create(self.kind, Some(&self.reference), ttl)
+            .await
+    }
+
+    async fn info(&self) -> Result<ObjectInfo> {
+        self.client.fetch(&self.reference).await
+    }
+
+    async fn delete(&self, if_match: Option<u64>) -> Result<u64> {
+        deleted(
+            self.client
+                .call(Request::Delete {
+                    kind: Some(self.kind),
+                    object: self.reference.clone(),
+                    if_match,
+                })
+                .await?,
+        )
+    }
+
+    async fn get(&self, key: ItemKey) -> Result<Item> {
+        item(
+            self.client
+                .call(Request::ItemGet {
+                    kind: self.kind,
+                    object: self.reference.clone(),
+                    key,
+                })
+                .await?,
+        )
+    }
+
+    async fn set(&self, key: ItemKey, data: &Value, options: WriteOptions) -> Result<Item> {
+        item(
+            self.client
+                .call(Request::ItemSet {
+                    kind: self.kind,
+                    object: self.reference.clone(),
+                    key,
+                    data: data.to_string(),
+                    if_match: options.if_match,
+                    ttl: options.ttl,
+                })
+                .await?,
+        )
+    }
+
+    async fn update(&self, key: ItemKey, patch: &Value, if_match: Option<u64>) -> Result<Item> {
+        item(
+            self.client
+                .call(Request::ItemUpdate {
+                    kind: self.kind,
+                    object: self.reference.clone(),
+                    key,
+                    data: patch.to_string(),
+                    if_match,
+                })
+                .await?,
+        )
+    }
+
+    async fn remove(&self, key: ItemKey, if_match: Option<u64>) -> Result<u64> {
+        match self
+            .client
+            .call(Request::ItemRemove {
+                kind: self.kind,
+                object: self.reference.clone(),
+                key,
+                if_match,
+            })
+            .await?
+        {
+            Response::ItemRemoved { revision, .. } => Ok(revision),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn items(&self, options: PageOptions) -> Result<Page> {
+        let limit = if options.limit == 0 {
+            100
+        } else {
+            options.limit
+        };
+        match self
+            .client
+            .call(Request::Items {
+                kind: self.kind,
+                object: self.reference.clone(),
+                from: options.from,
+                order: options.order,
+                limit,
+            })
+            .await?
+        {
+            Response::Items { items, next } => Ok(Page {
+                items: items
+                    .into_iter()
+                    .map(Item::try_from)
+                    .collect::<Result<_>>()?,
+                next,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn subscribe(&self, window: Option<u32>) -> Result<Subscription> {
+        let options = SubscribeOptions {
+            since: None,
+            window,
+        };
+        self.client.subscribe(&self.reference, options).await
+    }
+}
+
+/// An ordered list of items with never-reused indices. Creating the handle does no IO.
+#[derive(Clone)]
+pub struct List(Items);
+
+impl List {
+    /// Creates the list explicitly (`push` creates it too).
+    pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
+        self.0.create(ttl).await
+    }
+
+    pub async fn info(&self) -> Result<ObjectInfo> {
+        self.0.info().await
+    }
+
+    /// Appends an item with the next index, creating the list if needed.
+    pub async fn push(&self, data: &Value) -> Result<Item> {
+        self.push_with(data, None).await
+    }
+
+    /// Appends an item that expires after `ttl` seconds.
+    pub async fn push_with(&self, data: &Value, ttl: Option<u64>) -> Result<Item> {
+        item(
+            self.0
+                .client
+                .call(Request::ListPush {
+                    list: self.0.reference.clone(),
+                    data: data.to_string(),
+                    ttl,
+                })
+                .await?,
+        )
+    }
+
+    pub async fn get(&self, index: u64) -> Result<Item> {
+        self.0.get(ItemKey::Index(index)).await
+    }
+
+    /// Replaces an existing item.
+    pub async fn set(&self, index: u64, data: &Value, options: WriteOptions) -> Result<Item> {
+        self.0.set(ItemKey::Index(index), data, options).await
+    }
+
+    pub async fn update(&self, index: u64, patch: &Value, if_match: Option<u64>) -> Result<Item> {
+        self.0.update(ItemKey::Index(index), patch, if_match).await
+    }
+
+    /// Removes an item; returns the list's revision after the removal.
+    pub async fn remove(&self, index: u64, if_match: Option<u64>) -> Result<u64> {
+        self.0.remove(ItemKey::Index(index), if_match).await
+    }
+
+    pub async fn items(&self, options: PageOptions) -> Result<Page> {
+        self.0.items(options).await
+    }
+
+    pub async fn delete(&self, if_match: Option<u64>) -> Result<u64> {
+        self.0.delete(if_match).await
+    }
+
+    /// Subscribes with a replica of the newest `window` items (default 100) and all
+    /// items pushed after.
+    pub async fn subscribe(&self, window: Option<u32>) -> Result<Subscription> {
+        self.0.subscribe(window).await
+    }
+}
+
+/// Items keyed by string, ordered by key. Creating the handle does no IO.
+#[derive(Clone)]
+pub struct Map(Items);
+
+impl Map {
+    pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
+        self.0.create(ttl).await
+    }
+
+    pub async fn info(&self) -> Result<ObjectInfo> {
+        self.0.info().await
+    }
+
+    /// Upserts an item, creating the map if needed.
+    pub async fn set(&self, key: &str, data: &Value, options: WriteOptions) -> Result<Item> {
+        self.0
+            .set(ItemKey::Key(key.to_owned()), data, options)
+            .await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Item> {
+        self.0.get(ItemKey::Key(key.to_owned())).await
+    }
+
+    pub async fn update(&self, key: &str, patch: &Value, if_match: Option<u64>) -> Result<Item> {
+        self.0
+            .update(ItemKey::Key(key.to_owned()), patch, if_match)
+            .await
+    }
+
+    pub async fn remove(&self, key: &str, if_match: Option<u64>) -> Result<u64> {
+        self.0.remove(ItemKey::Key(key.to_owned()), if_match).await
+    }
+
+    pub async fn items(&self, options: PageOptions) -> Result<Page> {
+        self.0.items(options).await
+    }
+
+    pub async fn delete(&self, if_match: Option<u64>) -> Result<u64> {
+        self.0.delete(if_match).await
+    }
+
+    /// Subscribes with a replica of every item.
+    pub async fn subscribe(&self) -> Result<Subscription> {
+        self.0.subscribe(None).await
+    }
+}
+
+/// Ephemeral messages to the current subscribers. Creating the handle does no IO.
+#[derive(Clone)]
+pub struct Stream {
+    client: Client,
+    reference: String,
+}
+
+impl Stream {
+    pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
+        self.client
+            .create(ObjectKind::Stream, Some(&self.reference), ttl)
+            .await
+    }
+
+    /// Sends a message (JSON, at most 4 KiB), creating the stream if needed. Returns its
+    /// sequence number.
+    pub async fn publish(&self, data: &Value) -> Result<u64> {
+        match self
+            .client
+            .call(Request::Publish {
+                stream: self.reference.clone(),
+                data: data.to_string(),
+            })
+            .await?
+        {
+            Response::Published { sequence } => Ok(sequence),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete(&self) -> Result<u64> {
+        deleted(
+            self.client
+                .call(Request::Delete {
+                    kind: Some(ObjectKind::Stream),
+                    object: self.reference.clone(),
+                    if_match: None,
+                })
+                .await?,
+        )
+    }
+
+    pub async fn subscribe(&self) -> Result<Subscription> {
+        self.client
+            .subscribe(&self.reference, SubscribeOptions::default())
+            .await
+    }
+}

@@ -1,0 +1,355 @@
+//! Lists and maps: items keyed by index (lists, assigned by `push`, never reused) or by
+//! string (maps). Every item change bumps the object's revision, and the item records
+//! that revision as its own.
+
+use syncline_proto::{Event, EventKind, ItemInfo, ItemKey, Limits, ObjectKind, Reason, WireError};
+
+use super::{expect_kind, expiry, merge_patch, WriteContext};
+use crate::store::{ItemRecord, ItemWrite, ObjectRecord};
+
+/// One applied item change: the object's new record, the item write, the event.
+pub type ItemChange = (ObjectRecord, ItemWrite, Event);
+
+pub fn item_info(key: &ItemKey, r: &ItemRecord) -> ItemInfo {
+    ItemInfo {
+        key: key.clone(),
+        revision: r.revision,
+        data: r.data.clone(),
+        created_by: r.created_by.clone(),
+        date_created: r.date_created,
+        date_updated: r.date_updated,
+        date_expires: r.date_expires,
+    }
+}
+
+/// Checks that `key` has the shape `kind` uses.
+pub fn check_key(kind: ObjectKind, key: &ItemKey, limits: &Limits) -> Result<(), WireError> {
+    match (kind, key) {
+        (ObjectKind::List, ItemKey::Index(_)) => Ok(()),
+        (ObjectKind::Map, ItemKey::Key(k)) => limits.check_key(k),
+        (ObjectKind::List, ItemKey::Key(_)) => {
+            Err(WireError::invalid("list items are addressed by index"))
+        }
+        (ObjectKind::Map, ItemKey::Index(_)) => {
+            Err(WireError::invalid("map items are addressed by key"))
+        }
+        (other, _) => Err(WireError::invalid(format!(
+            "a {} has no items",
+            other.name()
+        ))),
+    }
+}
+
+fn check_if_match(item: &ItemRecord, if_match: Option<u64>) -> Result<(), WireError> {
+    match if_match {
+        Some(expected) if expected != item.revision => {
+            Err(WireError::conflict(item.revision, expected))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn bump(object: &ObjectRecord, ctx: &WriteContext) -> ObjectRecord {
+    let mut next = object.clone();
+    next.revision += 1;
+    next.date_updated = ctx.now_ms;
+    next
+}
+
+fn event(object: &ObjectRecord, ctx: &WriteContext, kind: EventKind) -> Event {
+    Event {
+        object_sid: object.sid.clone(),
+        revision: object.revision,
+        origin: ctx.origin,
+        actor: ctx.actor.clone(),
+        kind,
+    }
+}
+
+fn added(
+    object: &ObjectRecord,
+    key: ItemKey,
+    data: String,
+    ttl: Option<u64>,
+    ctx: &WriteContext,
+) -> ItemChange {
+    let next = bump(object, ctx);
+    let item = ItemRecord {
+        revision: next.revision,
+        data,
+        created_by: ctx.actor.clone(),
+        date_created: ctx.now_ms,
+        date_updated: ctx.now_ms,
+        date_expires: ttl.and_then(|t| expiry(ctx.now_ms, t)),
+    };
+    let ev = event(
+        &next,
+        ctx,
+        EventKind::ItemAdded {
+            item: item_info(&key, &item),
+        },
+    );
+    (
+        next,
+        ItemWrite {
+            key,
+            before: None,
+            after: Some(item),
+        },
+        ev,
+    )
+}
+
+fn updated(
+    object: &ObjectRecord,
+    key: ItemKey,
+    current: &ItemRecord,
+    data: String,
+    ttl: Option<u64>,
+    ctx: &WriteContext,
+) -> ItemChange {
+    let next = bump(object, ctx);
+    let mut item = current.clone();
+    item.revision = next.revision;
+    item.data = data;
+    item.date_updated = ctx.now_ms;
+    if let Some(t) = ttl {
+        item.date_expires = expiry(ctx.now_ms, t);
+    }
+    let ev = event(
+        &next,
+        ctx,
+        EventKind::ItemUpdated {
+            item: item_info(&key, &item),
+            previous: current.data.clone(),
+        },
+    );
+    (
+        next,
+        ItemWrite {
+            key,
+            before: Some(current.clone()),
+            after: Some(item),
+        },
+        ev,
+    )
+}
+
+/// `push`: appends with the list's next index.
+pub fn push(
+    list: &ObjectRecord,
+    data: String,
+    ttl: Option<u64>,
+    ctx: &WriteContext,
+    limits: &Limits,
+) -> Result<ItemChange, WireError> {
+    expect_kind(list, ObjectKind::List)?;
+    limits.check_data(&data)?;
+    let (mut next, write, ev) = added(list, ItemKey::Index(list.next_index), data, ttl, ctx);
+    next.next_index += 1;
+    Ok((next, write, ev))
+}
+
+/// `set`: replaces an item's data. A list item must exist; a map item is created if
+/// it does not (then `if_match` cannot hold and is `NotFound`).
+#[allow(clippy::too_many_arguments)]
+pub fn set(
+    object: &ObjectRecord,
+    key: ItemKey,
+    current: Option<&ItemRecord>,
+    data: String,
+    if_match: Option<u64>,
+    ttl: Option<u64>,
+    ctx: &WriteContext,
+    limits: &Limits,
+) -> Result<ItemChange, WireError> {
+    check_key(object.kind, &key, limits)?;
+    limits.check_data(&data)?;
+    match current {
+        Some(cur) => {
+            check_if_match(cur, if_match)?;
+            Ok(updated(object, key, cur, data, ttl, ctx))
+        }
+        None if object.kind == ObjectKind::Map && if_match.is_none() => {
+            Ok(added(object, key, data, ttl, ctx))
+        }
+        None => Err(WireError::not_found("item")),
+    }
+}
+
+/// `update`: merges top-level keys into an existing item.
+pub fn update(
+    object: &ObjectRecord,
+    key: ItemKey,
+    current: Option<&ItemRecord>,
+    patch: &str,
+    if_match: Option<u64>,
+    ctx: &WriteContext,
+    limits: &Limits,
+) -> Result<ItemChange, WireError> {
+    check_key(object.kind, &key, limits)?;
+    let cur = current.ok_or_else(|| WireError::not_found("item"))?;
+    check_if_match(cur, if_match)?;
+    let data = merge_patch(&cur.data, patch, limits)?;
+    Ok(updated(object, key, cur, data, None, ctx))
+}
+
+/// `remove` (by a write) or expiry (by the reaper, `reason: Expired`).
+pub fn remove(
+    object: &ObjectRecord,
+    key: ItemKey,
+    current: Option<&ItemRecord>,
+    if_match: Option<u64>,
+    reason: Reason,
+    ctx: &WriteContext,
+) -> Result<ItemChange, WireError> {
+    let cur = current.ok_or_else(|| WireError::not_found("item"))?;
+    check_if_match(cur, if_match)?;
+    let next = bump(object, ctx);
+    let ev = event(
+        &next,
+        ctx,
+        EventKind::ItemRemoved {
+            key: key.clone(),
+            previous: cur.data.clone(),
+            reason,
+        },
+    );
+    Ok((
+        next,
+        ItemWrite {
+            key,
+            before: Some(cur.clone()),
+            after: None,
+        },
+        ev,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::new_object;
+    use syncline_proto::ErrorCode;
+
+    fn ctx() -> WriteContext {
+        WriteContext {
+            service_sid: "IS00000000000000000000000000000000".into(),
+            actor: "alice".into(),
+            origin: 1,
+            now_ms: 5_000,
+        }
+    }
+
+    #[test]
+    fn push_assigns_increasing_indices_and_bumps_revisions() {
+        let l = Limits::default();
+        let list = new_object(ObjectKind::List, "ES1".into(), None, None, &ctx());
+        let (list, w0, e0) = push(&list, "1".into(), None, &ctx(), &l).unwrap();
+        let (list, w1, e1) = push(&list, "2".into(), Some(10), &ctx(), &l).unwrap();
+        assert_eq!(
+            (w0.key.clone(), w1.key.clone()),
+            (ItemKey::Index(0), ItemKey::Index(1))
+        );
+        assert_eq!((e0.revision, e1.revision, list.revision), (1, 2, 2));
+        assert_eq!(list.next_index, 2);
+        let item = w1.after.unwrap();
+        assert_eq!((item.revision, item.date_expires), (2, Some(15_000)));
+        // Removing the last item does not give its index back.
+        let (list, _, e) = remove(
+            &list,
+            ItemKey::Index(1),
+            Some(&item),
+            None,
+            Reason::Write,
+            &ctx(),
+        )
+        .unwrap();
+        assert!(matches!(e.kind, EventKind::ItemRemoved { .. }));
+        let (_, w2, _) = push(&list, "3".into(), None, &ctx(), &l).unwrap();
+        assert_eq!(w2.key, ItemKey::Index(2));
+    }
+
+    #[test]
+    fn item_rules() {
+        let l = Limits::default();
+        let map = new_object(ObjectKind::Map, "MP1".into(), None, None, &ctx());
+        let k = || ItemKey::Key("k".into());
+        let (map, w, e) =
+            set(&map, k(), None, r#"{"a":1}"#.into(), None, None, &ctx(), &l).unwrap();
+        assert!(matches!(e.kind, EventKind::ItemAdded { .. }));
+        let item = w.after.unwrap();
+        let err = set(
+            &map,
+            k(),
+            Some(&item),
+            "{}".into(),
+            Some(0),
+            None,
+            &ctx(),
+            &l,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.code, err.current_revision),
+            (ErrorCode::Conflict, Some(1))
+        );
+        let (_, w, e) = update(&map, k(), Some(&item), r#"{"b":2}"#, Some(1), &ctx(), &l).unwrap();
+        assert_eq!(w.after.unwrap().data, r#"{"a":1,"b":2}"#);
+        assert!(
+            matches!(e.kind, EventKind::ItemUpdated { ref previous, .. } if previous == r#"{"a":1}"#)
+        );
+        assert_eq!(
+            update(&map, k(), None, "{}", None, &ctx(), &l)
+                .unwrap_err()
+                .code,
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            remove(&map, k(), None, None, Reason::Write, &ctx())
+                .unwrap_err()
+                .code,
+            ErrorCode::NotFound
+        );
+        let list = new_object(ObjectKind::List, "ES1".into(), None, None, &ctx());
+        let err = set(
+            &list,
+            ItemKey::Index(0),
+            None,
+            "1".into(),
+            None,
+            None,
+            &ctx(),
+            &l,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.code,
+            ErrorCode::NotFound,
+            "list items are not created by set"
+        );
+        let err = set(
+            &list,
+            ItemKey::Key("x".into()),
+            None,
+            "1".into(),
+            None,
+            None,
+            &ctx(),
+            &l,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        let long = ItemKey::Key("k".repeat(321));
+        assert_eq!(
+            set(&map, long, None, "1".into(), None, None, &ctx(), &l)
+                .unwrap_err()
+                .code,
+            ErrorCode::TooLarge
+        );
+        assert_eq!(
+            push(&map, "1".into(), None, &ctx(), &l).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,606 @@
+//! Lists, maps and streams through a real server: item operations and paging, indices
+//! that are never reused, kinds that do not mix, item TTL, and subscriptions whose
+//! replicas equal the server after every event.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use syncline_client::{
+    Client, ErrorCode, ItemKey, ObjectKind, Order, PageOptions, Reason, Replica, SyncEventKind,
+    WriteOptions,
+};
+use syncline_tests::{assert_no_event, next_event, TestServer};
+
+fn page(from: Option<ItemKey>, order: Order, limit: u32) -> PageOptions {
+    PageOptions { from, order, limit }
+}
+
+/// Every live item of a list or map, read from the server page by page.
+async fn server_items(c: &Client, kind: ObjectKind, name: &str) -> BTreeMap<ItemKey, Value> {
+    let mut out = BTreeMap::new();
+    let mut from = None;
+    loop {
+        let p = match kind {
+            ObjectKind::List => c.list(name).items(page(from, Order::Asc, 7)).await.unwrap(),
+            _ => c.map(name).items(page(from, Order::Asc, 7)).await.unwrap(),
+        };
+        for i in p.items {
+            out.insert(i.key, i.data);
+        }
+        match p.next {
+            Some(n) => from = Some(n),
+            None => return out,
+        }
+    }
+}
+
+fn replica_items(r: &Replica) -> BTreeMap<ItemKey, Value> {
+    match r {
+        Replica::List(c) | Replica::Map(c) => c
+            .items
+            .iter()
+            .map(|(k, i)| (k.clone(), i.data.clone()))
+            .collect(),
+        other => panic!("not a collection: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn list_items_indices_and_pages() {
+    let s = TestServer::start().await;
+    let c = s.client_as("alice").await;
+    let list = c.list("chat");
+    for n in 0..5 {
+        let item = list.push(&json!({"n": n})).await.unwrap();
+        assert_eq!(item.key, ItemKey::Index(n));
+        assert_eq!(
+            item.revision,
+            n + 1,
+            "item revision = object revision at the change"
+        );
+        assert_eq!(item.created_by, "alice");
+    }
+    let info = list.info().await.unwrap();
+    assert_eq!(
+        (info.kind, info.revision, info.created_by.as_str()),
+        (ObjectKind::List, 5, "alice")
+    );
+    assert_eq!(list.get(2).await.unwrap().data, json!({"n": 2}));
+    let updated = list
+        .update(2, &json!({"edited": true}), Some(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.revision, updated.data),
+        (6, json!({"n": 2, "edited": true}))
+    );
+    let err = list
+        .set(
+            2,
+            &json!(0),
+            WriteOptions {
+                if_match: Some(3),
+                ttl: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.current_revision()),
+        (ErrorCode::Conflict, Some(6))
+    );
+    assert_eq!(list.remove(4, None).await.unwrap(), 7);
+    assert_eq!(
+        list.remove(4, None).await.unwrap_err().code(),
+        ErrorCode::NotFound,
+        "removing twice"
+    );
+    assert_eq!(list.get(4).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(
+        list.get(99).await.unwrap_err().code(),
+        ErrorCode::NotFound,
+        "index out of range"
+    );
+    let err = list
+        .set(99, &json!(1), WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    // The removed last index is not reused.
+    assert_eq!(
+        list.push(&json!("new")).await.unwrap().key,
+        ItemKey::Index(5)
+    );
+
+    let asc = list.items(page(None, Order::Asc, 2)).await.unwrap();
+    let keys: Vec<_> = asc.items.iter().map(|i| i.key.clone()).collect();
+    assert_eq!(keys, vec![ItemKey::Index(0), ItemKey::Index(1)]);
+    assert_eq!(asc.next, Some(ItemKey::Index(2)));
+    let rest = list.items(page(asc.next, Order::Asc, 10)).await.unwrap();
+    let keys: Vec<_> = rest.items.iter().map(|i| i.key.clone()).collect();
+    assert_eq!(
+        keys,
+        vec![ItemKey::Index(2), ItemKey::Index(3), ItemKey::Index(5)]
+    );
+    assert_eq!(rest.next, None);
+    let desc = list
+        .items(page(Some(ItemKey::Index(3)), Order::Desc, 2))
+        .await
+        .unwrap();
+    let keys: Vec<_> = desc.items.iter().map(|i| i.key.clone()).collect();
+    assert_eq!(keys, vec![ItemKey::Index(3), ItemKey::Index(2)]);
+    assert_eq!(desc.next, Some(ItemKey::Index(1)));
+    let err = list.items(page(None, Order::Asc, 1001)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+}
+
+#[tokio::test]
+async fn list_indices_survive_restarts() {
+    let mut s = TestServer::start().await;
+    let c = s.backend().await;
+    for _ in 0..3 {
+        c.list("log").push(&json!(1)).await.unwrap();
+    }
+    c.list("log").remove(2, None).await.unwrap();
+    drop(c);
+    s.restart().await;
+    let c = s.backend().await;
+    assert_eq!(
+        c.list("log").push(&json!(2)).await.unwrap().key,
+        ItemKey::Index(3)
+    );
+    assert_eq!(c.list("log").info().await.unwrap().revision, 5);
+}
+
+#[tokio::test]
+async fn map_items_by_key() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let map = c.map("roster");
+    for (k, v) in [("zoe", 1), ("ann", 2), ("émile", 3), ("bob", 4)] {
+        let item = map
+            .set(k, &json!({"v": v}), WriteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(item.key, ItemKey::Key(k.into()));
+    }
+    // Upsert: set on an existing key replaces it.
+    let item = map
+        .set("bob", &json!({"v": 5}), WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(item.revision, 5);
+    assert_eq!(map.get("bob").await.unwrap().data, json!({"v": 5}));
+    let merged = map
+        .update("bob", &json!({"online": true}), None)
+        .await
+        .unwrap();
+    assert_eq!(merged.data, json!({"v": 5, "online": true}));
+    let all = map.items(page(None, Order::Asc, 100)).await.unwrap();
+    let keys: Vec<_> = all.items.iter().map(|i| i.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        vec!["ann", "bob", "zoe", "émile"],
+        "ordered by key (code points)"
+    );
+    let desc = map
+        .items(page(Some(ItemKey::Key("bob".into())), Order::Desc, 100))
+        .await
+        .unwrap();
+    let keys: Vec<_> = desc.items.iter().map(|i| i.key.to_string()).collect();
+    assert_eq!(keys, vec!["bob", "ann"]);
+    map.remove("ann", None).await.unwrap();
+    assert_eq!(
+        map.get("ann").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        map.remove("ann", None).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        map.update("nobody", &json!({}), None)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
+    // Keys: 1..=320 characters of any Unicode.
+    let longest = "ü".repeat(320);
+    map.set(&longest, &json!(1), WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(map.get(&longest).await.unwrap().data, json!(1));
+    let err = map
+        .set(&"k".repeat(321), &json!(1), WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+    let err = map
+        .set("", &json!(1), WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    let err = map
+        .set(
+            "big",
+            &json!("x".repeat(16 * 1024)),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+    let err = map
+        .set(
+            "bob",
+            &json!(0),
+            WriteOptions {
+                if_match: Some(1),
+                ttl: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict);
+    assert_eq!(
+        map.get("bob").await.unwrap().data,
+        json!({"v": 5, "online": true}),
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn kinds_do_not_mix() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    c.list("things").push(&json!(1)).await.unwrap();
+    c.document("doc").set(&json!(1)).await.unwrap();
+    fn code<T>(r: Result<T, syncline_client::Error>) -> ErrorCode {
+        r.map(|_| ()).unwrap_err().code()
+    }
+    assert_eq!(
+        code(
+            c.map("things")
+                .set("k", &json!(1), WriteOptions::default())
+                .await
+        ),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.map("things").get("k").await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.document("things").get().await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.document("things").set(&json!(1)).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.list("doc").push(&json!(1)).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.stream("doc").publish(&json!(1)).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.list("doc").delete(None).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.map("things").create(None).await),
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        code(c.list("things").create(None).await),
+        ErrorCode::AlreadyExists
+    );
+    // Nothing changed.
+    assert_eq!(c.list("things").info().await.unwrap().revision, 1);
+    assert_eq!(c.document("doc").get().await.unwrap().revision, 0);
+    // Explicit creation, then the first push.
+    let created = c.list("empty").create(Some(3600)).await.unwrap();
+    assert_eq!((created.revision, created.kind), (0, ObjectKind::List));
+    assert!(created.date_expires.is_some());
+    assert_eq!(
+        c.list("empty")
+            .items(PageOptions::default())
+            .await
+            .unwrap()
+            .items,
+        vec![]
+    );
+    assert_eq!(
+        c.list("empty").push(&json!(1)).await.unwrap().key,
+        ItemKey::Index(0)
+    );
+}
+
+#[tokio::test]
+async fn item_ttl_expires_with_an_event() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let map = c.map("presence");
+    map.set(
+        "ann",
+        &json!({"here": true}),
+        WriteOptions {
+            if_match: None,
+            ttl: Some(1),
+        },
+    )
+    .await
+    .unwrap();
+    map.set("bob", &json!({"here": true}), WriteOptions::default())
+        .await
+        .unwrap();
+    let mut sub = map.subscribe().await.unwrap();
+    assert_eq!(next_event(&mut sub).await.kind, SyncEventKind::Snapshot);
+    assert_eq!(replica_items(sub.replica()).len(), 2);
+    let e = next_event(&mut sub).await;
+    match &e.kind {
+        SyncEventKind::ItemRemoved {
+            key,
+            previous,
+            reason,
+        } => {
+            assert_eq!(
+                (key, previous, *reason),
+                (
+                    &ItemKey::Key("ann".into()),
+                    &json!({"here": true}),
+                    Reason::Expired
+                )
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(e.actor, "system");
+    assert_eq!(
+        map.get("ann").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        replica_items(sub.replica()),
+        server_items(&c, ObjectKind::Map, "presence").await
+    );
+}
+
+#[tokio::test]
+async fn list_subscription_keeps_a_window_in_step() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let list = c.list("feed");
+    for n in 0..150 {
+        list.push(&json!(n)).await.unwrap();
+    }
+    let watcher = s.client_as("watcher").await;
+    let mut sub = watcher.list("feed").subscribe(None).await.unwrap();
+    assert_eq!(next_event(&mut sub).await.kind, SyncEventKind::Snapshot);
+    let window = sub.collection().unwrap();
+    assert_eq!(window.window_start, 50, "the newest 100 by default");
+    assert_eq!(window.items.len(), 100);
+    assert_eq!(window.info.revision, 150);
+    list.push(&json!("new")).await.unwrap();
+    list.set(120, &json!({"x": 1}), WriteOptions::default())
+        .await
+        .unwrap();
+    list.remove(60, None).await.unwrap();
+    list.set(
+        10,
+        &json!("old, outside the window"),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut expected_rev = 150;
+    for _ in 0..4 {
+        let e = next_event(&mut sub).await;
+        expected_rev += 1;
+        assert_eq!(e.revision, expected_rev);
+    }
+    let server: BTreeMap<_, _> = server_items(&c, ObjectKind::List, "feed")
+        .await
+        .into_iter()
+        .filter(|(k, _)| matches!(k, ItemKey::Index(i) if *i >= 50))
+        .collect();
+    assert_eq!(replica_items(sub.replica()), server);
+    // A smaller window on request.
+    let mut small = watcher.list("feed").subscribe(Some(3)).await.unwrap();
+    next_event(&mut small).await;
+    let keys: Vec<_> = small.collection().unwrap().items.keys().cloned().collect();
+    assert_eq!(
+        keys,
+        vec![
+            ItemKey::Index(148),
+            ItemKey::Index(149),
+            ItemKey::Index(150)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn big_map_snapshots_arrive_in_chunks() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let map = c.map("big");
+    // ~300 KiB of items: many frames' worth.
+    let blob = "b".repeat(1000);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let map = map.clone();
+            let blob = blob.clone();
+            tokio::spawn(async move {
+                for k in 0..75 {
+                    map.set(
+                        &format!("{w}-{k:03}"),
+                        &json!({"blob": blob}),
+                        WriteOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut sub = s
+        .client_as("reader")
+        .await
+        .map("big")
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut sub).await.kind, SyncEventKind::Snapshot);
+    assert_eq!(replica_items(sub.replica()).len(), 300);
+    assert_eq!(
+        replica_items(sub.replica()),
+        server_items(&c, ObjectKind::Map, "big").await
+    );
+}
+
+#[tokio::test]
+async fn removing_a_collection_ends_subscriptions_and_its_items() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    c.map("m")
+        .set("a", &json!(1), WriteOptions::default())
+        .await
+        .unwrap();
+    let mut sub = c.map("m").subscribe().await.unwrap();
+    next_event(&mut sub).await;
+    assert_eq!(c.map("m").delete(None).await.unwrap(), 2);
+    let e = next_event(&mut sub).await;
+    assert_eq!(
+        e.kind,
+        SyncEventKind::Removed {
+            reason: Reason::Write
+        }
+    );
+    assert!(sub.next().await.is_none());
+    assert_eq!(
+        c.map("m").get("a").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    // A new map under the name starts empty.
+    c.map("m")
+        .set("b", &json!(2), WriteOptions::default())
+        .await
+        .unwrap();
+    let keys: Vec<_> = server_items(&c, ObjectKind::Map, "m")
+        .await
+        .into_keys()
+        .collect();
+    assert_eq!(keys, vec![ItemKey::Key("b".into())]);
+}
+
+#[tokio::test]
+async fn collections_resume_from_their_revision() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let map = c.map("state");
+    map.set("a", &json!(1), WriteOptions::default())
+        .await
+        .unwrap();
+    let mut sub = map.subscribe().await.unwrap();
+    next_event(&mut sub).await;
+    let kept = sub.replica().clone();
+    drop(sub);
+    map.set("b", &json!(2), WriteOptions::default())
+        .await
+        .unwrap();
+    map.remove("a", None).await.unwrap();
+    let mut resumed = c.resume("state", kept, None).await.unwrap();
+    let e = next_event(&mut resumed).await;
+    assert!(matches!(e.kind, SyncEventKind::ItemAdded { .. }), "{e:?}");
+    assert_eq!(e.revision, 2);
+    let e = next_event(&mut resumed).await;
+    assert!(matches!(
+        e.kind,
+        SyncEventKind::ItemRemoved {
+            reason: Reason::Write,
+            ..
+        }
+    ));
+    assert_eq!(e.revision, 3);
+    assert_eq!(
+        replica_items(resumed.replica()),
+        server_items(&c, ObjectKind::Map, "state").await
+    );
+}
+
+#[tokio::test]
+async fn streams_deliver_in_order_to_current_subscribers_only() {
+    let s = TestServer::start().await;
+    let alice = s.client_as("alice").await;
+    let bob = s.client_as("bob").await;
+    // Publishing creates the stream; nobody is listening yet, so this one is gone.
+    assert_eq!(
+        alice
+            .stream("typing")
+            .publish(&json!({"early": true}))
+            .await
+            .unwrap(),
+        1
+    );
+    let mut sub = bob.stream("typing").subscribe().await.unwrap();
+    assert_eq!(next_event(&mut sub).await.kind, SyncEventKind::Snapshot);
+    for n in 0..20 {
+        alice
+            .stream("typing")
+            .publish(&json!({"n": n}))
+            .await
+            .unwrap();
+    }
+    for n in 0..20u64 {
+        let e = next_event(&mut sub).await;
+        match e.kind {
+            SyncEventKind::MessagePublished {
+                data,
+                sequence,
+                missed,
+            } => {
+                assert_eq!((data, sequence, missed), (json!({"n": n}), n + 2, 0));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(e.actor, "alice");
+        assert!(!e.is_local);
+    }
+    // Nothing is stored: a new subscriber gets no history.
+    let mut late = alice.stream("typing").subscribe().await.unwrap();
+    assert_eq!(next_event(&mut late).await.kind, SyncEventKind::Snapshot);
+    assert_no_event(&mut late, Duration::from_millis(200)).await;
+    // Limits: 4 KiB of JSON.
+    let err = alice
+        .stream("typing")
+        .publish(&json!("x".repeat(4096)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+    alice
+        .stream("typing")
+        .publish(&json!("x".repeat(4000)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut sub).await.kind,
+        SyncEventKind::MessagePublished { .. }
+    ));
+    // The stream object is real: it has metadata and can be deleted.
+    assert_eq!(
+        alice.fetch("typing").await.unwrap().kind,
+        ObjectKind::Stream
+    );
+    alice.stream("typing").delete().await.unwrap();
+    assert!(matches!(
+        next_event(&mut sub).await.kind,
+        SyncEventKind::Removed { .. }
+    ));
+}
