@@ -13,13 +13,17 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use syncline_proto::frame::{self, FrameDecoder};
 use syncline_proto::{
-    Credential, Event, EventFrameHeader, Limits, Request, RequestFrame, Response, ResponseFrame,
-    Welcome, WireError,
+    Credential, Event, EventFrameHeader, Request, RequestFrame, Response, ResponseFrame, Welcome,
+    WireError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::{AdminConfig, Error, Result};
+
+/// Largest frame accepted from the server. Generous: the server's own limits are
+/// configurable, and the server is trusted not to flood its clients.
+const MAX_SERVER_FRAME: u32 = 16 * 1024 * 1024;
 
 /// Events buffered per subscription before the connection stops reading (and the server,
 /// seeing the back-pressure, resyncs the subscription instead of queueing more).
@@ -235,6 +239,10 @@ impl Client {
         }
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.inner.conn.close_reason().is_some()
+    }
+
     pub(crate) fn closed_or_lost(&self) -> Error {
         self.closed_error()
     }
@@ -328,8 +336,7 @@ async fn write_requests(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Byte
 }
 
 async fn read_responses(mut recv: quinn::RecvStream, pending: Arc<Pending>) {
-    let limits = Limits::default();
-    let mut decoder = FrameDecoder::new(limits.max_frame_bytes);
+    let mut decoder = FrameDecoder::new(MAX_SERVER_FRAME);
     while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
         decoder.extend(&chunk.bytes);
         loop {
@@ -369,8 +376,7 @@ async fn read_events(conn: quinn::Connection, subs: Arc<Subs>) {
     let Ok(mut recv) = conn.accept_uni().await else {
         return;
     };
-    let limits = Limits::default();
-    let mut decoder = FrameDecoder::new(limits.max_frame_bytes + EventFrameHeader::LEN as u32);
+    let mut decoder = FrameDecoder::new(MAX_SERVER_FRAME);
     while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
         decoder.extend(&chunk.bytes);
         loop {
@@ -389,14 +395,18 @@ async fn read_events(conn: quinn::Connection, subs: Arc<Subs>) {
                     continue;
                 }
             };
-            let tx = subs
-                .lock()
-                .ok()
-                .and_then(|s| s.get(&header.sub_id).cloned());
-            if let Some(tx) = tx {
-                // Waiting here is the back-pressure: a subscriber that does not read
-                // stalls this stream, and the server resyncs instead of queueing.
-                let _ = tx.send(event).await;
+            let Ok(mut routes) = subs.lock() else { break };
+            if let Some(tx) = routes.get(&header.sub_id) {
+                // A subscription whose buffer is full is cut off rather than allowed to
+                // stall the others on this connection; it then reports that it fell
+                // behind, and the app resumes it from its replica.
+                if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event) {
+                    warn!(
+                        sub_id = header.sub_id,
+                        "subscription fell behind its buffer; cutting it off"
+                    );
+                    routes.remove(&header.sub_id);
+                }
             }
         }
     }

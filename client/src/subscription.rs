@@ -88,6 +88,16 @@ impl Replica {
         }
     }
 
+    /// The sid of the replicated object, if there is a replica.
+    pub fn sid(&self) -> Option<&str> {
+        match self {
+            Replica::Empty => None,
+            Replica::Document(d) => Some(&d.sid),
+            Replica::List(c) | Replica::Map(c) => Some(&c.info.sid),
+            Replica::Stream(i) => Some(&i.sid),
+        }
+    }
+
     fn collection(&mut self) -> Option<&mut CollectionReplica> {
         match self {
             Replica::List(c) | Replica::Map(c) => Some(c),
@@ -186,7 +196,10 @@ impl Client {
             since: replica.revision(),
             window,
         };
-        self.subscribe_from(object, options, replica).await
+        // The replica's own sid is resumed, so a name that now belongs to a re-created
+        // object is `NotFound` rather than a mix of the two objects.
+        let sid = replica.sid().unwrap_or(object).to_owned();
+        self.subscribe_from(&sid, options, replica).await
     }
 
     async fn subscribe_from(
@@ -195,6 +208,26 @@ impl Client {
         options: SubscribeOptions,
         replica: Replica,
     ) -> Result<Subscription> {
+        let (sub_id, object_sid, kind, events) = self.open_subscription(object, options).await?;
+        Ok(Subscription {
+            client: self.clone(),
+            sub_id,
+            object_sid,
+            kind,
+            window: options.window,
+            events,
+            replica,
+            building: None,
+            last_sequence: None,
+            ended: false,
+        })
+    }
+
+    async fn open_subscription(
+        &self,
+        object: &str,
+        options: SubscribeOptions,
+    ) -> Result<(u64, String, ObjectKind, mpsc::Receiver<Event>)> {
         let sub_id = self.next_sub_id();
         // Registered before asking, so no event can arrive unrouted.
         let events = self.register_subscription(sub_id)?;
@@ -206,30 +239,19 @@ impl Client {
                 window: options.window,
             })
             .await;
-        let (object_sid, kind) = match answer {
+        match answer {
             Ok(Response::Subscribed {
                 object_sid, kind, ..
-            }) => (object_sid, kind),
+            }) => Ok((sub_id, object_sid, kind, events)),
             Ok(other) => {
                 self.forget_subscription(sub_id);
-                return Err(unexpected(other));
+                Err(unexpected(other))
             }
             Err(e) => {
                 self.forget_subscription(sub_id);
-                return Err(e);
+                Err(e)
             }
-        };
-        Ok(Subscription {
-            client: self.clone(),
-            sub_id,
-            object_sid,
-            kind,
-            events,
-            replica,
-            building: None,
-            last_sequence: None,
-            ended: false,
-        })
+        }
     }
 }
 
@@ -240,6 +262,7 @@ pub struct Subscription {
     sub_id: u64,
     object_sid: String,
     kind: ObjectKind,
+    window: Option<u32>,
     events: mpsc::Receiver<Event>,
     replica: Replica,
     /// A collection snapshot arriving in chunks; it replaces the replica when complete.
@@ -293,8 +316,18 @@ impl Subscription {
                 _ = self.client.connection_closed() => None,
             };
             let Some(event) = event else {
-                self.ended = true;
-                return Some(Err(self.client.closed_or_lost()));
+                if self.client.is_closed() {
+                    self.ended = true;
+                    return Some(Err(self.client.closed_or_lost()));
+                }
+                // Cut off for falling behind its buffer (see the connection's event
+                // reader): resubscribe from the replica's revision, which replays what
+                // was missed or sends a snapshot.
+                if let Err(e) = self.reopen().await {
+                    self.ended = true;
+                    return Some(Err(e));
+                }
+                continue;
             };
             match self.apply(event) {
                 Ok(Some(e)) => return Some(Ok(e)),
@@ -302,6 +335,27 @@ impl Subscription {
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+
+    async fn reopen(&mut self) -> Result<()> {
+        let old = self.sub_id;
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = client.call(Request::Unsubscribe { sub_id: old }).await;
+        });
+        let options = SubscribeOptions {
+            since: self.replica.revision(),
+            window: self.window,
+        };
+        // A snapshot still being assembled is abandoned; the new one replaces it.
+        self.building = None;
+        let (sub_id, _, _, events) = self
+            .client
+            .open_subscription(&self.object_sid, options)
+            .await?;
+        self.sub_id = sub_id;
+        self.events = events;
+        Ok(())
     }
 
     /// Applies one event; `None` for a snapshot chunk that is not the last.

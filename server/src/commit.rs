@@ -155,13 +155,29 @@ async fn run(
         let size = queued.len();
         match store.apply(batch.writes).await {
             Ok(()) => {
-                for e in &batch.events {
-                    hub.publish(&e.object_sid, e.revision, &e.body, e.ends);
-                }
+                batch
+                    .events
+                    .iter()
+                    .for_each(|e| hub.publish(&e.object_sid, e.revision, &e.body, e.ends));
                 for (p, r) in queued.drain(..).zip(results) {
                     let _ = p.reply.send(r);
                 }
                 debug!(size, "batch committed");
+            }
+            Err(e @ StoreError::NotDurable(_)) => {
+                // Readers already see the batch: subscribers must too, or they would
+                // skip its revisions. The writers cannot be told it is durable.
+                error!(error = %e, size, "flush failed; writes visible but not acknowledged");
+                batch
+                    .events
+                    .iter()
+                    .for_each(|e| hub.publish(&e.object_sid, e.revision, &e.body, e.ends));
+                for p in queued.drain(..) {
+                    let _ = p.reply.send(Err(WireError::new(
+                        ErrorCode::Unavailable,
+                        "storage could not confirm the write is durable; it may or may not persist",
+                    )));
+                }
             }
             Err(e) => {
                 error!(error = %e, size, "batch commit failed; writes refused");

@@ -27,6 +27,9 @@ pub const OUTBOX_DEPTH: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub sub_id: u64,
+    /// Which subscription under that id: ids can be reused after an unsubscribe, and
+    /// deliveries still queued for the old one must not reach the new one.
+    pub token: u64,
     /// The object revision after the change; `None` for stream messages, which are not
     /// revisions and are never replayed.
     pub revision: Option<u64>,
@@ -41,6 +44,7 @@ pub enum Control {
     /// Start delivering: catch up from `since` (or send a snapshot), then live events.
     Start {
         sub_id: u64,
+        token: u64,
         service_sid: String,
         object_sid: String,
         since: Option<u64>,
@@ -118,9 +122,16 @@ impl Outbox {
     }
 }
 
+/// A token no other subscription of this server run has.
+pub fn new_token() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Clone)]
 struct Subscriber {
     sub_id: u64,
+    token: u64,
     outbox: Arc<Outbox>,
 }
 
@@ -133,13 +144,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn subscribe(&self, object_sid: &str, sub_id: u64, outbox: &Arc<Outbox>) {
+    pub fn subscribe(&self, object_sid: &str, sub_id: u64, token: u64, outbox: &Arc<Outbox>) {
         if let Ok(mut objects) = self.objects.write() {
             objects
                 .entry(object_sid.to_owned())
                 .or_default()
                 .push(Subscriber {
                     sub_id,
+                    token,
                     outbox: outbox.clone(),
                 });
         }
@@ -195,6 +207,7 @@ impl Hub {
         let send = |s: &Subscriber| {
             s.outbox.deliver(Delivery {
                 sub_id: s.sub_id,
+                token: s.token,
                 revision,
                 body: body.clone(),
                 ends,
@@ -237,6 +250,10 @@ pub enum CatchUp {
     Gone,
 }
 
+/// Most events replayed to catch a subscriber up; a longer gap gets a snapshot, which
+/// is cheaper to send and bounds the memory one subscriber can ask for.
+pub const MAX_REPLAY: u64 = 256;
+
 /// Item bytes per `SnapshotItems` chunk, so each chunk fits in a frame.
 const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 /// Items read per store call while building a snapshot.
@@ -258,7 +275,8 @@ pub async fn catch_up(
         return Ok(CatchUp::Gone);
     };
     if let Some(since) = since {
-        if since <= record.revision && record.kind != ObjectKind::Stream {
+        let gap = record.revision.checked_sub(since);
+        if gap.is_some_and(|g| g <= MAX_REPLAY) && record.kind != ObjectKind::Stream {
             if let Some(events) = store.log_range(object_sid, since, record.revision).await? {
                 return Ok(CatchUp::Replay {
                     events,
@@ -433,8 +451,8 @@ mod tests {
     async fn full_outbox_marks_lagged_instead_of_blocking() {
         let hub = Hub::default();
         let (outbox, mut rx) = Outbox::new();
-        hub.subscribe("ET1", 1, &outbox);
-        hub.subscribe("ET1", 2, &outbox);
+        hub.subscribe("ET1", 1, 11, &outbox);
+        hub.subscribe("ET1", 2, 12, &outbox);
         let body = Bytes::from_static(b"event");
         for rev in 0..(OUTBOX_DEPTH as u64) {
             hub.publish("ET1", rev, &body, false);
@@ -454,7 +472,7 @@ mod tests {
     async fn removal_ends_all_subscriptions() {
         let hub = Hub::default();
         let (outbox, mut rx) = Outbox::new();
-        hub.subscribe("ET1", 1, &outbox);
+        hub.subscribe("ET1", 1, 11, &outbox);
         hub.publish("ET1", 5, &Bytes::from_static(b"gone"), true);
         assert_eq!(hub.subscriber_count("ET1"), 0);
         let d = rx.events.recv().await.unwrap();

@@ -25,6 +25,9 @@ use crate::objects::{self, document, items, WriteContext};
 use crate::store::{Installation, ObjectRecord, ServiceRecord, Store, StoreError};
 use crate::{now_ms, now_s};
 
+/// Subscriptions one connection may hold at once.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
 /// Server-wide state every connection shares.
 pub struct Shared {
     pub store: Arc<dyn Store>,
@@ -52,7 +55,9 @@ impl Shared {
             limits,
             installation,
             rate,
-            next_connection_id: AtomicU64::new(1),
+            // Random per run: event origins outlive the run in the change log, and a
+            // replayed event must not look local to an unrelated connection after a restart.
+            next_connection_id: AtomicU64::new(rand::random::<u64>() >> 1 | 1),
         }
     }
 }
@@ -589,13 +594,23 @@ impl Session {
                     "sub_id {sub_id} is already in use"
                 )));
             }
+            if subs.len() >= MAX_SUBSCRIPTIONS {
+                return Err(WireError::new(
+                    ErrorCode::RateLimited,
+                    format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
+                ));
+            }
             subs.insert(sub_id, record.sid.clone());
         }
         // Register with the hub before the writer reads the state it catches up from,
         // so that no change can fall between the two.
-        self.shared.hub.subscribe(&record.sid, sub_id, &self.outbox);
+        let token = crate::fanout::new_token();
+        self.shared
+            .hub
+            .subscribe(&record.sid, sub_id, token, &self.outbox);
         self.outbox.control(Control::Start {
             sub_id,
+            token,
             service_sid: authed.service.sid.clone(),
             object_sid: record.sid.clone(),
             since,

@@ -128,6 +128,8 @@ pub struct RawConnection {
     pub send: quinn::SendStream,
     pub recv: quinn::RecvStream,
     decoder: FrameDecoder,
+    events: Option<quinn::RecvStream>,
+    event_decoder: FrameDecoder,
     _endpoint: quinn::Endpoint,
 }
 
@@ -148,18 +150,29 @@ impl RawConnection {
             send,
             recv,
             decoder: FrameDecoder::new(1 << 20),
+            events: None,
+            event_decoder: FrameDecoder::new(1 << 24),
             _endpoint: endpoint,
         }
     }
 
     /// Opens and authenticates as the backend.
     pub async fn backend(admin: &AdminConfig) -> RawConnection {
-        let mut raw = Self::open(admin).await;
-        let hello = Request::Hello {
-            credential: Credential::ApiKey {
+        Self::authenticated(
+            admin,
+            Credential::ApiKey {
                 sid: admin.api_key_sid.clone(),
                 secret: admin.api_key_secret.clone(),
             },
+        )
+        .await
+    }
+
+    /// Opens and authenticates with `credential`.
+    pub async fn authenticated(admin: &AdminConfig, credential: Credential) -> RawConnection {
+        let mut raw = Self::open(admin).await;
+        let hello = Request::Hello {
+            credential,
             service: None,
         };
         let r = raw.call(1, hello).await;
@@ -179,6 +192,36 @@ impl RawConnection {
     pub async fn call(&mut self, id: u64, request: Request) -> ResponseFrame {
         self.send(id, request).await;
         self.response().await
+    }
+
+    /// Reads the next `n` event frames from the server's event stream.
+    pub async fn events(&mut self, n: usize) -> Vec<(u64, syncline_proto::Event)> {
+        tokio::time::timeout(WAIT, async {
+            if self.events.is_none() {
+                self.events = Some(self.conn.accept_uni().await.expect("event stream"));
+            }
+            let Some(stream) = self.events.as_mut() else {
+                unreachable!()
+            };
+            let mut out = Vec::new();
+            while out.len() < n {
+                if let Some(body) = self.event_decoder.next_frame().expect("frame") {
+                    let (h, e) =
+                        syncline_proto::EventFrameHeader::decode(&body, 1 << 24).expect("event");
+                    out.push((h.sub_id, e));
+                    continue;
+                }
+                let chunk = stream
+                    .read_chunk(64 * 1024, true)
+                    .await
+                    .expect("read")
+                    .expect("stream open");
+                self.event_decoder.extend(&chunk.bytes);
+            }
+            out
+        })
+        .await
+        .expect("events in time")
     }
 
     pub async fn response(&mut self) -> ResponseFrame {

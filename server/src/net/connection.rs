@@ -10,7 +10,7 @@ use syncline_proto::frame::{self, FrameDecoder, FrameError};
 use syncline_proto::{close_code, ErrorCode, Request, RequestFrame, ResponseFrame, WireError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, Instrument};
 
 use crate::fanout::Outbox;
 use crate::session::{After, Session, Shared};
@@ -19,6 +19,8 @@ use crate::session::{After, Session, Shared};
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests of one connection handled at once; past this the connection is not read.
 const MAX_IN_FLIGHT: usize = 256;
+/// Time accepted requests get to finish and be answered when a connection closes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves one incoming connection until it ends.
 pub async fn serve(
@@ -39,18 +41,27 @@ pub async fn serve(
     let span = info_span!("conn", id = session.connection_id, %remote);
     async move {
         debug!("connected");
-        let events = tokio::spawn(
+        // Aborted on drop: also when this task is itself cancelled at shutdown, since
+        // the writer holds the server's shared state.
+        let _events = AbortOnDrop(tokio::spawn(
             super::events::run(conn.clone(), outbox_rx, shared.clone(), session.clone())
                 .in_current_span(),
-        );
+        ));
         let (code, reason) = run_requests(&conn, &session, &shared, shutdown).await;
         session.close();
-        events.abort();
         conn.close(code.into(), reason.as_bytes());
         debug!(code, reason, "closed");
     }
     .instrument(span)
     .await
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn respond(id: u64, result: Result<syncline_proto::Response, WireError>) -> Bytes {
@@ -79,6 +90,7 @@ async fn run_requests(
     let mut in_flight = JoinSet::new();
     let mut expiry = session.token_expiry();
     let mut close: Option<(u32, &'static str)> = None;
+    let hello_deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
 
     'read: while close.is_none() {
         let expires_at = *expiry.borrow_and_update();
@@ -91,11 +103,16 @@ async fn run_requests(
                 None => std::future::pending().await,
             }
         };
-        while in_flight.len() >= MAX_IN_FLIGHT {
-            in_flight.join_next().await;
-        }
+        let hello_due = async {
+            if session.is_authenticated() {
+                std::future::pending::<()>().await
+            }
+            tokio::time::sleep_until(hello_deadline).await
+        };
         tokio::select! {
-            chunk = recv.read_chunk(64 * 1024, true) => {
+            // At the in-flight limit the connection is not read until requests finish;
+            // expiry and shutdown are still heard.
+            chunk = recv.read_chunk(64 * 1024, true), if in_flight.len() < MAX_IN_FLIGHT => {
                 let chunk = match chunk {
                     Ok(Some(c)) => c,
                     Ok(None) | Err(_) => break 'read,
@@ -108,12 +125,11 @@ async fn run_requests(
                         Err(e @ FrameError::TooLarge { .. }) => {
                             info!(error = %e, "refused oversized frame");
                             let err = WireError::new(ErrorCode::TooLarge, e.to_string());
-                            let _ = responses.send(respond(0, Err(err))).await;
+                            notice(&responses, err);
                             continue;
                         }
                         Err(e) => {
-                            let err = WireError::invalid(e.to_string());
-                            let _ = responses.send(respond(0, Err(err))).await;
+                            notice(&responses, WireError::invalid(e.to_string()));
                             continue;
                         }
                     };
@@ -121,8 +137,7 @@ async fn run_requests(
                         Ok(f) => f,
                         Err(e) => {
                             info!(error = %e, "malformed request frame");
-                            let err = WireError::invalid(format!("malformed request frame: {e}"));
-                            let _ = responses.send(respond(0, Err(err))).await;
+                            notice(&responses, WireError::invalid(format!("malformed request frame: {e}")));
                             continue;
                         }
                     };
@@ -156,24 +171,39 @@ async fn run_requests(
             }
             _ = expired => {
                 info!("token expired; closing");
-                let err = WireError::new(ErrorCode::TokenExpired, "token has expired");
-                let _ = responses.send(respond(0, Err(err))).await;
+                notice(&responses, WireError::new(ErrorCode::TokenExpired, "token has expired"));
                 close = Some((close_code::TOKEN_EXPIRED, "TokenExpired"));
             }
             _ = expiry.changed() => {}
+            _ = hello_due => {
+                close = Some((close_code::UNAUTHORIZED, "no Hello in time"));
+            }
             _ = crate::shutdown_requested(&mut shutdown) => {
                 close = Some((close_code::GOING_AWAY, "server shutting down"));
             }
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
     }
-    // Let accepted requests finish and their answers go out before closing.
-    while in_flight.join_next().await.is_some() {}
-    drop(responses);
-    if let Ok(Err(e)) = writer.await {
-        warn!(error = %e, "writing responses failed");
+    // Let accepted requests finish and their answers go out before closing, but not
+    // for longer than a client that stopped reading deserves.
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while in_flight.join_next().await.is_some() {}
+        drop(responses);
+        writer.await
+    })
+    .await;
+    match drained {
+        Ok(Ok(Err(e))) => debug!(error = %e, "writing responses failed"),
+        Err(_) => debug!("answers not drained in time; closing anyway"),
+        _ => {}
     }
     close.unwrap_or((close_code::NORMAL, "closed"))
+}
+
+/// An error not tied to a request (id 0). Best effort: dropped if the client is not
+/// reading its answers.
+fn notice(responses: &mpsc::Sender<Bytes>, err: WireError) {
+    let _ = responses.try_send(respond(0, Err(err)));
 }
 
 /// Writes answers as they come, all that is pending in one go.

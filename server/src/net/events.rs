@@ -15,6 +15,7 @@ use crate::fanout::{catch_up, ended_event, CatchUp, Control, OutboxReceiver};
 use crate::session::{Session, Shared};
 
 struct Subscription {
+    token: u64,
     service_sid: String,
     object_sid: String,
     window: u32,
@@ -40,6 +41,7 @@ impl Writer<'_> {
     async fn start(
         &mut self,
         sub_id: u64,
+        token: u64,
         service_sid: String,
         object_sid: String,
         since: Option<u64>,
@@ -85,6 +87,7 @@ impl Writer<'_> {
         self.subs.insert(
             sub_id,
             Subscription {
+                token,
                 service_sid,
                 object_sid,
                 window,
@@ -110,6 +113,7 @@ impl Writer<'_> {
         );
         self.start(
             sub_id,
+            s.token,
             s.service_sid,
             s.object_sid,
             Some(s.delivered),
@@ -137,8 +141,8 @@ pub async fn run(
         tokio::select! {
             biased;
             control = rx.control.recv() => match control {
-                Some(Control::Start { sub_id, service_sid, object_sid, since, window }) => {
-                    writer.start(sub_id, service_sid, object_sid, since, window).await;
+                Some(Control::Start { sub_id, token, service_sid, object_sid, since, window }) => {
+                    writer.start(sub_id, token, service_sid, object_sid, since, window).await;
                 }
                 Some(Control::Stop { sub_id }) => {
                     writer.subs.remove(&sub_id);
@@ -157,7 +161,9 @@ pub async fn run(
                 for d in deliveries.drain(..) {
                     // Events for a subscription not started yet are covered by the state
                     // it will start from; events it already has are skipped.
-                    let Some(s) = writer.subs.get_mut(&d.sub_id) else { continue };
+                    let Some(s) = writer.subs.get_mut(&d.sub_id).filter(|s| s.token == d.token) else {
+                        continue;
+                    };
                     if let Some(revision) = d.revision {
                         if revision <= s.delivered {
                             continue;

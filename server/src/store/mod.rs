@@ -20,6 +20,9 @@ pub enum StoreError {
     Engine(String),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// `apply` made the batch visible but could not make it durable.
+    #[error("batch applied but not flushed: {0}")]
+    NotDurable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -175,7 +178,8 @@ pub trait Store: Send + Sync + 'static {
     async fn expired(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<(String, String)>>;
 
     /// Applies the batch atomically; when it returns Ok, the batch is durable (unless the
-    /// store was opened in relaxed mode).
+    /// store was opened in relaxed mode). `NotDurable` means it was applied (readers see
+    /// it) but the flush failed; any other error means nothing was applied.
     async fn apply(&self, batch: Vec<ObjectWrite>) -> StoreResult<()>;
 
     /// Makes everything written so far durable (used at shutdown).

@@ -393,7 +393,9 @@ impl Store for SledStore {
         }
         self.tree.apply_batch(batch).map_err(engine)?;
         if self.durable {
-            self.flush().await?;
+            self.flush()
+                .await
+                .map_err(|e| StoreError::NotDurable(e.to_string()))?;
         }
         Ok(())
     }
