@@ -254,3 +254,166 @@ async fn cli_watch_prints_state_then_events_and_resumes_with_since() {
     assert!(status.success());
     std::thread::sleep(Duration::from_millis(10));
 }
+
+fn lines(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_lists_maps_and_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    for n in 0..3 {
+        let item = json_line(&run(server.cli().args([
+            "list",
+            "push",
+            "chat",
+            &format!(r#"{{"n":{n}}}"#),
+        ])));
+        assert_eq!(
+            (item["index"].clone(), item["data"].clone()),
+            (json!(n), json!({"n": n}))
+        );
+        assert!(item["date_updated"].is_string());
+    }
+    let item = json_line(&run(server.cli().args([
+        "list",
+        "update",
+        "chat",
+        "1",
+        r#"{"edited":true}"#,
+    ])));
+    assert_eq!(item["data"], json!({"n": 1, "edited": true}));
+    let out = run(server
+        .cli()
+        .args(["list", "set", "chat", "1", "{}", "--if-match", "1"]));
+    assert_eq!(
+        out.status.code(),
+        Some(15),
+        "stale item revision is a Conflict"
+    );
+    let items = lines(&run(server
+        .cli()
+        .args(["list", "items", "chat", "--order", "desc", "--limit", "2"])));
+    let idx: Vec<_> = items.iter().map(|i| i["index"].clone()).collect();
+    assert_eq!(
+        idx,
+        vec![json!(2), json!(1)],
+        "paging prints items only, one per line"
+    );
+    let items = lines(&run(server
+        .cli()
+        .args(["list", "items", "chat", "--from", "1"])));
+    assert_eq!(items.len(), 2);
+    json_line(&run(server.cli().args(["list", "remove", "chat", "0"])));
+    assert_eq!(
+        run(server.cli().args(["list", "get", "chat", "0"]))
+            .status
+            .code(),
+        Some(13)
+    );
+
+    json_line(&run(server.cli().args([
+        "map",
+        "set",
+        "roster",
+        "bob",
+        r#"{"online":true}"#,
+    ])));
+    json_line(&run(server.cli().args([
+        "map",
+        "set",
+        "roster",
+        "ann",
+        r#"{"online":false}"#,
+    ])));
+    let item = json_line(&run(server.cli().args(["map", "get", "roster", "bob"])));
+    assert_eq!(
+        (item["key"].clone(), item["data"].clone()),
+        (json!("bob"), json!({"online": true}))
+    );
+    let keys: Vec<_> = lines(&run(server.cli().args(["map", "items", "roster"])))
+        .iter()
+        .map(|i| i["key"].clone())
+        .collect();
+    assert_eq!(keys, vec![json!("ann"), json!("bob")]);
+    let out = run(server.cli().args(["map", "get", "chat", "x"]));
+    assert_eq!(
+        out.status.code(),
+        Some(17),
+        "a map command on a list: InvalidArgument"
+    );
+
+    // watch on a map: the object's line, its items, then events.
+    let mut watch = server
+        .cli()
+        .args(["watch", "roster"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut watch);
+    let head = next_line(&rx);
+    assert_eq!(
+        (head["kind"].clone(), head["revision"].clone()),
+        (json!("map"), json!(2))
+    );
+    assert_eq!(next_line(&rx)["key"], "ann");
+    assert_eq!(next_line(&rx)["key"], "bob");
+    json_line(&run(server.cli().args(["map", "remove", "roster", "ann"])));
+    let e = next_line(&rx);
+    assert_eq!(
+        (e["event"].clone(), e["key"].clone(), e["reason"].clone()),
+        (json!("item_removed"), json!("ann"), json!("write"))
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // watch on a stream: its line, then messages as they come.
+    json_line(&run(server.cli().args(["stream", "create", "typing"])));
+    let mut watch = server
+        .cli()
+        .args(["watch", "typing"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut watch);
+    assert_eq!(next_line(&rx)["kind"], "stream");
+    let published = json_line(&run(server.cli().args([
+        "stream",
+        "publish",
+        "typing",
+        r#"{"who":"bob"}"#,
+    ])));
+    assert_eq!(published["sequence"], 1);
+    let e = next_line(&rx);
+    assert_eq!(
+        (e["event"].clone(), e["data"].clone(), e["sequence"].clone()),
+        (json!("message_published"), json!({"who": "bob"}), json!(1))
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let out = run(server.cli().args([
+        "stream",
+        "publish",
+        "typing",
+        &format!("\"{}\"", "x".repeat(5000)),
+    ]));
+    assert_eq!(out.status.code(), Some(16));
+    json_line(&run(server.cli().args(["list", "delete", "chat"])));
+    assert_eq!(
+        run(server.cli().args(["list", "get", "chat", "1"]))
+            .status
+            .code(),
+        Some(13)
+    );
+}
