@@ -125,6 +125,55 @@ pub(crate) struct Inner {
     subs: Arc<Subs>,
     next_id: AtomicU64,
     welcome: Welcome,
+    /// Unix seconds of the current token's expiry (0: no token).
+    token_expiry: tokio::sync::watch::Sender<u64>,
+    token_state: tokio::sync::watch::Receiver<TokenState>,
+}
+
+/// Where the connection's access token stands, for apps that refresh it in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    /// Valid for more than 3 minutes (or an API-key connection).
+    Valid,
+    /// `token_about_to_expire`: 3 minutes or less left; call `update_token`.
+    AboutToExpire,
+    /// `token_expired`: the server ends the connection now.
+    Expired,
+}
+
+/// How long before `exp` the client says the token is about to expire.
+pub const TOKEN_WARNING_S: u64 = 180;
+
+/// Follows the token's expiry and publishes its state as time passes.
+async fn watch_token(
+    mut expiry: tokio::sync::watch::Receiver<u64>,
+    state: tokio::sync::watch::Sender<TokenState>,
+) {
+    loop {
+        let exp = *expiry.borrow_and_update();
+        if exp == 0 {
+            return;
+        }
+        let now = crate::token::now_s();
+        let (current, next_change) = if now >= exp {
+            (TokenState::Expired, None)
+        } else if now + TOKEN_WARNING_S >= exp {
+            (TokenState::AboutToExpire, Some(exp - now))
+        } else {
+            (TokenState::Valid, Some(exp - TOKEN_WARNING_S - now))
+        };
+        state.send_if_modified(|s| std::mem::replace(s, current) != current);
+        let wait = async {
+            match next_change {
+                Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = wait => {}
+            changed = expiry.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 /// A connection to a Syncline server. Cheap to clone; closes when the last clone drops.
@@ -194,6 +243,10 @@ impl Client {
         };
         let subs: Arc<Subs> = Arc::default();
         tokio::spawn(read_events(conn.clone(), subs.clone()));
+        let (token_expiry, expiry_rx) =
+            tokio::sync::watch::channel(welcome.token_expires_at.unwrap_or(0));
+        let (state_tx, token_state) = tokio::sync::watch::channel(TokenState::Valid);
+        tokio::spawn(watch_token(expiry_rx, state_tx));
         debug!(connection_id = welcome.connection_id, "connected");
         Ok(Client {
             inner: Arc::new(Inner {
@@ -204,6 +257,8 @@ impl Client {
                 subs,
                 next_id: AtomicU64::new(1),
                 welcome,
+                token_expiry,
+                token_state,
             }),
         })
     }
@@ -271,9 +326,18 @@ impl Client {
             })
             .await?
         {
-            Response::TokenUpdated { expires_at } => Ok(expires_at),
+            Response::TokenUpdated { expires_at } => {
+                self.inner.token_expiry.send_replace(expires_at);
+                Ok(expires_at)
+            }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The token's state (`AboutToExpire` 3 minutes before `exp`, then `Expired`); await
+    /// `changed()` on it to hear when to refresh with `update_token`.
+    pub fn token_events(&self) -> tokio::sync::watch::Receiver<TokenState> {
+        self.inner.token_state.clone()
     }
 
     /// Waits until the connection is closed, and says why.

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod collections;
 pub mod config;
 mod connection;
@@ -26,13 +27,15 @@ pub mod token;
 
 pub use collections::{List, Map, Page, PageOptions, Stream};
 pub use config::AdminConfig;
+pub use connection::TokenState;
 pub use connection::{Client, ClientConfig};
 pub use document::{Document, DocumentState, WriteOptions};
 pub use subscription::{
     CollectionReplica, Item, Replica, SubscribeOptions, Subscription, SyncEvent, SyncEventKind,
 };
 pub use syncline_proto::{
-    Credential, ErrorCode, ItemKey, ObjectInfo, ObjectKind, Order, Reason, WireError,
+    Credential, ErrorCode, ItemKey, KeyInfo, ObjectInfo, ObjectKind, Order, PermissionInfo, Reason,
+    Rights, ServiceFlags, ServiceFlagsPatch, ServiceInfo, WireError,
 };
 
 use syncline_proto::close_code;

@@ -139,6 +139,113 @@ pub enum Request {
     Unsubscribe {
         sub_id: u64,
     },
+    // Administration: backend (API key) connections only.
+    ServiceCreate {
+        unique_name: Option<String>,
+        flags: ServiceFlags,
+    },
+    ServiceList,
+    /// `service`: sid or unique name, here and below.
+    ServiceGet {
+        service: String,
+    },
+    /// Changes the flags that are `Some` in `flags`.
+    ServiceUpdate {
+        service: String,
+        flags: ServiceFlagsPatch,
+    },
+    /// Deletes the service with every object and permission in it.
+    ServiceDelete {
+        service: String,
+    },
+    /// A new API key; its secret is in the answer and never again.
+    KeyCreate {
+        friendly_name: Option<String>,
+    },
+    KeyList,
+    /// Revokes a key: every token it signed is refused from now on, live ones too.
+    KeyRevoke {
+        sid: String,
+    },
+    /// Sets exactly these rights of `identity` (`*`: every identity) on the object, in
+    /// the connection's service.
+    PermissionGrant {
+        object: String,
+        identity: String,
+        rights: Rights,
+    },
+    PermissionRevoke {
+        object: String,
+        identity: String,
+    },
+    PermissionList {
+        object: String,
+    },
+}
+
+/// A service's flags as set at creation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ServiceFlags {
+    pub acl_enabled: bool,
+    pub webhook_url: Option<String>,
+    pub webhooks_from_backend: bool,
+    pub reachability_webhooks_enabled: bool,
+    pub reachability_debouncing_enabled: bool,
+    /// 1,000..=30,000; `None`: 5,000.
+    pub reachability_debouncing_window_ms: Option<u32>,
+}
+
+/// Flags to change; `None` leaves a flag as it is. `webhook_url: Some(None)` clears it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ServiceFlagsPatch {
+    pub acl_enabled: Option<bool>,
+    pub webhook_url: Option<Option<String>>,
+    pub webhooks_from_backend: Option<bool>,
+    pub reachability_webhooks_enabled: Option<bool>,
+    pub reachability_debouncing_enabled: Option<bool>,
+    pub reachability_debouncing_window_ms: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ServiceInfo {
+    pub sid: String,
+    pub unique_name: Option<String>,
+    pub acl_enabled: bool,
+    pub webhook_url: Option<String>,
+    pub webhooks_from_backend: bool,
+    pub reachability_webhooks_enabled: bool,
+    pub reachability_debouncing_enabled: bool,
+    pub reachability_debouncing_window_ms: u32,
+    pub date_created: u64,
+    pub date_updated: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KeyInfo {
+    pub sid: String,
+    pub friendly_name: Option<String>,
+    /// Only in the answer to `KeyCreate`.
+    pub secret: Option<String>,
+    pub date_created: u64,
+    pub revoked: bool,
+}
+
+/// Rights an identity holds on an object.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Rights {
+    /// get, subscribe
+    pub read: bool,
+    /// change data and items, publish
+    pub write: bool,
+    /// delete the object, change its TTL
+    pub manage: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PermissionInfo {
+    pub object_sid: String,
+    pub identity: String,
+    pub rights: Rights,
 }
 
 /// The answer to one request.
@@ -184,6 +291,14 @@ pub enum Response {
     Unsubscribed {
         sub_id: u64,
     },
+    Service(ServiceInfo),
+    Services(Vec<ServiceInfo>),
+    Key(KeyInfo),
+    Keys(Vec<KeyInfo>),
+    Permission(PermissionInfo),
+    Permissions(Vec<PermissionInfo>),
+    /// Done; nothing to return (a revoke, a service deletion).
+    Done,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

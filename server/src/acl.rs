@@ -1,11 +1,15 @@
 //! Who may do what. One function decides; the session calls it for every request.
 //!
 //! With the service's `acl_enabled` off, every token of the service has full access
-//! (development mode). With it on, an identity reaches the objects it created and nothing
-//! else (grants per object and identity come with the permissions API); objects the
-//! backend created are reachable by no token. The backend (API key) may do anything.
+//! (development mode). With it on, an identity reaches the objects it created, and others
+//! only through grants (`read`, `write`, `manage`) to it or to `*`; objects the backend
+//! created are reachable by no token without a grant. The backend (API key) may do
+//! anything. Under ACL, an identity without access is told `Forbidden` whether or not
+//! the object exists, so refusals reveal nothing.
 
-use crate::store::{ObjectRecord, ServiceRecord};
+use syncline_proto::{ErrorCode, Rights, WireError};
+
+use crate::store::{ObjectRecord, ServiceRecord, Store, StoreError};
 
 /// The authenticated party behind a connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,43 +46,86 @@ pub enum Action {
     Manage,
 }
 
-/// May `principal` perform `action` on `object` (or create it, when `object` is `None`)?
-pub fn allowed(
-    principal: &Principal,
-    service: &ServiceRecord,
-    object: Option<&ObjectRecord>,
-    _action: Action,
-) -> bool {
-    match principal {
-        Principal::Backend { .. } => true,
-        Principal::Identity { identity, .. } => {
-            if !service.acl_enabled {
-                return true;
-            }
-            match object {
-                // Creating: the identity becomes the creator and so gets access.
-                None => true,
-                // `system` marks backend-created objects; a token identity that happens
-                // to be called `system` must not inherit them.
-                Some(o) => o.created_by == *identity && identity != crate::objects::SYSTEM_ACTOR,
-            }
+impl Action {
+    fn granted_by(self, r: &Rights) -> bool {
+        match self {
+            Action::Read => r.read,
+            Action::Write => r.write,
+            Action::Manage => r.manage,
         }
     }
 }
+
+/// The identity whose access must be checked, or `None` when everything is allowed (the
+/// backend, or a service with its ACL off).
+pub fn guarded_identity<'a>(principal: &'a Principal, service: &ServiceRecord) -> Option<&'a str> {
+    match principal {
+        Principal::Identity { identity, .. } if service.acl_enabled() => Some(identity),
+        _ => None,
+    }
+}
+
+/// May `identity` (under an enabled ACL) perform `action` on `object`? `grants` are the
+/// rights held on it by the identity and by `*`.
+pub fn allowed(identity: &str, object: &ObjectRecord, action: Action, grants: &[Rights]) -> bool {
+    // `system` marks backend-created objects; a token identity that happens to be called
+    // `system` must not inherit them.
+    let creator = object.created_by == identity && identity != crate::objects::SYSTEM_ACTOR;
+    creator || grants.iter().any(|g| action.granted_by(g))
+}
+
+/// The grants that count for `identity` on an object: its own and those of `*`.
+pub async fn grants(
+    store: &dyn Store,
+    object: &ObjectRecord,
+    identity: &str,
+) -> Result<Vec<Rights>, StoreError> {
+    let mut out = Vec::with_capacity(2);
+    for who in [identity, EVERYONE] {
+        if let Some(r) = store
+            .permission(&object.service_sid, &object.sid, who)
+            .await?
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks `action` on `object` (`None`: it does not exist) for `identity`. Creating is
+/// allowed (`create`); anything else on a missing object is `Forbidden`, like an
+/// object without access, so that a refusal does not tell whether it exists.
+pub async fn check(
+    store: &dyn Store,
+    identity: &str,
+    object: Option<&ObjectRecord>,
+    action: Action,
+    create: bool,
+) -> Result<(), WireError> {
+    let ok = match object {
+        None => create,
+        Some(o) => {
+            let grants = grants(store, o, identity).await.map_err(|e| {
+                tracing::error!(error = %e, "permission read failed");
+                WireError::internal("storage read failed")
+            })?;
+            allowed(identity, o, action, &grants)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(WireError::new(ErrorCode::Forbidden, "forbidden"))
+    }
+}
+
+/// The identity that stands for every identity of the service in grants.
+pub const EVERYONE: &str = "*";
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use syncline_proto::ObjectKind;
-
-    fn service(acl: bool) -> ServiceRecord {
-        ServiceRecord {
-            sid: "IS0".into(),
-            unique_name: None,
-            acl_enabled: acl,
-            date_created: 0,
-        }
-    }
 
     fn object(created_by: &str) -> ObjectRecord {
         ObjectRecord {
@@ -96,44 +143,57 @@ mod tests {
         }
     }
 
-    fn who(i: &str) -> Principal {
-        Principal::Identity {
-            identity: i.into(),
+    const ALL: [Action; 3] = [Action::Read, Action::Write, Action::Manage];
+
+    #[test]
+    fn creators_have_every_right_and_others_none() {
+        for a in ALL {
+            assert!(allowed("alice", &object("alice"), a, &[]));
+            assert!(!allowed("bob", &object("alice"), a, &[]));
+            assert!(!allowed("bob", &object("system"), a, &[]));
+            assert!(
+                !allowed("system", &object("system"), a, &[]),
+                "`system` is not the backend"
+            );
+        }
+    }
+
+    #[test]
+    fn grants_give_exactly_their_rights() {
+        let read = Rights {
+            read: true,
+            ..Rights::default()
+        };
+        let write = Rights {
+            write: true,
+            ..Rights::default()
+        };
+        let o = object("system");
+        assert!(allowed("bob", &o, Action::Read, &[read]));
+        assert!(!allowed("bob", &o, Action::Write, &[read]));
+        assert!(!allowed("bob", &o, Action::Manage, &[read, write]));
+        assert!(allowed("bob", &o, Action::Write, &[read, write]));
+    }
+
+    #[test]
+    fn only_identities_under_acl_are_guarded() {
+        let mut service = ServiceRecord {
+            sid: "IS0".into(),
+            unique_name: None,
+            flags: Default::default(),
+            date_created: 0,
+            date_updated: 0,
+        };
+        let bob = Principal::Identity {
+            identity: "bob".into(),
             key_sid: "SK".into(),
-        }
-    }
-
-    #[test]
-    fn acl_off_is_open_within_the_service() {
-        for a in [Action::Read, Action::Write, Action::Manage] {
-            assert!(allowed(
-                &who("bob"),
-                &service(false),
-                Some(&object("alice")),
-                a
-            ));
-            assert!(allowed(
-                &who("bob"),
-                &service(false),
-                Some(&object("system")),
-                a
-            ));
-        }
-    }
-
-    #[test]
-    fn acl_on_limits_identities_to_their_own_objects() {
-        let s = service(true);
-        for a in [Action::Read, Action::Write, Action::Manage] {
-            assert!(allowed(&who("alice"), &s, Some(&object("alice")), a));
-            assert!(!allowed(&who("bob"), &s, Some(&object("alice")), a));
-            assert!(!allowed(&who("system"), &s, Some(&object("system")), a));
-            assert!(!allowed(&who("bob"), &s, Some(&object("system")), a));
-            let backend = Principal::Backend {
-                key_sid: "SK".into(),
-            };
-            assert!(allowed(&backend, &s, Some(&object("alice")), a));
-        }
-        assert!(allowed(&who("bob"), &s, None, Action::Write));
+        };
+        let backend = Principal::Backend {
+            key_sid: "SK".into(),
+        };
+        assert_eq!(guarded_identity(&bob, &service), None);
+        service.flags.acl_enabled = true;
+        assert_eq!(guarded_identity(&bob, &service), Some("bob"));
+        assert_eq!(guarded_identity(&backend, &service), None);
     }
 }

@@ -162,6 +162,7 @@ mod tests {
     fn key() -> Option<ApiKeyRecord> {
         Some(ApiKeyRecord {
             sid: KEY.into(),
+            friendly_name: None,
             secret: "s3cret".into(),
             date_created: 0,
             revoked: false,

@@ -16,6 +16,7 @@ use syncline_proto::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
+use crate::acl::{self, Action};
 use crate::fanout::Hub;
 use crate::objects::{self, document, items, WriteContext};
 use crate::store::{ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
@@ -81,6 +82,8 @@ pub enum WriteOp {
     Expire { object_sid: String },
     /// Removes the item if (and only if) it has expired.
     ExpireItem { object_sid: String, key: ItemKey },
+    /// Deletes every object of the context's service (the service is being deleted).
+    DeleteAll,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -371,19 +374,38 @@ impl<'a> Batch<'a> {
         reference: &str,
         kind: ObjectKind,
         create: bool,
+        action: Action,
         limits: &Limits,
     ) -> Result<ObjectRecord, WireError> {
-        if let Some(r) = self.load(ctx, reference).await? {
+        let existing = self.load(ctx, reference).await?;
+        let create = create && !is_sid(reference);
+        self.guard(ctx, existing.as_ref(), action, create).await?;
+        if let Some(r) = existing {
             objects::expect_kind(&r, kind)?;
             return Ok(r);
         }
-        if !create || is_sid(reference) {
+        if !create {
             return Err(WireError::not_found(kind.name()));
         }
         validate_unique_name(reference, limits)?;
         let r = objects::new_object(kind, new_sid(kind), Some(reference.to_owned()), None, ctx);
         self.record(None, Some(r.clone()), None, None);
         Ok(r)
+    }
+
+    /// Under an enabled ACL, checks the writer's right to `action` on `object` (`None`:
+    /// missing, which only `create` allows). Everyone else passes.
+    async fn guard(
+        &self,
+        ctx: &WriteContext,
+        object: Option<&ObjectRecord>,
+        action: Action,
+        create: bool,
+    ) -> Result<(), WireError> {
+        match &ctx.guard {
+            None => Ok(()),
+            Some(identity) => acl::check(self.store, identity, object, action, create).await,
+        }
     }
 
     /// Applies an item change computed by the rules and returns the changed item's info.
@@ -414,6 +436,13 @@ impl<'a> Batch<'a> {
                 ttl,
             } => {
                 let current = self.load(ctx, document).await?;
+                let action = if ttl.is_some() {
+                    Action::Manage
+                } else {
+                    Action::Write
+                };
+                self.guard(ctx, current.as_ref(), action, !is_sid(document))
+                    .await?;
                 if current.is_none() {
                     if is_sid(document) {
                         return Err(WireError::not_found("document"));
@@ -442,10 +471,10 @@ impl<'a> Batch<'a> {
                 data,
                 if_match,
             } => {
-                let current = self
-                    .load(ctx, document)
-                    .await?
-                    .ok_or_else(|| WireError::not_found("document"))?;
+                let current = self.load(ctx, document).await?;
+                self.guard(ctx, current.as_ref(), Action::Write, false)
+                    .await?;
+                let current = current.ok_or_else(|| WireError::not_found("document"))?;
                 let (next, event) = document::update(&current, data, *if_match, ctx, limits)?;
                 let info = document::info(&next);
                 self.record(Some(current), Some(next), None, Some(event));
@@ -460,6 +489,9 @@ impl<'a> Batch<'a> {
                 if let Some(name) = unique_name {
                     validate_unique_name(name, limits)?;
                     if let Some(existing) = self.load(ctx, name).await? {
+                        // Saying "taken" would reveal the object to one who may not see it.
+                        self.guard(ctx, Some(&existing), Action::Read, false)
+                            .await?;
                         if *existing_ok && existing.kind == *kind {
                             return Ok(WriteOutcome::Object(objects::object_info(&existing)));
                         }
@@ -480,10 +512,10 @@ impl<'a> Batch<'a> {
                 if_match,
             } => {
                 let what = kind.map_or("object", |k| k.name());
-                let current = self
-                    .load(ctx, object)
-                    .await?
-                    .ok_or_else(|| WireError::not_found(what))?;
+                let current = self.load(ctx, object).await?;
+                self.guard(ctx, current.as_ref(), Action::Manage, false)
+                    .await?;
+                let current = current.ok_or_else(|| WireError::not_found(what))?;
                 if let Some(k) = kind {
                     objects::expect_kind(&current, *k)?;
                 }
@@ -504,7 +536,7 @@ impl<'a> Batch<'a> {
                 // Check the data before a missing list is created for it.
                 limits.check_data(data)?;
                 let current = self
-                    .load_kind(ctx, list, ObjectKind::List, true, limits)
+                    .load_kind(ctx, list, ObjectKind::List, true, Action::Write, limits)
                     .await?;
                 let change = items::push(&current, data.clone(), *ttl, ctx, limits)?;
                 Ok(self.apply_item(current, change))
@@ -520,7 +552,9 @@ impl<'a> Batch<'a> {
                 items::check_key(*kind, key, limits)?;
                 limits.check_data(data)?;
                 let create = *kind == ObjectKind::Map;
-                let current = self.load_kind(ctx, object, *kind, create, limits).await?;
+                let current = self
+                    .load_kind(ctx, object, *kind, create, Action::Write, limits)
+                    .await?;
                 let (current, item) = self.load_item(ctx, &current, key).await?;
                 let change = items::set(
                     &current,
@@ -542,7 +576,9 @@ impl<'a> Batch<'a> {
                 if_match,
             } => {
                 items::check_key(*kind, key, limits)?;
-                let current = self.load_kind(ctx, object, *kind, false, limits).await?;
+                let current = self
+                    .load_kind(ctx, object, *kind, false, Action::Write, limits)
+                    .await?;
                 let (current, item) = self.load_item(ctx, &current, key).await?;
                 let change = items::update(
                     &current,
@@ -562,7 +598,9 @@ impl<'a> Batch<'a> {
                 if_match,
             } => {
                 items::check_key(*kind, key, limits)?;
-                let current = self.load_kind(ctx, object, *kind, false, limits).await?;
+                let current = self
+                    .load_kind(ctx, object, *kind, false, Action::Write, limits)
+                    .await?;
                 let (current, item) = self.load_item(ctx, &current, key).await?;
                 let change = items::remove(
                     &current,
@@ -573,6 +611,21 @@ impl<'a> Batch<'a> {
                     ctx,
                 )?;
                 Ok(self.apply_item(current, change))
+            }
+            WriteOp::DeleteAll => {
+                let all = self
+                    .store
+                    .objects_of(&ctx.service_sid)
+                    .await
+                    .map_err(storage)?;
+                for r in all {
+                    // Skip what an earlier write in this batch already removed.
+                    if let Some(current) = self.load_sid(&ctx.service_sid, &r.sid).await? {
+                        let event = objects::removed_event(&current, ctx, Reason::Write);
+                        self.record(Some(current), None, None, Some(event));
+                    }
+                }
+                Ok(WriteOutcome::Unchanged)
             }
             WriteOp::ExpireItem { object_sid, key } => {
                 // `load_item` removes the item if it has expired; otherwise nothing changes.
@@ -595,6 +648,7 @@ fn system(ctx: &WriteContext) -> WriteContext {
     WriteContext {
         actor: objects::SYSTEM_ACTOR.into(),
         origin: 0,
+        guard: None,
         ..ctx.clone()
     }
 }

@@ -123,7 +123,7 @@ pub fn prepare_data_dir(data_dir: &Path) -> Result<PathBuf, ConfigError> {
     std::fs::canonicalize(data_dir).map_err(io(data_dir))
 }
 
-fn random_sid(prefix: &str) -> String {
+pub fn random_sid(prefix: &str) -> String {
     make_sid(prefix, rand::random())
 }
 
@@ -147,11 +147,13 @@ pub async fn installation(
     let service = ServiceRecord {
         sid: random_sid(SERVICE_PREFIX),
         unique_name: Some(DEFAULT_SERVICE_NAME.into()),
-        acl_enabled: false,
+        flags: Default::default(),
         date_created: now,
+        date_updated: now,
     };
     let key = ApiKeyRecord {
         sid: random_sid(API_KEY_PREFIX),
+        friendly_name: Some("admin".into()),
         secret: new_secret(),
         date_created: now,
         revoked: false,

@@ -128,11 +128,33 @@ pub fn new_token() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// One subscription as the hub knows it: where to deliver, and who it is for (so that
+/// a permission change can find the subscriptions it affects).
 #[derive(Clone)]
-struct Subscriber {
-    sub_id: u64,
-    token: u64,
+pub struct Subscriber {
+    pub sub_id: u64,
+    pub token: u64,
+    pub service_sid: Arc<str>,
+    /// The token holder's identity; `None` for the backend.
+    pub identity: Option<Arc<str>>,
     outbox: Arc<Outbox>,
+}
+
+impl Subscriber {
+    pub fn new(
+        sub_id: u64,
+        service_sid: &str,
+        identity: Option<&str>,
+        outbox: &Arc<Outbox>,
+    ) -> Subscriber {
+        Subscriber {
+            sub_id,
+            token: new_token(),
+            service_sid: service_sid.into(),
+            identity: identity.map(Into::into),
+            outbox: outbox.clone(),
+        }
+    }
 }
 
 /// Object sid -> its subscribers, across all connections.
@@ -144,17 +166,45 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn subscribe(&self, object_sid: &str, sub_id: u64, token: u64, outbox: &Arc<Outbox>) {
+    pub fn subscribe(&self, object_sid: &str, subscriber: Subscriber) {
         if let Ok(mut objects) = self.objects.write() {
             objects
                 .entry(object_sid.to_owned())
                 .or_default()
-                .push(Subscriber {
-                    sub_id,
-                    token,
-                    outbox: outbox.clone(),
-                });
+                .push(subscriber);
         }
+    }
+
+    /// The subscriptions (with their object sid) for which `pred` holds.
+    pub fn matching(&self, pred: impl Fn(&str, &Subscriber) -> bool) -> Vec<(String, Subscriber)> {
+        let Ok(objects) = self.objects.read() else {
+            return Vec::new();
+        };
+        objects
+            .iter()
+            .flat_map(|(sid, subs)| subs.iter().map(move |s| (sid, s)))
+            .filter(|(sid, s)| pred(sid, s))
+            .map(|(sid, s)| (sid.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Ends one subscription now with `event` as its last event (access was revoked).
+    pub fn end(&self, object_sid: &str, subscriber: &Subscriber, event: &Event) {
+        if let Ok(mut objects) = self.objects.write() {
+            if let Some(subs) = objects.get_mut(object_sid) {
+                subs.retain(|s| s.token != subscriber.token);
+                if subs.is_empty() {
+                    objects.remove(object_sid);
+                }
+            }
+        }
+        subscriber.outbox.deliver(Delivery {
+            sub_id: subscriber.sub_id,
+            token: subscriber.token,
+            revision: None,
+            body: syncline_proto::frame::encode_event(event),
+            ends: true,
+        });
     }
 
     pub fn unsubscribe(&self, object_sid: &str, sub_id: u64, outbox: &Arc<Outbox>) {
@@ -451,8 +501,8 @@ mod tests {
     async fn full_outbox_marks_lagged_instead_of_blocking() {
         let hub = Hub::default();
         let (outbox, mut rx) = Outbox::new();
-        hub.subscribe("ET1", 1, 11, &outbox);
-        hub.subscribe("ET1", 2, 12, &outbox);
+        hub.subscribe("ET1", Subscriber::new(1, "IS1", None, &outbox));
+        hub.subscribe("ET1", Subscriber::new(2, "IS1", None, &outbox));
         let body = Bytes::from_static(b"event");
         for rev in 0..(OUTBOX_DEPTH as u64) {
             hub.publish("ET1", rev, &body, false);
@@ -472,7 +522,7 @@ mod tests {
     async fn removal_ends_all_subscriptions() {
         let hub = Hub::default();
         let (outbox, mut rx) = Outbox::new();
-        hub.subscribe("ET1", 1, 11, &outbox);
+        hub.subscribe("ET1", Subscriber::new(1, "IS1", None, &outbox));
         hub.publish("ET1", 5, &Bytes::from_static(b"gone"), true);
         assert_eq!(hub.subscriber_count("ET1"), 0);
         let d = rx.events.recv().await.unwrap();

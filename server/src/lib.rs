@@ -5,6 +5,7 @@
 //! to `store`, and its event leaves through `fanout`.
 
 pub mod acl;
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod commit;

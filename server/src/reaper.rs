@@ -59,6 +59,7 @@ pub async fn run(
                 actor: SYSTEM_ACTOR.into(),
                 origin: 0,
                 now_ms: now,
+                guard: None,
             };
             debug!(?op, "expiring");
             if let Err(e) = committer.submit(ctx, op).await {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use syncline_proto::frame;
-use syncline_proto::ids::{is_sid, SERVICE_PREFIX};
+use syncline_proto::ids::is_sid;
 use syncline_proto::limits::DEFAULT_LIST_WINDOW;
 use syncline_proto::{
     close_code, Credential, ErrorCode, Event, EventKind, ItemKey, Limits, ObjectKind, Order,
@@ -20,7 +20,7 @@ use tracing::error;
 use crate::acl::{self, Action, Principal};
 use crate::auth;
 use crate::commit::{Committer, WriteOp, WriteOutcome};
-use crate::fanout::{Control, Hub, Outbox};
+use crate::fanout::{Control, Hub, Outbox, Subscriber};
 use crate::objects::{self, document, items, WriteContext};
 use crate::store::{Installation, ObjectRecord, ServiceRecord, Store, StoreError};
 use crate::{now_ms, now_s};
@@ -36,10 +36,36 @@ pub struct Shared {
     pub limits: Limits,
     pub installation: Installation,
     pub rate: RateLimit,
+    /// Live connections, so that revoking a key or deleting a service can end them.
+    pub connections: Mutex<HashMap<u64, LiveConnection>>,
     next_connection_id: AtomicU64,
 }
 
+/// A live connection as the rest of the server can reach it: its session, and how to
+/// close it (the network layer provides that; the session does no IO).
+pub struct LiveConnection {
+    pub session: std::sync::Weak<Session>,
+    pub close: Box<dyn Fn(u32, &'static str) + Send + Sync>,
+}
+
 impl Shared {
+    /// Closes every live connection whose session matches `pred`.
+    pub fn close_connections(
+        &self,
+        pred: impl Fn(&Session) -> bool,
+        code: u32,
+        reason: &'static str,
+    ) {
+        let Ok(conns) = self.connections.lock() else {
+            return;
+        };
+        for live in conns.values() {
+            if live.session.upgrade().is_some_and(|s| pred(&s)) {
+                (live.close)(code, reason);
+            }
+        }
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         committer: Committer,
@@ -55,6 +81,7 @@ impl Shared {
             limits,
             installation,
             rate,
+            connections: Mutex::new(HashMap::new()),
             // Random per run: event origins outlive the run in the change log, and a
             // replayed event must not look local to an unrelated connection after a restart.
             next_connection_id: AtomicU64::new(rand::random::<u64>() >> 1 | 1),
@@ -140,6 +167,16 @@ impl Session {
         self.expiry.subscribe()
     }
 
+    /// The API key behind this connection (directly, or as the signer of its token).
+    pub fn key_sid(&self) -> Option<String> {
+        self.authed().map(|a| a.principal.key_sid().to_owned())
+    }
+
+    /// The service this connection acts in.
+    pub fn service_sid(&self) -> Option<String> {
+        self.authed().map(|a| a.service.sid)
+    }
+
     pub fn is_authenticated(&self) -> bool {
         self.authed().is_some()
     }
@@ -209,6 +246,16 @@ impl Session {
                         After::Close(close_code::UNAUTHORIZED),
                     );
                 };
+                // Flags change (ACL on/off) and services go away: act on the current record.
+                let service = match self.shared.store.service(&authed.service.sid).await {
+                    Ok(Some(service)) => service,
+                    Ok(None) => {
+                        let e = WireError::new(ErrorCode::Unauthorized, "the service was deleted");
+                        return (Err(e), After::Close(close_code::UNAUTHORIZED));
+                    }
+                    Err(e) => return (Err(store_err(e)), After::Continue),
+                };
+                let authed = Authed { service, ..authed };
                 (self.dispatch(&authed, other).await, After::Continue)
             }
         }
@@ -226,10 +273,7 @@ impl Session {
                 let key = store.api_key(&sid).await.map_err(store_err)?;
                 let key_sid = auth::verify_api_key(&secret, key)?;
                 let wanted = service.unwrap_or_else(|| inst.default_service_sid.clone());
-                let service = self
-                    .find_service(&wanted)
-                    .await?
-                    .ok_or_else(|| WireError::not_found("service"))?;
+                let service = crate::admin::find_service(&self.shared, &wanted).await?;
                 (Principal::Backend { key_sid }, service, None)
             }
             Credential::Token(token) => {
@@ -292,15 +336,6 @@ impl Session {
         )
     }
 
-    async fn find_service(&self, s: &str) -> Result<Option<ServiceRecord>, WireError> {
-        let store = &*self.shared.store;
-        if is_sid(s) && s.starts_with(SERVICE_PREFIX) {
-            store.service(s).await.map_err(store_err)
-        } else {
-            store.service_by_name(s).await.map_err(store_err)
-        }
-    }
-
     async fn lookup(
         &self,
         authed: &Authed,
@@ -316,32 +351,19 @@ impl Session {
         .map_err(store_err)
     }
 
-    fn check(
+    /// Under an enabled ACL, a token holder needs `read` (a missing object is
+    /// `Forbidden` too, so that refusals reveal nothing).
+    async fn read_guard(
         &self,
         authed: &Authed,
         object: Option<&ObjectRecord>,
-        action: Action,
     ) -> Result<(), WireError> {
-        if acl::allowed(&authed.principal, &authed.service, object, action) {
-            Ok(())
-        } else {
-            Err(forbidden())
+        match acl::guarded_identity(&authed.principal, &authed.service) {
+            None => Ok(()),
+            Some(identity) => {
+                acl::check(&*self.shared.store, identity, object, Action::Read, false).await
+            }
         }
-    }
-
-    /// Checks `action` on the object behind `reference` as it is now. Only identities
-    /// under an enabled ACL need the read; everyone else is allowed without one.
-    async fn authorize(
-        &self,
-        authed: &Authed,
-        reference: &str,
-        action: Action,
-    ) -> Result<(), WireError> {
-        if matches!(authed.principal, Principal::Backend { .. }) || !authed.service.acl_enabled {
-            return Ok(());
-        }
-        let current = self.lookup(authed, reference).await?;
-        self.check(authed, current.as_ref(), action)
     }
 
     fn context(&self, authed: &Authed) -> WriteContext {
@@ -350,6 +372,7 @@ impl Session {
             actor: authed.principal.actor().to_owned(),
             origin: self.connection_id,
             now_ms: now_ms(),
+            guard: acl::guarded_identity(&authed.principal, &authed.service).map(str::to_owned),
         }
     }
 
@@ -378,7 +401,7 @@ impl Session {
             Request::UpdateToken { token } => self.update_token(authed, &token).await,
             Request::DocGet { document } => {
                 let record = self.lookup(authed, &document).await?;
-                self.check(authed, record.as_ref(), Action::Read)?;
+                self.read_guard(authed, record.as_ref()).await?;
                 let record = record.ok_or_else(|| WireError::not_found("document"))?;
                 objects::expect_kind(&record, ObjectKind::Document)?;
                 Ok(Response::Document(document::info(&record)))
@@ -389,12 +412,6 @@ impl Session {
                 if_match,
                 ttl,
             } => {
-                let action = if ttl.is_some() {
-                    Action::Manage
-                } else {
-                    Action::Write
-                };
-                self.authorize(authed, &document, action).await?;
                 self.write(
                     authed,
                     WriteOp::DocSet {
@@ -411,7 +428,6 @@ impl Session {
                 data,
                 if_match,
             } => {
-                self.authorize(authed, &document, Action::Write).await?;
                 self.write(
                     authed,
                     WriteOp::DocUpdate {
@@ -440,7 +456,7 @@ impl Session {
             }
             Request::Fetch { object } => {
                 let record = self.lookup(authed, &object).await?;
-                self.check(authed, record.as_ref(), Action::Read)?;
+                self.read_guard(authed, record.as_ref()).await?;
                 let record = record.ok_or_else(|| WireError::not_found("object"))?;
                 Ok(Response::Object(objects::object_info(&record)))
             }
@@ -449,7 +465,6 @@ impl Session {
                 object,
                 if_match,
             } => {
-                self.authorize(authed, &object, Action::Manage).await?;
                 self.write(
                     authed,
                     WriteOp::Delete {
@@ -461,13 +476,12 @@ impl Session {
                 .await
             }
             Request::ListPush { list, data, ttl } => {
-                self.authorize(authed, &list, Action::Write).await?;
                 self.write(authed, WriteOp::ListPush { list, data, ttl })
                     .await
             }
             Request::ItemGet { kind, object, key } => {
                 let record = self.lookup(authed, &object).await?;
-                self.check(authed, record.as_ref(), Action::Read)?;
+                self.read_guard(authed, record.as_ref()).await?;
                 let record = record.ok_or_else(|| WireError::not_found(kind.name()))?;
                 objects::expect_kind(&record, kind)?;
                 items::check_key(kind, &key, &self.shared.limits)?;
@@ -489,7 +503,6 @@ impl Session {
                 if_match,
                 ttl,
             } => {
-                self.authorize(authed, &object, Action::Write).await?;
                 self.write(
                     authed,
                     WriteOp::ItemSet {
@@ -510,7 +523,6 @@ impl Session {
                 data,
                 if_match,
             } => {
-                self.authorize(authed, &object, Action::Write).await?;
                 self.write(
                     authed,
                     WriteOp::ItemUpdate {
@@ -529,7 +541,6 @@ impl Session {
                 key,
                 if_match,
             } => {
-                self.authorize(authed, &object, Action::Write).await?;
                 self.write(
                     authed,
                     WriteOp::ItemRemove {
@@ -560,6 +571,28 @@ impl Session {
                     .clamp(1, self.shared.limits.max_page);
                 self.subscribe(authed, sub_id, &object, since, window).await
             }
+            Request::ServiceCreate { .. }
+            | Request::ServiceList
+            | Request::ServiceGet { .. }
+            | Request::ServiceUpdate { .. }
+            | Request::ServiceDelete { .. }
+            | Request::KeyCreate { .. }
+            | Request::KeyList
+            | Request::KeyRevoke { .. }
+            | Request::PermissionGrant { .. }
+            | Request::PermissionRevoke { .. }
+            | Request::PermissionList { .. } => match authed.principal {
+                Principal::Backend { .. } => {
+                    crate::admin::handle(
+                        &self.shared,
+                        &authed.service,
+                        self.context(authed),
+                        request,
+                    )
+                    .await
+                }
+                Principal::Identity { .. } => Err(forbidden()),
+            },
             Request::Unsubscribe { sub_id } => {
                 let object = self
                     .subs
@@ -583,7 +616,7 @@ impl Session {
         window: u32,
     ) -> Result<Response, WireError> {
         let record = self.lookup(authed, object).await?;
-        self.check(authed, record.as_ref(), Action::Read)?;
+        self.read_guard(authed, record.as_ref()).await?;
         let record = record.ok_or_else(|| WireError::not_found("object"))?;
         {
             let Ok(mut subs) = self.subs.lock() else {
@@ -604,10 +637,13 @@ impl Session {
         }
         // Register with the hub before the writer reads the state it catches up from,
         // so that no change can fall between the two.
-        let token = crate::fanout::new_token();
-        self.shared
-            .hub
-            .subscribe(&record.sid, sub_id, token, &self.outbox);
+        let identity = match &authed.principal {
+            Principal::Identity { identity, .. } => Some(identity.as_str()),
+            Principal::Backend { .. } => None,
+        };
+        let subscriber = Subscriber::new(sub_id, &authed.service.sid, identity, &self.outbox);
+        let token = subscriber.token;
+        self.shared.hub.subscribe(&record.sid, subscriber);
         self.outbox.control(Control::Start {
             sub_id,
             token,
@@ -638,7 +674,7 @@ impl Session {
             return Err(WireError::invalid(format!("limit must be 1..={max}")));
         }
         let record = self.lookup(authed, object).await?;
-        self.check(authed, record.as_ref(), Action::Read)?;
+        self.read_guard(authed, record.as_ref()).await?;
         let record = record.ok_or_else(|| WireError::not_found(kind.name()))?;
         objects::expect_kind(&record, kind)?;
         if let Some(k) = &from {
@@ -670,8 +706,19 @@ impl Session {
         data: String,
     ) -> Result<Response, WireError> {
         self.shared.limits.check_message(&data)?;
-        self.authorize(authed, stream, Action::Write).await?;
-        let record = match self.lookup(authed, stream).await? {
+        let existing = self.lookup(authed, stream).await?;
+        if let Some(identity) = acl::guarded_identity(&authed.principal, &authed.service) {
+            let create = !is_sid(stream);
+            acl::check(
+                &*self.shared.store,
+                identity,
+                existing.as_ref(),
+                Action::Write,
+                create,
+            )
+            .await?;
+        }
+        let record = match existing {
             Some(r) => {
                 objects::expect_kind(&r, ObjectKind::Stream)?;
                 r

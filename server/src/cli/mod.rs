@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use syncline_client::{
-    AdminConfig, Client, ClientConfig, Error, ItemKey, Order, PageOptions, SubscribeOptions,
-    SyncEventKind, WriteOptions,
+    AdminConfig, Client, ClientConfig, Error, ItemKey, Order, PageOptions, Rights, ServiceFlags,
+    ServiceFlagsPatch, SubscribeOptions, SyncEventKind, WriteOptions,
 };
 use syncline_proto::ids::{is_sid, SERVICE_PREFIX};
 
@@ -70,6 +70,15 @@ enum Command {
     /// Message streams: ephemeral messages to current subscribers.
     #[command(subcommand)]
     Stream(StreamCommand),
+    /// Services (backend only): isolated namespaces with their own flags.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// API keys (backend only).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Per-object permissions for identities (backend only; matter when ACL is on).
+    #[command(subcommand)]
+    Permission(PermissionCommand),
     /// Print an object's state, then every change as it happens, until interrupted.
     Watch {
         name: String,
@@ -277,6 +286,88 @@ enum StreamCommand {
     },
 }
 
+#[derive(Args, Debug, Default)]
+struct FlagArgs {
+    #[arg(long)]
+    acl_enabled: Option<bool>,
+    #[arg(long)]
+    webhook_url: Option<String>,
+    #[arg(long)]
+    webhooks_from_backend: Option<bool>,
+    #[arg(long)]
+    reachability_webhooks_enabled: Option<bool>,
+    #[arg(long)]
+    reachability_debouncing_enabled: Option<bool>,
+    /// 1000..=30000
+    #[arg(long)]
+    reachability_debouncing_window_ms: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceCommand {
+    Create {
+        name: String,
+        /// Turn on per-identity access control.
+        #[arg(long)]
+        acl_enabled: bool,
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
+    List,
+    /// S: service sid or unique name.
+    Get {
+        service: String,
+    },
+    /// Change flags, e.g. `--acl-enabled true`.
+    Update {
+        service: String,
+        #[command(flatten)]
+        flags: FlagArgs,
+    },
+    /// Delete the service with every object and permission in it.
+    Delete {
+        service: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Prints {"sid","secret"}: the only time the secret is shown.
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List,
+    /// Revoke: tokens it signed are refused at once, live connections too.
+    Revoke {
+        sid: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PermissionCommand {
+    /// Set exactly the rights given (none given: no rights).
+    Grant {
+        object: String,
+        /// An identity, or `*` for every identity of the service.
+        identity: String,
+        #[arg(long)]
+        read: bool,
+        #[arg(long)]
+        write: bool,
+        #[arg(long)]
+        manage: bool,
+    },
+    /// Remove all of the identity's rights on the object.
+    Revoke {
+        object: String,
+        identity: String,
+    },
+    List {
+        object: String,
+    },
+}
+
 /// Runs the command line; returns the process exit status.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -375,6 +466,102 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
                 StreamCommand::Delete { name } => {
                     deleted(name, client.stream(name).delete().await?)
+                }
+            }
+            Ok(())
+        }
+        Command::Service(cmd) => {
+            let client = connect(&cli).await?;
+            match cmd {
+                ServiceCommand::Create {
+                    name,
+                    acl_enabled,
+                    webhook_url,
+                } => {
+                    let flags = ServiceFlags {
+                        acl_enabled: *acl_enabled,
+                        webhook_url: webhook_url.clone(),
+                        ..ServiceFlags::default()
+                    };
+                    output::line(&output::json(
+                        &client.create_service(Some(name), flags).await?,
+                    ));
+                }
+                ServiceCommand::List => {
+                    for s in client.services().await? {
+                        output::line(&output::json(&s));
+                    }
+                }
+                ServiceCommand::Get { service } => {
+                    output::line(&output::json(&client.service(service).await?))
+                }
+                ServiceCommand::Update { service, flags } => {
+                    let patch = ServiceFlagsPatch {
+                        acl_enabled: flags.acl_enabled,
+                        // An empty URL clears it.
+                        webhook_url: flags
+                            .webhook_url
+                            .clone()
+                            .map(|u| Some(u).filter(|u| !u.is_empty())),
+                        webhooks_from_backend: flags.webhooks_from_backend,
+                        reachability_webhooks_enabled: flags.reachability_webhooks_enabled,
+                        reachability_debouncing_enabled: flags.reachability_debouncing_enabled,
+                        reachability_debouncing_window_ms: flags.reachability_debouncing_window_ms,
+                    };
+                    output::line(&output::json(&client.update_service(service, patch).await?));
+                }
+                ServiceCommand::Delete { service } => {
+                    client.delete_service(service).await?;
+                    output::line(&serde_json::json!({"deleted": service}));
+                }
+            }
+            Ok(())
+        }
+        Command::Key(cmd) => {
+            let client = connect(&cli).await?;
+            match cmd {
+                KeyCommand::Create { name } => {
+                    let key = client.create_key(name.as_deref()).await?;
+                    output::line(&serde_json::json!({"sid": key.sid, "secret": key.secret}));
+                }
+                KeyCommand::List => {
+                    for k in client.keys().await? {
+                        output::line(&output::json(&k));
+                    }
+                }
+                KeyCommand::Revoke { sid } => {
+                    output::line(&output::json(&client.revoke_key(sid).await?))
+                }
+            }
+            Ok(())
+        }
+        Command::Permission(cmd) => {
+            let client = connect(&cli).await?;
+            match cmd {
+                PermissionCommand::Grant {
+                    object,
+                    identity,
+                    read,
+                    write,
+                    manage,
+                } => {
+                    let rights = Rights {
+                        read: *read,
+                        write: *write,
+                        manage: *manage,
+                    };
+                    output::line(&output::json(
+                        &client.grant(object, identity, rights).await?,
+                    ));
+                }
+                PermissionCommand::Revoke { object, identity } => {
+                    client.revoke(object, identity).await?;
+                    output::line(&serde_json::json!({"revoked": identity, "object": object}));
+                }
+                PermissionCommand::List { object } => {
+                    for p in client.permissions(object).await? {
+                        output::line(&output::json(&p));
+                    }
                 }
             }
             Ok(())

@@ -139,6 +139,22 @@ pub fn event(e: &SyncEvent, sub: &Subscription) -> Value {
     Value::Object(line)
 }
 
+/// Any serializable answer (services, keys, permissions) as a line, times as RFC 3339.
+pub fn json<T: serde::Serialize>(v: &T) -> Value {
+    let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        for field in ["date_created", "date_updated"] {
+            if let Some(ms) = m.get(field).and_then(Value::as_u64) {
+                m.insert(field.into(), json!(time(ms)));
+            }
+        }
+        if m.get("secret").is_some_and(Value::is_null) {
+            m.remove("secret");
+        }
+    }
+    v
+}
+
 /// Prints one line and flushes, so that a pipe sees each event as it happens.
 pub fn line(v: &Value) {
     let mut out = std::io::stdout().lock();

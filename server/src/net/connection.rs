@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
 use crate::fanout::Outbox;
-use crate::session::{After, Session, Shared};
+use crate::session::{After, LiveConnection, Session, Shared};
 
 /// Time a new connection has to open its request stream.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +39,7 @@ pub async fn serve(
     let (outbox, outbox_rx) = Outbox::new();
     let session = Arc::new(Session::new(shared.clone(), outbox));
     let span = info_span!("conn", id = session.connection_id, %remote);
+    let _registered = Registered::new(&shared, &session, &conn);
     async move {
         debug!("connected");
         // Aborted on drop: also when this task is itself cancelled at shutdown, since
@@ -54,6 +55,37 @@ pub async fn serve(
     }
     .instrument(span)
     .await
+}
+
+/// The connection's entry in the server's list of live connections, removed on drop.
+struct Registered {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Registered {
+    fn new(shared: &Arc<Shared>, session: &Arc<Session>, conn: &quinn::Connection) -> Self {
+        let conn = conn.clone();
+        let live = LiveConnection {
+            session: Arc::downgrade(session),
+            close: Box::new(move |code, reason| conn.close(code.into(), reason.as_bytes())),
+        };
+        if let Ok(mut all) = shared.connections.lock() {
+            all.insert(session.connection_id, live);
+        }
+        Registered {
+            shared: shared.clone(),
+            id: session.connection_id,
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut all) = self.shared.connections.lock() {
+            all.remove(&self.id);
+        }
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

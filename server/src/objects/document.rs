@@ -150,6 +150,7 @@ mod tests {
             actor: "alice".into(),
             origin: 3,
             now_ms: 1_000,
+            guard: None,
         }
     }
 

@@ -238,6 +238,7 @@ mod tests {
             actor: "alice".into(),
             origin: 1,
             now_ms: 5_000,
+            guard: None,
         }
     }
 

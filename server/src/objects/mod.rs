@@ -19,6 +19,9 @@ pub struct WriteContext {
     /// Connection id of the writer (0 for the server).
     pub origin: u64,
     pub now_ms: u64,
+    /// The identity whose rights the write needs (a token holder in a service with its
+    /// ACL on); `None` for the backend, the server, and services without ACL.
+    pub guard: Option<String>,
 }
 
 /// Identity recorded as the creator/actor of backend and server changes.

@@ -12,7 +12,7 @@ pub use sled_store::SledStore;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use syncline_proto::{ItemKey, ObjectKind, Order};
+use syncline_proto::{ItemKey, ObjectKind, Order, Rights, ServiceFlags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -82,13 +82,21 @@ pub struct ItemWrite {
 pub struct ServiceRecord {
     pub sid: String,
     pub unique_name: Option<String>,
-    pub acl_enabled: bool,
+    pub flags: ServiceFlags,
     pub date_created: u64,
+    pub date_updated: u64,
+}
+
+impl ServiceRecord {
+    pub fn acl_enabled(&self) -> bool {
+        self.flags.acl_enabled
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ApiKeyRecord {
     pub sid: String,
+    pub friendly_name: Option<String>,
     /// Needed in the clear to verify HMAC-signed tokens; the data directory is 0700.
     pub secret: String,
     pub date_created: u64,
@@ -139,8 +147,38 @@ pub trait Store: Send + Sync + 'static {
     async fn service_by_name(&self, unique_name: &str) -> StoreResult<Option<ServiceRecord>>;
     async fn put_service(&self, service: &ServiceRecord) -> StoreResult<()>;
 
+    async fn services(&self) -> StoreResult<Vec<ServiceRecord>>;
+    /// Removes the service record and its name; its objects are deleted through
+    /// `apply` first (so that their events go out), its permissions here.
+    async fn delete_service(&self, service: &ServiceRecord) -> StoreResult<()>;
+    /// Every object of a service (for deleting the service).
+    async fn objects_of(&self, service_sid: &str) -> StoreResult<Vec<ObjectRecord>>;
+
     async fn api_key(&self, sid: &str) -> StoreResult<Option<ApiKeyRecord>>;
     async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+
+    /// The rights `identity` holds on an object (not counting `*`).
+    async fn permission(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+        identity: &str,
+    ) -> StoreResult<Option<Rights>>;
+    /// Sets (or with `None`, removes) an identity's rights on an object.
+    async fn put_permission(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+        identity: &str,
+        rights: Option<Rights>,
+    ) -> StoreResult<()>;
+    /// Every (identity, rights) on an object.
+    async fn permissions(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+    ) -> StoreResult<Vec<(String, Rights)>>;
 
     async fn object(&self, service_sid: &str, sid: &str) -> StoreResult<Option<ObjectRecord>>;
     /// The sid of the object with this unique name in the service, if any.

@@ -11,10 +11,11 @@
 //! - `x` expires_ms service_sid object_sid -> ()   (the reaper's index)
 //! - `t` object_sid item_key    -> ItemRecord      (list index: u64 BE; map key: UTF-8)
 //! - `y` expires_ms service_sid object_sid item_key -> ()   (items' expiry index)
+//! - `p` service_sid object_sid identity -> Rights (per-object permissions)
 
 use super::*;
 use serde::de::DeserializeOwned;
-use syncline_proto::{ItemKey, ObjectKind, Order};
+use syncline_proto::{ItemKey, ObjectKind, Order, Rights};
 
 pub struct SledStore {
     db: sled::Db,
@@ -156,6 +157,11 @@ impl SledStore {
                     for k in self.tree.scan_prefix(&prefix).keys().flatten() {
                         batch.remove(k);
                     }
+                    let prefix =
+                        key_of(&[b"p", before.service_sid.as_bytes(), before.sid.as_bytes()]);
+                    for k in self.tree.scan_prefix(&prefix).keys().flatten() {
+                        batch.remove(k);
+                    }
                     let prefix = key_of(&[b"t", before.sid.as_bytes()]);
                     for (k, v) in self.tree.scan_prefix(&prefix).flatten() {
                         if let Ok(item) = decode::<ItemRecord>(&v) {
@@ -251,6 +257,98 @@ impl Store for SledStore {
         }
         self.tree.apply_batch(batch).map_err(engine)?;
         self.flush().await
+    }
+
+    async fn services(&self) -> StoreResult<Vec<ServiceRecord>> {
+        self.tree
+            .scan_prefix(b"s")
+            .values()
+            .map(|v| decode(&v.map_err(engine)?))
+            .collect()
+    }
+
+    async fn delete_service(&self, service: &ServiceRecord) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        batch.remove(key_of(&[b"s", service.sid.as_bytes()]));
+        if let Some(name) = &service.unique_name {
+            batch.remove(key_of(&[b"S", name.as_bytes()]));
+        }
+        for prefix in [b"p", b"o", b"n"] {
+            let prefix = key_of(&[prefix, service.sid.as_bytes()]);
+            for k in self.tree.scan_prefix(&prefix).keys() {
+                batch.remove(k.map_err(engine)?);
+            }
+        }
+        self.tree.apply_batch(batch).map_err(engine)?;
+        self.flush().await
+    }
+
+    async fn objects_of(&self, service_sid: &str) -> StoreResult<Vec<ObjectRecord>> {
+        self.tree
+            .scan_prefix(key_of(&[b"o", service_sid.as_bytes()]))
+            .values()
+            .map(|v| decode(&v.map_err(engine)?))
+            .collect()
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        self.tree
+            .scan_prefix(b"k")
+            .values()
+            .map(|v| decode(&v.map_err(engine)?))
+            .collect()
+    }
+
+    async fn permission(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+        identity: &str,
+    ) -> StoreResult<Option<Rights>> {
+        self.get(&key_of(&[
+            b"p",
+            service_sid.as_bytes(),
+            object_sid.as_bytes(),
+            identity.as_bytes(),
+        ]))
+    }
+
+    async fn put_permission(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+        identity: &str,
+        rights: Option<Rights>,
+    ) -> StoreResult<()> {
+        let k = key_of(&[
+            b"p",
+            service_sid.as_bytes(),
+            object_sid.as_bytes(),
+            identity.as_bytes(),
+        ]);
+        match rights {
+            Some(r) => self.put(&k, &r)?,
+            None => {
+                self.tree.remove(k).map_err(engine)?;
+            }
+        }
+        self.flush().await
+    }
+
+    async fn permissions(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+    ) -> StoreResult<Vec<(String, Rights)>> {
+        let prefix = key_of(&[b"p", service_sid.as_bytes(), object_sid.as_bytes()]);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(engine)?;
+            let identity = String::from_utf8(k[prefix.len()..].to_vec())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push((identity, decode(&v)?));
+        }
+        Ok(out)
     }
 
     async fn api_key(&self, sid: &str) -> StoreResult<Option<ApiKeyRecord>> {

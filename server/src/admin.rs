@@ -1,0 +1,347 @@
+//! The backend's administration requests: services, API keys and per-object permissions,
+//! and their immediate effect on what is live: revoking a key closes the connections it
+//! authenticated, deleting a service closes its connections, and a grant, a revoke or an
+//! ACL toggle ends the subscriptions that lost `read`.
+
+use syncline_proto::ids::{is_sid, validate_unique_name, API_KEY_PREFIX, SERVICE_PREFIX};
+use syncline_proto::{
+    close_code, ErrorCode, KeyInfo, PermissionInfo, Request, Response, Rights, ServiceFlags,
+    ServiceFlagsPatch, ServiceInfo, WireError,
+};
+use tracing::{error, info};
+
+use crate::acl::{self, Action};
+use crate::commit::WriteOp;
+use crate::config::{new_secret, random_sid};
+use crate::objects::{self, WriteContext};
+use crate::session::Shared;
+use crate::store::{ApiKeyRecord, ServiceRecord, StoreError};
+use crate::{fanout, now_ms};
+
+/// Default and bounds of `reachability_debouncing_window_ms`.
+const DEBOUNCE_DEFAULT_MS: u32 = 5_000;
+const DEBOUNCE_RANGE_MS: std::ops::RangeInclusive<u32> = 1_000..=30_000;
+
+fn store_err(e: StoreError) -> WireError {
+    error!(error = %e, "storage failed");
+    WireError::internal("storage failed")
+}
+
+pub fn service_info(s: &ServiceRecord) -> ServiceInfo {
+    ServiceInfo {
+        sid: s.sid.clone(),
+        unique_name: s.unique_name.clone(),
+        acl_enabled: s.flags.acl_enabled,
+        webhook_url: s.flags.webhook_url.clone(),
+        webhooks_from_backend: s.flags.webhooks_from_backend,
+        reachability_webhooks_enabled: s.flags.reachability_webhooks_enabled,
+        reachability_debouncing_enabled: s.flags.reachability_debouncing_enabled,
+        reachability_debouncing_window_ms: s
+            .flags
+            .reachability_debouncing_window_ms
+            .unwrap_or(DEBOUNCE_DEFAULT_MS),
+        date_created: s.date_created,
+        date_updated: s.date_updated,
+    }
+}
+
+fn key_info(k: &ApiKeyRecord, with_secret: bool) -> KeyInfo {
+    KeyInfo {
+        sid: k.sid.clone(),
+        friendly_name: k.friendly_name.clone(),
+        secret: with_secret.then(|| k.secret.clone()),
+        date_created: k.date_created,
+        revoked: k.revoked,
+    }
+}
+
+fn check_flags(f: &ServiceFlags) -> Result<(), WireError> {
+    if let Some(w) = f.reachability_debouncing_window_ms {
+        if !DEBOUNCE_RANGE_MS.contains(&w) {
+            return Err(WireError::invalid(
+                "reachability_debouncing_window_ms must be 1000..=30000",
+            ));
+        }
+    }
+    if let Some(url) = &f.webhook_url {
+        let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2048;
+        if !ok {
+            return Err(WireError::invalid(
+                "webhook_url must be an http(s) URL of at most 2048 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn apply_patch(f: &mut ServiceFlags, p: ServiceFlagsPatch) {
+    if let Some(v) = p.acl_enabled {
+        f.acl_enabled = v;
+    }
+    if let Some(v) = p.webhook_url {
+        f.webhook_url = v;
+    }
+    if let Some(v) = p.webhooks_from_backend {
+        f.webhooks_from_backend = v;
+    }
+    if let Some(v) = p.reachability_webhooks_enabled {
+        f.reachability_webhooks_enabled = v;
+    }
+    if let Some(v) = p.reachability_debouncing_enabled {
+        f.reachability_debouncing_enabled = v;
+    }
+    if let Some(v) = p.reachability_debouncing_window_ms {
+        f.reachability_debouncing_window_ms = Some(v);
+    }
+}
+
+/// A service by sid or unique name.
+pub async fn find_service(shared: &Shared, s: &str) -> Result<ServiceRecord, WireError> {
+    let store = &*shared.store;
+    let found = if is_sid(s) && s.starts_with(SERVICE_PREFIX) {
+        store.service(s).await
+    } else {
+        store.service_by_name(s).await
+    };
+    found
+        .map_err(store_err)?
+        .ok_or_else(|| WireError::not_found("service"))
+}
+
+fn check_identity(identity: &str, shared: &Shared) -> Result<(), WireError> {
+    let chars = identity.chars().count();
+    if chars == 0 || chars > shared.limits.max_identity_chars {
+        return Err(WireError::invalid(format!(
+            "identity must be 1..={} characters (or `*`)",
+            shared.limits.max_identity_chars
+        )));
+    }
+    Ok(())
+}
+
+/// Handles one administration request of a backend connection acting in `service`.
+pub async fn handle(
+    shared: &Shared,
+    service: &ServiceRecord,
+    ctx: WriteContext,
+    request: Request,
+) -> Result<Response, WireError> {
+    let store = &*shared.store;
+    match request {
+        Request::ServiceCreate { unique_name, flags } => {
+            if let Some(name) = &unique_name {
+                validate_unique_name(name, &shared.limits)?;
+                if store
+                    .service_by_name(name)
+                    .await
+                    .map_err(store_err)?
+                    .is_some()
+                {
+                    return Err(WireError::new(
+                        ErrorCode::AlreadyExists,
+                        format!("a service named {name:?} exists"),
+                    ));
+                }
+            }
+            check_flags(&flags)?;
+            let now = now_ms();
+            let record = ServiceRecord {
+                sid: random_sid(SERVICE_PREFIX),
+                unique_name,
+                flags,
+                date_created: now,
+                date_updated: now,
+            };
+            store.put_service(&record).await.map_err(store_err)?;
+            info!(service = %record.sid, "service created");
+            Ok(Response::Service(service_info(&record)))
+        }
+        Request::ServiceList => {
+            let all = store.services().await.map_err(store_err)?;
+            Ok(Response::Services(all.iter().map(service_info).collect()))
+        }
+        Request::ServiceGet { service } => Ok(Response::Service(service_info(
+            &find_service(shared, &service).await?,
+        ))),
+        Request::ServiceUpdate { service, flags } => {
+            let mut record = find_service(shared, &service).await?;
+            let acl_before = record.acl_enabled();
+            apply_patch(&mut record.flags, flags);
+            check_flags(&record.flags)?;
+            record.date_updated = now_ms();
+            store.put_service(&record).await.map_err(store_err)?;
+            if record.acl_enabled() != acl_before {
+                info!(service = %record.sid, acl_enabled = record.acl_enabled(), "ACL toggled");
+                recheck_subscriptions(shared, &record, None).await;
+            }
+            Ok(Response::Service(service_info(&record)))
+        }
+        Request::ServiceDelete { service } => {
+            let record = find_service(shared, &service).await?;
+            if record.sid == shared.installation.default_service_sid {
+                return Err(WireError::invalid(
+                    "the default service cannot be deleted (the CLI and admin.json rely on it)",
+                ));
+            }
+            let ctx = WriteContext {
+                service_sid: record.sid.clone(),
+                ..ctx
+            };
+            // Every object goes through the commit task, so subscribers hear of it.
+            shared.committer.submit(ctx, WriteOp::DeleteAll).await?;
+            store.delete_service(&record).await.map_err(store_err)?;
+            let sid = record.sid.clone();
+            shared.close_connections(
+                |s| s.service_sid().as_deref() == Some(sid.as_str()),
+                close_code::UNAUTHORIZED,
+                "the service was deleted",
+            );
+            info!(service = %record.sid, "service deleted");
+            Ok(Response::Done)
+        }
+        Request::KeyCreate { friendly_name } => {
+            let key = ApiKeyRecord {
+                sid: random_sid(API_KEY_PREFIX),
+                friendly_name,
+                secret: new_secret(),
+                date_created: now_ms(),
+                revoked: false,
+            };
+            store.put_api_key(&key).await.map_err(store_err)?;
+            info!(key = %key.sid, "API key created");
+            Ok(Response::Key(key_info(&key, true)))
+        }
+        Request::KeyList => {
+            let keys = store.api_keys().await.map_err(store_err)?;
+            Ok(Response::Keys(
+                keys.iter().map(|k| key_info(k, false)).collect(),
+            ))
+        }
+        Request::KeyRevoke { sid } => {
+            if sid == shared.installation.admin_key_sid {
+                return Err(WireError::invalid(
+                    "the admin key from admin.json cannot be revoked",
+                ));
+            }
+            let mut key = store
+                .api_key(&sid)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| WireError::not_found("API key"))?;
+            key.revoked = true;
+            store.put_api_key(&key).await.map_err(store_err)?;
+            shared.close_connections(
+                |s| s.key_sid().as_deref() == Some(sid.as_str()),
+                close_code::UNAUTHORIZED,
+                "API key revoked",
+            );
+            info!(key = %sid, "API key revoked");
+            Ok(Response::Key(key_info(&key, false)))
+        }
+        Request::PermissionGrant {
+            object,
+            identity,
+            rights,
+        } => {
+            check_identity(&identity, shared)?;
+            let record = live_object(shared, service, &object).await?;
+            let stored = (rights != Rights::default()).then_some(rights);
+            store
+                .put_permission(&service.sid, &record.sid, &identity, stored)
+                .await
+                .map_err(store_err)?;
+            recheck_subscriptions(shared, service, Some(&record.sid)).await;
+            Ok(Response::Permission(PermissionInfo {
+                object_sid: record.sid,
+                identity,
+                rights,
+            }))
+        }
+        Request::PermissionRevoke { object, identity } => {
+            check_identity(&identity, shared)?;
+            let record = live_object(shared, service, &object).await?;
+            store
+                .put_permission(&service.sid, &record.sid, &identity, None)
+                .await
+                .map_err(store_err)?;
+            recheck_subscriptions(shared, service, Some(&record.sid)).await;
+            Ok(Response::Done)
+        }
+        Request::PermissionList { object } => {
+            let record = live_object(shared, service, &object).await?;
+            let all = store
+                .permissions(&service.sid, &record.sid)
+                .await
+                .map_err(store_err)?;
+            Ok(Response::Permissions(
+                all.into_iter()
+                    .map(|(identity, rights)| PermissionInfo {
+                        object_sid: record.sid.clone(),
+                        identity,
+                        rights,
+                    })
+                    .collect(),
+            ))
+        }
+        other => Err(WireError::invalid(format!(
+            "not an administration request: {other:?}"
+        ))),
+    }
+}
+
+async fn live_object(
+    shared: &Shared,
+    service: &ServiceRecord,
+    reference: &str,
+) -> Result<crate::store::ObjectRecord, WireError> {
+    objects::lookup(&*shared.store, &service.sid, reference, now_ms())
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| WireError::not_found("object"))
+}
+
+/// Ends the subscriptions of token holders in `service` (on one object, or all) that no
+/// longer have `read`. Called after every grant, revoke and ACL toggle.
+pub async fn recheck_subscriptions(
+    shared: &Shared,
+    service: &ServiceRecord,
+    object_sid: Option<&str>,
+) {
+    if !service.acl_enabled() {
+        return;
+    }
+    let candidates = shared.hub.matching(|sid, s| {
+        s.identity.is_some()
+            && *s.service_sid == *service.sid
+            && object_sid.is_none_or(|o| o == sid)
+    });
+    let store = &*shared.store;
+    for (sid, subscriber) in candidates {
+        let Some(identity) = subscriber.identity.as_deref() else {
+            continue;
+        };
+        let record = match store.object(&service.sid, &sid).await {
+            Ok(Some(r)) => r,
+            // Gone: its removal event ends the subscription.
+            Ok(None) => continue,
+            Err(e) => {
+                error!(error = %e, "permission recheck could not read the object");
+                continue;
+            }
+        };
+        let keep = match acl::grants(store, &record, identity).await {
+            Ok(grants) => acl::allowed(identity, &record, Action::Read, &grants),
+            Err(e) => {
+                // Fail closed: a subscription whose access cannot be confirmed ends.
+                error!(error = %e, "permission recheck could not read grants");
+                false
+            }
+        };
+        if !keep {
+            let forbidden = WireError::new(ErrorCode::Forbidden, "forbidden");
+            let event = fanout::ended_event(&sid, record.revision, forbidden);
+            shared.hub.end(&sid, &subscriber, &event);
+            info!(object = %sid, identity, "subscription ended: read access lost");
+        }
+    }
+}
