@@ -417,3 +417,126 @@ async fn cli_lists_maps_and_streams() {
         Some(13)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_services_keys_permissions_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let svc = json_line(&run(server.cli().args([
+        "service",
+        "create",
+        "team",
+        "--acl-enabled",
+    ])));
+    assert_eq!(
+        (svc["unique_name"].clone(), svc["acl_enabled"].clone()),
+        (json!("team"), json!(true))
+    );
+    let sid = svc["sid"].as_str().unwrap().to_owned();
+    assert_eq!(lines(&run(server.cli().args(["service", "list"]))).len(), 2);
+    let got = json_line(&run(server.cli().args(["service", "get", &sid])));
+    assert_eq!(got["unique_name"], "team");
+
+    // Backend writes in the service, a token of the service is refused until granted.
+    json_line(&run(server.cli().args([
+        "--service",
+        "team",
+        "doc",
+        "set",
+        "plan",
+        "{}",
+    ])));
+    let token = String::from_utf8(
+        run(server
+            .cli()
+            .args(["token", "--identity", "bob", "--service", "team"]))
+        .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let as_bob = |args: &[&str]| run(server.cli().env("SYNCLINE_TOKEN", &token).args(args));
+    assert_eq!(
+        as_bob(&["doc", "get", "plan"]).status.code(),
+        Some(12),
+        "Forbidden"
+    );
+    let p = json_line(&run(server.cli().args([
+        "--service",
+        "team",
+        "permission",
+        "grant",
+        "plan",
+        "bob",
+        "--read",
+    ])));
+    assert_eq!(
+        p["rights"],
+        json!({"read": true, "write": false, "manage": false})
+    );
+    assert!(as_bob(&["doc", "get", "plan"]).status.success());
+    assert_eq!(
+        as_bob(&["doc", "set", "plan", "[]"]).status.code(),
+        Some(12)
+    );
+    let perms = lines(&run(server.cli().args([
+        "--service",
+        "team",
+        "permission",
+        "list",
+        "plan",
+    ])));
+    assert_eq!(perms.len(), 1);
+    json_line(&run(server.cli().args([
+        "--service",
+        "team",
+        "permission",
+        "revoke",
+        "plan",
+        "bob",
+    ])));
+    assert_eq!(as_bob(&["doc", "get", "plan"]).status.code(), Some(12));
+    // Turning the ACL off opens the service to its tokens.
+    let off = json_line(&run(server.cli().args([
+        "service",
+        "update",
+        "team",
+        "--acl-enabled",
+        "false",
+    ])));
+    assert_eq!(off["acl_enabled"], false);
+    assert!(as_bob(&["doc", "get", "plan"]).status.success());
+
+    // Keys: the secret once, then never again; revoked keys sign nothing.
+    let key = json_line(&run(server.cli().args(["key", "create"])));
+    let (key_sid, secret) = (
+        key["sid"].as_str().unwrap(),
+        key["secret"].as_str().unwrap(),
+    );
+    assert!(key_sid.starts_with("SK") && secret.len() == 32);
+    let listed = lines(&run(server.cli().args(["key", "list"])));
+    assert!(listed.iter().all(|k| k.get("secret").is_none()));
+    let revoked = json_line(&run(server.cli().args(["key", "revoke", key_sid])));
+    assert_eq!(revoked["revoked"], true);
+    assert_eq!(
+        run(server
+            .cli()
+            .args(["key", "revoke", "SK00000000000000000000000000000000"]))
+        .status
+        .code(),
+        Some(13)
+    );
+
+    json_line(&run(server.cli().args(["service", "delete", "team"])));
+    assert_eq!(
+        run(server.cli().args(["service", "get", "team"]))
+            .status
+            .code(),
+        Some(13)
+    );
+    assert_eq!(
+        as_bob(&["doc", "get", "plan"]).status.code(),
+        Some(10),
+        "the service is gone"
+    );
+}

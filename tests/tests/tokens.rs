@@ -346,3 +346,41 @@ async fn update_token_keeps_the_connection_and_its_subscriptions() {
     backend.document("live").set(&json!(1)).await.unwrap();
     assert_eq!(syncline_tests::next_event(&mut sub).await.revision, 1);
 }
+
+#[tokio::test]
+async fn the_client_says_when_the_token_is_about_to_expire_and_when_it_has() {
+    use syncline_client::TokenState;
+    let s = TestServer::start().await;
+    // 182 s: valid now, about to expire (3 minutes left) in 2 s.
+    let c = Client::connect(s.token_config(&s.token("alice", 182)))
+        .await
+        .unwrap();
+    let mut events = c.token_events();
+    assert_eq!(*events.borrow_and_update(), TokenState::Valid);
+    tokio::time::timeout(WAIT, events.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*events.borrow_and_update(), TokenState::AboutToExpire);
+    // Refreshing makes it valid again, and the connection carries on.
+    c.update_token(&s.token("alice", 3600)).await.unwrap();
+    tokio::time::timeout(WAIT, events.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*events.borrow_and_update(), TokenState::Valid);
+    // A 2 s token goes about-to-expire at once, then expired.
+    let short = Client::connect(s.token_config(&s.token("bob", 2)))
+        .await
+        .unwrap();
+    let mut events = short.token_events();
+    tokio::time::timeout(WAIT, events.wait_for(|s| *s == TokenState::Expired))
+        .await
+        .unwrap()
+        .unwrap();
+    // API-key connections have no token to expire.
+    assert_eq!(
+        *s.backend().await.token_events().borrow(),
+        TokenState::Valid
+    );
+}

@@ -314,19 +314,23 @@ enum ServiceCommand {
         webhook_url: Option<String>,
     },
     List,
-    /// S: service sid or unique name.
+    /// A service by sid or unique name. (The field is not called `service`: that id
+    /// belongs to the global `--service` option.)
     Get {
-        service: String,
+        #[arg(value_name = "SERVICE")]
+        target: String,
     },
     /// Change flags, e.g. `--acl-enabled true`.
     Update {
-        service: String,
+        #[arg(value_name = "SERVICE")]
+        target: String,
         #[command(flatten)]
         flags: FlagArgs,
     },
     /// Delete the service with every object and permission in it.
     Delete {
-        service: String,
+        #[arg(value_name = "SERVICE")]
+        target: String,
     },
 }
 
@@ -492,10 +496,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         output::line(&output::json(&s));
                     }
                 }
-                ServiceCommand::Get { service } => {
-                    output::line(&output::json(&client.service(service).await?))
+                ServiceCommand::Get { target } => {
+                    output::line(&output::json(&client.service(target).await?))
                 }
-                ServiceCommand::Update { service, flags } => {
+                ServiceCommand::Update { target, flags } => {
                     let patch = ServiceFlagsPatch {
                         acl_enabled: flags.acl_enabled,
                         // An empty URL clears it.
@@ -508,11 +512,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         reachability_debouncing_enabled: flags.reachability_debouncing_enabled,
                         reachability_debouncing_window_ms: flags.reachability_debouncing_window_ms,
                     };
-                    output::line(&output::json(&client.update_service(service, patch).await?));
+                    output::line(&output::json(&client.update_service(target, patch).await?));
                 }
-                ServiceCommand::Delete { service } => {
-                    client.delete_service(service).await?;
-                    output::line(&serde_json::json!({"deleted": service}));
+                ServiceCommand::Delete { target } => {
+                    client.delete_service(target).await?;
+                    output::line(&serde_json::json!({"deleted": target}));
                 }
             }
             Ok(())
