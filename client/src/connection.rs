@@ -185,16 +185,28 @@ pub struct Client {
 impl Client {
     /// Connects and authenticates.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let endpoint = Self::endpoint_for(&config)?;
+        Self::connect_via(config, endpoint).await
+    }
+
+    /// A client UDP endpoint suitable for `config`'s server, to share between many
+    /// connections with [`Client::connect_via`] (load tools open thousands).
+    pub fn endpoint_for(config: &ClientConfig) -> Result<quinn::Endpoint> {
         let bind: SocketAddr = if config.server.is_ipv6() {
-            "[::]:0"
-                .parse()
-                .map_err(|_| Error::Config("bind address".into()))?
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
         } else {
             SocketAddr::from(([0, 0, 0, 0], 0))
         };
         let mut endpoint = quinn::Endpoint::client(bind)
             .map_err(|e| Error::Connection(format!("cannot open a UDP socket: {e}")))?;
+        // One TLS configuration per endpoint, so that reconnects resume TLS sessions.
         endpoint.set_default_client_config(config.quinn_config()?);
+        Ok(endpoint)
+    }
+
+    /// Connects through an endpoint made by [`Client::endpoint_for`] (same server and CA;
+    /// the credential may differ).
+    pub async fn connect_via(config: ClientConfig, endpoint: quinn::Endpoint) -> Result<Client> {
         let conn = endpoint
             .connect(config.server, &config.server_name)
             .map_err(|e| Error::Connection(e.to_string()))?
