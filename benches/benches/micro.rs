@@ -1,1 +1,387 @@
-fn main() {}
+//! Criterion micro-benchmarks for Syncline's hot paths (see DESIGN.md, "Performance shape").
+//!
+//! What is measured:
+//!
+//! - `frame/*`: one request frame (`Request::DocSet` with ~200 bytes of JSON) through
+//!   `frame::encode`, and back through `FrameDecoder` + `frame::decode`.
+//! - `event_encode/*`: the per-subscriber cost of an event (`DocumentUpdated`, ~200-byte
+//!   data and previous data) sent to 1,000 subscribers: encoded once plus 1,000
+//!   `EventFrameHeader`s and shared `Bytes` clones, versus encoded 1,000 times.
+//! - `commit/*`: the write path, `Committer::submit(WriteOp::DocSet)` of a ~200-byte
+//!   document into a `SledStore` in a temp dir, durable (flush per batch) and relaxed; one
+//!   writer awaiting each write, and 64 concurrent writers per iteration (group commit).
+//!   Writes replace existing documents, cycling over 1,024 of them (hammering a single
+//!   key in relaxed mode deadlocks sled 0.34.7 within seconds; see `Watchdog`).
+//!   After each commit bench the average writes per flush is printed to stderr.
+//! - `fanout/*`: `Hub::publish` of one encoded event to 1,000 subscribers, one outbox
+//!   (connection) each; the queues are drained outside the timed section.
+//!
+//! Run all of them (takes a few minutes on 2 cores):
+//!
+//! ```text
+//! cargo bench -p syncline-bench
+//! ```
+//!
+//! or a subset by name filter, e.g. `cargo bench -p syncline-bench -- commit/`.
+//! The temp dir for the store follows `TMPDIR`; point it at the disk you want to measure.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use syncline_bench::{batches, doc_json, SERVICE_SID};
+use syncline_proto::frame::{self, encode_event};
+use syncline_proto::{
+    Event, EventFrameHeader, EventKind, FrameDecoder, Limits, Request, RequestFrame,
+};
+use syncline_server::commit::{Committer, WriteOp};
+use syncline_server::fanout::{Hub, Outbox, OutboxReceiver, Subscriber};
+use syncline_server::objects::WriteContext;
+use syncline_server::store::{SledStore, Store};
+
+/// Subscribers per event in the encode-once and fan-out benches.
+const SUBSCRIBERS: u64 = 1_000;
+/// Concurrent writers per iteration in the group-commit benches.
+const CONCURRENT: u64 = 64;
+/// Documents the commit benches cycle over (a multiple of `CONCURRENT`, so the writers of
+/// one iteration always hit distinct documents).
+const DOCUMENTS: u64 = 1_024;
+
+fn doc_event(n: u64) -> Event {
+    Event {
+        object_sid: "ET0123456789abcdef0123456789abcdef".into(),
+        revision: 42 + n,
+        origin: 7,
+        actor: "alice@example.com".into(),
+        kind: EventKind::DocumentUpdated {
+            data: doc_json(n + 1),
+            previous: Some(doc_json(n)),
+            date_updated: 1_700_000_000_000 + n,
+        },
+    }
+}
+
+fn frames(c: &mut Criterion) {
+    let max = Limits::default().max_frame_bytes;
+    let req = RequestFrame {
+        id: 12_345,
+        request: Request::DocSet {
+            document: "room-state".into(),
+            data: doc_json(1),
+            if_match: Some(41),
+            ttl: None,
+        },
+    };
+    let wire = frame::encode(&req);
+
+    let mut g = c.benchmark_group("frame");
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Bytes(wire.len() as u64));
+    g.bench_function("encode_request_docset", |b| {
+        b.iter(|| frame::encode(black_box(&req)))
+    });
+    g.bench_function("decode_request_docset", |b| {
+        b.iter(|| {
+            let mut dec = FrameDecoder::new(max);
+            dec.extend(black_box(&wire));
+            let body = dec.next_frame().unwrap().unwrap();
+            frame::decode::<RequestFrame>(&body, max).unwrap()
+        })
+    });
+    g.finish();
+
+    let event = doc_event(1);
+    let mut g = c.benchmark_group("event_encode");
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(SUBSCRIBERS));
+    g.bench_function("encode_once_plus_1000_headers", |b| {
+        b.iter(|| {
+            let body = encode_event(black_box(&event));
+            for sub_id in 0..SUBSCRIBERS {
+                let header = EventFrameHeader { sub_id }.encode(body.len());
+                black_box((header, body.clone()));
+            }
+        })
+    });
+    g.bench_function("encode_1000_times", |b| {
+        b.iter(|| {
+            for sub_id in 0..SUBSCRIBERS {
+                let body = encode_event(black_box(&event));
+                let header = EventFrameHeader { sub_id }.encode(body.len());
+                black_box((header, body));
+            }
+        })
+    });
+    g.finish();
+}
+
+/// Ends the bench run with a message if a commit bench stops making progress, instead of
+/// letting `cargo bench` hang: sled 0.34.7 can deadlock under sustained overwrites of the
+/// same keys (seen here within seconds with one hot document in relaxed mode): its segment
+/// accountant, locked, waits for a file truncation queued behind IO jobs that wait for that
+/// lock (spacejam/sled#1412; fixed on sled's main branch by #1269, in no 0.34 release).
+struct Watchdog {
+    progress: Arc<AtomicU64>,
+    armed: Arc<AtomicBool>,
+}
+
+/// How long a commit bench may go without a single write completing.
+const STALL: Duration = Duration::from_secs(30);
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        let progress = Arc::new(AtomicU64::new(0));
+        let armed = Arc::new(AtomicBool::new(false));
+        let (p, a) = (progress.clone(), armed.clone());
+        std::thread::spawn(move || {
+            let mut last = p.load(Ordering::Relaxed);
+            let mut since = Instant::now();
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let now = p.load(Ordering::Relaxed);
+                if now != last || !a.load(Ordering::Relaxed) {
+                    last = now;
+                    since = Instant::now();
+                } else if since.elapsed() >= STALL {
+                    eprintln!(
+                        "commit bench: no write completed for {STALL:?}; the store is stuck \
+                         (sled 0.34.7 deadlock, see spacejam/sled#1412). Aborting."
+                    );
+                    std::process::exit(3);
+                }
+            }
+        });
+        Watchdog { progress, armed }
+    }
+
+    fn beat(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn arm(&self, on: bool) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+        self.armed.store(on, Ordering::Relaxed);
+    }
+}
+
+/// A committer over a fresh sled store in a temp dir, on its own runtime.
+struct WriteRig {
+    rt: tokio::runtime::Runtime,
+    committer: Option<Committer>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    seq: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl WriteRig {
+    fn new(durable: bool) -> WriteRig {
+        // Two workers, like the server on this machine; flushes run on the blocking pool.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1000, durable).unwrap());
+        let (committer, task) = {
+            let _guard = rt.enter();
+            Committer::start(store, Arc::new(Hub::default()), Limits::default())
+        };
+        let mut rig = WriteRig {
+            rt,
+            committer: Some(committer),
+            task: Some(task),
+            seq: 0,
+            _dir: dir,
+        };
+        // Create the documents up front, so every measured write replaces one.
+        let c = rig.committer();
+        let ops: Vec<_> = (0..DOCUMENTS).map(set_op).collect();
+        rig.rt.block_on(async move {
+            for op in ops {
+                c.submit(ctx(), op).await.unwrap();
+            }
+        });
+        rig.seq = DOCUMENTS;
+        batches::reset();
+        rig
+    }
+
+    fn committer(&self) -> Committer {
+        self.committer.clone().expect("committer running")
+    }
+}
+
+/// Prints the commit task's batches since the last reset (each one store write, and one
+/// flush when durable).
+fn report_batches(name: &str) {
+    let (n_batches, n_writes) = batches::counts();
+    if n_batches > 0 {
+        eprintln!(
+            "{name}: {n_writes} writes in {n_batches} batches, {:.1} writes per batch",
+            n_writes as f64 / n_batches as f64
+        );
+    }
+}
+
+impl Drop for WriteRig {
+    fn drop(&mut self) {
+        self.committer.take();
+        if let Some(task) = self.task.take() {
+            let _ = self.rt.block_on(task);
+        }
+    }
+}
+
+fn ctx() -> WriteContext {
+    WriteContext {
+        service_sid: SERVICE_SID.into(),
+        actor: "alice@example.com".into(),
+        origin: 1,
+        now_ms: syncline_server::now_ms(),
+        guard: None,
+    }
+}
+
+/// The `n`th write: document `n % DOCUMENTS`, with data that differs from the last write.
+fn set_op(n: u64) -> WriteOp {
+    WriteOp::DocSet {
+        document: format!("doc-{}", n % DOCUMENTS),
+        data: doc_json(n),
+        if_match: None,
+        ttl: None,
+    }
+}
+
+fn commit(c: &mut Criterion) {
+    if !batches::install() {
+        eprintln!("commit: another tracing subscriber is installed; no batch counts");
+    }
+    let dog = Watchdog::start();
+    let mut g = c.benchmark_group("commit");
+    for (durable, mode) in [(false, "relaxed"), (true, "durable")] {
+        g.measurement_time(Duration::from_secs(if durable { 5 } else { 3 }));
+        g.sample_size(if durable { 20 } else { 50 });
+
+        // One writer: each write waits for its own batch (and flush).
+        let mut rig = WriteRig::new(durable);
+        let name = format!("docset_1_writer_{mode}");
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let c = rig.committer();
+                let start_seq = rig.seq;
+                rig.seq += iters;
+                let dog = &dog;
+                dog.arm(true);
+                let took = rig.rt.block_on(async move {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        c.submit(ctx(), set_op(start_seq + i)).await.unwrap();
+                        dog.beat();
+                    }
+                    start.elapsed()
+                });
+                dog.arm(false);
+                took
+            })
+        });
+        report_batches(&format!("commit/{name}"));
+        drop(rig);
+
+        // 64 writers at once, each on a different document: group commit should put
+        // them in few batches and flushes.
+        let mut rig = WriteRig::new(durable);
+        let name = format!("docset_{CONCURRENT}_concurrent_{mode}");
+        g.throughput(Throughput::Elements(CONCURRENT));
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let c = rig.committer();
+                let start_seq = rig.seq;
+                rig.seq += iters * CONCURRENT;
+                let dog = &dog;
+                dog.arm(true);
+                let took = rig.rt.block_on(async move {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let mut writers = tokio::task::JoinSet::new();
+                        for d in 0..CONCURRENT {
+                            let c = c.clone();
+                            let op = set_op(start_seq + i * CONCURRENT + d);
+                            writers.spawn(async move { c.submit(ctx(), op).await });
+                        }
+                        while let Some(r) = writers.join_next().await {
+                            r.unwrap().unwrap();
+                            dog.beat();
+                        }
+                    }
+                    start.elapsed()
+                });
+                dog.arm(false);
+                took
+            })
+        });
+        report_batches(&format!("commit/{name}"));
+        drop(rig);
+    }
+    g.finish();
+}
+
+fn fanout(c: &mut Criterion) {
+    let object = "ET0123456789abcdef0123456789abcdef";
+    let hub = Hub::default();
+    let mut receivers: Vec<OutboxReceiver> = (0..SUBSCRIBERS)
+        .map(|sub_id| {
+            let (outbox, rx) = Outbox::new();
+            hub.subscribe(object, Subscriber::new(sub_id, SERVICE_SID, None, &outbox));
+            rx
+        })
+        .collect();
+    let body: Bytes = encode_event(&doc_event(1));
+    // Publishes between drains: well under the outbox depth, so nothing lags.
+    let chunk = (syncline_server::fanout::OUTBOX_DEPTH / 2) as u64;
+
+    let mut g = c.benchmark_group("fanout");
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(SUBSCRIBERS));
+    g.bench_function("publish_to_1000_subscribers", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let n = chunk.min(iters - done);
+                let start = Instant::now();
+                for rev in done..done + n {
+                    hub.publish(object, rev, black_box(&body), false);
+                }
+                total += start.elapsed();
+                done += n;
+                drain(&mut receivers);
+            }
+            total
+        })
+    });
+    // Both sides: publish, then every subscriber's writer takes its delivery off the queue.
+    g.bench_function("publish_and_drain_1000_subscribers", |b| {
+        b.iter(|| {
+            hub.publish(object, 0, black_box(&body), false);
+            drain(&mut receivers);
+        })
+    });
+    g.finish();
+    assert_eq!(hub.subscriber_count(object), SUBSCRIBERS as usize);
+}
+
+/// Empties every subscriber queue, as the connections' event writers would.
+fn drain(receivers: &mut [OutboxReceiver]) {
+    for rx in receivers.iter_mut() {
+        while rx.events.try_recv().is_ok() {}
+        assert!(rx.outbox.take_lagged().is_empty(), "a subscriber lagged");
+    }
+}
+
+criterion_group!(benches, frames, commit, fanout);
+criterion_main!(benches);

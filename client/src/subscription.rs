@@ -285,6 +285,12 @@ impl Subscription {
         &self.replica
     }
 
+    /// Streams: the sequence of the last message seen (or, after the snapshot, of the
+    /// stream's last message before this subscription).
+    pub fn last_sequence(&self) -> Option<u64> {
+        self.last_sequence
+    }
+
     /// The replica of a subscribed document.
     pub fn document(&self) -> Option<&DocumentState> {
         match &self.replica {

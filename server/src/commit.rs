@@ -113,6 +113,15 @@ struct Pending {
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Pending>,
+    stats: Arc<CommitStats>,
+}
+
+/// What the commit task has done so far: batches (one flush each when durable) and the
+/// writes in them. Their ratio says whether group commit is grouping.
+#[derive(Default, Debug)]
+pub struct CommitStats {
+    pub batches: std::sync::atomic::AtomicU64,
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 impl Committer {
@@ -124,8 +133,18 @@ impl Committer {
         limits: Limits,
     ) -> (Committer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run(rx, store, hub, limits));
-        (Committer { tx }, task)
+        let stats = Arc::new(CommitStats::default());
+        let task = tokio::spawn(run(rx, store, hub, limits, stats.clone()));
+        (Committer { tx, stats }, task)
+    }
+
+    /// (batches committed, writes in them) since start.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.stats.batches.load(Relaxed),
+            self.stats.writes.load(Relaxed),
+        )
     }
 
     pub async fn submit(&self, ctx: WriteContext, op: WriteOp) -> Result<WriteOutcome, WireError> {
@@ -144,6 +163,7 @@ async fn run(
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     limits: Limits,
+    stats: Arc<CommitStats>,
 ) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
@@ -158,6 +178,12 @@ async fn run(
         let size = queued.len();
         match store.apply(batch.writes).await {
             Ok(()) => {
+                stats
+                    .batches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats
+                    .writes
+                    .fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed);
                 batch
                     .events
                     .iter()

@@ -1,0 +1,244 @@
+//! Measurements: latency histograms, delivery accounting by revision, and what the
+//! kernel says about a process (CPU, RSS) and about UDP drops.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+/// Latencies in microseconds, 1 µs .. 60 s, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
+    let _ = h.record((d.as_micros() as u64).clamp(1, 60_000_000));
+}
+
+pub fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Nanoseconds since the Unix epoch (payloads carry the send time in this unit).
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Per-subscriber delivery check: each event's revision (or sequence) must be the last
+/// one plus one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delivery {
+    pub received: u64,
+    pub missed: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    last: Option<u64>,
+}
+
+impl Delivery {
+    pub fn start_at(&mut self, revision: u64) {
+        self.last = Some(revision);
+    }
+
+    pub fn see(&mut self, revision: u64) {
+        self.received += 1;
+        match self.last {
+            Some(last) if revision == last => self.duplicated += 1,
+            Some(last) if revision < last => self.out_of_order += 1,
+            Some(last) => {
+                self.missed += revision - last - 1;
+                self.last = Some(revision);
+            }
+            None => self.last = Some(revision),
+        }
+    }
+
+    pub fn last(&self) -> Option<u64> {
+        self.last
+    }
+
+    pub fn add(&mut self, o: &Delivery) {
+        self.received += o.received;
+        self.missed += o.missed;
+        self.duplicated += o.duplicated;
+        self.out_of_order += o.out_of_order;
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesized command name; utime and stime are 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / if hz > 0.0 { hz } else { 100.0 })
+}
+
+/// (current RSS, peak RSS) in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The kernel's UDP receive-error counters (`RcvbufErrors`, `InErrors`), system-wide.
+pub fn udp_errors() -> (u64, u64) {
+    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
+        return (0, 0);
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return (0, 0);
+    };
+    let pairs: Vec<(&str, u64)> = names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter_map(|(n, v)| v.parse().ok().map(|v| (n, v)))
+        .collect();
+    let get = |n: &str| pairs.iter().find(|(k, _)| *k == n).map_or(0, |(_, v)| *v);
+    (get("RcvbufErrors"), get("InErrors"))
+}
+
+/// Raises the open-file limit to its hard maximum; returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid, initialized struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur
+    }
+}
+
+/// One workload's result: the fields every result line has, plus extras.
+pub struct Outcome {
+    pub workload: &'static str,
+    pub ops_per_s: f64,
+    pub latency: Histogram<u64>,
+    pub delivery: Delivery,
+    pub server_cpu_s: f64,
+    pub server_rss_kib: u64,
+    pub udp_rcvbuf_errors: u64,
+    pub udp_in_errors: u64,
+    pub elapsed: Duration,
+    pub params: Value,
+    pub extra: Map<String, Value>,
+}
+
+impl Outcome {
+    pub fn to_json(&self, context: &Value) -> Value {
+        let mut v = json!({
+            "workload": self.workload,
+            "system": "syncline",
+            "ops_per_s": (self.ops_per_s * 10.0).round() / 10.0,
+            "p50_ms": ms(&self.latency, 0.5),
+            "p99_ms": ms(&self.latency, 0.99),
+            "max_ms": if self.latency.is_empty() { 0.0 } else { self.latency.max() as f64 / 1000.0 },
+            "samples": self.latency.len(),
+            "missed": self.delivery.missed,
+            "duplicated": self.delivery.duplicated,
+            "out_of_order": self.delivery.out_of_order,
+            "server_cpu_s": (self.server_cpu_s * 1000.0).round() / 1000.0,
+            "server_rss_kib": self.server_rss_kib,
+            "udp_rcvbuf_errors": self.udp_rcvbuf_errors,
+            "udp_in_errors": self.udp_in_errors,
+            "elapsed_s": (self.elapsed.as_secs_f64() * 100.0).round() / 100.0,
+            "params": self.params,
+        });
+        if let (Value::Object(m), Value::Object(c)) = (&mut v, context) {
+            m.extend(self.extra.clone());
+            m.extend(c.clone());
+        }
+        v
+    }
+}
+
+/// A progress line on stderr, redrawn in place when stderr is a terminal.
+#[derive(Clone)]
+pub struct Progress {
+    label: String,
+    start: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    pub fn new(label: &str) -> Self {
+        use std::io::IsTerminal;
+        let tty = std::io::stderr().is_terminal();
+        if !tty {
+            eprintln!("{label} ...");
+        }
+        Progress {
+            label: label.to_owned(),
+            start: Instant::now(),
+            tty,
+        }
+    }
+
+    pub fn update(&self, done: f64, note: &str) {
+        if self.tty {
+            let filled = (done.clamp(0.0, 1.0) * 30.0) as usize;
+            eprint!(
+                "\r{:<10} [{}{}] {:>5.1}s {note}   ",
+                self.label,
+                "#".repeat(filled),
+                " ".repeat(30 - filled),
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    pub fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_accounting() {
+        let mut d = Delivery::default();
+        d.start_at(5);
+        for r in [6, 7, 7, 9, 8, 10] {
+            d.see(r);
+        }
+        assert_eq!(
+            (d.received, d.missed, d.duplicated, d.out_of_order),
+            (6, 1, 1, 1)
+        );
+        assert_eq!(d.last(), Some(10));
+    }
+
+    #[test]
+    fn proc_readers_work_on_this_process() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).is_some());
+        let (rss, peak) = rss_kib(pid).unwrap();
+        assert!(rss > 0 && peak >= rss);
+    }
+}

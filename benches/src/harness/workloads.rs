@@ -1,0 +1,568 @@
+//! The workloads: `write` (W1), `fanout` (W2), `conns` (W3) and `chat` (W4). Each opens
+//! its own connections to the server under test, runs for a bounded time, and returns
+//! an [`Outcome`]. Every loop is bounded in count and time; all traffic is loopback.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+use syncline_client::{
+    AdminConfig, Client, ClientConfig, ObjectKind, SubscribeOptions, Subscription, SyncEventKind,
+    WriteOptions,
+};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::measure::{self, Delivery, Outcome, Progress};
+use super::server::ServerUnderTest;
+
+/// Client UDP endpoints the connections are spread over: one socket receiving for a
+/// thousand connections overflows its buffer on this machine.
+const ENDPOINTS: usize = 16;
+/// Connections opened at once.
+const OPEN_CONCURRENCY: usize = 256;
+/// How long subscribers get, after the writers stop, to receive what was written.
+const DRAIN: Duration = Duration::from_secs(15);
+
+type Error = String;
+
+fn err(e: impl std::fmt::Display) -> Error {
+    e.to_string()
+}
+
+/// Opens connections round-robin over a few shared endpoints.
+struct Connector {
+    admin: AdminConfig,
+    endpoints: Vec<quinn::Endpoint>,
+    next: AtomicU64,
+}
+
+impl Connector {
+    fn new(admin: &AdminConfig) -> Result<Arc<Self>, Error> {
+        let config = ClientConfig::from_admin(admin).map_err(err)?;
+        let endpoints = (0..ENDPOINTS)
+            .map(|_| Client::endpoint_for(&config).map_err(err))
+            .collect::<Result<_, _>>()?;
+        Ok(Arc::new(Connector {
+            admin: admin.clone(),
+            endpoints,
+            next: AtomicU64::new(0),
+        }))
+    }
+
+    fn endpoint(&self) -> quinn::Endpoint {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        self.endpoints[i % self.endpoints.len()].clone()
+    }
+
+    async fn backend(&self) -> Result<Client, Error> {
+        let config = ClientConfig::from_admin(&self.admin).map_err(err)?;
+        Client::connect_via(config, self.endpoint())
+            .await
+            .map_err(err)
+    }
+
+    async fn identity(&self, identity: &str) -> Result<Client, Error> {
+        let a = &self.admin;
+        let token = syncline_client::token::mint(
+            &a.api_key_sid,
+            &a.api_key_secret,
+            &a.account_sid,
+            &a.default_service_sid,
+            identity,
+            3600,
+            syncline_client::token::now_s(),
+        );
+        let config = ClientConfig::with_token(&a.server, &a.ca_file, &token).map_err(err)?;
+        Client::connect_via(config, self.endpoint())
+            .await
+            .map_err(err)
+    }
+
+    /// Opens `n` identity connections, `OPEN_CONCURRENCY` at a time.
+    async fn identities(
+        self: &Arc<Self>,
+        n: usize,
+        prefix: &str,
+        progress: &Progress,
+    ) -> Result<Vec<Client>, Error> {
+        let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+        let mut set = JoinSet::new();
+        for i in 0..n {
+            let (me, gate, name) = (self.clone(), gate.clone(), format!("{prefix}{i}"));
+            set.spawn(async move {
+                let _permit = gate.acquire_owned().await.map_err(err)?;
+                me.identity(&name).await.map(|c| (i, c))
+            });
+        }
+        let mut clients: Vec<Option<Client>> = (0..n).map(|_| None).collect();
+        let mut done = 0;
+        while let Some(r) = set.join_next().await {
+            let (i, c) = r.map_err(err)??;
+            clients[i] = Some(c);
+            done += 1;
+            if done % 100 == 0 {
+                progress.update(done as f64 / n as f64, &format!("{done}/{n} connected"));
+            }
+        }
+        Ok(clients.into_iter().flatten().collect())
+    }
+}
+
+/// What the server used between two samples.
+struct ServerSample {
+    cpu: f64,
+    udp: (u64, u64),
+}
+
+fn sample(server: &ServerUnderTest) -> ServerSample {
+    ServerSample {
+        cpu: server.cpu_seconds(),
+        udp: measure::udp_errors(),
+    }
+}
+
+fn outcome(
+    server: &ServerUnderTest,
+    before: &ServerSample,
+    workload: &'static str,
+    ops: f64,
+    elapsed: Duration,
+    (latency, delivery): (Histogram<u64>, Delivery),
+    params: Value,
+) -> Outcome {
+    let after = sample(server);
+    Outcome {
+        workload,
+        ops_per_s: ops / elapsed.as_secs_f64().max(1e-9),
+        latency,
+        delivery,
+        server_cpu_s: after.cpu - before.cpu,
+        server_rss_kib: server.rss_kib().1,
+        udp_rcvbuf_errors: after.udp.0.saturating_sub(before.udp.0),
+        udp_in_errors: after.udp.1.saturating_sub(before.udp.1),
+        elapsed,
+        params,
+        extra: Map::new(),
+    }
+}
+
+/// W1: `writers` connections each writing a ~200-byte document as fast as acks come back.
+pub async fn write(
+    server: &ServerUnderTest,
+    writers: usize,
+    shared: Option<usize>,
+    duration: Duration,
+) -> Result<Outcome, Error> {
+    let connector = Connector::new(&server.admin)?;
+    let progress = Progress::new("write");
+    let mut clients = Vec::new();
+    for _ in 0..writers {
+        clients.push(connector.backend().await?);
+    }
+    let before = sample(server);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut set = JoinSet::new();
+    for (w, c) in clients.into_iter().enumerate() {
+        let name = match shared {
+            Some(n) => format!("shared-{}", w % n.max(1)),
+            None => format!("writer-{w}"),
+        };
+        set.spawn(async move {
+            let doc = c.document(&name);
+            let mut h = measure::histogram();
+            let mut n = 0u64;
+            let pad = "x".repeat(150);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                doc.set(&json!({"writer": w, "n": n, "pad": pad}))
+                    .await
+                    .map_err(err)?;
+                measure::record(&mut h, t.elapsed());
+                n += 1;
+            }
+            Ok::<_, Error>(h)
+        });
+    }
+    let ticker = tick_progress(&progress, duration);
+    let mut latency = measure::histogram();
+    while let Some(r) = set.join_next().await {
+        latency.add(r.map_err(err)??).map_err(err)?;
+    }
+    ticker.abort();
+    progress.finish();
+    let elapsed = start.elapsed();
+    let writes = latency.len() as f64;
+    let mut o = outcome(
+        server,
+        &before,
+        "write",
+        writes,
+        elapsed,
+        (latency, Delivery::default()),
+        json!({"writers": writers, "shared": shared, "duration_s": duration.as_secs_f64()}),
+    );
+    let per_1000 = if writes > 0.0 {
+        o.server_cpu_s * 1000.0 / writes
+    } else {
+        0.0
+    };
+    o.extra.insert(
+        "server_cpu_s_per_1000_writes".into(),
+        json!((per_1000 * 1e4).round() / 1e4),
+    );
+    Ok(o)
+}
+
+fn tick_progress(progress: &Progress, duration: Duration) -> tokio::task::JoinHandle<()> {
+    let p = progress.clone();
+    tokio::spawn(async move {
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            p.update(start.elapsed().as_secs_f64() / duration.as_secs_f64(), "");
+        }
+    })
+}
+
+/// The revision (or, for streams, the sequence) an event is at, and the payload's send time.
+fn position(kind: ObjectKind, revision: u64, e: &SyncEventKind) -> Option<(u64, Option<u64>)> {
+    let data = match e {
+        SyncEventKind::DocumentUpdated { data, .. } => data,
+        SyncEventKind::ItemAdded { item } | SyncEventKind::ItemUpdated { item, .. } => &item.data,
+        SyncEventKind::MessagePublished { data, sequence, .. } => {
+            return Some((*sequence, data["sent_ns"].as_u64()));
+        }
+        _ => return None,
+    };
+    let _ = kind;
+    Some((revision, data["sent_ns"].as_u64()))
+}
+
+/// Follows one subscription until it reaches `target` (sent on `done`) or time runs out.
+async fn follow(
+    mut sub: Subscription,
+    kind: ObjectKind,
+    mut target: watch::Receiver<Option<u64>>,
+    limit: Instant,
+) -> (Histogram<u64>, Delivery, u64) {
+    let mut h = measure::histogram();
+    let mut d = Delivery::default();
+    let mut resyncs = 0;
+    loop {
+        if let (Some(t), Some(last)) = (*target.borrow(), d.last()) {
+            if last >= t {
+                break;
+            }
+        }
+        let next = tokio::select! {
+            e = sub.next() => e,
+            _ = target.changed() => continue,
+            _ = tokio::time::sleep_until(limit.into()) => break,
+        };
+        let Some(Ok(e)) = next else { break };
+        if e.kind == SyncEventKind::Snapshot {
+            let start = match sub.replica() {
+                syncline_client::Replica::Stream(_) => sub.last_sequence(),
+                r => r.revision(),
+            };
+            if d.last().is_some() {
+                resyncs += 1;
+            }
+            d.start_at(start.unwrap_or(0));
+            continue;
+        }
+        if let Some((pos, sent)) = position(kind, e.revision, &e.kind) {
+            d.see(pos);
+            if let Some(sent) = sent {
+                measure::record(
+                    &mut h,
+                    Duration::from_nanos(measure::now_ns().saturating_sub(sent)),
+                );
+            }
+        }
+    }
+    // Whatever was not reached by the end counts as missed.
+    if let (Some(t), Some(last)) = (*target.borrow(), d.last()) {
+        d.missed += t.saturating_sub(last);
+    }
+    (h, d, resyncs)
+}
+
+/// Writes one update of the fan-out object and returns its revision (streams: sequence).
+async fn fanout_write(c: &Client, kind: ObjectKind, data: &Value) -> Result<u64, Error> {
+    Ok(match kind {
+        ObjectKind::Document => c.document("fanout").set(data).await.map_err(err)?.revision,
+        ObjectKind::Map => {
+            c.map("fanout")
+                .set("k", data, WriteOptions::default())
+                .await
+                .map_err(err)?
+                .revision
+        }
+        ObjectKind::List => c.list("fanout").push(data).await.map_err(err)?.revision,
+        ObjectKind::Stream => c.stream("fanout").publish(data).await.map_err(err)?,
+    })
+}
+
+/// W2: `subscribers` connections on one object, one writer at `rate` updates/s.
+pub async fn fanout(
+    server: &ServerUnderTest,
+    subscribers: usize,
+    rate: u32,
+    duration: Duration,
+    kind: ObjectKind,
+) -> Result<Outcome, Error> {
+    let connector = Connector::new(&server.admin)?;
+    let progress = Progress::new("fanout");
+    let writer = connector.backend().await?;
+    let first = fanout_write(&writer, kind, &json!({"seq": 0, "sent_ns": 0})).await?;
+    let clients = connector.identities(subscribers, "sub", &progress).await?;
+    let (target_tx, target_rx) = watch::channel(None);
+    let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
+    let mut set = JoinSet::new();
+    for c in &clients {
+        let sub = c
+            .subscribe("fanout", SubscribeOptions::default())
+            .await
+            .map_err(err)?;
+        set.spawn(follow(sub, kind, target_rx.clone(), limit));
+    }
+    let _ = first;
+    let before = sample(server);
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let total = (duration.as_secs_f64() * f64::from(rate)).ceil() as u64;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut last = 0;
+    let pad = "y".repeat(100);
+    for seq in 1..=total {
+        tick.tick().await;
+        last = fanout_write(
+            &writer,
+            kind,
+            &json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": pad}),
+        )
+        .await?;
+        if seq % u64::from(rate.max(1)) == 0 {
+            progress.update(seq as f64 / total as f64, "");
+        }
+    }
+    target_tx.send_replace(Some(last));
+    let mut latency = measure::histogram();
+    let mut delivery = Delivery::default();
+    let mut resyncs = 0;
+    while let Some(r) = set.join_next().await {
+        let (h, d, rs) = r.map_err(err)?;
+        latency.add(h).map_err(err)?;
+        delivery.add(&d);
+        resyncs += rs;
+    }
+    progress.finish();
+    let elapsed = start.elapsed();
+    let mut o = outcome(
+        server,
+        &before,
+        "fanout",
+        delivery.received as f64,
+        elapsed,
+        (latency, delivery),
+        json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": kind.name(), "writes": total}),
+    );
+    o.extra.insert("resyncs".into(), json!(resyncs));
+    drop(clients);
+    Ok(o)
+}
+
+/// W3: `connections` connections, each with its own token and one subscription.
+pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outcome, Error> {
+    let connector = Connector::new(&server.admin)?;
+    let progress = Progress::new("conns");
+    let writer = connector.backend().await?;
+    writer
+        .document("conns")
+        .set(&json!({"seq": 0}))
+        .await
+        .map_err(err)?;
+    // Let the server settle before the baseline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_before, _) = server.rss_kib();
+    let before = sample(server);
+    let start = Instant::now();
+    let clients = connector.identities(connections, "conn", &progress).await?;
+    let (target_tx, target_rx) = watch::channel(None);
+    let limit = Instant::now() + Duration::from_secs(120);
+    let mut subs = Vec::with_capacity(connections);
+    for c in &clients {
+        subs.push(
+            c.subscribe("conns", SubscribeOptions::default())
+                .await
+                .map_err(err)?,
+        );
+    }
+    let open_s = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_after, _) = server.rss_kib();
+    let mut set = JoinSet::new();
+    for sub in subs {
+        set.spawn(follow(sub, ObjectKind::Document, target_rx.clone(), limit));
+    }
+    let write_at = Instant::now();
+    let d = writer
+        .document("conns")
+        .set(&json!({"seq": 1, "sent_ns": measure::now_ns()}))
+        .await
+        .map_err(err)?;
+    target_tx.send_replace(Some(d.revision));
+    let mut latency = measure::histogram();
+    let mut delivery = Delivery::default();
+    while let Some(r) = set.join_next().await {
+        let (h, dl, _) = r.map_err(err)?;
+        latency.add(h).map_err(err)?;
+        delivery.add(&dl);
+    }
+    progress.finish();
+    let delivered_in = write_at.elapsed();
+    let mut o = outcome(
+        server,
+        &before,
+        "conns",
+        delivery.received as f64,
+        delivered_in,
+        (latency, delivery),
+        json!({"connections": connections}),
+    );
+    o.extra.insert("connections".into(), json!(clients.len()));
+    o.extra
+        .insert("open_s".into(), json!((open_s * 100.0).round() / 100.0));
+    let per_conn = rss_after.saturating_sub(rss_before) as f64 / connections.max(1) as f64;
+    o.extra.insert(
+        "rss_per_conn_kib".into(),
+        json!((per_conn * 10.0).round() / 10.0),
+    );
+    o.extra
+        .insert("server_rss_before_kib".into(), json!(rss_before));
+    o.extra
+        .insert("server_rss_after_kib".into(), json!(rss_after));
+    Ok(o)
+}
+
+/// W4: `rooms` × `members`: each room a List of messages, a Map roster and a Stream for
+/// typing; members post `rate` messages/s in total.
+pub async fn chat(
+    server: &ServerUnderTest,
+    rooms: usize,
+    members: usize,
+    rate: u32,
+    duration: Duration,
+) -> Result<Outcome, Error> {
+    let connector = Connector::new(&server.admin)?;
+    let progress = Progress::new("chat");
+    let setup = connector.backend().await?;
+    for r in 0..rooms {
+        setup
+            .list(&format!("room-{r}"))
+            .create(None)
+            .await
+            .map_err(err)?;
+        setup
+            .map(&format!("roster-{r}"))
+            .create(None)
+            .await
+            .map_err(err)?;
+        setup
+            .stream(&format!("typing-{r}"))
+            .create(None)
+            .await
+            .map_err(err)?;
+    }
+    let clients = connector
+        .identities(rooms * members, "member", &progress)
+        .await?;
+    let (target_tx, target_rx) = watch::channel::<Option<u64>>(None);
+    let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
+    // One follower per (room, object) per member; targets are per object, so each
+    // follower gets its own watch channel fed at the end.
+    let mut targets: Vec<(String, watch::Sender<Option<u64>>)> = Vec::new();
+    let mut set = JoinSet::new();
+    for (i, c) in clients.iter().enumerate() {
+        let r = i / members;
+        for (name, kind) in [
+            (format!("room-{r}"), ObjectKind::List),
+            (format!("roster-{r}"), ObjectKind::Map),
+            (format!("typing-{r}"), ObjectKind::Stream),
+        ] {
+            let sub = c
+                .subscribe(&name, SubscribeOptions::default())
+                .await
+                .map_err(err)?;
+            let (tx, rx) = watch::channel(None);
+            targets.push((name, tx));
+            set.spawn(follow(sub, kind, rx, limit));
+        }
+    }
+    drop((target_tx, target_rx));
+    let before = sample(server);
+    let start = Instant::now();
+    let total = (duration.as_secs_f64() * f64::from(rate)).ceil() as u64;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for n in 0..total {
+        tick.tick().await;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let who = (rng % clients.len() as u64) as usize;
+        let room = who / members;
+        let c = &clients[who];
+        let sent = json!({"from": who, "n": n, "sent_ns": measure::now_ns()});
+        let list = format!("room-{room}");
+        let rev = c.list(&list).push(&sent).await.map_err(err)?.revision;
+        last.insert(list, rev);
+        if n % 2 == 0 {
+            let typing = format!("typing-{room}");
+            let seq = c.stream(&typing).publish(&sent).await.map_err(err)?;
+            last.insert(typing, seq);
+        }
+        if n % 5 == 0 {
+            let roster = format!("roster-{room}");
+            let rev = c
+                .map(&roster)
+                .set(&format!("m{who}"), &sent, WriteOptions::default())
+                .await
+                .map_err(err)?
+                .revision;
+            last.insert(roster, rev);
+        }
+        if n % u64::from(rate.max(1)) == 0 {
+            progress.update(n as f64 / total as f64, "");
+        }
+    }
+    for (name, tx) in &targets {
+        // Objects nobody wrote to are at revision 0 (sequence 0): nothing to wait for.
+        tx.send_replace(Some(last.get(name).copied().unwrap_or(0)));
+    }
+    let mut latency = measure::histogram();
+    let mut delivery = Delivery::default();
+    while let Some(r) = set.join_next().await {
+        let (h, d, _) = r.map_err(err)?;
+        latency.add(h).map_err(err)?;
+        delivery.add(&d);
+    }
+    progress.finish();
+    Ok(outcome(
+        server,
+        &before,
+        "chat",
+        delivery.received as f64,
+        start.elapsed(),
+        (latency, delivery),
+        json!({"rooms": rooms, "members": members, "rate": rate, "duration_s": duration.as_secs_f64(), "messages": total}),
+    ))
+}

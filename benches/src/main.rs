@@ -1,0 +1,286 @@
+//! `syncline-bench`: the load harness. Starts a fresh release `syncline` server (or
+//! drives one given by `--server`/`--config`), runs a workload, and prints a markdown
+//! table for people and, with `--json`, one JSON object per result on stdout.
+//!
+//! ```text
+//! cargo run --release -p syncline-bench -- write --writers 64 --duration 10
+//! cargo run --release -p syncline-bench -- fanout --subscribers 1000 --rate 100
+//! cargo run --release -p syncline-bench -- all --quick --json
+//! ```
+
+mod harness;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use syncline_client::ObjectKind;
+
+use harness::measure::{self, Outcome};
+use harness::server::ServerUnderTest;
+use harness::workloads;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "syncline-bench",
+    about = "Load tests for Syncline, on this machine"
+)]
+struct Cli {
+    /// Drive this server instead of starting one (needs --config).
+    #[arg(long, global = true, requires = "config")]
+    server: Option<String>,
+    /// admin.json of the server given by --server.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Print one JSON object per result on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// A few seconds per workload, small sizes: a smoke run (the test suite uses it).
+    #[arg(long, global = true)]
+    quick: bool,
+    /// Seconds each workload runs (default 10; 2 with --quick).
+    #[arg(long, global = true)]
+    duration: Option<f64>,
+    /// Acknowledge writes before they are flushed (the server's --relaxed mode).
+    #[arg(long, global = true)]
+    relaxed: bool,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    Document,
+    Map,
+    List,
+    Stream,
+}
+
+impl From<Kind> for ObjectKind {
+    fn from(k: Kind) -> ObjectKind {
+        match k {
+            Kind::Document => ObjectKind::Document,
+            Kind::Map => ObjectKind::Map,
+            Kind::List => ObjectKind::List,
+            Kind::Stream => ObjectKind::Stream,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum Workload {
+    /// W1: writers on their own connections, as fast as acks come back.
+    Write {
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Write N shared documents (contention) instead of one per writer.
+        #[arg(long)]
+        shared: Option<usize>,
+    },
+    /// W2: subscribers on one object, one writer at a fixed rate.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, value_enum, default_value_t = Kind::Document)]
+        kind: Kind,
+    },
+    /// W3: many connections, each with its own token and one subscription.
+    Conns {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+    /// W4: chat rooms (a List of messages, a Map roster, a Stream for typing).
+    Chat {
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        /// Messages per second, all rooms together.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+    },
+    /// Every workload once (with --quick: the smoke run).
+    All,
+}
+
+fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The workloads to run, with --quick sizes applied.
+fn plan(cli: &Cli) -> Vec<Workload> {
+    let quick = cli.quick;
+    let pick = |normal: usize, small: usize| if quick { small } else { normal };
+    match &cli.workload {
+        Workload::All => vec![
+            Workload::Write {
+                writers: pick(64, 8),
+                shared: None,
+            },
+            Workload::Fanout {
+                subscribers: pick(1000, 20),
+                rate: 100,
+                kind: Kind::Document,
+            },
+            Workload::Fanout {
+                subscribers: pick(1000, 10),
+                rate: 50,
+                kind: Kind::Map,
+            },
+            Workload::Fanout {
+                subscribers: pick(1000, 10),
+                rate: 50,
+                kind: Kind::List,
+            },
+            Workload::Fanout {
+                subscribers: pick(1000, 10),
+                rate: 50,
+                kind: Kind::Stream,
+            },
+            Workload::Conns {
+                connections: pick(10_000, 100),
+            },
+            Workload::Chat {
+                rooms: pick(100, 4),
+                members: pick(10, 3),
+                rate: pick(200, 40) as u32,
+            },
+        ],
+        one => vec![one.clone()],
+    }
+}
+
+async fn run_one(
+    server: &ServerUnderTest,
+    w: &Workload,
+    duration: Duration,
+) -> Result<Outcome, String> {
+    match w {
+        Workload::Write { writers, shared } => {
+            workloads::write(server, *writers, *shared, duration).await
+        }
+        Workload::Fanout {
+            subscribers,
+            rate,
+            kind,
+        } => workloads::fanout(server, *subscribers, *rate, duration, (*kind).into()).await,
+        Workload::Conns { connections } => workloads::conns(server, *connections).await,
+        Workload::Chat {
+            rooms,
+            members,
+            rate,
+        } => workloads::chat(server, *rooms, *members, *rate, duration).await,
+        Workload::All => Err("`all` is expanded before running".into()),
+    }
+}
+
+fn table(results: &[Value]) -> String {
+    let mut out = String::from(
+        "| workload | params | ops/s | p50 ms | p99 ms | max ms | missed | dup | ooo | server CPU s | server RSS KiB | UDP drops |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in results {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["workload"].as_str().unwrap_or(""),
+            r["params"],
+            r["ops_per_s"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["max_ms"],
+            r["missed"],
+            r["duplicated"],
+            r["out_of_order"],
+            r["server_cpu_s"],
+            r["server_rss_kib"],
+            r["udp_rcvbuf_errors"],
+        ));
+    }
+    out
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let fd_limit = measure::raise_fd_limit();
+    eprintln!("syncline-bench: open-file limit raised to {fd_limit}");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = run(&cli) => code,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted; stopping");
+                130
+            }
+        }
+    });
+    // Dropping the runtime ends every task; the spawned server is killed by its Drop.
+    drop(runtime);
+    std::process::exit(code);
+}
+
+async fn run(cli: &Cli) -> i32 {
+    let duration =
+        Duration::from_secs_f64(cli.duration.unwrap_or(if cli.quick { 2.0 } else { 10.0 }));
+    let context = json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "git_revision": git_revision(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+    });
+    let mut results = Vec::new();
+    for w in plan(cli) {
+        // A fresh server per workload, so that one's state does not skew the next.
+        let server = match &cli.server {
+            Some(addr) => cli
+                .config
+                .as_deref()
+                .ok_or_else(|| "--server needs --config".to_owned())
+                .and_then(|c| ServerUnderTest::external(c, Some(addr))),
+            None => ServerUnderTest::spawn(cli.relaxed),
+        };
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
+        match run_one(&server, &w, duration).await {
+            Ok(o) => {
+                let mut line = o.to_json(&context);
+                line["relaxed"] = json!(cli.relaxed);
+                if cli.json {
+                    println!("{line}");
+                }
+                results.push(line);
+            }
+            Err(e) => {
+                eprintln!("error in {w:?}: {e}");
+                return 1;
+            }
+        }
+    }
+    if !cli.json {
+        println!("{}", table(&results));
+    } else {
+        eprintln!("{}", table(&results));
+    }
+    0
+}
