@@ -21,6 +21,9 @@ use tracing::{debug, warn};
 
 use crate::{AdminConfig, Error, Result};
 
+/// Receive buffer asked for on the client's UDP socket.
+const CLIENT_UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
+
 /// Largest frame accepted from the server. Generous: the server's own limits are
 /// configurable, and the server is trusted not to flood its clients.
 const MAX_SERVER_FRAME: u32 = 16 * 1024 * 1024;
@@ -197,8 +200,27 @@ impl Client {
         } else {
             SocketAddr::from(([0, 0, 0, 0], 0))
         };
-        let mut endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| Error::Connection(format!("cannot open a UDP socket: {e}")))?;
+        let socket_err =
+            |e: std::io::Error| Error::Connection(format!("cannot open a UDP socket: {e}"));
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(bind),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(socket_err)?;
+        // The OS default (~208 KiB) drops bursts of events when many subscriptions share
+        // a socket; best effort, capped by net.core.rmem_max.
+        let _ = socket.set_recv_buffer_size(CLIENT_UDP_RECV_BUFFER);
+        socket.bind(&bind.into()).map_err(socket_err)?;
+        let socket: std::net::UdpSocket = socket.into();
+        socket.set_nonblocking(true).map_err(socket_err)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(socket_err)?;
         // One TLS configuration per endpoint, so that reconnects resume TLS sessions.
         endpoint.set_default_client_config(config.quinn_config()?);
         Ok(endpoint)

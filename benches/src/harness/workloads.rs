@@ -20,7 +20,7 @@ use super::server::ServerUnderTest;
 
 /// Client UDP endpoints the connections are spread over: one socket receiving for a
 /// thousand connections overflows its buffer on this machine.
-const ENDPOINTS: usize = 16;
+const ENDPOINTS: usize = 32;
 /// Connections opened at once.
 const OPEN_CONCURRENCY: usize = 256;
 /// How long subscribers get, after the writers stop, to receive what was written.
@@ -252,6 +252,9 @@ async fn follow(
     let mut h = measure::histogram();
     let mut d = Delivery::default();
     let mut resyncs = 0;
+    // One timer for the whole run: a new one per event costs more than the event.
+    let give_up = tokio::time::sleep_until(limit.into());
+    tokio::pin!(give_up);
     loop {
         if let (Some(t), Some(last)) = (*target.borrow(), d.last()) {
             if last >= t {
@@ -259,9 +262,10 @@ async fn follow(
             }
         }
         let next = tokio::select! {
+            biased;
             e = sub.next() => e,
             _ = target.changed() => continue,
-            _ = tokio::time::sleep_until(limit.into()) => break,
+            _ = &mut give_up => break,
         };
         let Some(Ok(e)) = next else { break };
         if e.kind == SyncEventKind::Snapshot {
@@ -318,8 +322,13 @@ pub async fn fanout(
 ) -> Result<Outcome, Error> {
     let connector = Connector::new(&server.admin)?;
     let progress = Progress::new("fanout");
-    let writer = connector.backend().await?;
-    let first = fanout_write(&writer, kind, &json!({"seq": 0, "sent_ns": 0})).await?;
+    // The server allows 500 requests/s per connection: a higher rate is spread over
+    // several writer connections (the server still orders the writes by revision).
+    let mut writers = Vec::new();
+    for _ in 0..(rate as usize).div_ceil(400).max(1) {
+        writers.push(connector.backend().await?);
+    }
+    let first = fanout_write(&writers[0], kind, &json!({"seq": 0, "sent_ns": 0})).await?;
     let clients = connector.identities(subscribers, "sub", &progress).await?;
     let (target_tx, target_rx) = watch::channel(None);
     let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
@@ -338,19 +347,29 @@ pub async fn fanout(
     let total = (duration.as_secs_f64() * f64::from(rate)).ceil() as u64;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut last = 0;
-    let pad = "y".repeat(100);
+    // Writes are sent at the rate without waiting for each acknowledgement (a durable
+    // ack takes longer than 1 ms), a bounded number in flight.
+    let in_flight = Arc::new(Semaphore::new(256));
+    let mut writes = JoinSet::new();
+    let pad = Arc::new("y".repeat(100));
     for seq in 1..=total {
         tick.tick().await;
-        last = fanout_write(
-            &writer,
-            kind,
-            &json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": pad}),
-        )
-        .await?;
+        let permit = in_flight.clone().acquire_owned().await.map_err(err)?;
+        let writer = writers[seq as usize % writers.len()].clone();
+        let pad = pad.clone();
+        writes.spawn(async move {
+            let data = json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": *pad});
+            let r = fanout_write(&writer, kind, &data).await;
+            drop(permit);
+            r
+        });
         if seq % u64::from(rate.max(1)) == 0 {
             progress.update(seq as f64 / total as f64, "");
         }
+    }
+    let mut last = 0;
+    while let Some(r) = writes.join_next().await {
+        last = last.max(r.map_err(err)??);
     }
     target_tx.send_replace(Some(last));
     let mut latency = measure::histogram();

@@ -15,8 +15,9 @@ use tracing::{debug, info, info_span, Instrument};
 use crate::fanout::Outbox;
 use crate::session::{After, LiveConnection, Session, Shared};
 
-/// Time a new connection has to open its request stream.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a new connection has to open its request stream and authenticate. Generous:
+/// during a reconnect storm the client may take seconds just to get scheduled.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests of one connection handled at once; past this the connection is not read.
 const MAX_IN_FLIGHT: usize = 256;
 /// Time accepted requests get to finish and be answered when a connection closes.

@@ -489,7 +489,13 @@ impl Store for SledStore {
         for w in &writes {
             self.add_to_batch(&mut batch, w, &deleted);
         }
-        self.tree.apply_batch(batch).map_err(engine)?;
+        // sled's apply can block on its own IO (log segment rollover), so it runs on the
+        // blocking pool, not on a tokio worker that serves connections.
+        let tree = self.tree.clone();
+        tokio::task::spawn_blocking(move || tree.apply_batch(batch))
+            .await
+            .map_err(|e| StoreError::Engine(format!("apply task: {e}")))?
+            .map_err(engine)?;
         if self.durable {
             self.flush()
                 .await
