@@ -433,37 +433,51 @@ async fn write_requests(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Byte
     let _ = send.finish();
 }
 
-async fn read_responses(mut recv: quinn::RecvStream, pending: Arc<Pending>) {
+/// Reads frame bodies off a server stream until it ends, handing each to `on_frame`
+/// (which returns `false` to stop). Frames that fail to decode are logged and skipped.
+async fn read_frames(
+    mut recv: quinn::RecvStream,
+    what: &str,
+    mut on_frame: impl FnMut(bytes::Bytes, u32) -> bool,
+) {
     let mut decoder = FrameDecoder::new(MAX_SERVER_FRAME);
     while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
         decoder.extend(&chunk.bytes);
         loop {
-            let body = match decoder.next_frame() {
-                Ok(Some(b)) => b,
+            match decoder.next_frame() {
+                Ok(Some(body)) => {
+                    if !on_frame(body, decoder.max()) {
+                        return;
+                    }
+                }
                 Ok(None) => break,
-                Err(e) => {
-                    warn!(error = %e, "bad response frame from server");
-                    continue;
-                }
-            };
-            let ResponseFrame { id, result } = match frame::decode(&body, decoder.max()) {
-                Ok(f) => f,
-                Err(e) => {
-                    warn!(error = %e, "undecodable response from server");
-                    continue;
-                }
-            };
-            let waiter = pending.lock().ok().and_then(|mut p| p.remove(&id));
-            match (waiter, result) {
-                (Some(w), result) => {
-                    let _ = w.send(result);
-                }
-                // Errors not tied to a request (a malformed frame we sent, token expiry).
-                (None, Err(e)) => debug!(code = %e.code, "server notice: {}", e.message),
-                (None, Ok(r)) => debug!(id, "answer to no pending request: {r:?}"),
+                Err(e) => warn!(error = %e, "bad {what} frame from server"),
             }
         }
     }
+}
+
+async fn read_responses(recv: quinn::RecvStream, pending: Arc<Pending>) {
+    read_frames(recv, "response", |body, max| {
+        let ResponseFrame { id, result } = match frame::decode(&body, max) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "undecodable response from server");
+                return true;
+            }
+        };
+        let waiter = pending.lock().ok().and_then(|mut p| p.remove(&id));
+        match (waiter, result) {
+            (Some(w), result) => {
+                let _ = w.send(result);
+            }
+            // Errors not tied to a request (a malformed frame we sent, token expiry).
+            (None, Err(e)) => debug!(code = %e.code, "server notice: {}", e.message),
+            (None, Ok(r)) => debug!(id, "answer to no pending request: {r:?}"),
+        }
+        true
+    })
+    .await;
     // Dropping the waiters tells every caller the connection is gone.
     if let Ok(mut p) = pending.lock() {
         p.clear();
@@ -471,43 +485,35 @@ async fn read_responses(mut recv: quinn::RecvStream, pending: Arc<Pending>) {
 }
 
 async fn read_events(conn: quinn::Connection, subs: Arc<Subs>) {
-    let Ok(mut recv) = conn.accept_uni().await else {
+    let Ok(recv) = conn.accept_uni().await else {
         return;
     };
-    let mut decoder = FrameDecoder::new(MAX_SERVER_FRAME);
-    while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
-        decoder.extend(&chunk.bytes);
-        loop {
-            let body = match decoder.next_frame() {
-                Ok(Some(b)) => b,
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(error = %e, "bad event frame from server");
-                    continue;
-                }
-            };
-            let (header, event) = match EventFrameHeader::decode(&body, decoder.max()) {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "undecodable event from server");
-                    continue;
-                }
-            };
-            let Ok(mut routes) = subs.lock() else { break };
-            if let Some(tx) = routes.get(&header.sub_id) {
-                // A subscription whose buffer is full is cut off rather than allowed to
-                // stall the others on this connection; it then reports that it fell
-                // behind, and the app resumes it from its replica.
-                if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event) {
-                    warn!(
-                        sub_id = header.sub_id,
-                        "subscription fell behind its buffer; cutting it off"
-                    );
-                    routes.remove(&header.sub_id);
-                }
+    read_frames(recv, "event", |body, max| {
+        let (header, event) = match EventFrameHeader::decode(&body, max) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "undecodable event from server");
+                return true;
+            }
+        };
+        let Ok(mut routes) = subs.lock() else {
+            return false;
+        };
+        if let Some(tx) = routes.get(&header.sub_id) {
+            // A subscription whose buffer is full is cut off rather than allowed to
+            // stall the others on this connection; it then reports that it fell
+            // behind, and resumes itself from its replica.
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event) {
+                warn!(
+                    sub_id = header.sub_id,
+                    "subscription fell behind its buffer; cutting it off"
+                );
+                routes.remove(&header.sub_id);
             }
         }
-    }
+        true
+    })
+    .await;
     if let Ok(mut s) = subs.lock() {
         s.clear();
     }

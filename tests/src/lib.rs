@@ -338,3 +338,32 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// Every live item of a list or map, read from the server page by page (small pages, so
+/// that paging itself is exercised).
+pub async fn server_items(
+    c: &Client,
+    kind: syncline_client::ObjectKind,
+    name: &str,
+) -> std::collections::BTreeMap<syncline_client::ItemKey, serde_json::Value> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut from = None;
+    loop {
+        let options = syncline_client::PageOptions {
+            from,
+            order: syncline_client::Order::Asc,
+            limit: 7,
+        };
+        let page = if kind == syncline_client::ObjectKind::List {
+            c.list(name).items(options).await
+        } else {
+            c.map(name).items(options).await
+        };
+        let page = page.expect("a page of items");
+        out.extend(page.items.into_iter().map(|i| (i.key, i.data)));
+        match page.next {
+            Some(n) => from = Some(n),
+            None => return out,
+        }
+    }
+}

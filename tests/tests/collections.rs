@@ -7,32 +7,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use syncline_client::{
-    Client, ErrorCode, ItemKey, ObjectKind, Order, PageOptions, Reason, Replica, SyncEventKind,
+    ErrorCode, ItemKey, ObjectKind, Order, PageOptions, Reason, Replica, SyncEventKind,
     WriteOptions,
 };
-use syncline_tests::{assert_no_event, next_event, TestServer};
+use syncline_tests::{assert_no_event, next_event, server_items, TestServer};
 
 fn page(from: Option<ItemKey>, order: Order, limit: u32) -> PageOptions {
     PageOptions { from, order, limit }
-}
-
-/// Every live item of a list or map, read from the server page by page.
-async fn server_items(c: &Client, kind: ObjectKind, name: &str) -> BTreeMap<ItemKey, Value> {
-    let mut out = BTreeMap::new();
-    let mut from = None;
-    loop {
-        let p = match kind {
-            ObjectKind::List => c.list(name).items(page(from, Order::Asc, 7)).await.unwrap(),
-            _ => c.map(name).items(page(from, Order::Asc, 7)).await.unwrap(),
-        };
-        for i in p.items {
-            out.insert(i.key, i.data);
-        }
-        match p.next {
-            Some(n) => from = Some(n),
-            None => return out,
-        }
-    }
 }
 
 fn replica_items(r: &Replica) -> BTreeMap<ItemKey, Value> {

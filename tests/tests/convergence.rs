@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use syncline_client::{
-    Client, ItemKey, ObjectKind, Order, PageOptions, Replica, Subscription, SyncEventKind,
-    WriteOptions,
+    Client, ItemKey, ObjectKind, Replica, Subscription, SyncEventKind, WriteOptions,
 };
-use syncline_tests::{next_event, TestServer};
+use syncline_tests::{next_event, server_items, TestServer};
 
 /// A small deterministic generator (xorshift), so the test needs no extra crate.
 struct Rng(u64);
@@ -24,28 +23,6 @@ impl Rng {
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-}
-
-async fn server_items(c: &Client, kind: ObjectKind, name: &str) -> BTreeMap<ItemKey, Value> {
-    let mut out = BTreeMap::new();
-    let mut from = None;
-    loop {
-        let options = PageOptions {
-            from,
-            order: Order::Asc,
-            limit: 1000,
-        };
-        let p = if kind == ObjectKind::List {
-            c.list(name).items(options).await.unwrap()
-        } else {
-            c.map(name).items(options).await.unwrap()
-        };
-        out.extend(p.items.into_iter().map(|i| (i.key, i.data)));
-        match p.next {
-            Some(n) => from = Some(n),
-            None => return out,
-        }
     }
 }
 
