@@ -515,9 +515,14 @@ impl<'a> Batch<'a> {
                 if let Some(name) = unique_name {
                     validate_unique_name(name, limits)?;
                     if let Some(existing) = self.load(ctx, name).await? {
-                        // Saying "taken" would reveal the object to one who may not see it.
-                        self.guard(ctx, Some(&existing), Action::Read, false)
-                            .await?;
+                        // Saying "taken" would reveal the object to one who may not see
+                        // it; handing it back (`existing_ok`, for publish) needs write.
+                        let action = if *existing_ok {
+                            Action::Write
+                        } else {
+                            Action::Read
+                        };
+                        self.guard(ctx, Some(&existing), action, false).await?;
                         if *existing_ok && existing.kind == *kind {
                             return Ok(WriteOutcome::Object(objects::object_info(&existing)));
                         }

@@ -277,6 +277,17 @@ impl Hub {
         }
     }
 
+    /// Whether this very subscription (by token) is still registered.
+    pub fn is_subscribed(&self, object_sid: &str, token: u64) -> bool {
+        self.objects
+            .read()
+            .map(|o| {
+                o.get(object_sid)
+                    .is_some_and(|subs| subs.iter().any(|s| s.token == token))
+            })
+            .unwrap_or(false)
+    }
+
     pub fn subscriber_count(&self, object_sid: &str) -> usize {
         self.objects
             .read()

@@ -255,6 +255,16 @@ impl Session {
                     }
                     Err(e) => return (Err(store_err(e)), After::Continue),
                 };
+                // A key revoked while this connection was authenticating was not there
+                // to be closed: check it on every request.
+                match self.shared.store.api_key(authed.principal.key_sid()).await {
+                    Ok(Some(key)) if !key.revoked => {}
+                    Ok(_) => {
+                        let e = WireError::new(ErrorCode::Unauthorized, "API key revoked");
+                        return (Err(e), After::Close(close_code::UNAUTHORIZED));
+                    }
+                    Err(e) => return (Err(store_err(e)), After::Continue),
+                }
                 let authed = Authed { service, ..authed };
                 (self.dispatch(&authed, other).await, After::Continue)
             }
@@ -643,7 +653,28 @@ impl Session {
         };
         let subscriber = Subscriber::new(sub_id, &authed.service.sid, identity, &self.outbox);
         let token = subscriber.token;
-        self.shared.hub.subscribe(&record.sid, subscriber);
+        self.shared.hub.subscribe(&record.sid, subscriber.clone());
+        // A revoke or an ACL toggle that landed after the check above did not see this
+        // subscription in the hub: check again now that it is there.
+        let still_allowed = match self.shared.store.service(&authed.service.sid).await {
+            Ok(Some(service)) => {
+                let now = Authed {
+                    service,
+                    ..authed.clone()
+                };
+                self.read_guard(&now, Some(&record)).await.is_ok()
+            }
+            _ => false,
+        };
+        if !still_allowed {
+            self.shared
+                .hub
+                .unsubscribe(&record.sid, sub_id, &self.outbox);
+            if let Ok(mut subs) = self.subs.lock() {
+                subs.remove(&sub_id);
+            }
+            return Err(forbidden());
+        }
         self.outbox.control(Control::Start {
             sub_id,
             token,

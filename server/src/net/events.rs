@@ -47,6 +47,16 @@ impl Writer<'_> {
         since: Option<u64>,
         window: u32,
     ) {
+        // Ended by an access change before it started (its end notice had nowhere to
+        // go): say so instead of sending state the subscriber may no longer read.
+        if !self.shared.hub.is_subscribed(&object_sid, token) {
+            self.end(
+                sub_id,
+                &object_sid,
+                WireError::new(syncline_proto::ErrorCode::Forbidden, "forbidden"),
+            );
+            return;
+        }
         let caught = catch_up(
             &*self.shared.store,
             &self.shared.hub,
