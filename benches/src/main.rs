@@ -6,7 +6,12 @@
 //! cargo run --release -p syncline-bench -- write --writers 64 --duration 10
 //! cargo run --release -p syncline-bench -- fanout --subscribers 1000 --rate 100
 //! cargo run --release -p syncline-bench -- all --quick --json
+//! cargo run --release -p syncline-bench --features etcd -- write --peer etcd
 //! ```
+//!
+//! `--peer etcd` (cargo feature `etcd`, off by default: it needs `protoc`) runs `write`,
+//! `fanout` (document kind) and `conns` against a fresh local etcd right after Syncline,
+//! with the same parameters, and adds a table comparing the two.
 
 mod harness;
 
@@ -45,9 +50,26 @@ struct Cli {
     /// Acknowledge writes before they are flushed (the server's --relaxed mode).
     #[arg(long, global = true)]
     relaxed: bool,
+    /// Also run the workload against this system, right after Syncline, to compare
+    /// (needs the `etcd` cargo feature; etcd is started here, durable, on 127.0.0.1).
+    #[arg(long, global = true, value_enum)]
+    peer: Option<Peer>,
     #[command(subcommand)]
     workload: Workload,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Peer {
+    /// etcd (Debian package `etcd-server`), one node, started by the harness.
+    Etcd,
+}
+
+/// Why `--peer etcd` cannot run in a build without the `etcd` feature.
+#[cfg(not(feature = "etcd"))]
+const NO_ETCD: &str = "--peer etcd needs the etcd client, which this build leaves out: \
+     build with `--features etcd`, e.g. \
+     `cargo run --release -p syncline-bench --features etcd -- write --peer etcd` \
+     (it needs protoc: `apt-get install protobuf-compiler`; and etcd: `apt-get install etcd-server`)";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Kind {
@@ -183,15 +205,59 @@ async fn run_one(
     }
 }
 
+/// The same workload against the peer, or `None` (said on stderr) for workloads the
+/// peer does not have.
+#[cfg(feature = "etcd")]
+async fn run_peer(peer: Peer, w: &Workload, duration: Duration) -> Result<Option<Outcome>, String> {
+    use harness::etcd::{self, EtcdUnderTest};
+    let Peer::Etcd = peer;
+    let supported = matches!(
+        w,
+        Workload::Write { .. }
+            | Workload::Conns { .. }
+            | Workload::Fanout {
+                kind: Kind::Document,
+                ..
+            }
+    );
+    if !supported {
+        eprintln!("--peer etcd: no etcd counterpart for {w:?}; skipped");
+        return Ok(None);
+    }
+    // A fresh etcd per workload, as for Syncline.
+    let server = EtcdUnderTest::start().await?;
+    let o = match w {
+        Workload::Write { writers, shared } => {
+            etcd::write(&server, *writers, *shared, duration).await?
+        }
+        Workload::Fanout {
+            subscribers, rate, ..
+        } => etcd::fanout(&server, *subscribers, *rate, duration).await?,
+        Workload::Conns { connections } => etcd::conns(&server, *connections).await?,
+        _ => return Ok(None),
+    };
+    Ok(Some(o))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn run_peer(
+    _peer: Peer,
+    _w: &Workload,
+    _duration: Duration,
+) -> Result<Option<Outcome>, String> {
+    Err(NO_ETCD.into())
+}
+
 fn table(results: &[Value]) -> String {
     let mut out = String::from(
-        "| workload | params | ops/s | p50 ms | p99 ms | max ms | missed | dup | ooo | server CPU s | server RSS KiB | UDP drops |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | system | params | ops/s | p50 ms | p99 ms | max ms | missed | dup | ooo | server CPU s | server RSS KiB | UDP drops |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["workload"].as_str().unwrap_or(""),
+            r["system"].as_str().unwrap_or(""),
             r["params"],
             r["ops_per_s"],
             r["p50_ms"],
@@ -205,6 +271,40 @@ fn table(results: &[Value]) -> String {
             r["udp_rcvbuf_errors"],
         ));
     }
+    out
+}
+
+/// `a / b` as a short ratio, or `-` when it means nothing.
+fn ratio(a: &Value, b: &Value) -> String {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) if a > 0.0 && b > 0.0 => format!("{:.2}×", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// Syncline next to the peer, one row per workload both ran: throughput, tail latency,
+/// server CPU and memory, each with the ratio syncline ÷ peer (ops/s: higher is better
+/// for Syncline; the others: lower is).
+fn comparison(pairs: &[(Value, Value)]) -> String {
+    let Some(peer) = pairs.first().and_then(|(_, p)| p["system"].as_str()) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "| workload | params | ops/s syncline | ops/s {peer} | ratio | p99 ms syncline | p99 ms {peer} | ratio | server CPU s syncline | server CPU s {peer} | ratio | server RSS KiB syncline | server RSS KiB {peer} | ratio |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for (s, p) in pairs {
+        out.push_str(&format!(
+            "| {} | {} |",
+            s["workload"].as_str().unwrap_or(""),
+            s["params"]
+        ));
+        for f in ["ops_per_s", "p99_ms", "server_cpu_s", "server_rss_kib"] {
+            out.push_str(&format!(" {} | {} | {} |", s[f], p[f], ratio(&s[f], &p[f])));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("\nratio = syncline ÷ {peer}\n"));
     out
 }
 
@@ -244,7 +344,13 @@ async fn run(cli: &Cli) -> i32 {
         "git_revision": git_revision(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
     });
+    #[cfg(not(feature = "etcd"))]
+    if cli.peer.is_some() {
+        eprintln!("error: {NO_ETCD}");
+        return 2;
+    }
     let mut results = Vec::new();
+    let mut pairs = Vec::new();
     for w in plan(cli) {
         // A fresh server per workload, so that one's state does not skew the next.
         let server = match &cli.server {
@@ -262,25 +368,71 @@ async fn run(cli: &Cli) -> i32 {
                 return 1;
             }
         };
-        match run_one(&server, &w, duration).await {
+        let line = match run_one(&server, &w, duration).await {
             Ok(o) => {
                 let mut line = o.to_json(&context);
                 line["relaxed"] = json!(cli.relaxed);
                 if cli.json {
                     println!("{line}");
                 }
-                results.push(line);
+                results.push(line.clone());
+                line
             }
             Err(e) => {
                 eprintln!("error in {w:?}: {e}");
                 return 1;
             }
+        };
+        // Stop Syncline before the peer runs: the two never share the machine.
+        drop(server);
+        let Some(peer) = cli.peer else { continue };
+        match run_peer(peer, &w, duration).await {
+            Ok(Some(o)) => {
+                let mut peer_line = o.to_json(&context);
+                // The peer keeps its default, durable settings whatever --relaxed says.
+                peer_line["relaxed"] = json!(false);
+                if cli.json {
+                    println!("{peer_line}");
+                }
+                results.push(peer_line.clone());
+                pairs.push((line, peer_line));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error in {w:?} against {peer:?}: {e}");
+                return 1;
+            }
         }
     }
+    let mut tables = table(&results);
+    if !pairs.is_empty() {
+        tables.push('\n');
+        tables.push_str(&comparison(&pairs));
+    }
     if !cli.json {
-        println!("{}", table(&results));
+        println!("{tables}");
     } else {
-        eprintln!("{}", table(&results));
+        eprintln!("{tables}");
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparison_pairs_systems_with_ratios() {
+        let s = json!({"workload": "write", "system": "syncline", "params": {"writers": 2},
+            "ops_per_s": 2000.0, "p99_ms": 2.0, "server_cpu_s": 1.0, "server_rss_kib": 1000});
+        let e = json!({"workload": "write", "system": "etcd", "params": {"writers": 2},
+            "ops_per_s": 1000.0, "p99_ms": 4.0, "server_cpu_s": 0.0, "server_rss_kib": 4000});
+        let t = comparison(&[(s, e)]);
+        assert!(t.contains("ops/s etcd"), "{t}");
+        assert!(t.contains("| 2000.0 | 1000.0 | 2.00× |"), "{t}");
+        assert!(t.contains("| 2.0 | 4.0 | 0.50× |"), "{t}");
+        assert!(t.contains("| 1.0 | 0.0 | - |"), "{t}");
+        assert!(t.contains("| 1000 | 4000 | 0.25× |"), "{t}");
+        assert_eq!(comparison(&[]), "");
+    }
 }

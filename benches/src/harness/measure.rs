@@ -134,6 +134,8 @@ pub fn raise_fd_limit() -> u64 {
 /// One workload's result: the fields every result line has, plus extras.
 pub struct Outcome {
     pub workload: &'static str,
+    /// The system measured: `syncline`, or a peer such as `etcd`.
+    pub system: &'static str,
     pub ops_per_s: f64,
     pub latency: Histogram<u64>,
     pub delivery: Delivery,
@@ -150,7 +152,7 @@ impl Outcome {
     pub fn to_json(&self, context: &Value) -> Value {
         let mut v = json!({
             "workload": self.workload,
-            "system": "syncline",
+            "system": self.system,
             "ops_per_s": (self.ops_per_s * 10.0).round() / 10.0,
             "p50_ms": ms(&self.latency, 0.5),
             "p99_ms": ms(&self.latency, 0.99),

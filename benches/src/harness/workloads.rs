@@ -136,6 +136,7 @@ fn outcome(
     let after = sample(server);
     Outcome {
         workload,
+        system: "syncline",
         ops_per_s: ops / elapsed.as_secs_f64().max(1e-9),
         latency,
         delivery,

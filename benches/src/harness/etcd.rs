@@ -1,0 +1,540 @@
+//! The etcd peer behind `--peer etcd` (cargo feature `etcd`): a fresh single-node etcd
+//! (temp data dir, 127.0.0.1, default durable settings, killed at the end) and W1..W3
+//! written against it with the `etcd-client` crate, so the same parameters give result
+//! lines with `"system": "etcd"` next to Syncline's.
+//!
+//! W2's delivery accounting uses the `seq` each value carries, not `mod_revision`: etcd's
+//! revision is global, and the writer keeps several puts in flight, so etcd may commit
+//! seq 7 before seq 6. A watcher must see every seq exactly once (`missed`,
+//! `duplicated`) and in etcd's own commit order (`out_of_order`: a `mod_revision` that
+//! does not increase). Every loop is bounded in count and time; all traffic is loopback.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, EventType, WatchStream};
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::measure::{self, Delivery, Outcome, Progress};
+
+type Error = String;
+
+fn err(e: impl std::fmt::Display) -> Error {
+    e.to_string()
+}
+
+/// Connections opened at once.
+const OPEN_CONCURRENCY: usize = 256;
+/// How long watchers get, after the writer stops, to receive what was written.
+const DRAIN: Duration = Duration::from_secs(15);
+/// How long etcd gets to answer after it is started.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for one request (a put, a watch being created).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A fresh etcd on 127.0.0.1, killed when dropped.
+pub struct EtcdUnderTest {
+    endpoint: String,
+    child: Option<Child>,
+    data: tempfile::TempDir,
+}
+
+/// Two free loopback ports (bound together so they differ, then released).
+fn free_ports() -> Result<(u16, u16), Error> {
+    let a = TcpListener::bind("127.0.0.1:0").map_err(err)?;
+    let b = TcpListener::bind("127.0.0.1:0").map_err(err)?;
+    Ok((
+        a.local_addr().map_err(err)?.port(),
+        b.local_addr().map_err(err)?.port(),
+    ))
+}
+
+impl EtcdUnderTest {
+    /// Starts `etcd` (or `$ETCD_BIN`) as one node on 127.0.0.1 in a temp dir and waits
+    /// until it answers.
+    pub async fn start() -> Result<Self, Error> {
+        let data = tempfile::tempdir().map_err(err)?;
+        let (client_port, peer_port) = free_ports()?;
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(data.path().join("etcd.log")).map_err(err)?;
+        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        let child = Command::new(&bin)
+            .args(["--name", "bench", "--data-dir"])
+            .arg(data.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("bench={peer_url}")])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                format!("starting {bin}: {e} (install etcd with `apt-get install etcd-server`, or set ETCD_BIN)")
+            })?;
+        let mut me = EtcdUnderTest {
+            endpoint: client_url,
+            child: Some(child),
+            data,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(format!("etcd exited ({status}): {}", me.log_tail()));
+            }
+            let probe = async {
+                let mut c = me.client().await?;
+                c.get("syncline-bench-ready", None).await.map_err(err)
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+                return Ok(me);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "etcd did not answer within {} s: {}",
+                    START_TIMEOUT.as_secs(),
+                    me.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines etcd logged (for errors).
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.data.path().join("etcd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
+    /// A new client, with its own connection (opened by its first request).
+    pub async fn client(&self) -> Result<Client, Error> {
+        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+        Client::connect([&self.endpoint], Some(options))
+            .await
+            .map_err(err)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        self.pid().and_then(measure::cpu_seconds).unwrap_or(0.0)
+    }
+
+    /// (current, peak) RSS in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        self.pid().and_then(measure::rss_kib).unwrap_or((0, 0))
+    }
+}
+
+impl Drop for EtcdUnderTest {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One put with a time limit.
+async fn put(c: &mut Client, key: &str, value: String) -> Result<i64, Error> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, c.put(key, value, None)).await {
+        Ok(r) => Ok(r.map_err(err)?.header().map_or(0, |h| h.revision())),
+        Err(_) => Err(format!("etcd put of {key} took over {REQUEST_TIMEOUT:?}")),
+    }
+}
+
+fn outcome(
+    etcd: &EtcdUnderTest,
+    cpu_before: f64,
+    workload: &'static str,
+    ops: f64,
+    elapsed: Duration,
+    (latency, delivery): (Histogram<u64>, Delivery),
+    params: Value,
+) -> Outcome {
+    Outcome {
+        workload,
+        system: "etcd",
+        ops_per_s: ops / elapsed.as_secs_f64().max(1e-9),
+        latency,
+        delivery,
+        server_cpu_s: etcd.cpu_seconds() - cpu_before,
+        server_rss_kib: etcd.rss_kib().1,
+        // etcd speaks TCP: the UDP counters are Syncline's concern only.
+        udp_rcvbuf_errors: 0,
+        udp_in_errors: 0,
+        elapsed,
+        params,
+        extra: Map::new(),
+    }
+}
+
+fn tick_progress(progress: &Progress, duration: Duration) -> tokio::task::JoinHandle<()> {
+    let p = progress.clone();
+    tokio::spawn(async move {
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            p.update(start.elapsed().as_secs_f64() / duration.as_secs_f64(), "");
+        }
+    })
+}
+
+/// W1 on etcd: `writers` clients each putting a ~200-byte value to its own key (or one
+/// of `shared` keys) as fast as acks come back.
+pub async fn write(
+    etcd: &EtcdUnderTest,
+    writers: usize,
+    shared: Option<usize>,
+    duration: Duration,
+) -> Result<Outcome, Error> {
+    let progress = Progress::new("etcd write");
+    let mut clients = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let mut c = etcd.client().await?;
+        // Connections are opened lazily: open each before the clock starts.
+        c.get("warm-up", None).await.map_err(err)?;
+        clients.push(c);
+    }
+    let cpu_before = etcd.cpu_seconds();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut set = JoinSet::new();
+    for (w, mut c) in clients.into_iter().enumerate() {
+        let key = match shared {
+            Some(n) => format!("shared-{}", w % n.max(1)),
+            None => format!("writer-{w}"),
+        };
+        set.spawn(async move {
+            let mut h = measure::histogram();
+            let mut n = 0u64;
+            let pad = "x".repeat(150);
+            while Instant::now() < deadline {
+                let value = json!({"writer": w, "n": n, "pad": pad}).to_string();
+                let t = Instant::now();
+                put(&mut c, &key, value).await?;
+                measure::record(&mut h, t.elapsed());
+                n += 1;
+            }
+            Ok::<_, Error>(h)
+        });
+    }
+    let ticker = tick_progress(&progress, duration);
+    let mut latency = measure::histogram();
+    while let Some(r) = set.join_next().await {
+        latency.add(r.map_err(err)??).map_err(err)?;
+    }
+    ticker.abort();
+    progress.finish();
+    let elapsed = start.elapsed();
+    let writes = latency.len() as f64;
+    let mut o = outcome(
+        etcd,
+        cpu_before,
+        "write",
+        writes,
+        elapsed,
+        (latency, Delivery::default()),
+        json!({"writers": writers, "shared": shared, "duration_s": duration.as_secs_f64()}),
+    );
+    let per_1000 = if writes > 0.0 {
+        o.server_cpu_s * 1000.0 / writes
+    } else {
+        0.0
+    };
+    o.extra.insert(
+        "server_cpu_s_per_1000_writes".into(),
+        json!((per_1000 * 1e4).round() / 1e4),
+    );
+    Ok(o)
+}
+
+/// Opens `n` clients, each with its own connection and one watch on `key` (created
+/// before this returns), `OPEN_CONCURRENCY` at a time.
+async fn watchers(
+    etcd: &EtcdUnderTest,
+    n: usize,
+    key: &str,
+    progress: &Progress,
+) -> Result<Vec<(Client, WatchStream)>, Error> {
+    let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let gate = gate.clone();
+        let key = key.to_owned();
+        let endpoint = etcd.endpoint.clone();
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.map_err(err)?;
+            let open = async {
+                let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+                let mut c = Client::connect([&endpoint], Some(options))
+                    .await
+                    .map_err(err)?;
+                let mut ws = c.watch(key.as_str(), None).await.map_err(err)?;
+                // The first response confirms the watch: nothing written after it is lost.
+                match ws.message().await.map_err(err)? {
+                    Some(r) if r.created() => Ok((i, c, ws)),
+                    _ => Err(format!("etcd did not create the watch on {key}")),
+                }
+            };
+            tokio::time::timeout(REQUEST_TIMEOUT, open)
+                .await
+                .map_err(|_| format!("opening watcher {i} took over {REQUEST_TIMEOUT:?}"))?
+        });
+    }
+    let mut opened: Vec<Option<(Client, WatchStream)>> = (0..n).map(|_| None).collect();
+    let mut done = 0;
+    while let Some(r) = set.join_next().await {
+        let (i, c, ws) = r.map_err(err)??;
+        opened[i] = Some((c, ws));
+        done += 1;
+        if done % 100 == 0 {
+            progress.update(done as f64 / n as f64, &format!("{done}/{n} watching"));
+        }
+    }
+    Ok(opened.into_iter().flatten().collect())
+}
+
+/// Follows one watch until it has seen seqs `1..=total` or time runs out.
+async fn follow(
+    client: Client,
+    mut ws: WatchStream,
+    total: u64,
+    limit: Instant,
+) -> (Histogram<u64>, Delivery) {
+    let mut h = measure::histogram();
+    let mut d = Delivery::default();
+    let mut seen = vec![false; total as usize + 1];
+    let mut distinct = 0u64;
+    let mut last_revision = 0i64;
+    let give_up = tokio::time::sleep_until(limit.into());
+    tokio::pin!(give_up);
+    while distinct < total {
+        let next = tokio::select! {
+            biased;
+            m = ws.message() => m,
+            _ = &mut give_up => break,
+        };
+        let Ok(Some(resp)) = next else { break };
+        if resp.canceled() {
+            break;
+        }
+        for e in resp.events() {
+            let Some(kv) = e.kv().filter(|_| e.event_type() == EventType::Put) else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(kv.value()).unwrap_or(Value::Null);
+            let Some(seq) = v["seq"].as_u64() else {
+                continue;
+            };
+            d.received += 1;
+            if kv.mod_revision() <= last_revision {
+                d.out_of_order += 1;
+            } else {
+                last_revision = kv.mod_revision();
+            }
+            match seen.get_mut(seq as usize) {
+                Some(s) if *s => d.duplicated += 1,
+                Some(s) if seq > 0 => {
+                    *s = true;
+                    distinct += 1;
+                }
+                _ => {}
+            }
+            if let Some(sent) = v["sent_ns"].as_u64().filter(|&s| s > 0) {
+                measure::record(
+                    &mut h,
+                    Duration::from_nanos(measure::now_ns().saturating_sub(sent)),
+                );
+            }
+        }
+    }
+    // Whatever was not seen by the end counts as missed.
+    d.missed = total - distinct;
+    drop(client);
+    (h, d)
+}
+
+/// W2 on etcd: `subscribers` clients watching one key, one writer putting at `rate`/s.
+pub async fn fanout(
+    etcd: &EtcdUnderTest,
+    subscribers: usize,
+    rate: u32,
+    duration: Duration,
+) -> Result<Outcome, Error> {
+    const KEY: &str = "fanout";
+    let progress = Progress::new("etcd fanout");
+    let mut writer = etcd.client().await?;
+    put(
+        &mut writer,
+        KEY,
+        json!({"seq": 0, "sent_ns": 0}).to_string(),
+    )
+    .await?;
+    let total = (duration.as_secs_f64() * f64::from(rate)).ceil() as u64;
+    let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
+    let opened = watchers(etcd, subscribers, KEY, &progress).await?;
+    let mut set = JoinSet::new();
+    for (c, ws) in opened {
+        set.spawn(follow(c, ws, total, limit));
+    }
+    let cpu_before = etcd.cpu_seconds();
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // As for Syncline: sent at the rate without waiting for each ack, a bounded number
+    // in flight (on the writer's one connection).
+    let in_flight = Arc::new(Semaphore::new(256));
+    let mut writes = JoinSet::new();
+    let pad = Arc::new("y".repeat(100));
+    for seq in 1..=total {
+        tick.tick().await;
+        let permit = in_flight.clone().acquire_owned().await.map_err(err)?;
+        let mut writer = writer.clone();
+        let pad = pad.clone();
+        writes.spawn(async move {
+            let value = json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": *pad});
+            let r = put(&mut writer, KEY, value.to_string()).await;
+            drop(permit);
+            r
+        });
+        if seq % u64::from(rate.max(1)) == 0 {
+            progress.update(seq as f64 / total as f64, "");
+        }
+    }
+    while let Some(r) = writes.join_next().await {
+        r.map_err(err)??;
+    }
+    let mut latency = measure::histogram();
+    let mut delivery = Delivery::default();
+    while let Some(r) = set.join_next().await {
+        let (h, d) = r.map_err(err)?;
+        latency.add(h).map_err(err)?;
+        delivery.add(&d);
+    }
+    progress.finish();
+    let elapsed = start.elapsed();
+    let mut o = outcome(
+        etcd,
+        cpu_before,
+        "fanout",
+        delivery.received as f64,
+        elapsed,
+        (latency, delivery),
+        json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": "document", "writes": total}),
+    );
+    // etcd has no snapshot resync: a watcher that falls too far behind is cancelled.
+    o.extra.insert("resyncs".into(), json!(0));
+    Ok(o)
+}
+
+/// W3 on etcd: `connections` clients, each with its own connection and one watch; then
+/// one put that must reach them all.
+pub async fn conns(etcd: &EtcdUnderTest, connections: usize) -> Result<Outcome, Error> {
+    const KEY: &str = "conns";
+    let progress = Progress::new("etcd conns");
+    let mut writer = etcd.client().await?;
+    put(&mut writer, KEY, json!({"seq": 0}).to_string()).await?;
+    // Let etcd settle before the baseline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_before, _) = etcd.rss_kib();
+    let cpu_before = etcd.cpu_seconds();
+    let start = Instant::now();
+    let opened = watchers(etcd, connections, KEY, &progress).await?;
+    let open_s = start.elapsed().as_secs_f64();
+    let opened_n = opened.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_after, _) = etcd.rss_kib();
+    let limit = Instant::now() + Duration::from_secs(120);
+    let mut set = JoinSet::new();
+    for (c, ws) in opened {
+        set.spawn(follow(c, ws, 1, limit));
+    }
+    let write_at = Instant::now();
+    put(
+        &mut writer,
+        KEY,
+        json!({"seq": 1, "sent_ns": measure::now_ns()}).to_string(),
+    )
+    .await?;
+    let mut latency = measure::histogram();
+    let mut delivery = Delivery::default();
+    while let Some(r) = set.join_next().await {
+        let (h, d) = r.map_err(err)?;
+        latency.add(h).map_err(err)?;
+        delivery.add(&d);
+    }
+    progress.finish();
+    let delivered_in = write_at.elapsed();
+    let mut o = outcome(
+        etcd,
+        cpu_before,
+        "conns",
+        delivery.received as f64,
+        delivered_in,
+        (latency, delivery),
+        json!({"connections": connections}),
+    );
+    o.extra.insert("connections".into(), json!(opened_n));
+    o.extra
+        .insert("open_s".into(), json!((open_s * 100.0).round() / 100.0));
+    let per_conn = rss_after.saturating_sub(rss_before) as f64 / connections.max(1) as f64;
+    o.extra.insert(
+        "rss_per_conn_kib".into(),
+        json!((per_conn * 10.0).round() / 10.0),
+    );
+    o.extra
+        .insert("server_rss_before_kib".into(), json!(rss_before));
+    o.extra
+        .insert("server_rss_after_kib".into(), json!(rss_after));
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// W1..W3 against a real etcd, small; skipped where no `etcd` binary is installed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workloads_run_against_a_local_etcd() {
+        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        if Command::new(&bin).arg("--version").output().is_err() {
+            eprintln!("no {bin} here: skipped");
+            return;
+        }
+        let etcd = EtcdUnderTest::start().await.unwrap();
+        let pid = etcd.pid().unwrap();
+        let w = write(&etcd, 2, None, Duration::from_millis(300))
+            .await
+            .unwrap();
+        let f = fanout(&etcd, 5, 50, Duration::from_millis(400))
+            .await
+            .unwrap();
+        let c = conns(&etcd, 20).await.unwrap();
+        for o in [&w, &f, &c] {
+            let d = o.delivery;
+            assert_eq!((d.missed, d.duplicated, d.out_of_order), (0, 0, 0));
+            assert!(o.ops_per_s > 0.0 && o.server_rss_kib > 0, "{}", o.workload);
+            assert_eq!(o.system, "etcd");
+        }
+        assert_eq!(f.delivery.received, 5 * 20);
+        assert_eq!(c.delivery.received, 20);
+        drop(etcd);
+        assert!(
+            measure::cpu_seconds(pid).is_none(),
+            "etcd outlived its Drop"
+        );
+    }
+}
