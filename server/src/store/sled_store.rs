@@ -490,18 +490,19 @@ impl Store for SledStore {
             self.add_to_batch(&mut batch, w, &deleted);
         }
         // sled's apply can block on its own IO (log segment rollover), so it runs on the
-        // blocking pool, not on a tokio worker that serves connections.
-        let tree = self.tree.clone();
-        tokio::task::spawn_blocking(move || tree.apply_batch(batch))
-            .await
-            .map_err(|e| StoreError::Engine(format!("apply task: {e}")))?
-            .map_err(engine)?;
-        if self.durable {
-            self.flush()
-                .await
-                .map_err(|e| StoreError::NotDurable(e.to_string()))?;
-        }
-        Ok(())
+        // blocking pool, not on a tokio worker that serves connections; the flush goes
+        // in the same hand-off (one thread switch per batch, not two).
+        let (tree, db, durable) = (self.tree.clone(), self.db.clone(), self.durable);
+        tokio::task::spawn_blocking(move || {
+            tree.apply_batch(batch).map_err(engine)?;
+            if durable {
+                db.flush()
+                    .map_err(|e| StoreError::NotDurable(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Engine(format!("apply task: {e}")))?
     }
 
     async fn flush(&self) -> StoreResult<()> {
