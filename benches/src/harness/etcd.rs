@@ -21,12 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::measure::{self, Delivery, Outcome, Progress};
-
-type Error = String;
-
-fn err(e: impl std::fmt::Display) -> Error {
-    e.to_string()
-}
+use super::{err, Error};
 
 /// Connections opened at once.
 const OPEN_CONCURRENCY: usize = 256;
@@ -180,17 +175,6 @@ fn outcome(
     }
 }
 
-fn tick_progress(progress: &Progress, duration: Duration) -> tokio::task::JoinHandle<()> {
-    let p = progress.clone();
-    tokio::spawn(async move {
-        let start = Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            p.update(start.elapsed().as_secs_f64() / duration.as_secs_f64(), "");
-        }
-    })
-}
-
 /// W1 on etcd: `writers` clients each putting a ~200-byte value to its own key (or one
 /// of `shared` keys) as fast as acks come back.
 pub async fn write(
@@ -230,7 +214,7 @@ pub async fn write(
             Ok::<_, Error>(h)
         });
     }
-    let ticker = tick_progress(&progress, duration);
+    let ticker = progress.tick_for(duration);
     let mut latency = measure::histogram();
     while let Some(r) = set.join_next().await {
         latency.add(r.map_err(err)??).map_err(err)?;

@@ -211,6 +211,18 @@ impl Progress {
         }
     }
 
+    /// Redraws the bar every 250 ms as time passes toward `duration`, until aborted.
+    pub fn tick_for(&self, duration: Duration) -> tokio::task::JoinHandle<()> {
+        let p = self.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                p.update(start.elapsed().as_secs_f64() / duration.as_secs_f64(), "");
+            }
+        })
+    }
+
     pub fn finish(&self) {
         if self.tty {
             eprintln!();

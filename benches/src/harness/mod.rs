@@ -7,3 +7,10 @@ pub mod etcd;
 pub mod measure;
 pub mod server;
 pub mod workloads;
+
+/// Harness errors are reported to the user as text.
+pub type Error = String;
+
+pub fn err(e: impl std::fmt::Display) -> Error {
+    e.to_string()
+}

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::measure::{self, Delivery, Outcome, Progress};
 use super::server::ServerUnderTest;
+use super::{err, Error};
 
 /// Client UDP endpoints the connections are spread over: one socket receiving for a
 /// thousand connections overflows its buffer on this machine.
@@ -25,12 +26,6 @@ const ENDPOINTS: usize = 32;
 const OPEN_CONCURRENCY: usize = 256;
 /// How long subscribers get, after the writers stop, to receive what was written.
 const DRAIN: Duration = Duration::from_secs(15);
-
-type Error = String;
-
-fn err(e: impl std::fmt::Display) -> Error {
-    e.to_string()
-}
 
 /// Opens connections round-robin over a few shared endpoints.
 struct Connector {
@@ -188,7 +183,7 @@ pub async fn write(
             Ok::<_, Error>(h)
         });
     }
-    let ticker = tick_progress(&progress, duration);
+    let ticker = progress.tick_for(duration);
     let mut latency = measure::histogram();
     while let Some(r) = set.join_next().await {
         latency.add(r.map_err(err)??).map_err(err)?;
@@ -216,17 +211,6 @@ pub async fn write(
         json!((per_1000 * 1e4).round() / 1e4),
     );
     Ok(o)
-}
-
-fn tick_progress(progress: &Progress, duration: Duration) -> tokio::task::JoinHandle<()> {
-    let p = progress.clone();
-    tokio::spawn(async move {
-        let start = Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            p.update(start.elapsed().as_secs_f64() / duration.as_secs_f64(), "");
-        }
-    })
 }
 
 /// The revision (or, for streams, the sequence) an event is at, and the payload's send time.
