@@ -10,7 +10,7 @@
 //! does not increase). Every loop is bounded in count and time; all traffic is loopback.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A fresh etcd on 127.0.0.1, killed when dropped.
 pub struct EtcdUnderTest {
     endpoint: String,
-    child: Option<Child>,
+    process: measure::MeasuredProcess,
     data: tempfile::TempDir,
 }
 
@@ -77,12 +77,17 @@ impl EtcdUnderTest {
             })?;
         let mut me = EtcdUnderTest {
             endpoint: client_url,
-            child: Some(child),
+            process: measure::MeasuredProcess(Some(child)),
             data,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = me
+                .process
+                .0
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Err(format!("etcd exited ({status}): {}", me.log_tail()));
             }
             let probe = async {
@@ -118,26 +123,13 @@ impl EtcdUnderTest {
             .map_err(err)
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     pub fn cpu_seconds(&self) -> f64 {
-        self.pid().and_then(measure::cpu_seconds).unwrap_or(0.0)
+        self.process.cpu_seconds()
     }
 
     /// (current, peak) RSS in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
-        self.pid().and_then(measure::rss_kib).unwrap_or((0, 0))
-    }
-}
-
-impl Drop for EtcdUnderTest {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.rss_kib()
     }
 }
 
@@ -499,7 +491,7 @@ mod tests {
             return;
         }
         let etcd = EtcdUnderTest::start().await.unwrap();
-        let pid = etcd.pid().unwrap();
+        let pid = etcd.process.pid().unwrap();
         let w = write(&etcd, 2, None, Duration::from_millis(300))
             .await
             .unwrap();

@@ -131,6 +131,34 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// A server process under measurement (Syncline's or a peer's), killed when dropped;
+/// `None` for an external server, whose CPU and memory are not measured.
+pub struct MeasuredProcess(pub Option<std::process::Child>);
+
+impl MeasuredProcess {
+    pub fn pid(&self) -> Option<u32> {
+        self.0.as_ref().map(std::process::Child::id)
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        self.pid().and_then(cpu_seconds).unwrap_or(0.0)
+    }
+
+    /// (current, peak) RSS in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        self.pid().and_then(rss_kib).unwrap_or((0, 0))
+    }
+}
+
+impl Drop for MeasuredProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// One workload's result: the fields every result line has, plus extras.
 pub struct Outcome {
     pub workload: &'static str,

@@ -2,7 +2,7 @@
 //! 127.0.0.1, killed at the end), or an external one given by `--server`/`--config`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use syncline_client::AdminConfig;
@@ -11,7 +11,7 @@ use super::measure;
 
 pub struct ServerUnderTest {
     pub admin: AdminConfig,
-    child: Option<Child>,
+    process: measure::MeasuredProcess,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -66,7 +66,7 @@ impl ServerUnderTest {
         };
         Ok(ServerUnderTest {
             admin,
-            child: Some(child),
+            process: measure::MeasuredProcess(Some(child)),
             _data: Some(data),
         })
     }
@@ -80,30 +80,17 @@ impl ServerUnderTest {
         }
         Ok(ServerUnderTest {
             admin,
-            child: None,
+            process: measure::MeasuredProcess(None),
             _data: None,
         })
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     pub fn cpu_seconds(&self) -> f64 {
-        self.pid().and_then(measure::cpu_seconds).unwrap_or(0.0)
+        self.process.cpu_seconds()
     }
 
     /// (current, peak) RSS in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
-        self.pid().and_then(measure::rss_kib).unwrap_or((0, 0))
-    }
-}
-
-impl Drop for ServerUnderTest {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.rss_kib()
     }
 }
