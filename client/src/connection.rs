@@ -202,18 +202,11 @@ impl Client {
         };
         let socket_err =
             |e: std::io::Error| Error::Connection(format!("cannot open a UDP socket: {e}"));
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(bind),
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )
-        .map_err(socket_err)?;
         // The OS default (~208 KiB) drops bursts of events when many subscriptions share
-        // a socket; best effort, capped by net.core.rmem_max.
-        let _ = socket.set_recv_buffer_size(CLIENT_UDP_RECV_BUFFER);
-        socket.bind(&bind.into()).map_err(socket_err)?;
-        let socket: std::net::UdpSocket = socket.into();
-        socket.set_nonblocking(true).map_err(socket_err)?;
+        // a socket.
+        let socket = crate::udp::bind_udp(bind, CLIENT_UDP_RECV_BUFFER, CLIENT_UDP_RECV_BUFFER)
+            .map_err(socket_err)?
+            .socket;
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             None,

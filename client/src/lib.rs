@@ -24,6 +24,7 @@ mod connection;
 mod document;
 mod subscription;
 pub mod token;
+pub mod udp;
 
 pub use collections::{List, Map, Page, PageOptions, Stream};
 pub use config::AdminConfig;

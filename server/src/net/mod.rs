@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tracing::warn;
 
-/// Receive buffer asked for on the UDP socket. Linux caps it at `net.core.rmem_max`; the
-/// default (about 208 KiB) drops handshakes and fan-out bursts under load.
+/// Receive buffer asked for on the UDP socket (see `bind_udp` for how it is obtained); the
+/// OS default (about 208 KiB) drops handshakes and fan-out bursts under load.
 const UDP_RECV_BUFFER: usize = 16 * 1024 * 1024;
 const UDP_SEND_BUFFER: usize = 4 * 1024 * 1024;
 
@@ -35,6 +36,14 @@ pub fn transport_config() -> quinn::TransportConfig {
         .stream_receive_window((256u32 * 1024).into())
         .receive_window((512u32 * 1024).into())
         .send_window(2 * 1024 * 1024)
+        // A client acknowledges every second packet by default: under fan-out that is one
+        // ACK packet back to the server for every two events, which costs both sides as
+        // much as the events. Ask for one per ten packets (or per 25 ms, the usual delay).
+        .ack_frequency_config(Some({
+            let mut ack = quinn::AckFrequencyConfig::default();
+            ack.ack_eliciting_threshold(9u32.into());
+            ack
+        }))
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(Duration::from_secs(30))
                 .unwrap_or(quinn::VarInt::from_u32(30_000).into()),
@@ -65,21 +74,17 @@ pub fn bind(
     config.transport_config(Arc::new(transport_config()));
 
     let bind_err = |source| EndpointError::Bind { addr, source };
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )
-    .map_err(bind_err)?;
-    // Best effort: a smaller buffer than asked for still works, it just drops sooner.
-    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
-    let _ = socket.set_send_buffer_size(UDP_SEND_BUFFER);
-    if addr.is_ipv6() {
-        let _ = socket.set_only_v6(false);
+    let bound =
+        syncline_client::udp::bind_udp(addr, UDP_RECV_BUFFER, UDP_SEND_BUFFER).map_err(bind_err)?;
+    if bound.recv_buffer < UDP_RECV_BUFFER {
+        warn!(
+            granted_kib = bound.recv_buffer / 1024,
+            wanted_kib = UDP_RECV_BUFFER / 1024,
+            "small UDP receive buffer: bursts will be dropped and retransmitted; \
+             raise net.core.rmem_max (sysctl) or run with CAP_NET_ADMIN"
+        );
     }
-    socket.bind(&addr.into()).map_err(bind_err)?;
-    let socket: std::net::UdpSocket = socket.into();
-    socket.set_nonblocking(true).map_err(bind_err)?;
+    let socket = bound.socket;
     quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(config),

@@ -13,6 +13,9 @@
 //! - `y` expires_ms service_sid object_sid item_key -> ()   (items' expiry index)
 //! - `p` service_sid object_sid identity -> Rights (per-object permissions)
 
+use std::collections::BTreeMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
 use super::*;
 use serde::de::DeserializeOwned;
 use syncline_proto::{ItemKey, ObjectKind, Order, Rights};
@@ -22,6 +25,18 @@ pub struct SledStore {
     tree: sled::Tree,
     log_retention: u64,
     durable: bool,
+    registry: RwLock<Registry>,
+}
+
+/// Services and API keys, held in memory as well as on disk. Every request checks its
+/// service and key; reading them from sled took two tree lookups per request, each
+/// waiting on sled's batch lock while a commit batch was being applied. They are few and
+/// change only through this store (disk first, then the map), so the copy cannot go stale.
+#[derive(Default)]
+struct Registry {
+    services: BTreeMap<String, ServiceRecord>,
+    service_names: BTreeMap<String, String>,
+    keys: BTreeMap<String, ApiKeyRecord>,
 }
 
 fn engine(e: sled::Error) -> StoreError {
@@ -110,12 +125,37 @@ impl SledStore {
             .open()
             .map_err(engine)?;
         let tree = db.open_tree("syncline").map_err(engine)?;
+        let mut registry = Registry::default();
+        for v in tree.scan_prefix(b"s").values() {
+            let service: ServiceRecord = decode(&v.map_err(engine)?)?;
+            if let Some(name) = &service.unique_name {
+                registry
+                    .service_names
+                    .insert(name.clone(), service.sid.clone());
+            }
+            registry.services.insert(service.sid.clone(), service);
+        }
+        for v in tree.scan_prefix(b"k").values() {
+            let key: ApiKeyRecord = decode(&v.map_err(engine)?)?;
+            registry.keys.insert(key.sid.clone(), key);
+        }
         Ok(SledStore {
             db,
             tree,
             log_retention: log_retention.max(1),
             durable,
+            registry: RwLock::new(registry),
         })
+    }
+
+    // The maps hold plain data that every writer leaves whole, so a panic elsewhere
+    // while the lock was held leaves nothing to distrust.
+    fn registry(&self) -> RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn registry_mut(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn get<T: DeserializeOwned>(&self, k: &[u8]) -> StoreResult<Option<T>> {
@@ -231,22 +271,16 @@ impl Store for SledStore {
     }
 
     async fn service(&self, sid: &str) -> StoreResult<Option<ServiceRecord>> {
-        self.get(&key_of(&[b"s", sid.as_bytes()]))
+        Ok(self.registry().services.get(sid).cloned())
     }
 
     async fn service_by_name(&self, unique_name: &str) -> StoreResult<Option<ServiceRecord>> {
-        match self
-            .tree
-            .get(key_of(&[b"S", unique_name.as_bytes()]))
-            .map_err(engine)?
-        {
-            Some(sid) => {
-                let sid = String::from_utf8(sid.to_vec())
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                self.service(&sid).await
-            }
-            None => Ok(None),
-        }
+        let registry = self.registry();
+        Ok(registry
+            .service_names
+            .get(unique_name)
+            .and_then(|sid| registry.services.get(sid))
+            .cloned())
     }
 
     async fn put_service(&self, service: &ServiceRecord) -> StoreResult<()> {
@@ -256,15 +290,26 @@ impl Store for SledStore {
             batch.insert(key_of(&[b"S", name.as_bytes()]), service.sid.as_bytes());
         }
         self.tree.apply_batch(batch).map_err(engine)?;
-        self.flush().await
+        self.flush().await?;
+        let mut registry = self.registry_mut();
+        if let Some(old) = registry.services.get(&service.sid) {
+            if let Some(old_name) = old.unique_name.clone() {
+                registry.service_names.remove(&old_name);
+            }
+        }
+        if let Some(name) = &service.unique_name {
+            registry
+                .service_names
+                .insert(name.clone(), service.sid.clone());
+        }
+        registry
+            .services
+            .insert(service.sid.clone(), service.clone());
+        Ok(())
     }
 
     async fn services(&self) -> StoreResult<Vec<ServiceRecord>> {
-        self.tree
-            .scan_prefix(b"s")
-            .values()
-            .map(|v| decode(&v.map_err(engine)?))
-            .collect()
+        Ok(self.registry().services.values().cloned().collect())
     }
 
     async fn delete_service(&self, service: &ServiceRecord) -> StoreResult<()> {
@@ -280,6 +325,13 @@ impl Store for SledStore {
             }
         }
         self.tree.apply_batch(batch).map_err(engine)?;
+        {
+            let mut registry = self.registry_mut();
+            registry.services.remove(&service.sid);
+            if let Some(name) = &service.unique_name {
+                registry.service_names.remove(name);
+            }
+        }
         self.flush().await
     }
 
@@ -292,11 +344,7 @@ impl Store for SledStore {
     }
 
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        self.tree
-            .scan_prefix(b"k")
-            .values()
-            .map(|v| decode(&v.map_err(engine)?))
-            .collect()
+        Ok(self.registry().keys.values().cloned().collect())
     }
 
     async fn permission(
@@ -352,12 +400,14 @@ impl Store for SledStore {
     }
 
     async fn api_key(&self, sid: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        self.get(&key_of(&[b"k", sid.as_bytes()]))
+        Ok(self.registry().keys.get(sid).cloned())
     }
 
     async fn put_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
         self.put(&key_of(&[b"k", k.sid.as_bytes()]), k)?;
-        self.flush().await
+        self.flush().await?;
+        self.registry_mut().keys.insert(k.sid.clone(), k.clone());
+        Ok(())
     }
 
     async fn object(&self, service_sid: &str, sid: &str) -> StoreResult<Option<ObjectRecord>> {
@@ -512,5 +562,80 @@ impl Store for SledStore {
             .map_err(|e| StoreError::Engine(format!("flush task: {e}")))?
             .map_err(engine)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(sid: &str, name: Option<&str>, acl: bool) -> ServiceRecord {
+        ServiceRecord {
+            sid: sid.into(),
+            unique_name: name.map(Into::into),
+            flags: ServiceFlags {
+                acl_enabled: acl,
+                ..Default::default()
+            },
+            date_created: 1,
+            date_updated: 1,
+        }
+    }
+
+    /// Services and keys are served from memory: every change must show at once, and
+    /// the map must come back whole from disk after a restart.
+    #[tokio::test]
+    async fn services_and_keys_read_back_after_changes_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = "IS00000000000000000000000000000001";
+        let b = "IS00000000000000000000000000000002";
+        {
+            let store = SledStore::open(dir.path(), 10, true).unwrap();
+            store
+                .put_service(&service(a, Some("alpha"), false))
+                .await
+                .unwrap();
+            store
+                .put_service(&service(b, Some("beta"), false))
+                .await
+                .unwrap();
+            // Renamed and ACL switched on: the old name no longer finds it.
+            store
+                .put_service(&service(a, Some("gamma"), true))
+                .await
+                .unwrap();
+            assert!(store.service_by_name("alpha").await.unwrap().is_none());
+            assert!(store.service(a).await.unwrap().unwrap().acl_enabled());
+            store
+                .delete_service(&service(b, Some("beta"), false))
+                .await
+                .unwrap();
+            assert!(store.service(b).await.unwrap().is_none());
+            assert!(store.service_by_name("beta").await.unwrap().is_none());
+            let key = ApiKeyRecord {
+                sid: "SK00000000000000000000000000000001".into(),
+                friendly_name: None,
+                secret: "s".into(),
+                date_created: 1,
+                revoked: false,
+            };
+            store.put_api_key(&key).await.unwrap();
+            store
+                .put_api_key(&ApiKeyRecord {
+                    revoked: true,
+                    ..key
+                })
+                .await
+                .unwrap();
+        }
+        let store = SledStore::open(dir.path(), 10, true).unwrap();
+        let found = store.service_by_name("gamma").await.unwrap().unwrap();
+        assert_eq!(found, service(a, Some("gamma"), true));
+        assert_eq!(store.services().await.unwrap(), vec![found]);
+        assert!(store.service(b).await.unwrap().is_none());
+        let keys = store.api_keys().await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(keys[0].revoked);
+        assert!(store.api_key(&keys[0].sid).await.unwrap().unwrap().revoked);
     }
 }
