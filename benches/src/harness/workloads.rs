@@ -76,23 +76,36 @@ impl Connector {
             .map_err(err)
     }
 
-    /// Opens `n` identity connections, `OPEN_CONCURRENCY` at a time.
+    /// Opens `n` identity connections, `OPEN_CONCURRENCY` at a time, each subscribed to
+    /// `objects(i)` as soon as it is open (so that opening and subscribing overlap).
     async fn identities(
         self: &Arc<Self>,
         n: usize,
         prefix: &str,
+        objects: impl Fn(usize) -> Vec<String>,
         progress: &Progress,
-    ) -> Result<Vec<Client>, Error> {
+    ) -> Result<Vec<(Client, Vec<Subscription>)>, Error> {
         let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
         let mut set = JoinSet::new();
         for i in 0..n {
             let (me, gate, name) = (self.clone(), gate.clone(), format!("{prefix}{i}"));
+            let objects = objects(i);
             set.spawn(async move {
                 let _permit = gate.acquire_owned().await.map_err(err)?;
-                me.identity(&name).await.map(|c| (i, c))
+                let client = me.identity(&name).await?;
+                let mut subs = Vec::with_capacity(objects.len());
+                for object in &objects {
+                    subs.push(
+                        client
+                            .subscribe(object, SubscribeOptions::default())
+                            .await
+                            .map_err(err)?,
+                    );
+                }
+                Ok::<_, Error>((i, (client, subs)))
             });
         }
-        let mut clients: Vec<Option<Client>> = (0..n).map(|_| None).collect();
+        let mut clients: Vec<Option<(Client, Vec<Subscription>)>> = (0..n).map(|_| None).collect();
         let mut done = 0;
         while let Some(r) = set.join_next().await {
             let (i, c) = r.map_err(err)??;
@@ -314,16 +327,18 @@ pub async fn fanout(
         writers.push(connector.backend().await?);
     }
     let first = fanout_write(&writers[0], kind, &json!({"seq": 0, "sent_ns": 0})).await?;
-    let clients = connector.identities(subscribers, "sub", &progress).await?;
+    let clients = connector
+        .identities(subscribers, "sub", |_| vec!["fanout".into()], &progress)
+        .await?;
     let (target_tx, target_rx) = watch::channel(None);
     let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
     let mut set = JoinSet::new();
-    for c in &clients {
-        let sub = c
-            .subscribe("fanout", SubscribeOptions::default())
-            .await
-            .map_err(err)?;
-        set.spawn(follow(sub, kind, target_rx.clone(), limit));
+    let mut connections = Vec::with_capacity(clients.len());
+    for (client, subs) in clients {
+        for sub in subs {
+            set.spawn(follow(sub, kind, target_rx.clone(), limit));
+        }
+        connections.push(client);
     }
     let _ = first;
     let before = sample(server);
@@ -378,7 +393,7 @@ pub async fn fanout(
         json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": kind.name(), "writes": total}),
     );
     o.extra.insert("resyncs".into(), json!(resyncs));
-    drop(clients);
+    drop(connections);
     Ok(o)
 }
 
@@ -397,22 +412,17 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
     let (rss_before, _) = server.rss_kib();
     let before = sample(server);
     let start = Instant::now();
-    let clients = connector.identities(connections, "conn", &progress).await?;
+    let clients = connector
+        .identities(connections, "conn", |_| vec!["conns".into()], &progress)
+        .await?;
     let (target_tx, target_rx) = watch::channel(None);
     let limit = Instant::now() + Duration::from_secs(120);
-    let mut subs = Vec::with_capacity(connections);
-    for c in &clients {
-        subs.push(
-            c.subscribe("conns", SubscribeOptions::default())
-                .await
-                .map_err(err)?,
-        );
-    }
+    let (clients, subs): (Vec<Client>, Vec<Vec<Subscription>>) = clients.into_iter().unzip();
     let open_s = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = server.rss_kib();
     let mut set = JoinSet::new();
-    for sub in subs {
+    for sub in subs.into_iter().flatten() {
         set.spawn(follow(sub, ObjectKind::Document, target_rx.clone(), limit));
     }
     let write_at = Instant::now();
@@ -484,8 +494,20 @@ pub async fn chat(
             .await
             .map_err(err)?;
     }
-    let clients = connector
-        .identities(rooms * members, "member", &progress)
+    let room_objects = |r: usize| {
+        [
+            (format!("room-{r}"), ObjectKind::List),
+            (format!("roster-{r}"), ObjectKind::Map),
+            (format!("typing-{r}"), ObjectKind::Stream),
+        ]
+    };
+    let opened = connector
+        .identities(
+            rooms * members,
+            "member",
+            |i| room_objects(i / members).map(|(name, _)| name).to_vec(),
+            &progress,
+        )
         .await?;
     let (target_tx, target_rx) = watch::channel::<Option<u64>>(None);
     let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
@@ -493,21 +515,14 @@ pub async fn chat(
     // follower gets its own watch channel fed at the end.
     let mut targets: Vec<(String, watch::Sender<Option<u64>>)> = Vec::new();
     let mut set = JoinSet::new();
-    for (i, c) in clients.iter().enumerate() {
-        let r = i / members;
-        for (name, kind) in [
-            (format!("room-{r}"), ObjectKind::List),
-            (format!("roster-{r}"), ObjectKind::Map),
-            (format!("typing-{r}"), ObjectKind::Stream),
-        ] {
-            let sub = c
-                .subscribe(&name, SubscribeOptions::default())
-                .await
-                .map_err(err)?;
+    let mut clients = Vec::with_capacity(opened.len());
+    for (i, (client, subs)) in opened.into_iter().enumerate() {
+        for ((name, kind), sub) in room_objects(i / members).into_iter().zip(subs) {
             let (tx, rx) = watch::channel(None);
             targets.push((name, tx));
             set.spawn(follow(sub, kind, rx, limit));
         }
+        clients.push(client);
     }
     drop((target_tx, target_rx));
     let before = sample(server);
