@@ -41,19 +41,24 @@ pub struct Delivery {
 /// Requests from the connection's session to its event writer, in order.
 #[derive(Debug)]
 pub enum Control {
-    /// Start delivering: catch up from `since` (or send a snapshot), then live events.
-    Start {
-        sub_id: u64,
-        token: u64,
-        service_sid: String,
-        object_sid: String,
-        since: Option<u64>,
-        /// Lists: newest items in the snapshot.
-        window: u32,
-    },
+    /// Boxed: the channel allocates its slots in blocks of 32 up front, on every
+    /// connection, so the variant's size is paid 32 times whether or not it is sent.
+    Start(Box<StartSubscription>),
     Stop {
         sub_id: u64,
     },
+}
+
+/// Start delivering: catch up from `since` (or send a snapshot), then live events.
+#[derive(Debug)]
+pub struct StartSubscription {
+    pub sub_id: u64,
+    pub token: u64,
+    pub service_sid: String,
+    pub object_sid: String,
+    pub since: Option<u64>,
+    /// Lists: newest items in the snapshot.
+    pub window: u32,
 }
 
 /// The sending side of one connection's event queue, shared with the hub.

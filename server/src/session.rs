@@ -20,7 +20,7 @@ use tracing::error;
 use crate::acl::{self, Action, Principal};
 use crate::auth;
 use crate::commit::{Committer, WriteOp, WriteOutcome};
-use crate::fanout::{Control, Hub, Outbox, Subscriber};
+use crate::fanout::{Control, Hub, Outbox, StartSubscription, Subscriber};
 use crate::objects::{self, document, items, WriteContext};
 use crate::store::{Installation, ObjectRecord, ServiceRecord, Store, StoreError};
 use crate::{now_ms, now_s};
@@ -675,14 +675,15 @@ impl Session {
             }
             return Err(forbidden());
         }
-        self.outbox.control(Control::Start {
-            sub_id,
-            token,
-            service_sid: authed.service.sid.clone(),
-            object_sid: record.sid.clone(),
-            since,
-            window,
-        });
+        self.outbox
+            .control(Control::Start(Box::new(StartSubscription {
+                sub_id,
+                token,
+                service_sid: authed.service.sid.clone(),
+                object_sid: record.sid.clone(),
+                since,
+                window,
+            })));
         Ok(Response::Subscribed {
             sub_id,
             object_sid: record.sid,

@@ -244,7 +244,7 @@ async fn write_responses(
     mut send: quinn::SendStream,
     mut rx: mpsc::Receiver<Bytes>,
 ) -> Result<(), quinn::WriteError> {
-    let mut batch = Vec::with_capacity(64);
+    let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 64).await > 0 {
         send.write_all_chunks(&mut batch).await?;
         batch.clear();
