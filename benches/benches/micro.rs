@@ -7,7 +7,7 @@
 //! - `event_encode/*`: the per-subscriber cost of an event (`DocumentUpdated`, ~200-byte
 //!   data and previous data) sent to 1,000 subscribers: encoded once plus 1,000
 //!   `EventFrameHeader`s and shared `Bytes` clones, versus encoded 1,000 times.
-//! - `commit/*`: the write path, `Committer::submit(WriteOp::DocSet)` of a ~200-byte
+//! - `commit/*`: the write path, `Committer::submit` of a `DocSet` request of a ~200-byte
 //!   document into a `SledStore` in a temp dir, durable (flush per batch) and relaxed; one
 //!   writer awaiting each write, and 64 concurrent writers per iteration (group commit).
 //!   Writes replace existing documents, cycling over 1,024 of them (hammering a single
@@ -258,12 +258,12 @@ fn ctx() -> WriteContext {
 
 /// The `n`th write: document `n % DOCUMENTS`, with data that differs from the last write.
 fn set_op(n: u64) -> WriteOp {
-    WriteOp::DocSet {
+    WriteOp::Request(Request::DocSet {
         document: format!("doc-{}", n % DOCUMENTS),
         data: doc_json(n),
         if_match: None,
         ttl: None,
-    }
+    })
 }
 
 fn commit(c: &mut Criterion) {

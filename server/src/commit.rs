@@ -11,7 +11,7 @@ use syncline_proto::frame::encode_event;
 use syncline_proto::ids::{is_sid, make_sid, validate_unique_name};
 use syncline_proto::{
     DocumentInfo, ErrorCode, Event, ItemInfo, ItemKey, Limits, ObjectInfo, ObjectKind, Reason,
-    WireError,
+    Request, WireError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
@@ -28,56 +28,13 @@ const QUEUE_DEPTH: usize = 8192;
 
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    DocSet {
-        document: String,
-        data: String,
-        if_match: Option<u64>,
-        ttl: Option<u64>,
-    },
-    DocUpdate {
-        document: String,
-        data: String,
-        if_match: Option<u64>,
-    },
-    /// Creates an object; with `existing_ok`, an existing object of the same kind is
-    /// returned instead of `AlreadyExists` (how `publish` gets its stream).
-    Create {
-        kind: ObjectKind,
-        unique_name: Option<String>,
-        ttl: Option<u64>,
-        existing_ok: bool,
-    },
-    Delete {
-        kind: Option<ObjectKind>,
-        object: String,
-        if_match: Option<u64>,
-    },
-    ListPush {
-        list: String,
-        data: String,
-        ttl: Option<u64>,
-    },
-    ItemSet {
-        kind: ObjectKind,
-        object: String,
-        key: ItemKey,
-        data: String,
-        if_match: Option<u64>,
-        ttl: Option<u64>,
-    },
-    ItemUpdate {
-        kind: ObjectKind,
-        object: String,
-        key: ItemKey,
-        data: String,
-        if_match: Option<u64>,
-    },
-    ItemRemove {
-        kind: ObjectKind,
-        object: String,
-        key: ItemKey,
-        if_match: Option<u64>,
-    },
+    /// A client's write as it came off the wire: `DocSet`, `DocUpdate`, `Create`,
+    /// `Delete`, `ListPush`, `ItemSet`, `ItemUpdate` or `ItemRemove`. Any other request
+    /// is refused as not a write.
+    Request(Request),
+    /// Creates the stream `name`, or hands back the existing one: how `publish` gets
+    /// its stream.
+    EnsureStream { name: String },
     /// Deletes the object if (and only if) it has expired: the reaper's request.
     Expire { object_sid: String },
     /// Removes the item if (and only if) it has expired.
@@ -454,8 +411,43 @@ impl<'a> Batch<'a> {
         op: &WriteOp,
         limits: &Limits,
     ) -> Result<WriteOutcome, WireError> {
-        match op {
-            WriteOp::DocSet {
+        let request = match op {
+            WriteOp::Request(request) => request,
+            WriteOp::EnsureStream { name } => {
+                return self
+                    .create(ctx, ObjectKind::Stream, Some(name), None, true, limits)
+                    .await;
+            }
+            WriteOp::DeleteAll => {
+                let all = self
+                    .store
+                    .objects_of(&ctx.service_sid)
+                    .await
+                    .map_err(storage)?;
+                for r in all {
+                    // Skip what an earlier write in this batch already removed.
+                    if let Some(current) = self.load_sid(&ctx.service_sid, &r.sid).await? {
+                        let event = objects::removed_event(&current, ctx, Reason::Write);
+                        self.record(Some(current), None, None, Some(event));
+                    }
+                }
+                return Ok(WriteOutcome::Unchanged);
+            }
+            WriteOp::ExpireItem { object_sid, key } => {
+                // `load_item` removes the item if it has expired; otherwise nothing changes.
+                if let Some(current) = self.load(ctx, object_sid).await? {
+                    self.load_item(ctx, &current, key).await?;
+                }
+                return Ok(WriteOutcome::Unchanged);
+            }
+            WriteOp::Expire { object_sid } => {
+                // `load` removes the object if it has expired; otherwise nothing changes.
+                self.load(ctx, object_sid).await?;
+                return Ok(WriteOutcome::Unchanged);
+            }
+        };
+        match request {
+            Request::DocSet {
                 document,
                 data,
                 if_match,
@@ -492,7 +484,7 @@ impl<'a> Batch<'a> {
                 self.record(current, Some(next), None, Some(event));
                 Ok(WriteOutcome::Document(info))
             }
-            WriteOp::DocUpdate {
+            Request::DocUpdate {
                 document,
                 data,
                 if_match,
@@ -506,38 +498,15 @@ impl<'a> Batch<'a> {
                 self.record(Some(current), Some(next), None, Some(event));
                 Ok(WriteOutcome::Document(info))
             }
-            WriteOp::Create {
+            Request::Create {
                 kind,
                 unique_name,
                 ttl,
-                existing_ok,
             } => {
-                if let Some(name) = unique_name {
-                    validate_unique_name(name, limits)?;
-                    if let Some(existing) = self.load(ctx, name).await? {
-                        // Saying "taken" would reveal the object to one who may not see
-                        // it; handing it back (`existing_ok`, for publish) needs write.
-                        let action = if *existing_ok {
-                            Action::Write
-                        } else {
-                            Action::Read
-                        };
-                        self.guard(ctx, Some(&existing), action, false).await?;
-                        if *existing_ok && existing.kind == *kind {
-                            return Ok(WriteOutcome::Object(objects::object_info(&existing)));
-                        }
-                        return Err(WireError::new(
-                            ErrorCode::AlreadyExists,
-                            format!("the name {name:?} is taken by a {}", existing.kind.name()),
-                        ));
-                    }
-                }
-                let r = objects::new_object(*kind, new_sid(*kind), unique_name.clone(), *ttl, ctx);
-                let info = objects::object_info(&r);
-                self.record(None, Some(r), None, None);
-                Ok(WriteOutcome::Object(info))
+                self.create(ctx, *kind, unique_name.as_deref(), *ttl, false, limits)
+                    .await
             }
-            WriteOp::Delete {
+            Request::Delete {
                 kind,
                 object,
                 if_match,
@@ -563,7 +532,7 @@ impl<'a> Batch<'a> {
                 self.record(Some(current), None, None, Some(event));
                 Ok(outcome)
             }
-            WriteOp::ListPush { list, data, ttl } => {
+            Request::ListPush { list, data, ttl } => {
                 // Check the data before a missing list is created for it.
                 limits.check_data(data)?;
                 let current = self
@@ -572,7 +541,7 @@ impl<'a> Batch<'a> {
                 let change = items::push(&current, data.clone(), *ttl, ctx, limits)?;
                 Ok(self.apply_item(current, change))
             }
-            WriteOp::ItemSet {
+            Request::ItemSet {
                 kind,
                 object,
                 key,
@@ -599,7 +568,7 @@ impl<'a> Batch<'a> {
                 )?;
                 Ok(self.apply_item(current, change))
             }
-            WriteOp::ItemUpdate {
+            Request::ItemUpdate {
                 kind,
                 object,
                 key,
@@ -622,7 +591,7 @@ impl<'a> Batch<'a> {
                 )?;
                 Ok(self.apply_item(current, change))
             }
-            WriteOp::ItemRemove {
+            Request::ItemRemove {
                 kind,
                 object,
                 key,
@@ -643,34 +612,54 @@ impl<'a> Batch<'a> {
                 )?;
                 Ok(self.apply_item(current, change))
             }
-            WriteOp::DeleteAll => {
-                let all = self
-                    .store
-                    .objects_of(&ctx.service_sid)
-                    .await
-                    .map_err(storage)?;
-                for r in all {
-                    // Skip what an earlier write in this batch already removed.
-                    if let Some(current) = self.load_sid(&ctx.service_sid, &r.sid).await? {
-                        let event = objects::removed_event(&current, ctx, Reason::Write);
-                        self.record(Some(current), None, None, Some(event));
-                    }
+            // The session sends only the writes above here.
+            _ => Err(WireError::internal(
+                "a request that is not a write reached the committer",
+            )),
+        }
+    }
+
+    /// Creates an object. A taken name is `AlreadyExists`, unless `existing_ok` and the
+    /// object there is of the same kind, which is then handed back.
+    async fn create(
+        &mut self,
+        ctx: &WriteContext,
+        kind: ObjectKind,
+        unique_name: Option<&str>,
+        ttl: Option<u64>,
+        existing_ok: bool,
+        limits: &Limits,
+    ) -> Result<WriteOutcome, WireError> {
+        if let Some(name) = unique_name {
+            validate_unique_name(name, limits)?;
+            if let Some(existing) = self.load(ctx, name).await? {
+                // Saying "taken" would reveal the object to one who may not see it;
+                // handing it back (`existing_ok`, for publish) needs write.
+                let action = if existing_ok {
+                    Action::Write
+                } else {
+                    Action::Read
+                };
+                self.guard(ctx, Some(&existing), action, false).await?;
+                if existing_ok && existing.kind == kind {
+                    return Ok(WriteOutcome::Object(objects::object_info(&existing)));
                 }
-                Ok(WriteOutcome::Unchanged)
-            }
-            WriteOp::ExpireItem { object_sid, key } => {
-                // `load_item` removes the item if it has expired; otherwise nothing changes.
-                if let Some(current) = self.load(ctx, object_sid).await? {
-                    self.load_item(ctx, &current, key).await?;
-                }
-                Ok(WriteOutcome::Unchanged)
-            }
-            WriteOp::Expire { object_sid } => {
-                // `load` removes the object if it has expired; otherwise nothing changes.
-                self.load(ctx, object_sid).await?;
-                Ok(WriteOutcome::Unchanged)
+                return Err(WireError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("the name {name:?} is taken by a {}", existing.kind.name()),
+                ));
             }
         }
+        let r = objects::new_object(
+            kind,
+            new_sid(kind),
+            unique_name.map(str::to_owned),
+            ttl,
+            ctx,
+        );
+        let info = objects::object_info(&r);
+        self.record(None, Some(r), None, None);
+        Ok(WriteOutcome::Object(info))
     }
 }
 

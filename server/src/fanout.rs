@@ -47,6 +47,11 @@ pub enum Control {
     Stop {
         sub_id: u64,
     },
+    /// Deliver what is queued, then close the connection with `code`.
+    Close {
+        code: u32,
+        reason: &'static str,
+    },
 }
 
 /// Start delivering: catch up from `since` (or send a snapshot), then live events.

@@ -45,11 +45,19 @@ pub struct Shared {
 /// close it (the network layer provides that; the session does no IO).
 pub struct LiveConnection {
     pub session: std::sync::Weak<Session>,
-    pub close: Box<dyn Fn(u32, &'static str) + Send + Sync>,
+    pub close: Arc<dyn Fn(u32, &'static str) + Send + Sync>,
 }
 
+/// The longest a connection being closed by the server waits for the events already
+/// queued for it to be delivered.
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Shared {
-    /// Closes every live connection whose session matches `pred`.
+    /// Closes every live connection whose session matches `pred`, after the events
+    /// already queued for it have been delivered: closing at once would discard them,
+    /// and a deleted service's subscribers must hear `object_removed` first. A client
+    /// that does not take them in `CLOSE_GRACE` is closed anyway. Requests are refused
+    /// meanwhile by the per-request service and key checks.
     pub fn close_connections(
         &self,
         pred: impl Fn(&Session) -> bool,
@@ -60,8 +68,13 @@ impl Shared {
             return;
         };
         for live in conns.values() {
-            if live.session.upgrade().is_some_and(|s| pred(&s)) {
-                (live.close)(code, reason);
+            if let Some(session) = live.session.upgrade().filter(|s| pred(s)) {
+                session.outbox.control(Control::Close { code, reason });
+                let close = live.close.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                    close(code, reason);
+                });
             }
         }
     }
@@ -408,6 +421,14 @@ impl Session {
         match request {
             Request::Hello { .. } => Err(WireError::invalid("already authenticated")),
             Request::Ping => Ok(Response::Pong),
+            write @ (Request::DocSet { .. }
+            | Request::DocUpdate { .. }
+            | Request::Create { .. }
+            | Request::Delete { .. }
+            | Request::ListPush { .. }
+            | Request::ItemSet { .. }
+            | Request::ItemUpdate { .. }
+            | Request::ItemRemove { .. }) => self.write(authed, WriteOp::Request(write)).await,
             Request::UpdateToken { token } => self.update_token(authed, &token).await,
             Request::DocGet { document } => {
                 let record = self.lookup(authed, &document).await?;
@@ -416,78 +437,11 @@ impl Session {
                 objects::expect_kind(&record, ObjectKind::Document)?;
                 Ok(Response::Document(document::info(&record)))
             }
-            Request::DocSet {
-                document,
-                data,
-                if_match,
-                ttl,
-            } => {
-                self.write(
-                    authed,
-                    WriteOp::DocSet {
-                        document,
-                        data,
-                        if_match,
-                        ttl,
-                    },
-                )
-                .await
-            }
-            Request::DocUpdate {
-                document,
-                data,
-                if_match,
-            } => {
-                self.write(
-                    authed,
-                    WriteOp::DocUpdate {
-                        document,
-                        data,
-                        if_match,
-                    },
-                )
-                .await
-            }
-            Request::Create {
-                kind,
-                unique_name,
-                ttl,
-            } => {
-                self.write(
-                    authed,
-                    WriteOp::Create {
-                        kind,
-                        unique_name,
-                        ttl,
-                        existing_ok: false,
-                    },
-                )
-                .await
-            }
             Request::Fetch { object } => {
                 let record = self.lookup(authed, &object).await?;
                 self.read_guard(authed, record.as_ref()).await?;
                 let record = record.ok_or_else(|| WireError::not_found("object"))?;
                 Ok(Response::Object(objects::object_info(&record)))
-            }
-            Request::Delete {
-                kind,
-                object,
-                if_match,
-            } => {
-                self.write(
-                    authed,
-                    WriteOp::Delete {
-                        kind,
-                        object,
-                        if_match,
-                    },
-                )
-                .await
-            }
-            Request::ListPush { list, data, ttl } => {
-                self.write(authed, WriteOp::ListPush { list, data, ttl })
-                    .await
             }
             Request::ItemGet { kind, object, key } => {
                 let record = self.lookup(authed, &object).await?;
@@ -504,63 +458,6 @@ impl Session {
                     .filter(|i| !i.is_expired(now_ms()))
                     .ok_or_else(|| WireError::not_found("item"))?;
                 Ok(Response::Item(items::item_info(&key, &item)))
-            }
-            Request::ItemSet {
-                kind,
-                object,
-                key,
-                data,
-                if_match,
-                ttl,
-            } => {
-                self.write(
-                    authed,
-                    WriteOp::ItemSet {
-                        kind,
-                        object,
-                        key,
-                        data,
-                        if_match,
-                        ttl,
-                    },
-                )
-                .await
-            }
-            Request::ItemUpdate {
-                kind,
-                object,
-                key,
-                data,
-                if_match,
-            } => {
-                self.write(
-                    authed,
-                    WriteOp::ItemUpdate {
-                        kind,
-                        object,
-                        key,
-                        data,
-                        if_match,
-                    },
-                )
-                .await
-            }
-            Request::ItemRemove {
-                kind,
-                object,
-                key,
-                if_match,
-            } => {
-                self.write(
-                    authed,
-                    WriteOp::ItemRemove {
-                        kind,
-                        object,
-                        key,
-                        if_match,
-                    },
-                )
-                .await
             }
             Request::Items {
                 kind,
@@ -762,11 +659,8 @@ impl Session {
                     .committer
                     .submit(
                         self.context(authed),
-                        WriteOp::Create {
-                            kind: ObjectKind::Stream,
-                            unique_name: Some(stream.to_owned()),
-                            ttl: None,
-                            existing_ok: true,
+                        WriteOp::EnsureStream {
+                            name: stream.to_owned(),
                         },
                     )
                     .await?;

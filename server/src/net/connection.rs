@@ -69,7 +69,7 @@ impl Registered {
         let conn = conn.clone();
         let live = LiveConnection {
             session: Arc::downgrade(session),
-            close: Box::new(move |code, reason| conn.close(code.into(), reason.as_bytes())),
+            close: Arc::new(move |code, reason| conn.close(code.into(), reason.as_bytes())),
         };
         if let Ok(mut all) = shared.connections.lock() {
             all.insert(session.connection_id, live);

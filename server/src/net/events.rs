@@ -11,8 +11,10 @@ use syncline_proto::frame::encode_event;
 use syncline_proto::{EventFrameHeader, WireError};
 use tracing::{debug, error};
 
-use crate::fanout::{catch_up, ended_event, CatchUp, Control, OutboxReceiver, StartSubscription};
-use crate::session::{Session, Shared};
+use crate::fanout::{
+    catch_up, ended_event, CatchUp, Control, Delivery, OutboxReceiver, StartSubscription,
+};
+use crate::session::{Session, Shared, CLOSE_GRACE};
 
 struct Subscription {
     token: u64,
@@ -106,6 +108,25 @@ impl Writer<'_> {
         );
     }
 
+    /// Queues a delivery from the hub, unless its subscription already has it (or has
+    /// not started: it will start from a state that includes it).
+    fn accept(&mut self, d: Delivery) {
+        let Some(s) = self.subs.get_mut(&d.sub_id).filter(|s| s.token == d.token) else {
+            return;
+        };
+        if let Some(revision) = d.revision {
+            if revision <= s.delivered {
+                return;
+            }
+            s.delivered = revision;
+        }
+        if d.ends {
+            self.subs.remove(&d.sub_id);
+            self.session.forget_subscription(d.sub_id);
+        }
+        self.push(d.sub_id, d.body);
+    }
+
     fn end(&mut self, sub_id: u64, object_sid: &str, error: WireError) {
         self.subs.remove(&sub_id);
         self.session.forget_subscription(sub_id);
@@ -146,6 +167,7 @@ pub async fn run(
         pending: Vec::new(),
     };
     let mut stream: Option<quinn::SendStream> = None;
+    let mut close: Option<(u32, &'static str)> = None;
     // Grows with the bursts this connection sees; reserving up front cost every idle
     // connection ~18 KiB.
     let mut deliveries = Vec::new();
@@ -160,6 +182,13 @@ pub async fn run(
                 Some(Control::Stop { sub_id }) => {
                     writer.subs.remove(&sub_id);
                 }
+                Some(Control::Close { code, reason }) => {
+                    // What the hub queued before the close was asked for goes out first.
+                    while let Ok(d) = rx.events.try_recv() {
+                        writer.accept(d);
+                    }
+                    close = Some((code, reason));
+                }
                 None => break,
             },
             _ = rx.outbox.lag_notified() => {
@@ -172,26 +201,15 @@ pub async fn run(
                     break;
                 }
                 for d in deliveries.drain(..) {
-                    // Events for a subscription not started yet are covered by the state
-                    // it will start from; events it already has are skipped.
-                    let Some(s) = writer.subs.get_mut(&d.sub_id).filter(|s| s.token == d.token) else {
-                        continue;
-                    };
-                    if let Some(revision) = d.revision {
-                        if revision <= s.delivered {
-                            continue;
-                        }
-                        s.delivered = revision;
-                    }
-                    if d.ends {
-                        writer.subs.remove(&d.sub_id);
-                        session.forget_subscription(d.sub_id);
-                    }
-                    writer.push(d.sub_id, d.body);
+                    writer.accept(d);
                 }
             }
         }
         if writer.pending.is_empty() {
+            if let Some((code, reason)) = close {
+                finish_and_close(&conn, stream.take(), code, reason).await;
+                break;
+            }
             continue;
         }
         if stream.is_none() {
@@ -210,5 +228,25 @@ pub async fn run(
             }
         }
         writer.pending.clear();
+        if let Some((code, reason)) = close {
+            finish_and_close(&conn, stream.take(), code, reason).await;
+            break;
+        }
     }
+}
+
+/// Ends the event stream, waits (at most `CLOSE_GRACE`) until the client has all of
+/// it, then closes the connection: closing discards data not yet acknowledged.
+async fn finish_and_close(
+    conn: &quinn::Connection,
+    stream: Option<quinn::SendStream>,
+    code: u32,
+    reason: &'static str,
+) {
+    if let Some(mut s) = stream {
+        if s.finish().is_ok() {
+            let _ = tokio::time::timeout(CLOSE_GRACE, s.stopped()).await;
+        }
+    }
+    conn.close(code.into(), reason.as_bytes());
 }
