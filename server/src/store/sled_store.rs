@@ -7,7 +7,8 @@
 //! - `s` service_sid            -> ServiceRecord;   `S` unique_name -> service sid
 //! - `k` key_sid                -> ApiKeyRecord
 //! - `o` service_sid object_sid -> ObjectRecord;    `n` service_sid name -> object sid
-//! - `l` object_sid revision    -> encoded Event (the change log, last `log_retention` kept)
+//! - `l` object_sid slot        -> revision + encoded Event (the change log: a ring of
+//!   `log_retention` slots, u32 BE, slot = revision % retention; see `log_key`)
 //! - `x` expires_ms service_sid object_sid -> ()   (the reaper's index)
 //! - `t` object_sid item_key    -> ItemRecord      (list index: u64 BE; map key: UTF-8)
 //! - `y` expires_ms service_sid object_sid item_key -> ()   (items' expiry index)
@@ -67,8 +68,21 @@ fn name_key(service_sid: &str, name: &str) -> Vec<u8> {
     key_of(&[b"n", service_sid.as_bytes(), name.as_bytes()])
 }
 
-fn log_key(object_sid: &str, revision: u64) -> Vec<u8> {
-    key_of(&[b"l", object_sid.as_bytes(), &revision.to_be_bytes()])
+/// The change log is a ring: revision `r` lives in slot `r % retention`, so each write
+/// overwrites the entry that falls out of retention instead of inserting one and
+/// removing another. That is one sled operation per write instead of two, and the
+/// object's log stops splitting and merging tree nodes once the ring is full. A slot's
+/// value starts with the revision it holds, which readers check.
+fn log_key(object_sid: &str, revision: u64, retention: u64) -> Vec<u8> {
+    let slot = (revision % retention) as u32;
+    key_of(&[b"l", object_sid.as_bytes(), &slot.to_be_bytes()])
+}
+
+fn log_value(revision: u64, event: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + event.len());
+    v.extend_from_slice(&revision.to_be_bytes());
+    v.extend_from_slice(event);
+    v
 }
 
 fn expiry_key(expires: u64, service_sid: &str, sid: &str) -> Vec<u8> {
@@ -251,10 +265,10 @@ impl SledStore {
             }
         }
         if let (Some(entry), Some(after)) = (&w.log, &w.after) {
-            batch.insert(log_key(&after.sid, entry.revision), entry.event.as_ref());
-            if entry.revision >= self.log_retention {
-                batch.remove(log_key(&after.sid, entry.revision - self.log_retention));
-            }
+            batch.insert(
+                log_key(&after.sid, entry.revision, self.log_retention),
+                log_value(entry.revision, &entry.event),
+            );
         }
     }
 }
@@ -436,25 +450,26 @@ impl Store for SledStore {
         if after >= up_to {
             return Ok(Some(Vec::new()));
         }
-        let start = log_key(object_sid, after + 1);
-        let end = log_key(object_sid, up_to);
-        let mut entries = Vec::new();
-        let mut expected = after + 1;
-        for item in self.tree.range(start..=end) {
-            let (k, v) = item.map_err(engine)?;
-            let mut rev = [0u8; 8];
-            rev.copy_from_slice(&k[k.len() - 8..]);
-            let revision = u64::from_be_bytes(rev);
-            if revision != expected {
+        if up_to - after > self.log_retention {
+            return Ok(None);
+        }
+        let mut entries = Vec::with_capacity((up_to - after) as usize);
+        for revision in after + 1..=up_to {
+            let key = log_key(object_sid, revision, self.log_retention);
+            let Some(v) = self.tree.get(key).map_err(engine)? else {
                 return Ok(None);
+            };
+            // A slot overwritten by a later revision (or never written): compacted.
+            match v.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                Some(held) if u64::from_be_bytes(held) == revision => {}
+                _ => return Ok(None),
             }
             entries.push(LogEntry {
                 revision,
-                event: Bytes::copy_from_slice(&v),
+                event: Bytes::copy_from_slice(&v[8..]),
             });
-            expected += 1;
         }
-        Ok((expected == up_to + 1).then_some(entries))
+        Ok(Some(entries))
     }
 
     async fn item(&self, object_sid: &str, key: &ItemKey) -> StoreResult<Option<ItemRecord>> {
@@ -580,6 +595,95 @@ mod tests {
             date_created: 1,
             date_updated: 1,
         }
+    }
+
+    fn document(revision: u64) -> ObjectRecord {
+        ObjectRecord {
+            service_sid: "IS00000000000000000000000000000001".into(),
+            sid: "ET00000000000000000000000000000001".into(),
+            kind: ObjectKind::Document,
+            unique_name: None,
+            revision,
+            data: format!("{{\"n\":{revision}}}"),
+            created_by: "system".into(),
+            date_created: 1,
+            date_updated: 1,
+            date_expires: None,
+            next_index: 0,
+        }
+    }
+
+    fn revisions(entries: Option<Vec<LogEntry>>) -> Option<Vec<(u64, Vec<u8>)>> {
+        entries.map(|es| {
+            es.into_iter()
+                .map(|e| (e.revision, e.event.to_vec()))
+                .collect()
+        })
+    }
+
+    /// The change log is a ring of `retention` slots: what is in it reads back exactly,
+    /// and a range reaching past it (overwritten, never written, or too long) is `None`
+    /// ("compacted"), never a partial or wrong answer. Also after reopening.
+    #[tokio::test]
+    async fn change_log_keeps_the_last_retention_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let sid = document(0).sid;
+        let event = |r: u64| format!("event {r}").into_bytes();
+        {
+            let store = SledStore::open(dir.path(), 4, true).unwrap();
+            let mut before = None;
+            for r in 1..=10 {
+                let after = document(r);
+                store
+                    .apply(vec![ObjectWrite {
+                        before: before.replace(after.clone()),
+                        after: Some(after),
+                        log: Some(LogEntry {
+                            revision: r,
+                            event: Bytes::from(event(r)),
+                        }),
+                        items: Vec::new(),
+                    }])
+                    .await
+                    .unwrap();
+            }
+            let want = |from: u64| Some((from..=10).map(|r| (r, event(r))).collect::<Vec<_>>());
+            assert_eq!(
+                revisions(store.log_range(&sid, 6, 10).await.unwrap()),
+                want(7)
+            );
+            assert_eq!(
+                revisions(store.log_range(&sid, 9, 10).await.unwrap()),
+                want(10)
+            );
+            assert_eq!(
+                revisions(store.log_range(&sid, 10, 10).await.unwrap()),
+                Some(vec![])
+            );
+            // Five back with four slots, and slots since overwritten.
+            assert_eq!(store.log_range(&sid, 5, 10).await.unwrap(), None);
+            assert_eq!(store.log_range(&sid, 1, 4).await.unwrap(), None);
+            // Past the newest revision: slot 11 % 4 holds revision 7.
+            assert_eq!(store.log_range(&sid, 10, 11).await.unwrap(), None);
+        }
+        let store = SledStore::open(dir.path(), 4, true).unwrap();
+        let got = revisions(store.log_range(&sid, 7, 10).await.unwrap()).unwrap();
+        assert_eq!(
+            got.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
+        // Deleting the object deletes its log.
+        store
+            .apply(vec![ObjectWrite {
+                before: Some(document(10)),
+                after: None,
+                log: None,
+                items: Vec::new(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.log_range(&sid, 9, 10).await.unwrap(), None);
+        assert_eq!(store.tree.scan_prefix(b"l").count(), 0);
     }
 
     /// Services and keys are served from memory: every change must show at once, and
