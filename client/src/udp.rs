@@ -28,8 +28,15 @@ pub fn bind_udp(
     // Best effort: a smaller buffer still works, it just drops sooner.
     let _ = socket.set_recv_buffer_size(recv_buffer);
     let _ = socket.set_send_buffer_size(send_buffer);
-    // The kernel reports twice what it was asked for (the other half is its bookkeeping).
-    let granted = |s: &socket2::Socket| s.recv_buffer_size().map_or(0, |b| b / 2);
+    // Linux reports twice what it was asked for (the other half is its bookkeeping).
+    let granted = |s: &socket2::Socket| {
+        let reported = s.recv_buffer_size().unwrap_or(0);
+        if cfg!(target_os = "linux") {
+            reported / 2
+        } else {
+            reported
+        }
+    };
     if granted(&socket) < recv_buffer {
         force_recv_buffer(&socket, recv_buffer);
     }

@@ -183,9 +183,14 @@ pub async fn run(
                     writer.subs.remove(&sub_id);
                 }
                 Some(Control::Close { code, reason }) => {
-                    // What the hub queued before the close was asked for goes out first.
+                    // What the hub queued before the close was asked for goes out first,
+                    // and subscriptions that overflowed the queue are brought up to date
+                    // (or told they ended) rather than left short.
                     while let Ok(d) = rx.events.try_recv() {
                         writer.accept(d);
+                    }
+                    for sub_id in rx.outbox.take_lagged() {
+                        writer.resync(sub_id).await;
                     }
                     close = Some((code, reason));
                 }

@@ -13,6 +13,7 @@
 //! - `t` object_sid item_key    -> ItemRecord      (list index: u64 BE; map key: UTF-8)
 //! - `y` expires_ms service_sid object_sid item_key -> ()   (items' expiry index)
 //! - `p` service_sid object_sid identity -> Rights (per-object permissions)
+//! - `L`                        -> the `log_retention` the change log is laid out for (u64 BE)
 
 use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -32,7 +33,8 @@ pub struct SledStore {
 /// Services and API keys, held in memory as well as on disk. Every request checks its
 /// service and key; reading them from sled took two tree lookups per request, each
 /// waiting on sled's batch lock while a commit batch was being applied. They are few and
-/// change only through this store (disk first, then the map), so the copy cannot go stale.
+/// change only through this store, which writes sled and the map under the map's lock
+/// (so concurrent changes land in the same order in both) and flushes after.
 #[derive(Default)]
 struct Registry {
     services: BTreeMap<String, ServiceRecord>,
@@ -76,6 +78,30 @@ fn name_key(service_sid: &str, name: &str) -> Vec<u8> {
 fn log_key(object_sid: &str, revision: u64, retention: u64) -> Vec<u8> {
     let slot = (revision % retention) as u32;
     key_of(&[b"l", object_sid.as_bytes(), &slot.to_be_bytes()])
+}
+
+/// Slots are `revision % retention`: entries laid out for another retention, or in the
+/// format before the ring (8-byte revision keys), would never be read or overwritten
+/// again. They are removed once, on the first open with a new layout.
+fn prune_log_for(tree: &sled::Tree, retention: u64) -> StoreResult<()> {
+    let layout = retention.to_be_bytes();
+    if tree.get(b"L").map_err(engine)?.as_deref() == Some(&layout[..]) {
+        return Ok(());
+    }
+    let ring_key_len = 1 + syncline_proto::ids::SID_LEN + 4;
+    let mut batch = sled::Batch::default();
+    for k in tree.scan_prefix(b"l").keys() {
+        let k = k.map_err(engine)?;
+        let in_ring = k.len() == ring_key_len
+            && <[u8; 4]>::try_from(&k[k.len() - 4..])
+                .is_ok_and(|slot| u64::from(u32::from_be_bytes(slot)) < retention);
+        if !in_ring {
+            batch.remove(k);
+        }
+    }
+    batch.insert(&b"L"[..], &layout[..]);
+    tree.apply_batch(batch).map_err(engine)?;
+    Ok(())
 }
 
 fn log_value(revision: u64, event: &[u8]) -> Vec<u8> {
@@ -139,6 +165,8 @@ impl SledStore {
             .open()
             .map_err(engine)?;
         let tree = db.open_tree("syncline").map_err(engine)?;
+        let log_retention = log_retention.max(1);
+        prune_log_for(&tree, log_retention)?;
         let mut registry = Registry::default();
         for v in tree.scan_prefix(b"s").values() {
             let service: ServiceRecord = decode(&v.map_err(engine)?)?;
@@ -156,7 +184,7 @@ impl SledStore {
         Ok(SledStore {
             db,
             tree,
-            log_retention: log_retention.max(1),
+            log_retention,
             durable,
             registry: RwLock::new(registry),
         })
@@ -303,23 +331,24 @@ impl Store for SledStore {
         if let Some(name) = &service.unique_name {
             batch.insert(key_of(&[b"S", name.as_bytes()]), service.sid.as_bytes());
         }
-        self.tree.apply_batch(batch).map_err(engine)?;
-        self.flush().await?;
-        let mut registry = self.registry_mut();
-        if let Some(old) = registry.services.get(&service.sid) {
-            if let Some(old_name) = old.unique_name.clone() {
-                registry.service_names.remove(&old_name);
+        {
+            let mut registry = self.registry_mut();
+            self.tree.apply_batch(batch).map_err(engine)?;
+            if let Some(old) = registry.services.get(&service.sid) {
+                if let Some(old_name) = old.unique_name.clone() {
+                    registry.service_names.remove(&old_name);
+                }
             }
-        }
-        if let Some(name) = &service.unique_name {
+            if let Some(name) = &service.unique_name {
+                registry
+                    .service_names
+                    .insert(name.clone(), service.sid.clone());
+            }
             registry
-                .service_names
-                .insert(name.clone(), service.sid.clone());
+                .services
+                .insert(service.sid.clone(), service.clone());
         }
-        registry
-            .services
-            .insert(service.sid.clone(), service.clone());
-        Ok(())
+        self.flush().await
     }
 
     async fn services(&self) -> StoreResult<Vec<ServiceRecord>> {
@@ -338,9 +367,9 @@ impl Store for SledStore {
                 batch.remove(k.map_err(engine)?);
             }
         }
-        self.tree.apply_batch(batch).map_err(engine)?;
         {
             let mut registry = self.registry_mut();
+            self.tree.apply_batch(batch).map_err(engine)?;
             registry.services.remove(&service.sid);
             if let Some(name) = &service.unique_name {
                 registry.service_names.remove(name);
@@ -418,10 +447,12 @@ impl Store for SledStore {
     }
 
     async fn put_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
-        self.put(&key_of(&[b"k", k.sid.as_bytes()]), k)?;
-        self.flush().await?;
-        self.registry_mut().keys.insert(k.sid.clone(), k.clone());
-        Ok(())
+        {
+            let mut registry = self.registry_mut();
+            self.put(&key_of(&[b"k", k.sid.as_bytes()]), k)?;
+            registry.keys.insert(k.sid.clone(), k.clone());
+        }
+        self.flush().await
     }
 
     async fn object(&self, service_sid: &str, sid: &str) -> StoreResult<Option<ObjectRecord>> {
@@ -666,12 +697,27 @@ mod tests {
             // Past the newest revision: slot 11 % 4 holds revision 7.
             assert_eq!(store.log_range(&sid, 10, 11).await.unwrap(), None);
         }
+        {
+            // An entry in the format before the ring (8-byte revision key) is pruned on
+            // the next open, and the layout is remembered.
+            let store = SledStore::open(dir.path(), 4, true).unwrap();
+            let old = key_of(&[b"l", sid.as_bytes(), &3u64.to_be_bytes()]);
+            store.tree.insert(&old, &b"old event"[..]).unwrap();
+            store.tree.remove(b"L").unwrap();
+        }
         let store = SledStore::open(dir.path(), 4, true).unwrap();
+        assert_eq!(store.tree.scan_prefix(b"l").count(), 4);
         let got = revisions(store.log_range(&sid, 7, 10).await.unwrap()).unwrap();
         assert_eq!(
             got.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
             vec![8, 9, 10]
         );
+        drop(store);
+        // A smaller retention drops the slots it no longer uses; what survives in the
+        // others is not mistaken for the new layout's revisions.
+        let store = SledStore::open(dir.path(), 2, true).unwrap();
+        assert_eq!(store.tree.scan_prefix(b"l").count(), 2);
+        assert_eq!(store.log_range(&sid, 8, 10).await.unwrap(), None);
         // Deleting the object deletes its log.
         store
             .apply(vec![ObjectWrite {
