@@ -140,8 +140,11 @@ impl Document {
     /// Read, apply `f`, write back only if nobody wrote in between; on `Conflict`, again
     /// (at most 16 times). `f` gets the current value (`None` if the document does not
     /// exist) and returns the new one, or `None` to leave it alone (then `Ok(None)`).
-    /// Creating a missing document is not conditional: two concurrent creators both
-    /// succeed, the later one winning.
+    ///
+    /// A missing document (by name) is first created empty (`null`, revision 0) and then
+    /// written with `if_match: 0`, so that concurrent first writers cannot overwrite each
+    /// other: the one whose `create` lost re-reads and sees the `null` (or the winner's
+    /// value). Subscribers see that revision 0 `null` before the first value.
     pub async fn mutate<F>(&self, mut f: F) -> Result<Option<DocumentState>>
     where
         F: FnMut(Option<&Value>) -> Option<Value>,
@@ -156,8 +159,25 @@ impl Document {
             let Some(next) = f(current.as_ref().map(|d| &d.data)) else {
                 return Ok(None);
             };
+            let if_match = match &current {
+                Some(d) => Some(d.revision),
+                // By sid, a missing document stays missing (`set` says `NotFound`).
+                None if syncline_proto::ids::is_sid(&self.reference) => None,
+                None => match self
+                    .client
+                    .create(ObjectKind::Document, Some(&self.reference), None)
+                    .await
+                {
+                    Ok(created) => Some(created.revision),
+                    Err(e) if e.code() == ErrorCode::AlreadyExists => {
+                        last = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
             let options = WriteOptions {
-                if_match: current.as_ref().map(|d| d.revision),
+                if_match,
                 ttl: None,
             };
             match self.set_with(&next, options).await {

@@ -85,6 +85,37 @@ async fn concurrent_mutate_loses_no_increment() {
     assert_eq!(d.revision, 30);
 }
 
+/// Writers that all find the document missing must not overwrite each other's first
+/// value: creating goes through `create` + `if_match`, so each increment lands.
+#[tokio::test]
+async fn concurrent_first_mutates_lose_no_increment() {
+    let s = TestServer::start().await;
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        clients.push(s.client_as(&format!("writer{i}")).await);
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let mut set = tokio::task::JoinSet::new();
+    for c in clients {
+        let start = start.clone();
+        set.spawn(async move {
+            start.wait().await;
+            c.document("first")
+                .mutate(|cur| {
+                    let n = cur.and_then(|v| v["n"].as_i64()).unwrap_or(0);
+                    Some(json!({"n": n + 1}))
+                })
+                .await
+                .unwrap()
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        assert!(r.unwrap().is_some());
+    }
+    let d = s.backend().await.document("first").get().await.unwrap();
+    assert_eq!(d.data, json!({"n": 8}));
+}
+
 #[tokio::test]
 async fn delete_then_recreate_is_a_new_document() {
     let s = TestServer::start().await;
