@@ -187,9 +187,11 @@ pub async fn handle(
                 service_sid: record.sid.clone(),
                 ..ctx
             };
-            // Every object goes through the commit task, so subscribers hear of it.
-            shared.committer.submit(ctx, WriteOp::DeleteAll).await?;
+            // The record goes first, so that the commit task refuses new writes to the
+            // service; then every object goes through the commit task, so subscribers
+            // hear of it and nothing written just before is left behind.
             store.delete_service(&record).await.map_err(store_err)?;
+            shared.committer.submit(ctx, WriteOp::DeleteAll).await?;
             let sid = record.sid.clone();
             shared.close_connections(
                 |s| s.service_sid().as_deref() == Some(sid.as_str()),

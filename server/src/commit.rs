@@ -189,6 +189,8 @@ struct Published {
 /// that later writes in the same batch see them.
 struct Batch<'a> {
     store: &'a dyn Store,
+    /// Whether each service written to in this batch still exists.
+    services: HashMap<String, bool>,
     objects: HashMap<(String, String), Option<ObjectRecord>>,
     names: HashMap<(String, String), Option<String>>,
     items: HashMap<(String, ItemKey), Option<ItemRecord>>,
@@ -205,11 +207,40 @@ impl<'a> Batch<'a> {
     fn new(store: &'a dyn Store) -> Self {
         Batch {
             store,
+            services: HashMap::new(),
             objects: HashMap::new(),
             names: HashMap::new(),
             items: HashMap::new(),
             writes: Vec::new(),
             events: Vec::new(),
+        }
+    }
+
+    /// Refuses writes to a deleted service. A service is deleted by removing its record
+    /// first and then its objects (`DeleteAll`, queued behind every write already
+    /// checked here), so a write that races the deletion either lands before
+    /// `DeleteAll` and is deleted with the rest, or is refused here; none is left behind.
+    async fn require_service(&mut self, service_sid: &str) -> Result<(), WireError> {
+        let exists = match self.services.get(service_sid) {
+            Some(exists) => *exists,
+            None => {
+                let exists = self
+                    .store
+                    .service(service_sid)
+                    .await
+                    .map_err(storage)?
+                    .is_some();
+                self.services.insert(service_sid.to_owned(), exists);
+                exists
+            }
+        };
+        if exists {
+            Ok(())
+        } else {
+            Err(WireError::new(
+                ErrorCode::Unauthorized,
+                "the service was deleted",
+            ))
         }
     }
 
@@ -411,6 +442,9 @@ impl<'a> Batch<'a> {
         op: &WriteOp,
         limits: &Limits,
     ) -> Result<WriteOutcome, WireError> {
+        if !matches!(op, WriteOp::DeleteAll) {
+            self.require_service(&ctx.service_sid).await?;
+        }
         let request = match op {
             WriteOp::Request(request) => request,
             WriteOp::EnsureStream { name } => {

@@ -496,3 +496,42 @@ async fn deleting_a_service_removes_everything_in_it() {
     let err = admin.delete_service("default").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
 }
+
+/// Writes racing a service deletion either land before it (and are deleted with the
+/// service, events and all) or are refused: nothing is left behind under the deleted
+/// service. Four writers create documents as fast as they can while it is deleted.
+#[tokio::test]
+async fn writes_racing_a_service_deletion_leave_nothing_behind() {
+    use syncline_server::store::{SledStore, Store};
+    let mut s = TestServer::start().await;
+    let admin = s.backend().await;
+    let svc = admin
+        .create_service(Some("racy"), ServiceFlags::default())
+        .await
+        .unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let c = backend_in(&s, "racy").await;
+        writers.spawn(async move {
+            for i in 0..5_000 {
+                if c.document(&format!("w{w}-{i}"))
+                    .set(&json!(i))
+                    .await
+                    .is_err()
+                {
+                    return i;
+                }
+            }
+            5_000
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    admin.delete_service("racy").await.unwrap();
+    while let Some(written) = writers.join_next().await {
+        assert!(written.unwrap() < 5_000, "a writer was never stopped");
+    }
+    s.shutdown().await;
+    let store = SledStore::open(&s.dir.path().join("db"), 1000, true).unwrap();
+    let left = store.objects_of(&svc.sid).await.unwrap();
+    assert!(left.is_empty(), "{} objects left behind", left.len());
+}

@@ -148,8 +148,9 @@ pub trait Store: Send + Sync + 'static {
     async fn put_service(&self, service: &ServiceRecord) -> StoreResult<()>;
 
     async fn services(&self) -> StoreResult<Vec<ServiceRecord>>;
-    /// Removes the service record and its name; its objects are deleted through
-    /// `apply` first (so that their events go out), its permissions here.
+    /// Removes the service record, its name and its permissions. Its objects are deleted
+    /// after, through `apply` (so that their events go out and writes that raced the
+    /// deletion go with them).
     async fn delete_service(&self, service: &ServiceRecord) -> StoreResult<()>;
     /// Every object of a service (for deleting the service).
     async fn objects_of(&self, service_sid: &str) -> StoreResult<Vec<ObjectRecord>>;

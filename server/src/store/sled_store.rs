@@ -361,11 +361,9 @@ impl Store for SledStore {
         if let Some(name) = &service.unique_name {
             batch.remove(key_of(&[b"S", name.as_bytes()]));
         }
-        for prefix in [b"p", b"o", b"n"] {
-            let prefix = key_of(&[prefix, service.sid.as_bytes()]);
-            for k in self.tree.scan_prefix(&prefix).keys() {
-                batch.remove(k.map_err(engine)?);
-            }
+        let prefix = key_of(&[b"p", service.sid.as_bytes()]);
+        for k in self.tree.scan_prefix(&prefix).keys() {
+            batch.remove(k.map_err(engine)?);
         }
         {
             let mut registry = self.registry_mut();
