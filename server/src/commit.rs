@@ -583,13 +583,12 @@ impl<'a> Batch<'a> {
                 if_match,
                 ttl,
             } => {
-                items::check_key(*kind, key, limits)?;
+                // Check the data before a missing map is created for it.
                 limits.check_data(data)?;
                 let create = *kind == ObjectKind::Map;
-                let current = self
-                    .load_kind(ctx, object, *kind, create, Action::Write, limits)
+                let (current, item) = self
+                    .item_target(ctx, *kind, object, key, create, limits)
                     .await?;
-                let (current, item) = self.load_item(ctx, &current, key).await?;
                 let change = items::set(
                     &current,
                     key.clone(),
@@ -609,11 +608,9 @@ impl<'a> Batch<'a> {
                 data,
                 if_match,
             } => {
-                items::check_key(*kind, key, limits)?;
-                let current = self
-                    .load_kind(ctx, object, *kind, false, Action::Write, limits)
+                let (current, item) = self
+                    .item_target(ctx, *kind, object, key, false, limits)
                     .await?;
-                let (current, item) = self.load_item(ctx, &current, key).await?;
                 let change = items::update(
                     &current,
                     key.clone(),
@@ -631,11 +628,9 @@ impl<'a> Batch<'a> {
                 key,
                 if_match,
             } => {
-                items::check_key(*kind, key, limits)?;
-                let current = self
-                    .load_kind(ctx, object, *kind, false, Action::Write, limits)
+                let (current, item) = self
+                    .item_target(ctx, *kind, object, key, false, limits)
                     .await?;
-                let (current, item) = self.load_item(ctx, &current, key).await?;
                 let change = items::remove(
                     &current,
                     key.clone(),
@@ -651,6 +646,24 @@ impl<'a> Batch<'a> {
                 "a request that is not a write reached the committer",
             )),
         }
+    }
+
+    /// The object of `kind` behind `object` (created when `create`, see `load_kind`),
+    /// checked for write, and its live item at `key`.
+    async fn item_target(
+        &mut self,
+        ctx: &WriteContext,
+        kind: ObjectKind,
+        object: &str,
+        key: &ItemKey,
+        create: bool,
+        limits: &Limits,
+    ) -> Result<(ObjectRecord, Option<ItemRecord>), WireError> {
+        items::check_key(kind, key, limits)?;
+        let current = self
+            .load_kind(ctx, object, kind, create, Action::Write, limits)
+            .await?;
+        self.load_item(ctx, &current, key).await
     }
 
     /// Creates an object. A taken name is `AlreadyExists`, unless `existing_ok` and the

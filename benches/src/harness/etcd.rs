@@ -184,36 +184,17 @@ pub async fn write(
         clients.push(c);
     }
     let cpu_before = etcd.cpu_seconds();
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut set = JoinSet::new();
-    for (w, mut c) in clients.into_iter().enumerate() {
-        let key = match shared {
-            Some(n) => format!("shared-{}", w % n.max(1)),
-            None => format!("writer-{w}"),
-        };
-        set.spawn(async move {
-            let mut h = measure::histogram();
-            let mut n = 0u64;
-            let pad = "x".repeat(150);
-            while Instant::now() < deadline {
-                let value = json!({"writer": w, "n": n, "pad": pad}).to_string();
-                let t = Instant::now();
-                put(&mut c, &key, value).await?;
-                measure::record(&mut h, t.elapsed());
-                n += 1;
-            }
-            Ok::<_, Error>(h)
-        });
-    }
-    let ticker = progress.tick_for(duration);
-    let mut latency = measure::histogram();
-    while let Some(r) = set.join_next().await {
-        latency.add(r.map_err(err)??).map_err(err)?;
-    }
-    ticker.abort();
-    progress.finish();
-    let elapsed = start.elapsed();
+    let (latency, elapsed) = super::workloads::write_loop(
+        clients,
+        shared,
+        duration,
+        &progress,
+        |mut c: Client, key: String, value: Value| async move {
+            put(&mut c, &key, value.to_string()).await?;
+            Ok(c)
+        },
+    )
+    .await?;
     let writes = latency.len() as f64;
     let mut o = outcome(
         etcd,
@@ -224,15 +205,7 @@ pub async fn write(
         (latency, Delivery::default()),
         json!({"writers": writers, "shared": shared, "duration_s": duration.as_secs_f64()}),
     );
-    let per_1000 = if writes > 0.0 {
-        o.server_cpu_s * 1000.0 / writes
-    } else {
-        0.0
-    };
-    o.extra.insert(
-        "server_cpu_s_per_1000_writes".into(),
-        json!((per_1000 * 1e4).round() / 1e4),
-    );
+    o.add_cpu_per_1000_writes(writes);
     Ok(o)
 }
 
@@ -463,18 +436,7 @@ pub async fn conns(etcd: &EtcdUnderTest, connections: usize) -> Result<Outcome, 
         (latency, delivery),
         json!({"connections": connections}),
     );
-    o.extra.insert("connections".into(), json!(opened_n));
-    o.extra
-        .insert("open_s".into(), json!((open_s * 100.0).round() / 100.0));
-    let per_conn = rss_after.saturating_sub(rss_before) as f64 / connections.max(1) as f64;
-    o.extra.insert(
-        "rss_per_conn_kib".into(),
-        json!((per_conn * 10.0).round() / 10.0),
-    );
-    o.extra
-        .insert("server_rss_before_kib".into(), json!(rss_before));
-    o.extra
-        .insert("server_rss_after_kib".into(), json!(rss_after));
+    o.add_conns_figures(opened_n, open_s, connections, (rss_before, rss_after));
     Ok(o)
 }
 

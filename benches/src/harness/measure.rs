@@ -177,6 +177,40 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// For W3: how many connections opened, in how long, and the server's RSS growth
+    /// per connection (RSS after − RSS before, over the connections asked for).
+    pub fn add_conns_figures(
+        &mut self,
+        opened: usize,
+        open_s: f64,
+        connections: usize,
+        (rss_before, rss_after): (u64, u64),
+    ) {
+        let per_conn = rss_after.saturating_sub(rss_before) as f64 / connections.max(1) as f64;
+        for (name, value) in [
+            ("connections", json!(opened)),
+            ("open_s", json!((open_s * 100.0).round() / 100.0)),
+            ("rss_per_conn_kib", json!((per_conn * 10.0).round() / 10.0)),
+            ("server_rss_before_kib", json!(rss_before)),
+            ("server_rss_after_kib", json!(rss_after)),
+        ] {
+            self.extra.insert(name.into(), value);
+        }
+    }
+
+    /// For write workloads: the server's CPU seconds per 1,000 acknowledged writes.
+    pub fn add_cpu_per_1000_writes(&mut self, writes: f64) {
+        let per_1000 = if writes > 0.0 {
+            self.server_cpu_s * 1000.0 / writes
+        } else {
+            0.0
+        };
+        self.extra.insert(
+            "server_cpu_s_per_1000_writes".into(),
+            json!((per_1000 * 1e4).round() / 1e4),
+        );
+    }
+
     pub fn to_json(&self, context: &Value) -> Value {
         let mut v = json!({
             "workload": self.workload,

@@ -172,24 +172,64 @@ pub async fn write(
         clients.push(connector.backend().await?);
     }
     let before = sample(server);
+    let (latency, elapsed) = write_loop(
+        clients,
+        shared,
+        duration,
+        &progress,
+        |c: Client, key: String, value: Value| async move {
+            c.document(&key).set(&value).await.map_err(err)?;
+            Ok(c)
+        },
+    )
+    .await?;
+    let writes = latency.len() as f64;
+    let mut o = outcome(
+        server,
+        &before,
+        "write",
+        writes,
+        elapsed,
+        (latency, Delivery::default()),
+        json!({"writers": writers, "shared": shared, "duration_s": duration.as_secs_f64()}),
+    );
+    o.add_cpu_per_1000_writes(writes);
+    Ok(o)
+}
+
+/// W1's measured part, for Syncline and etcd alike: each client writes a ~200-byte JSON
+/// value to its own key (or one of `shared` keys) as fast as acknowledgements come
+/// back, until `duration` is over. `write` sends one value and hands the client back.
+/// Returns the acknowledgement latencies and the time the writers took.
+pub(super) async fn write_loop<C, F, Fut>(
+    clients: Vec<C>,
+    shared: Option<usize>,
+    duration: Duration,
+    progress: &Progress,
+    write: F,
+) -> Result<(Histogram<u64>, Duration), Error>
+where
+    C: Send + 'static,
+    F: Fn(C, String, Value) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<C, Error>> + Send,
+{
     let start = Instant::now();
     let deadline = start + duration;
     let mut set = JoinSet::new();
-    for (w, c) in clients.into_iter().enumerate() {
-        let name = match shared {
+    for (w, mut c) in clients.into_iter().enumerate() {
+        let key = match shared {
             Some(n) => format!("shared-{}", w % n.max(1)),
             None => format!("writer-{w}"),
         };
+        let write = write.clone();
         set.spawn(async move {
-            let doc = c.document(&name);
             let mut h = measure::histogram();
             let mut n = 0u64;
             let pad = "x".repeat(150);
             while Instant::now() < deadline {
+                let value = json!({"writer": w, "n": n, "pad": pad});
                 let t = Instant::now();
-                doc.set(&json!({"writer": w, "n": n, "pad": pad}))
-                    .await
-                    .map_err(err)?;
+                c = write(c, key.clone(), value).await?;
                 measure::record(&mut h, t.elapsed());
                 n += 1;
             }
@@ -203,27 +243,7 @@ pub async fn write(
     }
     ticker.abort();
     progress.finish();
-    let elapsed = start.elapsed();
-    let writes = latency.len() as f64;
-    let mut o = outcome(
-        server,
-        &before,
-        "write",
-        writes,
-        elapsed,
-        (latency, Delivery::default()),
-        json!({"writers": writers, "shared": shared, "duration_s": duration.as_secs_f64()}),
-    );
-    let per_1000 = if writes > 0.0 {
-        o.server_cpu_s * 1000.0 / writes
-    } else {
-        0.0
-    };
-    o.extra.insert(
-        "server_cpu_s_per_1000_writes".into(),
-        json!((per_1000 * 1e4).round() / 1e4),
-    );
-    Ok(o)
+    Ok((latency, start.elapsed()))
 }
 
 /// The revision (or, for streams, the sequence) an event is at, and the payload's send time.
@@ -450,18 +470,7 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
         (latency, delivery),
         json!({"connections": connections}),
     );
-    o.extra.insert("connections".into(), json!(clients.len()));
-    o.extra
-        .insert("open_s".into(), json!((open_s * 100.0).round() / 100.0));
-    let per_conn = rss_after.saturating_sub(rss_before) as f64 / connections.max(1) as f64;
-    o.extra.insert(
-        "rss_per_conn_kib".into(),
-        json!((per_conn * 10.0).round() / 10.0),
-    );
-    o.extra
-        .insert("server_rss_before_kib".into(), json!(rss_before));
-    o.extra
-        .insert("server_rss_after_kib".into(), json!(rss_after));
+    o.add_conns_figures(clients.len(), open_s, connections, (rss_before, rss_after));
     Ok(o)
 }
 
