@@ -144,7 +144,7 @@ impl Document {
     /// A missing document (by name) is first created empty (`null`, revision 0) and then
     /// written with `if_match: 0`, so that concurrent first writers cannot overwrite each
     /// other: the one whose `create` lost re-reads and sees the `null` (or the winner's
-    /// value). Subscribers see that revision 0 `null` before the first value.
+    /// value). A reader arriving between the two steps sees `null` at revision 0.
     pub async fn mutate<F>(&self, mut f: F) -> Result<Option<DocumentState>>
     where
         F: FnMut(Option<&Value>) -> Option<Value>,
