@@ -43,6 +43,7 @@ use syncline_proto::frame::{self, encode_event};
 use syncline_proto::{
     Event, EventFrameHeader, EventKind, FrameDecoder, Limits, Request, RequestFrame,
 };
+use syncline_server::command::{Json, WriteCommand};
 use syncline_server::commit::{Committer, WriteOp};
 use syncline_server::fanout::{Hub, Outbox, OutboxReceiver, Subscriber};
 use syncline_server::objects::WriteContext;
@@ -253,14 +254,17 @@ fn ctx() -> WriteContext {
         origin: 1,
         now_ms: syncline_server::now_ms(),
         guard: None,
+        may_create: true,
     }
 }
 
 /// The `n`th write: document `n % DOCUMENTS`, with data that differs from the last write.
 fn set_op(n: u64) -> WriteOp {
-    WriteOp::Request(Request::DocSet {
+    let data = Json::parse(doc_json(n), Limits::default().max_data_bytes)
+        .unwrap_or_else(|e| panic!("the bench's document is not valid: {e}"));
+    WriteOp::Client(WriteCommand::DocSet {
         document: format!("doc-{}", n % DOCUMENTS),
-        data: doc_json(n),
+        data,
         if_match: None,
         ttl: None,
     })

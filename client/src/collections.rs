@@ -2,9 +2,10 @@
 //! [`ItemKey`]; `List` and `Map` only fix the key's shape.
 
 use serde_json::Value;
-use syncline_proto::{ItemKey, ObjectInfo, ObjectKind, Order, Request, Response};
+use syncline_proto::{ItemKey, ObjectInfo, ObjectKind, Order, Request, Response, WrittenValue};
 
 use crate::connection::unexpected;
+use crate::document::{written, Written};
 use crate::subscription::{Item, SubscribeOptions, Subscription};
 use crate::{Client, Result, WriteOptions};
 
@@ -103,6 +104,15 @@ fn item(r: Response) -> Result<Item> {
     }
 }
 
+fn written_item(r: Response) -> Result<Written<Item>> {
+    written(r, |v| match v {
+        WrittenValue::Item(i) => i.try_into(),
+        other => Err(crate::Error::Protocol(format!(
+            "an item write answered with {other:?}"
+        ))),
+    })
+}
+
 /// The shared implementation of list and map handles.
 #[derive(Clone)]
 struct Items {
@@ -154,8 +164,13 @@ impl Items {
         )
     }
 
-    async fn set(&self, key: ItemKey, data: &Value, options: WriteOptions) -> Result<Item> {
-        item(
+    async fn set(
+        &self,
+        key: ItemKey,
+        data: &Value,
+        options: WriteOptions,
+    ) -> Result<Written<Item>> {
+        written_item(
             self.client
                 .call(Request::ItemSet {
                     kind: self.kind,
@@ -169,8 +184,13 @@ impl Items {
         )
     }
 
-    async fn update(&self, key: ItemKey, patch: &Value, if_match: Option<u64>) -> Result<Item> {
-        item(
+    async fn update(
+        &self,
+        key: ItemKey,
+        patch: &Value,
+        if_match: Option<u64>,
+    ) -> Result<Written<Item>> {
+        written_item(
             self.client
                 .call(Request::ItemUpdate {
                     kind: self.kind,
@@ -251,13 +271,13 @@ impl List {
     }
 
     /// Appends an item with the next index, creating the list if needed.
-    pub async fn push(&self, data: &Value) -> Result<Item> {
+    pub async fn push(&self, data: &Value) -> Result<Written<Item>> {
         self.push_with(data, None).await
     }
 
     /// Appends an item that expires after `ttl` seconds.
-    pub async fn push_with(&self, data: &Value, ttl: Option<u64>) -> Result<Item> {
-        item(
+    pub async fn push_with(&self, data: &Value, ttl: Option<u64>) -> Result<Written<Item>> {
+        written_item(
             self.0
                 .client
                 .call(Request::ListPush {
@@ -274,11 +294,21 @@ impl List {
     }
 
     /// Replaces an existing item.
-    pub async fn set(&self, index: u64, data: &Value, options: WriteOptions) -> Result<Item> {
+    pub async fn set(
+        &self,
+        index: u64,
+        data: &Value,
+        options: WriteOptions,
+    ) -> Result<Written<Item>> {
         self.0.set(ItemKey::Index(index), data, options).await
     }
 
-    pub async fn update(&self, index: u64, patch: &Value, if_match: Option<u64>) -> Result<Item> {
+    pub async fn update(
+        &self,
+        index: u64,
+        patch: &Value,
+        if_match: Option<u64>,
+    ) -> Result<Written<Item>> {
         self.0.update(ItemKey::Index(index), patch, if_match).await
     }
 
@@ -316,7 +346,12 @@ impl Map {
     }
 
     /// Upserts an item, creating the map if needed.
-    pub async fn set(&self, key: &str, data: &Value, options: WriteOptions) -> Result<Item> {
+    pub async fn set(
+        &self,
+        key: &str,
+        data: &Value,
+        options: WriteOptions,
+    ) -> Result<Written<Item>> {
         self.0
             .set(ItemKey::Key(key.to_owned()), data, options)
             .await
@@ -326,7 +361,12 @@ impl Map {
         self.0.get(ItemKey::Key(key.to_owned())).await
     }
 
-    pub async fn update(&self, key: &str, patch: &Value, if_match: Option<u64>) -> Result<Item> {
+    pub async fn update(
+        &self,
+        key: &str,
+        patch: &Value,
+        if_match: Option<u64>,
+    ) -> Result<Written<Item>> {
         self.0
             .update(ItemKey::Key(key.to_owned()), patch, if_match)
             .await

@@ -1,7 +1,9 @@
 //! Documents: one JSON value per object, with conditional writes and `mutate`.
 
 use serde_json::Value;
-use syncline_proto::{DocumentInfo, ErrorCode, ObjectKind, Request, Response};
+use syncline_proto::{
+    DocumentInfo, ErrorCode, ItemKey, ObjectKind, Request, Response, WireError, WrittenValue,
+};
 
 use crate::connection::unexpected;
 use crate::subscription::{parse, Replica, SubscribeOptions, Subscription};
@@ -37,6 +39,69 @@ impl TryFrom<DocumentInfo> for DocumentState {
             date_expires: d.date_expires,
         })
     }
+}
+
+/// What a write of data did, as the writer may see it: the answer to a document `set`
+/// or `update`, a list `push` or an item `set` or `update`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written<T> {
+    pub object_sid: String,
+    /// The object's revision after the write.
+    pub revision: u64,
+    /// Who created the object: `system` for the backend, else the identity. Under ACL
+    /// that identity keeps full access, so a backend writing into an object it meant to
+    /// own learns here that a token holder claimed the name first
+    /// ([`Written::created_by_identity`]).
+    pub object_created_by: String,
+    /// The item written (a `push`'s new index); `None` for documents.
+    pub key: Option<ItemKey>,
+    /// The document or item after the write; `None` when this identity may write the
+    /// object but not read it (a `write` grant without `read`).
+    pub value: Option<T>,
+}
+
+impl<T> Written<T> {
+    /// The identity that created the object, when it was not the backend.
+    pub fn created_by_identity(&self) -> Option<&str> {
+        (self.object_created_by != crate::SYSTEM_ACTOR).then_some(self.object_created_by.as_str())
+    }
+
+    /// The value written, or `Forbidden` when this identity may not read it.
+    pub fn into_value(self) -> Result<T> {
+        self.value.ok_or_else(|| {
+            Error::Server(WireError::new(
+                ErrorCode::Forbidden,
+                "written, but this identity may not read the result",
+            ))
+        })
+    }
+}
+
+/// The answer to a write of data, with the value converted by `convert` (`Document` or
+/// `Item`, whichever `value` holds).
+pub(crate) fn written<T>(
+    r: Response,
+    convert: impl FnOnce(WrittenValue) -> Result<T>,
+) -> Result<Written<T>> {
+    match r {
+        Response::Written(w) => Ok(Written {
+            object_sid: w.object_sid,
+            revision: w.revision,
+            object_created_by: w.object_created_by,
+            key: w.key,
+            value: w.value.map(convert).transpose()?,
+        }),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn written_document(r: Response) -> Result<Written<DocumentState>> {
+    written(r, |v| match v {
+        WrittenValue::Document(d) => d.try_into(),
+        other => Err(Error::Protocol(format!(
+            "a document write answered with {other:?}"
+        ))),
+    })
 }
 
 /// Options for conditional and expiring writes.
@@ -83,12 +148,16 @@ impl Document {
     }
 
     /// Replaces the value, creating the document if it does not exist.
-    pub async fn set(&self, data: &Value) -> Result<DocumentState> {
+    pub async fn set(&self, data: &Value) -> Result<Written<DocumentState>> {
         self.set_with(data, WriteOptions::default()).await
     }
 
-    pub async fn set_with(&self, data: &Value, options: WriteOptions) -> Result<DocumentState> {
-        document_from(
+    pub async fn set_with(
+        &self,
+        data: &Value,
+        options: WriteOptions,
+    ) -> Result<Written<DocumentState>> {
+        written_document(
             self.client
                 .call(Request::DocSet {
                     document: self.reference.clone(),
@@ -101,12 +170,16 @@ impl Document {
     }
 
     /// Merges the top-level keys of `patch` (a JSON object; `null` removes a key).
-    pub async fn update(&self, patch: &Value) -> Result<DocumentState> {
+    pub async fn update(&self, patch: &Value) -> Result<Written<DocumentState>> {
         self.update_with(patch, None).await
     }
 
-    pub async fn update_with(&self, patch: &Value, if_match: Option<u64>) -> Result<DocumentState> {
-        document_from(
+    pub async fn update_with(
+        &self,
+        patch: &Value,
+        if_match: Option<u64>,
+    ) -> Result<Written<DocumentState>> {
+        written_document(
             self.client
                 .call(Request::DocUpdate {
                     document: self.reference.clone(),
@@ -181,7 +254,7 @@ impl Document {
                 ttl: None,
             };
             match self.set_with(&next, options).await {
-                Ok(d) => return Ok(Some(d)),
+                Ok(d) => return d.into_value().map(Some),
                 Err(e) if matches!(e.code(), ErrorCode::Conflict | ErrorCode::NotFound) => {
                     last = Some(e)
                 }

@@ -30,13 +30,13 @@ pub use collections::{List, Map, Page, PageOptions, Stream};
 pub use config::AdminConfig;
 pub use connection::TokenState;
 pub use connection::{Client, ClientConfig};
-pub use document::{Document, DocumentState, WriteOptions};
+pub use document::{Document, DocumentState, WriteOptions, Written};
 pub use subscription::{
     CollectionReplica, Item, Replica, SubscribeOptions, Subscription, SyncEvent, SyncEventKind,
 };
 pub use syncline_proto::{
     Credential, ErrorCode, ItemKey, KeyInfo, ObjectInfo, ObjectKind, Order, PermissionInfo, Reason,
-    Rights, ServiceFlags, ServiceFlagsPatch, ServiceInfo, WireError,
+    Rights, ServiceFlags, ServiceFlagsPatch, ServiceInfo, TokenCreate, WireError, SYSTEM_ACTOR,
 };
 
 use syncline_proto::close_code;

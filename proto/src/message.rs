@@ -6,6 +6,10 @@ use crate::ids::ObjectKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The creator and actor recorded for changes made by the backend (an API key) and by
+/// the server itself (expiry).
+pub const SYSTEM_ACTOR: &str = "system";
+
 /// A request from the client, tagged with an id the response echoes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct RequestFrame {
@@ -193,6 +197,42 @@ pub struct ServiceFlags {
     pub reachability_debouncing_enabled: bool,
     /// 1,000..=30,000; `None`: 5,000.
     pub reachability_debouncing_window_ms: Option<u32>,
+    /// Whether access-token holders may create objects.
+    pub token_create: TokenCreate,
+}
+
+/// Whether access-token holders may create objects in a service (by writing to a free
+/// name, pushing to a new list, publishing to a new stream, or `create`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenCreate {
+    /// They may, and become the creator (under ACL: the only identity with access until
+    /// the backend grants more). A token holder can claim a name before the backend does.
+    #[default]
+    Own,
+    /// Only the backend creates objects: a token's write to a missing object is
+    /// `Forbidden`, so no identity can squat a name the backend will use.
+    None,
+}
+
+impl TokenCreate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenCreate::Own => "own",
+            TokenCreate::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for TokenCreate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "own" => Ok(TokenCreate::Own),
+            "none" => Ok(TokenCreate::None),
+            other => Err(format!("token_create is `own` or `none`, not {other:?}")),
+        }
+    }
 }
 
 /// Flags to change; `None` leaves a flag as it is. `webhook_url: Some(None)` clears it.
@@ -204,6 +244,7 @@ pub struct ServiceFlagsPatch {
     pub reachability_webhooks_enabled: Option<bool>,
     pub reachability_debouncing_enabled: Option<bool>,
     pub reachability_debouncing_window_ms: Option<u32>,
+    pub token_create: Option<TokenCreate>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -218,6 +259,7 @@ pub struct ServiceInfo {
     pub reachability_debouncing_window_ms: u32,
     pub date_created: u64,
     pub date_updated: u64,
+    pub token_create: TokenCreate,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -299,6 +341,33 @@ pub enum Response {
     Permissions(Vec<PermissionInfo>),
     /// Done; nothing to return (a revoke, a service deletion).
     Done,
+    /// The answer to a write of data: document `set` and `update`, list `push`, item
+    /// `set` and `update`.
+    Written(WriteInfo),
+}
+
+/// What a write of data did, as the writer may see it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WriteInfo {
+    pub object_sid: String,
+    pub kind: ObjectKind,
+    /// The object's revision after the write.
+    pub revision: u64,
+    /// Who created the object: `system` for the backend, else an identity, which under
+    /// ACL keeps full access to it. A backend writing into an object it expected to own
+    /// learns here that a token holder created it first.
+    pub object_created_by: String,
+    /// The item written (for a `push`, its new index); `None` for documents.
+    pub key: Option<ItemKey>,
+    /// The document or item after the write; `None` when the writer may not read the
+    /// object (a write grant does not include reading).
+    pub value: Option<WrittenValue>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum WrittenValue {
+    Document(DocumentInfo),
+    Item(ItemInfo),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -65,13 +65,34 @@ pub fn guarded_identity<'a>(principal: &'a Principal, service: &ServiceRecord) -
     }
 }
 
-/// May `identity` (under an enabled ACL) perform `action` on `object`? `grants` are the
-/// rights held on it by the identity and by `*`.
-pub fn allowed(identity: &str, object: &ObjectRecord, action: Action, grants: &[Rights]) -> bool {
+/// May `identity` (under an enabled ACL) perform every one of `actions` on `object`?
+/// `grants` are the rights held on it by the identity and by `*`; together they must
+/// cover each action (a `set` with a TTL needs `write` and `manage`).
+pub fn allowed(
+    identity: &str,
+    object: &ObjectRecord,
+    actions: &[Action],
+    grants: &[Rights],
+) -> bool {
     // `system` marks backend-created objects; a token identity that happens to be called
     // `system` must not inherit them.
     let creator = object.created_by == identity && identity != crate::objects::SYSTEM_ACTOR;
-    creator || grants.iter().any(|g| action.granted_by(g))
+    creator
+        || actions
+            .iter()
+            .all(|a| grants.iter().any(|g| a.granted_by(g)))
+}
+
+/// What a successful check learned besides "yes": whether the identity may also read
+/// the object, which decides whether the answer to its write may carry the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub may_read: bool,
+}
+
+impl Access {
+    /// The backend, the server itself, and everyone in a service without ACL.
+    pub const FULL: Access = Access { may_read: true };
 }
 
 /// The grants that count for `identity` on an object: its own and those of `*`.
@@ -92,30 +113,49 @@ pub async fn grants(
     Ok(out)
 }
 
-/// Checks `action` on `object` (`None`: it does not exist) for `identity`. Creating is
-/// allowed (`create`); anything else on a missing object is `Forbidden`, like an
-/// object without access, so that a refusal does not tell whether it exists.
+/// Checks `actions` on `object` (`None`: it does not exist) for `identity`. Creating is
+/// allowed (`create`, which the caller sets only when the operation would create the
+/// object); anything else on a missing object is `Forbidden`, like an object without
+/// access, so that a refusal does not tell whether it exists.
 pub async fn check(
     store: &dyn Store,
     identity: &str,
     object: Option<&ObjectRecord>,
-    action: Action,
+    actions: &[Action],
     create: bool,
-) -> Result<(), WireError> {
-    let ok = match object {
-        None => create,
+) -> Result<Access, WireError> {
+    let access = match object {
+        None => create.then_some(Access::FULL),
         Some(o) => {
             let grants = grants(store, o, identity).await.map_err(|e| {
                 tracing::error!(error = %e, "permission read failed");
                 WireError::internal("storage read failed")
             })?;
-            allowed(identity, o, action, &grants)
+            allowed(identity, o, actions, &grants).then(|| Access {
+                may_read: allowed(identity, o, &[Action::Read], &grants),
+            })
         }
     };
-    if ok {
-        Ok(())
+    access.ok_or_else(forbidden)
+}
+
+/// The one refusal a token holder gets under ACL, whether or not the object exists.
+pub fn forbidden() -> WireError {
+    WireError::new(ErrorCode::Forbidden, "forbidden")
+}
+
+/// The refusal of a token holder's write that would create an object in a service
+/// whose `token_create` is `none`. Under ACL it is the plain refusal, so that it does
+/// not tell a free name from a taken one.
+pub fn creation_refused(under_acl: bool) -> WireError {
+    if under_acl {
+        forbidden()
     } else {
-        Err(WireError::new(ErrorCode::Forbidden, "forbidden"))
+        WireError::new(
+            ErrorCode::Forbidden,
+            "access tokens cannot create objects in this service (token_create: none); \
+             the backend creates them",
+        )
     }
 }
 
@@ -148,11 +188,11 @@ mod tests {
     #[test]
     fn creators_have_every_right_and_others_none() {
         for a in ALL {
-            assert!(allowed("alice", &object("alice"), a, &[]));
-            assert!(!allowed("bob", &object("alice"), a, &[]));
-            assert!(!allowed("bob", &object("system"), a, &[]));
+            assert!(allowed("alice", &object("alice"), &[a], &[]));
+            assert!(!allowed("bob", &object("alice"), &[a], &[]));
+            assert!(!allowed("bob", &object("system"), &[a], &[]));
             assert!(
-                !allowed("system", &object("system"), a, &[]),
+                !allowed("system", &object("system"), &[a], &[]),
                 "`system` is not the backend"
             );
         }
@@ -168,11 +208,30 @@ mod tests {
             write: true,
             ..Rights::default()
         };
+        let manage = Rights {
+            manage: true,
+            ..Rights::default()
+        };
         let o = object("system");
-        assert!(allowed("bob", &o, Action::Read, &[read]));
-        assert!(!allowed("bob", &o, Action::Write, &[read]));
-        assert!(!allowed("bob", &o, Action::Manage, &[read, write]));
-        assert!(allowed("bob", &o, Action::Write, &[read, write]));
+        assert!(allowed("bob", &o, &[Action::Read], &[read]));
+        assert!(!allowed("bob", &o, &[Action::Write], &[read]));
+        assert!(!allowed("bob", &o, &[Action::Manage], &[read, write]));
+        assert!(allowed("bob", &o, &[Action::Write], &[read, write]));
+        // A write that also sets a TTL needs both rights, from one grant or two.
+        let both = [Action::Write, Action::Manage];
+        assert!(!allowed("bob", &o, &both, &[manage]));
+        assert!(!allowed("bob", &o, &both, &[write]));
+        assert!(allowed("bob", &o, &both, &[write, manage]));
+        assert!(allowed(
+            "bob",
+            &o,
+            &both,
+            &[Rights {
+                read: false,
+                write: true,
+                manage: true
+            }]
+        ));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn service_info(s: &ServiceRecord) -> ServiceInfo {
             .unwrap_or(DEBOUNCE_DEFAULT_MS),
         date_created: s.date_created,
         date_updated: s.date_updated,
+        token_create: s.flags.token_create,
     }
 }
 
@@ -92,6 +93,9 @@ fn apply_patch(f: &mut ServiceFlags, p: ServiceFlagsPatch) {
     }
     if let Some(v) = p.reachability_debouncing_window_ms {
         f.reachability_debouncing_window_ms = Some(v);
+    }
+    if let Some(v) = p.token_create {
+        f.token_create = v;
     }
 }
 
@@ -332,7 +336,7 @@ pub async fn recheck_subscriptions(
             }
         };
         let keep = match acl::grants(store, &record, identity).await {
-            Ok(grants) => acl::allowed(identity, &record, Action::Read, &grants),
+            Ok(grants) => acl::allowed(identity, &record, &[Action::Read], &grants),
             Err(e) => {
                 // Fail closed: a subscription whose access cannot be confirmed ends.
                 error!(error = %e, "permission recheck could not read grants");

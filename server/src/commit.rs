@@ -10,13 +10,14 @@ use std::sync::Arc;
 use syncline_proto::frame::encode_event;
 use syncline_proto::ids::{is_sid, make_sid, validate_unique_name};
 use syncline_proto::{
-    DocumentInfo, ErrorCode, Event, ItemInfo, ItemKey, Limits, ObjectInfo, ObjectKind, Reason,
-    Request, WireError,
+    ErrorCode, Event, ItemKey, Limits, ObjectInfo, ObjectKind, Reason, WireError, WriteInfo,
+    WrittenValue,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
-use crate::acl::{self, Action};
+use crate::acl::{self, Access, Action};
+use crate::command::WriteCommand;
 use crate::fanout::Hub;
 use crate::objects::{self, document, items, WriteContext};
 use crate::store::{ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
@@ -28,10 +29,8 @@ const QUEUE_DEPTH: usize = 8192;
 
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    /// A client's write as it came off the wire: `DocSet`, `DocUpdate`, `Create`,
-    /// `Delete`, `ListPush`, `ItemSet`, `ItemUpdate` or `ItemRemove`. Any other request
-    /// is refused as not a write.
-    Request(Request),
+    /// A client's write, checked at its transport's edge.
+    Client(WriteCommand),
     /// Creates the stream `name`, or hands back the existing one: how `publish` gets
     /// its stream.
     EnsureStream { name: String },
@@ -45,9 +44,9 @@ pub enum WriteOp {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {
-    Document(DocumentInfo),
+    /// A write of data (document or item), as the writer may see it.
+    Written(WriteInfo),
     Object(ObjectInfo),
-    Item(ItemInfo),
     ItemRemoved {
         key: ItemKey,
         revision: u64,
@@ -128,7 +127,14 @@ async fn run(
         let results: Vec<_> = {
             let mut results = Vec::with_capacity(queued.len());
             for p in &queued {
-                results.push(batch.apply(&p.ctx, &p.op, &limits).await);
+                // A refused write leaves nothing in the batch, not even the object it
+                // had created on its way to the refusal.
+                let savepoint = batch.savepoint();
+                let result = batch.apply(&p.ctx, &p.op, &limits).await;
+                if result.is_err() {
+                    batch.rollback(savepoint);
+                }
+                results.push(result);
             }
             results
         };
@@ -196,6 +202,30 @@ struct Batch<'a> {
     items: HashMap<(String, ItemKey), Option<ItemRecord>>,
     writes: Vec<ObjectWrite>,
     events: Vec<Published>,
+    /// What each overlay change replaced, newest last, so a refused write can be undone.
+    undo: Vec<Undo>,
+}
+
+/// An overlay entry as it was before a change (`None`: there was none).
+enum Undo {
+    Object((String, String), Option<Option<ObjectRecord>>),
+    Name((String, String), Option<Option<String>>),
+    Item((String, ItemKey), Option<Option<ItemRecord>>),
+}
+
+/// How far a batch had got: `Batch::rollback` returns it there.
+#[derive(Clone, Copy)]
+struct Savepoint {
+    writes: usize,
+    events: usize,
+    undo: usize,
+}
+
+fn restore<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, before: Option<V>) {
+    match before {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
+    };
 }
 
 fn storage(e: StoreError) -> WireError {
@@ -213,6 +243,29 @@ impl<'a> Batch<'a> {
             items: HashMap::new(),
             writes: Vec::new(),
             events: Vec::new(),
+            undo: Vec::new(),
+        }
+    }
+
+    fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            writes: self.writes.len(),
+            events: self.events.len(),
+            undo: self.undo.len(),
+        }
+    }
+
+    /// Forgets every change recorded since `to`.
+    fn rollback(&mut self, to: Savepoint) {
+        self.writes.truncate(to.writes);
+        self.events.truncate(to.events);
+        while self.undo.len() > to.undo {
+            match self.undo.pop() {
+                Some(Undo::Object(k, before)) => restore(&mut self.objects, k, before),
+                Some(Undo::Name(k, before)) => restore(&mut self.names, k, before),
+                Some(Undo::Item(k, before)) => restore(&mut self.items, k, before),
+                None => break,
+            }
         }
     }
 
@@ -306,16 +359,22 @@ impl<'a> Batch<'a> {
         let service = any.service_sid.clone();
         let sid = any.sid.clone();
         if let Some(name) = before.as_ref().and_then(|b| b.unique_name.clone()) {
-            self.names.insert((service.clone(), name), None);
+            let key = (service.clone(), name);
+            let old = self.names.insert(key.clone(), None);
+            self.undo.push(Undo::Name(key, old));
         }
         if let Some(name) = after.as_ref().and_then(|a| a.unique_name.clone()) {
-            self.names
-                .insert((service.clone(), name), Some(sid.clone()));
+            let key = (service.clone(), name);
+            let old = self.names.insert(key.clone(), Some(sid.clone()));
+            self.undo.push(Undo::Name(key, old));
         }
-        self.objects.insert((service, sid.clone()), after.clone());
+        let key = (service, sid.clone());
+        let old = self.objects.insert(key.clone(), after.clone());
+        self.undo.push(Undo::Object(key, old));
         if let Some(iw) = &item {
-            self.items
-                .insert((sid.clone(), iw.key.clone()), iw.after.clone());
+            let key = (sid.clone(), iw.key.clone());
+            let old = self.items.insert(key.clone(), iw.after.clone());
+            self.undo.push(Undo::Item(key, old));
         }
         let encoded = event.map(|e| (e.revision, encode_event(&e)));
         let ends = after.is_none();
@@ -380,23 +439,23 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// The live object of `kind` behind `reference`; created (by name) when missing and
-    /// `create` is set, else `NotFound`.
+    /// The live object of `kind` behind `reference`, with the writer's access to it;
+    /// created (by name) when missing and `create` is set, else `NotFound`.
     async fn load_kind(
         &mut self,
         ctx: &WriteContext,
         reference: &str,
         kind: ObjectKind,
         create: bool,
-        action: Action,
+        actions: &[Action],
         limits: &Limits,
-    ) -> Result<ObjectRecord, WireError> {
+    ) -> Result<(ObjectRecord, Access), WireError> {
         let existing = self.load(ctx, reference).await?;
         let create = create && !is_sid(reference);
-        self.guard(ctx, existing.as_ref(), action, create).await?;
+        let access = self.guard(ctx, existing.as_ref(), actions, create).await?;
         if let Some(r) = existing {
             objects::expect_kind(&r, kind)?;
-            return Ok(r);
+            return Ok((r, access));
         }
         if !create {
             return Err(WireError::not_found(kind.name()));
@@ -404,29 +463,43 @@ impl<'a> Batch<'a> {
         validate_unique_name(reference, limits)?;
         let r = objects::new_object(kind, new_sid(kind), Some(reference.to_owned()), None, ctx);
         self.record(None, Some(r.clone()), None, None);
-        Ok(r)
+        Ok((r, access))
     }
 
-    /// Under an enabled ACL, checks the writer's right to `action` on `object` (`None`:
-    /// missing, which only `create` allows). Everyone else passes.
+    /// Checks the writer's right to every one of `actions` on `object` (`None`: missing,
+    /// which only an operation that would create it (`create`) may pass): whether it
+    /// may create at all (`token_create`), then, under an enabled ACL, its grants.
+    /// Everyone else passes with full access. What it returns says whether the writer
+    /// may read the object, and so whether its answer may carry the data.
     async fn guard(
         &self,
         ctx: &WriteContext,
         object: Option<&ObjectRecord>,
-        action: Action,
+        actions: &[Action],
         create: bool,
-    ) -> Result<(), WireError> {
+    ) -> Result<Access, WireError> {
+        if object.is_none() && create && !ctx.may_create {
+            return Err(acl::creation_refused(ctx.guard.is_some()));
+        }
         match &ctx.guard {
-            None => Ok(()),
-            Some(identity) => acl::check(self.store, identity, object, action, create).await,
+            None => Ok(Access::FULL),
+            Some(identity) => acl::check(self.store, identity, object, actions, create).await,
         }
     }
 
-    /// Applies an item change computed by the rules and returns the changed item's info.
-    fn apply_item(&mut self, before: ObjectRecord, change: items::ItemChange) -> WriteOutcome {
+    /// Applies an item change computed by the rules and answers what the writer may see.
+    fn apply_item(
+        &mut self,
+        before: ObjectRecord,
+        change: items::ItemChange,
+        access: Access,
+    ) -> WriteOutcome {
         let (next, write, event) = change;
         let outcome = match &write.after {
-            Some(item) => WriteOutcome::Item(items::item_info(&write.key, item)),
+            Some(item) => {
+                let value = WrittenValue::Item(items::item_info(&write.key, item));
+                written(&next, Some(write.key.clone()), value, access)
+            }
             None => WriteOutcome::ItemRemoved {
                 key: write.key.clone(),
                 revision: next.revision,
@@ -445,8 +518,8 @@ impl<'a> Batch<'a> {
         if !matches!(op, WriteOp::DeleteAll) {
             self.require_service(&ctx.service_sid).await?;
         }
-        let request = match op {
-            WriteOp::Request(request) => request,
+        let command = match op {
+            WriteOp::Client(command) => command,
             WriteOp::EnsureStream { name } => {
                 return self
                     .create(ctx, ObjectKind::Stream, Some(name), None, true, limits)
@@ -480,20 +553,29 @@ impl<'a> Batch<'a> {
                 return Ok(WriteOutcome::Unchanged);
             }
         };
-        match request {
-            Request::DocSet {
+        // The rights a write needs: `write` to change data, `manage` to change a TTL,
+        // both when it does both.
+        let with_ttl = |base: Action| -> Vec<Action> {
+            let mut actions = vec![base];
+            if command.ttl().is_some() {
+                actions.push(Action::Manage);
+            }
+            actions
+        };
+        match command {
+            WriteCommand::DocSet {
                 document,
                 data,
                 if_match,
                 ttl,
             } => {
                 let current = self.load(ctx, document).await?;
-                let action = if ttl.is_some() {
-                    Action::Manage
-                } else {
-                    Action::Write
-                };
-                self.guard(ctx, current.as_ref(), action, !is_sid(document))
+                // Only a write that would create the document may pass the guard without
+                // one: with `if_match` it would not, and must be refused like a taken
+                // name, or the answer would tell which one it is.
+                let create = current.is_none() && !is_sid(document) && if_match.is_none();
+                let access = self
+                    .guard(ctx, current.as_ref(), &with_ttl(Action::Write), create)
                     .await?;
                 if current.is_none() {
                     if is_sid(document) {
@@ -505,34 +587,30 @@ impl<'a> Batch<'a> {
                     sid: new_sid(ObjectKind::Document),
                     unique_name: Some(document.clone()),
                 };
-                let (next, event) = document::set(
-                    current.as_ref(),
-                    create,
-                    data.clone(),
-                    *if_match,
-                    *ttl,
-                    ctx,
-                    limits,
-                )?;
-                let info = document::info(&next);
+                let (next, event) =
+                    document::set(current.as_ref(), create, data.clone(), *if_match, *ttl, ctx)?;
+                let value = WrittenValue::Document(document::info(&next));
+                let outcome = written(&next, None, value, access);
                 self.record(current, Some(next), None, Some(event));
-                Ok(WriteOutcome::Document(info))
+                Ok(outcome)
             }
-            Request::DocUpdate {
+            WriteCommand::DocUpdate {
                 document,
-                data,
+                patch,
                 if_match,
             } => {
                 let current = self.load(ctx, document).await?;
-                self.guard(ctx, current.as_ref(), Action::Write, false)
+                let access = self
+                    .guard(ctx, current.as_ref(), &[Action::Write], false)
                     .await?;
                 let current = current.ok_or_else(|| WireError::not_found("document"))?;
-                let (next, event) = document::update(&current, data, *if_match, ctx, limits)?;
-                let info = document::info(&next);
+                let (next, event) = document::update(&current, patch, *if_match, ctx, limits)?;
+                let value = WrittenValue::Document(document::info(&next));
+                let outcome = written(&next, None, value, access);
                 self.record(Some(current), Some(next), None, Some(event));
-                Ok(WriteOutcome::Document(info))
+                Ok(outcome)
             }
-            Request::Create {
+            WriteCommand::Create {
                 kind,
                 unique_name,
                 ttl,
@@ -540,14 +618,14 @@ impl<'a> Batch<'a> {
                 self.create(ctx, *kind, unique_name.as_deref(), *ttl, false, limits)
                     .await
             }
-            Request::Delete {
+            WriteCommand::Delete {
                 kind,
                 object,
                 if_match,
             } => {
                 let what = kind.map_or("object", |k| k.name());
                 let current = self.load(ctx, object).await?;
-                self.guard(ctx, current.as_ref(), Action::Manage, false)
+                self.guard(ctx, current.as_ref(), &[Action::Manage], false)
                     .await?;
                 let current = current.ok_or_else(|| WireError::not_found(what))?;
                 if let Some(k) = kind {
@@ -566,16 +644,15 @@ impl<'a> Batch<'a> {
                 self.record(Some(current), None, None, Some(event));
                 Ok(outcome)
             }
-            Request::ListPush { list, data, ttl } => {
-                // Check the data before a missing list is created for it.
-                limits.check_data(data)?;
-                let current = self
-                    .load_kind(ctx, list, ObjectKind::List, true, Action::Write, limits)
+            WriteCommand::ListPush { list, data, ttl } => {
+                let actions = with_ttl(Action::Write);
+                let (current, access) = self
+                    .load_kind(ctx, list, ObjectKind::List, true, &actions, limits)
                     .await?;
-                let change = items::push(&current, data.clone(), *ttl, ctx, limits)?;
-                Ok(self.apply_item(current, change))
+                let change = items::push(&current, data.clone(), *ttl, ctx)?;
+                Ok(self.apply_item(current, change, access))
             }
-            Request::ItemSet {
+            WriteCommand::ItemSet {
                 kind,
                 object,
                 key,
@@ -583,11 +660,12 @@ impl<'a> Batch<'a> {
                 if_match,
                 ttl,
             } => {
-                // Check the data before a missing map is created for it.
-                limits.check_data(data)?;
-                let create = *kind == ObjectKind::Map;
-                let (current, item) = self
-                    .item_target(ctx, *kind, object, key, create, limits)
+                // A map `set` creates its map, unless `if_match` says the item must
+                // exist already (then it cannot, and nothing is created).
+                let create = *kind == ObjectKind::Map && if_match.is_none();
+                let actions = with_ttl(Action::Write);
+                let (current, item, access) = self
+                    .item_target(ctx, *kind, object, key, create, &actions, limits)
                     .await?;
                 let change = items::set(
                     &current,
@@ -599,37 +677,37 @@ impl<'a> Batch<'a> {
                     ctx,
                     limits,
                 )?;
-                Ok(self.apply_item(current, change))
+                Ok(self.apply_item(current, change, access))
             }
-            Request::ItemUpdate {
+            WriteCommand::ItemUpdate {
                 kind,
                 object,
                 key,
-                data,
+                patch,
                 if_match,
             } => {
-                let (current, item) = self
-                    .item_target(ctx, *kind, object, key, false, limits)
+                let (current, item, access) = self
+                    .item_target(ctx, *kind, object, key, false, &[Action::Write], limits)
                     .await?;
                 let change = items::update(
                     &current,
                     key.clone(),
                     item.as_ref(),
-                    data,
+                    patch,
                     *if_match,
                     ctx,
                     limits,
                 )?;
-                Ok(self.apply_item(current, change))
+                Ok(self.apply_item(current, change, access))
             }
-            Request::ItemRemove {
+            WriteCommand::ItemRemove {
                 kind,
                 object,
                 key,
                 if_match,
             } => {
-                let (current, item) = self
-                    .item_target(ctx, *kind, object, key, false, limits)
+                let (current, item, access) = self
+                    .item_target(ctx, *kind, object, key, false, &[Action::Write], limits)
                     .await?;
                 let change = items::remove(
                     &current,
@@ -639,17 +717,14 @@ impl<'a> Batch<'a> {
                     Reason::Write,
                     ctx,
                 )?;
-                Ok(self.apply_item(current, change))
+                Ok(self.apply_item(current, change, access))
             }
-            // The session sends only the writes above here.
-            _ => Err(WireError::internal(
-                "a request that is not a write reached the committer",
-            )),
         }
     }
 
     /// The object of `kind` behind `object` (created when `create`, see `load_kind`),
     /// checked for write, and its live item at `key`.
+    #[allow(clippy::too_many_arguments)]
     async fn item_target(
         &mut self,
         ctx: &WriteContext,
@@ -657,13 +732,14 @@ impl<'a> Batch<'a> {
         object: &str,
         key: &ItemKey,
         create: bool,
+        actions: &[Action],
         limits: &Limits,
-    ) -> Result<(ObjectRecord, Option<ItemRecord>), WireError> {
-        items::check_key(kind, key, limits)?;
-        let current = self
-            .load_kind(ctx, object, kind, create, Action::Write, limits)
+    ) -> Result<(ObjectRecord, Option<ItemRecord>, Access), WireError> {
+        let (current, access) = self
+            .load_kind(ctx, object, kind, create, actions, limits)
             .await?;
-        self.load_item(ctx, &current, key).await
+        let (current, item) = self.load_item(ctx, &current, key).await?;
+        Ok((current, item, access))
     }
 
     /// Creates an object. A taken name is `AlreadyExists`, unless `existing_ok` and the
@@ -687,7 +763,7 @@ impl<'a> Batch<'a> {
                 } else {
                     Action::Read
                 };
-                self.guard(ctx, Some(&existing), action, false).await?;
+                self.guard(ctx, Some(&existing), &[action], false).await?;
                 if existing_ok && existing.kind == kind {
                     return Ok(WriteOutcome::Object(objects::object_info(&existing)));
                 }
@@ -697,6 +773,7 @@ impl<'a> Batch<'a> {
                 ));
             }
         }
+        self.guard(ctx, None, &[], true).await?;
         let r = objects::new_object(
             kind,
             new_sid(kind),
@@ -710,12 +787,31 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// The answer to a write of data: the object's revision and creator, and the written
+/// value only for a writer that may read the object.
+fn written(
+    object: &ObjectRecord,
+    key: Option<ItemKey>,
+    value: WrittenValue,
+    access: Access,
+) -> WriteOutcome {
+    WriteOutcome::Written(WriteInfo {
+        object_sid: object.sid.clone(),
+        kind: object.kind,
+        revision: object.revision,
+        object_created_by: object.created_by.clone(),
+        key,
+        value: access.may_read.then_some(value),
+    })
+}
+
 /// The context of changes the server makes itself (expiry).
 fn system(ctx: &WriteContext) -> WriteContext {
     WriteContext {
         actor: objects::SYSTEM_ACTOR.into(),
         origin: 0,
         guard: None,
+        may_create: true,
         ..ctx.clone()
     }
 }

@@ -8,6 +8,7 @@ pub mod acl;
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod command;
 pub mod commit;
 pub mod config;
 pub mod fanout;

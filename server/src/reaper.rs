@@ -60,6 +60,7 @@ pub async fn run(
                 origin: 0,
                 now_ms: now,
                 guard: None,
+                may_create: true,
             };
             debug!(?op, "expiring");
             if let Err(e) = committer.submit(ctx, op).await {

@@ -12,13 +12,14 @@ use syncline_proto::ids::is_sid;
 use syncline_proto::limits::DEFAULT_LIST_WINDOW;
 use syncline_proto::{
     close_code, Credential, ErrorCode, Event, EventKind, ItemKey, Limits, ObjectKind, Order,
-    Request, Response, Welcome, WireError,
+    Request, Response, TokenCreate, Welcome, WireError,
 };
 use tokio::sync::watch;
 use tracing::error;
 
 use crate::acl::{self, Action, Principal};
 use crate::auth;
+use crate::command::WriteCommand;
 use crate::commit::{Committer, WriteOp, WriteOutcome};
 use crate::fanout::{Control, Hub, Outbox, StartSubscription, Subscriber};
 use crate::objects::{self, document, items, WriteContext};
@@ -383,9 +384,15 @@ impl Session {
     ) -> Result<(), WireError> {
         match acl::guarded_identity(&authed.principal, &authed.service) {
             None => Ok(()),
-            Some(identity) => {
-                acl::check(&*self.shared.store, identity, object, Action::Read, false).await
-            }
+            Some(identity) => acl::check(
+                &*self.shared.store,
+                identity,
+                object,
+                &[Action::Read],
+                false,
+            )
+            .await
+            .map(|_| ()),
         }
     }
 
@@ -396,6 +403,10 @@ impl Session {
             origin: self.connection_id,
             now_ms: now_ms(),
             guard: acl::guarded_identity(&authed.principal, &authed.service).map(str::to_owned),
+            may_create: match authed.principal {
+                Principal::Backend { .. } => true,
+                Principal::Identity { .. } => authed.service.flags.token_create == TokenCreate::Own,
+            },
         }
     }
 
@@ -406,10 +417,9 @@ impl Session {
             .submit(self.context(authed), op)
             .await?
         {
-            WriteOutcome::Document(d) => Ok(Response::Document(d)),
+            WriteOutcome::Written(w) => Ok(Response::Written(w)),
             WriteOutcome::Deleted { sid, revision } => Ok(Response::Deleted { sid, revision }),
             WriteOutcome::Object(o) => Ok(Response::Object(o)),
-            WriteOutcome::Item(i) => Ok(Response::Item(i)),
             WriteOutcome::ItemRemoved { key, revision } => {
                 Ok(Response::ItemRemoved { key, revision })
             }
@@ -428,7 +438,12 @@ impl Session {
             | Request::ListPush { .. }
             | Request::ItemSet { .. }
             | Request::ItemUpdate { .. }
-            | Request::ItemRemove { .. }) => self.write(authed, WriteOp::Request(write)).await,
+            | Request::ItemRemove { .. }) => {
+                // The edge: from here down the write is a typed, checked command.
+                let command = WriteCommand::from_request(write, &self.shared.limits)?
+                    .ok_or_else(|| WireError::internal("a write request was not a write"))?;
+                self.write(authed, WriteOp::Client(command)).await
+            }
             Request::UpdateToken { token } => self.update_token(authed, &token).await,
             Request::DocGet { document } => {
                 let record = self.lookup(authed, &document).await?;
@@ -642,7 +657,7 @@ impl Session {
                 &*self.shared.store,
                 identity,
                 existing.as_ref(),
-                Action::Write,
+                &[Action::Write],
                 create,
             )
             .await?;
@@ -652,6 +667,7 @@ impl Session {
                 objects::expect_kind(&r, ObjectKind::Stream)?;
                 r
             }
+            None if is_sid(stream) => return Err(WireError::not_found("stream")),
             None => {
                 // Publishing to a new name creates the stream, as `doc set` does.
                 let created = self
@@ -667,9 +683,6 @@ impl Session {
                 let WriteOutcome::Object(info) = created else {
                     return Err(WireError::internal("stream creation returned no stream"));
                 };
-                if is_sid(stream) {
-                    return Err(WireError::not_found("stream"));
-                }
                 self.lookup(authed, &info.sid)
                     .await?
                     .ok_or_else(|| WireError::not_found("stream"))?

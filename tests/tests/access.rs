@@ -90,7 +90,7 @@ async fn writes(c: &Client) -> Result<(), ErrorCode> {
         .await
         .map_err(e)?;
     let pushed = c.list("list").push(&json!(3)).await.map_err(e)?;
-    if let syncline_client::ItemKey::Index(i) = pushed.key {
+    if let Some(syncline_client::ItemKey::Index(i)) = pushed.key {
         c.list("list").remove(i, None).await.map_err(e)?;
     }
     c.map("map").set("k", &json!(1), w).await.map_err(e)?;

@@ -138,7 +138,7 @@ async fn bad_documents_are_refused_and_nothing_is_stored() {
     let at_limit = format!("\"{}\"", "x".repeat(16 * 1024 - 2));
     let name = "é".repeat(320);
     let r = raw.call(2, set(&name, &at_limit)).await;
-    assert!(matches!(r.result, Ok(Response::Document(_))), "{r:?}");
+    assert!(matches!(r.result, Ok(Response::Written(_))), "{r:?}");
 
     // A merge patch must be an object; the document is unchanged after the refusal.
     let r = raw.call(3, set("obj", r#"{"a":1}"#)).await;

@@ -33,7 +33,12 @@ async fn list_items_indices_and_pages() {
     let c = s.client_as("alice").await;
     let list = c.list("chat");
     for n in 0..5 {
-        let item = list.push(&json!({"n": n})).await.unwrap();
+        let item = list
+            .push(&json!({"n": n}))
+            .await
+            .unwrap()
+            .into_value()
+            .unwrap();
         assert_eq!(item.key, ItemKey::Index(n));
         assert_eq!(
             item.revision,
@@ -51,6 +56,8 @@ async fn list_items_indices_and_pages() {
     let updated = list
         .update(2, &json!({"edited": true}), Some(3))
         .await
+        .unwrap()
+        .into_value()
         .unwrap();
     assert_eq!(
         (updated.revision, updated.data),
@@ -91,7 +98,7 @@ async fn list_items_indices_and_pages() {
     // The removed last index is not reused.
     assert_eq!(
         list.push(&json!("new")).await.unwrap().key,
-        ItemKey::Index(5)
+        Some(ItemKey::Index(5))
     );
 
     let asc = list.items(page(None, Order::Asc, 2)).await.unwrap();
@@ -129,7 +136,7 @@ async fn list_indices_survive_restarts() {
     let c = s.backend().await;
     assert_eq!(
         c.list("log").push(&json!(2)).await.unwrap().key,
-        ItemKey::Index(3)
+        Some(ItemKey::Index(3))
     );
     assert_eq!(c.list("log").info().await.unwrap().revision, 5);
 }
@@ -144,7 +151,7 @@ async fn map_items_by_key() {
             .set(k, &json!({"v": v}), WriteOptions::default())
             .await
             .unwrap();
-        assert_eq!(item.key, ItemKey::Key(k.into()));
+        assert_eq!(item.key, Some(ItemKey::Key(k.into())));
     }
     // Upsert: set on an existing key replaces it.
     let item = map
@@ -156,6 +163,8 @@ async fn map_items_by_key() {
     let merged = map
         .update("bob", &json!({"online": true}), None)
         .await
+        .unwrap()
+        .into_value()
         .unwrap();
     assert_eq!(merged.data, json!({"v": 5, "online": true}));
     let all = map.items(page(None, Order::Asc, 100)).await.unwrap();
@@ -297,7 +306,7 @@ async fn kinds_do_not_mix() {
     );
     assert_eq!(
         c.list("empty").push(&json!(1)).await.unwrap().key,
-        ItemKey::Index(0)
+        Some(ItemKey::Index(0))
     );
 }
 

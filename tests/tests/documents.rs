@@ -10,14 +10,24 @@ async fn revisions_start_at_zero_and_count_every_change() {
     let s = TestServer::start().await;
     let c = s.backend().await;
     let doc = c.document("settings");
-    let d0 = doc.set(&json!({"theme": "dark"})).await.unwrap();
+    let d0 = doc
+        .set(&json!({"theme": "dark"}))
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
     assert_eq!(d0.revision, 0);
     assert_eq!(d0.created_by, "system");
     assert!(d0.sid.starts_with("ET"));
-    let d1 = doc.update(&json!({"lang": "en"})).await.unwrap();
+    let d1 = doc
+        .update(&json!({"lang": "en"}))
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
     assert_eq!(d1.revision, 1);
     assert_eq!(d1.data, json!({"theme": "dark", "lang": "en"}));
-    let d2 = doc.set(&json!([1, 2])).await.unwrap();
+    let d2 = doc.set(&json!([1, 2])).await.unwrap().into_value().unwrap();
     assert_eq!(d2.revision, 2);
     // By sid as well as by name.
     let by_sid = c.document(&d0.sid).get().await.unwrap();
@@ -121,7 +131,7 @@ async fn delete_then_recreate_is_a_new_document() {
     let s = TestServer::start().await;
     let c = s.backend().await;
     let doc = c.document("tmp");
-    let first = doc.set(&json!(1)).await.unwrap();
+    let first = doc.set(&json!(1)).await.unwrap().into_value().unwrap();
     doc.set(&json!(2)).await.unwrap();
     assert_eq!(
         doc.delete().await.unwrap(),
@@ -134,7 +144,7 @@ async fn delete_then_recreate_is_a_new_document() {
         doc.update(&json!({})).await.unwrap_err().code(),
         ErrorCode::NotFound
     );
-    let again = doc.set(&json!(3)).await.unwrap();
+    let again = doc.set(&json!(3)).await.unwrap().into_value().unwrap();
     assert_ne!(again.sid, first.sid);
     assert_eq!(again.revision, 0);
     assert_eq!(
@@ -147,7 +157,13 @@ async fn delete_then_recreate_is_a_new_document() {
 async fn identities_write_as_themselves() {
     let s = TestServer::start().await;
     let alice = s.client_as("alice").await;
-    let d = alice.document("note").set(&json!({"x": 1})).await.unwrap();
+    let d = alice
+        .document("note")
+        .set(&json!({"x": 1}))
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
     assert_eq!(d.created_by, "alice");
     assert_eq!(alice.welcome().identity.as_deref(), Some("alice"));
     assert_eq!(alice.welcome().service_sid, s.admin.default_service_sid);
@@ -167,6 +183,8 @@ async fn ttl_hides_the_document_at_once_and_zero_clears_it() {
             },
         )
         .await
+        .unwrap()
+        .into_value()
         .unwrap();
     assert!(d.date_expires.is_some());
     let d = keep
@@ -178,6 +196,8 @@ async fn ttl_hides_the_document_at_once_and_zero_clears_it() {
             },
         )
         .await
+        .unwrap()
+        .into_value()
         .unwrap();
     assert_eq!(d.date_expires, None);
     let brief = c.document("brief");

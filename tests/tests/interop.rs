@@ -89,7 +89,7 @@ async fn tokens_from_twilio_and_pyjwt_work_and_other_grants_do_not() {
         .set(&serde_json::json!(1))
         .await
         .unwrap();
-    assert_eq!(d.created_by, "alice@example.com");
+    assert_eq!(d.object_created_by, "alice@example.com");
 
     let pyjwt = Client::connect(s.token_config(&mint(&s, "pyjwt")))
         .await

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use syncline_client::{
     AdminConfig, Client, ClientConfig, Error, ItemKey, Order, PageOptions, Rights, ServiceFlags,
-    ServiceFlagsPatch, SubscribeOptions, SyncEventKind, WriteOptions,
+    ServiceFlagsPatch, SubscribeOptions, SyncEventKind, TokenCreate, WriteOptions, Written,
 };
 use syncline_proto::ids::{is_sid, SERVICE_PREFIX};
 
@@ -301,6 +301,10 @@ struct FlagArgs {
     /// 1000..=30000
     #[arg(long)]
     reachability_debouncing_window_ms: Option<u32>,
+    /// `own`: token holders may create objects (and own them); `none`: only the backend
+    /// creates them, so no identity can claim a name first.
+    #[arg(long)]
+    token_create: Option<TokenCreate>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,6 +316,9 @@ enum ServiceCommand {
         acl_enabled: bool,
         #[arg(long)]
         webhook_url: Option<String>,
+        /// `own` (default): token holders may create objects; `none`: only the backend.
+        #[arg(long, default_value = "own")]
+        token_create: TokenCreate,
     },
     List,
     /// A service by sid or unique name. (The field is not called `service`: that id
@@ -422,8 +429,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Doc(cmd) => {
             let client = connect(&cli).await?;
             let doc = |name: &str| client.document(name);
-            let state = match cmd {
-                DocCommand::Get { name } => doc(name).get().await?,
+            let written = match cmd {
+                DocCommand::Get { name } => {
+                    output::line(&output::document(&doc(name).get().await?));
+                    return Ok(());
+                }
                 DocCommand::Set {
                     name,
                     json,
@@ -446,7 +456,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     return Ok(());
                 }
             };
-            output::line(&output::document(&state));
+            note_foreign_creator(&client, &written);
+            output::line(&output::written(&written, output::document));
             Ok(())
         }
         Command::List(cmd) => {
@@ -481,10 +492,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     name,
                     acl_enabled,
                     webhook_url,
+                    token_create,
                 } => {
                     let flags = ServiceFlags {
                         acl_enabled: *acl_enabled,
                         webhook_url: webhook_url.clone(),
+                        token_create: *token_create,
                         ..ServiceFlags::default()
                     };
                     output::line(&output::json(
@@ -511,6 +524,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         reachability_webhooks_enabled: flags.reachability_webhooks_enabled,
                         reachability_debouncing_enabled: flags.reachability_debouncing_enabled,
                         reachability_debouncing_window_ms: flags.reachability_debouncing_window_ms,
+                        token_create: flags.token_create,
                     };
                     output::line(&output::json(&client.update_service(target, patch).await?));
                 }
@@ -642,8 +656,22 @@ where
     }
 }
 
+/// A backend that writes into an object a token holder created is told so on stderr:
+/// that identity keeps full access to it (under ACL), which the backend may not expect.
+fn note_foreign_creator<T>(client: &Client, written: &Written<T>) {
+    if client.welcome().identity.is_none() {
+        if let Some(identity) = written.created_by_identity() {
+            eprintln!(
+                "note: {} was created by identity {identity:?}, not by the backend; \
+                 under ACL it keeps full access to it",
+                written.object_sid
+            );
+        }
+    }
+}
+
 async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
-    let item = match cmd {
+    let written = match cmd {
         ListCommand::Create { name, ttl } => {
             output::line(&output::object(&client.list(name).create(*ttl).await?));
             return Ok(());
@@ -654,7 +682,10 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
                 .push_with(&parse_json(json)?, *ttl)
                 .await?
         }
-        ListCommand::Get { name, index } => client.list(name).get(*index).await?,
+        ListCommand::Get { name, index } => {
+            output::line(&output::item(&client.list(name).get(*index).await?));
+            return Ok(());
+        }
         ListCommand::Set {
             name,
             index,
@@ -700,12 +731,13 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
             return Ok(());
         }
     };
-    output::line(&output::item(&item));
+    note_foreign_creator(client, &written);
+    output::line(&output::written(&written, output::item));
     Ok(())
 }
 
 async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
-    let item = match cmd {
+    let written = match cmd {
         MapCommand::Create { name, ttl } => {
             output::line(&output::object(&client.map(name).create(*ttl).await?));
             return Ok(());
@@ -737,7 +769,10 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
                 .update(key, &parse_json(json)?, *if_match)
                 .await?
         }
-        MapCommand::Get { name, key } => client.map(name).get(key).await?,
+        MapCommand::Get { name, key } => {
+            output::line(&output::item(&client.map(name).get(key).await?));
+            return Ok(());
+        }
         MapCommand::Remove {
             name,
             key,
@@ -756,7 +791,8 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
             return Ok(());
         }
     };
-    output::line(&output::item(&item));
+    note_foreign_creator(client, &written);
+    output::line(&output::written(&written, output::item));
     Ok(())
 }
 

@@ -6,11 +6,38 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 use syncline_client::{
     DocumentState, Item, ItemKey, ObjectInfo, Replica, Subscription, SyncEvent, SyncEventKind,
+    Written,
 };
 
-/// RFC 3339 UTC time of a Unix-milliseconds timestamp.
+/// The last instant RFC 3339 (and humantime, which panics past it) can write:
+/// 9999-12-31T23:59:59.999Z.
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
+
+/// RFC 3339 UTC time of a Unix-milliseconds timestamp. Total: a time past year 9999
+/// (an expiry stored before TTLs were bounded) prints as its millisecond count.
 pub fn time(ms: u64) -> String {
+    if ms > LAST_RFC3339_MS {
+        return format!("unix-ms:{ms} (after 9999-12-31)");
+    }
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The line for a write of data: the document or item as written, or, for a writer
+/// that may not read it, what the server told: the object, the item key, the revision.
+pub fn written<T>(w: &Written<T>, value: impl Fn(&T) -> Value) -> Value {
+    match &w.value {
+        Some(v) => value(v),
+        None => {
+            let mut line = Map::new();
+            line.insert("sid".into(), json!(w.object_sid));
+            if let Some(key) = &w.key {
+                key_field(&mut line, key);
+            }
+            line.insert("revision".into(), json!(w.revision));
+            line.insert("data_withheld".into(), json!("no read access"));
+            Value::Object(line)
+        }
+    }
 }
 
 pub fn document(d: &DocumentState) -> Value {
@@ -160,4 +187,18 @@ pub fn line(v: &Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_time_formats_without_panicking() {
+        assert_eq!(time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time(LAST_RFC3339_MS), "9999-12-31T23:59:59.999Z");
+        for ms in [LAST_RFC3339_MS + 1, 260_000_000_000_000, u64::MAX] {
+            assert!(time(ms).starts_with("unix-ms:"), "{ms}");
+        }
+    }
 }

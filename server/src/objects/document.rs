@@ -3,6 +3,7 @@
 use syncline_proto::{DocumentInfo, Event, EventKind, Limits, ObjectKind, WireError};
 
 use super::{expect_kind, expiry, WriteContext};
+use crate::command::Json;
 use crate::store::ObjectRecord;
 
 /// A document record as clients see it.
@@ -53,13 +54,12 @@ pub struct NewDocument {
 pub fn set(
     current: Option<&ObjectRecord>,
     create: impl FnOnce() -> NewDocument,
-    data: String,
+    data: Json,
     if_match: Option<u64>,
     ttl: Option<u64>,
     ctx: &WriteContext,
-    limits: &Limits,
 ) -> Result<(ObjectRecord, Event), WireError> {
-    limits.check_data(&data)?;
+    let data = data.into_string();
     match current {
         None => {
             if if_match.is_some() {
@@ -112,14 +112,14 @@ pub fn set(
 /// whose value is `null` is removed, as in JSON merge patch at the top level.
 pub fn update(
     current: &ObjectRecord,
-    patch: &str,
+    patch: &Json,
     if_match: Option<u64>,
     ctx: &WriteContext,
     limits: &Limits,
 ) -> Result<(ObjectRecord, Event), WireError> {
     check_kind(current)?;
     check_if_match(current, if_match)?;
-    let data = super::merge_patch(&current.data, patch, limits)?;
+    let data = super::merge_patch(&current.data, patch, limits)?.into_string();
     let mut next = current.clone();
     next.revision += 1;
     next.data = data;
@@ -151,7 +151,12 @@ mod tests {
             origin: 3,
             now_ms: 1_000,
             guard: None,
+            may_create: true,
         }
+    }
+
+    fn j(text: &str) -> Json {
+        Json::parse(text.into(), Limits::default().max_data_bytes).unwrap()
     }
 
     fn new_doc() -> NewDocument {
@@ -163,21 +168,11 @@ mod tests {
 
     #[test]
     fn create_then_set_counts_revisions() {
-        let l = Limits::default();
-        let (r0, e0) = set(
-            None,
-            new_doc,
-            r#"{"a":1}"#.into(),
-            None,
-            Some(10),
-            &ctx(),
-            &l,
-        )
-        .unwrap();
+        let (r0, e0) = set(None, new_doc, j(r#"{"a":1}"#), None, Some(10), &ctx()).unwrap();
         assert_eq!((r0.revision, e0.revision), (0, 0));
         assert_eq!(r0.date_expires, Some(11_000));
         assert_eq!(r0.created_by, "alice");
-        let (r1, e1) = set(Some(&r0), new_doc, "[1]".into(), Some(0), None, &ctx(), &l).unwrap();
+        let (r1, e1) = set(Some(&r0), new_doc, j("[1]"), Some(0), None, &ctx()).unwrap();
         assert_eq!((r1.revision, e1.revision), (1, 1));
         assert_eq!(r1.date_expires, Some(11_000), "no ttl keeps the expiry");
         match e1.kind {
@@ -186,20 +181,20 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let (r2, _) = set(Some(&r1), new_doc, "2".into(), None, Some(0), &ctx(), &l).unwrap();
+        let (r2, _) = set(Some(&r1), new_doc, j("2"), None, Some(0), &ctx()).unwrap();
         assert_eq!(r2.date_expires, None, "ttl 0 clears the expiry");
     }
 
     #[test]
     fn stale_if_match_conflicts_with_current_revision() {
         let l = Limits::default();
-        let (r0, _) = set(None, new_doc, "{}".into(), None, None, &ctx(), &l).unwrap();
-        let (r1, _) = set(Some(&r0), new_doc, "{}".into(), None, None, &ctx(), &l).unwrap();
-        let err = set(Some(&r1), new_doc, "{}".into(), Some(0), None, &ctx(), &l).unwrap_err();
+        let (r0, _) = set(None, new_doc, j("{}"), None, None, &ctx()).unwrap();
+        let (r1, _) = set(Some(&r0), new_doc, j("{}"), None, None, &ctx()).unwrap();
+        let err = set(Some(&r1), new_doc, j("{}"), Some(0), None, &ctx()).unwrap_err();
         assert_eq!(err.code, ErrorCode::Conflict);
         assert_eq!(err.current_revision, Some(1));
         assert_eq!(
-            update(&r1, "{}", Some(5), &ctx(), &l).unwrap_err().code,
+            update(&r1, &j("{}"), Some(5), &ctx(), &l).unwrap_err().code,
             ErrorCode::Conflict
         );
         assert_eq!(delete(&r1, Some(0)).unwrap_err().code, ErrorCode::Conflict);
@@ -212,29 +207,28 @@ mod tests {
         let (r0, _) = set(
             None,
             new_doc,
-            r#"{"a":1,"b":{"x":1},"c":3}"#.into(),
+            j(r#"{"a":1,"b":{"x":1},"c":3}"#),
             None,
             None,
             &ctx(),
-            &l,
         )
         .unwrap();
-        let (r1, _) = update(&r0, r#"{"b":{"y":2},"c":null,"d":4}"#, None, &ctx(), &l).unwrap();
+        let (r1, _) = update(&r0, &j(r#"{"b":{"y":2},"c":null,"d":4}"#), None, &ctx(), &l).unwrap();
         let v: Value = serde_json::from_str(&r1.data).unwrap();
         assert_eq!(v, serde_json::json!({"a":1,"b":{"y":2},"d":4}));
         assert_eq!(
-            update(&r1, "[1]", None, &ctx(), &l).unwrap_err().code,
+            update(&r1, &j("[1]"), None, &ctx(), &l).unwrap_err().code,
             ErrorCode::InvalidArgument
         );
     }
 
     #[test]
-    fn bad_data_is_refused() {
+    fn a_merge_that_outgrows_the_limit_is_refused() {
         let l = Limits::default();
-        let err = set(None, new_doc, "{".into(), None, None, &ctx(), &l).unwrap_err();
-        assert_eq!(err.code, ErrorCode::InvalidArgument);
-        let big = format!("\"{}\"", "x".repeat(l.max_data_bytes));
-        let err = set(None, new_doc, big, None, None, &ctx(), &l).unwrap_err();
+        let half = format!(r#"{{"a":"{}"}}"#, "x".repeat(l.max_data_bytes / 2 + 1));
+        let (r0, _) = set(None, new_doc, j(&half), None, None, &ctx()).unwrap();
+        let other = half.replace(r#""a""#, r#""b""#);
+        let err = update(&r0, &j(&other), None, &ctx(), &l).unwrap_err();
         assert_eq!(err.code, ErrorCode::TooLarge);
     }
 }

@@ -5,6 +5,7 @@
 use syncline_proto::{Event, EventKind, ItemInfo, ItemKey, Limits, ObjectKind, Reason, WireError};
 
 use super::{expect_kind, expiry, merge_patch, WriteContext};
+use crate::command::Json;
 use crate::store::{ItemRecord, ItemWrite, ObjectRecord};
 
 /// One applied item change: the object's new record, the item write, the event.
@@ -138,14 +139,13 @@ fn updated(
 /// `push`: appends with the list's next index.
 pub fn push(
     list: &ObjectRecord,
-    data: String,
+    data: Json,
     ttl: Option<u64>,
     ctx: &WriteContext,
-    limits: &Limits,
 ) -> Result<ItemChange, WireError> {
     expect_kind(list, ObjectKind::List)?;
-    limits.check_data(&data)?;
-    let (mut next, write, ev) = added(list, ItemKey::Index(list.next_index), data, ttl, ctx);
+    let key = ItemKey::Index(list.next_index);
+    let (mut next, write, ev) = added(list, key, data.into_string(), ttl, ctx);
     next.next_index += 1;
     Ok((next, write, ev))
 }
@@ -157,14 +157,14 @@ pub fn set(
     object: &ObjectRecord,
     key: ItemKey,
     current: Option<&ItemRecord>,
-    data: String,
+    data: Json,
     if_match: Option<u64>,
     ttl: Option<u64>,
     ctx: &WriteContext,
     limits: &Limits,
 ) -> Result<ItemChange, WireError> {
     check_key(object.kind, &key, limits)?;
-    limits.check_data(&data)?;
+    let data = data.into_string();
     match current {
         Some(cur) => {
             check_if_match(cur, if_match)?;
@@ -182,7 +182,7 @@ pub fn update(
     object: &ObjectRecord,
     key: ItemKey,
     current: Option<&ItemRecord>,
-    patch: &str,
+    patch: &Json,
     if_match: Option<u64>,
     ctx: &WriteContext,
     limits: &Limits,
@@ -190,7 +190,7 @@ pub fn update(
     check_key(object.kind, &key, limits)?;
     let cur = current.ok_or_else(|| WireError::not_found("item"))?;
     check_if_match(cur, if_match)?;
-    let data = merge_patch(&cur.data, patch, limits)?;
+    let data = merge_patch(&cur.data, patch, limits)?.into_string();
     Ok(updated(object, key, cur, data, None, ctx))
 }
 
@@ -232,6 +232,10 @@ mod tests {
     use crate::objects::new_object;
     use syncline_proto::ErrorCode;
 
+    fn j(text: &str) -> Json {
+        Json::parse(text.into(), Limits::default().max_data_bytes).unwrap()
+    }
+
     fn ctx() -> WriteContext {
         WriteContext {
             service_sid: "IS00000000000000000000000000000000".into(),
@@ -239,15 +243,15 @@ mod tests {
             origin: 1,
             now_ms: 5_000,
             guard: None,
+            may_create: true,
         }
     }
 
     #[test]
     fn push_assigns_increasing_indices_and_bumps_revisions() {
-        let l = Limits::default();
         let list = new_object(ObjectKind::List, "ES1".into(), None, None, &ctx());
-        let (list, w0, e0) = push(&list, "1".into(), None, &ctx(), &l).unwrap();
-        let (list, w1, e1) = push(&list, "2".into(), Some(10), &ctx(), &l).unwrap();
+        let (list, w0, e0) = push(&list, j("1"), None, &ctx()).unwrap();
+        let (list, w1, e1) = push(&list, j("2"), Some(10), &ctx()).unwrap();
         assert_eq!(
             (w0.key.clone(), w1.key.clone()),
             (ItemKey::Index(0), ItemKey::Index(1))
@@ -267,7 +271,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(e.kind, EventKind::ItemRemoved { .. }));
-        let (_, w2, _) = push(&list, "3".into(), None, &ctx(), &l).unwrap();
+        let (_, w2, _) = push(&list, j("3"), None, &ctx()).unwrap();
         assert_eq!(w2.key, ItemKey::Index(2));
     }
 
@@ -276,32 +280,30 @@ mod tests {
         let l = Limits::default();
         let map = new_object(ObjectKind::Map, "MP1".into(), None, None, &ctx());
         let k = || ItemKey::Key("k".into());
-        let (map, w, e) =
-            set(&map, k(), None, r#"{"a":1}"#.into(), None, None, &ctx(), &l).unwrap();
+        let (map, w, e) = set(&map, k(), None, j(r#"{"a":1}"#), None, None, &ctx(), &l).unwrap();
         assert!(matches!(e.kind, EventKind::ItemAdded { .. }));
         let item = w.after.unwrap();
-        let err = set(
-            &map,
-            k(),
-            Some(&item),
-            "{}".into(),
-            Some(0),
-            None,
-            &ctx(),
-            &l,
-        )
-        .unwrap_err();
+        let err = set(&map, k(), Some(&item), j("{}"), Some(0), None, &ctx(), &l).unwrap_err();
         assert_eq!(
             (err.code, err.current_revision),
             (ErrorCode::Conflict, Some(1))
         );
-        let (_, w, e) = update(&map, k(), Some(&item), r#"{"b":2}"#, Some(1), &ctx(), &l).unwrap();
+        let (_, w, e) = update(
+            &map,
+            k(),
+            Some(&item),
+            &j(r#"{"b":2}"#),
+            Some(1),
+            &ctx(),
+            &l,
+        )
+        .unwrap();
         assert_eq!(w.after.unwrap().data, r#"{"a":1,"b":2}"#);
         assert!(
             matches!(e.kind, EventKind::ItemUpdated { ref previous, .. } if previous == r#"{"a":1}"#)
         );
         assert_eq!(
-            update(&map, k(), None, "{}", None, &ctx(), &l)
+            update(&map, k(), None, &j("{}"), None, &ctx(), &l)
                 .unwrap_err()
                 .code,
             ErrorCode::NotFound
@@ -317,7 +319,7 @@ mod tests {
             &list,
             ItemKey::Index(0),
             None,
-            "1".into(),
+            j("1"),
             None,
             None,
             &ctx(),
@@ -333,7 +335,7 @@ mod tests {
             &list,
             ItemKey::Key("x".into()),
             None,
-            "1".into(),
+            j("1"),
             None,
             None,
             &ctx(),
@@ -343,13 +345,13 @@ mod tests {
         assert_eq!(err.code, ErrorCode::InvalidArgument);
         let long = ItemKey::Key("k".repeat(321));
         assert_eq!(
-            set(&map, long, None, "1".into(), None, None, &ctx(), &l)
+            set(&map, long, None, j("1"), None, None, &ctx(), &l)
                 .unwrap_err()
                 .code,
             ErrorCode::TooLarge
         );
         assert_eq!(
-            push(&map, "1".into(), None, &ctx(), &l).unwrap_err().code,
+            push(&map, j("1"), None, &ctx()).unwrap_err().code,
             ErrorCode::InvalidArgument
         );
     }

@@ -8,6 +8,7 @@ pub mod items;
 use serde_json::Value;
 use syncline_proto::{Event, EventKind, Limits, ObjectInfo, ObjectKind, Reason, WireError};
 
+use crate::command::Json;
 use crate::store::ObjectRecord;
 
 /// Who is writing, and when: the context every rule needs.
@@ -22,10 +23,12 @@ pub struct WriteContext {
     /// The identity whose rights the write needs (a token holder in a service with its
     /// ACL on); `None` for the backend, the server, and services without ACL.
     pub guard: Option<String>,
+    /// Whether the writer may create objects: false for token holders in a service
+    /// whose `token_create` is `none`.
+    pub may_create: bool,
 }
 
-/// Identity recorded as the creator/actor of backend and server changes.
-pub const SYSTEM_ACTOR: &str = "system";
+pub use syncline_proto::SYSTEM_ACTOR;
 
 /// The event for removing `record` (by a write or by expiry).
 pub fn removed_event(record: &ObjectRecord, ctx: &WriteContext, reason: Reason) -> Event {
@@ -114,22 +117,23 @@ pub fn new_object(
     }
 }
 
-fn parse(s: &str) -> Result<Value, WireError> {
-    serde_json::from_str(s).map_err(|e| WireError::invalid(format!("data is not valid JSON: {e}")))
-}
-
 /// `update` semantics for documents and items: merge the top-level keys of `patch` (a
 /// JSON object) into `current`; a key whose value is `null` is removed. The result must
 /// still fit the data limit.
-pub fn merge_patch(current: &str, patch: &str, limits: &Limits) -> Result<String, WireError> {
-    limits.check_data(patch)?;
-    let Value::Object(patch) = parse(patch)? else {
+pub fn merge_patch(current: &str, patch: &Json, limits: &Limits) -> Result<Json, WireError> {
+    let Ok(Value::Object(patch)) = serde_json::from_str(patch.as_str()) else {
         return Err(WireError::invalid("update data must be a JSON object"));
     };
-    let mut merged = match parse(current)? {
-        Value::Object(m) => m,
+    let mut merged = match serde_json::from_str(current) {
+        Ok(Value::Object(m)) => m,
         // A non-object value is replaced by the patch object.
-        _ => serde_json::Map::new(),
+        Ok(_) => serde_json::Map::new(),
+        // Only a value stored before writes were checked as readers read them.
+        Err(e) => {
+            return Err(WireError::invalid(format!(
+                "the current value cannot be loaded ({e}); replace it with set"
+            )))
+        }
     };
     for (k, v) in patch {
         if v.is_null() {
@@ -139,6 +143,15 @@ pub fn merge_patch(current: &str, patch: &str, limits: &Limits) -> Result<String
         }
     }
     let data = Value::Object(merged).to_string();
-    limits.check_data(&data)?;
-    Ok(data)
+    if data.len() > limits.max_data_bytes {
+        return Err(WireError::new(
+            syncline_proto::ErrorCode::TooLarge,
+            format!(
+                "the merged data is {} bytes, the limit is {}",
+                data.len(),
+                limits.max_data_bytes
+            ),
+        ));
+    }
+    Ok(Json::from_serialized(data))
 }

@@ -54,6 +54,47 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     bincode::deserialize(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// A service record, also in the layout written before `token_create` existed (it is
+/// 4 bytes shorter, so it never decodes as the current layout: the last field runs out).
+fn decode_service(bytes: &[u8]) -> StoreResult<ServiceRecord> {
+    #[derive(serde::Deserialize)]
+    struct FlagsBeforeTokenCreate {
+        acl_enabled: bool,
+        webhook_url: Option<String>,
+        webhooks_from_backend: bool,
+        reachability_webhooks_enabled: bool,
+        reachability_debouncing_enabled: bool,
+        reachability_debouncing_window_ms: Option<u32>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ServiceBeforeTokenCreate {
+        sid: String,
+        unique_name: Option<String>,
+        flags: FlagsBeforeTokenCreate,
+        date_created: u64,
+        date_updated: u64,
+    }
+    decode(bytes).or_else(|current_error| {
+        let old: ServiceBeforeTokenCreate = decode(bytes).map_err(|_| current_error)?;
+        let f = old.flags;
+        Ok(ServiceRecord {
+            sid: old.sid,
+            unique_name: old.unique_name,
+            flags: syncline_proto::ServiceFlags {
+                acl_enabled: f.acl_enabled,
+                webhook_url: f.webhook_url,
+                webhooks_from_backend: f.webhooks_from_backend,
+                reachability_webhooks_enabled: f.reachability_webhooks_enabled,
+                reachability_debouncing_enabled: f.reachability_debouncing_enabled,
+                reachability_debouncing_window_ms: f.reachability_debouncing_window_ms,
+                token_create: Default::default(),
+            },
+            date_created: old.date_created,
+            date_updated: old.date_updated,
+        })
+    })
+}
+
 fn key_of(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     for p in parts {
@@ -169,7 +210,7 @@ impl SledStore {
         prune_log_for(&tree, log_retention)?;
         let mut registry = Registry::default();
         for v in tree.scan_prefix(b"s").values() {
-            let service: ServiceRecord = decode(&v.map_err(engine)?)?;
+            let service = decode_service(&v.map_err(engine)?)?;
             if let Some(name) = &service.unique_name {
                 registry
                     .service_names
@@ -612,6 +653,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use syncline_proto::TokenCreate;
 
     fn service(sid: &str, name: Option<&str>, acl: bool) -> ServiceRecord {
         ServiceRecord {
@@ -624,6 +666,53 @@ mod tests {
             date_created: 1,
             date_updated: 1,
         }
+    }
+
+    #[test]
+    fn services_stored_before_token_create_still_load() {
+        #[derive(serde::Serialize)]
+        struct OldFlags {
+            acl_enabled: bool,
+            webhook_url: Option<String>,
+            webhooks_from_backend: bool,
+            reachability_webhooks_enabled: bool,
+            reachability_debouncing_enabled: bool,
+            reachability_debouncing_window_ms: Option<u32>,
+        }
+        #[derive(serde::Serialize)]
+        struct OldService {
+            sid: String,
+            unique_name: Option<String>,
+            flags: OldFlags,
+            date_created: u64,
+            date_updated: u64,
+        }
+        // Dates chosen so that a misread of the old layout would look plausible.
+        for date in [0, 1, 1_764_000_000_000, u64::MAX] {
+            let old = OldService {
+                sid: "IS00000000000000000000000000000001".into(),
+                unique_name: Some("chat".into()),
+                flags: OldFlags {
+                    acl_enabled: true,
+                    webhook_url: Some("https://example.test/hook".into()),
+                    webhooks_from_backend: false,
+                    reachability_webhooks_enabled: true,
+                    reachability_debouncing_enabled: false,
+                    reachability_debouncing_window_ms: Some(7_000),
+                },
+                date_created: date,
+                date_updated: date,
+            };
+            let loaded = decode_service(&encode(&old)).unwrap();
+            assert_eq!(loaded.unique_name.as_deref(), Some("chat"));
+            assert!(loaded.flags.acl_enabled && loaded.flags.reachability_webhooks_enabled);
+            assert_eq!(loaded.flags.reachability_debouncing_window_ms, Some(7_000));
+            assert_eq!(loaded.flags.token_create, TokenCreate::Own);
+            assert_eq!((loaded.date_created, loaded.date_updated), (date, date));
+        }
+        let mut current = service("IS00000000000000000000000000000002", None, true);
+        current.flags.token_create = TokenCreate::None;
+        assert_eq!(decode_service(&encode(&current)).unwrap(), current);
     }
 
     fn document(revision: u64) -> ObjectRecord {
