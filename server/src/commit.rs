@@ -820,3 +820,80 @@ fn system(ctx: &WriteContext) -> WriteContext {
 pub fn new_sid(kind: ObjectKind) -> String {
     make_sid(kind.prefix(), rand::random())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Json;
+    use crate::store::SledStore;
+
+    const SERVICE: &str = "IS00000000000000000000000000000001";
+
+    fn ctx(now_ms: u64) -> WriteContext {
+        WriteContext {
+            service_sid: SERVICE.into(),
+            actor: "alice".into(),
+            origin: 1,
+            now_ms,
+            guard: None,
+            may_create: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_leaves_nothing_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 100, true).unwrap();
+        store
+            .put_service(&crate::store::ServiceRecord {
+                sid: SERVICE.into(),
+                unique_name: None,
+                flags: Default::default(),
+                date_created: 0,
+                date_updated: 0,
+            })
+            .await
+            .unwrap();
+        let limits = Limits::default();
+        let data = Json::parse("{}".into(), limits.max_data_bytes).unwrap();
+        let set = WriteOp::Client(WriteCommand::DocSet {
+            document: "d".into(),
+            data,
+            if_match: None,
+            ttl: Some(1),
+        });
+        let mut batch = Batch::new(&store);
+        batch.apply(&ctx(1_000), &set, &limits).await.unwrap();
+        store
+            .apply(std::mem::take(&mut batch.writes))
+            .await
+            .unwrap();
+
+        // Later, the document has expired. An update finds it (and removes it, with its
+        // event) on its way to `NotFound`: that removal belongs to the refused write.
+        let patch = Json::parse(r#"{"a":1}"#.into(), limits.max_data_bytes).unwrap();
+        let update = WriteOp::Client(WriteCommand::DocUpdate {
+            document: "d".into(),
+            patch,
+            if_match: None,
+        });
+        let mut batch = Batch::new(&store);
+        let savepoint = batch.savepoint();
+        let err = batch
+            .apply(&ctx(5_000), &update, &limits)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::NotFound);
+        assert_eq!((batch.writes.len(), batch.events.len()), (1, 1));
+        batch.rollback(savepoint);
+        assert_eq!((batch.writes.len(), batch.events.len()), (0, 0));
+        // The overlay forgot it too: the next write in the batch sees the stored record
+        // and removes it itself.
+        let err = batch
+            .apply(&ctx(5_000), &update, &limits)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::NotFound);
+        assert_eq!(batch.writes.len(), 1, "the expiry is found again");
+    }
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use syncline_client::{
-    Client, ClientConfig, ErrorCode, Rights, ServiceFlags, ServiceFlagsPatch, SubscribeOptions,
-    SyncEventKind, WriteOptions,
+    Client, ClientConfig, ErrorCode, ItemKey, Rights, ServiceFlags, ServiceFlagsPatch,
+    SubscribeOptions, SyncEventKind, TokenCreate, WriteOptions,
 };
 use syncline_tests::{next_event, TestServer, WAIT};
 
@@ -534,4 +534,498 @@ async fn writes_racing_a_service_deletion_leave_nothing_behind() {
     let store = SledStore::open(&s.dir.path().join("db"), 1000, true).unwrap();
     let left = store.objects_of(&svc.sid).await.unwrap();
     assert!(left.is_empty(), "{} objects left behind", left.len());
+}
+
+/// A service with ACL on (and `token_create` as given), its backend, and token holders.
+async fn acl_service(s: &TestServer, name: &str, token_create: TokenCreate) -> (String, Client) {
+    let svc = s
+        .backend()
+        .await
+        .create_service(
+            Some(name),
+            ServiceFlags {
+                acl_enabled: true,
+                token_create,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let backend = backend_in(s, name).await;
+    (svc.sid, backend)
+}
+
+const READ_WRITE: Rights = Rights {
+    read: true,
+    write: true,
+    manage: false,
+};
+const WRITE_MANAGE: Rights = Rights {
+    read: false,
+    write: true,
+    manage: true,
+};
+
+fn ttl(seconds: u64) -> WriteOptions {
+    WriteOptions {
+        if_match: None,
+        ttl: Some(seconds),
+    }
+}
+
+#[tokio::test]
+async fn a_write_with_a_ttl_needs_write_and_manage() {
+    let s = TestServer::start().await;
+    let (sid, backend) = acl_service(&s, "ttl-rights", TokenCreate::Own).await;
+    backend
+        .document("m")
+        .set(&json!({"owner": "backend"}))
+        .await
+        .unwrap();
+    backend.list("l").push(&json!(0)).await.unwrap();
+    backend
+        .map("p")
+        .set("k", &json!(0), WriteOptions::default())
+        .await
+        .unwrap();
+    let carol = as_identity(&s, &sid, "carol").await;
+    let dave = as_identity(&s, &sid, "dave").await;
+    let erin = as_identity(&s, &sid, "erin").await;
+    for object in ["m", "l", "p"] {
+        backend.grant(object, "carol", MANAGE).await.unwrap();
+        backend.grant(object, "dave", WRITE).await.unwrap();
+        backend.grant(object, "erin", WRITE_MANAGE).await.unwrap();
+    }
+    // Manage alone (the review's hole: `doc set m '{"hijacked":true}' --ttl 0`).
+    for t in [0, 60] {
+        let err = carol
+            .document("m")
+            .set_with(&json!({"hijacked": true}), ttl(t))
+            .await;
+        assert_eq!(
+            err.unwrap_err().code(),
+            ErrorCode::Forbidden,
+            "manage-only set, ttl {t}"
+        );
+    }
+    let err = carol
+        .list("l")
+        .set(0, &json!("hijacked"), ttl(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    let err = carol
+        .map("p")
+        .set("k", &json!("hijacked"), ttl(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    // Write alone changes data but not a TTL.
+    let err = dave
+        .document("m")
+        .set_with(&json!({"dave": 1}), ttl(60))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    assert_eq!(
+        dave.list("l")
+            .push_with(&json!(1), Some(60))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        dave.map("p")
+            .set("k", &json!(1), ttl(60))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::Forbidden
+    );
+    // Nothing the refusals touched changed.
+    let m = backend.document("m").get().await.unwrap();
+    assert_eq!(
+        (m.revision, m.data, m.date_expires),
+        (0, json!({"owner": "backend"}), None)
+    );
+    assert_eq!(backend.list("l").info().await.unwrap().revision, 1);
+    assert_eq!(backend.map("p").get("k").await.unwrap().data, json!(0));
+    // Each right for its own part, and both for both.
+    dave.document("m").set(&json!({"dave": 1})).await.unwrap();
+    dave.list("l").push(&json!(1)).await.unwrap();
+    erin.document("m")
+        .set_with(&json!({"erin": 1}), ttl(60))
+        .await
+        .unwrap();
+    erin.list("l").push_with(&json!(2), Some(60)).await.unwrap();
+    erin.map("p").set("k", &json!(2), ttl(60)).await.unwrap();
+    let m = backend.document("m").get().await.unwrap();
+    assert_eq!(m.data, json!({"erin": 1}));
+    assert!(m.date_expires.is_some());
+    carol.document("m").delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn write_without_read_gets_the_revision_and_no_data() {
+    let s = TestServer::start().await;
+    let (sid, backend) = acl_service(&s, "write-only", TokenCreate::Own).await;
+    let secret = json!({"salary": 100, "ssn": "123"});
+    backend.document("wo-doc").set(&secret).await.unwrap();
+    backend.list("wo-list").push(&secret).await.unwrap();
+    backend
+        .map("wo-map")
+        .set("k", &secret, WriteOptions::default())
+        .await
+        .unwrap();
+    let hank = as_identity(&s, &sid, "hank").await;
+    let ivy = as_identity(&s, &sid, "ivy").await;
+    for object in ["wo-doc", "wo-list", "wo-map"] {
+        backend.grant(object, "hank", WRITE).await.unwrap();
+        backend.grant(object, "ivy", READ_WRITE).await.unwrap();
+    }
+    // The review's hole: `doc update wo-doc '{"n":1}'` printed every key.
+    let w = hank
+        .document("wo-doc")
+        .update(&json!({"n": 1}))
+        .await
+        .unwrap();
+    assert_eq!((w.revision, w.value), (1, None));
+    let w = hank.document("wo-doc").set(&json!({"n": 2})).await.unwrap();
+    assert_eq!((w.revision, w.value), (2, None));
+    let w = hank.list("wo-list").push(&json!({"n": 1})).await.unwrap();
+    assert_eq!(
+        (w.revision, w.key.clone(), w.value),
+        (2, Some(ItemKey::Index(1)), None)
+    );
+    let w = hank
+        .list("wo-list")
+        .update(0, &json!({"n": 1}), None)
+        .await
+        .unwrap();
+    assert_eq!((w.revision, w.value), (3, None));
+    let w = hank
+        .list("wo-list")
+        .set(0, &json!({"n": 2}), WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(w.value, None);
+    let w = hank
+        .map("wo-map")
+        .update("k", &json!({"n": 1}), None)
+        .await
+        .unwrap();
+    assert_eq!((w.revision, w.value), (2, None));
+    let w = hank
+        .map("wo-map")
+        .set("k2", &json!(1), WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (w.key.clone(), w.value),
+        (Some(ItemKey::Key("k2".into())), None)
+    );
+    // Reads stay refused.
+    assert_eq!(
+        hank.document("wo-doc").get().await.unwrap_err().code(),
+        ErrorCode::Forbidden
+    );
+    // With read, the answer carries the value.
+    let w = ivy
+        .document("wo-doc")
+        .update(&json!({"ivy": 1}))
+        .await
+        .unwrap();
+    assert_eq!(w.value.unwrap().data, json!({"n": 2, "ivy": 1}));
+    let w = ivy
+        .map("wo-map")
+        .update("k", &json!({"ivy": 1}), None)
+        .await
+        .unwrap();
+    assert_eq!(w.value.unwrap().data["ivy"], json!(1));
+}
+
+/// Every path a token holder can take to an object, as (what, error code, message):
+/// `Ok` entries mean the operation succeeded.
+async fn probe(c: &Client, name: &str) -> Vec<(&'static str, Result<(), (ErrorCode, String)>)> {
+    fn out<T>(r: Result<T, syncline_client::Error>) -> Result<(), (ErrorCode, String)> {
+        r.map(|_| ()).map_err(|e| (e.code(), e.to_string()))
+    }
+    let if_match = |revision| WriteOptions {
+        if_match: Some(revision),
+        ttl: None,
+    };
+    let since = SubscribeOptions {
+        since: Some(0),
+        window: None,
+    };
+    vec![
+        ("doc get", out(c.document(name).get().await)),
+        (
+            "doc set if_match 0",
+            out(c.document(name).set_with(&json!({}), if_match(0)).await),
+        ),
+        (
+            "doc set if_match 5",
+            out(c.document(name).set_with(&json!({}), if_match(5)).await),
+        ),
+        ("doc update", out(c.document(name).update(&json!({})).await)),
+        (
+            "doc update if_match",
+            out(c.document(name).update_with(&json!({}), Some(0)).await),
+        ),
+        ("delete", out(c.delete(name, None).await)),
+        ("delete if_match", out(c.delete(name, Some(0)).await)),
+        ("fetch", out(c.fetch(name).await)),
+        ("list get", out(c.list(name).get(0).await)),
+        (
+            "list items",
+            out(c.list(name).items(Default::default()).await),
+        ),
+        (
+            "list set",
+            out(c
+                .list(name)
+                .set(0, &json!(1), WriteOptions::default())
+                .await),
+        ),
+        (
+            "list update",
+            out(c.list(name).update(0, &json!({}), None).await),
+        ),
+        ("list remove", out(c.list(name).remove(0, None).await)),
+        ("map get", out(c.map(name).get("k").await)),
+        (
+            "map items",
+            out(c.map(name).items(Default::default()).await),
+        ),
+        (
+            "map set if_match",
+            out(c.map(name).set("k", &json!(1), if_match(1)).await),
+        ),
+        (
+            "map update",
+            out(c.map(name).update("k", &json!({}), None).await),
+        ),
+        ("map remove", out(c.map(name).remove("k", Some(1)).await)),
+        (
+            "subscribe",
+            out(c.subscribe(name, SubscribeOptions::default()).await),
+        ),
+        ("resume", out(c.subscribe(name, since).await)),
+    ]
+}
+
+#[tokio::test]
+async fn refusals_do_not_tell_a_missing_object_from_one_without_access() {
+    let s = TestServer::start().await;
+    let (sid, backend) = acl_service(&s, "no-leak", TokenCreate::Own).await;
+    // Taken names of every kind, none of them granted to mallory.
+    backend
+        .document("taken-doc")
+        .set(&json!({"k": 1}))
+        .await
+        .unwrap();
+    backend.list("taken-list").push(&json!(1)).await.unwrap();
+    backend
+        .map("taken-map")
+        .set("k", &json!(1), WriteOptions::default())
+        .await
+        .unwrap();
+    backend.stream("taken-stream").create(None).await.unwrap();
+    let mallory = as_identity(&s, &sid, "mallory").await;
+    let free = probe(&mallory, "free-name").await;
+    for taken in ["taken-doc", "taken-list", "taken-map", "taken-stream"] {
+        let answers = probe(&mallory, taken).await;
+        for ((what, on_free), (_, on_taken)) in free.iter().zip(&answers) {
+            assert_eq!(on_free, on_taken, "{what}: a free name vs {taken}");
+            assert!(on_taken.is_err(), "{what} on {taken} succeeded");
+        }
+    }
+    // None of those refusals created anything on the way (a conditional map set used to
+    // create the map and then answer NotFound).
+    let err = backend.fetch("free-name").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    // By sid too: a made-up sid and a real one without access answer alike.
+    let real = backend.fetch("taken-doc").await.unwrap().sid;
+    let made_up = format!("ET{}", "0".repeat(32));
+    assert_eq!(
+        probe(&mallory, &made_up).await,
+        probe(&mallory, &real).await
+    );
+}
+
+#[tokio::test]
+async fn a_refused_write_creates_nothing() {
+    let s = TestServer::start().await;
+    let c = s.client_as("alice").await;
+    // ACL off: here existence is no secret, and the answer is NotFound, but the map
+    // must not be left behind by the refused write.
+    let conditional = WriteOptions {
+        if_match: Some(3),
+        ttl: None,
+    };
+    let err = c
+        .map("new-map")
+        .set("k", &json!(1), conditional)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(
+        c.fetch("new-map").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    let err = c
+        .document("new-doc")
+        .set_with(&json!(1), conditional)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(
+        c.fetch("new-doc").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+}
+
+#[tokio::test]
+async fn with_token_create_none_only_the_backend_creates_objects() {
+    let s = TestServer::start().await;
+    let (sid, backend) = acl_service(&s, "no-squat", TokenCreate::None).await;
+    let mallory = as_identity(&s, &sid, "mallory").await;
+    let creations = [
+        mallory
+            .document("announcements")
+            .set(&json!({"mine": true}))
+            .await
+            .map(|_| ()),
+        mallory
+            .list("announcements")
+            .push(&json!(1))
+            .await
+            .map(|_| ()),
+        mallory
+            .map("announcements")
+            .set("k", &json!(1), WriteOptions::default())
+            .await
+            .map(|_| ()),
+        mallory
+            .stream("announcements")
+            .publish(&json!(1))
+            .await
+            .map(|_| ()),
+        mallory
+            .stream("announcements")
+            .create(None)
+            .await
+            .map(|_| ()),
+        mallory
+            .create(syncline_client::ObjectKind::Map, None, None)
+            .await
+            .map(|_| ()),
+    ];
+    for (i, r) in creations.into_iter().enumerate() {
+        let err = r.unwrap_err();
+        // The same refusal as for an object without access: it says nothing of the name.
+        assert_eq!(
+            (err.code(), err.to_string()),
+            (ErrorCode::Forbidden, "Forbidden: forbidden".into()),
+            "creation {i}"
+        );
+    }
+    assert_eq!(
+        backend.fetch("announcements").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    // The backend creates it and grants; then mallory writes like anyone granted.
+    let w = backend
+        .document("announcements")
+        .set(&json!({"v": 1}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (w.object_created_by.as_str(), w.created_by_identity()),
+        ("system", None)
+    );
+    backend
+        .grant("announcements", "mallory", READ_WRITE)
+        .await
+        .unwrap();
+    let w = mallory
+        .document("announcements")
+        .update(&json!({"m": 1}))
+        .await
+        .unwrap();
+    assert_eq!(w.object_created_by, "system");
+
+    // Without ACL the refusal can say why: nothing is secret there.
+    let open = s
+        .backend()
+        .await
+        .create_service(
+            Some("open-no-create"),
+            ServiceFlags {
+                token_create: TokenCreate::None,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let bob = as_identity(&s, &open.sid, "bob").await;
+    let err = bob.document("d").set(&json!(1)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    assert!(err.to_string().contains("token_create"), "{err}");
+}
+
+#[tokio::test]
+async fn a_backend_writing_into_a_squatted_name_is_told_who_created_it() {
+    let s = TestServer::start().await;
+    let (sid, backend) = acl_service(&s, "squat", TokenCreate::Own).await;
+    let mallory = as_identity(&s, &sid, "mallory").await;
+    mallory
+        .document("announcements")
+        .set(&json!({"mine": true}))
+        .await
+        .unwrap();
+    mallory
+        .map("roster")
+        .set("m", &json!(1), WriteOptions::default())
+        .await
+        .unwrap();
+    let w = backend
+        .document("announcements")
+        .set(&json!({"v": 1}))
+        .await
+        .unwrap();
+    assert_eq!(w.created_by_identity(), Some("mallory"));
+    let w = backend
+        .map("roster")
+        .set("k", &json!(1), WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            w.object_created_by.as_str(),
+            w.value.unwrap().created_by.as_str()
+        ),
+        ("mallory", "system")
+    );
+    // The backend closes the gap for the future: with `token_create: none` a new name
+    // cannot be claimed, while what exists stays as it is.
+    backend
+        .update_service(
+            &sid,
+            ServiceFlagsPatch {
+                token_create: Some(TokenCreate::None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let err = mallory.document("news").set(&json!(1)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    mallory
+        .document("announcements")
+        .update(&json!({"still": "mine"}))
+        .await
+        .unwrap();
 }

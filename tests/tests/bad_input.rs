@@ -248,3 +248,184 @@ async fn request_floods_are_rate_limited_without_harm() {
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     still_healthy(&mut raw, 1).await;
 }
+
+/// JSON that is well-formed but that no reader can load back: nesting past serde_json's
+/// recursion limit, a lone UTF-16 surrogate, a number beyond `f64`.
+fn unloadable_json() -> Vec<String> {
+    vec![
+        format!("{}{}", "[".repeat(200), "]".repeat(200)),
+        format!(r#"{{"a":{}1{}}}"#, r#"{"b":"#.repeat(150), "}".repeat(150)),
+        r#""\ud800""#.into(),
+        r#"{"name":"\udc00"}"#.into(),
+        "1e400".into(),
+        r#"{"n":-1e400}"#.into(),
+    ]
+}
+
+#[tokio::test]
+async fn json_that_readers_cannot_load_is_refused_on_every_write_path() {
+    let s = TestServer::start().await;
+    let backend = s.backend().await;
+    backend
+        .document("shared")
+        .set(&json!({"ok": 1}))
+        .await
+        .unwrap();
+    backend.list("log").push(&json!({"ok": 1})).await.unwrap();
+    backend
+        .map("room")
+        .set("k", &json!({"ok": 1}), Default::default())
+        .await
+        .unwrap();
+    let mut watcher = backend.document("shared").subscribe().await.unwrap();
+    next_event(&mut watcher).await;
+    backend.stream("chat").create(None).await.unwrap();
+    let mut chat = backend.stream("chat").subscribe().await.unwrap();
+    next_event(&mut chat).await;
+
+    let mut raw = RawConnection::backend(&s.admin).await;
+    let map_key = || syncline_proto::ItemKey::Key("k".into());
+    let mut id = 100;
+    for data in unloadable_json() {
+        let writes = [
+            Request::DocSet {
+                document: "shared".into(),
+                data: data.clone(),
+                if_match: None,
+                ttl: None,
+            },
+            Request::DocSet {
+                document: "new-doc".into(),
+                data: data.clone(),
+                if_match: None,
+                ttl: None,
+            },
+            Request::DocUpdate {
+                document: "shared".into(),
+                data: format!(r#"{{"poison":{data}}}"#),
+                if_match: None,
+            },
+            Request::ListPush {
+                list: "log".into(),
+                data: data.clone(),
+                ttl: None,
+            },
+            Request::ItemSet {
+                kind: syncline_proto::ObjectKind::Map,
+                object: "room".into(),
+                key: map_key(),
+                data: data.clone(),
+                if_match: None,
+                ttl: None,
+            },
+            Request::ItemUpdate {
+                kind: syncline_proto::ObjectKind::Map,
+                object: "room".into(),
+                key: map_key(),
+                data: format!(r#"{{"poison":{data}}}"#),
+                if_match: None,
+            },
+            Request::Publish {
+                stream: "chat".into(),
+                data: data.clone(),
+            },
+        ];
+        for request in writes {
+            id += 1;
+            let r = raw.call(id, request.clone()).await;
+            let err = r.result.expect_err("refused");
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{request:?}");
+            assert!(
+                err.message.contains("readers"),
+                "names the rule: {}",
+                err.message
+            );
+        }
+    }
+    still_healthy(&mut raw, 1).await;
+    // Everything still reads back, and the watchers heard nothing and live on.
+    assert_eq!(
+        backend.document("shared").get().await.unwrap().data,
+        json!({"ok": 1})
+    );
+    assert_eq!(
+        backend.list("log").get(0).await.unwrap().data,
+        json!({"ok": 1})
+    );
+    assert_eq!(
+        backend.map("room").get("k").await.unwrap().data,
+        json!({"ok": 1})
+    );
+    assert_eq!(
+        backend.fetch("new-doc").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    backend
+        .document("shared")
+        .update(&json!({"after": 1}))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut watcher).await.revision, 1);
+    backend
+        .stream("chat")
+        .publish(&json!({"after": 1}))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut chat).await.kind,
+        syncline_client::SyncEventKind::MessagePublished { .. }
+    ));
+}
+
+#[tokio::test]
+async fn ttls_beyond_a_year_are_refused() {
+    let s = TestServer::start().await;
+    let mut raw = RawConnection::backend(&s.admin).await;
+    let year = syncline_proto::limits::MAX_TTL_S;
+    let with_ttl = |ttl: u64| {
+        vec![
+            Request::DocSet {
+                document: "t".into(),
+                data: "{}".into(),
+                if_match: None,
+                ttl: Some(ttl),
+            },
+            Request::ListPush {
+                list: "l".into(),
+                data: "1".into(),
+                ttl: Some(ttl),
+            },
+            Request::ItemSet {
+                kind: syncline_proto::ObjectKind::Map,
+                object: "m".into(),
+                key: syncline_proto::ItemKey::Key("k".into()),
+                data: "1".into(),
+                if_match: None,
+                ttl: Some(ttl),
+            },
+            Request::Create {
+                kind: syncline_proto::ObjectKind::List,
+                unique_name: Some(format!("c{ttl}")),
+                ttl: Some(ttl),
+            },
+        ]
+    };
+    let mut id = 1;
+    for ttl in [year + 1, 260_000_000_000, u64::MAX] {
+        for request in with_ttl(ttl) {
+            id += 1;
+            let err = raw
+                .call(id, request.clone())
+                .await
+                .result
+                .expect_err("refused");
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{request:?}");
+            assert!(err.message.contains("365 days"), "{}", err.message);
+        }
+    }
+    for request in with_ttl(year) {
+        id += 1;
+        let r = raw.call(id, request.clone()).await;
+        assert!(r.result.is_ok(), "a year is allowed: {request:?} {r:?}");
+    }
+}

@@ -540,3 +540,97 @@ async fn cli_services_keys_permissions_and_tokens() {
         "the service is gone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_refuses_far_future_ttls_and_shows_who_created_what_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    // The review's `doc set t '{}' --ttl 260000000000` was accepted, and every later
+    // `get` of `t` panicked formatting the date. Now it is refused, and nothing exists.
+    for ttl in ["260000000000", "18446744073709551615", "31536001"] {
+        let out = run(server.cli().args(["doc", "set", "t", "{}", "--ttl", ttl]));
+        assert_eq!(out.status.code(), Some(17), "InvalidArgument for ttl {ttl}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("InvalidArgument:") && err.contains("365 days"),
+            "{err}"
+        );
+    }
+    let out =
+        run(server
+            .cli()
+            .args(["map", "set", "m", "k", "1", "--ttl", "18446744073709551615"]));
+    assert_eq!(out.status.code(), Some(17));
+    assert_eq!(
+        run(server.cli().args(["doc", "get", "t"])).status.code(),
+        Some(13)
+    );
+    let d = json_line(&run(server
+        .cli()
+        .args(["doc", "set", "t", "{}", "--ttl", "31536000"])));
+    assert!(d["date_expires"].as_str().unwrap().ends_with('Z'));
+
+    // A token holder claims a name first; the backend's write says so on stderr.
+    let service = json_line(&run(server.cli().args([
+        "service",
+        "create",
+        "squat",
+        "--acl-enabled",
+    ])));
+    assert_eq!(service["token_create"], "own");
+    let token_for = |identity: &str| {
+        let out = run(server
+            .cli()
+            .args(["token", "--identity", identity, "--service", "squat"]));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (mallory, hank) = (token_for("mallory"), token_for("hank"));
+    let as_token =
+        |token: &str, args: &[&str]| run(server.cli().env("SYNCLINE_TOKEN", token).args(args));
+    json_line(&as_token(
+        &mallory,
+        &["doc", "set", "announcements", r#"{"m":1}"#],
+    ));
+    let out = run(server.cli().args([
+        "--service",
+        "squat",
+        "doc",
+        "set",
+        "announcements",
+        r#"{"v":1}"#,
+    ]));
+    let d = json_line(&out);
+    assert_eq!(d["created_by"], "mallory");
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains(r#"created by identity "mallory""#), "{note}");
+
+    // A write grant without read: the answer has the revision and no data.
+    json_line(&run(server.cli().args([
+        "--service",
+        "squat",
+        "permission",
+        "grant",
+        "announcements",
+        "hank",
+        "--write",
+    ])));
+    let w = json_line(&as_token(
+        &hank,
+        &["doc", "update", "announcements", r#"{"n":1}"#],
+    ));
+    assert_eq!(w["revision"], 2);
+    assert!(w.get("data").is_none(), "{w}");
+    assert_eq!(w["data_withheld"], "no read access");
+
+    // With `token_create none`, no new name can be claimed.
+    let service = json_line(&run(server.cli().args([
+        "service",
+        "update",
+        "squat",
+        "--token-create",
+        "none",
+    ])));
+    assert_eq!(service["token_create"], "none");
+    let out = as_token(&mallory, &["doc", "set", "news", "{}"]);
+    assert_eq!(out.status.code(), Some(12), "Forbidden");
+}

@@ -144,11 +144,11 @@ pub fn merge_patch(current: &str, patch: &Json, limits: &Limits) -> Result<Json,
     }
     let data = Value::Object(merged).to_string();
     if data.len() > limits.max_data_bytes {
+        // Not the merged size: it would tell a writer without `read` how big the data is.
         return Err(WireError::new(
             syncline_proto::ErrorCode::TooLarge,
             format!(
-                "the merged data is {} bytes, the limit is {}",
-                data.len(),
+                "the merged data would exceed the limit of {} bytes",
                 limits.max_data_bytes
             ),
         ));
