@@ -341,6 +341,7 @@ impl Session {
             service_sid,
             account_sid: inst.account_sid.clone(),
             token_expires_at: expires_at,
+            max_frame_bytes: self.shared.limits.max_frame_bytes,
         }))
     }
 

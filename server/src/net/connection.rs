@@ -155,10 +155,15 @@ async fn run_requests(
                     let body = match decoder.next_frame() {
                         Ok(Some(b)) => b,
                         Ok(None) => break,
-                        Err(e @ FrameError::TooLarge { .. }) => {
-                            info!(error = %e, "refused oversized frame");
-                            let err = WireError::new(ErrorCode::TooLarge, e.to_string());
-                            notice(&responses, err);
+                        Err(FrameError::TooLarge { len, max, head }) => {
+                            // Answered to the request it carries, if its id is readable.
+                            let id = frame::peek_request_id(&head);
+                            info!(len, max, ?id, "refused oversized frame");
+                            let err = WireError::new(
+                                ErrorCode::TooLarge,
+                                format!("frame of {len} bytes exceeds the limit of {max} bytes"),
+                            );
+                            answer_error(&mut in_flight, &responses, id, err);
                             continue;
                         }
                         Err(e) => {
@@ -169,8 +174,10 @@ async fn run_requests(
                     let RequestFrame { id, request } = match frame::decode(&body, decoder.max()) {
                         Ok(f) => f,
                         Err(e) => {
-                            info!(error = %e, "malformed request frame");
-                            notice(&responses, WireError::invalid(format!("malformed request frame: {e}")));
+                            let id = frame::peek_request_id(&body);
+                            info!(error = %e, ?id, "malformed request frame");
+                            let err = WireError::invalid(format!("malformed request frame: {e}"));
+                            answer_error(&mut in_flight, &responses, id, err);
                             continue;
                         }
                     };
@@ -233,10 +240,34 @@ async fn run_requests(
     close.unwrap_or((close_code::NORMAL, "closed"))
 }
 
-/// An error not tied to a request (id 0). Best effort: dropped if the client is not
-/// reading its answers.
+/// An error not tied to a request (id 0): token expiry, a frame whose request id cannot
+/// be read. Clients fail every pending request with it. Best effort: dropped if the
+/// client is not reading its answers.
 fn notice(responses: &mpsc::Sender<Bytes>, err: WireError) {
     let _ = responses.try_send(respond(0, Err(err)));
+}
+
+/// The answer to a frame that was refused before it became a request (oversized, or
+/// undecodable): to the request whose id could be read from it, as an answer like any
+/// other (counted in flight, never dropped), else as a notice with id 0.
+fn answer_error(
+    in_flight: &mut JoinSet<()>,
+    responses: &mpsc::Sender<Bytes>,
+    id: Option<u64>,
+    err: WireError,
+) {
+    match id {
+        Some(id) if id != 0 => {
+            let responses = responses.clone();
+            in_flight.spawn(
+                async move {
+                    let _ = responses.send(respond(id, Err(err))).await;
+                }
+                .in_current_span(),
+            );
+        }
+        _ => notice(responses, err),
+    }
 }
 
 /// Writes answers as they come, all that is pending in one go.
