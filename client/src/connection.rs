@@ -28,6 +28,11 @@ const CLIENT_UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
 /// configurable, and the server is trusted not to flood its clients.
 const MAX_SERVER_FRAME: u32 = 16 * 1024 * 1024;
 
+/// How long a request whose answer can no longer come (the response stream ended) waits
+/// for the connection's close, to report the server's reason (`TokenExpired`, say)
+/// rather than "connection lost". The server closes right after ending the stream.
+const CLOSE_REASON_WAIT: Duration = Duration::from_secs(3);
+
 /// Events buffered per subscription before the connection stops reading (and the server,
 /// seeing the back-pressure, resyncs the subscription instead of queueing more).
 const SUBSCRIPTION_BUFFER: usize = 4096;
@@ -141,7 +146,8 @@ pub enum TokenState {
     Valid,
     /// `token_about_to_expire`: 3 minutes or less left; call `update_token`.
     AboutToExpire,
-    /// `token_expired`: the server ends the connection now.
+    /// `token_expired`: `exp` has passed; the server ends the connection once its clock
+    /// skew allowance (`CLOCK_SKEW_S`, 60 s) has passed too, unless the token is updated.
     Expired,
 }
 
@@ -313,7 +319,8 @@ impl Client {
             .map_err(|_| Error::Protocol("pending table poisoned".into()))?
             .insert(id, tx);
         if self.inner.requests.send(frame).await.is_err() {
-            return Err(self.closed_error());
+            self.forget_pending(id);
+            return Err(self.ended_error().await);
         }
         // The response reader may already have stopped (connection closed), in which
         // case no answer will ever come: the connection's end answers instead.
@@ -322,9 +329,24 @@ impl Client {
             answer = rx => match answer {
                 Ok(Ok(r)) => Ok(r),
                 Ok(Err(e)) => Err(Error::Server(e)),
-                Err(_) => Err(self.closed_error()),
+                Err(_) => Err(self.ended_error().await),
             },
             e = self.inner.conn.closed() => Err(Error::from_connection(&e)),
+        }
+    }
+
+    fn forget_pending(&self, id: u64) {
+        if let Ok(mut p) = self.inner.pending.lock() {
+            p.remove(&id);
+        }
+    }
+
+    /// Why no answer can come now that the response stream has ended: the connection's
+    /// close reason, waited for briefly (the server closes just after ending the stream).
+    async fn ended_error(&self) -> Error {
+        match tokio::time::timeout(CLOSE_REASON_WAIT, self.inner.conn.closed()).await {
+            Ok(e) => Error::from_connection(&e),
+            Err(_) => self.closed_error(),
         }
     }
 

@@ -311,7 +311,8 @@ pub struct Welcome {
     pub identity: Option<String>,
     pub service_sid: String,
     pub account_sid: String,
-    /// Unix seconds at which the token expires (`None` for API keys).
+    /// Unix seconds at which the token expires, its `exp` (`None` for API keys). The
+    /// server allows `token::CLOCK_SKEW_S` past it before it closes the connection.
     pub token_expires_at: Option<u64>,
     /// The largest request frame body the server accepts (`Limits::max_frame_bytes`);
     /// the client refuses a larger request itself rather than send it.

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
+use crate::auth;
 use crate::fanout::Outbox;
 use crate::session::{After, LiveConnection, Session, Shared};
 
@@ -126,14 +127,19 @@ async fn run_requests(
     let hello_deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
 
     'read: while close.is_none() {
-        let expires_at = *expiry.borrow_and_update();
+        // The last second the token is accepted; the connection closes when the wall
+        // clock passes it, the instant `auth::verify_token` starts refusing the token.
+        let valid_until = *expiry.borrow_and_update();
         let expired = async move {
-            match expires_at {
-                Some(t) => {
-                    let left = t.saturating_sub(crate::now_s());
-                    tokio::time::sleep(Duration::from_secs(left)).await
+            let Some(valid_until) = valid_until else {
+                return std::future::pending().await;
+            };
+            loop {
+                let left = auth::time_to_expiry(valid_until, std::time::SystemTime::now());
+                if left.is_zero() {
+                    return;
                 }
-                None => std::future::pending().await,
+                tokio::time::sleep(left).await;
             }
         };
         let hello_due = async {
