@@ -11,10 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use syncline_proto::frame::{self, FrameDecoder};
+use syncline_proto::frame::{self, FrameDecoder, LEN_PREFIX};
 use syncline_proto::{
-    Credential, Event, EventFrameHeader, Request, RequestFrame, Response, ResponseFrame, Welcome,
-    WireError,
+    Credential, ErrorCode, Event, EventFrameHeader, Limits, Request, RequestFrame, Response,
+    ResponseFrame, Welcome, WireError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -27,6 +27,11 @@ const CLIENT_UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
 /// Largest frame accepted from the server. Generous: the server's own limits are
 /// configurable, and the server is trusted not to flood its clients.
 const MAX_SERVER_FRAME: u32 = 16 * 1024 * 1024;
+
+/// How long a request whose answer can no longer come (the response stream ended) waits
+/// for the connection's close, to report the server's reason (`TokenExpired`, say)
+/// rather than "connection lost". The server closes right after ending the stream.
+const CLOSE_REASON_WAIT: Duration = Duration::from_secs(3);
 
 /// Events buffered per subscription before the connection stops reading (and the server,
 /// seeing the back-pressure, resyncs the subscription instead of queueing more).
@@ -126,6 +131,7 @@ pub(crate) struct Inner {
     requests: mpsc::Sender<Bytes>,
     pending: Arc<Pending>,
     subs: Arc<Subs>,
+    /// Request ids, from 1: the server uses id 0 for errors tied to no request.
     next_id: AtomicU64,
     welcome: Welcome,
     /// Unix seconds of the current token's expiry (0: no token).
@@ -140,7 +146,8 @@ pub enum TokenState {
     Valid,
     /// `token_about_to_expire`: 3 minutes or less left; call `update_token`.
     AboutToExpire,
-    /// `token_expired`: the server ends the connection now.
+    /// `token_expired`: `exp` has passed; the server ends the connection once its clock
+    /// skew allowance (`CLOCK_SKEW_S`, 60 s) has passed too, unless the token is updated.
     Expired,
 }
 
@@ -235,19 +242,23 @@ impl Client {
         tokio::spawn(write_requests(send, request_rx));
 
         let pending: Arc<Pending> = Arc::default();
-        let (hello_tx, hello_rx) = oneshot::channel();
-        pending
-            .lock()
-            .map_err(|_| Error::Protocol("lock".into()))?
-            .insert(0, hello_tx);
-        // The Hello goes out before anything else can be sent.
+        let next_id = AtomicU64::new(1);
+        let hello_id = next_id.fetch_add(1, Ordering::Relaxed);
+        // The Hello goes out before anything else can be sent. The server's frame limit
+        // is not known before its Welcome: assume the default.
         let hello = frame::encode(&RequestFrame {
-            id: 0,
+            id: hello_id,
             request: Request::Hello {
                 credential: config.credential.clone(),
                 service: config.service.clone(),
             },
         });
+        check_request_size(&hello, Limits::default().max_frame_bytes)?;
+        let (hello_tx, hello_rx) = oneshot::channel();
+        pending
+            .lock()
+            .map_err(|_| Error::Protocol("lock".into()))?
+            .insert(hello_id, hello_tx);
         requests
             .send(hello)
             .await
@@ -282,7 +293,7 @@ impl Client {
                 requests,
                 pending,
                 subs,
-                next_id: AtomicU64::new(1),
+                next_id,
                 welcome,
                 token_expiry,
                 token_state,
@@ -295,18 +306,21 @@ impl Client {
         &self.inner.welcome
     }
 
-    /// Sends one request and waits for its answer.
+    /// Sends one request and waits for its answer. A request over the server's frame
+    /// limit is refused here (`TooLarge`), unsent: the server could only refuse it.
     pub(crate) async fn call(&self, request: Request) -> Result<Response> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = frame::encode(&RequestFrame { id, request });
+        check_request_size(&frame, self.inner.welcome.max_frame_bytes)?;
         let (tx, rx) = oneshot::channel();
         self.inner
             .pending
             .lock()
             .map_err(|_| Error::Protocol("pending table poisoned".into()))?
             .insert(id, tx);
-        let frame = frame::encode(&RequestFrame { id, request });
         if self.inner.requests.send(frame).await.is_err() {
-            return Err(self.closed_error());
+            self.forget_pending(id);
+            return Err(self.ended_error().await);
         }
         // The response reader may already have stopped (connection closed), in which
         // case no answer will ever come: the connection's end answers instead.
@@ -315,9 +329,24 @@ impl Client {
             answer = rx => match answer {
                 Ok(Ok(r)) => Ok(r),
                 Ok(Err(e)) => Err(Error::Server(e)),
-                Err(_) => Err(self.closed_error()),
+                Err(_) => Err(self.ended_error().await),
             },
             e = self.inner.conn.closed() => Err(Error::from_connection(&e)),
+        }
+    }
+
+    fn forget_pending(&self, id: u64) {
+        if let Ok(mut p) = self.inner.pending.lock() {
+            p.remove(&id);
+        }
+    }
+
+    /// Why no answer can come now that the response stream has ended: the connection's
+    /// close reason, waited for briefly (the server closes just after ending the stream).
+    async fn ended_error(&self) -> Error {
+        match tokio::time::timeout(CLOSE_REASON_WAIT, self.inner.conn.closed()).await {
+            Ok(e) => Error::from_connection(&e),
+            Err(_) => self.closed_error(),
         }
     }
 
@@ -408,6 +437,19 @@ impl Drop for Inner {
     }
 }
 
+/// Refuses a request frame whose body is over the server's frame limit, as the server
+/// would (`TooLarge`), so that it is never sent.
+fn check_request_size(frame: &Bytes, max_frame_bytes: u32) -> Result<()> {
+    let body = frame.len().saturating_sub(LEN_PREFIX);
+    if body > max_frame_bytes as usize {
+        return Err(Error::Server(WireError::new(
+            ErrorCode::TooLarge,
+            format!("request is {body} bytes, the server's frame limit is {max_frame_bytes}"),
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn unexpected(r: Response) -> Error {
     Error::Protocol(format!("unexpected response {r:?}"))
 }
@@ -459,14 +501,31 @@ async fn read_responses(recv: quinn::RecvStream, pending: Arc<Pending>) {
                 return true;
             }
         };
+        if id == 0 {
+            // An error tied to no request (token expiry, a frame whose id the server
+            // could not read). No waiting request can be matched to it any better, and
+            // leaving them waiting is the worst answer: every one of them gets it.
+            match result {
+                Err(e) => {
+                    debug!(code = %e.code, "server notice: {}", e.message);
+                    let waiters = pending
+                        .lock()
+                        .map(|mut p| std::mem::take(&mut *p))
+                        .unwrap_or_default();
+                    for w in waiters.into_values() {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+                Ok(r) => debug!("answer with id 0: {r:?}"),
+            }
+            return true;
+        }
         let waiter = pending.lock().ok().and_then(|mut p| p.remove(&id));
         match (waiter, result) {
             (Some(w), result) => {
                 let _ = w.send(result);
             }
-            // Errors not tied to a request (a malformed frame we sent, token expiry).
-            (None, Err(e)) => debug!(code = %e.code, "server notice: {}", e.message),
-            (None, Ok(r)) => debug!(id, "answer to no pending request: {r:?}"),
+            (None, r) => debug!(id, "answer to no pending request: {r:?}"),
         }
         true
     })

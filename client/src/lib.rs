@@ -43,7 +43,9 @@ use syncline_proto::close_code;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The server refused the request; `code` says why.
+    /// The server refused the request; `code` says why. A request the server could only
+    /// refuse is refused by the client before sending, in the server's terms: one over
+    /// the server's frame limit (`Welcome::max_frame_bytes`) is `TooLarge`.
     #[error("{0}")]
     Server(#[from] WireError),
     /// The server closed the connection (token expired, auth failed, shutting down).

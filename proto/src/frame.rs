@@ -18,10 +18,16 @@ use crate::message::Event;
 /// Bytes in the length prefix.
 pub const LEN_PREFIX: usize = 4;
 
+/// Body bytes of a refused frame that [`FrameDecoder`] hands back with
+/// [`FrameError::TooLarge`]: enough for the longest varint, so that a request's id can
+/// be read from them ([`peek_request_id`]).
+pub const REFUSED_HEAD: usize = 9;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
+    /// `head` holds the first `min(len, REFUSED_HEAD)` bytes of the refused body.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: u32, max: u32 },
+    TooLarge { len: u32, max: u32, head: Bytes },
     #[error("malformed frame: {0}")]
     Malformed(String),
 }
@@ -53,6 +59,25 @@ pub fn decode<T: DeserializeOwned>(body: &[u8], max: u32) -> Result<T, FrameErro
     options(max)
         .deserialize(body)
         .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// The request id at the start of a `RequestFrame` body, if `body_head` holds one: the
+/// id is the body's first field, a bincode varint (a byte up to 250 is the value; 251,
+/// 252, 253 announce a little-endian `u16`, `u32`, `u64`). Reads no further than the id,
+/// so it works on the head of a refused frame and on a body that does not decode.
+pub fn peek_request_id(body_head: &[u8]) -> Option<u64> {
+    fn le<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
+        bytes.get(..N)?.try_into().ok()
+    }
+    let (&tag, rest) = body_head.split_first()?;
+    match tag {
+        0..=250 => Some(u64::from(tag)),
+        251 => le::<2>(rest).map(|b| u64::from(u16::from_le_bytes(b))),
+        252 => le::<4>(rest).map(|b| u64::from(u32::from_le_bytes(b))),
+        253 => le::<8>(rest).map(u64::from_le_bytes),
+        // 254 announces a u128, 255 is reserved: neither is a valid u64.
+        _ => None,
+    }
 }
 
 /// Encodes an event body once; pair it with [`EventFrameHeader::encode`] per subscriber.
@@ -129,8 +154,10 @@ impl FrameDecoder {
     }
 
     /// The next complete frame body, `None` if more bytes are needed, or an error if the
-    /// announced length is over the limit. After that error the oversized body is
-    /// discarded as it arrives, without being buffered, and decoding resumes after it.
+    /// announced length is over the limit. The error comes once the first
+    /// `min(len, REFUSED_HEAD)` body bytes are in, and carries them (the request id is
+    /// there). After it the oversized body is discarded as it arrives, without being
+    /// buffered, and decoding resumes after it.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         if self.skip > 0 {
             let n = self.skip.min(self.buf.len());
@@ -145,9 +172,18 @@ impl FrameDecoder {
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
         if len > self.max {
+            let head_len = (len as usize).min(REFUSED_HEAD);
+            if self.buf.len() < LEN_PREFIX + head_len {
+                return Ok(None);
+            }
+            let head = Bytes::copy_from_slice(&self.buf[LEN_PREFIX..LEN_PREFIX + head_len]);
             self.buf.advance(LEN_PREFIX);
             self.skip = len as usize;
-            return Err(FrameError::TooLarge { len, max: self.max });
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max,
+                head,
+            });
         }
         let total = LEN_PREFIX + len as usize;
         if self.buf.len() < total {
@@ -201,13 +237,119 @@ mod tests {
     fn oversized_length_is_refused_before_allocation() {
         let mut dec = FrameDecoder::new(1024);
         dec.extend(&u32::MAX.to_be_bytes());
+        // The refusal waits for the head of the body (where the request id is)...
+        assert_eq!(dec.next_frame(), Ok(None));
+        dec.extend(&[5, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(dec.next_frame(), Ok(None));
+        dec.extend(&[8, 9, 10]);
+        // ...and carries exactly REFUSED_HEAD bytes of it, nothing allocated for the rest.
         assert_eq!(
             dec.next_frame(),
             Err(FrameError::TooLarge {
                 len: u32::MAX,
-                max: 1024
+                max: 1024,
+                head: Bytes::from_static(&[5, 1, 2, 3, 4, 5, 6, 7, 8]),
             })
         );
+        assert!(dec.buf.capacity() < 1024);
+        assert_eq!(dec.next_frame(), Ok(None));
+    }
+
+    #[test]
+    fn a_refused_body_shorter_than_the_head_is_refused_when_complete() {
+        let mut dec = FrameDecoder::new(2);
+        let mut wire = 3u32.to_be_bytes().to_vec();
+        wire.extend_from_slice(&[7, 0, 0]);
+        wire.extend_from_slice(&1u32.to_be_bytes());
+        wire.push(42);
+        dec.extend(&wire[..6]);
+        assert_eq!(dec.next_frame(), Ok(None));
+        dec.extend(&wire[6..]);
+        assert_eq!(
+            dec.next_frame(),
+            Err(FrameError::TooLarge {
+                len: 3,
+                max: 2,
+                head: Bytes::from_static(&[7, 0, 0]),
+            })
+        );
+        assert_eq!(dec.next_frame(), Ok(Some(Bytes::from_static(&[42]))));
+    }
+
+    #[test]
+    fn the_request_id_of_a_refused_frame_can_be_read() {
+        for id in [
+            0,
+            1,
+            250,
+            251,
+            0xffff,
+            0x1_0000,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let frame = encode(&RequestFrame {
+                id,
+                request: Request::DocSet {
+                    document: "big".into(),
+                    data: format!("\"{}\"", "x".repeat(5000)),
+                    if_match: None,
+                    ttl: None,
+                },
+            });
+            let mut dec = FrameDecoder::new(1024);
+            // Split anywhere, even inside the id.
+            let mut refused = None;
+            for chunk in frame.chunks(3) {
+                dec.extend(chunk);
+                match dec.next_frame() {
+                    Ok(None) => {}
+                    Err(FrameError::TooLarge { head, .. }) => refused = Some(head),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let head = refused.expect("refused");
+            assert_eq!(peek_request_id(&head), Some(id), "id {id}");
+            assert_eq!(dec.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn peek_request_id_reads_the_varint_as_bincode_does() {
+        let ids = [
+            0u64,
+            7,
+            250,
+            251,
+            252,
+            300,
+            0xffff,
+            0x1_0000,
+            1 << 40,
+            u64::MAX,
+        ];
+        for id in ids {
+            let body = encode(&RequestFrame {
+                id,
+                request: Request::Ping,
+            });
+            let body = &body[LEN_PREFIX..];
+            assert_eq!(peek_request_id(body), Some(id), "id {id}");
+            // One byte short of the varint: unreadable, never a wrong id.
+            let varint_len = body.len() - 1; // Ping is one byte
+            assert_eq!(peek_request_id(&body[..varint_len - 1]), None, "id {id}");
+        }
+        // Non-canonical but valid for bincode: 251 followed by a small u16.
+        assert_eq!(peek_request_id(&[251, 5, 0]), Some(5));
+        assert_eq!(decode::<u64>(&[251, 5, 0], 16), Ok(5));
+        assert_eq!(peek_request_id(&[252, 1, 0, 0, 0, 0xaa]), Some(1));
+        assert_eq!(peek_request_id(&[]), None);
+        // 254 (u128) and 255 are not a u64 id, as bincode says too.
+        for tag in [254u8, 255] {
+            let body = [tag, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            assert_eq!(peek_request_id(&body), None);
+            assert!(decode::<u64>(&body, 64).is_err());
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::fmt;
 /// the server itself (expiry).
 pub const SYSTEM_ACTOR: &str = "system";
 
-/// A request from the client, tagged with an id the response echoes.
+/// A request from the client, tagged with an id the response echoes. Id 0 is not used
+/// by requests: the server answers with id 0 only errors tied to no request (token
+/// expiry, a frame whose id cannot be read).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct RequestFrame {
     pub id: u64,
@@ -290,7 +292,7 @@ pub struct PermissionInfo {
     pub rights: Rights,
 }
 
-/// The answer to one request.
+/// The answer to one request, with its id; id 0 carries an error tied to no request.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ResponseFrame {
     pub id: u64,
@@ -378,8 +380,12 @@ pub struct Welcome {
     pub identity: Option<String>,
     pub service_sid: String,
     pub account_sid: String,
-    /// Unix seconds at which the token expires (`None` for API keys).
+    /// Unix seconds at which the token expires, its `exp` (`None` for API keys). The
+    /// server allows `token::CLOCK_SKEW_S` past it before it closes the connection.
     pub token_expires_at: Option<u64>,
+    /// The largest request frame body the server accepts (`Limits::max_frame_bytes`);
+    /// the client refuses a larger request itself rather than send it.
+    pub max_frame_bytes: u32,
 }
 
 /// A document as readers see it. Times are Unix milliseconds.

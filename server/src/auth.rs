@@ -5,6 +5,12 @@
 //! this installation's account sid; `exp` is required and `nbf` honoured, both with
 //! `CLOCK_SKEW_S` of slack; lifetime at most 24 h; a `data_sync` grant with an identity
 //! of 1..=256 characters. Everything here is pure: the key lookup is passed in.
+//!
+//! Expiry is one rule ([`valid_until`], [`is_expired`], [`time_to_expiry`]): a token is
+//! accepted while now <= `exp` + `CLOCK_SKEW_S`, and a connection it authenticated is
+//! closed with `TokenExpired` when the clock passes that same second.
+
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -19,8 +25,32 @@ pub struct VerifiedToken {
     pub identity: String,
     pub service_sid: String,
     pub key_sid: String,
-    /// Unix seconds.
+    /// The token's `exp`, Unix seconds: what clients are told and refresh against.
     pub expires_at: u64,
+    /// The last Unix second the token is accepted ([`valid_until`] of `exp`): a
+    /// connection it authenticates is closed when the clock passes it.
+    pub valid_until: u64,
+}
+
+/// The last Unix second at which a token with this `exp` is accepted: `exp` plus the
+/// clock skew allowed. Verification and the connection's close timer both use it.
+pub fn valid_until(exp: u64) -> u64 {
+    exp.saturating_add(CLOCK_SKEW_S)
+}
+
+/// Whether a token accepted until `valid_until` has expired at Unix second `now_s`.
+pub fn is_expired(valid_until: u64, now_s: u64) -> bool {
+    now_s > valid_until
+}
+
+/// How long from `now` until a token accepted until `valid_until` expires, i.e. until
+/// the first instant whose Unix second is past it ([`is_expired`]); zero if it has.
+pub fn time_to_expiry(valid_until: u64, now: SystemTime) -> Duration {
+    let end = Duration::from_secs(valid_until.saturating_add(1));
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    end.saturating_sub(now)
 }
 
 fn unauthorized(msg: impl Into<String>) -> WireError {
@@ -95,7 +125,7 @@ pub fn verify_token(
         _ => unauthorized(format!("invalid token: {e}")),
     })?
     .claims;
-    if now_s > claims.exp.saturating_add(CLOCK_SKEW_S) {
+    if is_expired(valid_until(claims.exp), now_s) {
         return Err(WireError::new(ErrorCode::TokenExpired, "token has expired"));
     }
     if claims
@@ -130,6 +160,7 @@ pub fn verify_token(
         service_sid: grant.service_sid,
         key_sid: key.sid,
         expires_at: claims.exp,
+        valid_until: valid_until(claims.exp),
     })
 }
 
@@ -215,6 +246,42 @@ mod tests {
             NOW,
         );
         assert_eq!(revoked.unwrap_err().code, ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn expiry_boundary_is_exp_plus_the_skew() {
+        // `ttl` 60 minted at NOW - 60 - back: exp = NOW - back.
+        let past = |back: u64| mint(KEY, "s3cret", ACCOUNT, SERVICE, "a", 60, NOW - 60 - back);
+        let v = verify(&past(30)).expect("30 s past exp is within the skew");
+        assert_eq!(v.expires_at, NOW - 30);
+        assert_eq!(v.valid_until, NOW + 30);
+        let v = verify(&past(CLOCK_SKEW_S)).expect("exactly exp + skew is still accepted");
+        assert_eq!(v.valid_until, NOW);
+        assert_eq!(
+            verify(&past(CLOCK_SKEW_S + 1)).unwrap_err().code,
+            ErrorCode::TokenExpired
+        );
+        // The close timer ends the connection exactly when verification starts refusing.
+        let at = |s: u64, ms: u64| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms)
+        };
+        assert_eq!(
+            time_to_expiry(NOW, at(NOW - 30, 0)),
+            Duration::from_secs(31)
+        );
+        assert_eq!(time_to_expiry(NOW, at(NOW, 0)), Duration::from_secs(1));
+        assert_eq!(time_to_expiry(NOW, at(NOW, 999)), Duration::from_millis(1));
+        assert_eq!(time_to_expiry(NOW, at(NOW + 1, 0)), Duration::ZERO);
+        assert_eq!(time_to_expiry(NOW, at(NOW + 5, 0)), Duration::ZERO);
+        for ms in (0..3000).step_by(250) {
+            let now = at(NOW - 1, ms);
+            let now_s = NOW - 1 + ms / 1000;
+            assert_eq!(
+                time_to_expiry(NOW, now).is_zero(),
+                is_expired(NOW, now_s),
+                "at {ms} ms"
+            );
+        }
     }
 
     #[test]

@@ -145,8 +145,9 @@ pub struct Session {
     outbox: Arc<Outbox>,
     subs: Mutex<HashMap<u64, String>>,
     bucket: Mutex<Bucket>,
-    /// Unix seconds at which the current token expires; the network layer closes the
-    /// connection with `TokenExpired` then.
+    /// The last Unix second the current token is accepted (`auth::valid_until`, i.e.
+    /// `exp` + clock skew); the network layer closes the connection with `TokenExpired`
+    /// when the clock passes it. `None` for API keys.
     expiry: watch::Sender<Option<u64>>,
 }
 
@@ -177,6 +178,8 @@ impl Session {
         }
     }
 
+    /// The last Unix second the connection's token is accepted (`None`: no token);
+    /// the connection closes with `TokenExpired` when the clock passes it.
     pub fn token_expiry(&self) -> watch::Receiver<Option<u64>> {
         self.expiry.subscribe()
     }
@@ -292,7 +295,7 @@ impl Session {
     ) -> Result<Response, WireError> {
         let store = &*self.shared.store;
         let inst = &self.shared.installation;
-        let (principal, service, expires_at) = match credential {
+        let (principal, service, expiry) = match credential {
             Credential::ApiKey { sid, secret } => {
                 let key = store.api_key(&sid).await.map_err(store_err)?;
                 let key_sid = auth::verify_api_key(&secret, key)?;
@@ -323,7 +326,7 @@ impl Session {
                         key_sid: verified.key_sid,
                     },
                     token_service,
-                    Some(verified.expires_at),
+                    Some((verified.expires_at, verified.valid_until)),
                 )
             }
         };
@@ -335,13 +338,15 @@ impl Session {
         if let Ok(mut a) = self.auth.lock() {
             *a = Some(Authed { principal, service });
         }
-        self.expiry.send_replace(expires_at);
+        self.expiry
+            .send_replace(expiry.map(|(_, valid_until)| valid_until));
         Ok(Response::Welcome(Welcome {
             connection_id: self.connection_id,
             identity,
             service_sid,
             account_sid: inst.account_sid.clone(),
-            token_expires_at: expires_at,
+            token_expires_at: expiry.map(|(exp, _)| exp),
+            max_frame_bytes: self.shared.limits.max_frame_bytes,
         }))
     }
 
@@ -724,7 +729,7 @@ impl Session {
                 service: authed.service.clone(),
             });
         }
-        self.expiry.send_replace(Some(verified.expires_at));
+        self.expiry.send_replace(Some(verified.valid_until));
         Ok(Response::TokenUpdated {
             expires_at: verified.expires_at,
         })

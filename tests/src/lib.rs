@@ -77,6 +77,22 @@ impl TestServer {
         token(&self.admin, identity, ttl_s)
     }
 
+    /// A token for `identity` that the server accepts for `secs` more seconds: its `exp`
+    /// is `secs` - 60 from now, the server allowing 60 s of clock skew past `exp`
+    /// before it refuses the token and closes connections authenticated by it.
+    pub fn token_closing_in(&self, identity: &str, secs: u64) -> String {
+        let exp = syncline_client::token::now_s() + secs - syncline_proto::token::CLOCK_SKEW_S;
+        syncline_client::token::mint(
+            &self.admin.api_key_sid,
+            &self.admin.api_key_secret,
+            &self.admin.account_sid,
+            &self.admin.default_service_sid,
+            identity,
+            1,
+            exp - 1,
+        )
+    }
+
     pub async fn client_as(&self, identity: &str) -> Client {
         Client::connect(self.token_config(&self.token(identity, 3600)))
             .await

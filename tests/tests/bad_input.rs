@@ -1,8 +1,11 @@
 //! Bad input of every kind, sent as raw frames: each gets its typed error, nothing is
 //! stored, the connection stays usable, and other connections never notice.
 
+use std::time::Duration;
+
 use serde_json::json;
-use syncline_proto::{ErrorCode, Request, Response};
+use syncline_proto::frame;
+use syncline_proto::{ErrorCode, Request, RequestFrame, Response};
 use syncline_tests::{next_event, RawConnection, TestServer};
 
 fn code(r: syncline_proto::ResponseFrame) -> ErrorCode {
@@ -428,4 +431,93 @@ async fn ttls_beyond_a_year_are_refused() {
         let r = raw.call(id, request.clone()).await;
         assert!(r.result.is_ok(), "a year is allowed: {request:?} {r:?}");
     }
+}
+
+/// A `DocSet` whose frame is far over the 64 KiB default frame limit.
+fn huge_set(document: &str) -> Request {
+    Request::DocSet {
+        document: document.into(),
+        data: format!("\"{}\"", "x".repeat(100_000)),
+        if_match: None,
+        ttl: None,
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_frame_is_answered_with_its_request_id() {
+    let s = TestServer::start().await;
+    let mut raw = RawConnection::backend(&s.admin).await;
+    // Ids of every varint width: the answer names the request, so a client can match it.
+    for id in [7u64, 300, 70_000, u64::from(u32::MAX) + 5] {
+        let big = frame::encode(&RequestFrame {
+            id,
+            request: huge_set("big"),
+        });
+        assert!(big.len() > 64 * 1024);
+        raw.send_bytes(&big).await;
+        let r = raw.response().await;
+        assert_eq!((r.id, code(r)), (id, ErrorCode::TooLarge), "id {id}");
+        still_healthy(&mut raw, id + 1).await;
+    }
+    // An undecodable body whose id is readable is answered to that id too.
+    let mut bad = 3u32.to_be_bytes().to_vec();
+    bad.extend_from_slice(&[77, 0xff, 0xfe]);
+    raw.send_bytes(&bad).await;
+    let r = raw.response().await;
+    assert_eq!((r.id, code(r)), (77, ErrorCode::InvalidArgument));
+    // Nothing was stored.
+    let r = raw
+        .call(
+            5,
+            Request::DocGet {
+                document: "big".into(),
+            },
+        )
+        .await;
+    assert_eq!(code(r), ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn a_request_over_the_frame_limit_fails_at_once_in_the_client() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let big = json!({ "blob": "x".repeat(100 * 1024) });
+    // Before, the server's refusal (id 0) matched no request and this waited forever.
+    let err = tokio::time::timeout(Duration::from_secs(5), c.document("x").set(&big))
+        .await
+        .expect("refused promptly, not left waiting")
+        .expect_err("refused");
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+    // The message names the request's size (data, name and framing) and the limit.
+    assert!(
+        err.to_string()
+            .starts_with("TooLarge: request is 102422 bytes, the server's frame limit is 65536"),
+        "{err}"
+    );
+    // The connection carries on, and nothing was written.
+    c.ping().await.unwrap();
+    assert_eq!(
+        c.document("x").get().await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    c.document("x").set(&json!({"small": 1})).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_client_learns_the_servers_frame_limit_from_welcome() {
+    let s = TestServer::start_with(|o| o.limits.max_frame_bytes = 8 * 1024).await;
+    let c = s.backend().await;
+    assert_eq!(c.welcome().max_frame_bytes, 8 * 1024);
+    // 10 KiB of data is within the 16 KiB data limit, but not within this frame limit.
+    let err = c
+        .document("d")
+        .set(&json!("x".repeat(10 * 1024)))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+    assert!(err.to_string().contains("frame limit is 8192"), "{err}");
+    c.document("d")
+        .set(&json!("x".repeat(6 * 1024)))
+        .await
+        .unwrap();
 }

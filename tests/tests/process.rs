@@ -166,6 +166,40 @@ async fn cli_documents_print_json_lines_and_typed_errors() {
     assert_eq!(out.status.code(), Some(13));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_refuses_a_request_over_the_frame_limit_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    // ~100 KB of JSON: over the 64 KiB frame limit. Before, the server's refusal matched
+    // no request and the command waited forever.
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(100 * 1024));
+    let mut child = server
+        .cli()
+        .args(["doc", "set", "x", &big])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("syncline runs");
+    let deadline = std::time::Instant::now() + WAIT;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`syncline doc set` with 100 KB of JSON did not finish in {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(16), "TooLarge's exit status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("TooLarge:") && err.contains("the server's frame limit is 65536"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = run(server.cli().args(["doc", "get", "x"]));
+    assert_eq!(out.status.code(), Some(13), "nothing was written");
+}
+
 /// Lines of a long-running command, read on a thread so the test can wait with a bound.
 fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<Value> {
     let stdout = child.stdout.take().expect("piped stdout");

@@ -74,8 +74,8 @@ async fn a_reused_sub_id_never_gets_the_old_objects_events() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_still_cut_off_at_token_expiry() {
     let s = TestServer::start().await;
-    let mut raw =
-        RawConnection::authenticated(&s.admin, Credential::Token(s.token("lazy", 2))).await;
+    let token = s.token_closing_in("lazy", 2);
+    let mut raw = RawConnection::authenticated(&s.admin, Credential::Token(token)).await;
     // Ask for far more than fits in flight and never read a single answer.
     let big = "x".repeat(15 * 1024);
     for id in 0..600u64 {

@@ -1,6 +1,7 @@
 //! Access tokens against a real server: every refused shape of token gets its typed
 //! error and a closed connection, the server stays healthy, and live connections end
-//! at `exp` unless the token is refreshed.
+//! at `exp` + 60 s of clock skew (the same instant Hello starts refusing the token)
+//! unless the token is refreshed.
 
 use std::time::Duration;
 
@@ -314,16 +315,134 @@ async fn a_token_cannot_choose_another_service() {
     assert_eq!(err.code(), ErrorCode::Forbidden);
 }
 
+/// A token whose `exp` is `ago` seconds in the past (negative: in the future).
+fn expired_since(s: &TestServer, ago: i64) -> (String, i64) {
+    let exp = now() - ago;
+    let claims = with(claims(&s.admin), &["exp"], json!(exp));
+    (
+        sign(Algorithm::HS256, &claims, &s.admin.api_key_secret),
+        exp,
+    )
+}
+
 #[tokio::test]
-async fn the_connection_ends_at_exp_with_token_expired() {
+async fn the_connection_ends_at_exp_plus_the_skew_with_token_expired() {
     let s = TestServer::start().await;
-    let c = Client::connect(s.token_config(&s.token("alice", 2)))
-        .await
-        .unwrap();
+    // exp + 60 s of skew is 2..3 s from now.
+    let (token, exp) = expired_since(&s, 58);
+    let c = Client::connect(s.token_config(&token)).await.unwrap();
+    assert_eq!(c.welcome().token_expires_at, Some(exp as u64));
     c.ping().await.unwrap();
     let why = tokio::time::timeout(WAIT, c.closed()).await.unwrap();
     assert_eq!(why.code(), ErrorCode::TokenExpired);
+    assert!(now() > exp + 60, "closed only once exp + skew has passed");
     assert_eq!(c.ping().await.unwrap_err().code(), ErrorCode::TokenExpired);
+}
+
+#[tokio::test]
+async fn a_token_past_exp_within_the_skew_works_every_time() {
+    let s = TestServer::start().await;
+    // Before, Hello accepted it and the connection was closed at once (at exp): the same
+    // command succeeded, or failed with TokenExpired or "connection lost".
+    tokio::time::timeout(WAIT, async {
+        for round in 0..5 {
+            let (token, exp) = expired_since(&s, 30);
+            let c = Client::connect(s.token_config(&token))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(c.welcome().token_expires_at, Some(exp as u64));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.ping()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            c.document("skew")
+                .set(&json!({ "round": round }))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    })
+    .await
+    .expect("rounds in time");
+}
+
+#[tokio::test]
+async fn a_token_past_exp_plus_the_skew_is_refused_at_hello() {
+    let s = TestServer::start().await;
+    let (token, _) = expired_since(&s, 61);
+    assert_eq!(refused(&s, &token).await, ErrorCode::TokenExpired);
+    // As the answer to Hello itself, and the connection is closed with the expiry code.
+    let mut raw = RawConnection::open(&s.admin).await;
+    let r = raw
+        .call(
+            5,
+            Request::Hello {
+                credential: Credential::Token(token),
+                service: None,
+            },
+        )
+        .await;
+    assert_eq!(r.id, 5);
+    assert_eq!(r.result.unwrap_err().code, ErrorCode::TokenExpired);
+    match tokio::time::timeout(WAIT, raw.conn.closed()).await.unwrap() {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, close_code::TOKEN_EXPIRED.into())
+        }
+        other => panic!("unexpected close {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn update_token_within_the_skew_keeps_the_connection_until_exp_plus_the_skew() {
+    let s = TestServer::start().await;
+    let c = s.client_as("alice").await;
+    let (token, exp) = expired_since(&s, 57);
+    assert_eq!(c.update_token(&token).await.unwrap(), exp as u64);
+    // Open for exp + 60 s (3..4 s from now), then closed with TokenExpired.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.ping().await.unwrap();
+    let why = tokio::time::timeout(WAIT, c.closed()).await.unwrap();
+    assert_eq!(why.code(), ErrorCode::TokenExpired);
+    assert!(now() > exp + 60);
+    let (token, _) = expired_since(&s, 61);
+    let c = s.client_as("alice").await;
+    assert_eq!(
+        c.update_token(&token).await.unwrap_err().code(),
+        ErrorCode::TokenExpired
+    );
+}
+
+#[tokio::test]
+async fn requests_in_flight_when_the_token_expires_get_token_expired() {
+    let s = TestServer::start_with(|o| {
+        o.rate.per_second = 100_000.0;
+        o.rate.burst = 100_000.0;
+    })
+    .await;
+    let (token, _) = expired_since(&s, 58);
+    let c = Client::connect(s.token_config(&token)).await.unwrap();
+    // Keep requests in flight across the close; each caller stops at its first error.
+    let mut callers = Vec::new();
+    for _ in 0..8 {
+        let c = c.clone();
+        callers.push(tokio::spawn(async move {
+            let mut ok = 0u32;
+            loop {
+                match c.ping().await {
+                    Ok(()) => ok += 1,
+                    Err(e) => return (ok, e.code(), e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+    }
+    for caller in callers {
+        let (ok, code, message) = tokio::time::timeout(WAIT, caller)
+            .await
+            .expect("every caller gets an answer in time")
+            .unwrap();
+        assert!(ok > 0, "requests worked until the expiry");
+        assert_eq!(code, ErrorCode::TokenExpired, "{message}");
+    }
 }
 
 #[tokio::test]

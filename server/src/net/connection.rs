@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
+use crate::auth;
 use crate::fanout::Outbox;
 use crate::session::{After, LiveConnection, Session, Shared};
 
@@ -126,14 +127,19 @@ async fn run_requests(
     let hello_deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
 
     'read: while close.is_none() {
-        let expires_at = *expiry.borrow_and_update();
+        // The last second the token is accepted; the connection closes when the wall
+        // clock passes it, the instant `auth::verify_token` starts refusing the token.
+        let valid_until = *expiry.borrow_and_update();
         let expired = async move {
-            match expires_at {
-                Some(t) => {
-                    let left = t.saturating_sub(crate::now_s());
-                    tokio::time::sleep(Duration::from_secs(left)).await
+            let Some(valid_until) = valid_until else {
+                return std::future::pending().await;
+            };
+            loop {
+                let left = auth::time_to_expiry(valid_until, std::time::SystemTime::now());
+                if left.is_zero() {
+                    return;
                 }
-                None => std::future::pending().await,
+                tokio::time::sleep(left).await;
             }
         };
         let hello_due = async {
@@ -155,10 +161,15 @@ async fn run_requests(
                     let body = match decoder.next_frame() {
                         Ok(Some(b)) => b,
                         Ok(None) => break,
-                        Err(e @ FrameError::TooLarge { .. }) => {
-                            info!(error = %e, "refused oversized frame");
-                            let err = WireError::new(ErrorCode::TooLarge, e.to_string());
-                            notice(&responses, err);
+                        Err(FrameError::TooLarge { len, max, head }) => {
+                            // Answered to the request it carries, if its id is readable.
+                            let id = frame::peek_request_id(&head);
+                            info!(len, max, ?id, "refused oversized frame");
+                            let err = WireError::new(
+                                ErrorCode::TooLarge,
+                                format!("frame of {len} bytes exceeds the limit of {max} bytes"),
+                            );
+                            answer_error(&mut in_flight, &responses, id, err);
                             continue;
                         }
                         Err(e) => {
@@ -169,8 +180,10 @@ async fn run_requests(
                     let RequestFrame { id, request } = match frame::decode(&body, decoder.max()) {
                         Ok(f) => f,
                         Err(e) => {
-                            info!(error = %e, "malformed request frame");
-                            notice(&responses, WireError::invalid(format!("malformed request frame: {e}")));
+                            let id = frame::peek_request_id(&body);
+                            info!(error = %e, ?id, "malformed request frame");
+                            let err = WireError::invalid(format!("malformed request frame: {e}"));
+                            answer_error(&mut in_flight, &responses, id, err);
                             continue;
                         }
                     };
@@ -233,10 +246,34 @@ async fn run_requests(
     close.unwrap_or((close_code::NORMAL, "closed"))
 }
 
-/// An error not tied to a request (id 0). Best effort: dropped if the client is not
-/// reading its answers.
+/// An error not tied to a request (id 0): token expiry, a frame whose request id cannot
+/// be read. Clients fail every pending request with it. Best effort: dropped if the
+/// client is not reading its answers.
 fn notice(responses: &mpsc::Sender<Bytes>, err: WireError) {
     let _ = responses.try_send(respond(0, Err(err)));
+}
+
+/// The answer to a frame that was refused before it became a request (oversized, or
+/// undecodable): to the request whose id could be read from it, as an answer like any
+/// other (counted in flight, never dropped), else as a notice with id 0.
+fn answer_error(
+    in_flight: &mut JoinSet<()>,
+    responses: &mpsc::Sender<Bytes>,
+    id: Option<u64>,
+    err: WireError,
+) {
+    match id {
+        Some(id) if id != 0 => {
+            let responses = responses.clone();
+            in_flight.spawn(
+                async move {
+                    let _ = responses.send(respond(id, Err(err))).await;
+                }
+                .in_current_span(),
+            );
+        }
+        _ => notice(responses, err),
+    }
 }
 
 /// Writes answers as they come, all that is pending in one go.
