@@ -5,16 +5,17 @@
 
 use syncline_proto::ids::{is_sid, validate_unique_name, API_KEY_PREFIX, SERVICE_PREFIX};
 use syncline_proto::{
-    close_code, ErrorCode, KeyInfo, PermissionInfo, Request, Response, Rights, ServiceFlags,
+    close_code, ErrorCode, KeyInfo, PermissionInfo, Response, Rights, ServiceFlags,
     ServiceFlagsPatch, ServiceInfo, WireError,
 };
 use tracing::{error, info};
 
 use crate::acl::{self, Action};
+use crate::command::AdminCommand;
 use crate::commit::WriteOp;
 use crate::config::{new_secret, random_sid};
 use crate::objects::{self, WriteContext};
-use crate::session::Shared;
+use crate::state::Shared;
 use crate::store::{ApiKeyRecord, ServiceRecord, StoreError};
 use crate::{fanout, now_ms};
 
@@ -112,27 +113,16 @@ pub async fn find_service(shared: &Shared, s: &str) -> Result<ServiceRecord, Wir
         .ok_or_else(|| WireError::not_found("service"))
 }
 
-fn check_identity(identity: &str, shared: &Shared) -> Result<(), WireError> {
-    let chars = identity.chars().count();
-    if chars == 0 || chars > shared.limits.max_identity_chars {
-        return Err(WireError::invalid(format!(
-            "identity must be 1..={} characters (or `*`)",
-            shared.limits.max_identity_chars
-        )));
-    }
-    Ok(())
-}
-
 /// Handles one administration request of a backend connection acting in `service`.
 pub async fn handle(
     shared: &Shared,
     service: &ServiceRecord,
     ctx: WriteContext,
-    request: Request,
+    command: AdminCommand,
 ) -> Result<Response, WireError> {
     let store = &*shared.store;
-    match request {
-        Request::ServiceCreate { unique_name, flags } => {
+    match command {
+        AdminCommand::ServiceCreate { unique_name, flags } => {
             if let Some(name) = &unique_name {
                 validate_unique_name(name, &shared.limits)?;
                 if store
@@ -160,14 +150,14 @@ pub async fn handle(
             info!(service = %record.sid, "service created");
             Ok(Response::Service(service_info(&record)))
         }
-        Request::ServiceList => {
+        AdminCommand::ServiceList => {
             let all = store.services().await.map_err(store_err)?;
             Ok(Response::Services(all.iter().map(service_info).collect()))
         }
-        Request::ServiceGet { service } => Ok(Response::Service(service_info(
+        AdminCommand::ServiceGet { service } => Ok(Response::Service(service_info(
             &find_service(shared, &service).await?,
         ))),
-        Request::ServiceUpdate { service, flags } => {
+        AdminCommand::ServiceUpdate { service, flags } => {
             let mut record = find_service(shared, &service).await?;
             let acl_before = record.acl_enabled();
             apply_patch(&mut record.flags, flags);
@@ -180,7 +170,7 @@ pub async fn handle(
             }
             Ok(Response::Service(service_info(&record)))
         }
-        Request::ServiceDelete { service } => {
+        AdminCommand::ServiceDelete { service } => {
             let record = find_service(shared, &service).await?;
             if record.sid == shared.installation.default_service_sid {
                 return Err(WireError::invalid(
@@ -205,7 +195,7 @@ pub async fn handle(
             info!(service = %record.sid, "service deleted");
             Ok(Response::Done)
         }
-        Request::KeyCreate { friendly_name } => {
+        AdminCommand::KeyCreate { friendly_name } => {
             let key = ApiKeyRecord {
                 sid: random_sid(API_KEY_PREFIX),
                 friendly_name,
@@ -217,13 +207,13 @@ pub async fn handle(
             info!(key = %key.sid, "API key created");
             Ok(Response::Key(key_info(&key, true)))
         }
-        Request::KeyList => {
+        AdminCommand::KeyList => {
             let keys = store.api_keys().await.map_err(store_err)?;
             Ok(Response::Keys(
                 keys.iter().map(|k| key_info(k, false)).collect(),
             ))
         }
-        Request::KeyRevoke { sid } => {
+        AdminCommand::KeyRevoke { sid } => {
             if sid == shared.installation.admin_key_sid {
                 return Err(WireError::invalid(
                     "the admin key from admin.json cannot be revoked",
@@ -244,12 +234,11 @@ pub async fn handle(
             info!(key = %sid, "API key revoked");
             Ok(Response::Key(key_info(&key, false)))
         }
-        Request::PermissionGrant {
+        AdminCommand::PermissionGrant {
             object,
             identity,
             rights,
         } => {
-            check_identity(&identity, shared)?;
             let record = live_object(shared, service, &object).await?;
             let stored = (rights != Rights::default()).then_some(rights);
             store
@@ -263,8 +252,7 @@ pub async fn handle(
                 rights,
             }))
         }
-        Request::PermissionRevoke { object, identity } => {
-            check_identity(&identity, shared)?;
+        AdminCommand::PermissionRevoke { object, identity } => {
             let record = live_object(shared, service, &object).await?;
             store
                 .put_permission(&service.sid, &record.sid, &identity, None)
@@ -273,7 +261,7 @@ pub async fn handle(
             recheck_subscriptions(shared, service, Some(&record.sid)).await;
             Ok(Response::Done)
         }
-        Request::PermissionList { object } => {
+        AdminCommand::PermissionList { object } => {
             let record = live_object(shared, service, &object).await?;
             let all = store
                 .permissions(&service.sid, &record.sid)
@@ -289,9 +277,6 @@ pub async fn handle(
                     .collect(),
             ))
         }
-        other => Err(WireError::invalid(format!(
-            "not an administration request: {other:?}"
-        ))),
     }
 }
 

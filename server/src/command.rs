@@ -1,12 +1,328 @@
-//! Typed write commands: what a transport's edge turns a client's write into, once,
-//! before anything below it runs. Everything a request carries that does not depend on
-//! stored state (JSON payloads, TTL bounds, item key shapes) is checked here, so the
-//! commit task and the object rules receive only values that already passed, and
-//! nothing below the edge sees the wire's `Request`.
+//! Typed commands: what a transport's edge turns each request into, once, before
+//! anything below it runs. Everything a request carries that does not depend on stored
+//! state (JSON payloads, TTL bounds, item key shapes, page sizes, identities) is checked
+//! here, so the engine, the commit task and the object rules receive only values that
+//! already passed, and nothing below the edge knows which transport a command came
+//! from. `Command::from_request` is the QUIC edge's conversion; the HTTP edge builds
+//! the same commands from its routes.
 
-use syncline_proto::{ItemKey, Limits, ObjectKind, Request, WireError};
+use syncline_proto::limits::DEFAULT_LIST_WINDOW;
+use syncline_proto::{
+    ItemKey, Limits, ObjectKind, Order, Request, Rights, ServiceFlags, ServiceFlagsPatch, WireError,
+};
 
 use crate::objects::items;
+
+/// A request, typed and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Ping,
+    Read(ReadCommand),
+    Write(WriteCommand),
+    /// Sends a message to a stream's current subscribers (creating the stream by name).
+    Publish {
+        stream: String,
+        data: Json,
+    },
+    /// Backend (API key) only.
+    Admin(AdminCommand),
+    // Bound to a live connection: only an edge that holds one takes these.
+    UpdateToken {
+        token: String,
+    },
+    Subscribe {
+        sub_id: u64,
+        object: String,
+        since: Option<u64>,
+        /// Lists: how many of the newest items the snapshot carries (1..=max_page).
+        window: u32,
+    },
+    Unsubscribe {
+        sub_id: u64,
+    },
+}
+
+/// Reads; under ACL they need `read`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadCommand {
+    Document {
+        document: String,
+    },
+    /// Any object's metadata.
+    Object {
+        object: String,
+    },
+    Item {
+        kind: ObjectKind,
+        object: String,
+        key: ItemKey,
+    },
+    /// A page of items from `from` (inclusive); `limit` is 1..=max_page.
+    Items {
+        kind: ObjectKind,
+        object: String,
+        from: Option<ItemKey>,
+        order: Order,
+        limit: u32,
+    },
+}
+
+/// Services, API keys and permissions: the backend's business.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminCommand {
+    ServiceCreate {
+        unique_name: Option<String>,
+        flags: ServiceFlags,
+    },
+    ServiceList,
+    ServiceGet {
+        service: String,
+    },
+    ServiceUpdate {
+        service: String,
+        flags: ServiceFlagsPatch,
+    },
+    ServiceDelete {
+        service: String,
+    },
+    KeyCreate {
+        friendly_name: Option<String>,
+    },
+    KeyList,
+    KeyRevoke {
+        sid: String,
+    },
+    PermissionGrant {
+        object: String,
+        identity: String,
+        rights: Rights,
+    },
+    PermissionRevoke {
+        object: String,
+        identity: String,
+    },
+    PermissionList {
+        object: String,
+    },
+}
+
+/// Checks a grant's identity: 1..=`max_identity_chars` characters (or `*`).
+pub fn check_identity(identity: &str, limits: &Limits) -> Result<(), WireError> {
+    let chars = identity.chars().count();
+    if chars == 0 || chars > limits.max_identity_chars {
+        return Err(WireError::invalid(format!(
+            "identity must be 1..={} characters (or `*`)",
+            limits.max_identity_chars
+        )));
+    }
+    Ok(())
+}
+
+fn check_ttl(ttl: Option<u64>, limits: &Limits) -> Result<Option<u64>, WireError> {
+    if let Some(t) = ttl {
+        limits.check_ttl(t)?;
+    }
+    Ok(ttl)
+}
+
+impl Command {
+    /// The command a QUIC request asks for, checked. `Hello` is the connection's own
+    /// business (authentication), not a command.
+    pub fn from_request(request: Request, limits: &Limits) -> Result<Command, WireError> {
+        let data = |text: String| Json::parse(text, limits.max_data_bytes);
+        let ttl = |ttl: Option<u64>| check_ttl(ttl, limits);
+        let key = |kind: ObjectKind, key: &ItemKey| items::check_key(kind, key, limits);
+        Ok(match request {
+            Request::Hello { .. } => return Err(WireError::invalid("already authenticated")),
+            Request::Ping => Command::Ping,
+            Request::UpdateToken { token } => Command::UpdateToken { token },
+            Request::DocGet { document } => Command::Read(ReadCommand::Document { document }),
+            Request::Fetch { object } => Command::Read(ReadCommand::Object { object }),
+            Request::ItemGet {
+                kind,
+                object,
+                key: k,
+            } => {
+                key(kind, &k)?;
+                Command::Read(ReadCommand::Item {
+                    kind,
+                    object,
+                    key: k,
+                })
+            }
+            Request::Items {
+                kind,
+                object,
+                from,
+                order,
+                limit,
+            } => {
+                let max = limits.max_page;
+                if limit == 0 || limit > max {
+                    return Err(WireError::invalid(format!("limit must be 1..={max}")));
+                }
+                if let Some(k) = &from {
+                    key(kind, k)?;
+                }
+                Command::Read(ReadCommand::Items {
+                    kind,
+                    object,
+                    from,
+                    order,
+                    limit,
+                })
+            }
+            Request::DocSet {
+                document,
+                data: text,
+                if_match,
+                ttl: t,
+            } => Command::Write(WriteCommand::DocSet {
+                document,
+                data: data(text)?,
+                if_match,
+                ttl: ttl(t)?,
+            }),
+            Request::DocUpdate {
+                document,
+                data: text,
+                if_match,
+            } => Command::Write(WriteCommand::DocUpdate {
+                document,
+                patch: data(text)?,
+                if_match,
+            }),
+            Request::Create {
+                kind,
+                unique_name,
+                ttl: t,
+            } => Command::Write(WriteCommand::Create {
+                kind,
+                unique_name,
+                ttl: ttl(t)?,
+            }),
+            Request::Delete {
+                kind,
+                object,
+                if_match,
+            } => Command::Write(WriteCommand::Delete {
+                kind,
+                object,
+                if_match,
+            }),
+            Request::ListPush {
+                list,
+                data: text,
+                ttl: t,
+            } => Command::Write(WriteCommand::ListPush {
+                list,
+                data: data(text)?,
+                ttl: ttl(t)?,
+            }),
+            Request::ItemSet {
+                kind,
+                object,
+                key: k,
+                data: text,
+                if_match,
+                ttl: t,
+            } => {
+                key(kind, &k)?;
+                Command::Write(WriteCommand::ItemSet {
+                    kind,
+                    object,
+                    key: k,
+                    data: data(text)?,
+                    if_match,
+                    ttl: ttl(t)?,
+                })
+            }
+            Request::ItemUpdate {
+                kind,
+                object,
+                key: k,
+                data: text,
+                if_match,
+            } => {
+                key(kind, &k)?;
+                Command::Write(WriteCommand::ItemUpdate {
+                    kind,
+                    object,
+                    key: k,
+                    patch: data(text)?,
+                    if_match,
+                })
+            }
+            Request::ItemRemove {
+                kind,
+                object,
+                key: k,
+                if_match,
+            } => {
+                key(kind, &k)?;
+                Command::Write(WriteCommand::ItemRemove {
+                    kind,
+                    object,
+                    key: k,
+                    if_match,
+                })
+            }
+            Request::Publish { stream, data } => Command::Publish {
+                stream,
+                data: Json::parse(data, limits.max_message_bytes)?,
+            },
+            Request::Subscribe {
+                sub_id,
+                object,
+                since,
+                window,
+            } => Command::Subscribe {
+                sub_id,
+                object,
+                since,
+                window: window
+                    .unwrap_or(DEFAULT_LIST_WINDOW)
+                    .clamp(1, limits.max_page),
+            },
+            Request::Unsubscribe { sub_id } => Command::Unsubscribe { sub_id },
+            Request::ServiceCreate { unique_name, flags } => {
+                Command::Admin(AdminCommand::ServiceCreate { unique_name, flags })
+            }
+            Request::ServiceList => Command::Admin(AdminCommand::ServiceList),
+            Request::ServiceGet { service } => Command::Admin(AdminCommand::ServiceGet { service }),
+            Request::ServiceUpdate { service, flags } => {
+                Command::Admin(AdminCommand::ServiceUpdate { service, flags })
+            }
+            Request::ServiceDelete { service } => {
+                Command::Admin(AdminCommand::ServiceDelete { service })
+            }
+            Request::KeyCreate { friendly_name } => {
+                Command::Admin(AdminCommand::KeyCreate { friendly_name })
+            }
+            Request::KeyList => Command::Admin(AdminCommand::KeyList),
+            Request::KeyRevoke { sid } => Command::Admin(AdminCommand::KeyRevoke { sid }),
+            Request::PermissionGrant {
+                object,
+                identity,
+                rights,
+            } => {
+                check_identity(&identity, limits)?;
+                Command::Admin(AdminCommand::PermissionGrant {
+                    object,
+                    identity,
+                    rights,
+                })
+            }
+            Request::PermissionRevoke { object, identity } => {
+                check_identity(&identity, limits)?;
+                Command::Admin(AdminCommand::PermissionRevoke { object, identity })
+            }
+            Request::PermissionList { object } => {
+                Command::Admin(AdminCommand::PermissionList { object })
+            }
+        })
+    }
+}
 
 /// JSON text that passed `Limits::check_json`: within its size limit and loadable by
 /// every reader (see there). Only [`Json::parse`] and the object rules' own merge make
@@ -93,116 +409,6 @@ pub enum WriteCommand {
 }
 
 impl WriteCommand {
-    /// The write `request` asks for, checked; `Ok(None)` when it is not a write.
-    pub fn from_request(request: Request, limits: &Limits) -> Result<Option<Self>, WireError> {
-        let data = |text: String| Json::parse(text, limits.max_data_bytes);
-        let ttl = |ttl: Option<u64>| -> Result<Option<u64>, WireError> {
-            if let Some(t) = ttl {
-                limits.check_ttl(t)?;
-            }
-            Ok(ttl)
-        };
-        let command = match request {
-            Request::DocSet {
-                document,
-                data: text,
-                if_match,
-                ttl: t,
-            } => WriteCommand::DocSet {
-                document,
-                data: data(text)?,
-                if_match,
-                ttl: ttl(t)?,
-            },
-            Request::DocUpdate {
-                document,
-                data: text,
-                if_match,
-            } => WriteCommand::DocUpdate {
-                document,
-                patch: data(text)?,
-                if_match,
-            },
-            Request::Create {
-                kind,
-                unique_name,
-                ttl: t,
-            } => WriteCommand::Create {
-                kind,
-                unique_name,
-                ttl: ttl(t)?,
-            },
-            Request::Delete {
-                kind,
-                object,
-                if_match,
-            } => WriteCommand::Delete {
-                kind,
-                object,
-                if_match,
-            },
-            Request::ListPush {
-                list,
-                data: text,
-                ttl: t,
-            } => WriteCommand::ListPush {
-                list,
-                data: data(text)?,
-                ttl: ttl(t)?,
-            },
-            Request::ItemSet {
-                kind,
-                object,
-                key,
-                data: text,
-                if_match,
-                ttl: t,
-            } => {
-                items::check_key(kind, &key, limits)?;
-                WriteCommand::ItemSet {
-                    kind,
-                    object,
-                    key,
-                    data: data(text)?,
-                    if_match,
-                    ttl: ttl(t)?,
-                }
-            }
-            Request::ItemUpdate {
-                kind,
-                object,
-                key,
-                data: text,
-                if_match,
-            } => {
-                items::check_key(kind, &key, limits)?;
-                WriteCommand::ItemUpdate {
-                    kind,
-                    object,
-                    key,
-                    patch: data(text)?,
-                    if_match,
-                }
-            }
-            Request::ItemRemove {
-                kind,
-                object,
-                key,
-                if_match,
-            } => {
-                items::check_key(kind, &key, limits)?;
-                WriteCommand::ItemRemove {
-                    kind,
-                    object,
-                    key,
-                    if_match,
-                }
-            }
-            _ => return Ok(None),
-        };
-        Ok(Some(command))
-    }
-
     /// The time to live the write sets, if any: changing it takes `manage`.
     pub fn ttl(&self) -> Option<u64> {
         match self {
@@ -232,10 +438,10 @@ mod tests {
     #[test]
     fn writes_are_checked_once_at_the_edge() {
         let l = Limits::default();
-        let ok = WriteCommand::from_request(doc_set(r#"{"a":1}"#, Some(60)), &l).unwrap();
+        let ok = Command::from_request(doc_set(r#"{"a":1}"#, Some(60)), &l).unwrap();
         assert!(matches!(
             ok,
-            Some(WriteCommand::DocSet { ttl: Some(60), .. })
+            Command::Write(WriteCommand::DocSet { ttl: Some(60), .. })
         ));
         let refused = [
             doc_set(r#""\ud800""#, None),
@@ -261,15 +467,33 @@ mod tests {
                 key: ItemKey::Key("k".into()),
                 if_match: None,
             },
+            Request::Publish {
+                stream: "s".into(),
+                data: format!("\"{}\"", "x".repeat(5000)),
+            },
+            Request::Items {
+                kind: ObjectKind::List,
+                object: "l".into(),
+                from: None,
+                order: Order::Asc,
+                limit: 0,
+            },
+            Request::PermissionGrant {
+                object: "d".into(),
+                identity: String::new(),
+                rights: Rights::default(),
+            },
         ];
         for r in refused {
-            let err = WriteCommand::from_request(r.clone(), &l).unwrap_err();
-            assert_eq!(err.code, ErrorCode::InvalidArgument, "{r:?}");
+            let err = Command::from_request(r.clone(), &l).unwrap_err();
+            assert!(
+                matches!(err.code, ErrorCode::InvalidArgument | ErrorCode::TooLarge),
+                "{r:?}: {err:?}"
+            );
         }
         assert_eq!(
-            WriteCommand::from_request(Request::Ping, &l).unwrap(),
-            None,
-            "not a write"
+            Command::from_request(Request::Ping, &l).unwrap(),
+            Command::Ping
         );
     }
 }

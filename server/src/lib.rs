@@ -11,12 +11,14 @@ pub mod cli;
 pub mod command;
 pub mod commit;
 pub mod config;
+pub mod engine;
 pub mod fanout;
 pub mod net;
 pub mod objects;
 pub mod reaper;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod store;
 
 pub use server::{Server, ServerError, ServerOptions};

@@ -17,7 +17,7 @@ use crate::commit::Committer;
 use crate::config::{self, ConfigError};
 use crate::fanout::Hub;
 use crate::net::{self, EndpointError};
-use crate::session::{RateLimit, Shared};
+use crate::state::{RateLimit, Shared};
 use crate::store::{SledStore, Store};
 
 /// Default listen address (UDP).

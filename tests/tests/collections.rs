@@ -594,3 +594,24 @@ async fn streams_deliver_in_order_to_current_subscribers_only() {
         SyncEventKind::Removed { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_page_of_large_items_stops_at_its_byte_budget_and_says_where_to_go_on() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let big = json!("x".repeat(16 * 1024 - 100));
+    let list = c.list("big");
+    // 300 items of ~16 KiB: 4.8 MB, more than one page carries (4 MiB).
+    for _ in 0..300 {
+        list.push(&big).await.unwrap();
+    }
+    let first = list.items(page(None, Order::Asc, 1000)).await.unwrap();
+    let n = first.items.len();
+    assert!((200..300).contains(&n), "cut by bytes, not by count: {n}");
+    assert_eq!(first.next, Some(ItemKey::Index(n as u64)));
+    let rest = list
+        .items(page(first.next, Order::Asc, 1000))
+        .await
+        .unwrap();
+    assert_eq!((n + rest.items.len(), rest.next), (300, None));
+}

@@ -14,7 +14,8 @@ use tracing::{debug, info, info_span, Instrument};
 
 use crate::auth;
 use crate::fanout::Outbox;
-use crate::session::{After, LiveConnection, Session, Shared};
+use crate::session::{After, Session};
+use crate::state::{Connection, LiveConnection, Shared};
 
 /// Time a new connection has to open its request stream and authenticate. Generous:
 /// during a reconnect storm the client may take seconds just to get scheduled.
@@ -69,7 +70,7 @@ impl Registered {
     fn new(shared: &Arc<Shared>, session: &Arc<Session>, conn: &quinn::Connection) -> Self {
         let conn = conn.clone();
         let live = LiveConnection {
-            session: Arc::downgrade(session),
+            connection: Arc::downgrade(session) as std::sync::Weak<dyn Connection>,
             close: Arc::new(move |code, reason| conn.close(code.into(), reason.as_bytes())),
         };
         if let Ok(mut all) = shared.connections.lock() {

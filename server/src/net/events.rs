@@ -14,7 +14,8 @@ use tracing::{debug, error};
 use crate::fanout::{
     catch_up, ended_event, CatchUp, Control, Delivery, OutboxReceiver, StartSubscription,
 };
-use crate::session::{Session, Shared, CLOSE_GRACE};
+use crate::session::Session;
+use crate::state::{Shared, CLOSE_GRACE};
 
 struct Subscription {
     token: u64,

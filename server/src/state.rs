@@ -1,0 +1,163 @@
+//! Server-wide state that every transport shares: the store, the commit task, the event
+//! hub, limits, the installation, and the table of live connections (so revoking a key
+//! or deleting a service can end them). Also the request rate limit, one rule for
+//! every edge.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use syncline_proto::{ErrorCode, Limits, WireError};
+
+use crate::commit::Committer;
+use crate::fanout::Hub;
+use crate::store::{Installation, Store};
+
+/// Server-wide state every connection shares.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub committer: Committer,
+    pub hub: Arc<Hub>,
+    pub limits: Limits,
+    pub installation: Installation,
+    pub rate: RateLimit,
+    /// Live connections, so that revoking a key or deleting a service can end them.
+    pub connections: Mutex<HashMap<u64, LiveConnection>>,
+    next_connection_id: AtomicU64,
+}
+
+/// A live connection as the rest of the server can reach it: who it is, and how to
+/// close it (the network layer provides that; the session does no IO).
+pub struct LiveConnection {
+    pub connection: std::sync::Weak<dyn Connection>,
+    pub close: Arc<dyn Fn(u32, &'static str) + Send + Sync>,
+}
+
+/// What administration needs of a live connection (a QUIC session implements it):
+/// whose it is, and a way to end it after what was queued for it is delivered.
+pub trait Connection: Send + Sync {
+    /// The service it acts in, once authenticated.
+    fn service_sid(&self) -> Option<String>;
+    /// The API key behind it (directly, or as its token's signer), once authenticated.
+    fn key_sid(&self) -> Option<String>;
+    /// Asks its event writer to deliver what is queued, then close with `code`.
+    fn close_after_queued(&self, code: u32, reason: &'static str);
+}
+
+/// The longest a connection being closed by the server waits for the events already
+/// queued for it to be delivered.
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Shared {
+    /// Closes every live connection whose session matches `pred`, after the events
+    /// already queued for it have been delivered: closing at once would discard them,
+    /// and a deleted service's subscribers must hear `object_removed` first. A client
+    /// that does not take them in `CLOSE_GRACE` is closed anyway. Requests are refused
+    /// meanwhile by the per-request service and key checks.
+    pub fn close_connections(
+        &self,
+        pred: impl Fn(&dyn Connection) -> bool,
+        code: u32,
+        reason: &'static str,
+    ) {
+        let conns = match self.connections.lock() {
+            Ok(conns) => conns,
+            // The table is only ever inserted into and removed from; what it holds is
+            // whole even if a holder panicked, and these connections must still close.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for live in conns.values() {
+            if let Some(conn) = live.connection.upgrade().filter(|c| pred(&**c)) {
+                conn.close_after_queued(code, reason);
+                let close = live.close.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                    close(code, reason);
+                });
+            }
+        }
+    }
+
+    pub fn new(
+        store: Arc<dyn Store>,
+        committer: Committer,
+        hub: Arc<Hub>,
+        limits: Limits,
+        installation: Installation,
+        rate: RateLimit,
+    ) -> Self {
+        Shared {
+            store,
+            committer,
+            hub,
+            limits,
+            installation,
+            rate,
+            connections: Mutex::new(HashMap::new()),
+            // Random per run: event origins outlive the run in the change log, and a
+            // replayed event must not look local to an unrelated connection after a restart.
+            next_connection_id: AtomicU64::new(rand::random::<u64>() >> 1 | 1),
+        }
+    }
+
+    /// A fresh connection id: unique in this run, and not reused from an earlier one.
+    pub fn new_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Upstream request rate per connection: a token bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 500.0,
+            burst: 1000.0,
+        }
+    }
+}
+
+/// One client's token bucket (a connection's, on QUIC): `take` one token per request.
+pub struct RateBucket {
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateBucket {
+    pub fn new(rate: RateLimit) -> Self {
+        RateBucket {
+            state: Mutex::new((rate.burst, Instant::now())),
+        }
+    }
+
+    /// Takes one token, or refuses with `RateLimited`. Fails closed: a bucket whose lock
+    /// was poisoned refuses rather than letting everything through.
+    pub fn take(&self, rate: RateLimit) -> Result<(), WireError> {
+        let limited = || {
+            WireError::new(
+                ErrorCode::RateLimited,
+                "too many requests on this connection; slow down",
+            )
+        };
+        let Ok(mut state) = self.state.lock() else {
+            tracing::error!("rate-limit state poisoned; refusing requests");
+            return Err(limited());
+        };
+        let (tokens, at) = &mut *state;
+        let now = Instant::now();
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_second).min(rate.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(limited())
+        }
+    }
+}
