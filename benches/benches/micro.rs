@@ -43,7 +43,7 @@ use syncline_proto::frame::{self, encode_event};
 use syncline_proto::{
     Event, EventFrameHeader, EventKind, FrameDecoder, Limits, Request, RequestFrame,
 };
-use syncline_server::command::{Json, WriteCommand};
+use syncline_server::command::{Json, SetMode, WriteCommand};
 use syncline_server::commit::{Committer, WriteOp};
 use syncline_server::fanout::{Hub, Outbox, OutboxReceiver, Subscriber};
 use syncline_server::objects::WriteContext;
@@ -267,6 +267,7 @@ fn set_op(n: u64) -> WriteOp {
         data,
         if_match: None,
         ttl: None,
+        mode: SetMode::Upsert,
     })
 }
 

@@ -201,6 +201,8 @@ pub struct ServiceFlags {
     pub reachability_debouncing_window_ms: Option<u32>,
     /// Whether access-token holders may create objects.
     pub token_create: TokenCreate,
+    /// A label for people (Twilio's `FriendlyName`).
+    pub friendly_name: Option<String>,
 }
 
 /// Whether access-token holders may create objects in a service (by writing to a free
@@ -247,6 +249,7 @@ pub struct ServiceFlagsPatch {
     pub reachability_debouncing_enabled: Option<bool>,
     pub reachability_debouncing_window_ms: Option<u32>,
     pub token_create: Option<TokenCreate>,
+    pub friendly_name: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -262,6 +265,7 @@ pub struct ServiceInfo {
     pub date_created: u64,
     pub date_updated: u64,
     pub token_create: TokenCreate,
+    pub friendly_name: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -346,6 +350,17 @@ pub enum Response {
     /// The answer to a write of data: document `set` and `update`, list `push`, item
     /// `set` and `update`.
     Written(WriteInfo),
+    /// A page of a service's lists, maps or streams, in sid order; `next`: the sid to
+    /// continue after.
+    Objects {
+        objects: Vec<ObjectInfo>,
+        next: Option<String>,
+    },
+    /// A page of a service's documents, with their data.
+    Documents {
+        documents: Vec<DocumentInfo>,
+        next: Option<String>,
+    },
 }
 
 /// What a write of data did, as the writer may see it.

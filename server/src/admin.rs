@@ -44,6 +44,7 @@ pub fn service_info(s: &ServiceRecord) -> ServiceInfo {
         date_created: s.date_created,
         date_updated: s.date_updated,
         token_create: s.flags.token_create,
+        friendly_name: s.flags.friendly_name.clone(),
     }
 }
 
@@ -64,6 +65,9 @@ fn check_flags(f: &ServiceFlags) -> Result<(), WireError> {
                 "reachability_debouncing_window_ms must be 1000..=30000",
             ));
         }
+    }
+    if f.friendly_name.as_ref().is_some_and(|n| n.chars().count() > 255) {
+        return Err(WireError::invalid("friendly_name must be at most 255 characters"));
     }
     if let Some(url) = &f.webhook_url {
         let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2048;
@@ -97,6 +101,9 @@ fn apply_patch(f: &mut ServiceFlags, p: ServiceFlagsPatch) {
     }
     if let Some(v) = p.token_create {
         f.token_create = v;
+    }
+    if let Some(v) = p.friendly_name {
+        f.friendly_name = Some(v);
     }
 }
 

@@ -57,6 +57,12 @@ pub enum ReadCommand {
         object: String,
         key: ItemKey,
     },
+    /// A page of the service's objects of `kind`, in sid order, after the sid `after`.
+    Objects {
+        kind: ObjectKind,
+        after: Option<String>,
+        limit: u32,
+    },
     /// A page of items from `from` (inclusive); `limit` is 1..=max_page.
     Items {
         kind: ObjectKind,
@@ -182,6 +188,7 @@ impl Command {
                 data: data(text)?,
                 if_match,
                 ttl: ttl(t)?,
+                mode: SetMode::Upsert,
             }),
             Request::DocUpdate {
                 document,
@@ -200,6 +207,7 @@ impl Command {
                 kind,
                 unique_name,
                 ttl: ttl(t)?,
+                data: None,
             }),
             Request::Delete {
                 kind,
@@ -235,6 +243,7 @@ impl Command {
                     data: data(text)?,
                     if_match,
                     ttl: ttl(t)?,
+                    mode: SetMode::Upsert,
                 })
             }
             Request::ItemUpdate {
@@ -355,12 +364,14 @@ impl Json {
 /// existence, kind, revision and access are decided by the commit task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteCommand {
-    /// Replace a document's data, creating it (by name) if it does not exist.
+    /// Replace a document's data; `Upsert` creates it (by name) if it does not exist,
+    /// `Replace` refuses (REST's update), `Create` is not a `DocSet` (see `Create`).
     DocSet {
         document: String,
         data: Json,
         if_match: Option<u64>,
         ttl: Option<u64>,
+        mode: SetMode,
     },
     /// Merge top-level keys into a document's data.
     DocUpdate {
@@ -368,10 +379,21 @@ pub enum WriteCommand {
         patch: Json,
         if_match: Option<u64>,
     },
+    /// Create an object; `AlreadyExists` if the name is taken. A document may start
+    /// with `data` (else `null`).
     Create {
         kind: ObjectKind,
         unique_name: Option<String>,
         ttl: Option<u64>,
+        data: Option<Json>,
+    },
+    /// Change only the expiry of an object, or of one of its items (`key`). Takes
+    /// `manage`; the revision stays, and no event is sent (the data did not change).
+    SetTtl {
+        kind: ObjectKind,
+        object: String,
+        key: Option<ItemKey>,
+        ttl: u64,
     },
     Delete {
         kind: Option<ObjectKind>,
@@ -384,7 +406,7 @@ pub enum WriteCommand {
         data: Json,
         ttl: Option<u64>,
     },
-    /// Replace a list item, or upsert a map item (creating the map by name if needed).
+    /// Write an item's data, as `mode` says (a list item must exist whatever the mode).
     ItemSet {
         kind: ObjectKind,
         object: String,
@@ -392,6 +414,7 @@ pub enum WriteCommand {
         data: Json,
         if_match: Option<u64>,
         ttl: Option<u64>,
+        mode: SetMode,
     },
     ItemUpdate {
         kind: ObjectKind,
@@ -408,10 +431,22 @@ pub enum WriteCommand {
     },
 }
 
+/// What an item `set` does about an item that is there, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetMode {
+    /// Replace it, or create it (a map item, and its map by name): QUIC's map `set`.
+    Upsert,
+    /// Create it; `AlreadyExists` if it is there (REST's item create).
+    Create,
+    /// Replace it; `NotFound` if it is not there (REST's item update, any list `set`).
+    Replace,
+}
+
 impl WriteCommand {
     /// The time to live the write sets, if any: changing it takes `manage`.
     pub fn ttl(&self) -> Option<u64> {
         match self {
+            WriteCommand::SetTtl { ttl, .. } => Some(*ttl),
             WriteCommand::DocSet { ttl, .. }
             | WriteCommand::Create { ttl, .. }
             | WriteCommand::ListPush { ttl, .. }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use crate::acl::{self, Access, Action};
-use crate::command::WriteCommand;
+use crate::command::{Json, SetMode, WriteCommand};
 use crate::fanout::Hub;
 use crate::objects::{self, document, items, WriteContext};
 use crate::store::{ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
@@ -522,7 +522,7 @@ impl<'a> Batch<'a> {
             WriteOp::Client(command) => command,
             WriteOp::EnsureStream { name } => {
                 return self
-                    .create(ctx, ObjectKind::Stream, Some(name), None, true, limits)
+                    .create(ctx, ObjectKind::Stream, Some(name), None, None, true, limits)
                     .await;
             }
             WriteOp::DeleteAll => {
@@ -568,17 +568,21 @@ impl<'a> Batch<'a> {
                 data,
                 if_match,
                 ttl,
+                mode,
             } => {
                 let current = self.load(ctx, document).await?;
                 // Only a write that would create the document may pass the guard without
-                // one: with `if_match` it would not, and must be refused like a taken
-                // name, or the answer would tell which one it is.
-                let create = current.is_none() && !is_sid(document) && if_match.is_none();
+                // one: with `if_match` (or as a `Replace`) it would not, and must be
+                // refused like a taken name, or the answer would tell which one it is.
+                let create = current.is_none()
+                    && !is_sid(document)
+                    && if_match.is_none()
+                    && *mode == SetMode::Upsert;
                 let access = self
                     .guard(ctx, current.as_ref(), &with_ttl(Action::Write), create)
                     .await?;
                 if current.is_none() {
-                    if is_sid(document) {
+                    if !create {
                         return Err(WireError::not_found("document"));
                     }
                     validate_unique_name(document, limits)?;
@@ -614,9 +618,55 @@ impl<'a> Batch<'a> {
                 kind,
                 unique_name,
                 ttl,
+                data,
             } => {
-                self.create(ctx, *kind, unique_name.as_deref(), *ttl, false, limits)
+                if data.is_some() && *kind != ObjectKind::Document {
+                    return Err(WireError::invalid(format!(
+                        "a {} does not start with data",
+                        kind.name()
+                    )));
+                }
+                let name = unique_name.as_deref();
+                self.create(ctx, *kind, name, *ttl, data.as_ref(), false, limits)
                     .await
+            }
+            WriteCommand::SetTtl {
+                kind,
+                object,
+                key,
+                ttl,
+            } => {
+                let current = self.load(ctx, object).await?;
+                let access = self
+                    .guard(ctx, current.as_ref(), &[Action::Manage], false)
+                    .await?;
+                let current = current.ok_or_else(|| WireError::not_found(kind.name()))?;
+                objects::expect_kind(&current, *kind)?;
+                let expires = objects::expiry(ctx.now_ms, *ttl);
+                match key {
+                    None => {
+                        let mut next = current.clone();
+                        next.date_expires = expires;
+                        let info = objects::object_info(&next);
+                        self.record(Some(current), Some(next), None, None);
+                        Ok(WriteOutcome::Object(info))
+                    }
+                    Some(key) => {
+                        let (current, item) = self.load_item(ctx, &current, key).await?;
+                        let before = item.ok_or_else(|| WireError::not_found("item"))?;
+                        let mut after = before.clone();
+                        after.date_expires = expires;
+                        let value = WrittenValue::Item(items::item_info(key, &after));
+                        let outcome = written(&current, Some(key.clone()), value, access);
+                        let write = crate::store::ItemWrite {
+                            key: key.clone(),
+                            before: Some(before),
+                            after: Some(after),
+                        };
+                        self.record(Some(current.clone()), Some(current), Some(write), None);
+                        Ok(outcome)
+                    }
+                }
             }
             WriteCommand::Delete {
                 kind,
@@ -659,14 +709,26 @@ impl<'a> Batch<'a> {
                 data,
                 if_match,
                 ttl,
+                mode,
             } => {
-                // A map `set` creates its map, unless `if_match` says the item must
-                // exist already (then it cannot, and nothing is created).
-                let create = *kind == ObjectKind::Map && if_match.is_none();
+                // A map `set` creates its map, unless `if_match` or the mode says the
+                // item must exist already (then it cannot, and nothing is created).
+                let create =
+                    *kind == ObjectKind::Map && if_match.is_none() && *mode != SetMode::Replace;
                 let actions = with_ttl(Action::Write);
                 let (current, item, access) = self
                     .item_target(ctx, *kind, object, key, create, &actions, limits)
                     .await?;
+                match (mode, &item) {
+                    (SetMode::Create, Some(_)) => {
+                        return Err(WireError::new(
+                            ErrorCode::AlreadyExists,
+                            format!("item {key} exists"),
+                        ))
+                    }
+                    (SetMode::Replace, None) => return Err(WireError::not_found("item")),
+                    _ => {}
+                }
                 let change = items::set(
                     &current,
                     key.clone(),
@@ -744,12 +806,14 @@ impl<'a> Batch<'a> {
 
     /// Creates an object. A taken name is `AlreadyExists`, unless `existing_ok` and the
     /// object there is of the same kind, which is then handed back.
+    #[allow(clippy::too_many_arguments)]
     async fn create(
         &mut self,
         ctx: &WriteContext,
         kind: ObjectKind,
         unique_name: Option<&str>,
         ttl: Option<u64>,
+        data: Option<&Json>,
         existing_ok: bool,
         limits: &Limits,
     ) -> Result<WriteOutcome, WireError> {
@@ -774,13 +838,16 @@ impl<'a> Batch<'a> {
             }
         }
         self.guard(ctx, None, &[], true).await?;
-        let r = objects::new_object(
+        let mut r = objects::new_object(
             kind,
             new_sid(kind),
             unique_name.map(str::to_owned),
             ttl,
             ctx,
         );
+        if let Some(data) = data {
+            r.data = data.as_str().to_owned();
+        }
         let info = objects::object_info(&r);
         self.record(None, Some(r), None, None);
         Ok(WriteOutcome::Object(info))
@@ -861,6 +928,7 @@ mod tests {
             data,
             if_match: None,
             ttl: Some(1),
+            mode: SetMode::Upsert,
         });
         let mut batch = Batch::new(&store);
         batch.apply(&ctx(1_000), &set, &limits).await.unwrap();

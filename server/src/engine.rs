@@ -277,7 +277,63 @@ async fn execute_read(
             order,
             limit,
         } => page(shared, caller, kind, &object, from, order, limit).await,
+        ReadCommand::Objects { kind, after, limit } => {
+            objects_page(shared, caller, kind, after, limit).await
+        }
     }
+}
+
+/// A page of the service's objects of `kind` that the caller may read, in sid order.
+async fn objects_page(
+    shared: &Shared,
+    caller: &Caller,
+    kind: ObjectKind,
+    after: Option<String>,
+    limit: u32,
+) -> Result<Response, WireError> {
+    let now = now_ms();
+    let mut found = Vec::new();
+    let mut after = after;
+    let mut next = None;
+    // Under ACL a token holder sees only what it may read: keep reading pages until
+    // this one is full or the objects run out.
+    'pages: loop {
+        let batch = shared
+            .store
+            .object_page(
+                &caller.service.sid,
+                kind.prefix(),
+                after.as_deref(),
+                limit as usize,
+            )
+            .await
+            .map_err(store_err)?;
+        let exhausted = batch.len() < limit as usize;
+        for record in batch {
+            after = Some(record.sid.clone());
+            if record.is_expired(now) || check_read(shared, caller, Some(&record)).await.is_err() {
+                continue;
+            }
+            if found.len() == limit as usize {
+                next = found.last().map(|r: &ObjectRecord| r.sid.clone());
+                break 'pages;
+            }
+            found.push(record);
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(match kind {
+        ObjectKind::Document => Response::Documents {
+            documents: found.iter().map(document::info).collect(),
+            next,
+        },
+        _ => Response::Objects {
+            objects: found.iter().map(objects::object_info).collect(),
+            next,
+        },
+    })
 }
 
 /// A page of at most `limit` items and `PAGE_BYTES` of item data, and where the next

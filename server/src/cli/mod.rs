@@ -305,6 +305,9 @@ struct FlagArgs {
     /// creates them, so no identity can claim a name first.
     #[arg(long)]
     token_create: Option<TokenCreate>,
+    /// A label for people.
+    #[arg(long)]
+    friendly_name: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -525,6 +528,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         reachability_debouncing_enabled: flags.reachability_debouncing_enabled,
                         reachability_debouncing_window_ms: flags.reachability_debouncing_window_ms,
                         token_create: flags.token_create,
+                        friendly_name: flags.friendly_name.clone(),
                     };
                     output::line(&output::json(&client.update_service(target, patch).await?));
                 }

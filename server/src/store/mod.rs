@@ -154,6 +154,15 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_service(&self, service: &ServiceRecord) -> StoreResult<()>;
     /// Every object of a service (for deleting the service).
     async fn objects_of(&self, service_sid: &str) -> StoreResult<Vec<ObjectRecord>>;
+    /// Up to `limit` objects of a service whose sid starts with `prefix` (a kind's sid
+    /// prefix), in sid order, after the sid `after` if given: one page of a listing.
+    async fn object_page(
+        &self,
+        service_sid: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ObjectRecord>>;
 
     async fn api_key(&self, sid: &str) -> StoreResult<Option<ApiKeyRecord>>;
     async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;

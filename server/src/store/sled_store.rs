@@ -54,8 +54,9 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     bincode::deserialize(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// A service record, also in the layout written before `token_create` existed (it is
-/// 4 bytes shorter, so it never decodes as the current layout: the last field runs out).
+/// A service record, also in the layout written before `token_create` and
+/// `friendly_name` existed (it is at least 5 bytes shorter, so it never decodes as the
+/// current layout: the last field runs out).
 fn decode_service(bytes: &[u8]) -> StoreResult<ServiceRecord> {
     #[derive(serde::Deserialize)]
     struct FlagsBeforeTokenCreate {
@@ -88,6 +89,7 @@ fn decode_service(bytes: &[u8]) -> StoreResult<ServiceRecord> {
                 reachability_debouncing_enabled: f.reachability_debouncing_enabled,
                 reachability_debouncing_window_ms: f.reachability_debouncing_window_ms,
                 token_create: Default::default(),
+                friendly_name: None,
             },
             date_created: old.date_created,
             date_updated: old.date_updated,
@@ -421,6 +423,33 @@ impl Store for SledStore {
         self.tree
             .scan_prefix(key_of(&[b"o", service_sid.as_bytes()]))
             .values()
+            .map(|v| decode(&v.map_err(engine)?))
+            .collect()
+    }
+
+    async fn object_page(
+        &self,
+        service_sid: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ObjectRecord>> {
+        let scope = key_of(&[b"o", service_sid.as_bytes(), prefix.as_bytes()]);
+        let mut end = scope.clone();
+        end.push(0xff);
+        let start = match after {
+            // Just past `after`: the sid itself plus one zero byte sorts right after it.
+            Some(sid) => {
+                let mut k = object_key(service_sid, sid);
+                k.push(0);
+                k.max(scope)
+            }
+            None => scope,
+        };
+        self.tree
+            .range(start..end)
+            .values()
+            .take(limit)
             .map(|v| decode(&v.map_err(engine)?))
             .collect()
     }
