@@ -15,6 +15,10 @@ pub struct AdminConfig {
     pub default_service_sid: String,
     pub api_key_sid: String,
     pub api_key_secret: String,
+    /// The HTTPS (Twilio Sync v1 REST) base URL, e.g. `https://127.0.0.1:7401`, when the
+    /// server serves it.
+    #[serde(default)]
+    pub http_url: Option<String>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -26,6 +30,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("default_service_sid", &self.default_service_sid)
             .field("api_key_sid", &self.api_key_sid)
             .field("api_key_secret", &"<redacted>")
+            .field("http_url", &self.http_url)
             .finish()
     }
 }

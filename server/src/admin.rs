@@ -66,8 +66,13 @@ fn check_flags(f: &ServiceFlags) -> Result<(), WireError> {
             ));
         }
     }
-    if f.friendly_name.as_ref().is_some_and(|n| n.chars().count() > 255) {
-        return Err(WireError::invalid("friendly_name must be at most 255 characters"));
+    if f.friendly_name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 255)
+    {
+        return Err(WireError::invalid(
+            "friendly_name must be at most 255 characters",
+        ));
     }
     if let Some(url) = &f.webhook_url {
         let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2048;

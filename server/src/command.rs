@@ -226,6 +226,7 @@ impl Command {
                 list,
                 data: data(text)?,
                 ttl: ttl(t)?,
+                create_list: true,
             }),
             Request::ItemSet {
                 kind,
@@ -244,6 +245,7 @@ impl Command {
                     if_match,
                     ttl: ttl(t)?,
                     mode: SetMode::Upsert,
+                    create_map: true,
                 })
             }
             Request::ItemUpdate {
@@ -400,11 +402,12 @@ pub enum WriteCommand {
         object: String,
         if_match: Option<u64>,
     },
-    /// Append to a list, creating it (by name) if it does not exist.
+    /// Append to a list; `create_list`: create it (by name) if it does not exist.
     ListPush {
         list: String,
         data: Json,
         ttl: Option<u64>,
+        create_list: bool,
     },
     /// Write an item's data, as `mode` says (a list item must exist whatever the mode).
     ItemSet {
@@ -415,6 +418,9 @@ pub enum WriteCommand {
         if_match: Option<u64>,
         ttl: Option<u64>,
         mode: SetMode,
+        /// A map `set` may create its map (by name) if it does not exist (QUIC's
+        /// `set` does; REST's item create answers that the map is missing).
+        create_map: bool,
     },
     ItemUpdate {
         kind: ObjectKind,

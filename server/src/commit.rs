@@ -522,7 +522,15 @@ impl<'a> Batch<'a> {
             WriteOp::Client(command) => command,
             WriteOp::EnsureStream { name } => {
                 return self
-                    .create(ctx, ObjectKind::Stream, Some(name), None, None, true, limits)
+                    .create(
+                        ctx,
+                        ObjectKind::Stream,
+                        Some(name),
+                        None,
+                        None,
+                        true,
+                        limits,
+                    )
                     .await;
             }
             WriteOp::DeleteAll => {
@@ -694,10 +702,15 @@ impl<'a> Batch<'a> {
                 self.record(Some(current), None, None, Some(event));
                 Ok(outcome)
             }
-            WriteCommand::ListPush { list, data, ttl } => {
+            WriteCommand::ListPush {
+                list,
+                data,
+                ttl,
+                create_list,
+            } => {
                 let actions = with_ttl(Action::Write);
                 let (current, access) = self
-                    .load_kind(ctx, list, ObjectKind::List, true, &actions, limits)
+                    .load_kind(ctx, list, ObjectKind::List, *create_list, &actions, limits)
                     .await?;
                 let change = items::push(&current, data.clone(), *ttl, ctx)?;
                 Ok(self.apply_item(current, change, access))
@@ -710,11 +723,14 @@ impl<'a> Batch<'a> {
                 if_match,
                 ttl,
                 mode,
+                create_map,
             } => {
                 // A map `set` creates its map, unless `if_match` or the mode says the
                 // item must exist already (then it cannot, and nothing is created).
-                let create =
-                    *kind == ObjectKind::Map && if_match.is_none() && *mode != SetMode::Replace;
+                let create = *create_map
+                    && *kind == ObjectKind::Map
+                    && if_match.is_none()
+                    && *mode != SetMode::Replace;
                 let actions = with_ttl(Action::Write);
                 let (current, item, access) = self
                     .item_target(ctx, *kind, object, key, create, &actions, limits)

@@ -13,6 +13,7 @@ pub mod commit;
 pub mod config;
 pub mod engine;
 pub mod fanout;
+pub mod http;
 pub mod net;
 pub mod objects;
 pub mod reaper;

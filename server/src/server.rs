@@ -29,6 +29,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServerOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Where the HTTPS (REST) listener binds; `None`: no HTTP.
+    pub http_listen: Option<SocketAddr>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub limits: Limits,
@@ -46,6 +48,7 @@ impl ServerOptions {
         ServerOptions {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7401))),
             cert: None,
             key: None,
             limits: Limits::default(),
@@ -63,6 +66,8 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// A running server.
@@ -82,6 +87,17 @@ impl Server {
         let store = SledStore::open(&data_dir.join("db"), opts.log_retention, opts.durable)
             .map_err(ConfigError::from)?;
         let (installation, admin_key, created) = config::installation(&store).await?;
+        let http = match opts.http_listen {
+            Some(addr) => {
+                let config = crate::http::tls_config(tls.certs.clone(), tls.key.clone_key())?;
+                Some((crate::http::bind(addr).await?, config))
+            }
+            None => None,
+        };
+        let http_url = match &http {
+            Some((listener, _)) => listener.local_addr().ok().map(|a| format!("https://{a}")),
+            None => None,
+        };
         let endpoint = net::bind(opts.listen, tls.certs, tls.key)?;
         let local_addr = endpoint
             .local_addr()
@@ -96,6 +112,7 @@ impl Server {
             default_service_sid: installation.default_service_sid.clone(),
             api_key_sid: admin_key.sid.clone(),
             api_key_secret: admin_key.secret.clone(),
+            http_url: http_url.clone(),
         };
         let admin_path = data_dir.join("admin.json");
         config::write_admin_config(&admin_path, &admin)?;
@@ -108,6 +125,9 @@ impl Server {
             );
         }
         info!(addr = %local_addr, data_dir = %data_dir.display(), "listening (QUIC, ALPN syncline/1)");
+        if let Some(url) = &http_url {
+            info!(url = %url, "listening (HTTPS: Twilio Sync v1 REST, /healthz, /readyz)");
+        }
 
         let store: Arc<dyn Store> = Arc::new(store);
         let hub = Arc::new(Hub::default());
@@ -128,8 +148,19 @@ impl Server {
             installation,
             opts.rate,
         ));
+        let http_task = http.map(|(listener, config)| {
+            tokio::spawn(crate::http::serve(
+                listener,
+                config,
+                shared.clone(),
+                shutdown_rx.clone(),
+            ))
+        });
         let task = tokio::spawn(async move {
             accept_loop(&endpoint, shared, shutdown_rx).await;
+            if let Some(http) = http_task {
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, http).await;
+            }
             let _ = reaper.await;
             // Every writer is gone: the commit task drains what is queued and ends.
             let _ = commit_task.await;

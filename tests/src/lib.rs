@@ -28,6 +28,7 @@ impl TestServer {
     pub fn options(dir: &Path) -> ServerOptions {
         let mut o = ServerOptions::new(dir);
         o.listen = "127.0.0.1:0".parse().expect("loopback address");
+        o.http_listen = Some("127.0.0.1:0".parse().expect("loopback address"));
         o.reap_interval = Duration::from_millis(50);
         o
     }
@@ -305,6 +306,8 @@ impl ServerProcess {
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
                 "--reap-interval-ms",
                 "50",
                 "--data",
@@ -382,4 +385,26 @@ pub async fn server_items(
             None => return out,
         }
     }
+}
+
+fn python_ready() -> bool {
+    Command::new("python3")
+        .args(["-c", "import twilio, jwt"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Makes sure `python3` can import Twilio's helper library and PyJWT (the interop and
+/// REST tests drive Syncline with them), installing them with pip if needed.
+pub fn ensure_python_libraries() {
+    if python_ready() {
+        return;
+    }
+    let _ = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "twilio", "PyJWT"])
+        .status();
+    assert!(
+        python_ready(),
+        "this test needs python3 with the `twilio` and `PyJWT` packages: python3 -m pip install twilio PyJWT"
+    );
 }

@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use syncline_client::{Client, ErrorCode};
-use syncline_tests::TestServer;
+use syncline_tests::{ensure_python_libraries, TestServer};
 
 const MINT: &str = r#"
 import os, sys, time, jwt
@@ -29,26 +29,6 @@ elif which == "pyjwt":
               "grants": {"identity": "bob", "data_sync": {"service_sid": service}}}
     print(jwt.encode(claims, secret, algorithm="HS256", headers={"cty": "twilio-fpa;v=1"}))
 "#;
-
-fn python_ready() -> bool {
-    Command::new("python3")
-        .args(["-c", "import twilio, jwt"])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn ensure_python_libraries() {
-    if python_ready() {
-        return;
-    }
-    let _ = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "twilio", "PyJWT"])
-        .status();
-    assert!(
-        python_ready(),
-        "this test needs python3 with the `twilio` and `PyJWT` packages: python3 -m pip install twilio PyJWT"
-    );
-}
 
 fn mint(s: &TestServer, which: &str) -> String {
     let out = Command::new("python3")

@@ -44,11 +44,18 @@ impl ServerUnderTest {
     pub fn spawn(relaxed: bool) -> Result<Self, String> {
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(syncline_bin()?);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
         if relaxed {
             cmd.arg("--relaxed");
         }

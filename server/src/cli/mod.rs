@@ -94,6 +94,9 @@ struct ServeArgs {
     data: PathBuf,
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
+    /// HTTPS address of the REST API (Twilio Sync v1), or `off`.
+    #[arg(long, default_value = crate::http::DEFAULT_HTTP_LISTEN)]
+    http_listen: String,
     /// Certificate chain (PEM) instead of the self-signed one.
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
@@ -882,6 +885,13 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
     init_tracing();
     let mut options = ServerOptions::new(&args.data);
     options.listen = args.listen;
+    options.http_listen = match args.http_listen.as_str() {
+        "off" => None,
+        addr => Some(
+            addr.parse()
+                .map_err(|e| Error::Config(format!("--http-listen {addr:?}: {e}")))?,
+        ),
+    };
     options.cert = args.cert.clone();
     options.key = args.key.clone();
     options.durable = !args.relaxed;

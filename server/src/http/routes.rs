@@ -1,0 +1,1133 @@
+//! The routes of Twilio Sync v1 (`/v1/Services/...`): each turns its path, parameters
+//! and headers into a `Command`, runs it through the engine for the caller its
+//! `Authorization` names, and renders the answer as Twilio does.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{any, get};
+use axum::Router;
+use base64::Engine;
+use serde_json::{json, Value};
+use syncline_proto::{
+    Credential, ItemKey, ObjectKind, Order, Response, Rights, ServiceFlags, ServiceFlagsPatch,
+    WrittenValue,
+};
+
+use super::form::Params;
+use super::twilio::{self, ApiError, Resource, Urls};
+use super::{Http, BODY_TIMEOUT, DISCARD_BODY_BYTES, MAX_BODY_BYTES};
+use crate::command::{AdminCommand, Command, Json, ReadCommand, SetMode, WriteCommand};
+use crate::engine;
+
+pub fn router(http: Arc<Http>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/v1/Services", any(services))
+        .route("/v1/Services/{service}", any(service))
+        .route("/v1/Services/{service}/{kinds}", any(collection))
+        .route("/v1/Services/{service}/{kinds}/{object}", any(instance))
+        .route(
+            "/v1/Services/{service}/{kinds}/{object}/{sub}",
+            any(children),
+        )
+        .route(
+            "/v1/Services/{service}/{kinds}/{object}/{sub}/{child}",
+            any(child),
+        )
+        .fallback(|| async {
+            error_response(&ApiError::new(
+                StatusCode::NOT_FOUND,
+                20404,
+                "The requested resource was not found",
+            ))
+        })
+        .with_state(http)
+}
+
+/// Ready when the store answers.
+async fn ready(State(http): State<Arc<Http>>) -> HttpResponse {
+    let default = &http.shared.installation.default_service_sid;
+    match http.shared.store.service(default).await {
+        Ok(Some(_)) => (StatusCode::OK, "ready").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "storage not ready").into_response(),
+    }
+}
+
+fn error_response(e: &ApiError) -> HttpResponse {
+    let mut r = (e.status, axum::Json(e.body())).into_response();
+    if let Some(s) = e.retry_after {
+        if let Ok(v) = s.to_string().parse() {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+type Answer = Result<(StatusCode, Value), ApiError>;
+
+fn respond(answer: Answer) -> HttpResponse {
+    match answer {
+        Ok((StatusCode::NO_CONTENT, _)) => StatusCode::NO_CONTENT.into_response(),
+        Ok((status, body)) => (status, axum::Json(body)).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// One request as the routes see it: who asks, its parameters (query and form body),
+/// and where its URLs point.
+struct Ctx {
+    http: Arc<Http>,
+    method: Method,
+    credential: Option<Credential>,
+    /// Rate-limit key: the API key sid, or the token.
+    who: String,
+    params: Params,
+    if_match: Option<u64>,
+    base: String,
+    /// This request's path, for page URLs.
+    path: String,
+}
+
+impl Ctx {
+    async fn new(
+        http: Arc<Http>,
+        method: Method,
+        headers: &HeaderMap,
+        path: String,
+        query: Option<String>,
+        body: Body,
+    ) -> Result<Ctx, ApiError> {
+        let (credential, who) = credential(headers)?;
+        let if_match = match headers.get(header::IF_MATCH) {
+            None => None,
+            Some(v) => {
+                let text = v.to_str().unwrap_or_default().trim().trim_matches('"');
+                Some(text.parse().map_err(|_| {
+                    ApiError::parameter("If-Match", "expected a revision (an integer)")
+                })?)
+            }
+        };
+        let body = tokio::time::timeout(BODY_TIMEOUT, read_body(body))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    20408,
+                    "the request body did not arrive in time",
+                )
+            })??;
+        let mut params = Params::parse(query.as_deref().unwrap_or_default().as_bytes());
+        let form = Params::parse(&body);
+        for (k, v) in form.pairs {
+            params.pairs.push((k, v));
+        }
+        let params = Params::parse(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&params.pairs)
+                .finish()
+                .as_bytes(),
+        );
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()));
+        let base = host.map_or_else(|| http.default_base.clone(), |h| format!("https://{h}"));
+        Ok(Ctx {
+            http,
+            method,
+            credential,
+            who,
+            params,
+            if_match,
+            base,
+            path,
+        })
+    }
+
+    /// The page parameters: `PageSize` (default 50, at most the server's page limit),
+    /// `Page` (echoed), `PageToken` (where to continue).
+    fn paging(&self) -> Result<(u32, u64, Option<String>), ApiError> {
+        let max = self.http.shared.limits.max_page;
+        let size = match self.params.integer("PageSize")? {
+            None => 50,
+            Some(0) => return Err(ApiError::parameter("PageSize", "must be at least 1")),
+            Some(n) => n.min(u64::from(max)) as u32,
+        };
+        let page = self.params.integer("Page")?.unwrap_or(0);
+        let token = self
+            .params
+            .string("PageToken")
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        Ok((size, page, token))
+    }
+
+    fn page(
+        &self,
+        key: &str,
+        records: Vec<Value>,
+        size: u32,
+        page: u64,
+        next: Option<String>,
+    ) -> Value {
+        let url = format!("{}{}", self.base, self.path);
+        twilio::page(key, records, &url, &self.params.pairs, page, size, next)
+    }
+
+    /// Runs `command` for this request's caller in `service` (sid, unique name or
+    /// `default`; `None`: the default service, for administration).
+    async fn run(
+        &self,
+        service: Option<&str>,
+        command: Command,
+        resource: Resource,
+    ) -> Result<Response, ApiError> {
+        let shared = &*self.http.shared;
+        let Some(credential) = self.credential.clone() else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                20003,
+                "Authentication required: HTTP Basic with an API key sid and secret, or Bearer with an access token",
+            ));
+        };
+        self.http
+            .bucket(&self.who)
+            .take(shared.rate)
+            .map_err(|e| ApiError::from_wire(e, resource))?;
+        let service = service.map(|s| {
+            if s == "default" {
+                shared.installation.default_service_sid.clone()
+            } else {
+                s.to_owned()
+            }
+        });
+        let (caller, _) = engine::authenticate(shared, credential, service, 0)
+            .await
+            .map_err(|e| ApiError::from_wire(e, resource))?;
+        engine::execute(shared, &caller, command)
+            .await
+            .map_err(|e| ApiError::from_wire(e, resource))
+    }
+
+    /// The URLs of `service` as it is named in answers (its sid).
+    async fn urls(&self, service: &str) -> Result<(String, String), ApiError> {
+        let shared = &*self.http.shared;
+        let sid = if service == "default" {
+            shared.installation.default_service_sid.clone()
+        } else {
+            crate::admin::find_service(shared, service)
+                .await
+                .map_err(|e| ApiError::from_wire(e, Resource::Service))?
+                .sid
+        };
+        Ok((sid, shared.installation.account_sid.clone()))
+    }
+}
+
+/// The body, up to `MAX_BODY_BYTES`. A larger one is refused with 413 without being
+/// kept: what is over the limit is read and dropped (up to `DISCARD_BODY_BYTES`), so the
+/// client can finish sending and read the answer.
+async fn read_body(mut body: Body) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            54006,
+            format!("the request body is over the limit of {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ApiError::parameter("body", "could not be read"));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DISCARD_BODY_BYTES {
+            return Err(too_large());
+        }
+        if seen <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(kept)
+}
+
+/// `Authorization: Basic` (API key sid and secret: the backend) or `Bearer` (an access
+/// token: its identity); `None` when there is none.
+fn credential(headers: &HeaderMap) -> Result<(Option<Credential>, String), ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok((None, String::new()));
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            20003,
+            "Authorization must be Basic (API key sid:secret) or Bearer (access token)",
+        )
+    };
+    let value = value.to_str().map_err(|_| bad())?;
+    if let Some(b64) = value.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| bad())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+        let (sid, secret) = decoded.split_once(':').ok_or_else(bad)?;
+        Ok((
+            Some(Credential::ApiKey {
+                sid: sid.to_owned(),
+                secret: secret.to_owned(),
+            }),
+            sid.to_owned(),
+        ))
+    } else if let Some(token) = value.strip_prefix("Bearer ") {
+        let token = token.trim().to_owned();
+        Ok((Some(Credential::Token(token.clone())), token))
+    } else {
+        Err(bad())
+    }
+}
+
+fn kind_of(segment: &str) -> Option<(ObjectKind, &'static str)> {
+    match segment {
+        "Documents" => Some((ObjectKind::Document, "documents")),
+        "Lists" => Some((ObjectKind::List, "lists")),
+        "Maps" => Some((ObjectKind::Map, "maps")),
+        "Streams" => Some((ObjectKind::Stream, "streams")),
+        _ => None,
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        20404,
+        "The requested resource was not found",
+    )
+}
+
+fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        20004,
+        format!("Method {method} not allowed here"),
+    )
+}
+
+fn unexpected(r: Response) -> ApiError {
+    tracing::error!(?r, "the engine answered a REST request unexpectedly");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        20500,
+        "unexpected answer",
+    )
+}
+
+fn json_param(ctx: &Ctx, name: &str, max: usize) -> Result<Option<Json>, ApiError> {
+    ctx.params
+        .string(name)
+        .map(|text| {
+            Json::parse(text.to_owned(), max).map_err(|e| {
+                let mut err = ApiError::from_wire(e, Resource::Message);
+                err.message = format!("{name}: {}", err.message);
+                err
+            })
+        })
+        .transpose()
+}
+
+fn ttl_param(ctx: &Ctx, names: &[&str]) -> Result<Option<u64>, ApiError> {
+    let ttl = ctx.params.integer_of(names)?;
+    if let Some(t) = ttl {
+        ctx.http
+            .shared
+            .limits
+            .check_ttl(t)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, 54011, e.message))?;
+    }
+    Ok(ttl)
+}
+
+fn nothing_to_update() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        54010,
+        "No parameters specified: expected at least one of the optional parameters",
+    )
+}
+
+macro_rules! ctx {
+    ($http:expr, $method:expr, $headers:expr, $uri:expr, $query:expr, $body:expr) => {
+        match Ctx::new(
+            $http,
+            $method,
+            &$headers,
+            $uri.path().to_owned(),
+            $query,
+            $body,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => return error_response(&e),
+        }
+    };
+}
+
+async fn services(
+    State(http): State<Arc<Http>>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> HttpResponse {
+    let ctx = ctx!(http, method, headers, uri, query, body);
+    respond(services_answer(&ctx).await)
+}
+
+fn flags_patch(p: &Params) -> Result<ServiceFlagsPatch, ApiError> {
+    Ok(ServiceFlagsPatch {
+        acl_enabled: p.boolean("AclEnabled")?,
+        webhook_url: p
+            .string("WebhookUrl")
+            .map(|u| (!u.is_empty()).then(|| u.to_owned())),
+        webhooks_from_backend: p.boolean("WebhooksFromRestEnabled")?,
+        reachability_webhooks_enabled: p.boolean("ReachabilityWebhooksEnabled")?,
+        reachability_debouncing_enabled: p.boolean("ReachabilityDebouncingEnabled")?,
+        reachability_debouncing_window_ms: p
+            .integer("ReachabilityDebouncingWindow")?
+            .map(|w| u32::try_from(w).unwrap_or(u32::MAX)),
+        token_create: p
+            .string("TokenCreate")
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| ApiError::parameter("TokenCreate", e))?,
+        friendly_name: p.string("FriendlyName").map(str::to_owned),
+    })
+}
+
+async fn services_answer(ctx: &Ctx) -> Answer {
+    let account = ctx.http.shared.installation.account_sid.clone();
+    let resource = Resource::Service;
+    match ctx.method {
+        Method::GET => {
+            let (size, page, token) = ctx.paging()?;
+            let all = match ctx
+                .run(None, Command::Admin(AdminCommand::ServiceList), resource)
+                .await?
+            {
+                Response::Services(all) => all,
+                other => return Err(unexpected(other)),
+            };
+            let start = token.map_or(0, |t| all.iter().take_while(|s| s.sid <= t).count());
+            let records: Vec<_> = all
+                .iter()
+                .skip(start)
+                .take(size as usize)
+                .map(|s| twilio::service(&ctx.base, &account, s))
+                .collect();
+            let next = (start + records.len() < all.len())
+                .then(|| all[start + records.len() - 1].sid.clone());
+            Ok((
+                StatusCode::OK,
+                ctx.page("services", records, size, page, next),
+            ))
+        }
+        Method::POST => {
+            let p = flags_patch(&ctx.params)?;
+            let flags = ServiceFlags {
+                acl_enabled: p.acl_enabled.unwrap_or(false),
+                webhook_url: p.webhook_url.flatten(),
+                webhooks_from_backend: p.webhooks_from_backend.unwrap_or(false),
+                reachability_webhooks_enabled: p.reachability_webhooks_enabled.unwrap_or(false),
+                reachability_debouncing_enabled: p.reachability_debouncing_enabled.unwrap_or(false),
+                reachability_debouncing_window_ms: p.reachability_debouncing_window_ms,
+                token_create: p.token_create.unwrap_or_default(),
+                friendly_name: p.friendly_name,
+            };
+            // `UniqueName` is Syncline's own: Twilio's REST cannot set it.
+            let unique_name = ctx.params.string("UniqueName").map(str::to_owned);
+            let command = Command::Admin(AdminCommand::ServiceCreate { unique_name, flags });
+            match ctx.run(None, command, resource).await? {
+                Response::Service(s) => Ok((
+                    StatusCode::CREATED,
+                    twilio::service(&ctx.base, &account, &s),
+                )),
+                other => Err(unexpected(other)),
+            }
+        }
+        _ => Err(method_not_allowed(&ctx.method)),
+    }
+}
+
+async fn service(
+    State(http): State<Arc<Http>>,
+    Path(service): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> HttpResponse {
+    let ctx = ctx!(http, method, headers, uri, query, body);
+    let service = if service == "default" {
+        ctx.http.shared.installation.default_service_sid.clone()
+    } else {
+        service
+    };
+    let account = ctx.http.shared.installation.account_sid.clone();
+    let command = match ctx.method {
+        Method::GET => AdminCommand::ServiceGet { service },
+        Method::POST => match flags_patch(&ctx.params) {
+            Ok(flags) => AdminCommand::ServiceUpdate { service, flags },
+            Err(e) => return error_response(&e),
+        },
+        Method::DELETE => AdminCommand::ServiceDelete { service },
+        _ => return error_response(&method_not_allowed(&ctx.method)),
+    };
+    let answer = match ctx
+        .run(None, Command::Admin(command), Resource::Service)
+        .await
+    {
+        Ok(Response::Service(s)) => Ok((StatusCode::OK, twilio::service(&ctx.base, &account, &s))),
+        Ok(Response::Done) => Ok((StatusCode::NO_CONTENT, Value::Null)),
+        Ok(other) => Err(unexpected(other)),
+        Err(e) => Err(e),
+    };
+    respond(answer)
+}
+
+async fn collection(
+    State(http): State<Arc<Http>>,
+    Path((service, kinds)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> HttpResponse {
+    let ctx = ctx!(http, method, headers, uri, query, body);
+    let Some((kind, key)) = kind_of(&kinds) else {
+        return error_response(&not_found());
+    };
+    respond(collection_answer(&ctx, &service, kind, key).await)
+}
+
+async fn collection_answer(ctx: &Ctx, service: &str, kind: ObjectKind, key: &str) -> Answer {
+    let resource = Resource::Object(kind);
+    match ctx.method {
+        Method::GET => {
+            let (size, page, token) = ctx.paging()?;
+            let command = Command::Read(ReadCommand::Objects {
+                kind,
+                after: token,
+                limit: size,
+            });
+            let answer = ctx.run(Some(service), command, resource).await?;
+            let (sid, account) = ctx.urls(service).await?;
+            let u = urls(ctx, &sid, &account);
+            let (records, next) = match answer {
+                Response::Documents { documents, next } => (
+                    documents
+                        .iter()
+                        .map(|d| twilio::document(&u, d, true))
+                        .collect(),
+                    next,
+                ),
+                Response::Objects { objects, next } => (
+                    objects.iter().map(|o| twilio::object(&u, o)).collect(),
+                    next,
+                ),
+                other => return Err(unexpected(other)),
+            };
+            Ok((StatusCode::OK, ctx.page(key, records, size, page, next)))
+        }
+        Method::POST => {
+            let max = ctx.http.shared.limits.max_data_bytes;
+            let (data, ttl) = match kind {
+                ObjectKind::Document => (
+                    Some(
+                        json_param(ctx, "Data", max)?.unwrap_or(
+                            Json::parse("{}".into(), max)
+                                .map_err(|e| ApiError::from_wire(e, resource))?,
+                        ),
+                    ),
+                    ttl_param(ctx, &["Ttl"])?,
+                ),
+                ObjectKind::Stream => (None, ttl_param(ctx, &["Ttl"])?),
+                _ => (None, ttl_param(ctx, &["CollectionTtl", "Ttl"])?),
+            };
+            let text = data.as_ref().map(|d| d.as_str().to_owned());
+            let command = Command::Write(WriteCommand::Create {
+                kind,
+                unique_name: ctx.params.string("UniqueName").map(str::to_owned),
+                ttl,
+                data,
+            });
+            let info = match ctx.run(Some(service), command, resource).await? {
+                Response::Object(info) => info,
+                other => return Err(unexpected(other)),
+            };
+            let (sid, account) = ctx.urls(service).await?;
+            let u = urls(ctx, &sid, &account);
+            let body = match text {
+                Some(data) => twilio::document(&u, &document_of(info, data), true),
+                None => twilio::object(&u, &info),
+            };
+            Ok((StatusCode::CREATED, body))
+        }
+        _ => Err(method_not_allowed(&ctx.method)),
+    }
+}
+
+fn urls<'a>(ctx: &'a Ctx, sid: &'a str, account: &'a str) -> Urls<'a> {
+    Urls {
+        base: &ctx.base,
+        account_sid: account,
+        service_sid: sid,
+    }
+}
+
+fn document_of(o: syncline_proto::ObjectInfo, data: String) -> syncline_proto::DocumentInfo {
+    syncline_proto::DocumentInfo {
+        sid: o.sid,
+        unique_name: o.unique_name,
+        revision: o.revision,
+        data,
+        created_by: o.created_by,
+        date_created: o.date_created,
+        date_updated: o.date_updated,
+        date_expires: o.date_expires,
+    }
+}
+
+async fn instance(
+    State(http): State<Arc<Http>>,
+    Path((service, kinds, object)): Path<(String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> HttpResponse {
+    let ctx = ctx!(http, method, headers, uri, query, body);
+    let Some((kind, _)) = kind_of(&kinds) else {
+        return error_response(&not_found());
+    };
+    respond(instance_answer(&ctx, &service, kind, &object).await)
+}
+
+async fn instance_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) -> Answer {
+    let resource = Resource::Object(kind);
+    let object = object.to_owned();
+    let max = ctx.http.shared.limits.max_data_bytes;
+    let command = match (&ctx.method, kind) {
+        (&Method::GET, ObjectKind::Document) => {
+            Command::Read(ReadCommand::Document { document: object })
+        }
+        (&Method::GET, _) => Command::Read(ReadCommand::Object { object }),
+        (&Method::POST, ObjectKind::Document) => {
+            let ttl = ttl_param(ctx, &["Ttl"])?;
+            match json_param(ctx, "Data", max)? {
+                Some(data) => Command::Write(WriteCommand::DocSet {
+                    document: object,
+                    data,
+                    if_match: ctx.if_match,
+                    ttl,
+                    mode: SetMode::Replace,
+                }),
+                None => Command::Write(WriteCommand::SetTtl {
+                    kind,
+                    object,
+                    key: None,
+                    ttl: ttl.ok_or_else(nothing_to_update)?,
+                }),
+            }
+        }
+        (&Method::POST, _) => {
+            let names: &[&str] = if kind == ObjectKind::Stream {
+                &["Ttl"]
+            } else {
+                &["CollectionTtl", "Ttl"]
+            };
+            Command::Write(WriteCommand::SetTtl {
+                kind,
+                object,
+                key: None,
+                ttl: ttl_param(ctx, names)?.ok_or_else(nothing_to_update)?,
+            })
+        }
+        (&Method::DELETE, _) => Command::Write(WriteCommand::Delete {
+            kind: Some(kind),
+            object,
+            if_match: ctx.if_match,
+        }),
+        _ => return Err(method_not_allowed(&ctx.method)),
+    };
+    let answer = ctx.run(Some(service), command, resource).await?;
+    let (sid, account) = ctx.urls(service).await?;
+    let u = urls(ctx, &sid, &account);
+    let body = match answer {
+        Response::Deleted { .. } => return Ok((StatusCode::NO_CONTENT, Value::Null)),
+        Response::Document(d) => twilio::document(&u, &d, true),
+        Response::Object(o) if o.kind != kind => {
+            return Err(ApiError::from_wire(
+                syncline_proto::WireError::not_found(kind.name()),
+                resource,
+            ))
+        }
+        Response::Object(o) if kind == ObjectKind::Document => {
+            // A TTL change answers the object; a document is shown with its data.
+            let read = Command::Read(ReadCommand::Document {
+                document: o.sid.clone(),
+            });
+            match ctx.run(Some(service), read, resource).await {
+                Ok(Response::Document(d)) => twilio::document(&u, &d, true),
+                _ => twilio::document(&u, &document_of(o, String::new()), false),
+            }
+        }
+        Response::Object(o) => twilio::object(&u, &o),
+        Response::Written(w) => match w.value {
+            Some(WrittenValue::Document(d)) => twilio::document(&u, &d, true),
+            _ => json!({
+                "sid": w.object_sid,
+                "account_sid": account,
+                "service_sid": sid,
+                "url": u.object(kind, &w.object_sid),
+                "revision": w.revision.to_string(),
+                "created_by": w.object_created_by,
+            }),
+        },
+        other => return Err(unexpected(other)),
+    };
+    Ok((StatusCode::OK, body))
+}
+
+async fn children(
+    State(http): State<Arc<Http>>,
+    Path((service, kinds, object, sub)): Path<(String, String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> HttpResponse {
+    let ctx = ctx!(http, method, headers, uri, query, body);
+    let Some((kind, _)) = kind_of(&kinds) else {
+        return error_response(&not_found());
+    };
+    let answer = match (kind, sub.as_str()) {
+        (ObjectKind::List | ObjectKind::Map, "Items") => {
+            items_answer(&ctx, &service, kind, &object).await
+        }
+        (ObjectKind::Stream, "Messages") => message_answer(&ctx, &service, &object).await,
+        (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Permissions") => {
+            permission_answer(&ctx, &service, kind, &object, None).await
+        }
+        _ => Err(not_found()),
+    };
+    respond(answer)
+}
+
+async fn child(
+    State(http): State<Arc<Http>>,
+    Path((service, kinds, object, sub, child)): Path<(String, String, String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> HttpResponse {
+    let ctx = ctx!(http, method, headers, uri, query, body);
+    let Some((kind, _)) = kind_of(&kinds) else {
+        return error_response(&not_found());
+    };
+    let answer = match (kind, sub.as_str()) {
+        (ObjectKind::List | ObjectKind::Map, "Items") => {
+            item_answer(&ctx, &service, kind, &object, &child).await
+        }
+        (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Permissions") => {
+            permission_answer(&ctx, &service, kind, &object, Some(&child)).await
+        }
+        _ => Err(not_found()),
+    };
+    respond(answer)
+}
+
+fn item_key(kind: ObjectKind, text: &str) -> Result<ItemKey, ApiError> {
+    match kind {
+        ObjectKind::List => text.parse().map(ItemKey::Index).map_err(|_| {
+            ApiError::parameter("Index", format!("expected an integer, got {text:?}"))
+        }),
+        _ => Ok(ItemKey::Key(text.to_owned())),
+    }
+}
+
+/// An item write's answer: the item, or (for a writer without `read`) where it is.
+fn written_item(u: &Urls, kind: ObjectKind, answer: Response) -> Result<Value, ApiError> {
+    match answer {
+        Response::Written(w) => Ok(match (w.value, &w.key) {
+            (Some(WrittenValue::Item(i)), _) => twilio::item(u, kind, &w.object_sid, &i),
+            (_, Some(key)) => twilio::item_without_data(u, kind, &w.object_sid, key, w.revision),
+            _ => return Err(unexpected(Response::Done)),
+        }),
+        Response::Item(i) => Err(unexpected(Response::Item(i))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Applies `CollectionTtl` to the item's object after an item write (Twilio's
+/// parameter; not atomic with the write).
+async fn collection_ttl(
+    ctx: &Ctx,
+    service: &str,
+    kind: ObjectKind,
+    object: &str,
+) -> Result<(), ApiError> {
+    if let Some(ttl) = ttl_param(ctx, &["CollectionTtl"])? {
+        let command = Command::Write(WriteCommand::SetTtl {
+            kind,
+            object: object.to_owned(),
+            key: None,
+            ttl,
+        });
+        ctx.run(Some(service), command, Resource::Object(kind))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn items_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) -> Answer {
+    let resource = Resource::Item(kind);
+    let max = ctx.http.shared.limits.max_data_bytes;
+    match ctx.method {
+        Method::GET => {
+            let (size, page, token) = ctx.paging()?;
+            let order = match ctx.params.string("Order") {
+                None | Some("asc") => Order::Asc,
+                Some("desc") => Order::Desc,
+                Some(other) => {
+                    return Err(ApiError::parameter(
+                        "Order",
+                        format!("asc or desc, not {other:?}"),
+                    ))
+                }
+            };
+            let exclusive = match ctx.params.string("Bounds") {
+                None | Some("inclusive") => false,
+                Some("exclusive") => true,
+                Some(other) => {
+                    return Err(ApiError::parameter(
+                        "Bounds",
+                        format!("inclusive or exclusive, not {other:?}"),
+                    ))
+                }
+            };
+            // A page token is where the next page starts (inclusive); else `From`.
+            let (from, skip_first) = match (&token, ctx.params.string("From")) {
+                (Some(t), _) => (Some(item_key(kind, t)?), false),
+                (None, Some(f)) => (Some(item_key(kind, f)?), exclusive),
+                (None, None) => (None, false),
+            };
+            let limit = (size + u32::from(skip_first)).min(ctx.http.shared.limits.max_page);
+            let command = Command::Read(ReadCommand::Items {
+                kind,
+                object: object.to_owned(),
+                from: from.clone(),
+                order,
+                limit,
+            });
+            let (items, next) = match ctx.run(Some(service), command, resource).await? {
+                Response::Items { items, next } => (items, next),
+                other => return Err(unexpected(other)),
+            };
+            let (sid, account) = ctx.urls(service).await?;
+            let u = urls(ctx, &sid, &account);
+            let object_sid = match ctx
+                .run(
+                    Some(service),
+                    Command::Read(ReadCommand::Object {
+                        object: object.to_owned(),
+                    }),
+                    resource,
+                )
+                .await?
+            {
+                Response::Object(o) => o.sid,
+                other => return Err(unexpected(other)),
+            };
+            let records: Vec<Value> = items
+                .iter()
+                .filter(|i| !(skip_first && Some(&i.key) == from.as_ref()))
+                .take(size as usize)
+                .map(|i| twilio::item(&u, kind, &object_sid, i))
+                .collect();
+            Ok((
+                StatusCode::OK,
+                ctx.page("items", records, size, page, next.map(|k| k.to_string())),
+            ))
+        }
+        Method::POST => {
+            let data = json_param(ctx, "Data", max)?
+                .ok_or_else(|| ApiError::parameter("Data", "is required"))?;
+            let ttl = ttl_param(ctx, &["ItemTtl", "Ttl"])?;
+            let command = match kind {
+                ObjectKind::List => WriteCommand::ListPush {
+                    list: object.to_owned(),
+                    data,
+                    ttl,
+                    create_list: false,
+                },
+                _ => {
+                    let key = ctx.params.required("Key")?.to_owned();
+                    let key = ItemKey::Key(key);
+                    crate::objects::items::check_key(kind, &key, &ctx.http.shared.limits)
+                        .map_err(|e| ApiError::from_wire(e, resource))?;
+                    WriteCommand::ItemSet {
+                        kind,
+                        object: object.to_owned(),
+                        key,
+                        data,
+                        if_match: None,
+                        ttl,
+                        mode: SetMode::Create,
+                        create_map: false,
+                    }
+                }
+            };
+            let answer = ctx
+                .run(Some(service), Command::Write(command), resource)
+                .await?;
+            collection_ttl(ctx, service, kind, object).await?;
+            let (sid, account) = ctx.urls(service).await?;
+            let body = written_item(&urls(ctx, &sid, &account), kind, answer)?;
+            Ok((StatusCode::CREATED, body))
+        }
+        _ => Err(method_not_allowed(&ctx.method)),
+    }
+}
+
+async fn item_answer(
+    ctx: &Ctx,
+    service: &str,
+    kind: ObjectKind,
+    object: &str,
+    key: &str,
+) -> Answer {
+    let resource = Resource::Item(kind);
+    let key = item_key(kind, key)?;
+    crate::objects::items::check_key(kind, &key, &ctx.http.shared.limits)
+        .map_err(|e| ApiError::from_wire(e, resource))?;
+    let max = ctx.http.shared.limits.max_data_bytes;
+    let object = object.to_owned();
+    let command = match ctx.method {
+        Method::GET => Command::Read(ReadCommand::Item {
+            kind,
+            object: object.clone(),
+            key,
+        }),
+        Method::POST => {
+            let ttl = ttl_param(ctx, &["ItemTtl", "Ttl"])?;
+            match json_param(ctx, "Data", max)? {
+                Some(data) => Command::Write(WriteCommand::ItemSet {
+                    kind,
+                    object: object.clone(),
+                    key,
+                    data,
+                    if_match: ctx.if_match,
+                    ttl,
+                    mode: SetMode::Replace,
+                    create_map: false,
+                }),
+                None => match ttl {
+                    Some(ttl) => Command::Write(WriteCommand::SetTtl {
+                        kind,
+                        object: object.clone(),
+                        key: Some(key),
+                        ttl,
+                    }),
+                    // Only the collection's TTL: apply it, then show the item.
+                    None if ctx.params.string("CollectionTtl").is_some() => {
+                        collection_ttl(ctx, service, kind, &object).await?;
+                        Command::Read(ReadCommand::Item {
+                            kind,
+                            object: object.clone(),
+                            key,
+                        })
+                    }
+                    None => return Err(nothing_to_update()),
+                },
+            }
+        }
+        Method::DELETE => Command::Write(WriteCommand::ItemRemove {
+            kind,
+            object: object.clone(),
+            key,
+            if_match: ctx.if_match,
+        }),
+        _ => return Err(method_not_allowed(&ctx.method)),
+    };
+    let is_write = matches!(
+        command,
+        Command::Write(WriteCommand::ItemSet { .. } | WriteCommand::SetTtl { .. })
+    );
+    let answer = ctx.run(Some(service), command, resource).await?;
+    if is_write {
+        collection_ttl(ctx, service, kind, &object).await?;
+    }
+    let (sid, account) = ctx.urls(service).await?;
+    let u = urls(ctx, &sid, &account);
+    match answer {
+        Response::ItemRemoved { .. } => Ok((StatusCode::NO_CONTENT, Value::Null)),
+        Response::Item(i) => {
+            let object_sid = object_sid(ctx, service, &object, resource).await?;
+            Ok((StatusCode::OK, twilio::item(&u, kind, &object_sid, &i)))
+        }
+        other => Ok((StatusCode::OK, written_item(&u, kind, other)?)),
+    }
+}
+
+async fn object_sid(
+    ctx: &Ctx,
+    service: &str,
+    object: &str,
+    resource: Resource,
+) -> Result<String, ApiError> {
+    if syncline_proto::ids::is_sid(object) {
+        return Ok(object.to_owned());
+    }
+    let read = Command::Read(ReadCommand::Object {
+        object: object.to_owned(),
+    });
+    match ctx.run(Some(service), read, resource).await? {
+        Response::Object(o) => Ok(o.sid),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn message_answer(ctx: &Ctx, service: &str, stream: &str) -> Answer {
+    if ctx.method != Method::POST {
+        return Err(method_not_allowed(&ctx.method));
+    }
+    let max = ctx.http.shared.limits.max_message_bytes;
+    let data =
+        json_param(ctx, "Data", max)?.ok_or_else(|| ApiError::parameter("Data", "is required"))?;
+    let text = data.as_str().to_owned();
+    let command = Command::Publish {
+        stream: stream.to_owned(),
+        data,
+    };
+    match ctx.run(Some(service), command, Resource::Message).await? {
+        Response::Published { sequence } => {
+            let sid = syncline_proto::ids::make_sid("TZ", rand::random());
+            let data: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            Ok((
+                StatusCode::CREATED,
+                json!({ "sid": sid, "data": data, "sequence": sequence }),
+            ))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn permission_answer(
+    ctx: &Ctx,
+    service: &str,
+    kind: ObjectKind,
+    object: &str,
+    identity: Option<&str>,
+) -> Answer {
+    let resource = Resource::Permission;
+    // The object must be of the kind the path names.
+    let read = Command::Read(ReadCommand::Object {
+        object: object.to_owned(),
+    });
+    let object_sid = match ctx.run(Some(service), read, Resource::Object(kind)).await? {
+        Response::Object(o) if o.kind == kind => o.sid,
+        Response::Object(_) => {
+            return Err(ApiError::from_wire(
+                syncline_proto::WireError::not_found(kind.name()),
+                Resource::Object(kind),
+            ))
+        }
+        other => return Err(unexpected(other)),
+    };
+    let (sid, account) = ctx.urls(service).await?;
+    let u = urls(ctx, &sid, &account);
+    let list = || {
+        Command::Admin(AdminCommand::PermissionList {
+            object: object_sid.clone(),
+        })
+    };
+    match (&ctx.method, identity) {
+        (&Method::GET, None) => {
+            let (size, page, token) = ctx.paging()?;
+            let all = match ctx.run(Some(service), list(), resource).await? {
+                Response::Permissions(all) => all,
+                other => return Err(unexpected(other)),
+            };
+            let start = token.map_or(0, |t| all.iter().take_while(|p| p.identity <= t).count());
+            let shown: Vec<_> = all.iter().skip(start).take(size as usize).collect();
+            let next = (start + shown.len() < all.len())
+                .then(|| shown.last().map(|p| p.identity.clone()))
+                .flatten();
+            let records = shown
+                .iter()
+                .map(|p| twilio::permission(&u, kind, p))
+                .collect();
+            Ok((
+                StatusCode::OK,
+                ctx.page("permissions", records, size, page, next),
+            ))
+        }
+        (&Method::GET, Some(identity)) => {
+            let all = match ctx.run(Some(service), list(), resource).await? {
+                Response::Permissions(all) => all,
+                other => return Err(unexpected(other)),
+            };
+            let p = all.iter().find(|p| p.identity == identity).ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, 20404, "permission not found")
+            })?;
+            Ok((StatusCode::OK, twilio::permission(&u, kind, p)))
+        }
+        (&Method::POST, Some(identity)) => {
+            let rights = Rights {
+                read: ctx.params.required_boolean("Read")?,
+                write: ctx.params.required_boolean("Write")?,
+                manage: ctx.params.required_boolean("Manage")?,
+            };
+            crate::command::check_identity(identity, &ctx.http.shared.limits)
+                .map_err(|e| ApiError::from_wire(e, resource))?;
+            let command = Command::Admin(AdminCommand::PermissionGrant {
+                object: object_sid.clone(),
+                identity: identity.to_owned(),
+                rights,
+            });
+            match ctx.run(Some(service), command, resource).await? {
+                Response::Permission(p) => Ok((StatusCode::OK, twilio::permission(&u, kind, &p))),
+                other => Err(unexpected(other)),
+            }
+        }
+        (&Method::DELETE, Some(identity)) => {
+            let command = Command::Admin(AdminCommand::PermissionRevoke {
+                object: object_sid.clone(),
+                identity: identity.to_owned(),
+            });
+            ctx.run(Some(service), command, resource).await?;
+            Ok((StatusCode::NO_CONTENT, Value::Null))
+        }
+        _ => Err(method_not_allowed(&ctx.method)),
+    }
+}
