@@ -74,10 +74,30 @@ pub struct Committer {
 
 /// What the commit task has done so far: batches (one flush each when durable) and the
 /// writes in them. Their ratio says whether group commit is grouping.
-#[derive(Default, Debug)]
 pub struct CommitStats {
     pub batches: std::sync::atomic::AtomicU64,
     pub writes: std::sync::atomic::AtomicU64,
+    /// Writes per batch, and seconds per store apply (and flush, when durable).
+    pub batch_size: crate::metrics::Histogram,
+    pub flush_seconds: crate::metrics::Histogram,
+}
+
+impl Default for CommitStats {
+    fn default() -> Self {
+        CommitStats {
+            batches: Default::default(),
+            writes: Default::default(),
+            batch_size: crate::metrics::Histogram::new(crate::metrics::BATCH_SIZE_BOUNDS),
+            flush_seconds: crate::metrics::Histogram::new(crate::metrics::FLUSH_SECONDS_BOUNDS),
+        }
+    }
+}
+
+impl CommitStats {
+    pub fn flush_took(&self, writes: usize, took: std::time::Duration) {
+        self.batch_size.observe(writes as f64);
+        self.flush_seconds.observe(took.as_secs_f64());
+    }
 }
 
 impl Committer {
@@ -92,6 +112,11 @@ impl Committer {
         let stats = Arc::new(CommitStats::default());
         let task = tokio::spawn(run(rx, store, hub, limits, stats.clone()));
         (Committer { tx, stats }, task)
+    }
+
+    /// What the commit task has done: batches, writes, their size and flush times.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.stats
     }
 
     /// (batches committed, writes in them) since start.
@@ -139,7 +164,10 @@ async fn run(
             results
         };
         let size = queued.len();
-        match store.apply(batch.writes).await {
+        let started = std::time::Instant::now();
+        let applied = store.apply(batch.writes).await;
+        stats.flush_took(size, started.elapsed());
+        match applied {
             Ok(()) => {
                 stats
                     .batches

@@ -127,6 +127,11 @@ impl Outbox {
             .unwrap_or_default()
     }
 
+    /// Events queued and not yet taken by the connection's writer.
+    pub fn queued(&self) -> usize {
+        self.events.max_capacity() - self.events.capacity()
+    }
+
     pub async fn lag_notified(&self) {
         self.wake.notified().await
     }
@@ -183,6 +188,14 @@ impl Hub {
                 .or_default()
                 .push(subscriber);
         }
+    }
+
+    /// Live subscriptions, all objects together.
+    pub fn subscription_count(&self) -> usize {
+        self.objects
+            .read()
+            .map(|o| o.values().map(Vec::len).sum())
+            .unwrap_or(0)
     }
 
     /// The subscriptions (with their object sid) for which `pred` holds.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod fanout;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod objects;
 pub mod reaper;

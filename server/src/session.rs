@@ -15,6 +15,7 @@ use crate::acl::{self, Principal};
 use crate::command::Command;
 use crate::engine::{self, Caller, Revoked};
 use crate::fanout::{Control, Outbox, StartSubscription, Subscriber};
+use crate::metrics::Edge;
 use crate::state::{Connection, RateBucket, Shared};
 
 /// Subscriptions one connection may hold at once.
@@ -52,6 +53,10 @@ impl Connection for Session {
 
     fn close_after_queued(&self, code: u32, reason: &'static str) {
         self.outbox.control(Control::Close { code, reason });
+    }
+
+    fn queued_events(&self) -> usize {
+        self.outbox.queued()
     }
 }
 
@@ -92,6 +97,13 @@ impl Session {
     /// Handles one request. `Hello` must come first and alone; the network layer
     /// serializes it, and runs later requests concurrently.
     pub async fn handle(&self, request: Request) -> (Result<Response, WireError>, After) {
+        let kind = request_kind(&request);
+        let (result, after) = self.handle_counted(request).await;
+        self.shared.metrics.request(Edge::Quic, kind, &result);
+        (result, after)
+    }
+
+    async fn handle_counted(&self, request: Request) -> (Result<Response, WireError>, After) {
         if let Err(e) = self.bucket.take(self.shared.rate) {
             return (Err(e), After::Continue);
         }
@@ -295,5 +307,30 @@ impl Session {
                 self.shared.hub.unsubscribe(&object, sub_id, &self.outbox);
             }
         }
+    }
+}
+
+/// What a request asks for, as the metrics count it (`metrics::KINDS`).
+fn request_kind(request: &Request) -> &'static str {
+    match request {
+        Request::Hello { .. } => "hello",
+        Request::Ping => "ping",
+        Request::UpdateToken { .. } => "update_token",
+        Request::DocGet { .. }
+        | Request::Fetch { .. }
+        | Request::ItemGet { .. }
+        | Request::Items { .. } => "read",
+        Request::DocSet { .. }
+        | Request::DocUpdate { .. }
+        | Request::Create { .. }
+        | Request::Delete { .. }
+        | Request::ListPush { .. }
+        | Request::ItemSet { .. }
+        | Request::ItemUpdate { .. }
+        | Request::ItemRemove { .. } => "write",
+        Request::Publish { .. } => "publish",
+        Request::Subscribe { .. } => "subscribe",
+        Request::Unsubscribe { .. } => "unsubscribe",
+        _ => "admin",
     }
 }

@@ -22,6 +22,7 @@ pub struct Shared {
     pub limits: Limits,
     pub installation: Installation,
     pub rate: RateLimit,
+    pub metrics: crate::metrics::Metrics,
     /// Live connections, so that revoking a key or deleting a service can end them.
     pub connections: Mutex<HashMap<u64, LiveConnection>>,
     next_connection_id: AtomicU64,
@@ -43,6 +44,8 @@ pub trait Connection: Send + Sync {
     fn key_sid(&self) -> Option<String>;
     /// Asks its event writer to deliver what is queued, then close with `code`.
     fn close_after_queued(&self, code: u32, reason: &'static str);
+    /// Events queued for it and not yet written.
+    fn queued_events(&self) -> usize;
 }
 
 /// The longest a connection being closed by the server waits for the events already
@@ -94,11 +97,32 @@ impl Shared {
             limits,
             installation,
             rate,
+            metrics: Default::default(),
             connections: Mutex::new(HashMap::new()),
             // Random per run: event origins outlive the run in the change log, and a
             // replayed event must not look local to an unrelated connection after a restart.
             next_connection_id: AtomicU64::new(rand::random::<u64>() >> 1 | 1),
         }
+    }
+
+    /// The server's metrics in Prometheus text, with the gauges read now.
+    pub fn render_metrics(&self) -> String {
+        let (connections, queued_events) = match self.connections.lock() {
+            Ok(c) => (
+                c.len(),
+                c.values()
+                    .filter_map(|l| l.connection.upgrade())
+                    .map(|c| c.queued_events())
+                    .sum(),
+            ),
+            Err(_) => (0, 0),
+        };
+        let gauges = crate::metrics::Gauges {
+            connections,
+            subscriptions: self.hub.subscription_count(),
+            queued_events,
+        };
+        self.metrics.render(&gauges, self.committer.commit_stats())
     }
 
     /// A fresh connection id: unique in this run, and not reused from an earlier one.

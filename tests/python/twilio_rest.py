@@ -209,6 +209,18 @@ r = http.get(env["HTTP_URL"] + "/healthz")
 assert r.status_code == 200
 r = http.get(env["HTTP_URL"] + "/readyz")
 assert r.status_code == 200
+r = http.get(env["HTTP_URL"] + "/metrics")
+assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain"), r.status_code
+metrics = r.text
+for needle in [
+    'syncline_requests_total{edge="http",kind="write",outcome="ok"}',
+    'syncline_requests_total{edge="http",kind="write",outcome="Conflict"}',
+    'syncline_requests_total{edge="http",kind="read",outcome="Forbidden"}',
+    "syncline_commit_flush_seconds_bucket",
+    'syncline_http_responses_total{route="/v1/Services/{service}/{kinds}/{object}",status="412"}',
+    "syncline_connections ",
+]:
+    assert needle in metrics, needle
 step("raw")
 print("all ok")
 sys.exit(0)

@@ -22,11 +22,35 @@ use super::twilio::{self, ApiError, Resource, Urls};
 use super::{Http, BODY_TIMEOUT, DISCARD_BODY_BYTES, MAX_BODY_BYTES};
 use crate::command::{AdminCommand, Command, Json, ReadCommand, SetMode, WriteCommand};
 use crate::engine;
+use crate::metrics::Edge;
+
+/// What a command asks for, as the metrics count it (`metrics::KINDS`).
+fn command_kind(command: &Command) -> &'static str {
+    match command {
+        Command::Ping => "ping",
+        Command::Read(_) => "read",
+        Command::Write(_) => "write",
+        Command::Publish { .. } => "publish",
+        Command::Admin(_) => "admin",
+        Command::UpdateToken { .. } => "update_token",
+        Command::Subscribe { .. } => "subscribe",
+        Command::Unsubscribe { .. } => "unsubscribe",
+    }
+}
 
 pub fn router(http: Arc<Http>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route(
+            "/metrics",
+            get(|State(http): State<Arc<Http>>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    http.shared.render_metrics(),
+                )
+            }),
+        )
         .route("/v1/Services", any(services))
         .route("/v1/Services/{service}", any(service))
         .route("/v1/Services/{service}/{kinds}", any(collection))
@@ -46,7 +70,30 @@ pub fn router(http: Arc<Http>) -> Router {
                 "The requested resource was not found",
             ))
         })
+        .layer(axum::middleware::from_fn_with_state(
+            http.clone(),
+            count_response,
+        ))
         .with_state(http)
+}
+
+/// Counts every response by its route pattern (not its path, which names objects) and
+/// status.
+async fn count_response(
+    State(http): State<Arc<Http>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> HttpResponse {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    http.shared
+        .metrics
+        .http_response(&route, response.status().as_u16());
+    response
 }
 
 /// Ready when the store answers.
@@ -206,12 +253,13 @@ impl Ctx {
                 s.to_owned()
             }
         });
-        let (caller, _) = engine::authenticate(shared, credential, service, 0)
-            .await
-            .map_err(|e| ApiError::from_wire(e, resource))?;
-        engine::execute(shared, &caller, command)
-            .await
-            .map_err(|e| ApiError::from_wire(e, resource))
+        let kind = command_kind(&command);
+        let result = match engine::authenticate(shared, credential, service, 0).await {
+            Ok((caller, _)) => engine::execute(shared, &caller, command).await,
+            Err(e) => Err(e),
+        };
+        shared.metrics.request(Edge::Http, kind, &result);
+        result.map_err(|e| ApiError::from_wire(e, resource))
     }
 
     /// The URLs of `service` as it is named in answers (its sid).

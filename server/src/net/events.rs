@@ -143,6 +143,10 @@ impl Writer<'_> {
             from = s.delivered,
             "resyncing a lagged subscription"
         );
+        self.shared
+            .metrics
+            .resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.start(
             sub_id,
             s.token,
