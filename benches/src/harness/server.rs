@@ -15,27 +15,45 @@ pub struct ServerUnderTest {
     _data: Option<tempfile::TempDir>,
 }
 
-/// The `syncline` binary next to this one (`target/<profile>/`), built if missing.
-fn syncline_bin() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+/// The `syncline` binary next to this one (`target/<profile>/syncline`). It is not built
+/// here: running cargo from inside a measurement tool rebuilds at surprising moments
+/// and competes with the run for the CPU, so a missing binary is an error that says
+/// which command builds it.
+pub fn syncline_bin() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     // Test and bench executables live one level down, in `deps/`.
     if dir.ends_with("deps") {
         dir.pop();
     }
     let bin = dir.join("syncline");
-    let release = dir.ends_with("release");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-q", "-p", "syncline-server", "--bin", "syncline"]);
-    if release {
-        cmd.arg("--release");
+    if bin.is_file() {
+        return Ok(bin);
     }
-    // Asking cargo is cheap when the binary is current and rebuilds it when it is not.
-    let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
-    if !status.success() || !bin.exists() {
-        return Err(format!("could not build {}", bin.display()));
+    let release = if dir.ends_with("release") {
+        " --release"
+    } else {
+        ""
+    };
+    Err(format!(
+        "the server binary {} is missing; build it first with \
+         `cargo build{release} -p syncline-server` (same CARGO_TARGET_DIR as this tool)",
+        bin.display()
+    ))
+}
+
+/// `syncline serve` on 127.0.0.1:0 over `data`, its stderr going to `stderr`.
+fn serve_command(data: &Path, relaxed: bool, stderr: Stdio) -> Result<Command, String> {
+    let mut cmd = Command::new(syncline_bin()?);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    if relaxed {
+        cmd.arg("--relaxed");
     }
-    Ok(bin)
+    Ok(cmd)
 }
 
 impl ServerUnderTest {
@@ -43,16 +61,9 @@ impl ServerUnderTest {
     /// before they are flushed.
     pub fn spawn(relaxed: bool) -> Result<Self, String> {
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(syncline_bin()?);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if relaxed {
-            cmd.arg("--relaxed");
-        }
-        let child = cmd.spawn().map_err(|e| format!("starting syncline: {e}"))?;
+        let child = serve_command(data.path(), relaxed, Stdio::inherit())?
+            .spawn()
+            .map_err(|e| format!("starting syncline: {e}"))?;
         let admin_path = data.path().join("admin.json");
         let deadline = Instant::now() + Duration::from_secs(30);
         let admin = loop {
