@@ -82,6 +82,69 @@ impl ServerUnderTest {
         })
     }
 
+    /// Starts a server over an existing data directory (the crash loop restarts one on
+    /// the same directory), its stderr appended to `log`. Returns once `admin.json`
+    /// names the new address, or fails at `deadline`, or as soon as the process exits.
+    pub async fn start_in(
+        data: &Path,
+        relaxed: bool,
+        log: &Path,
+        deadline: Instant,
+    ) -> Result<Self, String> {
+        let admin_path = data.join("admin.json");
+        // The server rewrites admin.json with its new port after binding; the old one
+        // would send clients to the dead server's port.
+        match std::fs::remove_file(&admin_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", admin_path.display())),
+        }
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("opening {}: {e}", log.display()))?;
+        let child = serve_command(data, relaxed, Stdio::from(stderr))?
+            .spawn()
+            .map_err(|e| format!("starting syncline: {e}"))?;
+        let mut process = measure::MeasuredProcess(Some(child));
+        loop {
+            if let Ok(admin) = AdminConfig::load(&admin_path) {
+                return Ok(ServerUnderTest {
+                    admin,
+                    process,
+                    _data: None,
+                });
+            }
+            if let Some(status) = process.try_wait()? {
+                return Err(format!(
+                    "the server exited ({status}) before it listened; its log: {}",
+                    log.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err("the server wrote no admin.json before the deadline".into());
+            }
+            // Short polls: the time to come back is what the crash loop measures.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// SIGKILL, then waits (up to `deadline`) until the process is gone, so that its
+    /// files and port are released before a restart.
+    pub async fn kill(&mut self, deadline: Instant) -> Result<(), String> {
+        self.process.sigkill()?;
+        loop {
+            if self.process.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("the killed server had not exited by the deadline".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// An external server, reached with its admin config (its CPU and memory are not
     /// measured unless it runs on this machine and `pid` is given).
     pub fn external(config: &Path, server: Option<&str>) -> Result<Self, String> {
