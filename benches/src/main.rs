@@ -7,7 +7,11 @@
 //! cargo run --release -p syncline-bench -- fanout --subscribers 1000 --rate 100
 //! cargo run --release -p syncline-bench -- all --quick --json
 //! cargo run --release -p syncline-bench --features etcd -- write --peer etcd
+//! cargo build --release -p syncline-server && cargo run --release -p syncline-bench -- crash --cycles 100
 //! ```
+//!
+//! The `syncline` binary must already be built, in the same profile and target
+//! directory (`cargo build --release -p syncline-server`); the tool says so if not.
 //!
 //! `--peer etcd` (cargo feature `etcd`, off by default: it needs `protoc`) runs `write`,
 //! `fanout` (document kind) and `conns` against a fresh local etcd right after Syncline,
@@ -22,6 +26,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use syncline_client::ObjectKind;
 
+use harness::crash::{self, CrashParams};
 use harness::measure::{self, Outcome};
 use harness::server::ServerUnderTest;
 use harness::workloads;
@@ -126,6 +131,22 @@ enum Workload {
     },
     /// Every workload once (with --quick: the smoke run).
     All,
+    /// Crash loop: writers on every object kind, SIGKILL at a random moment, restart on
+    /// the same data directory, and a check that every acknowledged write survived.
+    /// Exits non-zero if anything was lost or regressed. Not part of `all`.
+    Crash {
+        #[arg(long, default_value_t = 100)]
+        cycles: u64,
+        /// Concurrent writers, each on its own connection.
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        /// The kill comes 0..=this many ms after the writers start.
+        #[arg(long, default_value_t = 300)]
+        max_kill_ms: u64,
+        /// Seed for the kill delays and the writers' choices (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn git_revision() -> String {
@@ -202,6 +223,7 @@ async fn run_one(
             rate,
         } => workloads::chat(server, *rooms, *members, *rate, duration).await,
         Workload::All => Err("`all` is expanded before running".into()),
+        Workload::Crash { .. } => Err("`crash` runs on its own (run_crash)".into()),
     }
 }
 
@@ -344,6 +366,28 @@ async fn run(cli: &Cli) -> i32 {
         "git_revision": git_revision(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
     });
+    if let Workload::Crash {
+        cycles,
+        writers,
+        max_kill_ms,
+        seed,
+    } = &cli.workload
+    {
+        if cli.server.is_some() || cli.peer.is_some() {
+            eprintln!(
+                "error: crash starts and kills its own server; --server and --peer do not apply"
+            );
+            return 2;
+        }
+        let params = CrashParams {
+            cycles: *cycles,
+            writers: *writers,
+            max_kill_ms: *max_kill_ms,
+            seed: seed.unwrap_or_else(|| measure::now_ns() % 1_000_000_007),
+            relaxed: cli.relaxed,
+        };
+        return run_crash(cli, &params, &context).await;
+    }
     #[cfg(not(feature = "etcd"))]
     if cli.peer.is_some() {
         eprintln!("error: {NO_ETCD}");
@@ -415,6 +459,35 @@ async fn run(cli: &Cli) -> i32 {
         eprintln!("{tables}");
     }
     0
+}
+
+/// The crash loop: a table (stderr with --json) and, with --json, one JSON object.
+/// Exit code 1 if anything was lost, regressed or half-applied, or a phase failed.
+async fn run_crash(cli: &Cli, params: &CrashParams, context: &Value) -> i32 {
+    // Fail before anything starts if the server binary is not there.
+    if let Err(e) = harness::server::syncline_bin() {
+        eprintln!("error: {e}");
+        return 1;
+    }
+    eprintln!(
+        "crash: {} cycles, {} writers, kill within {} ms, seed {}",
+        params.cycles, params.writers, params.max_kill_ms, params.seed
+    );
+    let report = crash::crash(params).await;
+    if cli.json {
+        println!("{}", report.to_json(params, context));
+        eprintln!("{}", report.table());
+    } else {
+        println!("{}", report.table());
+    }
+    if let Some(e) = &report.error {
+        eprintln!("error: {e}");
+    }
+    if report.clean() {
+        0
+    } else {
+        1
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The harness's quick mode, run once for every workload so the harness cannot rot: each
 //! result line has the documented fields, and nothing was missed, duplicated or reordered.
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
@@ -22,7 +24,8 @@ const FIELDS: [&str; 12] = [
 
 #[test]
 fn every_workload_runs_in_quick_mode_and_misses_nothing() {
-    let out = Command::new(env!("CARGO_BIN_EXE_syncline-bench"))
+    common::build_server();
+    let out = Command::new(common::bench_bin())
         .args(["all", "--quick", "--json", "--duration", "1"])
         .output()
         .expect("syncline-bench runs");

@@ -275,9 +275,34 @@ pub fn syncline_bin() -> PathBuf {
         let bin = profile_dir.join("syncline");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "syncline-server", "--bin", "syncline"]);
+        cmd.args(["build", "-q", "-p", "syncline-server", "--bin", "syncline"]);
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.arg("--target-dir").arg(target_dir);
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
+        }
+        // cargo runs tests with the test package's CARGO_PKG_*, OUT_DIR and the like set.
+        // Build scripts (ring's) rerun when those change, so passing them on would
+        // rebuild ring and everything above it here, and again in the next `cargo test`.
+        for (key, _) in std::env::vars_os() {
+            let Some(k) = key.to_str() else { continue };
+            let set_for_this_package = k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&k);
+            if set_for_this_package {
+                cmd.env_remove(k);
+            }
         }
         // Always ask cargo: it is a no-op when the binary is current, and rebuilds it
         // when the sources changed since.

@@ -148,6 +148,24 @@ impl MeasuredProcess {
     pub fn rss_kib(&self) -> (u64, u64) {
         self.pid().and_then(rss_kib).unwrap_or((0, 0))
     }
+
+    /// Sends SIGKILL (what `Child::kill` sends on Unix): no shutdown, no flush.
+    pub fn sigkill(&mut self) -> Result<(), String> {
+        match self.0.as_mut() {
+            Some(c) => c.kill().map_err(|e| format!("SIGKILL to the server: {e}")),
+            None => Err("an external server cannot be killed from here".into()),
+        }
+    }
+
+    /// The exit status if the process has ended (reaping it), without blocking.
+    pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>, String> {
+        match self.0.as_mut() {
+            Some(c) => c
+                .try_wait()
+                .map_err(|e| format!("waiting for the server: {e}")),
+            None => Ok(None),
+        }
+    }
 }
 
 impl Drop for MeasuredProcess {

@@ -1,7 +1,8 @@
 //! The load harness behind `syncline-bench`: a server under test (spawned or external),
-//! measurements read from `/proc`, and the workloads users run;
-//! with the `etcd` feature, an etcd peer to compare against (`--peer etcd`).
+//! measurements read from `/proc`, and the workloads users run; the crash loop
+//! (`crash`); with the `etcd` feature, an etcd peer to compare against (`--peer etcd`).
 
+pub mod crash;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod measure;

@@ -15,27 +15,53 @@ pub struct ServerUnderTest {
     _data: Option<tempfile::TempDir>,
 }
 
-/// The `syncline` binary next to this one (`target/<profile>/`), built if missing.
-fn syncline_bin() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+/// The `syncline` binary next to this one (`target/<profile>/syncline`). It is not built
+/// here: running cargo from inside a measurement tool rebuilds at surprising moments
+/// and competes with the run for the CPU, so a missing binary is an error that says
+/// which command builds it.
+pub fn syncline_bin() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     // Test and bench executables live one level down, in `deps/`.
     if dir.ends_with("deps") {
         dir.pop();
     }
     let bin = dir.join("syncline");
-    let release = dir.ends_with("release");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-q", "-p", "syncline-server", "--bin", "syncline"]);
-    if release {
-        cmd.arg("--release");
+    if bin.is_file() {
+        return Ok(bin);
     }
-    // Asking cargo is cheap when the binary is current and rebuilds it when it is not.
-    let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
-    if !status.success() || !bin.exists() {
-        return Err(format!("could not build {}", bin.display()));
+    let release = if dir.ends_with("release") {
+        " --release"
+    } else {
+        ""
+    };
+    Err(format!(
+        "the server binary {} is missing; build it first with \
+         `cargo build{release} -p syncline-server` (same CARGO_TARGET_DIR as this tool)",
+        bin.display()
+    ))
+}
+
+/// `syncline serve` on 127.0.0.1:0 over `data`, its stderr going to `stderr`.
+fn serve_command(data: &Path, relaxed: bool, stderr: Stdio) -> Result<Command, String> {
+    let mut cmd = Command::new(syncline_bin()?);
+    // Port 0 for HTTPS too: harness runs (and tests) must not collide on 7401.
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--data",
+    ])
+    .arg(data)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(stderr);
+    if relaxed {
+        cmd.arg("--relaxed");
     }
-    Ok(bin)
+    Ok(cmd)
 }
 
 impl ServerUnderTest {
@@ -43,23 +69,9 @@ impl ServerUnderTest {
     /// before they are flushed.
     pub fn spawn(relaxed: bool) -> Result<Self, String> {
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(syncline_bin()?);
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-        if relaxed {
-            cmd.arg("--relaxed");
-        }
-        let child = cmd.spawn().map_err(|e| format!("starting syncline: {e}"))?;
+        let child = serve_command(data.path(), relaxed, Stdio::inherit())?
+            .spawn()
+            .map_err(|e| format!("starting syncline: {e}"))?;
         let admin_path = data.path().join("admin.json");
         let deadline = Instant::now() + Duration::from_secs(30);
         let admin = loop {
@@ -76,6 +88,69 @@ impl ServerUnderTest {
             process: measure::MeasuredProcess(Some(child)),
             _data: Some(data),
         })
+    }
+
+    /// Starts a server over an existing data directory (the crash loop restarts one on
+    /// the same directory), its stderr appended to `log`. Returns once `admin.json`
+    /// names the new address, or fails at `deadline`, or as soon as the process exits.
+    pub async fn start_in(
+        data: &Path,
+        relaxed: bool,
+        log: &Path,
+        deadline: Instant,
+    ) -> Result<Self, String> {
+        let admin_path = data.join("admin.json");
+        // The server rewrites admin.json with its new port after binding; the old one
+        // would send clients to the dead server's port.
+        match std::fs::remove_file(&admin_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", admin_path.display())),
+        }
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("opening {}: {e}", log.display()))?;
+        let child = serve_command(data, relaxed, Stdio::from(stderr))?
+            .spawn()
+            .map_err(|e| format!("starting syncline: {e}"))?;
+        let mut process = measure::MeasuredProcess(Some(child));
+        loop {
+            if let Ok(admin) = AdminConfig::load(&admin_path) {
+                return Ok(ServerUnderTest {
+                    admin,
+                    process,
+                    _data: None,
+                });
+            }
+            if let Some(status) = process.try_wait()? {
+                return Err(format!(
+                    "the server exited ({status}) before it listened; its log: {}",
+                    log.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err("the server wrote no admin.json before the deadline".into());
+            }
+            // Short polls: the time to come back is what the crash loop measures.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// SIGKILL, then waits (up to `deadline`) until the process is gone, so that its
+    /// files and port are released before a restart.
+    pub async fn kill(&mut self, deadline: Instant) -> Result<(), String> {
+        self.process.sigkill()?;
+        loop {
+            if self.process.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("the killed server had not exited by the deadline".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// An external server, reached with its admin config (its CPU and memory are not
