@@ -109,10 +109,9 @@ impl Outbox {
         match self.events.try_send(d) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(d)) => {
-                if let Ok(mut lagged) = self.lagged.lock() {
-                    if !lagged.contains(&d.sub_id) {
-                        lagged.push(d.sub_id);
-                    }
+                let mut lagged = recover(self.lagged.lock());
+                if !lagged.contains(&d.sub_id) {
+                    lagged.push(d.sub_id);
                 }
                 self.wake.notify_one();
             }
@@ -121,10 +120,7 @@ impl Outbox {
 
     /// Subscriptions that lost events since the last call.
     pub fn take_lagged(&self) -> Vec<u64> {
-        self.lagged
-            .lock()
-            .map(|mut l| std::mem::take(&mut *l))
-            .unwrap_or_default()
+        std::mem::take(&mut *recover(self.lagged.lock()))
     }
 
     /// Events queued and not yet taken by the connection's writer.
@@ -180,30 +176,32 @@ pub struct Hub {
     sequences: Mutex<HashMap<String, u64>>,
 }
 
+/// The hub's tables hold plain data whose every change is one insert or removal, so a
+/// panic while one was locked cannot leave it half-changed: go on with it (and say so)
+/// rather than silently dropping a subscription or an event.
+fn recover<G>(r: Result<G, std::sync::PoisonError<G>>) -> G {
+    r.unwrap_or_else(|poisoned| {
+        tracing::error!("a hub lock was poisoned by a panic; carrying on with its data");
+        poisoned.into_inner()
+    })
+}
+
 impl Hub {
     pub fn subscribe(&self, object_sid: &str, subscriber: Subscriber) {
-        if let Ok(mut objects) = self.objects.write() {
-            objects
-                .entry(object_sid.to_owned())
-                .or_default()
-                .push(subscriber);
-        }
+        recover(self.objects.write())
+            .entry(object_sid.to_owned())
+            .or_default()
+            .push(subscriber);
     }
 
     /// Live subscriptions, all objects together.
     pub fn subscription_count(&self) -> usize {
-        self.objects
-            .read()
-            .map(|o| o.values().map(Vec::len).sum())
-            .unwrap_or(0)
+        recover(self.objects.read()).values().map(Vec::len).sum()
     }
 
     /// The subscriptions (with their object sid) for which `pred` holds.
     pub fn matching(&self, pred: impl Fn(&str, &Subscriber) -> bool) -> Vec<(String, Subscriber)> {
-        let Ok(objects) = self.objects.read() else {
-            return Vec::new();
-        };
-        objects
+        recover(self.objects.read())
             .iter()
             .flat_map(|(sid, subs)| subs.iter().map(move |s| (sid, s)))
             .filter(|(sid, s)| pred(sid, s))
@@ -213,7 +211,8 @@ impl Hub {
 
     /// Ends one subscription now with `event` as its last event (access was revoked).
     pub fn end(&self, object_sid: &str, subscriber: &Subscriber, event: &Event) {
-        if let Ok(mut objects) = self.objects.write() {
+        {
+            let mut objects = recover(self.objects.write());
             if let Some(subs) = objects.get_mut(object_sid) {
                 subs.retain(|s| s.token != subscriber.token);
                 if subs.is_empty() {
@@ -231,12 +230,11 @@ impl Hub {
     }
 
     pub fn unsubscribe(&self, object_sid: &str, sub_id: u64, outbox: &Arc<Outbox>) {
-        if let Ok(mut objects) = self.objects.write() {
-            if let Some(subs) = objects.get_mut(object_sid) {
-                subs.retain(|s| !(s.sub_id == sub_id && Arc::ptr_eq(&s.outbox, outbox)));
-                if subs.is_empty() {
-                    objects.remove(object_sid);
-                }
+        let mut objects = recover(self.objects.write());
+        if let Some(subs) = objects.get_mut(object_sid) {
+            subs.retain(|s| !(s.sub_id == sub_id && Arc::ptr_eq(&s.outbox, outbox)));
+            if subs.is_empty() {
+                objects.remove(object_sid);
             }
         }
     }
@@ -245,9 +243,7 @@ impl Hub {
     /// afterwards (the object is gone).
     pub fn publish(&self, object_sid: &str, revision: u64, body: &Bytes, ends: bool) {
         if ends {
-            if let Ok(mut seq) = self.sequences.lock() {
-                seq.remove(object_sid);
-            }
+            recover(self.sequences.lock()).remove(object_sid);
         }
         self.deliver(object_sid, Some(revision), body, ends);
     }
@@ -256,9 +252,7 @@ impl Hub {
     /// under one lock so that sequence order is delivery order. `encode` builds the
     /// event bytes for the sequence number. Returns the sequence.
     pub fn publish_message(&self, stream_sid: &str, encode: impl FnOnce(u64) -> Bytes) -> u64 {
-        let Ok(mut seqs) = self.sequences.lock() else {
-            return 0;
-        };
+        let mut seqs = recover(self.sequences.lock());
         let seq = seqs.entry(stream_sid.to_owned()).or_insert(0);
         *seq += 1;
         let sequence = *seq;
@@ -269,10 +263,9 @@ impl Hub {
 
     /// Sequence of the stream's last message (0 if none since server start).
     pub fn sequence(&self, stream_sid: &str) -> u64 {
-        self.sequences
-            .lock()
-            .ok()
-            .and_then(|s| s.get(stream_sid).copied())
+        recover(self.sequences.lock())
+            .get(stream_sid)
+            .copied()
             .unwrap_or(0)
     }
 
@@ -287,35 +280,27 @@ impl Hub {
             })
         };
         if ends {
-            let removed = self
-                .objects
-                .write()
-                .ok()
-                .and_then(|mut o| o.remove(object_sid));
+            let removed = recover(self.objects.write()).remove(object_sid);
             removed.iter().flatten().for_each(send);
-        } else if let Ok(objects) = self.objects.read() {
+        } else {
             // Delivery never blocks (a full outbox marks the subscriber lagged), so it is
             // done under the read lock, without copying the subscriber list.
+            let objects = recover(self.objects.read());
             objects.get(object_sid).into_iter().flatten().for_each(send);
         }
     }
 
     /// Whether this very subscription (by token) is still registered.
     pub fn is_subscribed(&self, object_sid: &str, token: u64) -> bool {
-        self.objects
-            .read()
-            .map(|o| {
-                o.get(object_sid)
-                    .is_some_and(|subs| subs.iter().any(|s| s.token == token))
-            })
-            .unwrap_or(false)
+        recover(self.objects.read())
+            .get(object_sid)
+            .is_some_and(|subs| subs.iter().any(|s| s.token == token))
     }
 
     pub fn subscriber_count(&self, object_sid: &str) -> usize {
-        self.objects
-            .read()
-            .map(|o| o.get(object_sid).map_or(0, Vec::len))
-            .unwrap_or(0)
+        recover(self.objects.read())
+            .get(object_sid)
+            .map_or(0, Vec::len)
     }
 }
 
@@ -550,6 +535,25 @@ mod tests {
         assert_eq!((first.sub_id, first.revision), (1, Some(0)));
         // The same bytes, not a copy.
         assert_eq!(first.body.as_ptr(), body.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_hub_still_registers_and_delivers() {
+        let hub = Arc::new(Hub::default());
+        let poisoner = hub.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = poisoner.objects.write();
+            let _seqs = poisoner.sequences.lock();
+            panic!("a panic while the hub is locked");
+        })
+        .join();
+        assert!(panicked.is_err() && hub.objects.is_poisoned());
+        let (outbox, mut rx) = Outbox::new();
+        hub.subscribe("ET1", Subscriber::new(1, "IS1", None, &outbox));
+        assert_eq!(hub.subscriber_count("ET1"), 1, "not dropped without a word");
+        hub.publish("ET1", 1, &Bytes::from_static(b"e"), false);
+        assert_eq!(rx.events.recv().await.map(|d| d.revision), Some(Some(1)));
+        assert_eq!(hub.publish_message("TO1", |_| Bytes::from_static(b"m")), 1);
     }
 
     #[tokio::test]
