@@ -222,5 +222,45 @@ for needle in [
 ]:
     assert needle in metrics, needle
 step("raw")
+# Server-sent events: a snapshot, then each change; `since` resumes without a snapshot.
+def sse_events(lines, n):
+    """The next `n` events from an SSE response's lines, as (event, id, data) tuples."""
+    out, event = [], {}
+    for line in lines:
+        if line is None or line.startswith(":"):
+            continue
+        if line == "":
+            if event:
+                out.append((event.get("event"), int(event["id"]), json.loads(event["data"])))
+                event = {}
+                if len(out) == n:
+                    return out
+            continue
+        field, _, value = line.partition(": ")
+        event[field] = value
+    raise AssertionError(f"the stream ended after {out}")
+
+
+service.documents.create(unique_name="py-sse", data={"v": 0})
+events_url = env["HTTP_URL"] + f"/v1/Services/{env['SERVICE_SID']}/Documents/py-sse/Events"
+with http.get(events_url, auth=auth, stream=True, timeout=20) as r:
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+    # One byte at a time: the default chunk size would wait for 512 bytes of events.
+    lines = r.iter_lines(chunk_size=1, decode_unicode=True)
+    [(kind, rev, body)] = sse_events(lines, 1)
+    assert (kind, rev, body["state"]["data"]) == ("snapshot", 0, {"v": 0}), (kind, rev, body)
+    service.documents("py-sse").update(data={"v": 1})
+    service.documents("py-sse").update(data={"v": 2})
+    got = sse_events(lines, 2)
+    assert [(k, i, b["data"], b["actor"]) for k, i, b in got] == [
+        ("document_updated", 1, {"v": 1}, "system"),
+        ("document_updated", 2, {"v": 2}, "system"),
+    ], got
+with http.get(events_url + "?since=1", auth=auth, stream=True, timeout=20) as r:
+    [(kind, rev, body)] = sse_events(r.iter_lines(chunk_size=1, decode_unicode=True), 1)
+    assert (kind, rev, body["data"]) == ("document_updated", 2, {"v": 2}), "replayed, no snapshot"
+r = http.get(env["HTTP_URL"] + f"/v1/Services/{env['ACL_SERVICE_SID']}/Documents/secret/Events", headers=as_eve, timeout=20)
+assert (r.status_code, r.json()["code"]) == (403, 54007), r.text
+step("events")
 print("all ok")
 sys.exit(0)

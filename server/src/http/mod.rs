@@ -5,6 +5,7 @@
 //! becomes, and run by the engine; so access, limits, revisions and errors are decided
 //! below this edge, once. Also `/healthz` and `/readyz`.
 
+mod events;
 pub mod form;
 mod routes;
 pub mod twilio;
@@ -47,6 +48,8 @@ pub struct Http {
     /// `https://host:port` of this listener, for URLs when a request names no Host.
     pub default_base: String,
     buckets: Mutex<HashMap<String, Arc<RateBucket>>>,
+    /// Long-lived answers (server-sent events) end when this turns true.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Http {
@@ -115,6 +118,7 @@ pub async fn serve(
         shared,
         default_base: format!("https://{local}"),
         buckets: Mutex::new(HashMap::new()),
+        shutdown: shutdown.clone(),
     });
     let router = routes::router(http);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);

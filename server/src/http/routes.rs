@@ -14,7 +14,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use syncline_proto::{
     Credential, ItemKey, ObjectKind, Order, Response, Rights, ServiceFlags, ServiceFlagsPatch,
-    WrittenValue,
+    WireError, WrittenValue,
 };
 
 use super::form::Params;
@@ -235,17 +235,26 @@ impl Ctx {
         resource: Resource,
     ) -> Result<Response, ApiError> {
         let shared = &*self.http.shared;
+        let kind = command_kind(&command);
+        let result = match self.caller(service).await {
+            Ok(caller) => engine::execute(shared, &caller, command).await,
+            Err(e) => Err(e),
+        };
+        shared.metrics.request(Edge::Http, kind, &result);
+        result.map_err(|e| ApiError::from_wire(e, resource))
+    }
+
+    /// This request's caller, authenticated and within its rate limit, acting in
+    /// `service` (see `run`).
+    async fn caller(&self, service: Option<&str>) -> Result<engine::Caller, WireError> {
+        let shared = &*self.http.shared;
         let Some(credential) = self.credential.clone() else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                20003,
+            return Err(WireError::new(
+                syncline_proto::ErrorCode::Unauthorized,
                 "Authentication required: HTTP Basic with an API key sid and secret, or Bearer with an access token",
             ));
         };
-        self.http
-            .bucket(&self.who)
-            .take(shared.rate)
-            .map_err(|e| ApiError::from_wire(e, resource))?;
+        self.http.bucket(&self.who).take(shared.rate)?;
         let service = service.map(|s| {
             if s == "default" {
                 shared.installation.default_service_sid.clone()
@@ -253,13 +262,9 @@ impl Ctx {
                 s.to_owned()
             }
         });
-        let kind = command_kind(&command);
-        let result = match engine::authenticate(shared, credential, service, 0).await {
-            Ok((caller, _)) => engine::execute(shared, &caller, command).await,
-            Err(e) => Err(e),
-        };
-        shared.metrics.request(Edge::Http, kind, &result);
-        result.map_err(|e| ApiError::from_wire(e, resource))
+        engine::authenticate(shared, credential, service, 0)
+            .await
+            .map(|(caller, _)| caller)
     }
 
     /// The URLs of `service` as it is named in answers (its sid).
@@ -781,6 +786,12 @@ async fn children(
             items_answer(&ctx, &service, kind, &object).await
         }
         (ObjectKind::Stream, "Messages") => message_answer(&ctx, &service, &object).await,
+        (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Events") => {
+            return match watch(&ctx, &service, kind, &object, &headers).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            }
+        }
         (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Permissions") => {
             permission_answer(&ctx, &service, kind, &object, None).await
         }
@@ -812,6 +823,61 @@ async fn child(
         _ => Err(not_found()),
     };
     respond(answer)
+}
+
+/// `GET .../{Documents|Lists|Maps}/{O}/Events?since=REV`: the object's events as
+/// server-sent events (see `events.rs`). `Last-Event-ID` resumes like `since`.
+async fn watch(
+    ctx: &Ctx,
+    service: &str,
+    kind: ObjectKind,
+    object: &str,
+    headers: &HeaderMap,
+) -> Result<HttpResponse, ApiError> {
+    if ctx.method != Method::GET {
+        return Err(method_not_allowed(&ctx.method));
+    }
+    let resource = Resource::Object(kind);
+    let since = match ctx.params.integer("since")? {
+        Some(s) => Some(s),
+        None => match headers.get("last-event-id").map(|v| v.to_str()) {
+            None => None,
+            Some(v) => Some(
+                v.unwrap_or_default()
+                    .trim()
+                    .parse()
+                    .map_err(|_| ApiError::parameter("Last-Event-ID", "expected a revision"))?,
+            ),
+        },
+    };
+    let shared = &ctx.http.shared;
+    let caller = ctx
+        .caller(Some(service))
+        .await
+        .map_err(|e| ApiError::from_wire(e, resource))?;
+    let read = Command::Read(ReadCommand::Object {
+        object: object.to_owned(),
+    });
+    let result = engine::execute(shared, &caller, read).await;
+    shared.metrics.request(Edge::Http, "subscribe", &result);
+    let info = match result.map_err(|e| ApiError::from_wire(e, resource))? {
+        Response::Object(o) if o.kind == kind => o,
+        Response::Object(_) => {
+            return Err(ApiError::from_wire(
+                WireError::not_found(kind.name()),
+                resource,
+            ))
+        }
+        other => return Err(unexpected(other)),
+    };
+    Ok(super::events::stream(
+        shared.clone(),
+        caller.service.sid.clone(),
+        caller.identity().map(str::to_owned),
+        info.sid,
+        since,
+        ctx.http.shutdown.clone(),
+    ))
 }
 
 fn item_key(kind: ObjectKind, text: &str) -> Result<ItemKey, ApiError> {
