@@ -104,6 +104,10 @@ enum Workload {
         /// Write N shared documents (contention) instead of one per writer.
         #[arg(long)]
         shared: Option<usize>,
+        /// Through the REST API (HTTPS, one API key and connection per writer) instead
+        /// of QUIC: what the HTTP gateway costs.
+        #[arg(long)]
+        http: bool,
     },
     /// W2: subscribers on one object, one writer at a fixed rate.
     Fanout {
@@ -168,6 +172,12 @@ fn plan(cli: &Cli) -> Vec<Workload> {
             Workload::Write {
                 writers: pick(64, 8),
                 shared: None,
+                http: false,
+            },
+            Workload::Write {
+                writers: pick(64, 8),
+                shared: None,
+                http: true,
             },
             Workload::Fanout {
                 subscribers: pick(1000, 20),
@@ -208,9 +218,16 @@ async fn run_one(
     duration: Duration,
 ) -> Result<Outcome, String> {
     match w {
-        Workload::Write { writers, shared } => {
-            workloads::write(server, *writers, *shared, duration).await
-        }
+        Workload::Write {
+            writers,
+            shared,
+            http: false,
+        } => workloads::write(server, *writers, *shared, duration).await,
+        Workload::Write {
+            writers,
+            shared,
+            http: true,
+        } => harness::http::write(server, *writers, *shared, duration).await,
         Workload::Fanout {
             subscribers,
             rate,
@@ -235,7 +252,7 @@ async fn run_peer(peer: Peer, w: &Workload, duration: Duration) -> Result<Option
     let Peer::Etcd = peer;
     let supported = matches!(
         w,
-        Workload::Write { .. }
+        Workload::Write { http: false, .. }
             | Workload::Conns { .. }
             | Workload::Fanout {
                 kind: Kind::Document,
@@ -249,9 +266,9 @@ async fn run_peer(peer: Peer, w: &Workload, duration: Duration) -> Result<Option
     // A fresh etcd per workload, as for Syncline.
     let server = EtcdUnderTest::start().await?;
     let o = match w {
-        Workload::Write { writers, shared } => {
-            etcd::write(&server, *writers, *shared, duration).await?
-        }
+        Workload::Write {
+            writers, shared, ..
+        } => etcd::write(&server, *writers, *shared, duration).await?,
         Workload::Fanout {
             subscribers, rate, ..
         } => etcd::fanout(&server, *subscribers, *rate, duration).await?,

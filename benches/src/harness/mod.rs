@@ -5,6 +5,7 @@
 pub mod crash;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod http;
 pub mod measure;
 pub mod server;
 pub mod workloads;

@@ -120,19 +120,19 @@ impl Connector {
 }
 
 /// What the server used between two samples.
-struct ServerSample {
+pub(super) struct ServerSample {
     cpu: f64,
     udp: (u64, u64),
 }
 
-fn sample(server: &ServerUnderTest) -> ServerSample {
+pub(super) fn sample(server: &ServerUnderTest) -> ServerSample {
     ServerSample {
         cpu: server.cpu_seconds(),
         udp: measure::udp_errors(),
     }
 }
 
-fn outcome(
+pub(super) fn outcome(
     server: &ServerUnderTest,
     before: &ServerSample,
     workload: &'static str,
