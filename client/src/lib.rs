@@ -19,21 +19,21 @@
 
 mod admin;
 mod collections;
-pub mod config;
 mod connection;
 mod document;
 mod subscription;
 pub mod token;
-pub mod udp;
+
+pub use syncline_proto::udp;
 
 pub use collections::{List, Map, Page, PageOptions, Stream};
-pub use config::AdminConfig;
 pub use connection::TokenState;
 pub use connection::{Client, ClientConfig};
 pub use document::{Document, DocumentState, WriteOptions, Written};
 pub use subscription::{
     CollectionReplica, Item, Replica, SubscribeOptions, Subscription, SyncEvent, SyncEventKind,
 };
+pub use syncline_proto::admin_config::AdminConfig;
 pub use syncline_proto::{
     Credential, ErrorCode, ItemKey, KeyInfo, ObjectInfo, ObjectKind, Order, PermissionInfo, Reason,
     Rights, ServiceFlags, ServiceFlagsPatch, ServiceInfo, TokenCreate, WireError, SYSTEM_ACTOR,
@@ -101,3 +101,9 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<syncline_proto::admin_config::AdminConfigError> for Error {
+    fn from(e: syncline_proto::admin_config::AdminConfigError) -> Self {
+        Error::Config(e.0)
+    }
+}

@@ -1,7 +1,9 @@
 //! Syncline's wire protocol: message types, error codes, ids, limits and framing.
 //!
 //! This crate does no IO (no sockets, no tokio): the server and the client both build on
-//! it, and it can be unit-tested and fuzzed on byte slices alone. See `frame` for the
+//! it, and it can be unit-tested and fuzzed on byte slices alone. The `io` feature adds
+//! the two things both sides need that touch the system: the `admin.json` format with
+//! its loader, and UDP socket setup. See `frame` for the
 //! byte layout and `message` for what travels in a frame.
 
 pub mod error;
@@ -10,6 +12,13 @@ pub mod ids;
 pub mod limits;
 pub mod message;
 pub mod token;
+
+// What the server and the client both need and that does IO: off by default, so that
+// the wire types and framing above stay pure (tests and fuzzers need no sockets).
+#[cfg(feature = "io")]
+pub mod admin_config;
+#[cfg(feature = "io")]
+pub mod udp;
 
 pub use error::{ErrorCode, WireError};
 pub use frame::{EventFrameHeader, FrameDecoder, FrameError};

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rand::distributions::{Alphanumeric, DistString};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use syncline_client::AdminConfig;
+use syncline_proto::admin_config::AdminConfig;
 use syncline_proto::ids::{make_sid, ACCOUNT_PREFIX, API_KEY_PREFIX, SERVICE_PREFIX};
 
 use crate::store::{ApiKeyRecord, Installation, ServiceRecord, SledStore, Store, StoreError};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncline_client::AdminConfig;
+use syncline_proto::admin_config::AdminConfig;
 use syncline_proto::Limits;
 use tokio::sync::watch;
 use tokio::task::JoinSet;

@@ -814,7 +814,7 @@ fn config_path(cli: &Cli) -> PathBuf {
 }
 
 fn admin_config(cli: &Cli) -> Result<AdminConfig, Error> {
-    AdminConfig::load(&config_path(cli))
+    Ok(AdminConfig::load(&config_path(cli))?)
 }
 
 fn token(cli: &Cli) -> Option<&str> {

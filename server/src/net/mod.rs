@@ -75,7 +75,7 @@ pub fn bind(
 
     let bind_err = |source| EndpointError::Bind { addr, source };
     let bound =
-        syncline_client::udp::bind_udp(addr, UDP_RECV_BUFFER, UDP_SEND_BUFFER).map_err(bind_err)?;
+        syncline_proto::udp::bind_udp(addr, UDP_RECV_BUFFER, UDP_SEND_BUFFER).map_err(bind_err)?;
     if bound.recv_buffer < UDP_RECV_BUFFER {
         warn!(
             granted_kib = bound.recv_buffer / 1024,

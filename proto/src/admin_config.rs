@@ -1,5 +1,8 @@
 //! `admin.json`: what the server writes on first start so that the operator's tools (the
 //! CLI, a backend) can reach it as the backend. Mode 0600: it holds an API key secret.
+//! Defined here, once, so the server (which writes it) and the client (which reads it)
+//! share it without one depending on the other; behind the `io` feature, as it reads
+//! a file.
 
 use std::path::{Path, PathBuf};
 
@@ -35,12 +38,17 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// Why an `admin.json` could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AdminConfigError(pub String);
+
 impl AdminConfig {
-    pub fn load(path: &Path) -> Result<AdminConfig, crate::Error> {
+    pub fn load(path: &Path) -> Result<AdminConfig, AdminConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| crate::Error::Config(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| AdminConfigError(format!("cannot read {}: {e}", path.display())))?;
         serde_json::from_str(&text).map_err(|e| {
-            crate::Error::Config(format!(
+            AdminConfigError(format!(
                 "{} is not a valid admin config: {e}",
                 path.display()
             ))

@@ -1,5 +1,6 @@
 //! UDP sockets for QUIC endpoints, client and server alike: bound, non-blocking, and with
-//! receive buffers big enough for bursts (one socket carries many connections).
+//! receive buffers big enough for bursts (one socket carries many connections). Here, so
+//! both sides share one way to open them; behind the `io` feature.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
