@@ -128,3 +128,42 @@ async fn twilios_python_helper_drives_the_rest_api_and_quic_sees_the_same_object
     let refused = eve.document("secret").get().await.unwrap_err();
     assert_eq!(refused.code(), ErrorCode::Forbidden);
 }
+
+const BURST: &str = r#"
+import os, requests
+s = requests.Session()
+s.verify, s.trust_env = os.environ["CA_FILE"], False
+auth = (os.environ["KEY_SID"], os.environ["KEY_SECRET"])
+url = os.environ["HTTP_URL"] + "/v1/Services/default/Documents"
+answers = [s.get(url, auth=auth) for _ in range(8)]
+limited = [r for r in answers if r.status_code == 429]
+assert len(limited) >= 3, [r.status_code for r in answers]
+for r in limited:
+    assert r.headers["Retry-After"] == "1" and r.json()["code"] == 54009, r.text
+assert answers[0].status_code == 200
+print("ok")
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_over_its_rate_gets_429_with_retry_after() {
+    ensure_python_libraries();
+    let s = TestServer::start_with(|o| {
+        o.rate.per_second = 1.0;
+        o.rate.burst = 3.0;
+    })
+    .await;
+    let out = Command::new("python3")
+        .args(["-c", BURST])
+        .env("HTTP_URL", s.admin.http_url.clone().expect("HTTPS"))
+        .env("CA_FILE", &s.admin.ca_file)
+        .env("KEY_SID", &s.admin.api_key_sid)
+        .env("KEY_SECRET", &s.admin.api_key_secret)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
