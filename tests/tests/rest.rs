@@ -167,3 +167,53 @@ async fn a_backend_over_its_rate_gets_429_with_retry_after() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+const SLOW_CLIENTS: &str = r#"
+import os, socket, ssl, threading, time
+host, port = os.environ["HTTP_URL"][len("https://"):].rsplit(":", 1)
+ctx = ssl.create_default_context(cafile=os.environ["CA_FILE"])
+results = {}
+def hold(label, payload):
+    s = ctx.wrap_socket(socket.create_connection((host, int(port))), server_hostname=host)
+    s.sendall(payload)
+    s.settimeout(30)
+    start = time.time()
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+    results[label] = time.time() - start
+cases = {
+    "silent": b"",
+    "half a header": b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+    "idle after a request": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a body that never comes": b"POST /v1/Services HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+}
+threads = [threading.Thread(target=hold, args=c) for c in cases.items()]
+[t.start() for t in threads]
+[t.join() for t in threads]
+for label, took in results.items():
+    assert took < 25, f"{label}: the server held the connection {took:.1f} s"
+assert len(results) == len(cases), results
+print("ok", results)
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_or_silent_https_clients_are_cut_off_by_the_timeouts() {
+    let s = TestServer::start().await;
+    let out = Command::new("python3")
+        .args(["-c", SLOW_CLIENTS])
+        .env("HTTP_URL", s.admin.http_url.clone().expect("HTTPS"))
+        .env("CA_FILE", &s.admin.ca_file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The server is still fine.
+    s.backend().await.ping().await.unwrap();
+}
