@@ -51,17 +51,17 @@ pub fn router(http: Arc<Http>) -> Router {
                 )
             }),
         )
-        .route("/v1/Services", any(services))
-        .route("/v1/Services/{service}", any(service))
-        .route("/v1/Services/{service}/{kinds}", any(collection))
-        .route("/v1/Services/{service}/{kinds}/{object}", any(instance))
+        .route("/v1/Services", any(dispatch))
+        .route("/v1/Services/{service}", any(dispatch))
+        .route("/v1/Services/{service}/{kinds}", any(dispatch))
+        .route("/v1/Services/{service}/{kinds}/{object}", any(dispatch))
         .route(
             "/v1/Services/{service}/{kinds}/{object}/{sub}",
-            any(children),
+            any(dispatch),
         )
         .route(
             "/v1/Services/{service}/{kinds}/{object}/{sub}/{child}",
-            any(child),
+            any(dispatch),
         )
         .fallback(|| async {
             error_response(&ApiError::new(
@@ -420,36 +420,6 @@ fn nothing_to_update() -> ApiError {
     )
 }
 
-macro_rules! ctx {
-    ($http:expr, $method:expr, $headers:expr, $uri:expr, $query:expr, $body:expr) => {
-        match Ctx::new(
-            $http,
-            $method,
-            &$headers,
-            $uri.path().to_owned(),
-            $query,
-            $body,
-        )
-        .await
-        {
-            Ok(c) => c,
-            Err(e) => return error_response(&e),
-        }
-    };
-}
-
-async fn services(
-    State(http): State<Arc<Http>>,
-    method: Method,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> HttpResponse {
-    let ctx = ctx!(http, method, headers, uri, query, body);
-    respond(services_answer(&ctx).await)
-}
-
 fn flags_patch(p: &Params) -> Result<ServiceFlagsPatch, ApiError> {
     Ok(ServiceFlagsPatch {
         acl_enabled: p.boolean("AclEnabled")?,
@@ -525,57 +495,30 @@ async fn services_answer(ctx: &Ctx) -> Answer {
     }
 }
 
-async fn service(
-    State(http): State<Arc<Http>>,
-    Path(service): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> HttpResponse {
-    let ctx = ctx!(http, method, headers, uri, query, body);
+async fn service_answer(ctx: &Ctx, service: &str) -> Answer {
     let service = if service == "default" {
         ctx.http.shared.installation.default_service_sid.clone()
     } else {
-        service
+        service.to_owned()
     };
     let account = ctx.http.shared.installation.account_sid.clone();
     let command = match ctx.method {
         Method::GET => AdminCommand::ServiceGet { service },
-        Method::POST => match flags_patch(&ctx.params) {
-            Ok(flags) => AdminCommand::ServiceUpdate { service, flags },
-            Err(e) => return error_response(&e),
+        Method::POST => AdminCommand::ServiceUpdate {
+            service,
+            flags: flags_patch(&ctx.params)?,
         },
         Method::DELETE => AdminCommand::ServiceDelete { service },
-        _ => return error_response(&method_not_allowed(&ctx.method)),
+        _ => return Err(method_not_allowed(&ctx.method)),
     };
-    let answer = match ctx
+    match ctx
         .run(None, Command::Admin(command), Resource::Service)
-        .await
+        .await?
     {
-        Ok(Response::Service(s)) => Ok((StatusCode::OK, twilio::service(&ctx.base, &account, &s))),
-        Ok(Response::Done) => Ok((StatusCode::NO_CONTENT, Value::Null)),
-        Ok(other) => Err(unexpected(other)),
-        Err(e) => Err(e),
-    };
-    respond(answer)
-}
-
-async fn collection(
-    State(http): State<Arc<Http>>,
-    Path((service, kinds)): Path<(String, String)>,
-    method: Method,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> HttpResponse {
-    let ctx = ctx!(http, method, headers, uri, query, body);
-    let Some((kind, key)) = kind_of(&kinds) else {
-        return error_response(&not_found());
-    };
-    respond(collection_answer(&ctx, &service, kind, key).await)
+        Response::Service(s) => Ok((StatusCode::OK, twilio::service(&ctx.base, &account, &s))),
+        Response::Done => Ok((StatusCode::NO_CONTENT, Value::Null)),
+        other => Err(unexpected(other)),
+    }
 }
 
 async fn collection_answer(ctx: &Ctx, service: &str, kind: ObjectKind, key: &str) -> Answer {
@@ -666,22 +609,6 @@ fn document_of(o: syncline_proto::ObjectInfo, data: String) -> syncline_proto::D
     }
 }
 
-async fn instance(
-    State(http): State<Arc<Http>>,
-    Path((service, kinds, object)): Path<(String, String, String)>,
-    method: Method,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> HttpResponse {
-    let ctx = ctx!(http, method, headers, uri, query, body);
-    let Some((kind, _)) = kind_of(&kinds) else {
-        return error_response(&not_found());
-    };
-    respond(instance_answer(&ctx, &service, kind, &object).await)
-}
-
 async fn instance_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) -> Answer {
     let resource = Resource::Object(kind);
     let object = object.to_owned();
@@ -768,57 +695,59 @@ async fn instance_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &st
     Ok((StatusCode::OK, body))
 }
 
-async fn children(
+/// Every `/v1/Services...` route: the path's segments pick the resource, the method
+/// the operation.
+async fn dispatch(
     State(http): State<Arc<Http>>,
-    Path((service, kinds, object, sub)): Path<(String, String, String, String)>,
+    Path(segments): Path<Vec<(String, String)>>,
     method: Method,
     headers: HeaderMap,
     uri: axum::http::Uri,
     RawQuery(query): RawQuery,
     body: Body,
 ) -> HttpResponse {
-    let ctx = ctx!(http, method, headers, uri, query, body);
-    let Some((kind, _)) = kind_of(&kinds) else {
+    let path = uri.path().to_owned();
+    let ctx = match Ctx::new(http, method, &headers, path, query, body).await {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    let segment = |name: &str| {
+        segments
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let Some(service) = segment("service") else {
+        return respond(services_answer(&ctx).await);
+    };
+    let Some(kinds) = segment("kinds") else {
+        return respond(service_answer(&ctx, service).await);
+    };
+    let Some((kind, key)) = kind_of(kinds) else {
         return error_response(&not_found());
     };
-    let answer = match (kind, sub.as_str()) {
-        (ObjectKind::List | ObjectKind::Map, "Items") => {
-            items_answer(&ctx, &service, kind, &object).await
+    let Some(object) = segment("object") else {
+        return respond(collection_answer(&ctx, service, kind, key).await);
+    };
+    let Some(sub) = segment("sub") else {
+        return respond(instance_answer(&ctx, service, kind, object).await);
+    };
+    let answer = match (kind, sub, segment("child")) {
+        (ObjectKind::List | ObjectKind::Map, "Items", None) => {
+            items_answer(&ctx, service, kind, object).await
         }
-        (ObjectKind::Stream, "Messages") => message_answer(&ctx, &service, &object).await,
-        (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Events") => {
-            return match watch(&ctx, &service, kind, &object, &headers).await {
+        (ObjectKind::List | ObjectKind::Map, "Items", Some(child)) => {
+            item_answer(&ctx, service, kind, object, child).await
+        }
+        (ObjectKind::Stream, "Messages", None) => message_answer(&ctx, service, object).await,
+        (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Events", None) => {
+            return match watch(&ctx, service, kind, object, &headers).await {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             }
         }
-        (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Permissions") => {
-            permission_answer(&ctx, &service, kind, &object, None).await
-        }
-        _ => Err(not_found()),
-    };
-    respond(answer)
-}
-
-async fn child(
-    State(http): State<Arc<Http>>,
-    Path((service, kinds, object, sub, child)): Path<(String, String, String, String, String)>,
-    method: Method,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> HttpResponse {
-    let ctx = ctx!(http, method, headers, uri, query, body);
-    let Some((kind, _)) = kind_of(&kinds) else {
-        return error_response(&not_found());
-    };
-    let answer = match (kind, sub.as_str()) {
-        (ObjectKind::List | ObjectKind::Map, "Items") => {
-            item_answer(&ctx, &service, kind, &object, &child).await
-        }
-        (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Permissions") => {
-            permission_answer(&ctx, &service, kind, &object, Some(&child)).await
+        (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Permissions", child) => {
+            permission_answer(&ctx, service, kind, object, child).await
         }
         _ => Err(not_found()),
     };
