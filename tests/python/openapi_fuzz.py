@@ -60,6 +60,9 @@ for path, item in doc["paths"].items():
 for path in ["/v1/Services/1/Streams/1/Items", "/v1/Services/1/Documents/1/Items", "/v1/Things"]:
     r = http.get(base + path)
     assert r.status_code == 404, (path, r.status_code)
+# A path that is not UTF-8 once decoded gets Twilio's error body too, not plain text.
+r = http.get(base + "/v1/Services/%FF/Documents")
+assert r.status_code == 400 and r.json()["code"] == 20001, (r.status_code, r.text)
 
 # 3. Objects for the nested paths to act on (their parent ids are pinned below, so
 # that items, permissions and messages reach the engine instead of a 404).

@@ -59,6 +59,18 @@ async fn gate(request: axum::extract::Request, next: axum::middleware::Next) -> 
             }
             r
         }
+        // The routes' `Path` extractors would refuse this with a plain-text 400; the
+        // document promises Twilio's error body.
+        Some(_)
+            if percent_encoding::percent_decode_str(request.uri().path())
+                .decode_utf8()
+                .is_err() =>
+        {
+            error_response(&ApiError::parameter(
+                "path",
+                "is not UTF-8 once percent-decoded",
+            ))
+        }
         Some(_) => return next.run(request).await,
     };
     drain(request.into_body()).await;
