@@ -39,6 +39,8 @@ impl Verb {
 #[derive(Debug, Clone, Copy)]
 pub enum Ty {
     Text,
+    /// A name or key: not empty.
+    Name,
     Uri,
     Boolean,
     /// A non-negative integer.
@@ -48,6 +50,8 @@ pub enum Ty {
     /// JSON text (an object, array or value), as Twilio's `Data`.
     JsonText,
     PageSize,
+    /// Milliseconds, 1000 to 30000 (Twilio's range for the debouncing window).
+    Window,
     Choice(&'static [&'static str]),
 }
 
@@ -110,6 +114,8 @@ pub struct Op {
     pub errors: &'static [u16],
     /// Needs no `Authorization`.
     pub public: bool,
+    /// A change that needs at least one of its form parameters (54010 otherwise).
+    pub at_least_one: bool,
 }
 
 pub struct PathSpec {
@@ -219,7 +225,7 @@ const FLAG_DOCS: [Param; 8] = [
     ),
     opt(
         "ReachabilityDebouncingWindow",
-        Ty::Count,
+        Ty::Window,
         "The debouncing window, in milliseconds.",
     ),
     opt(
@@ -237,7 +243,7 @@ const SERVICE_UPDATE: &[Param] = &FLAG_DOCS;
 const SERVICE_CREATE: &[Param] = &[
     opt(
         "UniqueName",
-        Ty::Text,
+        Ty::Name,
         "Syncline's own: a unique name usable in place of the sid.",
     ),
     FLAG_DOCS[0],
@@ -251,7 +257,7 @@ const SERVICE_CREATE: &[Param] = &[
 ];
 const UNIQUE_NAME: Param = opt(
     "UniqueName",
-    Ty::Text,
+    Ty::Name,
     "A name unique in the Service, usable in place of the sid.",
 );
 const DATA: Param = opt("Data", Ty::JsonText, "The JSON data.");
@@ -290,6 +296,7 @@ const fn op(verb: Verb, id: &'static str, summary: &'static str, status: u16, bo
         body,
         errors: ERRORS,
         public: false,
+        at_least_one: false,
     }
 }
 
@@ -336,6 +343,20 @@ const fn update(
         if_match,
         errors: if if_match { IF_MATCH_ERRORS } else { ERRORS },
         ..op(Verb::Post, id, summary, 200, Body::Json(schema))
+    }
+}
+
+/// An update that changes nothing is refused: at least one parameter is needed.
+const fn change(
+    id: &'static str,
+    summary: &'static str,
+    schema: &'static str,
+    form: &'static [Param],
+    if_match: bool,
+) -> Op {
+    Op {
+        at_least_one: true,
+        ..update(id, summary, schema, form, if_match)
     }
 }
 
@@ -411,7 +432,7 @@ pub static PATHS: &[PathSpec] = &[
         path: "/v1/Services/{ServiceSid}/Documents/{Sid}",
         ops: &[
             fetch("FetchDocument", "A Document", "Document"),
-            update(
+            change(
                 "UpdateDocument",
                 "Replace a Document's data or change its TTL",
                 "Document",
@@ -470,7 +491,7 @@ pub static PATHS: &[PathSpec] = &[
         path: "/v1/Services/{ServiceSid}/Lists/{Sid}",
         ops: &[
             fetch("FetchSyncList", "A List", "SyncList"),
-            update(
+            change(
                 "UpdateSyncList",
                 "Change a List's TTL",
                 "SyncList",
@@ -503,7 +524,7 @@ pub static PATHS: &[PathSpec] = &[
         path: "/v1/Services/{ServiceSid}/Lists/{ListSid}/Items/{Index}",
         ops: &[
             fetch("FetchSyncListItem", "A List Item", "SyncListItem"),
-            update(
+            change(
                 "UpdateSyncListItem",
                 "Replace a List Item's data or change its TTL",
                 "SyncListItem",
@@ -562,7 +583,7 @@ pub static PATHS: &[PathSpec] = &[
         path: "/v1/Services/{ServiceSid}/Maps/{Sid}",
         ops: &[
             fetch("FetchSyncMap", "A Map", "SyncMap"),
-            update(
+            change(
                 "UpdateSyncMap",
                 "Change a Map's TTL",
                 "SyncMap",
@@ -588,7 +609,7 @@ pub static PATHS: &[PathSpec] = &[
                 201,
                 "SyncMapItem",
                 &[
-                    req("Key", Ty::Text, "The item's key."),
+                    req("Key", Ty::Name, "The item's key."),
                     DATA_REQUIRED,
                     TTL,
                     ITEM_TTL,
@@ -601,7 +622,7 @@ pub static PATHS: &[PathSpec] = &[
         path: "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items/{Key}",
         ops: &[
             fetch("FetchSyncMapItem", "A Map Item", "SyncMapItem"),
-            update(
+            change(
                 "UpdateSyncMapItem",
                 "Replace a Map Item's data or change its TTL",
                 "SyncMapItem",
@@ -666,7 +687,7 @@ pub static PATHS: &[PathSpec] = &[
         path: "/v1/Services/{ServiceSid}/Streams/{Sid}",
         ops: &[
             fetch("FetchSyncStream", "A Stream", "SyncStream"),
-            update(
+            change(
                 "UpdateSyncStream",
                 "Change a Stream's TTL",
                 "SyncStream",
@@ -709,6 +730,8 @@ pub static PATHS: &[PathSpec] = &[
 fn param_schema(ty: Ty, max_ttl: u64, max_page: u32) -> Value {
     match ty {
         Ty::Text => json!({ "type": "string" }),
+        Ty::Name => json!({ "type": "string", "minLength": 1 }),
+        Ty::Window => json!({ "type": "integer", "minimum": 1000, "maximum": 30000 }),
         Ty::Uri => json!({ "type": "string", "format": "uri" }),
         Ty::Boolean => json!({ "type": "boolean" }),
         Ty::Count => json!({ "type": "integer", "minimum": 0 }),
@@ -718,7 +741,13 @@ fn param_schema(ty: Ty, max_ttl: u64, max_page: u32) -> Value {
             "contentMediaType": "application/json",
             "examples": ["{\"a\":1}"],
         }),
-        Ty::PageSize => json!({ "type": "integer", "minimum": 1, "maximum": max_page }),
+        // A larger size is not refused: the page is cut to the server's limit (and
+        // `meta.page_size` says so).
+        Ty::PageSize => json!({
+            "type": "integer",
+            "minimum": 1,
+            "description": format!("Pages hold at most {max_page} records; a larger size is served as {max_page}."),
+        }),
         Ty::Choice(values) => json!({ "type": "string", "enum": values }),
     }
 }
@@ -857,8 +886,11 @@ fn operation(op: &Op, path: &str, max_ttl: u64, max_page: u32) -> Value {
         if !required.is_empty() {
             schema["required"] = json!(required);
         }
+        if op.at_least_one {
+            schema["minProperties"] = json!(1);
+        }
         v["requestBody"] = json!({
-            "required": !required.is_empty(),
+            "required": !required.is_empty() || op.at_least_one,
             "content": { "application/x-www-form-urlencoded": { "schema": schema } },
         });
     }
@@ -1129,6 +1161,13 @@ mod tests {
         let grant = &paths[&format!("{s}/Lists/{{ListSid}}/Permissions/{{Identity}}")]["post"];
         let form = &grant["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
         assert_eq!(form["required"], json!(["Read", "Write", "Manage"]));
+        let update = &paths[&format!("{s}/Lists/{{Sid}}")]["post"]["requestBody"];
+        assert_eq!(update["required"], true);
+        let form = &update["content"]["application/x-www-form-urlencoded"]["schema"];
+        assert_eq!(
+            form["minProperties"], 1,
+            "an empty update is refused (54010)"
+        );
         let error = &doc["components"]["schemas"]["Error"]["required"];
         assert_eq!(error, &json!(["code", "message", "more_info", "status"]));
         assert_eq!(paths["/openapi.json"]["get"]["security"], json!([]));
