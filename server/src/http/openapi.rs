@@ -732,7 +732,11 @@ fn param_schema(ty: Ty, max_ttl: u64, max_page: u32) -> Value {
         Ty::Text => json!({ "type": "string" }),
         Ty::Name => json!({ "type": "string", "minLength": 1 }),
         Ty::Window => json!({ "type": "integer", "minimum": 1000, "maximum": 30000 }),
-        Ty::Uri => json!({ "type": "string", "format": "uri" }),
+        // Empty clears it.
+        Ty::Uri => json!({
+            "type": "string",
+            "anyOf": [{ "format": "uri" }, { "maxLength": 0 }],
+        }),
         Ty::Boolean => json!({ "type": "boolean" }),
         Ty::Count => json!({ "type": "integer", "minimum": 0 }),
         Ty::Ttl => json!({ "type": "integer", "minimum": 0, "maximum": max_ttl }),
