@@ -412,24 +412,45 @@ pub async fn server_items(
     }
 }
 
-fn python_ready() -> bool {
-    Command::new("python3")
-        .args(["-c", "import twilio, jwt"])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Makes sure `python3` can import Twilio's helper library and PyJWT (the interop and
 /// REST tests drive Syncline with them), installing them with pip if needed.
 pub fn ensure_python_libraries() {
-    if python_ready() {
+    ensure_python_packages("import twilio, jwt", &["twilio", "PyJWT"]);
+}
+
+/// Makes sure `python3` can run schemathesis (the REST fuzz test), installing it with
+/// pip if needed.
+pub fn ensure_schemathesis() {
+    ensure_python_packages("import schemathesis.cli, requests", &["schemathesis"]);
+}
+
+/// Makes sure `python3 -c check` succeeds, installing `packages` with pip if it does not.
+fn ensure_python_packages(check: &str, packages: &[&str]) {
+    let ready = || {
+        Command::new("python3")
+            .args(["-c", check])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready() {
         return;
     }
     let _ = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "twilio", "PyJWT"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages)
         .status();
     assert!(
-        python_ready(),
-        "this test needs python3 with the `twilio` and `PyJWT` packages: python3 -m pip install twilio PyJWT"
+        ready(),
+        "this test needs python3 with {}: python3 -m pip install {}",
+        packages.join(", "),
+        packages.join(" ")
     );
 }

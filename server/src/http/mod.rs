@@ -3,10 +3,12 @@
 //! the backend, `Bearer` with an access token as its identity). Each request is
 //! authenticated, rate limited, turned into the same typed `Command` a QUIC request
 //! becomes, and run by the engine; so access, limits, revisions and errors are decided
-//! below this edge, once. Also `/healthz` and `/readyz`.
+//! below this edge, once. Also `/healthz`, `/readyz` and `/openapi.json` (generated from
+//! the route table in `openapi.rs`, which also decides which paths and methods exist).
 
 mod events;
 pub mod form;
+pub mod openapi;
 mod routes;
 pub mod twilio;
 

@@ -18,6 +18,7 @@ use syncline_proto::{
 };
 
 use super::form::Params;
+use super::openapi;
 use super::twilio::{self, ApiError, Resource, Urls};
 use super::{Http, BODY_TIMEOUT, DISCARD_BODY_BYTES, MAX_BODY_BYTES};
 use crate::command::{AdminCommand, Command, Json, ReadCommand, SetMode, WriteCommand};
@@ -51,6 +52,7 @@ pub fn router(http: Arc<Http>) -> Router {
                 )
             }),
         )
+        .route("/openapi.json", get(openapi_json))
         .route("/v1/Services", any(dispatch))
         .route("/v1/Services/{service}", any(dispatch))
         .route("/v1/Services/{service}/{kinds}", any(dispatch))
@@ -63,13 +65,8 @@ pub fn router(http: Arc<Http>) -> Router {
             "/v1/Services/{service}/{kinds}/{object}/{sub}/{child}",
             any(dispatch),
         )
-        .fallback(|| async {
-            error_response(&ApiError::new(
-                StatusCode::NOT_FOUND,
-                20404,
-                "The requested resource was not found",
-            ))
-        })
+        .fallback(|| async { error_response(&not_found()) })
+        .layer(axum::middleware::from_fn(gate))
         .layer(axum::middleware::from_fn_with_state(
             http.clone(),
             count_response,
@@ -94,6 +91,50 @@ async fn count_response(
         .metrics
         .http_response(&route, response.status().as_u16());
     response
+}
+
+/// Lets through only the (path, method) pairs of the route table: the routes above
+/// match generic segments (`{kinds}`, `{sub}`), the table says which are real, so what
+/// is served is what `/openapi.json` describes.
+async fn gate(request: axum::extract::Request, next: axum::middleware::Next) -> HttpResponse {
+    let refusal = match openapi::lookup(request.uri().path()) {
+        None => error_response(&not_found()),
+        Some(spec) if !spec.allows(request.method()) => {
+            let mut r = error_response(&method_not_allowed(request.method()));
+            if let Ok(v) = spec.allow().parse() {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+            r
+        }
+        // The routes' `Path` extractors would refuse this with a plain-text 400; the
+        // document promises Twilio's error body.
+        Some(_)
+            if percent_encoding::percent_decode_str(request.uri().path())
+                .decode_utf8()
+                .is_err() =>
+        {
+            error_response(&ApiError::parameter(
+                "path",
+                "is not UTF-8 once percent-decoded",
+            ))
+        }
+        Some(_) => return next.run(request).await,
+    };
+    drain(request.into_body()).await;
+    refusal
+}
+
+/// Reads and drops a body that will not be used. An answer sent before the body is
+/// read makes hyper close the connection under the client, which then sees a reset
+/// (or a TLS EOF) instead of the answer; this is the same bounded read as `read_body`.
+async fn drain(body: Body) {
+    let _ = tokio::time::timeout(BODY_TIMEOUT, read_body(body)).await;
+}
+
+/// The OpenAPI 3.1 document of the route table; public, like the health checks.
+async fn openapi_json(State(http): State<Arc<Http>>) -> HttpResponse {
+    let limits = &http.shared.limits;
+    axum::Json(openapi::cached(limits.max_ttl_s, limits.max_page)).into_response()
 }
 
 /// Ready when the store answers.
@@ -149,6 +190,17 @@ impl Ctx {
         query: Option<String>,
         body: Body,
     ) -> Result<Ctx, ApiError> {
+        // The body first, whole: refusing a request before its body is read would
+        // close the connection under the client (see `drain`).
+        let body = tokio::time::timeout(BODY_TIMEOUT, read_body(body))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    20408,
+                    "the request body did not arrive in time",
+                )
+            })??;
         let (credential, who) = credential(headers)?;
         let if_match = match headers.get(header::IF_MATCH) {
             None => None,
@@ -159,15 +211,6 @@ impl Ctx {
                 })?)
             }
         };
-        let body = tokio::time::timeout(BODY_TIMEOUT, read_body(body))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    20408,
-                    "the request body did not arrive in time",
-                )
-            })??;
         let mut params = Params::parse(query.as_deref().unwrap_or_default().as_bytes());
         let form = Params::parse(&body);
         for (k, v) in form.pairs {
