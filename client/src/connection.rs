@@ -49,7 +49,15 @@ pub struct ClientConfig {
     /// Service (sid or unique name) for an API-key connection; ignored for tokens,
     /// which always act in their own service.
     pub service: Option<String>,
+    /// The longest a request waits for its answer before failing with `Unavailable`
+    /// (default `DEFAULT_REQUEST_TIMEOUT`): a server that stopped answering must not
+    /// hang the caller until the connection's idle timeout, or forever.
+    pub request_timeout: Duration,
 }
+
+/// How long a request waits for its answer unless the config says otherwise. Generous:
+/// under load (a reconnect storm, a flush stalled on a slow disk) answers take seconds.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ClientConfig {
     pub fn new(server: &str, ca_file: impl AsRef<Path>, credential: Credential) -> Result<Self> {
@@ -72,6 +80,7 @@ impl ClientConfig {
             ca_pem,
             credential,
             service: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         })
     }
 
@@ -90,6 +99,12 @@ impl ClientConfig {
                 secret: admin.api_key_secret.clone(),
             },
         )
+    }
+
+    /// Sets how long each request waits for its answer (see `request_timeout`).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     pub fn service(mut self, service: impl Into<String>) -> Self {
@@ -134,6 +149,7 @@ pub(crate) struct Inner {
     /// Request ids, from 1: the server uses id 0 for errors tied to no request.
     next_id: AtomicU64,
     welcome: Welcome,
+    request_timeout: Duration,
     /// Unix seconds of the current token's expiry (0: no token).
     token_expiry: tokio::sync::watch::Sender<u64>,
     token_state: tokio::sync::watch::Receiver<TokenState>,
@@ -264,7 +280,15 @@ impl Client {
             .await
             .map_err(|_| Error::Connection("request stream closed".into()))?;
         tokio::spawn(read_responses(recv, pending.clone()));
-        let welcome = match hello_rx.await {
+        let hello = tokio::time::timeout(config.request_timeout, hello_rx)
+            .await
+            .map_err(|_| {
+                Error::Connection(format!(
+                    "no answer to Hello within {:?}",
+                    config.request_timeout
+                ))
+            })?;
+        let welcome = match hello {
             Ok(Ok(Response::Welcome(w))) => w,
             Ok(Ok(other)) => {
                 return Err(Error::Protocol(format!(
@@ -295,6 +319,7 @@ impl Client {
                 subs,
                 next_id,
                 welcome,
+                request_timeout: config.request_timeout,
                 token_expiry,
                 token_state,
             }),
@@ -332,6 +357,13 @@ impl Client {
                 Err(_) => Err(self.ended_error().await),
             },
             e = self.inner.conn.closed() => Err(Error::from_connection(&e)),
+            _ = tokio::time::sleep(self.inner.request_timeout) => {
+                self.forget_pending(id);
+                Err(Error::Server(syncline_proto::WireError::new(
+                    syncline_proto::ErrorCode::Unavailable,
+                    format!("no answer from the server within {:?}", self.inner.request_timeout),
+                )))
+            }
         }
     }
 

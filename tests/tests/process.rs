@@ -668,3 +668,29 @@ async fn cli_refuses_far_future_ttls_and_shows_who_created_what_it_writes() {
     let out = as_token(&mallory, &["doc", "set", "news", "{}"]);
     assert_eq!(out.status.code(), Some(12), "Forbidden");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_to_a_server_that_stopped_answering_fails_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let config = syncline_client::ClientConfig::from_admin(&server.admin)
+        .unwrap()
+        .with_request_timeout(Duration::from_millis(800));
+    let client = syncline_client::Client::connect(config).await.unwrap();
+    client.ping().await.unwrap();
+    let pid = server.child.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    // The process is alive but answers nothing (as a server stuck on a dead disk).
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let err = client.ping().await.unwrap_err();
+    let took = started.elapsed();
+    signal("-CONT");
+    assert_eq!(err.code(), syncline_client::ErrorCode::Unavailable, "{err}");
+    assert!(took < Duration::from_secs(10), "it waited {took:?}");
+    // The same connection serves again once the server does.
+    client.ping().await.unwrap();
+}
