@@ -207,6 +207,13 @@ r = http.post(items_url, auth=auth, data={"Data": "x" * 200_000})
 assert r.status_code == 413, r.status_code
 r = http.get(env["HTTP_URL"] + "/healthz")
 assert r.status_code == 200
+# A body where none is read is dropped, and the answer still arrives.
+r = http.post(env["HTTP_URL"] + "/healthz", data={"x": "y" * 100_000})
+assert r.status_code == 405, r.status_code
+r = http.get(env["HTTP_URL"] + "/healthz", data="z" * 100_000)
+assert r.status_code == 200, r.status_code
+r = http.get(items_url + "?From=nope", auth=auth)
+assert r.status_code == 400 and "From" in r.json()["message"], r.text
 r = http.get(env["HTTP_URL"] + "/readyz")
 assert r.status_code == 200
 r = http.get(env["HTTP_URL"] + "/metrics")

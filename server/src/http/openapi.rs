@@ -131,6 +131,15 @@ impl PathSpec {
         self.ops.iter().any(|op| op.verb.matches(method))
     }
 
+    /// Whether the handler of `method` here reads the request body: the API's routes
+    /// do; the public ones (health checks, metrics, this document) take none.
+    pub fn takes_body(&self, method: &Method) -> bool {
+        self.ops
+            .iter()
+            .find(|op| op.verb.matches(method))
+            .is_some_and(|op| !op.public)
+    }
+
     /// The `Allow` header for a 405.
     pub fn allow(&self) -> String {
         self.ops

@@ -118,6 +118,15 @@ async fn gate(request: axum::extract::Request, next: axum::middleware::Next) -> 
                 "is not UTF-8 once percent-decoded",
             ))
         }
+        // Routes that take no body (health, metrics, the document) read none: drop it
+        // here, for the same reason as below.
+        Some(spec) if !spec.takes_body(request.method()) => {
+            let (parts, body) = request.into_parts();
+            drain(body).await;
+            return next
+                .run(axum::extract::Request::from_parts(parts, Body::empty()))
+                .await;
+        }
         Some(_) => return next.run(request).await,
     };
     drain(request.into_body()).await;
@@ -852,10 +861,11 @@ async fn watch(
     ))
 }
 
-fn item_key(kind: ObjectKind, text: &str) -> Result<ItemKey, ApiError> {
+/// An item key from the path or a parameter (`param`, named in the error).
+fn item_key(kind: ObjectKind, text: &str, param: &str) -> Result<ItemKey, ApiError> {
     match kind {
         ObjectKind::List => text.parse().map(ItemKey::Index).map_err(|_| {
-            ApiError::parameter("Index", format!("expected an integer, got {text:?}"))
+            ApiError::parameter(param, format!("expected a list index, got {text:?}"))
         }),
         _ => Ok(ItemKey::Key(text.to_owned())),
     }
@@ -923,8 +933,8 @@ async fn items_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) 
             };
             // A page token is where the next page starts (inclusive); else `From`.
             let (from, skip_first) = match (&token, ctx.params.string("From")) {
-                (Some(t), _) => (Some(item_key(kind, t)?), false),
-                (None, Some(f)) => (Some(item_key(kind, f)?), exclusive),
+                (Some(t), _) => (Some(item_key(kind, t, "PageToken")?), false),
+                (None, Some(f)) => (Some(item_key(kind, f, "From")?), exclusive),
                 (None, None) => (None, false),
             };
             let limit = (size + u32::from(skip_first)).min(ctx.http.shared.limits.max_page);
@@ -1013,7 +1023,7 @@ async fn item_answer(
     key: &str,
 ) -> Answer {
     let resource = Resource::Item(kind);
-    let key = item_key(kind, key)?;
+    let key = item_key(kind, key, "Index")?;
     crate::objects::items::check_key(kind, &key, &ctx.http.shared.limits)
         .map_err(|e| ApiError::from_wire(e, resource))?;
     let max = ctx.http.shared.limits.max_data_bytes;
