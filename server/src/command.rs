@@ -132,6 +132,20 @@ fn check_ttl(ttl: Option<u64>, limits: &Limits) -> Result<Option<u64>, WireError
 }
 
 impl Command {
+    /// What it asks for, as the metrics count it (`metrics::KINDS`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Ping => "ping",
+            Command::Read(_) => "read",
+            Command::Write(_) => "write",
+            Command::Publish { .. } => "publish",
+            Command::Admin(_) => "admin",
+            Command::UpdateToken { .. } => "update_token",
+            Command::Subscribe { .. } => "subscribe",
+            Command::Unsubscribe { .. } => "unsubscribe",
+        }
+    }
+
     /// The command a QUIC request asks for, checked. `Hello` is the connection's own
     /// business (authentication), not a command.
     pub fn from_request(request: Request, limits: &Limits) -> Result<Command, WireError> {

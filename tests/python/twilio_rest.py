@@ -101,6 +101,10 @@ assert len(names) == len(set(names)), "no document twice across pages"
 watched = service.documents("py-watched")
 watched.update(data={"step": 1})
 watched.update(data={"step": 2})
+# A TTL alone changes the expiry, not the revision (the test checks no event came).
+ttl_only = watched.update(ttl=3600)
+assert (ttl_only.revision, ttl_only.data) == ("2", {"step": 2}), ttl_only
+assert ttl_only.date_expires is not None
 assert service.documents("page-0").delete() is True
 refused(lambda: service.documents("page-0").fetch(), 404, 54100)
 step("documents")
@@ -118,6 +122,9 @@ desc = [i.index for i in items.stream(order="desc", page_size=2)]
 assert desc == list(reversed(range(7))), desc
 after = [i.index for i in items.list(from_="4", bounds="exclusive")]
 assert after == [5, 6], after
+with_collection_ttl = items.create(data={"n": 7}, collection_ttl=3600)
+assert service.sync_lists("py-list").fetch().date_expires is not None, "CollectionTtl applied"
+assert items(with_collection_ttl.index).delete() is True
 one = items(3).fetch()
 assert (one.data, one.list_sid) == ({"n": 3}, lst.sid)
 refused(lambda: items(3).update(data={"n": 30}, if_match="0"), 412, 54155)
@@ -126,7 +133,8 @@ assert updated.data == {"n": 30} and int(updated.revision) > int(one.revision)
 assert items(3).delete() is True
 refused(lambda: items(3).fetch(), 404, 54151)
 refused(lambda: service.sync_lists("no-list").sync_list_items.create(data={}), 404, 54150)
-assert service.sync_lists("py-list").fetch().revision == str(7 + 1 + 1)
+# 7 pushes, the CollectionTtl push and its removal, one update, one removal.
+assert service.sync_lists("py-list").fetch().revision == str(7 + 2 + 1 + 1)
 step("lists")
 
 # Maps.

@@ -454,3 +454,37 @@ fn ensure_python_packages(check: &str, packages: &[&str]) {
         packages.join(" ")
     );
 }
+
+impl TestServer {
+    /// Runs a Python script against this server, with its HTTPS URL, CA file, account,
+    /// default service and admin key in the environment (`HTTP_URL`, `CA_FILE`,
+    /// `ACCOUNT_SID`, `SERVICE_SID`, `KEY_SID`, `KEY_SECRET`) and `extra` besides.
+    /// Returns what it printed; a failing script fails the test with both outputs.
+    pub fn run_python(&self, script: &str, extra: &[(&str, String)]) -> String {
+        let http_url = self
+            .admin
+            .http_url
+            .clone()
+            .expect("the test server serves HTTPS");
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", script])
+            .env("HTTP_URL", http_url)
+            .env("CA_FILE", &self.admin.ca_file)
+            .env("ACCOUNT_SID", &self.admin.account_sid)
+            .env("SERVICE_SID", &self.admin.default_service_sid)
+            .env("KEY_SID", &self.admin.api_key_sid)
+            .env("KEY_SECRET", &self.admin.api_key_secret)
+            .env("PYTHONWARNINGS", "ignore");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "the script failed after:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}

@@ -5,8 +5,6 @@
 //! (tests/python/openapi_fuzz.py). Needs `python3` with `schemathesis` (installed with
 //! pip when missing; `.ci/run` installs it up front).
 
-use std::process::Command;
-
 use syncline_tests::{ensure_schemathesis, TestServer};
 
 const SCRIPT: &str = include_str!("../python/openapi_fuzz.py");
@@ -15,25 +13,6 @@ const SCRIPT: &str = include_str!("../python/openapi_fuzz.py");
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_openapi_document() {
     ensure_schemathesis();
     let s = TestServer::start().await;
-    let http_url = s
-        .admin
-        .http_url
-        .clone()
-        .expect("the test server serves HTTPS");
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .env("HTTP_URL", &http_url)
-        .env("CA_FILE", &s.admin.ca_file)
-        .env("KEY_SID", &s.admin.api_key_sid)
-        .env("KEY_SECRET", &s.admin.api_key_secret)
-        .env("PYTHONWARNINGS", "ignore")
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the OpenAPI checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = s.run_python(SCRIPT, &[]);
     assert!(stdout.contains("all ok"), "{stdout}");
 }

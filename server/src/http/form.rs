@@ -15,8 +15,12 @@ pub struct Params {
 }
 
 impl Params {
-    pub fn parse(bytes: &[u8]) -> Params {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(bytes).into_owned().collect();
+    /// The parameters of each form-encoded part in turn (a query, then a body).
+    pub fn parse(parts: &[&[u8]]) -> Params {
+        let pairs: Vec<(String, String)> = parts
+            .iter()
+            .flat_map(|part| form_urlencoded::parse(part).into_owned())
+            .collect();
         Params {
             values: pairs.iter().cloned().collect(),
             pairs,
@@ -75,7 +79,11 @@ mod tests {
 
     #[test]
     fn parameters_parse_as_twilio_sends_them_and_errors_name_them() {
-        let p = Params::parse(b"Data=%7B%22a%22%3A+1%7D&AclEnabled=true&Ttl=60&Bad=x&Flag=maybe");
+        let p = Params::parse(&[
+            b"Ttl=1&PageSize=5",
+            b"Data=%7B%22a%22%3A+1%7D&AclEnabled=true&Ttl=60&Bad=x&Flag=maybe",
+        ]);
+        assert_eq!(p.integer("PageSize").unwrap(), Some(5), "the query counts");
         assert_eq!(p.string("Data"), Some(r#"{"a": 1}"#));
         assert_eq!(p.boolean("AclEnabled").unwrap(), Some(true));
         assert_eq!(p.integer("Ttl").unwrap(), Some(60));

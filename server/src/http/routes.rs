@@ -25,20 +25,6 @@ use crate::command::{AdminCommand, Command, Json, ReadCommand, SetMode, WriteCom
 use crate::engine;
 use crate::metrics::Edge;
 
-/// What a command asks for, as the metrics count it (`metrics::KINDS`).
-fn command_kind(command: &Command) -> &'static str {
-    match command {
-        Command::Ping => "ping",
-        Command::Read(_) => "read",
-        Command::Write(_) => "write",
-        Command::Publish { .. } => "publish",
-        Command::Admin(_) => "admin",
-        Command::UpdateToken { .. } => "update_token",
-        Command::Subscribe { .. } => "subscribe",
-        Command::Unsubscribe { .. } => "unsubscribe",
-    }
-}
-
 pub fn router(http: Arc<Http>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -188,6 +174,9 @@ struct Ctx {
     base: String,
     /// This request's path, for page URLs.
     path: String,
+    /// Who asks, authenticated and charged to the rate limit once per request, however
+    /// many commands the request runs (a listing also reads its object, say).
+    caller: tokio::sync::OnceCell<engine::Caller>,
 }
 
 impl Ctx {
@@ -220,17 +209,8 @@ impl Ctx {
                 })?)
             }
         };
-        let mut params = Params::parse(query.as_deref().unwrap_or_default().as_bytes());
-        let form = Params::parse(&body);
-        for (k, v) in form.pairs {
-            params.pairs.push((k, v));
-        }
-        let params = Params::parse(
-            form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&params.pairs)
-                .finish()
-                .as_bytes(),
-        );
+        // Query first, then the form body: a name in both takes the body's value.
+        let params = Params::parse(&[query.as_deref().unwrap_or_default().as_bytes(), &body]);
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -245,6 +225,7 @@ impl Ctx {
             if_match,
             base,
             path,
+            caller: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -287,7 +268,7 @@ impl Ctx {
         resource: Resource,
     ) -> Result<Response, ApiError> {
         let shared = &*self.http.shared;
-        let kind = command_kind(&command);
+        let kind = command.kind();
         let result = match self.caller(service).await {
             Ok(caller) => engine::execute(shared, &caller, command).await,
             Err(e) => Err(e),
@@ -297,8 +278,15 @@ impl Ctx {
     }
 
     /// This request's caller, authenticated and within its rate limit, acting in
-    /// `service` (see `run`).
+    /// `service` (see `run`; every command of one request names the same service).
     async fn caller(&self, service: Option<&str>) -> Result<engine::Caller, WireError> {
+        self.caller
+            .get_or_try_init(|| self.authenticate(service))
+            .await
+            .cloned()
+    }
+
+    async fn authenticate(&self, service: Option<&str>) -> Result<engine::Caller, WireError> {
         let shared = &*self.http.shared;
         let Some(credential) = self.credential.clone() else {
             return Err(WireError::new(
@@ -319,18 +307,14 @@ impl Ctx {
             .map(|(caller, _)| caller)
     }
 
-    /// The URLs of `service` as it is named in answers (its sid).
+    /// The service's sid (as answers name it, whatever the path said) and the account.
     async fn urls(&self, service: &str) -> Result<(String, String), ApiError> {
-        let shared = &*self.http.shared;
-        let sid = if service == "default" {
-            shared.installation.default_service_sid.clone()
-        } else {
-            crate::admin::find_service(shared, service)
-                .await
-                .map_err(|e| ApiError::from_wire(e, Resource::Service))?
-                .sid
-        };
-        Ok((sid, shared.installation.account_sid.clone()))
+        let caller = self
+            .caller(Some(service))
+            .await
+            .map_err(|e| ApiError::from_wire(e, Resource::Service))?;
+        let account = self.http.shared.installation.account_sid.clone();
+        Ok((caller.service.sid, account))
     }
 }
 
@@ -506,15 +490,11 @@ async fn services_answer(ctx: &Ctx) -> Answer {
                 Response::Services(all) => all,
                 other => return Err(unexpected(other)),
             };
-            let start = token.map_or(0, |t| all.iter().take_while(|s| s.sid <= t).count());
-            let records: Vec<_> = all
+            let (shown, next) = page_of(&all, |s| &s.sid, token.as_deref(), size);
+            let records = shown
                 .iter()
-                .skip(start)
-                .take(size as usize)
                 .map(|s| twilio::service(&ctx.base, &account, s))
                 .collect();
-            let next = (start + records.len() < all.len())
-                .then(|| all[start + records.len() - 1].sid.clone());
             Ok((
                 StatusCode::OK,
                 ctx.page("services", records, size, page, next),
@@ -862,6 +842,23 @@ async fn watch(
 }
 
 /// An item key from the path or a parameter (`param`, named in the error).
+/// One page of a list the engine answers whole and sorted by `key` (services,
+/// permissions): what comes after `token`, and the token of the next page, if any.
+fn page_of<'a, T>(
+    all: &'a [T],
+    key: impl Fn(&T) -> &str,
+    token: Option<&str>,
+    size: u32,
+) -> (&'a [T], Option<String>) {
+    let start = token.map_or(0, |t| all.partition_point(|x| key(x) <= t));
+    let end = start.saturating_add(size as usize).min(all.len());
+    let shown = &all[start..end];
+    let next = (end < all.len())
+        .then(|| shown.last().map(|x| key(x).to_owned()))
+        .flatten();
+    (shown, next)
+}
+
 fn item_key(kind: ObjectKind, text: &str, param: &str) -> Result<ItemKey, ApiError> {
     match kind {
         ObjectKind::List => text.parse().map(ItemKey::Index).map_err(|_| {
@@ -951,19 +948,7 @@ async fn items_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) 
             };
             let (sid, account) = ctx.urls(service).await?;
             let u = urls(ctx, &sid, &account);
-            let object_sid = match ctx
-                .run(
-                    Some(service),
-                    Command::Read(ReadCommand::Object {
-                        object: object.to_owned(),
-                    }),
-                    resource,
-                )
-                .await?
-            {
-                Response::Object(o) => o.sid,
-                other => return Err(unexpected(other)),
-            };
+            let object_sid = object_sid(ctx, service, object, resource).await?;
             let records: Vec<Value> = items
                 .iter()
                 .filter(|i| !(skip_first && Some(&i.key) == from.as_ref()))
@@ -1174,11 +1159,7 @@ async fn permission_answer(
                 Response::Permissions(all) => all,
                 other => return Err(unexpected(other)),
             };
-            let start = token.map_or(0, |t| all.iter().take_while(|p| p.identity <= t).count());
-            let shown: Vec<_> = all.iter().skip(start).take(size as usize).collect();
-            let next = (start + shown.len() < all.len())
-                .then(|| shown.last().map(|p| p.identity.clone()))
-                .flatten();
+            let (shown, next) = page_of(&all, |p| &p.identity, token.as_deref(), size);
             let records = shown
                 .iter()
                 .map(|p| twilio::permission(&u, kind, p))
@@ -1225,5 +1206,26 @@ async fn permission_answer(
             Ok((StatusCode::NO_CONTENT, Value::Null))
         }
         _ => Err(method_not_allowed(&ctx.method)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_lists_are_paged_by_their_sort_key() {
+        let all: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let page = |token: Option<&str>, size| {
+            let (shown, next) = page_of(&all, |s: &String| s.as_str(), token, size);
+            (shown.join(""), next)
+        };
+        assert_eq!(page(None, 2), ("ab".into(), Some("b".into())));
+        assert_eq!(page(Some("b"), 2), ("cd".into(), Some("d".into())));
+        assert_eq!(page(Some("d"), 2), ("e".into(), None));
+        assert_eq!(page(Some("e"), 2), ("".into(), None));
+        assert_eq!(page(Some("zz"), 2), ("".into(), None));
+        assert_eq!(page(None, 5), ("abcde".into(), None));
+        assert_eq!(page_of(&all[..0], |s: &String| s.as_str(), None, 5).1, None);
     }
 }

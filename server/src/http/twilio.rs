@@ -157,17 +157,22 @@ pub fn item(u: &Urls, kind: ObjectKind, object_sid: &str, i: &ItemInfo) -> Value
         "date_updated": date(i.date_updated),
         "created_by": i.created_by,
     });
-    match (&i.key, kind) {
-        (ItemKey::Index(index), _) => {
+    key_fields(&mut v, &i.key, object_sid);
+    v
+}
+
+/// Where an item sits: `index` and `list_sid`, or `key` and `map_sid`.
+fn key_fields(v: &mut Value, key: &ItemKey, object_sid: &str) {
+    match key {
+        ItemKey::Index(index) => {
             v["index"] = json!(index);
             v["list_sid"] = json!(object_sid);
         }
-        (ItemKey::Key(key), _) => {
+        ItemKey::Key(key) => {
             v["key"] = json!(key);
             v["map_sid"] = json!(object_sid);
         }
     }
-    v
 }
 
 /// The answer to an item write by a writer that may not read the item: where it is and
@@ -185,16 +190,7 @@ pub fn item_without_data(
         "url": u.item(kind, object_sid, key),
         "revision": revision.to_string(),
     });
-    match key {
-        ItemKey::Index(index) => {
-            v["index"] = json!(index);
-            v["list_sid"] = json!(object_sid);
-        }
-        ItemKey::Key(k) => {
-            v["key"] = json!(k);
-            v["map_sid"] = json!(object_sid);
-        }
-    }
+    key_fields(&mut v, key, object_sid);
     v
 }
 
@@ -360,8 +356,6 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 if e.message.contains("JSON") {
                     54008
-                } else if e.message.contains("ttl") {
-                    54011
                 } else if e.message.contains("unique name") || e.message.contains("unique_name") {
                     54302
                 } else {
