@@ -5,11 +5,11 @@
 //! HTTP holding for token holders over QUIC. Needs `python3` with `twilio` (installed
 //! with pip when missing; `.ci/run` installs it up front).
 
-use std::process::Command;
-
 use serde_json::json;
+use std::time::Duration;
 use syncline_client::{Client, ErrorCode, ServiceFlags, SyncEventKind};
-use syncline_tests::{ensure_python_libraries, next_event, TestServer};
+
+use syncline_tests::{assert_no_event, ensure_python_libraries, next_event, TestServer};
 
 const SCRIPT: &str = include_str!("../python/twilio_rest.py");
 
@@ -17,11 +17,6 @@ const SCRIPT: &str = include_str!("../python/twilio_rest.py");
 async fn twilios_python_helper_drives_the_rest_api_and_quic_sees_the_same_objects() {
     ensure_python_libraries();
     let s = TestServer::start().await;
-    let http_url = s
-        .admin
-        .http_url
-        .clone()
-        .expect("the test server serves HTTPS");
     let backend = s.backend().await;
 
     // What the script expects to find, and the QUIC subscribers that watch it work.
@@ -62,25 +57,13 @@ async fn twilios_python_helper_drives_the_rest_api_and_quic_sees_the_same_object
         )
     };
 
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .env("HTTP_URL", &http_url)
-        .env("CA_FILE", &s.admin.ca_file)
-        .env("KEY_SID", &s.admin.api_key_sid)
-        .env("KEY_SECRET", &s.admin.api_key_secret)
-        .env("ACCOUNT_SID", &s.admin.account_sid)
-        .env("SERVICE_SID", &s.admin.default_service_sid)
-        .env("ACL_SERVICE_SID", &acl.sid)
-        .env("ALICE_TOKEN", token("alice"))
-        .env("EVE_TOKEN", token("eve"))
-        .env("PYTHONWARNINGS", "ignore")
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the script failed after:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = s.run_python(
+        SCRIPT,
+        &[
+            ("ACL_SERVICE_SID", acl.sid.clone()),
+            ("ALICE_TOKEN", token("alice")),
+            ("EVE_TOKEN", token("eve")),
+        ],
     );
     assert!(stdout.contains("all ok"), "{stdout}");
 
@@ -93,6 +76,8 @@ async fn twilios_python_helper_drives_the_rest_api_and_quic_sees_the_same_object
             other => panic!("unexpected {other:?}"),
         }
     }
+    // The TTL-only update that followed sent nothing: the data did not change.
+    assert_no_event(&mut watched, Duration::from_millis(300)).await;
     let message = next_event(&mut chat).await;
     match message.kind {
         SyncEventKind::MessagePublished { data, .. } => assert_eq!(data, json!({"hello": "quic"})),
@@ -152,20 +137,8 @@ async fn a_backend_over_its_rate_gets_429_with_retry_after() {
         o.rate.burst = 3.0;
     })
     .await;
-    let out = Command::new("python3")
-        .args(["-c", BURST])
-        .env("HTTP_URL", s.admin.http_url.clone().expect("HTTPS"))
-        .env("CA_FILE", &s.admin.ca_file)
-        .env("KEY_SID", &s.admin.api_key_sid)
-        .env("KEY_SECRET", &s.admin.api_key_secret)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = s.run_python(BURST, &[]);
+    assert!(stdout.contains("ok"), "{stdout}");
 }
 
 const SLOW_CLIENTS: &str = r#"
@@ -202,18 +175,35 @@ print("ok", results)
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_or_silent_https_clients_are_cut_off_by_the_timeouts() {
     let s = TestServer::start().await;
-    let out = Command::new("python3")
-        .args(["-c", SLOW_CLIENTS])
-        .env("HTTP_URL", s.admin.http_url.clone().expect("HTTPS"))
-        .env("CA_FILE", &s.admin.ca_file)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = s.run_python(SLOW_CLIENTS, &[]);
+    assert!(stdout.starts_with("ok"), "{stdout}");
     // The server is still fine.
     s.backend().await.ping().await.unwrap();
+}
+
+const ONE_TOKEN_EACH: &str = r#"
+import os, requests
+s = requests.Session()
+s.verify, s.trust_env = os.environ["CA_FILE"], False
+auth = (os.environ["KEY_SID"], os.environ["KEY_SECRET"])
+lists = os.environ["HTTP_URL"] + "/v1/Services/default/Lists"
+r = s.post(lists, auth=auth, data={"UniqueName": "counted"})
+assert r.status_code == 201, r.text
+# A listing runs two commands (the items, and the list's sid for the URLs) but is one
+# request: with a burst of 4, the create and three listings fit, the fifth does not.
+codes = [s.get(lists + "/counted/Items", auth=auth).status_code for _ in range(4)]
+assert codes == [200, 200, 200, 429], codes
+print("ok")
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rest_request_takes_one_rate_limit_token_however_many_commands_it_runs() {
+    ensure_python_libraries();
+    let s = TestServer::start_with(|o| {
+        o.rate.per_second = 0.01;
+        o.rate.burst = 4.0;
+    })
+    .await;
+    let stdout = s.run_python(ONE_TOKEN_EACH, &[]);
+    assert!(stdout.contains("ok"), "{stdout}");
 }
