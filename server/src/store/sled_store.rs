@@ -54,6 +54,29 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     bincode::deserialize(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Opens the sled database in `dir`. A store just dropped in this process may still
+/// hold the directory's lock for a moment (sled's background flusher lets go of it
+/// when it next wakes, up to `flush_every_ms` later), so a busy lock is retried for a
+/// few seconds before it is an error; another process holding it stays an error.
+fn open_db(dir: &std::path::Path) -> StoreResult<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(500))
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.map_err(engine),
+        }
+    }
+}
+
 /// A service record, also in the layout written before `token_create` and
 /// `friendly_name` existed (it is at least 5 bytes shorter, so it never decodes as the
 /// current layout: the last field runs out).
@@ -202,11 +225,7 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. `durable = false` is the relaxed mode: writes
     /// are acknowledged before they reach the disk (sled still flushes every 500 ms).
     pub fn open(dir: &std::path::Path, log_retention: u64, durable: bool) -> StoreResult<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(engine)?;
+        let db = open_db(dir)?;
         let tree = db.open_tree("syncline").map_err(engine)?;
         let log_retention = log_retention.max(1);
         prune_log_for(&tree, log_retention)?;
