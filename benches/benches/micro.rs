@@ -197,7 +197,12 @@ impl WriteRig {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1000, durable).unwrap());
         let (committer, task) = {
             let _guard = rt.enter();
-            Committer::start(store, Arc::new(Hub::default()), Limits::default())
+            Committer::start(
+                store,
+                Arc::new(Hub::default()),
+                Default::default(),
+                Limits::default(),
+            )
         };
         let mut rig = WriteRig {
             rt,

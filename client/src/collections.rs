@@ -169,6 +169,7 @@ impl Items {
         key: ItemKey,
         data: &Value,
         options: WriteOptions,
+        ephemeral: bool,
     ) -> Result<Written<Item>> {
         written_item(
             self.client
@@ -179,6 +180,7 @@ impl Items {
                     data: data.to_string(),
                     if_match: options.if_match,
                     ttl: options.ttl,
+                    ephemeral,
                 })
                 .await?,
         )
@@ -277,6 +279,21 @@ impl List {
 
     /// Appends an item that expires after `ttl` seconds.
     pub async fn push_with(&self, data: &Value, ttl: Option<u64>) -> Result<Written<Item>> {
+        self.push_item(data, ttl, false).await
+    }
+
+    /// Appends an item that lives while this identity has a live connection (see
+    /// [`Map::set_ephemeral`]).
+    pub async fn push_ephemeral(&self, data: &Value) -> Result<Written<Item>> {
+        self.push_item(data, None, true).await
+    }
+
+    async fn push_item(
+        &self,
+        data: &Value,
+        ttl: Option<u64>,
+        ephemeral: bool,
+    ) -> Result<Written<Item>> {
         written_item(
             self.0
                 .client
@@ -284,6 +301,7 @@ impl List {
                     list: self.0.reference.clone(),
                     data: data.to_string(),
                     ttl,
+                    ephemeral,
                 })
                 .await?,
         )
@@ -300,7 +318,9 @@ impl List {
         data: &Value,
         options: WriteOptions,
     ) -> Result<Written<Item>> {
-        self.0.set(ItemKey::Index(index), data, options).await
+        self.0
+            .set(ItemKey::Index(index), data, options, false)
+            .await
     }
 
     pub async fn update(
@@ -353,7 +373,33 @@ impl Map {
         options: WriteOptions,
     ) -> Result<Written<Item>> {
         self.0
-            .set(ItemKey::Key(key.to_owned()), data, options)
+            .set(ItemKey::Key(key.to_owned()), data, options, false)
+            .await
+    }
+
+    /// Upserts an item that lives while this identity is connected: presence in one
+    /// call. When the identity's last connection ends (closed, timed out, killed, or the
+    /// server restarted and it did not come back), the server removes the item with
+    /// `reason: disconnected`, after the service's reachability debouncing window if
+    /// debouncing is on, at once if not. A reconnect inside the window keeps it, and
+    /// nothing is sent. Needs an access token's connection (an API key has no identity
+    /// to be present). A later plain `set` of the item makes it stay.
+    ///
+    /// ```no_run
+    /// # async fn roster(client: syncline_client::Client) -> syncline_client::Result<()> {
+    /// let room = client.map("room:lobby");
+    /// room.set_ephemeral("alice", &serde_json::json!({ "status": "online" }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_ephemeral(&self, key: &str, data: &Value) -> Result<Written<Item>> {
+        self.0
+            .set(
+                ItemKey::Key(key.to_owned()),
+                data,
+                WriteOptions::default(),
+                true,
+            )
             .await
     }
 

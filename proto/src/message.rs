@@ -89,6 +89,9 @@ pub enum Request {
         list: String,
         data: String,
         ttl: Option<u64>,
+        /// The item lives while the writer's identity has a live connection (see
+        /// `ItemSet::ephemeral`).
+        ephemeral: bool,
     },
     ItemGet {
         kind: ObjectKind,
@@ -104,6 +107,10 @@ pub enum Request {
         data: String,
         if_match: Option<u64>,
         ttl: Option<u64>,
+        /// The item lives while the writer's identity has a live connection: once its
+        /// last connection ends (and the service's debouncing window passes) it is
+        /// removed with `reason: Disconnected`. Needs an access token's connection.
+        ephemeral: bool,
     },
     /// Merges top-level keys into an existing item.
     ItemUpdate {
@@ -565,6 +572,9 @@ pub struct ItemInfo {
 pub enum Reason {
     Write,
     Expired,
+    /// An ephemeral item whose writer's identity has no live connection left (after the
+    /// service's debouncing window).
+    Disconnected,
 }
 
 impl Reason {
@@ -572,6 +582,7 @@ impl Reason {
         match self {
             Reason::Write => "write",
             Reason::Expired => "expired",
+            Reason::Disconnected => "disconnected",
         }
     }
 }

@@ -236,11 +236,13 @@ impl Command {
                 list,
                 data: text,
                 ttl: t,
+                ephemeral,
             } => Command::Write(WriteCommand::ListPush {
                 list,
                 data: data(text)?,
                 ttl: ttl(t)?,
                 create_list: true,
+                ephemeral,
             }),
             Request::ItemSet {
                 kind,
@@ -249,6 +251,7 @@ impl Command {
                 data: text,
                 if_match,
                 ttl: t,
+                ephemeral,
             } => {
                 key(kind, &k)?;
                 Command::Write(WriteCommand::ItemSet {
@@ -260,6 +263,7 @@ impl Command {
                     ttl: ttl(t)?,
                     mode: SetMode::Upsert,
                     create_map: true,
+                    ephemeral,
                 })
             }
             Request::ItemUpdate {
@@ -422,6 +426,8 @@ pub enum WriteCommand {
         data: Json,
         ttl: Option<u64>,
         create_list: bool,
+        /// Owned by the writer's connections (see `ItemSet::ephemeral`).
+        ephemeral: bool,
     },
     /// Write an item's data, as `mode` says (a list item must exist whatever the mode).
     ItemSet {
@@ -435,6 +441,10 @@ pub enum WriteCommand {
         /// A map `set` may create its map (by name) if it does not exist (QUIC's
         /// `set` does; REST's item create answers that the map is missing).
         create_map: bool,
+        /// The item becomes the writer's: removed when the writer's identity has had no
+        /// live connection for the service's debouncing window. Only a token holder's
+        /// QUIC connection can write one (REST has no connection to outlive).
+        ephemeral: bool,
     },
     ItemUpdate {
         kind: ObjectKind,
@@ -510,11 +520,13 @@ mod tests {
                 data: "1".into(),
                 if_match: None,
                 ttl: Some(u64::MAX),
+                ephemeral: false,
             },
             Request::ListPush {
                 list: "l".into(),
                 data: "{".into(),
                 ttl: None,
+                ephemeral: false,
             },
             Request::ItemRemove {
                 kind: ObjectKind::List,

@@ -20,6 +20,7 @@ use crate::acl::{self, Access, Action};
 use crate::command::{Json, SetMode, WriteCommand};
 use crate::fanout::Hub;
 use crate::objects::{self, document, items, WriteContext};
+use crate::presence::{Owner, Presence};
 use crate::store::{ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
 
 /// Most writes applied in one batch (one flush).
@@ -40,6 +41,9 @@ pub enum WriteOp {
     ExpireItem { object_sid: String, key: ItemKey },
     /// Deletes every object of the context's service (the service is being deleted).
     DeleteAll,
+    /// `identity`'s last connection ended and its window passed: if no connection came
+    /// back since (the departure `epoch` still stands), remove its ephemeral items.
+    Depart { identity: String, epoch: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,8 +59,12 @@ pub enum WriteOutcome {
         sid: String,
         revision: u64,
     },
-    /// Nothing to do (an expiry for something gone or renewed).
+    /// Nothing to do (an expiry for something gone or renewed, a departure cancelled).
     Unchanged,
+    /// The identity is away: its ephemeral items (this many) were removed.
+    Departed {
+        items: usize,
+    },
 }
 
 struct Pending {
@@ -106,11 +114,12 @@ impl Committer {
     pub fn start(
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
+        presence: Arc<Presence>,
         limits: Limits,
     ) -> (Committer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(CommitStats::default());
-        let task = tokio::spawn(run(rx, store, hub, limits, stats.clone()));
+        let task = tokio::spawn(run(rx, store, hub, presence, limits, stats.clone()));
         (Committer { tx, stats }, task)
     }
 
@@ -143,12 +152,13 @@ async fn run(
     mut rx: mpsc::Receiver<Pending>,
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
+    presence: Arc<Presence>,
     limits: Limits,
     stats: Arc<CommitStats>,
 ) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
-        let mut batch = Batch::new(&*store);
+        let mut batch = Batch::new(&*store, &presence);
         let results: Vec<_> = {
             let mut results = Vec::with_capacity(queued.len());
             for p in &queued {
@@ -223,6 +233,9 @@ struct Published {
 /// that later writes in the same batch see them.
 struct Batch<'a> {
     store: &'a dyn Store,
+    /// Who is connected: ephemeral writes need their writer to be, and departures
+    /// must still stand when they run.
+    presence: &'a Presence,
     /// Whether each service written to in this batch still exists.
     services: HashMap<String, bool>,
     objects: HashMap<(String, String), Option<ObjectRecord>>,
@@ -262,9 +275,10 @@ fn storage(e: StoreError) -> WireError {
 }
 
 impl<'a> Batch<'a> {
-    fn new(store: &'a dyn Store) -> Self {
+    fn new(store: &'a dyn Store, presence: &'a Presence) -> Self {
         Batch {
             store,
+            presence,
             services: HashMap::new(),
             objects: HashMap::new(),
             names: HashMap::new(),
@@ -588,6 +602,9 @@ impl<'a> Batch<'a> {
                 self.load(ctx, object_sid).await?;
                 return Ok(WriteOutcome::Unchanged);
             }
+            WriteOp::Depart { identity, epoch } => {
+                return self.depart(ctx, identity, *epoch).await;
+            }
         };
         // The rights a write needs: `write` to change data, `manage` to change a TTL,
         // both when it does both.
@@ -735,12 +752,16 @@ impl<'a> Batch<'a> {
                 data,
                 ttl,
                 create_list,
+                ephemeral,
             } => {
+                if *ephemeral {
+                    self.require_connected(ctx)?;
+                }
                 let actions = with_ttl(Action::Write);
                 let (current, access) = self
                     .load_kind(ctx, list, ObjectKind::List, *create_list, &actions, limits)
                     .await?;
-                let change = items::push(&current, data.clone(), *ttl, ctx)?;
+                let change = items::push(&current, data.clone(), *ttl, *ephemeral, ctx)?;
                 Ok(self.apply_item(current, change, access))
             }
             WriteCommand::ItemSet {
@@ -752,7 +773,11 @@ impl<'a> Batch<'a> {
                 ttl,
                 mode,
                 create_map,
+                ephemeral,
             } => {
+                if *ephemeral {
+                    self.require_connected(ctx)?;
+                }
                 // A map `set` creates its map, unless `if_match` or the mode says the
                 // item must exist already (then it cannot, and nothing is created).
                 let create = *create_map
@@ -780,6 +805,7 @@ impl<'a> Batch<'a> {
                     data.clone(),
                     *if_match,
                     *ttl,
+                    *ephemeral,
                     ctx,
                     limits,
                 )?;
@@ -826,6 +852,74 @@ impl<'a> Batch<'a> {
                 Ok(self.apply_item(current, change, access))
             }
         }
+    }
+
+    /// An ephemeral item belongs to its writer's connections: only an identity with a
+    /// live connection can write one. Checked here, in the batch, so that a write that
+    /// lost a race with its connection's departure cannot leave an item nobody owns.
+    fn require_connected(&self, ctx: &WriteContext) -> Result<(), WireError> {
+        let owner = Owner {
+            service_sid: ctx.service_sid.clone(),
+            identity: ctx.actor.clone(),
+        };
+        if ctx.origin != 0
+            && ctx.actor != objects::SYSTEM_ACTOR
+            && self.presence.is_connected(&owner)
+        {
+            return Ok(());
+        }
+        Err(WireError::invalid(
+            "an ephemeral item lives as long as its writer's connections: write it from an access token's connection (API keys and REST have none)",
+        ))
+    }
+
+    /// Removes `identity`'s ephemeral items if its departure `epoch` still stands (no
+    /// connection came back since it was scheduled).
+    async fn depart(
+        &mut self,
+        ctx: &WriteContext,
+        identity: &str,
+        epoch: u64,
+    ) -> Result<WriteOutcome, WireError> {
+        let owner = Owner {
+            service_sid: ctx.service_sid.clone(),
+            identity: identity.to_owned(),
+        };
+        if !self.presence.depart(&owner, epoch) {
+            return Ok(WriteOutcome::Unchanged);
+        }
+        let mut owned: std::collections::BTreeSet<(String, ItemKey)> = self
+            .store
+            .ephemeral_items(&ctx.service_sid, identity)
+            .await
+            .map_err(storage)?
+            .into_iter()
+            .collect();
+        // Items this batch wrote are not in the store yet.
+        owned.extend(
+            self.items
+                .iter()
+                .filter(|(_, item)| {
+                    item.as_ref()
+                        .is_some_and(|i| i.ephemeral_owner.as_deref() == Some(identity))
+                })
+                .map(|((sid, key), _)| (sid.clone(), key.clone())),
+        );
+        let mut removed = 0;
+        for (object_sid, key) in owned {
+            let Some(object) = self.load_sid(&ctx.service_sid, &object_sid).await? else {
+                continue;
+            };
+            let (object, item) = self.load_item(ctx, &object, &key).await?;
+            let Some(item) = item.filter(|i| i.ephemeral_owner.as_deref() == Some(identity)) else {
+                continue;
+            };
+            let (next, write, event) =
+                items::remove(&object, key, Some(&item), None, Reason::Disconnected, ctx)?;
+            self.record(Some(object), Some(next), Some(write), Some(event));
+            removed += 1;
+        }
+        Ok(WriteOutcome::Departed { items: removed })
     }
 
     /// The object of `kind` behind `object` (created when `create`, see `load_kind`),
@@ -966,6 +1060,7 @@ mod tests {
             .await
             .unwrap();
         let limits = Limits::default();
+        let presence = Presence::default();
         let data = Json::parse("{}".into(), limits.max_data_bytes).unwrap();
         let set = WriteOp::Client(WriteCommand::DocSet {
             document: "d".into(),
@@ -974,7 +1069,7 @@ mod tests {
             ttl: Some(1),
             mode: SetMode::Upsert,
         });
-        let mut batch = Batch::new(&store);
+        let mut batch = Batch::new(&store, &presence);
         batch.apply(&ctx(1_000), &set, &limits).await.unwrap();
         store
             .apply(std::mem::take(&mut batch.writes))
@@ -989,7 +1084,7 @@ mod tests {
             patch,
             if_match: None,
         });
-        let mut batch = Batch::new(&store);
+        let mut batch = Batch::new(&store, &presence);
         let savepoint = batch.savepoint();
         let err = batch
             .apply(&ctx(5_000), &update, &limits)

@@ -233,7 +233,9 @@ pub async fn submit(shared: &Shared, caller: &Caller, op: WriteOp) -> Result<Res
         WriteOutcome::Deleted { sid, revision } => Ok(Response::Deleted { sid, revision }),
         WriteOutcome::Object(o) => Ok(Response::Object(o)),
         WriteOutcome::ItemRemoved { key, revision } => Ok(Response::ItemRemoved { key, revision }),
-        WriteOutcome::Unchanged => Err(WireError::internal("unexpected no-op write")),
+        WriteOutcome::Unchanged | WriteOutcome::Departed { .. } => {
+            Err(WireError::internal("unexpected server-only write outcome"))
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod objects;
+pub mod presence;
 pub mod reaper;
 pub mod server;
 pub mod session;

@@ -41,6 +41,8 @@ pub struct ServerOptions {
     pub log_retention: u64,
     /// `false` acknowledges writes before they are flushed (relaxed mode; off by default).
     pub durable: bool,
+    /// How long a silent QUIC connection lives (`net::DEFAULT_IDLE_TIMEOUT`).
+    pub idle_timeout: Duration,
 }
 
 impl ServerOptions {
@@ -56,6 +58,7 @@ impl ServerOptions {
             reap_interval: Duration::from_secs(1),
             log_retention: 1000,
             durable: true,
+            idle_timeout: net::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -98,7 +101,7 @@ impl Server {
             Some((listener, _)) => listener.local_addr().ok().map(|a| format!("https://{a}")),
             None => None,
         };
-        let endpoint = net::bind(opts.listen, tls.certs, tls.key)?;
+        let endpoint = net::bind(opts.listen, tls.certs, tls.key, opts.idle_timeout)?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| EndpointError::Bind {
@@ -131,8 +134,13 @@ impl Server {
 
         let store: Arc<dyn Store> = Arc::new(store);
         let hub = Arc::new(Hub::default());
-        let (committer, commit_task) =
-            Committer::start(store.clone(), hub.clone(), opts.limits.clone());
+        let presence = Arc::new(crate::presence::Presence::default());
+        let (committer, commit_task) = Committer::start(
+            store.clone(),
+            hub.clone(),
+            presence.clone(),
+            opts.limits.clone(),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let reaper = tokio::spawn(crate::reaper::run(
             store.clone(),
@@ -144,10 +152,12 @@ impl Server {
             store.clone(),
             committer,
             hub,
+            presence,
             opts.limits,
             installation,
             opts.rate,
         ));
+        crate::presence::restore(&shared).await;
         let http_task = http.map(|(listener, config)| {
             tokio::spawn(crate::http::serve(
                 listener,
@@ -221,6 +231,8 @@ async fn accept_loop(
         connections = conns.len(),
         "shutting down: draining connections"
     );
+    // Connections closing from here on are the server going away, not their owners.
+    shared.presence.stop();
     endpoint.set_server_config(None);
     drop(shared);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {

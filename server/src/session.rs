@@ -16,6 +16,7 @@ use crate::command::Command;
 use crate::engine::{self, Caller, Revoked};
 use crate::fanout::{Control, Outbox, StartSubscription, Subscriber};
 use crate::metrics::Edge;
+use crate::presence::{Owner, Present};
 use crate::state::{Connection, RateBucket, Shared};
 
 /// Subscriptions one connection may hold at once.
@@ -40,6 +41,9 @@ pub struct Session {
     /// `exp` + clock skew); the network layer closes the connection with `TokenExpired`
     /// when the clock passes it. `None` for API keys.
     expiry: watch::Sender<Option<u64>>,
+    /// A token holder's connection counts toward its identity's presence until it
+    /// ends (dropped in `close`, or with the session however the connection ended).
+    present: Mutex<Option<Present>>,
 }
 
 impl Connection for Session {
@@ -70,6 +74,7 @@ impl Session {
             outbox,
             subs: Mutex::new(HashMap::new()),
             expiry: watch::channel(None).0,
+            present: Mutex::new(None),
         }
     }
 
@@ -191,6 +196,16 @@ impl Session {
             token_expires_at: token.as_ref().map(|t| t.expires_at),
             max_frame_bytes: self.shared.limits.max_frame_bytes,
         };
+        if let Some(identity) = caller.identity() {
+            let owner = Owner {
+                service_sid: caller.service.sid.clone(),
+                identity: identity.to_owned(),
+            };
+            let present = Present::new(&self.shared, owner);
+            if let Ok(mut slot) = self.present.lock() {
+                *slot = Some(present);
+            }
+        }
         self.set_caller(caller);
         self.expiry.send_replace(token.map(|t| t.valid_until));
         Ok(Response::Welcome(welcome))
@@ -288,8 +303,10 @@ impl Session {
         })
     }
 
-    /// Drops every subscription of this connection (on close).
+    /// Drops every subscription of this connection, and its presence (on close).
     pub fn close(&self) {
+        let present = self.present.lock().ok().and_then(|mut p| p.take());
+        drop(present);
         let subs = self
             .subs
             .lock()

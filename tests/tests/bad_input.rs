@@ -312,6 +312,7 @@ async fn json_that_readers_cannot_load_is_refused_on_every_write_path() {
                 list: "log".into(),
                 data: data.clone(),
                 ttl: None,
+                ephemeral: false,
             },
             Request::ItemSet {
                 kind: syncline_proto::ObjectKind::Map,
@@ -320,6 +321,7 @@ async fn json_that_readers_cannot_load_is_refused_on_every_write_path() {
                 data: data.clone(),
                 if_match: None,
                 ttl: None,
+                ephemeral: false,
             },
             Request::ItemUpdate {
                 kind: syncline_proto::ObjectKind::Map,
@@ -397,6 +399,7 @@ async fn ttls_beyond_a_year_are_refused() {
                 list: "l".into(),
                 data: "1".into(),
                 ttl: Some(ttl),
+                ephemeral: false,
             },
             Request::ItemSet {
                 kind: syncline_proto::ObjectKind::Map,
@@ -405,6 +408,7 @@ async fn ttls_beyond_a_year_are_refused() {
                 data: "1".into(),
                 if_match: None,
                 ttl: Some(ttl),
+                ephemeral: false,
             },
             Request::Create {
                 kind: syncline_proto::ObjectKind::List,

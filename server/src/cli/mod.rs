@@ -109,6 +109,11 @@ struct ServeArgs {
     /// How often expired objects are removed, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     reap_interval_ms: u64,
+    /// How long a silent connection lives, in milliseconds: a client that vanished
+    /// without closing is noticed (and its presence starts to end) this long after its
+    /// last packet. The server pings idle clients at a third of it.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
+    idle_timeout_ms: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,6 +244,11 @@ enum MapCommand {
         if_match: Option<u64>,
         #[arg(long)]
         ttl: Option<u64>,
+        /// Keep the item only while this command runs: it stays connected until
+        /// interrupted, and the server removes the item when its identity's last
+        /// connection is gone (needs --token).
+        #[arg(long, conflicts_with_all = ["if_match", "ttl"])]
+        ephemeral: bool,
     },
     /// Merge top-level keys into an item.
     Update {
@@ -753,8 +763,35 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
             name,
             key,
             json,
+            ephemeral: true,
+            ..
+        } => {
+            let written = client
+                .map(name)
+                .set_ephemeral(key, &parse_json(json)?)
+                .await?;
+            output::line(&output::written(&written, output::item));
+            // The item lives as long as this connection: hold it until told to stop,
+            // or until the server ends it.
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    // Closing tells the server at once; a process that just exits is
+                    // noticed only after the server's idle timeout.
+                    client.close();
+                    // The close leaves from quinn's driver task: let it go out.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Ok(());
+                }
+                e = client.closed() => return Err(e),
+            }
+        }
+        MapCommand::Set {
+            name,
+            key,
+            json,
             if_match,
             ttl,
+            ephemeral: false,
         } => {
             let options = WriteOptions {
                 if_match: *if_match,
@@ -896,6 +933,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
     options.key = args.key.clone();
     options.durable = !args.relaxed;
     options.reap_interval = Duration::from_millis(args.reap_interval_ms.max(10));
+    options.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     let server = Server::start(options)
         .await
         .map_err(|e| Error::Config(e.to_string()))?;

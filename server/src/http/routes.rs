@@ -970,6 +970,7 @@ async fn items_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) 
                     data,
                     ttl,
                     create_list: false,
+                    ephemeral: false,
                 },
                 _ => {
                     let key = ctx.params.required("Key")?.to_owned();
@@ -985,6 +986,7 @@ async fn items_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) 
                         ttl,
                         mode: SetMode::Create,
                         create_map: false,
+                        ephemeral: false,
                     }
                 }
             };
@@ -1031,6 +1033,7 @@ async fn item_answer(
                     ttl,
                     mode: SetMode::Replace,
                     create_map: false,
+                    ephemeral: false,
                 }),
                 None => match ttl {
                     Some(ttl) => Command::Write(WriteCommand::SetTtl {

@@ -27,9 +27,14 @@ pub enum EndpointError {
     },
 }
 
+/// How long a silent connection lives by default. A client that vanished without
+/// closing (killed, unplugged) is noticed this long after its last packet, and only
+/// then do its identity's ephemeral items start their debouncing window.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Transport settings sized for many mostly idle clients: one request stream and a few
-/// event streams each, modest windows.
-pub fn transport_config() -> quinn::TransportConfig {
+/// event streams each, modest windows. `idle_timeout`: see `DEFAULT_IDLE_TIMEOUT`.
+pub fn transport_config(idle_timeout: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(4u32.into())
         .max_concurrent_uni_streams(0u32.into())
@@ -45,9 +50,13 @@ pub fn transport_config() -> quinn::TransportConfig {
             ack
         }))
         .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(Duration::from_secs(30))
+            quinn::IdleTimeout::try_from(idle_timeout)
                 .unwrap_or(quinn::VarInt::from_u32(30_000).into()),
-        ));
+        ))
+        // A live client must not time out when the server's timeout is shorter than
+        // its own keep-alive: the server pings idle connections too (only those: a
+        // ping goes out when nothing else did for this long).
+        .keep_alive_interval(Some(idle_timeout / 3));
     t
 }
 
@@ -56,6 +65,7 @@ pub fn bind(
     addr: SocketAddr,
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    idle_timeout: Duration,
 ) -> Result<quinn::Endpoint, EndpointError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -71,7 +81,7 @@ pub fn bind(
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| EndpointError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(idle_timeout)));
 
     let bind_err = |source| EndpointError::Bind { addr, source };
     let bound =

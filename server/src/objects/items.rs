@@ -67,11 +67,17 @@ fn event(object: &ObjectRecord, ctx: &WriteContext, kind: EventKind) -> Event {
     }
 }
 
+/// Who owns an item written with `ephemeral`: the writer (see `ItemRecord::ephemeral_owner`).
+fn owner(ephemeral: bool, ctx: &WriteContext) -> Option<String> {
+    ephemeral.then(|| ctx.actor.clone())
+}
+
 fn added(
     object: &ObjectRecord,
     key: ItemKey,
     data: String,
     ttl: Option<u64>,
+    ephemeral_owner: Option<String>,
     ctx: &WriteContext,
 ) -> ItemChange {
     let next = bump(object, ctx);
@@ -82,6 +88,7 @@ fn added(
         date_created: ctx.now_ms,
         date_updated: ctx.now_ms,
         date_expires: ttl.and_then(|t| expiry(ctx.now_ms, t)),
+        ephemeral_owner,
     };
     let ev = event(
         &next,
@@ -107,12 +114,14 @@ fn updated(
     current: &ItemRecord,
     data: String,
     ttl: Option<u64>,
+    ephemeral_owner: Option<String>,
     ctx: &WriteContext,
 ) -> ItemChange {
     let next = bump(object, ctx);
     let mut item = current.clone();
     item.revision = next.revision;
     item.data = data;
+    item.ephemeral_owner = ephemeral_owner;
     item.date_updated = ctx.now_ms;
     if let Some(t) = ttl {
         item.date_expires = expiry(ctx.now_ms, t);
@@ -141,17 +150,20 @@ pub fn push(
     list: &ObjectRecord,
     data: Json,
     ttl: Option<u64>,
+    ephemeral: bool,
     ctx: &WriteContext,
 ) -> Result<ItemChange, WireError> {
     expect_kind(list, ObjectKind::List)?;
     let key = ItemKey::Index(list.next_index);
-    let (mut next, write, ev) = added(list, key, data.into_string(), ttl, ctx);
+    let owner = owner(ephemeral, ctx);
+    let (mut next, write, ev) = added(list, key, data.into_string(), ttl, owner, ctx);
     next.next_index += 1;
     Ok((next, write, ev))
 }
 
 /// `set`: replaces an item's data. A list item must exist; a map item is created if
-/// it does not (then `if_match` cannot hold and is `NotFound`).
+/// it does not (then `if_match` cannot hold and is `NotFound`). A set decides who owns
+/// the item: the writer with `ephemeral`, nobody (it stays) without.
 #[allow(clippy::too_many_arguments)]
 pub fn set(
     object: &ObjectRecord,
@@ -160,24 +172,26 @@ pub fn set(
     data: Json,
     if_match: Option<u64>,
     ttl: Option<u64>,
+    ephemeral: bool,
     ctx: &WriteContext,
     limits: &Limits,
 ) -> Result<ItemChange, WireError> {
     check_key(object.kind, &key, limits)?;
     let data = data.into_string();
+    let owner = owner(ephemeral, ctx);
     match current {
         Some(cur) => {
             check_if_match(cur, if_match)?;
-            Ok(updated(object, key, cur, data, ttl, ctx))
+            Ok(updated(object, key, cur, data, ttl, owner, ctx))
         }
         None if object.kind == ObjectKind::Map && if_match.is_none() => {
-            Ok(added(object, key, data, ttl, ctx))
+            Ok(added(object, key, data, ttl, owner, ctx))
         }
         None => Err(WireError::not_found("item")),
     }
 }
 
-/// `update`: merges top-level keys into an existing item.
+/// `update`: merges top-level keys into an existing item; its owner stays.
 pub fn update(
     object: &ObjectRecord,
     key: ItemKey,
@@ -191,7 +205,8 @@ pub fn update(
     let cur = current.ok_or_else(|| WireError::not_found("item"))?;
     check_if_match(cur, if_match)?;
     let data = merge_patch(&cur.data, patch, limits)?.into_string();
-    Ok(updated(object, key, cur, data, None, ctx))
+    let owner = cur.ephemeral_owner.clone();
+    Ok(updated(object, key, cur, data, None, owner, ctx))
 }
 
 /// `remove` (by a write) or expiry (by the reaper, `reason: Expired`).
@@ -250,8 +265,8 @@ mod tests {
     #[test]
     fn push_assigns_increasing_indices_and_bumps_revisions() {
         let list = new_object(ObjectKind::List, "ES1".into(), None, None, &ctx());
-        let (list, w0, e0) = push(&list, j("1"), None, &ctx()).unwrap();
-        let (list, w1, e1) = push(&list, j("2"), Some(10), &ctx()).unwrap();
+        let (list, w0, e0) = push(&list, j("1"), None, false, &ctx()).unwrap();
+        let (list, w1, e1) = push(&list, j("2"), Some(10), false, &ctx()).unwrap();
         assert_eq!(
             (w0.key.clone(), w1.key.clone()),
             (ItemKey::Index(0), ItemKey::Index(1))
@@ -271,7 +286,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(e.kind, EventKind::ItemRemoved { .. }));
-        let (_, w2, _) = push(&list, j("3"), None, &ctx()).unwrap();
+        let (_, w2, _) = push(&list, j("3"), None, false, &ctx()).unwrap();
         assert_eq!(w2.key, ItemKey::Index(2));
     }
 
@@ -280,10 +295,32 @@ mod tests {
         let l = Limits::default();
         let map = new_object(ObjectKind::Map, "MP1".into(), None, None, &ctx());
         let k = || ItemKey::Key("k".into());
-        let (map, w, e) = set(&map, k(), None, j(r#"{"a":1}"#), None, None, &ctx(), &l).unwrap();
+        let (map, w, e) = set(
+            &map,
+            k(),
+            None,
+            j(r#"{"a":1}"#),
+            None,
+            None,
+            false,
+            &ctx(),
+            &l,
+        )
+        .unwrap();
         assert!(matches!(e.kind, EventKind::ItemAdded { .. }));
         let item = w.after.unwrap();
-        let err = set(&map, k(), Some(&item), j("{}"), Some(0), None, &ctx(), &l).unwrap_err();
+        let err = set(
+            &map,
+            k(),
+            Some(&item),
+            j("{}"),
+            Some(0),
+            None,
+            false,
+            &ctx(),
+            &l,
+        )
+        .unwrap_err();
         assert_eq!(
             (err.code, err.current_revision),
             (ErrorCode::Conflict, Some(1))
@@ -322,6 +359,7 @@ mod tests {
             j("1"),
             None,
             None,
+            false,
             &ctx(),
             &l,
         )
@@ -338,6 +376,7 @@ mod tests {
             j("1"),
             None,
             None,
+            false,
             &ctx(),
             &l,
         )
@@ -345,14 +384,43 @@ mod tests {
         assert_eq!(err.code, ErrorCode::InvalidArgument);
         let long = ItemKey::Key("k".repeat(321));
         assert_eq!(
-            set(&map, long, None, j("1"), None, None, &ctx(), &l)
+            set(&map, long, None, j("1"), None, None, false, &ctx(), &l)
                 .unwrap_err()
                 .code,
             ErrorCode::TooLarge
         );
         assert_eq!(
-            push(&map, j("1"), None, &ctx()).unwrap_err().code,
+            push(&map, j("1"), None, false, &ctx()).unwrap_err().code,
             ErrorCode::InvalidArgument
         );
+    }
+
+    #[test]
+    fn a_set_decides_the_owner_and_an_update_keeps_it() {
+        let l = Limits::default();
+        let map = new_object(ObjectKind::Map, "MP1".into(), None, None, &ctx());
+        let k = || ItemKey::Key("alice".into());
+        let (map, w, _) = set(&map, k(), None, j("1"), None, None, true, &ctx(), &l).unwrap();
+        let item = w.after.unwrap();
+        assert_eq!(item.ephemeral_owner.as_deref(), Some("alice"));
+        let (map, w, _) = update(&map, k(), Some(&item), &j("{}"), None, &ctx(), &l).unwrap();
+        let item = w.after.unwrap();
+        assert_eq!(item.ephemeral_owner.as_deref(), Some("alice"));
+        let bob = WriteContext {
+            actor: "bob".into(),
+            ..ctx()
+        };
+        let (map, w, _) = set(&map, k(), Some(&item), j("2"), None, None, true, &bob, &l).unwrap();
+        let item = w.after.unwrap();
+        assert_eq!(item.ephemeral_owner.as_deref(), Some("bob"));
+        let (_, w, _) = set(&map, k(), Some(&item), j("3"), None, None, false, &bob, &l).unwrap();
+        assert_eq!(
+            w.after.unwrap().ephemeral_owner,
+            None,
+            "a plain set makes it stay"
+        );
+        let list = new_object(ObjectKind::List, "ES1".into(), None, None, &ctx());
+        let (_, w, _) = push(&list, j("1"), None, true, &ctx()).unwrap();
+        assert_eq!(w.after.unwrap().ephemeral_owner.as_deref(), Some("alice"));
     }
 }

@@ -62,6 +62,9 @@ pub struct ItemRecord {
     pub date_created: u64,
     pub date_updated: u64,
     pub date_expires: Option<u64>,
+    /// An ephemeral item's owner: the identity whose last live connection ending
+    /// removes it. The store indexes owners (`Store::ephemeral_items`).
+    pub ephemeral_owner: Option<String>,
 }
 
 impl ItemRecord {
@@ -221,6 +224,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Items whose expiry is at or before `now_ms`, oldest first.
     async fn expired_items(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<ExpiredItem>>;
+
+    /// The ephemeral items `identity` owns in a service: (object sid, item key).
+    async fn ephemeral_items(
+        &self,
+        service_sid: &str,
+        identity: &str,
+    ) -> StoreResult<Vec<(String, ItemKey)>>;
+
+    /// Every (service sid, identity) that owns an ephemeral item: after a restart, the
+    /// owners whose items go unless they come back.
+    async fn ephemeral_owners(&self) -> StoreResult<Vec<(String, String)>>;
 
     /// Objects whose expiry is at or before `now_ms`: (service sid, object sid), oldest first.
     async fn expired(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<(String, String)>>;

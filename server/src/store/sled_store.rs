@@ -12,6 +12,8 @@
 //! - `x` expires_ms service_sid object_sid -> ()   (the reaper's index)
 //! - `t` object_sid item_key    -> ItemRecord      (list index: u64 BE; map key: UTF-8)
 //! - `y` expires_ms service_sid object_sid item_key -> ()   (items' expiry index)
+//! - `e` service_sid identity_len(u16 BE) identity object_sid item_key -> ()
+//!   (ephemeral items by owner)
 //! - `p` service_sid object_sid identity -> Rights (per-object permissions)
 //! - `L`                        -> the `log_retention` the change log is laid out for (u64 BE)
 
@@ -120,6 +122,32 @@ fn decode_service(bytes: &[u8]) -> StoreResult<ServiceRecord> {
     })
 }
 
+/// An item record, also in the layout written before ephemeral items existed (one
+/// field shorter, so it never decodes as the current layout: the last field runs out).
+fn decode_item(bytes: &[u8]) -> StoreResult<ItemRecord> {
+    #[derive(serde::Deserialize)]
+    struct ItemBeforeEphemeral {
+        revision: u64,
+        data: String,
+        created_by: String,
+        date_created: u64,
+        date_updated: u64,
+        date_expires: Option<u64>,
+    }
+    decode(bytes).or_else(|current_error| {
+        let old: ItemBeforeEphemeral = decode(bytes).map_err(|_| current_error)?;
+        Ok(ItemRecord {
+            revision: old.revision,
+            data: old.data,
+            created_by: old.created_by,
+            date_created: old.date_created,
+            date_updated: old.date_updated,
+            date_expires: old.date_expires,
+            ephemeral_owner: None,
+        })
+    })
+}
+
 fn key_of(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     for p in parts {
@@ -221,6 +249,44 @@ fn item_expiry_key(expires: u64, service_sid: &str, object_sid: &str, key: &Item
     ])
 }
 
+/// The prefix of one owner's entries in the ephemeral index. Identities are at most
+/// 256 characters, so their byte length fits a u16; the length keeps one identity's
+/// entries from running into a longer identity that starts the same way.
+fn ephemeral_owner_prefix(service_sid: &str, identity: &str) -> Vec<u8> {
+    let len = u16::try_from(identity.len()).unwrap_or(u16::MAX);
+    key_of(&[
+        b"e",
+        service_sid.as_bytes(),
+        &len.to_be_bytes(),
+        identity.as_bytes(),
+    ])
+}
+
+fn ephemeral_key(service_sid: &str, identity: &str, object_sid: &str, key: &ItemKey) -> Vec<u8> {
+    let mut k = ephemeral_owner_prefix(service_sid, identity);
+    k.extend_from_slice(object_sid.as_bytes());
+    k.extend_from_slice(&item_key_bytes(key));
+    k
+}
+
+/// The item-side indexes (expiry, ephemeral owner) of one item record, for `insert` or
+/// `remove` alongside the record.
+fn item_index_keys(
+    service_sid: &str,
+    object_sid: &str,
+    key: &ItemKey,
+    item: &ItemRecord,
+) -> impl Iterator<Item = Vec<u8>> {
+    let expiry = item
+        .date_expires
+        .map(|exp| item_expiry_key(exp, service_sid, object_sid, key));
+    let owner = item
+        .ephemeral_owner
+        .as_deref()
+        .map(|owner| ephemeral_key(service_sid, owner, object_sid, key));
+    expiry.into_iter().chain(owner)
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`. `durable = false` is the relaxed mode: writes
     /// are acknowledged before they reach the disk (sled still flushes every 500 ms).
@@ -308,17 +374,14 @@ impl SledStore {
                     }
                     let prefix = key_of(&[b"t", before.sid.as_bytes()]);
                     for (k, v) in self.tree.scan_prefix(&prefix).flatten() {
-                        if let Ok(item) = decode::<ItemRecord>(&v) {
-                            if let (Some(exp), Ok(ik)) = (
-                                item.date_expires,
-                                item_key_from(&before.sid, &k[prefix.len()..]),
-                            ) {
-                                batch.remove(item_expiry_key(
-                                    exp,
-                                    &before.service_sid,
-                                    &before.sid,
-                                    &ik,
-                                ));
+                        if let (Ok(item), Ok(ik)) = (
+                            decode_item(&v),
+                            item_key_from(&before.sid, &k[prefix.len()..]),
+                        ) {
+                            for index in
+                                item_index_keys(&before.service_sid, &before.sid, &ik, &item)
+                            {
+                                batch.remove(index);
                             }
                         }
                         batch.remove(k);
@@ -332,22 +395,17 @@ impl SledStore {
                 return;
             }
             for iw in &w.items {
-                if let Some(exp) = iw.before.as_ref().and_then(|b| b.date_expires) {
-                    batch.remove(item_expiry_key(
-                        exp,
-                        &after.service_sid,
-                        &after.sid,
-                        &iw.key,
-                    ));
+                if let Some(before) = &iw.before {
+                    for index in item_index_keys(&after.service_sid, &after.sid, &iw.key, before) {
+                        batch.remove(index);
+                    }
                 }
                 match &iw.after {
                     Some(item) => {
                         batch.insert(item_key(&after.sid, &iw.key), encode(item));
-                        if let Some(exp) = item.date_expires {
-                            batch.insert(
-                                item_expiry_key(exp, &after.service_sid, &after.sid, &iw.key),
-                                &[],
-                            );
+                        for index in item_index_keys(&after.service_sid, &after.sid, &iw.key, item)
+                        {
+                            batch.insert(index, &[]);
                         }
                     }
                     None => batch.remove(item_key(&after.sid, &iw.key)),
@@ -591,7 +649,10 @@ impl Store for SledStore {
     }
 
     async fn item(&self, object_sid: &str, key: &ItemKey) -> StoreResult<Option<ItemRecord>> {
-        self.get(&item_key(object_sid, key))
+        match self.tree.get(item_key(object_sid, key)).map_err(engine)? {
+            Some(v) => decode_item(&v).map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn items(
@@ -615,7 +676,10 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for kv in range.take(limit) {
             let (k, v) = kv.map_err(engine)?;
-            out.push((item_key_from(object_sid, &k[prefix.len()..])?, decode(&v)?));
+            out.push((
+                item_key_from(object_sid, &k[prefix.len()..])?,
+                decode_item(&v)?,
+            ));
         }
         Ok(out)
     }
@@ -641,6 +705,49 @@ impl Store for SledStore {
             });
         }
         Ok(out)
+    }
+
+    async fn ephemeral_items(
+        &self,
+        service_sid: &str,
+        identity: &str,
+    ) -> StoreResult<Vec<(String, ItemKey)>> {
+        let prefix = ephemeral_owner_prefix(service_sid, identity);
+        let sid = syncline_proto::ids::SID_LEN;
+        let mut out = Vec::new();
+        for k in self.tree.scan_prefix(&prefix).keys() {
+            let k = k.map_err(engine)?;
+            let rest = &k[prefix.len()..];
+            if rest.len() < sid {
+                return Err(StoreError::Corrupt("ephemeral index key".into()));
+            }
+            let object_sid = String::from_utf8_lossy(&rest[..sid]).into_owned();
+            let key = item_key_from(&object_sid, &rest[sid..])?;
+            out.push((object_sid, key));
+        }
+        Ok(out)
+    }
+
+    async fn ephemeral_owners(&self) -> StoreResult<Vec<(String, String)>> {
+        let sid = syncline_proto::ids::SID_LEN;
+        let corrupt = || StoreError::Corrupt("ephemeral index key".into());
+        let mut owners: Vec<(String, String)> = Vec::new();
+        for k in self.tree.scan_prefix(b"e").keys() {
+            let k = k.map_err(engine)?;
+            let service = k.get(1..1 + sid).ok_or_else(corrupt)?;
+            let len = k.get(1 + sid..3 + sid).ok_or_else(corrupt)?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let identity = k.get(3 + sid..3 + sid + len).ok_or_else(corrupt)?;
+            let owner = (
+                String::from_utf8_lossy(service).into_owned(),
+                String::from_utf8_lossy(identity).into_owned(),
+            );
+            // Keys are sorted, so one owner's entries are together.
+            if owners.last() != Some(&owner) {
+                owners.push(owner);
+            }
+        }
+        Ok(owners)
     }
 
     async fn expired(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<(String, String)>> {
@@ -777,6 +884,115 @@ mod tests {
             date_expires: None,
             next_index: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn the_ephemeral_index_follows_owners_through_writes_deletes_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = "IS00000000000000000000000000000001";
+        let map = |revision: u64| ObjectRecord {
+            sid: "MP00000000000000000000000000000001".into(),
+            kind: ObjectKind::Map,
+            ..document(revision)
+        };
+        let item = |owner: Option<&str>| ItemRecord {
+            revision: 1,
+            data: "1".into(),
+            created_by: "alice".into(),
+            date_created: 1,
+            date_updated: 1,
+            date_expires: None,
+            ephemeral_owner: owner.map(Into::into),
+        };
+        let key = |k: &str| ItemKey::Key(k.into());
+        let write = |rev: u64, k: &str, before: Option<ItemRecord>, after: Option<ItemRecord>| {
+            ObjectWrite {
+                before: Some(map(rev - 1)),
+                after: Some(map(rev)),
+                log: None,
+                items: vec![ItemWrite {
+                    key: key(k),
+                    before,
+                    after,
+                }],
+            }
+        };
+        let store = SledStore::open(dir.path(), 10, true).unwrap();
+        store
+            .apply(vec![
+                write(1, "a", None, Some(item(Some("alice")))),
+                write(2, "b", None, Some(item(Some("alice")))),
+                write(3, "c", None, Some(item(Some("al")))),
+                write(4, "d", None, Some(item(None))),
+            ])
+            .await
+            .unwrap();
+        let sid = map(0).sid;
+        assert_eq!(
+            store.ephemeral_items(service, "alice").await.unwrap(),
+            vec![(sid.clone(), key("a")), (sid.clone(), key("b"))],
+            "a shorter identity's entries are not alice's"
+        );
+        assert_eq!(
+            store.ephemeral_owners().await.unwrap(),
+            vec![
+                (service.into(), "al".into()),
+                (service.into(), "alice".into())
+            ]
+        );
+        // A plain set takes the item out of the index; a removal too.
+        store
+            .apply(vec![
+                write(5, "a", Some(item(Some("alice"))), Some(item(None))),
+                write(6, "c", Some(item(Some("al"))), None),
+            ])
+            .await
+            .unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path(), 10, true).unwrap();
+        assert_eq!(
+            store.ephemeral_items(service, "alice").await.unwrap(),
+            vec![(sid.clone(), key("b"))]
+        );
+        assert_eq!(store.ephemeral_items(service, "al").await.unwrap(), vec![]);
+        // Deleting the map deletes its items' index entries.
+        store
+            .apply(vec![ObjectWrite {
+                before: Some(map(6)),
+                after: None,
+                log: None,
+                items: Vec::new(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.ephemeral_owners().await.unwrap(), vec![]);
+    }
+
+    #[test]
+    fn items_stored_before_ephemeral_owners_still_load() {
+        #[derive(serde::Serialize)]
+        struct OldItem {
+            revision: u64,
+            data: String,
+            created_by: String,
+            date_created: u64,
+            date_updated: u64,
+            date_expires: Option<u64>,
+        }
+        let old = encode(&OldItem {
+            revision: 3,
+            data: "{}".into(),
+            created_by: "bob".into(),
+            date_created: 1,
+            date_updated: 2,
+            date_expires: Some(9),
+        });
+        let item = decode_item(&old).unwrap();
+        assert_eq!(
+            (item.revision, item.date_expires, item.ephemeral_owner),
+            (3, Some(9), None)
+        );
+        assert!(decode_item(b"\x01").is_err(), "garbage is still corrupt");
     }
 
     fn revisions(entries: Option<Vec<LogEntry>>) -> Option<Vec<(u64, Vec<u8>)>> {
