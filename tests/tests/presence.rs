@@ -136,19 +136,24 @@ async fn an_ephemeral_item_goes_when_its_owner_leaves_and_says_why() {
     assert_eq!(items.len(), 1, "the server agrees: {items:?}");
 }
 
-#[tokio::test]
-async fn a_reconnect_inside_the_window_keeps_the_item_and_sends_nothing() {
+/// A server debouncing with `window_ms`, a subscribed room, and Alice present in it.
+async fn alice_present_with_window(window_ms: u32) -> (TestServer, Subscription, Client) {
     let server = TestServer::start().await;
-    debounce(&server, Some(1_500)).await;
+    debounce(&server, Some(window_ms)).await;
     let mut sub = room(&server).await;
     let alice = server.client_as("alice").await;
     alice
         .map("room")
         .set_ephemeral("alice", &json!(1))
         .await
-        .unwrap();
+        .expect("alice is present");
     roster_becomes(&mut sub, &names(&["alice"]), &names(&["alice"])).await;
+    (server, sub, alice)
+}
 
+#[tokio::test]
+async fn a_reconnect_inside_the_window_keeps_the_item_and_sends_nothing() {
+    let (server, mut sub, alice) = alice_present_with_window(1_500).await;
     alice.close();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _back = server.client_as("alice").await;
@@ -159,17 +164,7 @@ async fn a_reconnect_inside_the_window_keeps_the_item_and_sends_nothing() {
 
 #[tokio::test]
 async fn outside_the_window_the_item_goes_and_never_before_it() {
-    let server = TestServer::start().await;
-    debounce(&server, Some(1_000)).await;
-    let mut sub = room(&server).await;
-    let alice = server.client_as("alice").await;
-    alice
-        .map("room")
-        .set_ephemeral("alice", &json!(1))
-        .await
-        .unwrap();
-    roster_becomes(&mut sub, &names(&["alice"]), &names(&["alice"])).await;
-
+    let (_server, mut sub, alice) = alice_present_with_window(1_000).await;
     let left = Instant::now();
     alice.close();
     roster_becomes(&mut sub, &names(&[]), &names(&[])).await;

@@ -956,15 +956,7 @@ mod tests {
         );
         assert_eq!(store.ephemeral_items(service, "al").await.unwrap(), vec![]);
         // Deleting the map deletes its items' index entries.
-        store
-            .apply(vec![ObjectWrite {
-                before: Some(map(6)),
-                after: None,
-                log: None,
-                items: Vec::new(),
-            }])
-            .await
-            .unwrap();
+        store.apply(vec![deletion(map(6))]).await.unwrap();
         assert_eq!(store.ephemeral_owners().await.unwrap(), vec![]);
     }
 
@@ -993,6 +985,16 @@ mod tests {
             (3, Some(9), None)
         );
         assert!(decode_item(b"\x01").is_err(), "garbage is still corrupt");
+    }
+
+    /// The write that deletes `record`.
+    fn deletion(record: ObjectRecord) -> ObjectWrite {
+        ObjectWrite {
+            before: Some(record),
+            after: None,
+            log: None,
+            items: Vec::new(),
+        }
     }
 
     fn revisions(entries: Option<Vec<LogEntry>>) -> Option<Vec<(u64, Vec<u8>)>> {
@@ -1070,15 +1072,7 @@ mod tests {
         assert_eq!(store.tree.scan_prefix(b"l").count(), 2);
         assert_eq!(store.log_range(&sid, 8, 10).await.unwrap(), None);
         // Deleting the object deletes its log.
-        store
-            .apply(vec![ObjectWrite {
-                before: Some(document(10)),
-                after: None,
-                log: None,
-                items: Vec::new(),
-            }])
-            .await
-            .unwrap();
+        store.apply(vec![deletion(document(10))]).await.unwrap();
         assert_eq!(store.log_range(&sid, 9, 10).await.unwrap(), None);
         assert_eq!(store.tree.scan_prefix(b"l").count(), 0);
     }
