@@ -21,9 +21,10 @@ async fn main() -> Result<(), syncline_client::Error> {
     let me = client.welcome().identity.clone().unwrap_or_default();
 
     let room = client.map("room:lobby");
-    let mut sub = room.subscribe().await?;
+    // Joining creates the room if it is not there yet; the snapshot then includes us.
     room.set_ephemeral(&me, &json!({ "joined_ms": now_ms() }))
         .await?;
+    let mut sub = room.subscribe().await?;
 
     loop {
         tokio::select! {
