@@ -126,6 +126,8 @@ pub struct Gauges {
     pub connections: usize,
     pub subscriptions: usize,
     pub queued_events: usize,
+    /// Identities with a live connection, and those whose departure is pending.
+    pub present: (usize, usize),
 }
 
 impl Metrics {
@@ -171,6 +173,18 @@ impl Metrics {
             "syncline_outbox_events",
             "Events queued for connections' event writers, all connections together.",
             gauges.queued_events.to_string(),
+        );
+        gauge(
+            &mut out,
+            "syncline_present_identities",
+            "Identities (per service) with a live connection.",
+            gauges.present.0.to_string(),
+        );
+        gauge(
+            &mut out,
+            "syncline_departing_identities",
+            "Identities whose last connection ended and whose debouncing window runs.",
+            gauges.present.1.to_string(),
         );
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(
@@ -260,6 +274,7 @@ mod tests {
             connections: 2,
             subscriptions: 5,
             queued_events: 0,
+            present: (3, 1),
         };
         let text = m.render(&gauges, &commit);
         assert!(
@@ -272,6 +287,8 @@ mod tests {
         assert!(text.contains("syncline_commit_flush_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("syncline_commit_flush_seconds_count 1"));
         assert!(text.contains("syncline_connections 2"));
+        assert!(text.contains("syncline_present_identities 3"));
+        assert!(text.contains("syncline_departing_identities 1"));
         assert!(text.contains(
             "syncline_http_responses_total{route=\"/v1/Services/{service}\",status=\"200\"} 1"
         ));

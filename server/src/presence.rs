@@ -135,6 +135,13 @@ impl Presence {
         stands
     }
 
+    /// (identities with a live connection, identities departing) for the metrics.
+    pub fn counts(&self) -> (usize, usize) {
+        let table = self.table();
+        let present = table.values().filter(|e| e.connections > 0).count();
+        (present, table.len() - present)
+    }
+
     /// From now on, closing connections are the server stopping, not owners leaving.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
@@ -215,6 +222,8 @@ fn schedule_departure(shared: &Arc<Shared>, owner: Owner, epoch: u64, after_rest
                 debug!(identity = %owner.identity, items, "identity left; its ephemeral items removed");
             }
             Ok(_) => {}
+            // Its service was deleted meanwhile, and its items with it.
+            Err(e) if e.code == syncline_proto::ErrorCode::Unauthorized => {}
             // The owner's items stay until its next departure or the next restart.
             Err(e) => warn!(identity = %owner.identity, error = %e.message, "removing a departed identity's ephemeral items failed"),
         }
@@ -300,10 +309,12 @@ mod tests {
         let p = Presence::default();
         assert_eq!(p.arrive(&alice()), Arrival::Reachable);
         assert_eq!(p.arrive(&alice()), Arrival::Unchanged);
+        assert_eq!(p.counts(), (1, 0));
         assert_eq!(p.leave(&alice()), None, "one connection is left");
         assert!(p.is_connected(&alice()));
         let epoch = p.leave(&alice()).expect("the last one left");
         assert!(!p.is_connected(&alice()));
+        assert_eq!(p.counts(), (0, 1));
         assert_eq!(
             p.arrive(&alice()),
             Arrival::Unchanged,

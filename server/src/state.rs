@@ -125,6 +125,7 @@ impl Shared {
             connections,
             subscriptions: self.hub.subscription_count(),
             queued_events,
+            present: self.presence.counts(),
         };
         self.metrics.render(&gauges, self.committer.commit_stats())
     }
