@@ -21,6 +21,7 @@ use crate::command::{Json, SetMode, WriteCommand};
 use crate::fanout::Hub;
 use crate::objects::{self, document, items, WriteContext};
 use crate::store::{ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
+use crate::webhooks::{self, Target, Webhooks};
 
 /// Most writes applied in one batch (one flush).
 const MAX_BATCH: usize = 1024;
@@ -106,11 +107,12 @@ impl Committer {
     pub fn start(
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
+        webhooks: Webhooks,
         limits: Limits,
     ) -> (Committer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(CommitStats::default());
-        let task = tokio::spawn(run(rx, store, hub, limits, stats.clone()));
+        let task = tokio::spawn(run(rx, store, hub, webhooks, limits, stats.clone()));
         (Committer { tx, stats }, task)
     }
 
@@ -143,6 +145,7 @@ async fn run(
     mut rx: mpsc::Receiver<Pending>,
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
+    webhooks: Webhooks,
     limits: Limits,
     stats: Arc<CommitStats>,
 ) {
@@ -179,6 +182,10 @@ async fn run(
                     .events
                     .iter()
                     .for_each(|e| hub.publish(&e.object_sid, e.revision, &e.body, e.ends));
+                // Durable, so it may be told; the queue never waits.
+                for (service, target, change) in batch.hooks.drain(..) {
+                    webhooks.offer(&service, &target, change);
+                }
                 for (p, r) in queued.drain(..).zip(results) {
                     let _ = p.reply.send(r);
                 }
@@ -223,13 +230,18 @@ struct Published {
 /// that later writes in the same batch see them.
 struct Batch<'a> {
     store: &'a dyn Store,
-    /// Whether each service written to in this batch still exists.
-    services: HashMap<String, bool>,
+    /// Each service written to in this batch: `None` if it was deleted, else where its
+    /// webhooks go (read with the record the batch loads anyway, so a service without
+    /// webhooks costs nothing more).
+    services: HashMap<String, Option<Option<Target>>>,
     objects: HashMap<(String, String), Option<ObjectRecord>>,
     names: HashMap<(String, String), Option<String>>,
     items: HashMap<(String, ItemKey), Option<ItemRecord>>,
     writes: Vec<ObjectWrite>,
     events: Vec<Published>,
+    /// Webhook events (service, target, change), offered once the batch is durable.
+    /// Apart from `events`: object creation has a webhook but no subscriber event.
+    hooks: Vec<(String, Target, webhooks::Change)>,
     /// What each overlay change replaced, newest last, so a refused write can be undone.
     undo: Vec<Undo>,
 }
@@ -246,6 +258,7 @@ enum Undo {
 struct Savepoint {
     writes: usize,
     events: usize,
+    hooks: usize,
     undo: usize,
 }
 
@@ -271,6 +284,7 @@ impl<'a> Batch<'a> {
             items: HashMap::new(),
             writes: Vec::new(),
             events: Vec::new(),
+            hooks: Vec::new(),
             undo: Vec::new(),
         }
     }
@@ -279,6 +293,7 @@ impl<'a> Batch<'a> {
         Savepoint {
             writes: self.writes.len(),
             events: self.events.len(),
+            hooks: self.hooks.len(),
             undo: self.undo.len(),
         }
     }
@@ -287,6 +302,7 @@ impl<'a> Batch<'a> {
     fn rollback(&mut self, to: Savepoint) {
         self.writes.truncate(to.writes);
         self.events.truncate(to.events);
+        self.hooks.truncate(to.hooks);
         while self.undo.len() > to.undo {
             match self.undo.pop() {
                 Some(Undo::Object(k, before)) => restore(&mut self.objects, k, before),
@@ -303,15 +319,12 @@ impl<'a> Batch<'a> {
     /// `DeleteAll` and is deleted with the rest, or is refused here; none is left behind.
     async fn require_service(&mut self, service_sid: &str) -> Result<(), WireError> {
         let exists = match self.services.get(service_sid) {
-            Some(exists) => *exists,
+            Some(known) => known.is_some(),
             None => {
-                let exists = self
-                    .store
-                    .service(service_sid)
-                    .await
-                    .map_err(storage)?
-                    .is_some();
-                self.services.insert(service_sid.to_owned(), exists);
+                let service = self.store.service(service_sid).await.map_err(storage)?;
+                let known = service.map(|s| Target::of(&s.flags));
+                let exists = known.is_some();
+                self.services.insert(service_sid.to_owned(), known);
                 exists
             }
         };
@@ -386,6 +399,12 @@ impl<'a> Batch<'a> {
         };
         let service = any.service_sid.clone();
         let sid = any.sid.clone();
+        if let Some(Some(Some(target))) = self.services.get(&service) {
+            let change = webhooks::change(before.as_ref(), after.as_ref(), event.as_ref());
+            if let Some(change) = change.filter(|c| target.wants(&c.identity)) {
+                self.hooks.push((service.clone(), target.clone(), change));
+            }
+        }
         if let Some(name) = before.as_ref().and_then(|b| b.unique_name.clone()) {
             let key = (service.clone(), name);
             let old = self.names.insert(key.clone(), None);

@@ -19,6 +19,7 @@ use crate::fanout::Hub;
 use crate::net::{self, EndpointError};
 use crate::state::{RateLimit, Shared};
 use crate::store::{SledStore, Store};
+use crate::webhooks::{WebhookOptions, Webhooks};
 
 /// Default listen address (UDP).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -41,6 +42,8 @@ pub struct ServerOptions {
     pub log_retention: u64,
     /// `false` acknowledges writes before they are flushed (relaxed mode; off by default).
     pub durable: bool,
+    /// Webhook delivery: queue bound, lanes, timeout, retries.
+    pub webhooks: WebhookOptions,
 }
 
 impl ServerOptions {
@@ -56,6 +59,7 @@ impl ServerOptions {
             reap_interval: Duration::from_secs(1),
             log_retention: 1000,
             durable: true,
+            webhooks: WebhookOptions::default(),
         }
     }
 }
@@ -75,6 +79,7 @@ pub struct Server {
     local_addr: SocketAddr,
     admin: AdminConfig,
     admin_path: PathBuf,
+    webhooks: Webhooks,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -87,6 +92,7 @@ impl Server {
         let store = SledStore::open(&data_dir.join("db"), opts.log_retention, opts.durable)
             .map_err(ConfigError::from)?;
         let (installation, admin_key, created) = config::installation(&store).await?;
+        let auth_token = config::auth_token(&store).await?;
         let http = match opts.http_listen {
             Some(addr) => {
                 let config = crate::http::tls_config(tls.certs.clone(), tls.key.clone_key())?;
@@ -113,6 +119,7 @@ impl Server {
             api_key_sid: admin_key.sid.clone(),
             api_key_secret: admin_key.secret.clone(),
             http_url: http_url.clone(),
+            auth_token: Some(auth_token.clone()),
         };
         let admin_path = data_dir.join("admin.json");
         config::write_admin_config(&admin_path, &admin)?;
@@ -131,8 +138,19 @@ impl Server {
 
         let store: Arc<dyn Store> = Arc::new(store);
         let hub = Arc::new(Hub::default());
-        let (committer, commit_task) =
-            Committer::start(store.clone(), hub.clone(), opts.limits.clone());
+        let webhooks = Webhooks::new(
+            store.clone(),
+            installation.account_sid.clone(),
+            auth_token,
+            opts.webhooks.clone(),
+        )
+        .map_err(ConfigError::Tls)?;
+        let (committer, commit_task) = Committer::start(
+            store.clone(),
+            hub.clone(),
+            webhooks.clone(),
+            opts.limits.clone(),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let reaper = tokio::spawn(crate::reaper::run(
             store.clone(),
@@ -147,6 +165,7 @@ impl Server {
             opts.limits,
             installation,
             opts.rate,
+            webhooks.clone(),
         ));
         let http_task = http.map(|(listener, config)| {
             tokio::spawn(crate::http::serve(
@@ -174,6 +193,7 @@ impl Server {
             local_addr,
             admin,
             admin_path,
+            webhooks,
             shutdown,
             task,
         })
@@ -190,6 +210,11 @@ impl Server {
 
     pub fn admin_path(&self) -> &std::path::Path {
         &self.admin_path
+    }
+
+    /// The webhook sender (reachability events go through it).
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
     }
 
     /// Shuts down gracefully and waits until everything is flushed.
