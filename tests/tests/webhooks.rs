@@ -569,3 +569,41 @@ async fn reachability_events_are_sent_only_when_the_service_enables_them() {
     }
     validate_with_twilio(&s, &r.url, &hooks);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_auth_token_needs_the_server_stopped_and_the_next_start_signs_with_the_new_one(
+) {
+    let mut s = TestServer::start().await;
+    let old = s
+        .admin
+        .auth_token
+        .clone()
+        .expect("an auth token from the first start");
+    let dir = s.options.data_dir.clone();
+    assert!(
+        syncline_server::config::rotate_auth_token(&dir)
+            .await
+            .is_err(),
+        "the running server holds the store"
+    );
+    s.shutdown().await;
+    let new = syncline_server::config::rotate_auth_token(&dir)
+        .await
+        .expect("rotates offline");
+    assert_ne!(new, old);
+    let on_disk = syncline_client::AdminConfig::load(&dir.join("admin.json")).unwrap();
+    assert_eq!(on_disk.auth_token.as_deref(), Some(new.as_str()));
+
+    s.restart().await;
+    assert_eq!(s.admin.auth_token.as_deref(), Some(new.as_str()));
+    let r = Receiver::start(Mode::Answer).await;
+    hook_service(&s.backend().await, &r.url, false).await;
+    s.client_as("alice")
+        .await
+        .document("d")
+        .set(&json!(1))
+        .await
+        .unwrap();
+    let hooks = r.wait_for(1).await;
+    validate_with_twilio(&s, &r.url, &hooks);
+}
