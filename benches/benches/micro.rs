@@ -197,10 +197,20 @@ impl WriteRig {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1000, durable).unwrap());
         let (committer, task) = {
             let _guard = rt.enter();
+            // No service has a webhook_url here: what a write pays for webhooks is the
+            // flag check.
+            let webhooks = syncline_server::webhooks::Webhooks::new(
+                store.clone(),
+                "AC00000000000000000000000000000000".into(),
+                "0".repeat(32),
+                Default::default(),
+            )
+            .unwrap();
             Committer::start(
                 store,
                 Arc::new(Hub::default()),
                 Default::default(),
+                webhooks,
                 Limits::default(),
             )
         };

@@ -22,6 +22,10 @@ pub struct AdminConfig {
     /// server serves it.
     #[serde(default)]
     pub http_url: Option<String>,
+    /// The installation's auth token (32 lowercase hex characters, like Twilio's): the
+    /// key of every webhook's `X-Twilio-Signature`. Absent in files from before webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -34,6 +38,10 @@ impl std::fmt::Debug for AdminConfig {
             .field("api_key_sid", &self.api_key_sid)
             .field("api_key_secret", &"<redacted>")
             .field("http_url", &self.http_url)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

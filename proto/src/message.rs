@@ -273,6 +273,9 @@ pub struct ServiceInfo {
     pub date_updated: u64,
     pub token_create: TokenCreate,
     pub friendly_name: Option<String>,
+    /// Webhook events this server run dropped for the service: its queue was full
+    /// (the oldest went) or every delivery attempt failed. Counted from server start.
+    pub webhooks_dropped: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

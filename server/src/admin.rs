@@ -28,7 +28,8 @@ fn store_err(e: StoreError) -> WireError {
     WireError::internal("storage failed")
 }
 
-pub fn service_info(s: &ServiceRecord) -> ServiceInfo {
+/// A service as administration shows it, with its webhook drop count of this run.
+pub fn service_info(shared: &Shared, s: &ServiceRecord) -> ServiceInfo {
     ServiceInfo {
         sid: s.sid.clone(),
         unique_name: s.unique_name.clone(),
@@ -45,6 +46,7 @@ pub fn service_info(s: &ServiceRecord) -> ServiceInfo {
         date_updated: s.date_updated,
         token_create: s.flags.token_create,
         friendly_name: s.flags.friendly_name.clone(),
+        webhooks_dropped: shared.webhooks.dropped(&s.sid),
     }
 }
 
@@ -160,13 +162,16 @@ pub async fn handle(
             };
             store.put_service(&record).await.map_err(store_err)?;
             info!(service = %record.sid, "service created");
-            Ok(Response::Service(service_info(&record)))
+            Ok(Response::Service(service_info(shared, &record)))
         }
         AdminCommand::ServiceList => {
             let all = store.services().await.map_err(store_err)?;
-            Ok(Response::Services(all.iter().map(service_info).collect()))
+            Ok(Response::Services(
+                all.iter().map(|s| service_info(shared, s)).collect(),
+            ))
         }
         AdminCommand::ServiceGet { service } => Ok(Response::Service(service_info(
+            shared,
             &find_service(shared, &service).await?,
         ))),
         AdminCommand::ServiceUpdate { service, flags } => {
@@ -180,7 +185,7 @@ pub async fn handle(
                 info!(service = %record.sid, acl_enabled = record.acl_enabled(), "ACL toggled");
                 recheck_subscriptions(shared, &record, None).await;
             }
-            Ok(Response::Service(service_info(&record)))
+            Ok(Response::Service(service_info(shared, &record)))
         }
         AdminCommand::ServiceDelete { service } => {
             let record = find_service(shared, &service).await?;

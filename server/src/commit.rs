@@ -22,6 +22,7 @@ use crate::fanout::Hub;
 use crate::objects::{self, document, items, WriteContext};
 use crate::presence::{Owner, Presence};
 use crate::store::{ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
+use crate::webhooks::{self, Target, Webhooks};
 
 /// Most writes applied in one batch (one flush).
 const MAX_BATCH: usize = 1024;
@@ -78,6 +79,8 @@ struct Pending {
 pub struct Committer {
     tx: mpsc::Sender<Pending>,
     stats: Arc<CommitStats>,
+    /// Who is connected, as the commit task sees it (ephemeral writes, departures).
+    presence: Arc<Presence>,
 }
 
 /// What the commit task has done so far: batches (one flush each when durable) and the
@@ -115,12 +118,31 @@ impl Committer {
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
         presence: Arc<Presence>,
+        webhooks: Webhooks,
         limits: Limits,
     ) -> (Committer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(CommitStats::default());
-        let task = tokio::spawn(run(rx, store, hub, presence, limits, stats.clone()));
-        (Committer { tx, stats }, task)
+        let task = tokio::spawn(run(
+            rx,
+            store,
+            hub,
+            presence.clone(),
+            webhooks,
+            limits,
+            stats.clone(),
+        ));
+        let committer = Committer {
+            tx,
+            stats,
+            presence,
+        };
+        (committer, task)
+    }
+
+    /// The presence table the commit task decides ephemeral writes and departures by.
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
     }
 
     /// What the commit task has done: batches, writes, their size and flush times.
@@ -153,6 +175,7 @@ async fn run(
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     presence: Arc<Presence>,
+    webhooks: Webhooks,
     limits: Limits,
     stats: Arc<CommitStats>,
 ) {
@@ -196,6 +219,10 @@ async fn run(
                     .events
                     .iter()
                     .for_each(|e| hub.publish(&e.object_sid, e.revision, &e.body, e.ends));
+                // Durable, so it may be told; the queue never waits.
+                for (service, target, change) in batch.hooks.drain(..) {
+                    webhooks.offer(&service, &target, change);
+                }
                 for (p, r) in queued.drain(..).zip(results) {
                     let _ = p.reply.send(r);
                 }
@@ -243,13 +270,18 @@ struct Batch<'a> {
     /// Who is connected: ephemeral writes need their writer to be, and departures
     /// must still stand when they run.
     presence: &'a Presence,
-    /// Whether each service written to in this batch still exists.
-    services: HashMap<String, bool>,
+    /// Each service written to in this batch: `None` if it was deleted, else where its
+    /// webhooks go (read with the record the batch loads anyway, so a service without
+    /// webhooks costs nothing more).
+    services: HashMap<String, Option<Option<Target>>>,
     objects: HashMap<(String, String), Option<ObjectRecord>>,
     names: HashMap<(String, String), Option<String>>,
     items: HashMap<(String, ItemKey), Option<ItemRecord>>,
     writes: Vec<ObjectWrite>,
     events: Vec<Published>,
+    /// Webhook events (service, target, change), offered once the batch is durable.
+    /// Apart from `events`: object creation has a webhook but no subscriber event.
+    hooks: Vec<(String, Target, webhooks::Change)>,
     /// What each overlay change replaced, newest last, so a refused write can be undone.
     undo: Vec<Undo>,
 }
@@ -266,6 +298,7 @@ enum Undo {
 struct Savepoint {
     writes: usize,
     events: usize,
+    hooks: usize,
     undo: usize,
 }
 
@@ -292,6 +325,7 @@ impl<'a> Batch<'a> {
             items: HashMap::new(),
             writes: Vec::new(),
             events: Vec::new(),
+            hooks: Vec::new(),
             undo: Vec::new(),
         }
     }
@@ -300,6 +334,7 @@ impl<'a> Batch<'a> {
         Savepoint {
             writes: self.writes.len(),
             events: self.events.len(),
+            hooks: self.hooks.len(),
             undo: self.undo.len(),
         }
     }
@@ -308,6 +343,7 @@ impl<'a> Batch<'a> {
     fn rollback(&mut self, to: Savepoint) {
         self.writes.truncate(to.writes);
         self.events.truncate(to.events);
+        self.hooks.truncate(to.hooks);
         while self.undo.len() > to.undo {
             match self.undo.pop() {
                 Some(Undo::Object(k, before)) => restore(&mut self.objects, k, before),
@@ -324,15 +360,12 @@ impl<'a> Batch<'a> {
     /// `DeleteAll` and is deleted with the rest, or is refused here; none is left behind.
     async fn require_service(&mut self, service_sid: &str) -> Result<(), WireError> {
         let exists = match self.services.get(service_sid) {
-            Some(exists) => *exists,
+            Some(known) => known.is_some(),
             None => {
-                let exists = self
-                    .store
-                    .service(service_sid)
-                    .await
-                    .map_err(storage)?
-                    .is_some();
-                self.services.insert(service_sid.to_owned(), exists);
+                let service = self.store.service(service_sid).await.map_err(storage)?;
+                let known = service.map(|s| Target::of(&s.flags));
+                let exists = known.is_some();
+                self.services.insert(service_sid.to_owned(), known);
                 exists
             }
         };
@@ -407,6 +440,12 @@ impl<'a> Batch<'a> {
         };
         let service = any.service_sid.clone();
         let sid = any.sid.clone();
+        if let Some(Some(Some(target))) = self.services.get(&service) {
+            let change = webhooks::change(before.as_ref(), after.as_ref(), event.as_ref());
+            if let Some(change) = change.filter(|c| target.wants(&c.identity)) {
+                self.hooks.push((service.clone(), target.clone(), change));
+            }
+        }
         if let Some(name) = before.as_ref().and_then(|b| b.unique_name.clone()) {
             let key = (service.clone(), name);
             let old = self.names.insert(key.clone(), None);

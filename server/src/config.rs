@@ -4,7 +4,8 @@
 //!
 //! Layout of a data directory (mode 0700):
 //! ```text
-//! admin.json      server address, CA file, account sid, default service, admin key (0600)
+//! admin.json      server address, CA file, account sid, default service, admin key,
+//!                 auth token (0600)
 //! tls/cert.pem    self-signed certificate for localhost, 127.0.0.1, ::1
 //! tls/key.pem     its private key (0600)
 //! db/             the sled store
@@ -130,6 +131,50 @@ pub fn random_sid(prefix: &str) -> String {
 /// A new API key secret: 32 alphanumeric characters, as Twilio's are.
 pub fn new_secret() -> String {
     Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32)
+}
+
+/// A new auth token: 32 lowercase hex characters (128 random bits), as Twilio's are.
+pub fn new_auth_token() -> String {
+    let bytes: [u8; 16] = rand::Rng::gen(&mut rand::rngs::OsRng);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The installation's auth token, made now when it has none: on first start, and at
+/// the first start of a data directory from before webhooks.
+pub async fn auth_token(store: &SledStore) -> Result<String, ConfigError> {
+    if let Some(token) = store.auth_token().await? {
+        return Ok(token);
+    }
+    let token = new_auth_token();
+    store.put_auth_token(&token).await?;
+    Ok(token)
+}
+
+/// Replaces the data directory's auth token, in the store and in `admin.json`. Runs
+/// offline: the store is the server's while it runs (opening it then fails), and a
+/// server started afterwards signs with the new token.
+pub async fn rotate_auth_token(data_dir: &Path) -> Result<String, ConfigError> {
+    let retention = crate::server::ServerOptions::new(data_dir).log_retention;
+    let store = SledStore::open(&data_dir.join("db"), retention, true)?;
+    if store.installation().await?.is_none() {
+        return Err(StoreError::Corrupt(format!(
+            "{} holds no installation (has a server ever started there?)",
+            data_dir.display()
+        ))
+        .into());
+    }
+    let token = new_auth_token();
+    store.put_auth_token(&token).await?;
+    let admin_path = data_dir.join("admin.json");
+    if admin_path.exists() {
+        let mut admin = AdminConfig::load(&admin_path).map_err(|e| ConfigError::Io {
+            path: admin_path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.0),
+        })?;
+        admin.auth_token = Some(token.clone());
+        write_admin_config(&admin_path, &admin)?;
+    }
+    Ok(token)
 }
 
 /// The installation, created on first start. Returns it, the admin key, and whether it

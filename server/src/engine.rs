@@ -425,6 +425,10 @@ async fn publish(
     let actor = caller.principal.actor().to_owned();
     let origin = caller.origin;
     let data = data.into_string();
+    // Checked before anything is copied: a service without webhooks pays a branch.
+    let hook = crate::webhooks::Target::of(&caller.service.flags)
+        .filter(|t| t.wants(&actor))
+        .map(|t| (t, actor.clone(), data.clone()));
     let sequence = shared.hub.publish_message(&record.sid, |sequence| {
         syncline_proto::frame::encode_event(&Event {
             object_sid: record.sid.clone(),
@@ -434,5 +438,9 @@ async fn publish(
             kind: EventKind::MessagePublished { data, sequence },
         })
     });
+    if let Some((target, actor, data)) = hook {
+        let change = crate::webhooks::message(&record, &actor, &data, sequence);
+        shared.webhooks.offer(&record.service_sid, &target, change);
+    }
     Ok(Response::Published { sequence })
 }

@@ -23,6 +23,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 
 pub use server::{Server, ServerError, ServerOptions};
 

@@ -173,10 +173,15 @@ fn window(service: &ServiceRecord, after_restart: bool) -> Duration {
 pub const DEFAULT_WINDOW_MS: u32 = 5_000;
 
 /// A connection of `owner` authenticated: counts it, and tells reachability webhooks
-/// when the identity was away.
-pub fn arrive(shared: &Arc<Shared>, owner: &Owner) {
+/// when the identity was away. Awaited before the connection is welcomed, so that its
+/// `endpoint_connected` is queued before any `endpoint_disconnected` that follows.
+async fn arrive(shared: &Arc<Shared>, owner: &Owner) {
     if shared.presence.arrive(owner) == Arrival::Reachable {
         debug!(identity = %owner.identity, "identity reachable");
+        shared
+            .webhooks
+            .reachability(&owner.service_sid, &owner.identity, true)
+            .await;
     }
 }
 
@@ -220,6 +225,10 @@ fn schedule_departure(shared: &Arc<Shared>, owner: Owner, epoch: u64, after_rest
         match shared.committer.submit(ctx, op).await {
             Ok(WriteOutcome::Departed { items }) => {
                 debug!(identity = %owner.identity, items, "identity left; its ephemeral items removed");
+                shared
+                    .webhooks
+                    .reachability(&owner.service_sid, &owner.identity, false)
+                    .await;
             }
             Ok(_) => {}
             // Its service was deleted meanwhile, and its items with it.
@@ -276,8 +285,8 @@ pub struct Present {
 }
 
 impl Present {
-    pub fn new(shared: &Arc<Shared>, owner: Owner) -> Self {
-        arrive(shared, &owner);
+    pub async fn new(shared: &Arc<Shared>, owner: Owner) -> Self {
+        arrive(shared, &owner).await;
         Present {
             shared: Arc::downgrade(shared),
             owner,

@@ -19,6 +19,7 @@ use crate::fanout::Hub;
 use crate::net::{self, EndpointError};
 use crate::state::{RateLimit, Shared};
 use crate::store::{SledStore, Store};
+use crate::webhooks::{WebhookOptions, Webhooks};
 
 /// Default listen address (UDP).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -43,6 +44,8 @@ pub struct ServerOptions {
     pub durable: bool,
     /// How long a silent QUIC connection lives (`net::DEFAULT_IDLE_TIMEOUT`).
     pub idle_timeout: Duration,
+    /// Webhook delivery: queue bound, lanes, timeout, retries.
+    pub webhooks: WebhookOptions,
 }
 
 impl ServerOptions {
@@ -59,6 +62,7 @@ impl ServerOptions {
             log_retention: 1000,
             durable: true,
             idle_timeout: net::DEFAULT_IDLE_TIMEOUT,
+            webhooks: WebhookOptions::default(),
         }
     }
 }
@@ -78,6 +82,7 @@ pub struct Server {
     local_addr: SocketAddr,
     admin: AdminConfig,
     admin_path: PathBuf,
+    webhooks: Webhooks,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -90,6 +95,7 @@ impl Server {
         let store = SledStore::open(&data_dir.join("db"), opts.log_retention, opts.durable)
             .map_err(ConfigError::from)?;
         let (installation, admin_key, created) = config::installation(&store).await?;
+        let auth_token = config::auth_token(&store).await?;
         let http = match opts.http_listen {
             Some(addr) => {
                 let config = crate::http::tls_config(tls.certs.clone(), tls.key.clone_key())?;
@@ -116,6 +122,7 @@ impl Server {
             api_key_sid: admin_key.sid.clone(),
             api_key_secret: admin_key.secret.clone(),
             http_url: http_url.clone(),
+            auth_token: Some(auth_token.clone()),
         };
         let admin_path = data_dir.join("admin.json");
         config::write_admin_config(&admin_path, &admin)?;
@@ -135,10 +142,18 @@ impl Server {
         let store: Arc<dyn Store> = Arc::new(store);
         let hub = Arc::new(Hub::default());
         let presence = Arc::new(crate::presence::Presence::default());
+        let webhooks = Webhooks::new(
+            store.clone(),
+            installation.account_sid.clone(),
+            auth_token,
+            opts.webhooks.clone(),
+        )
+        .map_err(ConfigError::Tls)?;
         let (committer, commit_task) = Committer::start(
             store.clone(),
             hub.clone(),
-            presence.clone(),
+            presence,
+            webhooks.clone(),
             opts.limits.clone(),
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -152,10 +167,10 @@ impl Server {
             store.clone(),
             committer,
             hub,
-            presence,
             opts.limits,
             installation,
             opts.rate,
+            webhooks.clone(),
         ));
         crate::presence::restore(&shared).await;
         let http_task = http.map(|(listener, config)| {
@@ -184,6 +199,7 @@ impl Server {
             local_addr,
             admin,
             admin_path,
+            webhooks,
             shutdown,
             task,
         })
@@ -200,6 +216,11 @@ impl Server {
 
     pub fn admin_path(&self) -> &std::path::Path {
         &self.admin_path
+    }
+
+    /// The webhook sender (reachability events go through it).
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
     }
 
     /// Shuts down gracefully and waits until everything is flushed.

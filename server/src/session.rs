@@ -201,7 +201,7 @@ impl Session {
                 service_sid: caller.service.sid.clone(),
                 identity: identity.to_owned(),
             };
-            let present = Present::new(&self.shared, owner);
+            let present = Present::new(&self.shared, owner).await;
             if let Ok(mut slot) = self.present.lock() {
                 *slot = Some(present);
             }

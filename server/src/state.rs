@@ -25,6 +25,8 @@ pub struct Shared {
     pub installation: Installation,
     pub rate: RateLimit,
     pub metrics: crate::metrics::Metrics,
+    /// Webhook delivery (Twilio's Sync webhooks), for reachability and stream messages.
+    pub webhooks: crate::webhooks::Webhooks,
     /// Live connections, so that revoking a key or deleting a service can end them.
     pub connections: Mutex<HashMap<u64, LiveConnection>>,
     next_connection_id: AtomicU64,
@@ -88,20 +90,21 @@ impl Shared {
         store: Arc<dyn Store>,
         committer: Committer,
         hub: Arc<Hub>,
-        presence: Arc<crate::presence::Presence>,
         limits: Limits,
         installation: Installation,
         rate: RateLimit,
+        webhooks: crate::webhooks::Webhooks,
     ) -> Self {
         Shared {
             store,
+            presence: committer.presence().clone(),
             committer,
             hub,
-            presence,
             limits,
             installation,
             rate,
             metrics: Default::default(),
+            webhooks,
             connections: Mutex::new(HashMap::new()),
             // Random per run: event origins outlive the run in the change log, and a
             // replayed event must not look local to an unrelated connection after a restart.

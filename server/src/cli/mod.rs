@@ -79,12 +79,26 @@ enum Command {
     /// Per-object permissions for identities (backend only; matter when ACL is on).
     #[command(subcommand)]
     Permission(PermissionCommand),
+    /// The installation's auth token (webhook signatures), run on the data directory.
+    #[command(subcommand)]
+    AuthToken(AuthTokenCommand),
     /// Print an object's state, then every change as it happens, until interrupted.
     Watch {
         name: String,
         /// Print only what came after this revision (or a snapshot if it is no longer known).
         #[arg(long)]
         since: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuthTokenCommand {
+    /// Replace the auth token in the data directory (and its admin.json) and print it.
+    /// Offline: stop the server first (it holds the store); it signs with the new token
+    /// from its next start.
+    Rotate {
+        #[arg(long, default_value = "./syncline-data")]
+        data: PathBuf,
     },
 }
 
@@ -427,6 +441,13 @@ pub fn main() -> i32 {
 async fn run(cli: Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::AuthToken(AuthTokenCommand::Rotate { data }) => {
+            let token = crate::config::rotate_auth_token(data)
+                .await
+                .map_err(|e| Error::Config(format!("{e} (is the server still running?)")))?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Token { identity, ttl } => {
             let admin = admin_config(&cli)?;
             let service = service_sid(&cli, &admin).await?;

@@ -1107,6 +1107,11 @@ fn schemas() -> Value {
                 "reachability_debouncing_window": { "type": "integer", "minimum": 0 },
                 "links": uri_map(&["documents", "lists", "maps", "streams"]),
                 "token_create": { "type": "string", "enum": ["own", "none"] },
+                "webhooks_dropped": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Syncline's own: webhook events dropped for this service since the server started (queue full, or every delivery attempt failed).",
+                },
             },
         },
         "Document": object_schema(&["permissions"], true, true),

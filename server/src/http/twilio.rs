@@ -25,12 +25,17 @@ pub enum Resource {
 /// Twilio's `YYYY-MM-DDTHH:MM:SSZ` (what its helper libraries parse), or null past
 /// year 9999.
 pub fn date(ms: u64) -> Value {
+    date_text(ms).map_or(Value::Null, Value::String)
+}
+
+/// Twilio's `YYYY-MM-DDTHH:MM:SSZ` as text (webhook parameters), `None` past year 9999.
+pub fn date_text(ms: u64) -> Option<String> {
     const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
     if ms > LAST_RFC3339_MS {
-        return Value::Null;
+        return None;
     }
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    Value::String(humantime::format_rfc3339_seconds(t).to_string())
+    Some(humantime::format_rfc3339_seconds(t).to_string())
 }
 
 /// Stored JSON text as a JSON value, without parsing it again. Text the server stored
@@ -194,7 +199,8 @@ pub fn item_without_data(
     v
 }
 
-/// A Service. Syncline's own flags (`token_create`) come after Twilio's.
+/// A Service. Syncline's own fields (`token_create`, `webhooks_dropped`) come after
+/// Twilio's.
 pub fn service(base: &str, account_sid: &str, s: &ServiceInfo) -> Value {
     let url = format!("{base}/v1/Services/{}", s.sid);
     json!({
@@ -218,6 +224,7 @@ pub fn service(base: &str, account_sid: &str, s: &ServiceInfo) -> Value {
             "streams": format!("{url}/Streams"),
         },
         "token_create": s.token_create.as_str(),
+        "webhooks_dropped": s.webhooks_dropped,
     })
 }
 

@@ -145,6 +145,9 @@ pub struct ExpiredItem {
 pub trait Store: Send + Sync + 'static {
     async fn installation(&self) -> StoreResult<Option<Installation>>;
     async fn put_installation(&self, inst: &Installation) -> StoreResult<()>;
+    /// The installation's auth token (webhook signatures); `None` before it is made.
+    async fn auth_token(&self) -> StoreResult<Option<String>>;
+    async fn put_auth_token(&self, token: &str) -> StoreResult<()>;
 
     async fn service(&self, sid: &str) -> StoreResult<Option<ServiceRecord>>;
     async fn service_by_name(&self, unique_name: &str) -> StoreResult<Option<ServiceRecord>>;

@@ -432,6 +432,15 @@ impl Store for SledStore {
         self.flush().await
     }
 
+    async fn auth_token(&self) -> StoreResult<Option<String>> {
+        self.get(b"a")
+    }
+
+    async fn put_auth_token(&self, token: &str) -> StoreResult<()> {
+        self.put(b"a", &token)?;
+        self.flush().await
+    }
+
     async fn service(&self, sid: &str) -> StoreResult<Option<ServiceRecord>> {
         Ok(self.registry().services.get(sid).cloned())
     }
