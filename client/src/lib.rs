@@ -21,15 +21,19 @@ mod admin;
 mod collections;
 mod connection;
 mod document;
+mod reconnect;
 mod subscription;
 pub mod token;
 
 pub use syncline_proto::udp;
 
 pub use collections::{List, Map, Page, PageOptions, Stream};
-pub use connection::TokenState;
-pub use connection::{Client, ClientConfig};
+pub use connection::{
+    Client, ClientConfig, TokenState, DEFAULT_OFFLINE_WAIT, DEFAULT_REQUEST_TIMEOUT,
+    TOKEN_WARNING_S,
+};
 pub use document::{Document, DocumentState, WriteOptions, Written};
+pub use reconnect::{ConnectionState, ReconnectPolicy, StateChanges, TokenFuture, TokenProvider};
 pub use subscription::{
     CollectionReplica, Item, Replica, SubscribeOptions, Subscription, SyncEvent, SyncEventKind,
 };

@@ -10,8 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use syncline_client::{
-    AdminConfig, Client, ClientConfig, Error, ItemKey, Order, PageOptions, Rights, ServiceFlags,
-    ServiceFlagsPatch, SubscribeOptions, SyncEventKind, TokenCreate, WriteOptions, Written,
+    AdminConfig, Client, ClientConfig, ConnectionState, Error, ItemKey, Order, PageOptions, Rights,
+    ServiceFlags, ServiceFlagsPatch, SubscribeOptions, SyncEventKind, TokenCreate, WriteOptions,
+    Written,
 };
 use syncline_proto::ids::{is_sid, SERVICE_PREFIX};
 
@@ -604,10 +605,18 @@ async fn watch(client: &Client, name: &str, since: Option<u64>) -> Result<(), Er
         window: None,
     };
     let mut sub = client.subscribe(name, options).await?;
+    // The client reconnects and resumes by itself; the user hears about it on stderr,
+    // while stdout carries only the object's lines (what was missed comes there, as
+    // the events replayed or a snapshot line, or a stream's `missed` line).
+    let mut states = client.state_changes();
     let mut first = true;
     loop {
         let event = tokio::select! {
             e = sub.next() => e,
+            Some(state) = states.next() => {
+                note_state(&state);
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         let Some(event) = event else { return Ok(()) };
@@ -630,6 +639,20 @@ async fn watch(client: &Client, name: &str, since: Option<u64>) -> Result<(), Er
             SyncEventKind::Ended(e) => return Err(Error::Server(e)),
             _ => {}
         }
+    }
+}
+
+/// One stderr line per connection change `watch` lives through.
+fn note_state(state: &ConnectionState) {
+    match state {
+        ConnectionState::Disconnected { retry_in } => {
+            eprintln!("note: disconnected; reconnecting in {retry_in:.1?}")
+        }
+        ConnectionState::Connected => eprintln!("note: reconnected; resuming"),
+        ConnectionState::Denied { code, reason } => {
+            eprintln!("note: the server refused the connection: {code}: {reason}")
+        }
+        ConnectionState::Connecting | ConnectionState::Closed => {}
     }
 }
 
