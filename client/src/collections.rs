@@ -56,12 +56,17 @@ impl Client {
     }
 
     /// Deletes any object (and its items); returns its final revision.
-    pub async fn delete(&self, object_ref: &str, if_match: Option<u64>) -> Result<u64> {
+    pub async fn delete(&self, object_ref: &str) -> Result<u64> {
+        self.delete_with(object_ref, WriteOptions::default()).await
+    }
+
+    /// `delete` with options (`if_match` on the object's revision).
+    pub async fn delete_with(&self, object_ref: &str, options: WriteOptions) -> Result<u64> {
         deleted(
             self.call(Request::Delete {
                 kind: None,
                 object: object_ref.to_owned(),
-                if_match,
+                if_match: options.without_ttl("delete")?,
             })
             .await?,
         )
@@ -140,13 +145,13 @@ impl Items {
         self.client.fetch(&self.reference).await
     }
 
-    async fn delete(&self, if_match: Option<u64>) -> Result<u64> {
+    async fn delete(&self, options: WriteOptions) -> Result<u64> {
         deleted(
             self.client
                 .call(Request::Delete {
                     kind: Some(self.kind),
                     object: self.reference.clone(),
-                    if_match,
+                    if_match: options.without_ttl("delete")?,
                 })
                 .await?,
         )
@@ -188,8 +193,9 @@ impl Items {
         &self,
         key: ItemKey,
         patch: &Value,
-        if_match: Option<u64>,
+        options: WriteOptions,
     ) -> Result<Written<Item>> {
+        let if_match = options.without_ttl("update")?;
         written_item(
             self.client
                 .call(Request::ItemUpdate {
@@ -203,7 +209,8 @@ impl Items {
         )
     }
 
-    async fn remove(&self, key: ItemKey, if_match: Option<u64>) -> Result<u64> {
+    async fn remove(&self, key: ItemKey, options: WriteOptions) -> Result<u64> {
+        let if_match = options.without_ttl("remove")?;
         match self
             .client
             .call(Request::ItemRemove {
@@ -272,11 +279,12 @@ impl List {
 
     /// Appends an item with the next index, creating the list if needed.
     pub async fn push(&self, data: &Value) -> Result<Written<Item>> {
-        self.push_with(data, None).await
+        self.push_with(data, WriteOptions::default()).await
     }
 
-    /// Appends an item that expires after `ttl` seconds.
-    pub async fn push_with(&self, data: &Value, ttl: Option<u64>) -> Result<Written<Item>> {
+    /// `push` with options: `ttl` (the item expires); `if_match` is refused.
+    pub async fn push_with(&self, data: &Value, options: WriteOptions) -> Result<Written<Item>> {
+        let ttl = options.without_if_match("push")?;
         written_item(
             self.0
                 .client
@@ -294,7 +302,12 @@ impl List {
     }
 
     /// Replaces an existing item.
-    pub async fn set(
+    pub async fn set(&self, index: u64, data: &Value) -> Result<Written<Item>> {
+        self.set_with(index, data, WriteOptions::default()).await
+    }
+
+    /// `set` with options: `if_match` on the item's revision, `ttl`.
+    pub async fn set_with(
         &self,
         index: u64,
         data: &Value,
@@ -303,26 +316,44 @@ impl List {
         self.0.set(ItemKey::Index(index), data, options).await
     }
 
-    pub async fn update(
+    /// Merges the top-level keys of `patch` into an item.
+    pub async fn update(&self, index: u64, patch: &Value) -> Result<Written<Item>> {
+        self.update_with(index, patch, WriteOptions::default())
+            .await
+    }
+
+    /// `update` with options (`if_match` on the item's revision).
+    pub async fn update_with(
         &self,
         index: u64,
         patch: &Value,
-        if_match: Option<u64>,
+        options: WriteOptions,
     ) -> Result<Written<Item>> {
-        self.0.update(ItemKey::Index(index), patch, if_match).await
+        self.0.update(ItemKey::Index(index), patch, options).await
     }
 
     /// Removes an item; returns the list's revision after the removal.
-    pub async fn remove(&self, index: u64, if_match: Option<u64>) -> Result<u64> {
-        self.0.remove(ItemKey::Index(index), if_match).await
+    pub async fn remove(&self, index: u64) -> Result<u64> {
+        self.remove_with(index, WriteOptions::default()).await
+    }
+
+    /// `remove` with options (`if_match` on the item's revision).
+    pub async fn remove_with(&self, index: u64, options: WriteOptions) -> Result<u64> {
+        self.0.remove(ItemKey::Index(index), options).await
     }
 
     pub async fn items(&self, options: PageOptions) -> Result<Page> {
         self.0.items(options).await
     }
 
-    pub async fn delete(&self, if_match: Option<u64>) -> Result<u64> {
-        self.0.delete(if_match).await
+    /// Deletes the object and its items; returns its final revision.
+    pub async fn delete(&self) -> Result<u64> {
+        self.0.delete(WriteOptions::default()).await
+    }
+
+    /// `delete` with options (`if_match` on the object's revision).
+    pub async fn delete_with(&self, options: WriteOptions) -> Result<u64> {
+        self.0.delete(options).await
     }
 
     /// Subscribes with a replica of the newest `window` items (default 100) and all
@@ -346,7 +377,12 @@ impl Map {
     }
 
     /// Upserts an item, creating the map if needed.
-    pub async fn set(
+    pub async fn set(&self, key: &str, data: &Value) -> Result<Written<Item>> {
+        self.set_with(key, data, WriteOptions::default()).await
+    }
+
+    /// `set` with options: `if_match` on the item's revision, `ttl`.
+    pub async fn set_with(
         &self,
         key: &str,
         data: &Value,
@@ -361,27 +397,45 @@ impl Map {
         self.0.get(ItemKey::Key(key.to_owned())).await
     }
 
-    pub async fn update(
+    /// Merges the top-level keys of `patch` into an item.
+    pub async fn update(&self, key: &str, patch: &Value) -> Result<Written<Item>> {
+        self.update_with(key, patch, WriteOptions::default()).await
+    }
+
+    /// `update` with options (`if_match` on the item's revision).
+    pub async fn update_with(
         &self,
         key: &str,
         patch: &Value,
-        if_match: Option<u64>,
+        options: WriteOptions,
     ) -> Result<Written<Item>> {
         self.0
-            .update(ItemKey::Key(key.to_owned()), patch, if_match)
+            .update(ItemKey::Key(key.to_owned()), patch, options)
             .await
     }
 
-    pub async fn remove(&self, key: &str, if_match: Option<u64>) -> Result<u64> {
-        self.0.remove(ItemKey::Key(key.to_owned()), if_match).await
+    /// Removes an item; returns the map's revision after the removal.
+    pub async fn remove(&self, key: &str) -> Result<u64> {
+        self.remove_with(key, WriteOptions::default()).await
+    }
+
+    /// `remove` with options (`if_match` on the item's revision).
+    pub async fn remove_with(&self, key: &str, options: WriteOptions) -> Result<u64> {
+        self.0.remove(ItemKey::Key(key.to_owned()), options).await
     }
 
     pub async fn items(&self, options: PageOptions) -> Result<Page> {
         self.0.items(options).await
     }
 
-    pub async fn delete(&self, if_match: Option<u64>) -> Result<u64> {
-        self.0.delete(if_match).await
+    /// Deletes the object and its items; returns its final revision.
+    pub async fn delete(&self) -> Result<u64> {
+        self.0.delete(WriteOptions::default()).await
+    }
+
+    /// `delete` with options (`if_match` on the object's revision).
+    pub async fn delete_with(&self, options: WriteOptions) -> Result<u64> {
+        self.0.delete(options).await
     }
 
     /// Subscribes with a replica of every item.

@@ -104,13 +104,63 @@ fn written_document(r: Response) -> Result<Written<DocumentState>> {
     })
 }
 
-/// Options for conditional and expiring writes.
+/// Options for a write, one type for every write of every handle: each write `x(..)`
+/// has an `x_with(.., WriteOptions)`. An option the write cannot honour (a TTL on an
+/// `update`, `if_match` on a `push`) is refused with `InvalidArgument`, not ignored.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// use syncline_client::WriteOptions;
+/// let doc = client.document("settings");
+/// let current = doc.get().await?;
+/// // Only if nobody wrote since; expires in an hour.
+/// doc.set_with(&json!({"theme": "dark"}), WriteOptions::new().if_match(current.revision).ttl(3600))
+///     .await?;
+/// client.map("roster").remove_with("bob", WriteOptions::new().if_match(7)).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOptions {
-    /// Write only if the document is at this revision (else `Conflict`).
+    /// Write only if the document, item or object is at this revision (else `Conflict`).
     pub if_match: Option<u64>,
     /// Time to live in seconds; 0 removes the expiry. `None` keeps it.
     pub ttl: Option<u64>,
+}
+
+impl WriteOptions {
+    /// No condition, expiry unchanged.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes only if the target is at `revision`.
+    pub fn if_match(mut self, revision: u64) -> Self {
+        self.if_match = Some(revision);
+        self
+    }
+
+    /// Sets the time to live in seconds (0: never expires).
+    pub fn ttl(mut self, seconds: u64) -> Self {
+        self.ttl = Some(seconds);
+        self
+    }
+
+    /// `if_match` for writes that take no TTL (a TTL there is refused, not dropped).
+    pub(crate) fn without_ttl(self, write: &str) -> Result<Option<u64>> {
+        match self.ttl {
+            Some(_) => Err(invalid(format!("{write} takes no ttl"))),
+            None => Ok(self.if_match),
+        }
+    }
+
+    /// `ttl` for writes that take no condition (`push`).
+    pub(crate) fn without_if_match(self, write: &str) -> Result<Option<u64>> {
+        match self.if_match {
+            Some(_) => Err(invalid(format!("{write} takes no if_match"))),
+            None => Ok(self.ttl),
+        }
+    }
 }
 
 /// A handle on one document, by unique name or sid. Creating it does no IO.
@@ -152,6 +202,7 @@ impl Document {
         self.set_with(data, WriteOptions::default()).await
     }
 
+    /// `set` with options: `if_match` (else `Conflict`), `ttl`.
     pub async fn set_with(
         &self,
         data: &Value,
@@ -171,14 +222,16 @@ impl Document {
 
     /// Merges the top-level keys of `patch` (a JSON object; `null` removes a key).
     pub async fn update(&self, patch: &Value) -> Result<Written<DocumentState>> {
-        self.update_with(patch, None).await
+        self.update_with(patch, WriteOptions::default()).await
     }
 
+    /// `update` with options (`if_match`; a TTL is refused: set it with `set_with`).
     pub async fn update_with(
         &self,
         patch: &Value,
-        if_match: Option<u64>,
+        options: WriteOptions,
     ) -> Result<Written<DocumentState>> {
+        let if_match = options.without_ttl("update")?;
         written_document(
             self.client
                 .call(Request::DocUpdate {
@@ -192,10 +245,12 @@ impl Document {
 
     /// Deletes the document; returns its final revision.
     pub async fn delete(&self) -> Result<u64> {
-        self.delete_with(None).await
+        self.delete_with(WriteOptions::default()).await
     }
 
-    pub async fn delete_with(&self, if_match: Option<u64>) -> Result<u64> {
+    /// `delete` with options (`if_match` on the document's revision).
+    pub async fn delete_with(&self, options: WriteOptions) -> Result<u64> {
+        let if_match = options.without_ttl("delete")?;
         match self
             .client
             .call(Request::Delete {
@@ -251,7 +306,7 @@ impl Document {
             };
             let options = WriteOptions {
                 if_match,
-                ttl: None,
+                ..WriteOptions::default()
             };
             match self.set_with(&next, options).await {
                 Ok(d) => return d.into_value().map(Some),
@@ -287,4 +342,9 @@ impl Document {
         };
         self.client.subscribe(&self.reference, options).await
     }
+}
+
+/// A request the client refuses before sending, as the server would.
+fn invalid(message: String) -> Error {
+    Error::Server(WireError::new(ErrorCode::InvalidArgument, message))
 }

@@ -50,11 +50,14 @@ async fn stale_if_match_is_a_conflict_and_changes_nothing() {
     assert_eq!(err.code(), ErrorCode::Conflict);
     assert_eq!(err.current_revision(), Some(1));
     let err = doc
-        .update_with(&json!({"n": 99}), Some(0))
+        .update_with(&json!({"n": 99}), WriteOptions::new().if_match(0))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Conflict);
-    let err = doc.delete_with(Some(0)).await.unwrap_err();
+    let err = doc
+        .delete_with(WriteOptions::new().if_match(0))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Conflict);
     let now = doc.get().await.unwrap();
     assert_eq!((now.revision, now.data), (1, json!({"n": 2})));
@@ -215,4 +218,33 @@ async fn ttl_hides_the_document_at_once_and_zero_clears_it() {
     assert_eq!(brief.get().await.unwrap_err().code(), ErrorCode::NotFound);
     // Writing the name again creates a fresh document.
     assert_eq!(brief.set(&json!(2)).await.unwrap().revision, 0);
+}
+
+#[tokio::test]
+async fn a_write_option_the_write_cannot_honour_is_refused_not_dropped() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let doc = c.document("opts");
+    doc.set(&json!({"a": 1})).await.unwrap();
+    let ttl = WriteOptions::new().ttl(60);
+    let err = doc.update_with(&json!({"b": 2}), ttl).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    let err = c
+        .list("opts-list")
+        .push_with(&json!(1), WriteOptions::new().if_match(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    // Nothing was written by either.
+    assert_eq!(doc.get().await.unwrap().revision, 0);
+    assert_eq!(
+        c.fetch("opts-list").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    // The same options where they apply.
+    let w = doc
+        .update_with(&json!({"b": 2}), WriteOptions::new().if_match(0))
+        .await
+        .unwrap();
+    assert_eq!(w.revision, 1);
 }

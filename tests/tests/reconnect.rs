@@ -51,11 +51,7 @@ async fn write_rounds(c: Client, rounds: u64) {
                 c.document("doc").set(&json!({ "k": k })).await?;
                 c.list("list").push(&json!(k)).await?;
                 c.map("map")
-                    .set(
-                        &format!("key-{}", k % 7),
-                        &json!({ "k": k }),
-                        Default::default(),
-                    )
+                    .set(&format!("key-{}", k % 7), &json!({ "k": k }))
                     .await?;
                 Ok::<_, syncline_client::Error>(())
             }

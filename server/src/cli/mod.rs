@@ -447,19 +447,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     if_match,
                     ttl,
                 } => {
-                    let options = WriteOptions {
-                        if_match: *if_match,
-                        ttl: *ttl,
-                    };
+                    let options = write_options(*if_match, *ttl);
                     doc(name).set_with(&parse_json(json)?, options).await?
                 }
                 DocCommand::Update {
                     name,
                     json,
                     if_match,
-                } => doc(name).update_with(&parse_json(json)?, *if_match).await?,
+                } => {
+                    let options = write_options(*if_match, None);
+                    doc(name).update_with(&parse_json(json)?, options).await?
+                }
                 DocCommand::Delete { name, if_match } => {
-                    deleted(name, doc(name).delete_with(*if_match).await?);
+                    let options = write_options(*if_match, None);
+                    deleted(name, doc(name).delete_with(options).await?);
                     return Ok(());
                 }
             };
@@ -709,7 +710,7 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
         ListCommand::Push { name, json, ttl } => {
             client
                 .list(name)
-                .push_with(&parse_json(json)?, *ttl)
+                .push_with(&parse_json(json)?, write_options(None, *ttl))
                 .await?
         }
         ListCommand::Get { name, index } => {
@@ -723,13 +724,10 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
             if_match,
             ttl,
         } => {
-            let options = WriteOptions {
-                if_match: *if_match,
-                ttl: *ttl,
-            };
+            let options = write_options(*if_match, *ttl);
             client
                 .list(name)
-                .set(*index, &parse_json(json)?, options)
+                .set_with(*index, &parse_json(json)?, options)
                 .await?
         }
         ListCommand::Update {
@@ -740,7 +738,7 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
         } => {
             client
                 .list(name)
-                .update(*index, &parse_json(json)?, *if_match)
+                .update_with(*index, &parse_json(json)?, write_options(*if_match, None))
                 .await?
         }
         ListCommand::Remove {
@@ -748,7 +746,8 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
             index,
             if_match,
         } => {
-            let revision = client.list(name).remove(*index, *if_match).await?;
+            let options = write_options(*if_match, None);
+            let revision = client.list(name).remove_with(*index, options).await?;
             output::line(&serde_json::json!({"removed": index, "revision": revision}));
             return Ok(());
         }
@@ -757,7 +756,7 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
             return print_items(|o| list.items(o), from.map(ItemKey::Index), page).await;
         }
         ListCommand::Delete { name } => {
-            deleted(name, client.list(name).delete(None).await?);
+            deleted(name, client.list(name).delete().await?);
             return Ok(());
         }
     };
@@ -779,13 +778,10 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
             if_match,
             ttl,
         } => {
-            let options = WriteOptions {
-                if_match: *if_match,
-                ttl: *ttl,
-            };
+            let options = write_options(*if_match, *ttl);
             client
                 .map(name)
-                .set(key, &parse_json(json)?, options)
+                .set_with(key, &parse_json(json)?, options)
                 .await?
         }
         MapCommand::Update {
@@ -796,7 +792,7 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
         } => {
             client
                 .map(name)
-                .update(key, &parse_json(json)?, *if_match)
+                .update_with(key, &parse_json(json)?, write_options(*if_match, None))
                 .await?
         }
         MapCommand::Get { name, key } => {
@@ -808,7 +804,8 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
             key,
             if_match,
         } => {
-            let revision = client.map(name).remove(key, *if_match).await?;
+            let options = write_options(*if_match, None);
+            let revision = client.map(name).remove_with(key, options).await?;
             output::line(&serde_json::json!({"removed": key, "revision": revision}));
             return Ok(());
         }
@@ -817,13 +814,18 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
             return print_items(|o| map.items(o), from.clone().map(ItemKey::Key), page).await;
         }
         MapCommand::Delete { name } => {
-            deleted(name, client.map(name).delete(None).await?);
+            deleted(name, client.map(name).delete().await?);
             return Ok(());
         }
     };
     note_foreign_creator(client, &written);
     output::line(&output::written(&written, output::item));
     Ok(())
+}
+
+/// The write options the `--if-match` and `--ttl` flags ask for.
+fn write_options(if_match: Option<u64>, ttl: Option<u64>) -> WriteOptions {
+    WriteOptions { if_match, ttl }
 }
 
 fn parse_json(s: &str) -> Result<Value, Error> {
