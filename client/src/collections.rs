@@ -12,6 +12,7 @@ use crate::{Client, Result, WriteOptions};
 /// One page of items and where the next one starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
+    /// The items of this page, in the page's order.
     pub items: Vec<Item>,
     /// Pass as `from` to get the next page; `None` on the last page.
     pub next: Option<ItemKey>,
@@ -22,6 +23,7 @@ pub struct Page {
 pub struct PageOptions {
     /// First key of the page (inclusive); `None`: from the first (or, descending, the last).
     pub from: Option<ItemKey>,
+    /// Ascending (default) or descending key order.
     pub order: Order,
     /// 1..=1000; 0 means 100.
     pub limit: u32,
@@ -72,14 +74,17 @@ impl Client {
         )
     }
 
+    /// A handle on a list, by unique name or sid (no IO until used).
     pub fn list(&self, name_or_sid: &str) -> List {
         List(Items::new(self, ObjectKind::List, name_or_sid))
     }
 
+    /// A handle on a map, by unique name or sid (no IO until used).
     pub fn map(&self, name_or_sid: &str) -> Map {
         Map(Items::new(self, ObjectKind::Map, name_or_sid))
     }
 
+    /// A handle on a message stream, by unique name or sid (no IO until used).
     pub fn stream(&self, name_or_sid: &str) -> Stream {
         Stream {
             client: self.clone(),
@@ -264,6 +269,19 @@ impl Items {
 }
 
 /// An ordered list of items with never-reused indices. Creating the handle does no IO.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// use syncline_client::{PageOptions, WriteOptions};
+/// let chat = client.list("chat");
+/// let written = chat.push(&json!({"text": "hi"})).await?;
+/// // A message that disappears after a minute.
+/// chat.push_with(&json!({"text": "brb"}), WriteOptions::new().ttl(60)).await?;
+/// let page = chat.items(PageOptions::default()).await?;
+/// println!("{} items, first written at revision {}", page.items.len(), written.revision);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct List(Items);
 
@@ -273,6 +291,7 @@ impl List {
         self.0.create(ttl).await
     }
 
+    /// The list's metadata (revision, creator, dates, expiry).
     pub async fn info(&self) -> Result<ObjectInfo> {
         self.0.info().await
     }
@@ -297,6 +316,7 @@ impl List {
         )
     }
 
+    /// One item by index.
     pub async fn get(&self, index: u64) -> Result<Item> {
         self.0.get(ItemKey::Index(index)).await
     }
@@ -342,6 +362,7 @@ impl List {
         self.0.remove(ItemKey::Index(index), options).await
     }
 
+    /// One page of items (see [`PageOptions`]).
     pub async fn items(&self, options: PageOptions) -> Result<Page> {
         self.0.items(options).await
     }
@@ -364,14 +385,27 @@ impl List {
 }
 
 /// Items keyed by string, ordered by key. Creating the handle does no IO.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// let roster = client.map("roster");
+/// roster.set("bob", &json!({"status": "online"})).await?;
+/// roster.update("bob", &json!({"status": "away"})).await?;
+/// assert_eq!(roster.get("bob").await?.data["status"], "away");
+/// roster.remove("bob").await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Map(Items);
 
 impl Map {
+    /// Creates the map explicitly (`set` creates it too).
     pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
         self.0.create(ttl).await
     }
 
+    /// The map's metadata (revision, creator, dates, expiry).
     pub async fn info(&self) -> Result<ObjectInfo> {
         self.0.info().await
     }
@@ -393,6 +427,7 @@ impl Map {
             .await
     }
 
+    /// One item by key.
     pub async fn get(&self, key: &str) -> Result<Item> {
         self.0.get(ItemKey::Key(key.to_owned())).await
     }
@@ -424,6 +459,7 @@ impl Map {
         self.0.remove(ItemKey::Key(key.to_owned()), options).await
     }
 
+    /// One page of items, ordered by key (see [`PageOptions`]).
     pub async fn items(&self, options: PageOptions) -> Result<Page> {
         self.0.items(options).await
     }
@@ -445,6 +481,24 @@ impl Map {
 }
 
 /// Ephemeral messages to the current subscribers. Creating the handle does no IO.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// use syncline_client::SyncEventKind;
+/// let typing = client.stream("typing");
+/// let mut sub = typing.subscribe().await?;
+/// typing.publish(&json!({"who": "alice"})).await?;
+/// while let Some(event) = sub.next().await {
+///     match event?.kind {
+///         SyncEventKind::MessagePublished { data, .. } => println!("{data}"),
+///         // Messages are not replayed after a lost connection; this says so.
+///         SyncEventKind::Missed { messages } => println!("missed {messages:?}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Stream {
     client: Client,
@@ -452,6 +506,7 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Creates the stream explicitly (`publish` creates it too).
     pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
         self.client
             .create(ObjectKind::Stream, Some(&self.reference), ttl)
@@ -474,6 +529,7 @@ impl Stream {
         }
     }
 
+    /// Deletes the stream; its subscribers get `Removed`.
     pub async fn delete(&self) -> Result<u64> {
         deleted(
             self.client
@@ -486,6 +542,7 @@ impl Stream {
         )
     }
 
+    /// Subscribes: a snapshot (the stream's last sequence), then every message published.
     pub async fn subscribe(&self) -> Result<Subscription> {
         self.client
             .subscribe(&self.reference, SubscribeOptions::default())

@@ -15,13 +15,21 @@ const MUTATE_ATTEMPTS: usize = 16;
 /// A document as the server has it. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocumentState {
+    /// The document's sid (`ET…`).
     pub sid: String,
+    /// Its unique name, if it has one.
     pub unique_name: Option<String>,
+    /// Starts at 0, +1 per change.
     pub revision: u64,
+    /// The JSON value.
     pub data: Value,
+    /// Identity that created it (`system` for the backend).
     pub created_by: String,
+    /// Creation time.
     pub date_created: u64,
+    /// Last change.
     pub date_updated: u64,
+    /// Expiry time, if it has a TTL.
     pub date_expires: Option<u64>,
 }
 
@@ -45,6 +53,7 @@ impl TryFrom<DocumentInfo> for DocumentState {
 /// or `update`, a list `push` or an item `set` or `update`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Written<T> {
+    /// The written object's sid.
     pub object_sid: String,
     /// The object's revision after the write.
     pub revision: u64,
@@ -164,6 +173,19 @@ impl WriteOptions {
 }
 
 /// A handle on one document, by unique name or sid. Creating it does no IO.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// let doc = client.document("settings");
+/// doc.set(&json!({"theme": "dark", "size": 12})).await?;
+/// doc.update(&json!({"size": 14})).await?; // top-level merge; null removes a key
+/// // Read-modify-write without lost updates (retried on Conflict).
+/// doc.mutate(|v| Some(json!({"opens": v.and_then(|v| v["opens"].as_u64()).unwrap_or(0) + 1})))
+///     .await?;
+/// assert_eq!(doc.get().await?.data["size"], 14);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Document {
     client: Client,
@@ -171,6 +193,7 @@ pub struct Document {
 }
 
 impl Client {
+    /// A handle on a document, by unique name or sid (no IO until used).
     pub fn document(&self, name_or_sid: &str) -> Document {
         Document {
             client: self.clone(),
@@ -187,6 +210,7 @@ fn document_from(r: Response) -> Result<DocumentState> {
 }
 
 impl Document {
+    /// The document as the server has it now.
     pub async fn get(&self) -> Result<DocumentState> {
         document_from(
             self.client

@@ -28,12 +28,19 @@ pub(crate) fn parse(s: &str) -> Result<Value> {
 /// A list or map item. `revision` is the object revision at which it last changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
+    /// Index (lists) or key (maps).
     pub key: ItemKey,
+    /// The object revision at which it last changed.
     pub revision: u64,
+    /// The item's JSON value.
     pub data: Value,
+    /// Identity that created it (`system` for the backend).
     pub created_by: String,
+    /// Creation time, Unix milliseconds.
     pub date_created: u64,
+    /// Last change, Unix milliseconds.
     pub date_updated: u64,
+    /// Expiry time, Unix milliseconds, if it has a TTL.
     pub date_expires: Option<u64>,
 }
 
@@ -55,10 +62,12 @@ impl TryFrom<ItemInfo> for Item {
 /// A list's or map's local copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectionReplica {
+    /// The object's metadata as of the replica's revision.
     pub info: ObjectInfo,
     /// Lists: the replica holds the items with index >= this (the newest N at subscribe
     /// time, and everything pushed since). Maps: 0, all items.
     pub window_start: u64,
+    /// The items held, by key.
     pub items: BTreeMap<ItemKey, Item>,
 }
 
@@ -76,8 +85,11 @@ impl CollectionReplica {
 pub enum Replica {
     /// Nothing yet (resumed from a bare revision, before any snapshot), or removed.
     Empty,
+    /// A document's state.
     Document(DocumentState),
+    /// A list's window of items.
     List(CollectionReplica),
+    /// A map's items.
     Map(CollectionReplica),
     /// Streams keep no state; this is the stream's metadata.
     Stream(ObjectInfo),
@@ -121,34 +133,51 @@ pub struct SyncEvent {
     pub is_local: bool,
     /// Identity that caused it (`system` for the backend and the server).
     pub actor: String,
+    /// What changed.
     pub kind: SyncEventKind,
 }
 
+/// The kinds of change an event carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyncEventKind {
     /// The replica was replaced by the server's whole state (first event, or a resync).
     Snapshot,
+    /// A document's new value.
     DocumentUpdated {
+        /// The value after the change.
         data: Value,
+        /// The value before, if there was one.
         previous: Option<Value>,
     },
+    /// An item was added.
     ItemAdded {
+        /// The new item.
         item: Item,
     },
+    /// An item changed.
     ItemUpdated {
+        /// The item after the change.
         item: Item,
+        /// Its value before.
         previous: Value,
     },
+    /// An item was removed (or expired).
     ItemRemoved {
+        /// Its key.
         key: ItemKey,
+        /// Its last value.
         previous: Value,
+        /// Why (`write`, `expired`, ...).
         reason: Reason,
     },
     /// A stream message; `missed` counts messages this subscriber did not get before it
     /// (after a resync, say).
     MessagePublished {
+        /// The message.
         data: Value,
+        /// Its sequence number (restarts at 1 with the server).
         sequence: u64,
+        /// Messages this subscriber did not get just before this one.
         missed: u64,
     },
     /// A stream subscription came back after a lost connection (or a cut-off):
@@ -161,6 +190,7 @@ pub enum SyncEventKind {
     },
     /// The object is gone; the subscription has ended.
     Removed {
+        /// Why (`write`, `expired`, ...).
         reason: Reason,
     },
     /// The server ended the subscription (access revoked, object gone).
