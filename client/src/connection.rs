@@ -227,6 +227,18 @@ impl Link {
             .map_err(|e| Error::Connection(e.to_string()))?
             .await
             .map_err(|e| Error::from_connection(&e))?;
+        let greeted = Self::greet(core, conn.clone(), credential).await;
+        if greeted.is_err() {
+            // The stream tasks keep a connection alive until its idle timeout; a link
+            // that failed its Hello is of no use to anyone.
+            conn.close(0u32.into(), b"hello failed");
+        }
+        greeted
+    }
+
+    /// Opens the request stream on `conn`, says `Hello` and waits for `Welcome`.
+    async fn greet(core: &Core, conn: quinn::Connection, credential: Credential) -> Result<Link> {
+        let config = &core.config;
         let (send, recv) = conn
             .open_bi()
             .await

@@ -1,5 +1,7 @@
 //! Documents: one JSON value per object, with conditional writes and `mutate`.
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use syncline_proto::{
     DocumentInfo, ErrorCode, ItemKey, ObjectKind, Request, Response, WireError, WrittenValue,
@@ -371,4 +373,122 @@ impl Document {
 /// A request the client refuses before sending, as the server would.
 fn invalid(message: String) -> Error {
     Error::Server(WireError::new(ErrorCode::InvalidArgument, message))
+}
+
+/// A document handle that reads and writes a Rust type `T` (as JSON, through serde)
+/// instead of a `serde_json::Value`. Made by [`Client::typed_document`] or
+/// [`Document::typed`]; [`TypedDocument::untyped`] gives the plain handle back (for
+/// `update`, `delete`, `subscribe`, whose results [`DocumentState::data_as`] converts).
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// #[derive(serde::Serialize, serde::Deserialize, Default)]
+/// struct Counter { visits: u64 }
+/// let doc = client.typed_document::<Counter>("counter");
+/// doc.mutate(|c| Some(Counter { visits: c.unwrap_or_default().visits + 1 })).await?;
+/// let (counter, revision) = doc.get().await?;
+/// println!("{} visits at revision {revision}", counter.visits);
+/// # Ok(()) }
+/// ```
+pub struct TypedDocument<T> {
+    inner: Document,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TypedDocument<T> {
+    fn clone(&self) -> Self {
+        self.inner.clone().typed()
+    }
+}
+
+impl Client {
+    /// A handle on a document whose value is a `T` (see [`TypedDocument`]).
+    pub fn typed_document<T>(&self, name_or_sid: &str) -> TypedDocument<T> {
+        self.document(name_or_sid).typed()
+    }
+}
+
+impl Document {
+    /// This handle, reading and writing `T` instead of JSON values.
+    pub fn typed<T>(self) -> TypedDocument<T> {
+        TypedDocument {
+            inner: self,
+            _type: std::marker::PhantomData,
+        }
+    }
+}
+
+impl DocumentState {
+    /// The value as a `T` (`InvalidArgument` if it does not have that shape).
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T> {
+        from_value(self.data.clone())
+    }
+}
+
+fn to_value<T: Serialize>(value: &T) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot serialize: {e}")))
+}
+
+fn from_value<T: DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| Error::Json(format!("the document does not fit the type: {e}")))
+}
+
+impl<T: Serialize + DeserializeOwned> TypedDocument<T> {
+    /// The plain handle on the same document.
+    pub fn untyped(&self) -> &Document {
+        &self.inner
+    }
+
+    /// The value and its revision.
+    pub async fn get(&self) -> Result<(T, u64)> {
+        let d = self.inner.get().await?;
+        Ok((from_value(d.data)?, d.revision))
+    }
+
+    /// Replaces the value (creating the document if needed); returns the new revision.
+    pub async fn set(&self, value: &T) -> Result<u64> {
+        self.set_with(value, WriteOptions::default()).await
+    }
+
+    /// `set` with options (`if_match`, `ttl`); returns the new revision.
+    pub async fn set_with(&self, value: &T, options: WriteOptions) -> Result<u64> {
+        let written = self.inner.set_with(&to_value(value)?, options).await?;
+        Ok(written.revision)
+    }
+
+    /// [`Document::mutate`] on `T`: `f` gets the current value (`None` if the document
+    /// does not exist or is `null`) and returns the new one, or `None` to leave it.
+    pub async fn mutate<F>(&self, mut f: F) -> Result<Option<T>>
+    where
+        F: FnMut(Option<T>) -> Option<T>,
+    {
+        // A value that does not fit `T` fails the whole call, not just this attempt.
+        let mut misfit = None;
+        let done = self
+            .inner
+            .mutate(|current| {
+                let current = match current.filter(|v| !v.is_null()).cloned().map(from_value) {
+                    Some(Ok(v)) => Some(v),
+                    Some(Err(e)) => {
+                        misfit = Some(e);
+                        return None;
+                    }
+                    None => None,
+                };
+                let next = f(current)?;
+                match to_value(&next) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        misfit = Some(e);
+                        None
+                    }
+                }
+            })
+            .await?;
+        if let Some(e) = misfit {
+            return Err(e);
+        }
+        done.map(|d| from_value(d.data)).transpose()
+    }
 }

@@ -47,7 +47,7 @@ pub use connection::{
     Client, ClientConfig, TokenState, DEFAULT_OFFLINE_WAIT, DEFAULT_REQUEST_TIMEOUT,
     TOKEN_WARNING_S,
 };
-pub use document::{Document, DocumentState, WriteOptions, Written};
+pub use document::{Document, DocumentState, TypedDocument, WriteOptions, Written};
 pub use reconnect::{ConnectionState, ReconnectPolicy, StateChanges, TokenFuture, TokenProvider};
 pub use subscription::{
     CollectionReplica, Item, Replica, SubscribeOptions, Subscription, SyncEvent, SyncEventKind,

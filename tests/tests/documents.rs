@@ -248,3 +248,44 @@ async fn a_write_option_the_write_cannot_honour_is_refused_not_dropped() {
         .unwrap();
     assert_eq!(w.revision, 1);
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default, PartialEq)]
+struct Counter {
+    visits: u64,
+}
+
+#[tokio::test]
+async fn a_typed_document_reads_and_writes_its_type_as_json() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let doc = c.typed_document::<Counter>("counter");
+    for _ in 0..3 {
+        doc.mutate(|cur| {
+            Some(Counter {
+                visits: cur.unwrap_or_default().visits + 1,
+            })
+        })
+        .await
+        .unwrap();
+    }
+    let (counter, revision) = doc.get().await.unwrap();
+    assert_eq!(counter, Counter { visits: 3 });
+    // Stored as plain JSON, which untyped readers see as such.
+    let plain = c.document("counter").get().await.unwrap();
+    assert_eq!(plain.data, json!({"visits": 3}));
+    assert_eq!(plain.revision, revision);
+    assert_eq!(plain.data_as::<Counter>().unwrap(), counter);
+    assert_eq!(doc.set(&Counter { visits: 9 }).await.unwrap(), revision + 1);
+    // A value of another shape is an error, not a default.
+    c.document("counter").set(&json!("nine")).await.unwrap();
+    assert_eq!(
+        doc.get().await.unwrap_err().code(),
+        ErrorCode::InvalidArgument
+    );
+    let err = doc.mutate(|_| Some(Counter::default())).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert_eq!(
+        c.document("counter").get().await.unwrap().data,
+        json!("nine")
+    );
+}
