@@ -42,8 +42,10 @@ const CLOSE_REASON_WAIT: Duration = Duration::from_secs(3);
 /// seeing the back-pressure, resyncs the subscription instead of queueing more).
 const SUBSCRIPTION_BUFFER: usize = 4096;
 
-/// State changes kept for a `StateChanges` reader that is behind.
-const STATE_CHANGES_BUFFER: usize = 64;
+/// State changes kept for a `StateChanges` reader that is behind. Small: tokio's
+/// broadcast channel allocates every slot up front, and load tools open thousands of
+/// clients; a reader that far behind only needs the newest states anyway.
+const STATE_CHANGES_BUFFER: usize = 16;
 
 /// Where and how to connect, authenticate and reconnect.
 ///

@@ -127,7 +127,7 @@ impl ConnectionState {
 
 /// Every state change of a client, in order, from the moment it was asked for
 /// ([`Client::state_changes`](crate::Client::state_changes)). A reader that falls more
-/// than 64 changes behind skips to the newest ones. Implements `futures::Stream`.
+/// than 16 changes behind skips to the newest ones. Implements `futures::Stream`.
 ///
 /// ```no_run
 /// # async fn demo(client: syncline_client::Client) {
