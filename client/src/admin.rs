@@ -24,6 +24,7 @@ fn done(r: Response) -> Result<()> {
 }
 
 impl Client {
+    /// Creates a service, optionally named, with its flags.
     pub async fn create_service(
         &self,
         unique_name: Option<&str>,
@@ -38,6 +39,7 @@ impl Client {
         )
     }
 
+    /// Every service of the installation.
     pub async fn services(&self) -> Result<Vec<ServiceInfo>> {
         match self.call(Request::ServiceList).await? {
             Response::Services(s) => Ok(s),
@@ -55,6 +57,7 @@ impl Client {
         )
     }
 
+    /// Changes a service's flags (the fields given in `flags`).
     pub async fn update_service(
         &self,
         service_ref: &str,
@@ -92,6 +95,7 @@ impl Client {
         }
     }
 
+    /// Every API key (their secrets are never shown again).
     pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
         match self.call(Request::KeyList).await? {
             Response::Keys(k) => Ok(k),
@@ -143,6 +147,7 @@ impl Client {
         )
     }
 
+    /// The grants on an object, per identity.
     pub async fn permissions(&self, object: &str) -> Result<Vec<PermissionInfo>> {
         match self
             .call(Request::PermissionList {

@@ -12,6 +12,7 @@ use crate::{Client, Result, WriteOptions};
 /// One page of items and where the next one starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
+    /// The items of this page, in the page's order.
     pub items: Vec<Item>,
     /// Pass as `from` to get the next page; `None` on the last page.
     pub next: Option<ItemKey>,
@@ -22,6 +23,7 @@ pub struct Page {
 pub struct PageOptions {
     /// First key of the page (inclusive); `None`: from the first (or, descending, the last).
     pub from: Option<ItemKey>,
+    /// Ascending (default) or descending key order.
     pub order: Order,
     /// 1..=1000; 0 means 100.
     pub limit: u32,
@@ -56,25 +58,33 @@ impl Client {
     }
 
     /// Deletes any object (and its items); returns its final revision.
-    pub async fn delete(&self, object_ref: &str, if_match: Option<u64>) -> Result<u64> {
+    pub async fn delete(&self, object_ref: &str) -> Result<u64> {
+        self.delete_with(object_ref, WriteOptions::default()).await
+    }
+
+    /// `delete` with options (`if_match` on the object's revision).
+    pub async fn delete_with(&self, object_ref: &str, options: WriteOptions) -> Result<u64> {
         deleted(
             self.call(Request::Delete {
                 kind: None,
                 object: object_ref.to_owned(),
-                if_match,
+                if_match: options.without_ttl("delete")?,
             })
             .await?,
         )
     }
 
+    /// A handle on a list, by unique name or sid (no IO until used).
     pub fn list(&self, name_or_sid: &str) -> List {
         List(Items::new(self, ObjectKind::List, name_or_sid))
     }
 
+    /// A handle on a map, by unique name or sid (no IO until used).
     pub fn map(&self, name_or_sid: &str) -> Map {
         Map(Items::new(self, ObjectKind::Map, name_or_sid))
     }
 
+    /// A handle on a message stream, by unique name or sid (no IO until used).
     pub fn stream(&self, name_or_sid: &str) -> Stream {
         Stream {
             client: self.clone(),
@@ -140,13 +150,13 @@ impl Items {
         self.client.fetch(&self.reference).await
     }
 
-    async fn delete(&self, if_match: Option<u64>) -> Result<u64> {
+    async fn delete(&self, options: WriteOptions) -> Result<u64> {
         deleted(
             self.client
                 .call(Request::Delete {
                     kind: Some(self.kind),
                     object: self.reference.clone(),
-                    if_match,
+                    if_match: options.without_ttl("delete")?,
                 })
                 .await?,
         )
@@ -190,8 +200,9 @@ impl Items {
         &self,
         key: ItemKey,
         patch: &Value,
-        if_match: Option<u64>,
+        options: WriteOptions,
     ) -> Result<Written<Item>> {
+        let if_match = options.without_ttl("update")?;
         written_item(
             self.client
                 .call(Request::ItemUpdate {
@@ -205,7 +216,8 @@ impl Items {
         )
     }
 
-    async fn remove(&self, key: ItemKey, if_match: Option<u64>) -> Result<u64> {
+    async fn remove(&self, key: ItemKey, options: WriteOptions) -> Result<u64> {
+        let if_match = options.without_ttl("remove")?;
         match self
             .client
             .call(Request::ItemRemove {
@@ -259,6 +271,19 @@ impl Items {
 }
 
 /// An ordered list of items with never-reused indices. Creating the handle does no IO.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// use syncline_client::{PageOptions, WriteOptions};
+/// let chat = client.list("chat");
+/// let written = chat.push(&json!({"text": "hi"})).await?;
+/// // A message that disappears after a minute.
+/// chat.push_with(&json!({"text": "brb"}), WriteOptions::new().ttl(60)).await?;
+/// let page = chat.items(PageOptions::default()).await?;
+/// println!("{} items, first written at revision {}", page.items.len(), written.revision);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct List(Items);
 
@@ -268,17 +293,19 @@ impl List {
         self.0.create(ttl).await
     }
 
+    /// The list's metadata (revision, creator, dates, expiry).
     pub async fn info(&self) -> Result<ObjectInfo> {
         self.0.info().await
     }
 
     /// Appends an item with the next index, creating the list if needed.
     pub async fn push(&self, data: &Value) -> Result<Written<Item>> {
-        self.push_with(data, None).await
+        self.push_with(data, WriteOptions::default()).await
     }
 
-    /// Appends an item that expires after `ttl` seconds.
-    pub async fn push_with(&self, data: &Value, ttl: Option<u64>) -> Result<Written<Item>> {
+    /// `push` with options: `ttl` (the item expires); `if_match` is refused.
+    pub async fn push_with(&self, data: &Value, options: WriteOptions) -> Result<Written<Item>> {
+        let ttl = options.without_if_match("push")?;
         self.push_item(data, ttl, false).await
     }
 
@@ -307,12 +334,18 @@ impl List {
         )
     }
 
+    /// One item by index.
     pub async fn get(&self, index: u64) -> Result<Item> {
         self.0.get(ItemKey::Index(index)).await
     }
 
     /// Replaces an existing item.
-    pub async fn set(
+    pub async fn set(&self, index: u64, data: &Value) -> Result<Written<Item>> {
+        self.set_with(index, data, WriteOptions::default()).await
+    }
+
+    /// `set` with options: `if_match` on the item's revision, `ttl`.
+    pub async fn set_with(
         &self,
         index: u64,
         data: &Value,
@@ -323,26 +356,45 @@ impl List {
             .await
     }
 
-    pub async fn update(
+    /// Merges the top-level keys of `patch` into an item.
+    pub async fn update(&self, index: u64, patch: &Value) -> Result<Written<Item>> {
+        self.update_with(index, patch, WriteOptions::default())
+            .await
+    }
+
+    /// `update` with options (`if_match` on the item's revision).
+    pub async fn update_with(
         &self,
         index: u64,
         patch: &Value,
-        if_match: Option<u64>,
+        options: WriteOptions,
     ) -> Result<Written<Item>> {
-        self.0.update(ItemKey::Index(index), patch, if_match).await
+        self.0.update(ItemKey::Index(index), patch, options).await
     }
 
     /// Removes an item; returns the list's revision after the removal.
-    pub async fn remove(&self, index: u64, if_match: Option<u64>) -> Result<u64> {
-        self.0.remove(ItemKey::Index(index), if_match).await
+    pub async fn remove(&self, index: u64) -> Result<u64> {
+        self.remove_with(index, WriteOptions::default()).await
     }
 
+    /// `remove` with options (`if_match` on the item's revision).
+    pub async fn remove_with(&self, index: u64, options: WriteOptions) -> Result<u64> {
+        self.0.remove(ItemKey::Index(index), options).await
+    }
+
+    /// One page of items (see [`PageOptions`]).
     pub async fn items(&self, options: PageOptions) -> Result<Page> {
         self.0.items(options).await
     }
 
-    pub async fn delete(&self, if_match: Option<u64>) -> Result<u64> {
-        self.0.delete(if_match).await
+    /// Deletes the object and its items; returns its final revision.
+    pub async fn delete(&self) -> Result<u64> {
+        self.0.delete(WriteOptions::default()).await
+    }
+
+    /// `delete` with options (`if_match` on the object's revision).
+    pub async fn delete_with(&self, options: WriteOptions) -> Result<u64> {
+        self.0.delete(options).await
     }
 
     /// Subscribes with a replica of the newest `window` items (default 100) and all
@@ -353,20 +405,38 @@ impl List {
 }
 
 /// Items keyed by string, ordered by key. Creating the handle does no IO.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// let roster = client.map("roster");
+/// roster.set("bob", &json!({"status": "online"})).await?;
+/// roster.update("bob", &json!({"status": "away"})).await?;
+/// assert_eq!(roster.get("bob").await?.data["status"], "away");
+/// roster.remove("bob").await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Map(Items);
 
 impl Map {
+    /// Creates the map explicitly (`set` creates it too).
     pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
         self.0.create(ttl).await
     }
 
+    /// The map's metadata (revision, creator, dates, expiry).
     pub async fn info(&self) -> Result<ObjectInfo> {
         self.0.info().await
     }
 
     /// Upserts an item, creating the map if needed.
-    pub async fn set(
+    pub async fn set(&self, key: &str, data: &Value) -> Result<Written<Item>> {
+        self.set_with(key, data, WriteOptions::default()).await
+    }
+
+    /// `set` with options: `if_match` on the item's revision, `ttl`.
+    pub async fn set_with(
         &self,
         key: &str,
         data: &Value,
@@ -403,31 +473,51 @@ impl Map {
             .await
     }
 
+    /// One item by key.
     pub async fn get(&self, key: &str) -> Result<Item> {
         self.0.get(ItemKey::Key(key.to_owned())).await
     }
 
-    pub async fn update(
+    /// Merges the top-level keys of `patch` into an item.
+    pub async fn update(&self, key: &str, patch: &Value) -> Result<Written<Item>> {
+        self.update_with(key, patch, WriteOptions::default()).await
+    }
+
+    /// `update` with options (`if_match` on the item's revision).
+    pub async fn update_with(
         &self,
         key: &str,
         patch: &Value,
-        if_match: Option<u64>,
+        options: WriteOptions,
     ) -> Result<Written<Item>> {
         self.0
-            .update(ItemKey::Key(key.to_owned()), patch, if_match)
+            .update(ItemKey::Key(key.to_owned()), patch, options)
             .await
     }
 
-    pub async fn remove(&self, key: &str, if_match: Option<u64>) -> Result<u64> {
-        self.0.remove(ItemKey::Key(key.to_owned()), if_match).await
+    /// Removes an item; returns the map's revision after the removal.
+    pub async fn remove(&self, key: &str) -> Result<u64> {
+        self.remove_with(key, WriteOptions::default()).await
     }
 
+    /// `remove` with options (`if_match` on the item's revision).
+    pub async fn remove_with(&self, key: &str, options: WriteOptions) -> Result<u64> {
+        self.0.remove(ItemKey::Key(key.to_owned()), options).await
+    }
+
+    /// One page of items, ordered by key (see [`PageOptions`]).
     pub async fn items(&self, options: PageOptions) -> Result<Page> {
         self.0.items(options).await
     }
 
-    pub async fn delete(&self, if_match: Option<u64>) -> Result<u64> {
-        self.0.delete(if_match).await
+    /// Deletes the object and its items; returns its final revision.
+    pub async fn delete(&self) -> Result<u64> {
+        self.0.delete(WriteOptions::default()).await
+    }
+
+    /// `delete` with options (`if_match` on the object's revision).
+    pub async fn delete_with(&self, options: WriteOptions) -> Result<u64> {
+        self.0.delete(options).await
     }
 
     /// Subscribes with a replica of every item.
@@ -437,6 +527,24 @@ impl Map {
 }
 
 /// Ephemeral messages to the current subscribers. Creating the handle does no IO.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// use syncline_client::SyncEventKind;
+/// let typing = client.stream("typing");
+/// let mut sub = typing.subscribe().await?;
+/// typing.publish(&json!({"who": "alice"})).await?;
+/// while let Some(event) = sub.next().await {
+///     match event?.kind {
+///         SyncEventKind::MessagePublished { data, .. } => println!("{data}"),
+///         // Messages are not replayed after a lost connection; this says so.
+///         SyncEventKind::Missed { messages } => println!("missed {messages:?}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Stream {
     client: Client,
@@ -444,6 +552,7 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Creates the stream explicitly (`publish` creates it too).
     pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
         self.client
             .create(ObjectKind::Stream, Some(&self.reference), ttl)
@@ -466,6 +575,7 @@ impl Stream {
         }
     }
 
+    /// Deletes the stream; its subscribers get `Removed`.
     pub async fn delete(&self) -> Result<u64> {
         deleted(
             self.client
@@ -478,6 +588,7 @@ impl Stream {
         )
     }
 
+    /// Subscribes: a snapshot (the stream's last sequence), then every message published.
     pub async fn subscribe(&self) -> Result<Subscription> {
         self.client
             .subscribe(&self.reference, SubscribeOptions::default())

@@ -1,5 +1,7 @@
 //! Documents: one JSON value per object, with conditional writes and `mutate`.
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use syncline_proto::{
     DocumentInfo, ErrorCode, ItemKey, ObjectKind, Request, Response, WireError, WrittenValue,
@@ -15,13 +17,21 @@ const MUTATE_ATTEMPTS: usize = 16;
 /// A document as the server has it. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocumentState {
+    /// The document's sid (`ET…`).
     pub sid: String,
+    /// Its unique name, if it has one.
     pub unique_name: Option<String>,
+    /// Starts at 0, +1 per change.
     pub revision: u64,
+    /// The JSON value.
     pub data: Value,
+    /// Identity that created it (`system` for the backend).
     pub created_by: String,
+    /// Creation time.
     pub date_created: u64,
+    /// Last change.
     pub date_updated: u64,
+    /// Expiry time, if it has a TTL.
     pub date_expires: Option<u64>,
 }
 
@@ -45,6 +55,7 @@ impl TryFrom<DocumentInfo> for DocumentState {
 /// or `update`, a list `push` or an item `set` or `update`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Written<T> {
+    /// The written object's sid.
     pub object_sid: String,
     /// The object's revision after the write.
     pub revision: u64,
@@ -104,16 +115,79 @@ fn written_document(r: Response) -> Result<Written<DocumentState>> {
     })
 }
 
-/// Options for conditional and expiring writes.
+/// Options for a write, one type for every write of every handle: each write `x(..)`
+/// has an `x_with(.., WriteOptions)`. An option the write cannot honour (a TTL on an
+/// `update`, `if_match` on a `push`) is refused with `InvalidArgument`, not ignored.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// use syncline_client::WriteOptions;
+/// let doc = client.document("settings");
+/// let current = doc.get().await?;
+/// // Only if nobody wrote since; expires in an hour.
+/// doc.set_with(&json!({"theme": "dark"}), WriteOptions::new().if_match(current.revision).ttl(3600))
+///     .await?;
+/// client.map("roster").remove_with("bob", WriteOptions::new().if_match(7)).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOptions {
-    /// Write only if the document is at this revision (else `Conflict`).
+    /// Write only if the document, item or object is at this revision (else `Conflict`).
     pub if_match: Option<u64>,
     /// Time to live in seconds; 0 removes the expiry. `None` keeps it.
     pub ttl: Option<u64>,
 }
 
+impl WriteOptions {
+    /// No condition, expiry unchanged.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes only if the target is at `revision`.
+    pub fn if_match(mut self, revision: u64) -> Self {
+        self.if_match = Some(revision);
+        self
+    }
+
+    /// Sets the time to live in seconds (0: never expires).
+    pub fn ttl(mut self, seconds: u64) -> Self {
+        self.ttl = Some(seconds);
+        self
+    }
+
+    /// `if_match` for writes that take no TTL (a TTL there is refused, not dropped).
+    pub(crate) fn without_ttl(self, write: &str) -> Result<Option<u64>> {
+        match self.ttl {
+            Some(_) => Err(invalid(format!("{write} takes no ttl"))),
+            None => Ok(self.if_match),
+        }
+    }
+
+    /// `ttl` for writes that take no condition (`push`).
+    pub(crate) fn without_if_match(self, write: &str) -> Result<Option<u64>> {
+        match self.if_match {
+            Some(_) => Err(invalid(format!("{write} takes no if_match"))),
+            None => Ok(self.ttl),
+        }
+    }
+}
+
 /// A handle on one document, by unique name or sid. Creating it does no IO.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// use serde_json::json;
+/// let doc = client.document("settings");
+/// doc.set(&json!({"theme": "dark", "size": 12})).await?;
+/// doc.update(&json!({"size": 14})).await?; // top-level merge; null removes a key
+/// // Read-modify-write without lost updates (retried on Conflict).
+/// doc.mutate(|v| Some(json!({"opens": v.and_then(|v| v["opens"].as_u64()).unwrap_or(0) + 1})))
+///     .await?;
+/// assert_eq!(doc.get().await?.data["size"], 14);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Document {
     client: Client,
@@ -121,6 +195,7 @@ pub struct Document {
 }
 
 impl Client {
+    /// A handle on a document, by unique name or sid (no IO until used).
     pub fn document(&self, name_or_sid: &str) -> Document {
         Document {
             client: self.clone(),
@@ -137,6 +212,7 @@ fn document_from(r: Response) -> Result<DocumentState> {
 }
 
 impl Document {
+    /// The document as the server has it now.
     pub async fn get(&self) -> Result<DocumentState> {
         document_from(
             self.client
@@ -152,6 +228,7 @@ impl Document {
         self.set_with(data, WriteOptions::default()).await
     }
 
+    /// `set` with options: `if_match` (else `Conflict`), `ttl`.
     pub async fn set_with(
         &self,
         data: &Value,
@@ -171,14 +248,16 @@ impl Document {
 
     /// Merges the top-level keys of `patch` (a JSON object; `null` removes a key).
     pub async fn update(&self, patch: &Value) -> Result<Written<DocumentState>> {
-        self.update_with(patch, None).await
+        self.update_with(patch, WriteOptions::default()).await
     }
 
+    /// `update` with options (`if_match`; a TTL is refused: set it with `set_with`).
     pub async fn update_with(
         &self,
         patch: &Value,
-        if_match: Option<u64>,
+        options: WriteOptions,
     ) -> Result<Written<DocumentState>> {
+        let if_match = options.without_ttl("update")?;
         written_document(
             self.client
                 .call(Request::DocUpdate {
@@ -192,10 +271,12 @@ impl Document {
 
     /// Deletes the document; returns its final revision.
     pub async fn delete(&self) -> Result<u64> {
-        self.delete_with(None).await
+        self.delete_with(WriteOptions::default()).await
     }
 
-    pub async fn delete_with(&self, if_match: Option<u64>) -> Result<u64> {
+    /// `delete` with options (`if_match` on the document's revision).
+    pub async fn delete_with(&self, options: WriteOptions) -> Result<u64> {
+        let if_match = options.without_ttl("delete")?;
         match self
             .client
             .call(Request::Delete {
@@ -251,7 +332,7 @@ impl Document {
             };
             let options = WriteOptions {
                 if_match,
-                ttl: None,
+                ..WriteOptions::default()
             };
             match self.set_with(&next, options).await {
                 Ok(d) => return d.into_value().map(Some),
@@ -286,5 +367,128 @@ impl Document {
             window: None,
         };
         self.client.subscribe(&self.reference, options).await
+    }
+}
+
+/// A request the client refuses before sending, as the server would.
+fn invalid(message: String) -> Error {
+    Error::Server(WireError::new(ErrorCode::InvalidArgument, message))
+}
+
+/// A document handle that reads and writes a Rust type `T` (as JSON, through serde)
+/// instead of a `serde_json::Value`. Made by [`Client::typed_document`] or
+/// [`Document::typed`]; [`TypedDocument::untyped`] gives the plain handle back (for
+/// `update`, `delete`, `subscribe`, whose results [`DocumentState::data_as`] converts).
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// #[derive(serde::Serialize, serde::Deserialize, Default)]
+/// struct Counter { visits: u64 }
+/// let doc = client.typed_document::<Counter>("counter");
+/// doc.mutate(|c| Some(Counter { visits: c.unwrap_or_default().visits + 1 })).await?;
+/// let (counter, revision) = doc.get().await?;
+/// println!("{} visits at revision {revision}", counter.visits);
+/// # Ok(()) }
+/// ```
+pub struct TypedDocument<T> {
+    inner: Document,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TypedDocument<T> {
+    fn clone(&self) -> Self {
+        self.inner.clone().typed()
+    }
+}
+
+impl Client {
+    /// A handle on a document whose value is a `T` (see [`TypedDocument`]).
+    pub fn typed_document<T>(&self, name_or_sid: &str) -> TypedDocument<T> {
+        self.document(name_or_sid).typed()
+    }
+}
+
+impl Document {
+    /// This handle, reading and writing `T` instead of JSON values.
+    pub fn typed<T>(self) -> TypedDocument<T> {
+        TypedDocument {
+            inner: self,
+            _type: std::marker::PhantomData,
+        }
+    }
+}
+
+impl DocumentState {
+    /// The value as a `T` (`InvalidArgument` if it does not have that shape).
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T> {
+        from_value(self.data.clone())
+    }
+}
+
+fn to_value<T: Serialize>(value: &T) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::Json(format!("cannot serialize: {e}")))
+}
+
+fn from_value<T: DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| Error::Json(format!("the document does not fit the type: {e}")))
+}
+
+impl<T: Serialize + DeserializeOwned> TypedDocument<T> {
+    /// The plain handle on the same document.
+    pub fn untyped(&self) -> &Document {
+        &self.inner
+    }
+
+    /// The value and its revision.
+    pub async fn get(&self) -> Result<(T, u64)> {
+        let d = self.inner.get().await?;
+        Ok((from_value(d.data)?, d.revision))
+    }
+
+    /// Replaces the value (creating the document if needed); returns the new revision.
+    pub async fn set(&self, value: &T) -> Result<u64> {
+        self.set_with(value, WriteOptions::default()).await
+    }
+
+    /// `set` with options (`if_match`, `ttl`); returns the new revision.
+    pub async fn set_with(&self, value: &T, options: WriteOptions) -> Result<u64> {
+        let written = self.inner.set_with(&to_value(value)?, options).await?;
+        Ok(written.revision)
+    }
+
+    /// [`Document::mutate`] on `T`: `f` gets the current value (`None` if the document
+    /// does not exist or is `null`) and returns the new one, or `None` to leave it.
+    pub async fn mutate<F>(&self, mut f: F) -> Result<Option<T>>
+    where
+        F: FnMut(Option<T>) -> Option<T>,
+    {
+        // A value that does not fit `T` fails the whole call, not just this attempt.
+        let mut misfit = None;
+        let done = self
+            .inner
+            .mutate(|current| {
+                let current = match current.filter(|v| !v.is_null()).cloned().map(from_value) {
+                    Some(Ok(v)) => Some(v),
+                    Some(Err(e)) => {
+                        misfit = Some(e);
+                        return None;
+                    }
+                    None => None,
+                };
+                let next = f(current)?;
+                match to_value(&next) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        misfit = Some(e);
+                        None
+                    }
+                }
+            })
+            .await?;
+        if let Some(e) = misfit {
+            return Err(e);
+        }
+        done.map(|d| from_value(d.data)).transpose()
     }
 }

@@ -1,6 +1,19 @@
 //! Syncline client: connect over QUIC with an access token or an API key, read and write
-//! documents, and subscribe to them with a local replica that equals the server's value
-//! after every event.
+//! documents, lists, maps and message streams, and subscribe to them with a local replica
+//! that equals the server's value after every event.
+//!
+//! The guide, in the order an app meets it:
+//!
+//! - [`ClientConfig`]: where to connect, the credential, a token provider
+//!   ([`ClientConfig::with_token_provider`]), deadlines and the [`ReconnectPolicy`].
+//! - [`Client`]: one per app; it reconnects by itself and says where it stands
+//!   ([`Client::state`], [`Client::state_changes`]).
+//! - Handles, which do no IO until used: [`Document`], [`List`], [`Map`], [`Stream`].
+//!   Every write has one options style, `x(..)` and `x_with(.., `[`WriteOptions`]`)`.
+//! - [`Subscription`]: a snapshot, then every change in revision order, applied to its
+//!   [`Replica`] first; it survives lost connections without duplicates or gaps, and is a
+//!   `futures::Stream`.
+//! - [`Error`]: every failure has a stable [`ErrorCode`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), syncline_client::Error> {
@@ -17,19 +30,25 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 mod admin;
 mod collections;
 mod connection;
 mod document;
+mod reconnect;
 mod subscription;
 pub mod token;
 
 pub use syncline_proto::udp;
 
 pub use collections::{List, Map, Page, PageOptions, Stream};
-pub use connection::TokenState;
-pub use connection::{Client, ClientConfig};
-pub use document::{Document, DocumentState, WriteOptions, Written};
+pub use connection::{
+    Client, ClientConfig, TokenState, DEFAULT_OFFLINE_WAIT, DEFAULT_REQUEST_TIMEOUT,
+    TOKEN_WARNING_S,
+};
+pub use document::{Document, DocumentState, TypedDocument, WriteOptions, Written};
+pub use reconnect::{ConnectionState, ReconnectPolicy, StateChanges, TokenFuture, TokenProvider};
 pub use subscription::{
     CollectionReplica, Item, Replica, SubscribeOptions, Subscription, SyncEvent, SyncEventKind,
 };
@@ -41,6 +60,7 @@ pub use syncline_proto::{
 
 use syncline_proto::close_code;
 
+/// Everything a client call can fail with; [`Error::code`] gives the stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server refused the request; `code` says why. A request the server could only
@@ -50,13 +70,22 @@ pub enum Error {
     Server(#[from] WireError),
     /// The server closed the connection (token expired, auth failed, shutting down).
     #[error("{code}: connection closed by the server ({reason})")]
-    Closed { code: ErrorCode, reason: String },
+    Closed {
+        /// Why: `TokenExpired`, `Unauthorized`, `Unavailable` (going away), ...
+        code: ErrorCode,
+        /// The server's words.
+        reason: String,
+    },
+    /// The connection could not be made or was lost (`Unavailable`).
     #[error("Unavailable: connection failed: {0}")]
     Connection(String),
+    /// The configuration is unusable: a CA file, an address (`InvalidArgument`).
     #[error("InvalidArgument: configuration: {0}")]
     Config(String),
+    /// A JSON argument is not valid JSON (`InvalidArgument`).
     #[error("InvalidArgument: {0}")]
     Json(String),
+    /// The server answered something this client does not understand (`Internal`).
     #[error("Internal: protocol error: {0}")]
     Protocol(String),
 }
@@ -100,6 +129,7 @@ impl Error {
     }
 }
 
+/// A `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<syncline_proto::admin_config::AdminConfigError> for Error {

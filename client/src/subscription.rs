@@ -3,15 +3,21 @@
 //! equals the server's state (for a list: its items from the window's start on).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use serde_json::Value;
 use syncline_proto::{
-    Event, EventKind, ItemInfo, ItemKey, ObjectInfo, ObjectKind, ObjectState, Reason, Request,
-    Response, WireError,
+    ErrorCode, Event, EventKind, ItemInfo, ItemKey, ObjectInfo, ObjectKind, ObjectState, Reason,
+    Request, Response, WireError,
 };
 use tokio::sync::mpsc;
+use tracing::debug;
 
-use crate::connection::unexpected;
+use crate::connection::{unexpected, Link};
 use crate::document::DocumentState;
 use crate::{Client, Error, Result};
 
@@ -22,12 +28,19 @@ pub(crate) fn parse(s: &str) -> Result<Value> {
 /// A list or map item. `revision` is the object revision at which it last changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
+    /// Index (lists) or key (maps).
     pub key: ItemKey,
+    /// The object revision at which it last changed.
     pub revision: u64,
+    /// The item's JSON value.
     pub data: Value,
+    /// Identity that created it (`system` for the backend).
     pub created_by: String,
+    /// Creation time, Unix milliseconds.
     pub date_created: u64,
+    /// Last change, Unix milliseconds.
     pub date_updated: u64,
+    /// Expiry time, Unix milliseconds, if it has a TTL.
     pub date_expires: Option<u64>,
 }
 
@@ -49,10 +62,12 @@ impl TryFrom<ItemInfo> for Item {
 /// A list's or map's local copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectionReplica {
+    /// The object's metadata as of the replica's revision.
     pub info: ObjectInfo,
     /// Lists: the replica holds the items with index >= this (the newest N at subscribe
     /// time, and everything pushed since). Maps: 0, all items.
     pub window_start: u64,
+    /// The items held, by key.
     pub items: BTreeMap<ItemKey, Item>,
 }
 
@@ -70,8 +85,11 @@ impl CollectionReplica {
 pub enum Replica {
     /// Nothing yet (resumed from a bare revision, before any snapshot), or removed.
     Empty,
+    /// A document's state.
     Document(DocumentState),
+    /// A list's window of items.
     List(CollectionReplica),
+    /// A map's items.
     Map(CollectionReplica),
     /// Streams keep no state; this is the stream's metadata.
     Stream(ObjectInfo),
@@ -115,38 +133,64 @@ pub struct SyncEvent {
     pub is_local: bool,
     /// Identity that caused it (`system` for the backend and the server).
     pub actor: String,
+    /// What changed.
     pub kind: SyncEventKind,
 }
 
+/// The kinds of change an event carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyncEventKind {
     /// The replica was replaced by the server's whole state (first event, or a resync).
     Snapshot,
+    /// A document's new value.
     DocumentUpdated {
+        /// The value after the change.
         data: Value,
+        /// The value before, if there was one.
         previous: Option<Value>,
     },
+    /// An item was added.
     ItemAdded {
+        /// The new item.
         item: Item,
     },
+    /// An item changed.
     ItemUpdated {
+        /// The item after the change.
         item: Item,
+        /// Its value before.
         previous: Value,
     },
+    /// An item was removed (or expired).
     ItemRemoved {
+        /// Its key.
         key: ItemKey,
+        /// Its last value.
         previous: Value,
+        /// Why (`write`, `expired`, ...).
         reason: Reason,
     },
     /// A stream message; `missed` counts messages this subscriber did not get before it
     /// (after a resync, say).
     MessagePublished {
+        /// The message.
         data: Value,
+        /// Its sequence number (restarts at 1 with the server).
         sequence: u64,
+        /// Messages this subscriber did not get just before this one.
         missed: u64,
+    },
+    /// A stream subscription came back after a lost connection (or a cut-off):
+    /// `messages` were published meanwhile and not delivered (messages are never
+    /// replayed). `None` when the server restarted meanwhile, so that the number is
+    /// unknown. Never sent when nothing was missed.
+    Missed {
+        /// How many messages went by, when known.
+        messages: Option<u64>,
     },
     /// The object is gone; the subscription has ended.
     Removed {
+        /// Why (`write`, `expired`, ...).
         reason: Reason,
     },
     /// The server ended the subscription (access revoked, object gone).
@@ -163,6 +207,7 @@ impl SyncEventKind {
             SyncEventKind::ItemUpdated { .. } => "item_updated",
             SyncEventKind::ItemRemoved { .. } => "item_removed",
             SyncEventKind::MessagePublished { .. } => "message_published",
+            SyncEventKind::Missed { .. } => "missed",
             SyncEventKind::Removed { .. } => "object_removed",
             SyncEventKind::Ended(_) => "subscription_ended",
         }
@@ -208,74 +253,130 @@ impl Client {
         options: SubscribeOptions,
         replica: Replica,
     ) -> Result<Subscription> {
-        let (sub_id, object_sid, kind, events) = self.open_subscription(object, options).await?;
+        let link = self.link().await?;
+        let opened = self.open_subscription(link, object, options).await?;
         Ok(Subscription {
             client: self.clone(),
-            sub_id,
-            object_sid,
-            kind,
+            link: opened.link,
+            sub_id: opened.sub_id,
+            object_sid: opened.object_sid,
+            kind: opened.kind,
             window: options.window,
-            events,
+            revision: options.since,
+            events: opened.events,
             replica,
             building: None,
             last_sequence: None,
+            resumed: false,
+            reopening: None,
             ended: false,
         })
     }
 
     async fn open_subscription(
         &self,
+        link: Arc<Link>,
         object: &str,
         options: SubscribeOptions,
-    ) -> Result<(u64, String, ObjectKind, mpsc::Receiver<Event>)> {
-        let sub_id = self.next_sub_id();
+    ) -> Result<Opened> {
+        let sub_id = self.core().next_id();
         // Registered before asking, so no event can arrive unrouted.
-        let events = self.register_subscription(sub_id)?;
+        let events = link.register_subscription(sub_id)?;
         let answer = self
-            .call(Request::Subscribe {
-                sub_id,
-                object: object.to_owned(),
-                since: options.since,
-                window: options.window,
-            })
+            .call_on(
+                &link,
+                Request::Subscribe {
+                    sub_id,
+                    object: object.to_owned(),
+                    since: options.since,
+                    window: options.window,
+                },
+            )
             .await;
         match answer {
             Ok(Response::Subscribed {
                 object_sid, kind, ..
-            }) => Ok((sub_id, object_sid, kind, events)),
+            }) => Ok(Opened {
+                link,
+                sub_id,
+                object_sid,
+                kind,
+                events,
+            }),
             Ok(other) => {
-                self.forget_subscription(sub_id);
+                link.forget_subscription(sub_id);
                 Err(unexpected(other))
             }
             Err(e) => {
-                self.forget_subscription(sub_id);
+                link.forget_subscription(sub_id);
                 Err(e)
             }
         }
     }
 }
 
+/// A subscription open on one connection.
+struct Opened {
+    link: Arc<Link>,
+    sub_id: u64,
+    object_sid: String,
+    kind: ObjectKind,
+    events: mpsc::Receiver<Event>,
+}
+
+/// The wait between attempts to resubscribe when the server could not take the
+/// subscription (an answer that timed out, a connection lost during the request).
+const REOPEN_RETRY: Duration = Duration::from_millis(500);
+
 /// A live subscription. Events come in revision order, each applied to the replica
 /// before it is returned. Dropping it unsubscribes.
+///
+/// It survives lost connections: when the client has reconnected, it resubscribes from
+/// the revision it had reached, so the missed changes arrive in order (or, when the
+/// server no longer has them, as one `Snapshot`), never twice and never with a gap.
+/// A stream subscription reports what it missed with [`SyncEventKind::Missed`].
+/// It is a `futures::Stream` of `Result<SyncEvent>` too.
+///
+/// ```no_run
+/// # async fn demo(client: syncline_client::Client) -> Result<(), syncline_client::Error> {
+/// let mut sub = client.map("roster").subscribe().await?;
+/// while let Some(event) = sub.next().await {
+///     let event = event?;
+///     let items = sub.collection().map_or(0, |c| c.items.len());
+///     println!("{} at revision {}: {items} items", event.kind.name(), event.revision);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Subscription {
     client: Client,
+    /// The connection this subscription is open on.
+    link: Arc<Link>,
     sub_id: u64,
     object_sid: String,
     kind: ObjectKind,
     window: Option<u32>,
+    /// The object revision delivered so far (what a resubscription asks to continue
+    /// from); for a replica built from a snapshot, its revision.
+    revision: Option<u64>,
     events: mpsc::Receiver<Event>,
     replica: Replica,
     /// A collection snapshot arriving in chunks; it replaces the replica when complete.
     building: Option<Replica>,
     last_sequence: Option<u64>,
+    /// Resubscribed since the last snapshot: a stream's next snapshot says what was missed.
+    resumed: bool,
+    /// A resubscription under way (after a lost connection or a cut-off).
+    reopening: Option<Pin<Box<dyn Future<Output = Result<Opened>> + Send>>>,
     ended: bool,
 }
 
 impl Subscription {
+    /// The subscribed object's sid.
     pub fn object_sid(&self) -> &str {
         &self.object_sid
     }
 
+    /// The subscribed object's kind.
     pub fn kind(&self) -> ObjectKind {
         self.kind
     }
@@ -307,71 +408,118 @@ impl Subscription {
         }
     }
 
-    /// The next event; `None` once the subscription has ended or the connection is gone
-    /// (the first `None` after a lost connection comes as an error saying why).
+    /// The next event; `None` once the subscription has ended. While the client is
+    /// reconnecting this waits; if the client is denied or closed, the subscription
+    /// ends with that error.
     pub async fn next(&mut self) -> Option<Result<SyncEvent>> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<SyncEvent>>> {
         loop {
             if self.ended {
-                return None;
+                return Poll::Ready(None);
             }
-            // Events already received are returned first; after that, a closed
-            // connection ends the subscription even if its router is gone.
-            let event = tokio::select! {
-                biased;
-                e = self.events.recv() => e,
-                _ = self.client.connection_closed() => None,
-            };
-            let Some(event) = event else {
-                if self.client.is_closed() {
-                    self.ended = true;
-                    return Some(Err(self.client.closed_or_lost()));
+            if let Some(reopening) = self.reopening.as_mut() {
+                let result = ready!(reopening.as_mut().poll(cx));
+                self.reopening = None;
+                match result {
+                    Ok(opened) => {
+                        debug!(
+                            object = %self.object_sid,
+                            since = ?self.revision,
+                            "subscription resumed"
+                        );
+                        self.link = opened.link;
+                        self.sub_id = opened.sub_id;
+                        self.events = opened.events;
+                        self.resumed = true;
+                        continue;
+                    }
+                    Err(e) => match e {
+                        // The object is gone or no longer readable.
+                        Error::Server(w)
+                            if matches!(w.code, ErrorCode::NotFound | ErrorCode::Forbidden) =>
+                        {
+                            self.ended = true;
+                            return Poll::Ready(Some(Ok(SyncEvent {
+                                revision: self.revision.unwrap_or(0),
+                                is_local: false,
+                                actor: crate::SYSTEM_ACTOR.into(),
+                                kind: SyncEventKind::Ended(w),
+                            })));
+                        }
+                        e if self.client.is_closed() => {
+                            self.ended = true;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                        e => {
+                            debug!(error = %e, "resubscribing failed; trying again");
+                            self.start_reopen(Some(REOPEN_RETRY));
+                            continue;
+                        }
+                    },
                 }
-                // Cut off for falling behind its buffer (see the connection's event
-                // reader): resubscribe from the replica's revision, which replays what
-                // was missed or sends a snapshot.
-                if let Err(e) = self.reopen().await {
-                    self.ended = true;
-                    return Some(Err(e));
-                }
-                continue;
-            };
-            match self.apply(event) {
-                Ok(Some(e)) => return Some(Ok(e)),
-                Ok(None) => continue,
-                Err(e) => return Some(Err(e)),
+            }
+            match ready!(self.events.poll_recv(cx)) {
+                Some(event) => match self.apply(event) {
+                    Ok(Some(e)) => return Poll::Ready(Some(Ok(e))),
+                    Ok(None) => continue,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                },
+                // The connection is gone, or this subscription was cut off for falling
+                // behind its buffer (see the connection's event reader): resubscribe
+                // from the revision reached, which replays what was missed or sends a
+                // snapshot.
+                None => self.start_reopen(None),
             }
         }
     }
 
-    async fn reopen(&mut self) -> Result<()> {
-        let old = self.sub_id;
+    /// Starts resubscribing (after `delay`), on the same connection if it is still
+    /// open, else on the next one the client makes.
+    fn start_reopen(&mut self, delay: Option<Duration>) {
         let client = self.client.clone();
-        tokio::spawn(async move {
-            let _ = client.call(Request::Unsubscribe { sub_id: old }).await;
-        });
+        let old_link = self.link.clone();
+        let old_sub = self.sub_id;
+        old_link.forget_subscription(old_sub);
+        let object = self.object_sid.clone();
         let options = SubscribeOptions {
-            since: self.replica.revision(),
+            since: if self.kind == ObjectKind::Stream {
+                None
+            } else {
+                self.revision
+            },
             window: self.window,
         };
         // A snapshot still being assembled is abandoned; the new one replaces it.
         self.building = None;
-        let (sub_id, _, _, events) = self
-            .client
-            .open_subscription(&self.object_sid, options)
-            .await?;
-        self.sub_id = sub_id;
-        self.events = events;
-        Ok(())
+        self.reopening = Some(Box::pin(async move {
+            if !old_link.is_closed() {
+                let _ = client
+                    .call_on(&old_link, Request::Unsubscribe { sub_id: old_sub })
+                    .await;
+            }
+            drop(old_link);
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            // Waits as long as the client keeps trying; a terminal state fails here.
+            let link = client.core().wait_link(None).await?;
+            client.open_subscription(link, &object, options).await
+        }));
     }
 
     /// Applies one event; `None` for a snapshot chunk that is not the last.
     fn apply(&mut self, e: Event) -> Result<Option<SyncEvent>> {
-        let is_local = e.origin == self.client.welcome().connection_id;
+        // Origins are connection ids, so "local" means this subscription's connection.
+        let is_local = e.origin != 0 && e.origin == self.link.welcome.connection_id;
         let revision = e.revision;
         let kind = match e.kind {
             EventKind::Snapshot { state } => match state {
                 ObjectState::Document(d) => {
                     self.replica = Replica::Document(d.try_into()?);
+                    self.resumed = false;
                     SyncEventKind::Snapshot
                 }
                 ObjectState::List { info, window_start } => {
@@ -392,8 +540,23 @@ impl Subscription {
                 }
                 ObjectState::Stream { info, sequence } => {
                     self.replica = Replica::Stream(info);
-                    self.last_sequence = Some(sequence);
-                    SyncEventKind::Snapshot
+                    let last = self.last_sequence.replace(sequence);
+                    if std::mem::take(&mut self.resumed) {
+                        // Messages are not replayed: say what went by while away.
+                        let missed = match last {
+                            Some(last) if sequence >= last => Some(sequence - last),
+                            // The server restarted (sequences start again at 1):
+                            // how many were lost before the restart is unknown.
+                            Some(_) => None,
+                            None => Some(sequence),
+                        };
+                        if missed == Some(0) {
+                            return Ok(None);
+                        }
+                        SyncEventKind::Missed { messages: missed }
+                    } else {
+                        SyncEventKind::Snapshot
+                    }
                 }
             },
             EventKind::SnapshotItems { items, done } => {
@@ -408,6 +571,7 @@ impl Subscription {
                     return Ok(None);
                 }
                 self.replica = self.building.take().unwrap_or(Replica::Empty);
+                self.resumed = false;
                 SyncEventKind::Snapshot
             }
             EventKind::DocumentUpdated {
@@ -474,6 +638,9 @@ impl Subscription {
                 SyncEventKind::Ended(error)
             }
         };
+        if self.kind != ObjectKind::Stream {
+            self.revision = Some(revision);
+        }
         Ok(Some(SyncEvent {
             revision,
             is_local,
@@ -494,17 +661,26 @@ impl Subscription {
     }
 }
 
+impl futures_core::Stream for Subscription {
+    type Item = Result<SyncEvent>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.client.forget_subscription(self.sub_id);
-        if self.ended {
+        self.link.forget_subscription(self.sub_id);
+        if self.ended || self.reopening.is_some() || self.link.is_closed() {
             return;
         }
         let client = self.client.clone();
+        let link = self.link.clone();
         let sub_id = self.sub_id;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = client.call(Request::Unsubscribe { sub_id }).await;
+                let _ = client.call_on(&link, Request::Unsubscribe { sub_id }).await;
             });
         }
     }

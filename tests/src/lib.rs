@@ -52,11 +52,15 @@ impl TestServer {
         }
     }
 
-    /// Graceful shutdown, then a fresh start on the same data directory.
+    /// Graceful shutdown, then a fresh start on the same data directory and the same
+    /// QUIC port (so clients can reconnect to the address they know).
     pub async fn restart(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await;
-        }
+        self.shutdown().await;
+        self.start_again().await;
+    }
+
+    /// Starts the server again after `shutdown`, on the same data directory and port.
+    pub async fn start_again(&mut self) {
         let server = Server::start(self.options.clone())
             .await
             .expect("server restarts");
@@ -64,8 +68,10 @@ impl TestServer {
         self.server = Some(server);
     }
 
+    /// Graceful shutdown; the port is kept for `start_again`.
     pub async fn shutdown(&mut self) {
         if let Some(s) = self.server.take() {
+            self.options.listen = s.local_addr();
             s.shutdown().await;
         }
     }
@@ -324,13 +330,27 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `syncline serve` on 127.0.0.1:0 and waits until it listens.
     pub fn start(data: &Path) -> ServerProcess {
+        Self::start_on(data, "127.0.0.1:0")
+    }
+
+    /// Starts `syncline serve` on `listen` (QUIC) and waits until it listens.
+    pub fn start_on(data: &Path, listen: &str) -> ServerProcess {
+        let (child, admin) = Self::spawn(data, listen);
+        ServerProcess {
+            child,
+            admin,
+            data: data.to_owned(),
+        }
+    }
+
+    fn spawn(data: &Path, listen: &str) -> (Child, AdminConfig) {
         let admin_path = data.join("admin.json");
         let _ = std::fs::remove_file(&admin_path);
         let child = Command::new(syncline_bin())
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--http-listen",
                 "127.0.0.1:0",
                 "--reap-interval-ms",
@@ -352,11 +372,22 @@ impl ServerProcess {
             assert!(std::time::Instant::now() < deadline, "server did not start");
             std::thread::sleep(Duration::from_millis(20));
         };
-        ServerProcess {
-            child,
-            admin,
-            data: data.to_owned(),
-        }
+        (child, admin)
+    }
+
+    /// SIGTERM (graceful shutdown: clients are told the server is going away), then a
+    /// fresh start on the same data directory and QUIC address.
+    pub fn restart(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid}");
+        let _ = self.child.wait();
+        let (child, admin) = Self::spawn(&self.data, &self.admin.server);
+        self.child = child;
+        self.admin = admin;
     }
 
     /// SIGKILL: no shutdown, no flush.

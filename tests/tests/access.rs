@@ -84,22 +84,25 @@ async fn writes(c: &Client) -> Result<(), ErrorCode> {
         .await
         .map_err(e)?;
     c.list("list").push(&json!(1)).await.map_err(e)?;
-    c.list("list").set(0, &json!(2), w).await.map_err(e)?;
+    c.list("list").set_with(0, &json!(2), w).await.map_err(e)?;
     c.list("list")
-        .update(0, &json!({"u": 1}), None)
+        .update(0, &json!({"u": 1}))
         .await
         .map_err(e)?;
     let pushed = c.list("list").push(&json!(3)).await.map_err(e)?;
     if let Some(syncline_client::ItemKey::Index(i)) = pushed.key {
-        c.list("list").remove(i, None).await.map_err(e)?;
+        c.list("list").remove(i).await.map_err(e)?;
     }
-    c.map("map").set("k", &json!(1), w).await.map_err(e)?;
+    c.map("map").set_with("k", &json!(1), w).await.map_err(e)?;
     c.map("map")
-        .update("k", &json!({"u": 1}), None)
+        .update("k", &json!({"u": 1}))
         .await
         .map_err(e)?;
-    c.map("map").set("tmp", &json!(1), w).await.map_err(e)?;
-    c.map("map").remove("tmp", None).await.map_err(e)?;
+    c.map("map")
+        .set_with("tmp", &json!(1), w)
+        .await
+        .map_err(e)?;
+    c.map("map").remove("tmp").await.map_err(e)?;
     c.stream("stream")
         .publish(&json!({"hi": 1}))
         .await
@@ -111,10 +114,7 @@ async fn writes(c: &Client) -> Result<(), ErrorCode> {
 async fn create_all(c: &Client) {
     c.document("doc").set(&json!({})).await.unwrap();
     c.list("list").push(&json!(0)).await.unwrap();
-    c.map("map")
-        .set("k", &json!(0), WriteOptions::default())
-        .await
-        .unwrap();
+    c.map("map").set("k", &json!(0)).await.unwrap();
     c.stream("stream").create(None).await.unwrap();
 }
 
@@ -583,11 +583,7 @@ async fn a_write_with_a_ttl_needs_write_and_manage() {
         .await
         .unwrap();
     backend.list("l").push(&json!(0)).await.unwrap();
-    backend
-        .map("p")
-        .set("k", &json!(0), WriteOptions::default())
-        .await
-        .unwrap();
+    backend.map("p").set("k", &json!(0)).await.unwrap();
     let carol = as_identity(&s, &sid, "carol").await;
     let dave = as_identity(&s, &sid, "dave").await;
     let erin = as_identity(&s, &sid, "erin").await;
@@ -610,13 +606,13 @@ async fn a_write_with_a_ttl_needs_write_and_manage() {
     }
     let err = carol
         .list("l")
-        .set(0, &json!("hijacked"), ttl(0))
+        .set_with(0, &json!("hijacked"), ttl(0))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Forbidden);
     let err = carol
         .map("p")
-        .set("k", &json!("hijacked"), ttl(0))
+        .set_with("k", &json!("hijacked"), ttl(0))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Forbidden);
@@ -629,7 +625,7 @@ async fn a_write_with_a_ttl_needs_write_and_manage() {
     assert_eq!(err.code(), ErrorCode::Forbidden);
     assert_eq!(
         dave.list("l")
-            .push_with(&json!(1), Some(60))
+            .push_with(&json!(1), WriteOptions::new().ttl(60))
             .await
             .unwrap_err()
             .code(),
@@ -637,7 +633,7 @@ async fn a_write_with_a_ttl_needs_write_and_manage() {
     );
     assert_eq!(
         dave.map("p")
-            .set("k", &json!(1), ttl(60))
+            .set_with("k", &json!(1), ttl(60))
             .await
             .unwrap_err()
             .code(),
@@ -658,8 +654,14 @@ async fn a_write_with_a_ttl_needs_write_and_manage() {
         .set_with(&json!({"erin": 1}), ttl(60))
         .await
         .unwrap();
-    erin.list("l").push_with(&json!(2), Some(60)).await.unwrap();
-    erin.map("p").set("k", &json!(2), ttl(60)).await.unwrap();
+    erin.list("l")
+        .push_with(&json!(2), WriteOptions::new().ttl(60))
+        .await
+        .unwrap();
+    erin.map("p")
+        .set_with("k", &json!(2), ttl(60))
+        .await
+        .unwrap();
     let m = backend.document("m").get().await.unwrap();
     assert_eq!(m.data, json!({"erin": 1}));
     assert!(m.date_expires.is_some());
@@ -673,11 +675,7 @@ async fn write_without_read_gets_the_revision_and_no_data() {
     let secret = json!({"salary": 100, "ssn": "123"});
     backend.document("wo-doc").set(&secret).await.unwrap();
     backend.list("wo-list").push(&secret).await.unwrap();
-    backend
-        .map("wo-map")
-        .set("k", &secret, WriteOptions::default())
-        .await
-        .unwrap();
+    backend.map("wo-map").set("k", &secret).await.unwrap();
     let hank = as_identity(&s, &sid, "hank").await;
     let ivy = as_identity(&s, &sid, "ivy").await;
     for object in ["wo-doc", "wo-list", "wo-map"] {
@@ -700,27 +698,19 @@ async fn write_without_read_gets_the_revision_and_no_data() {
     );
     let w = hank
         .list("wo-list")
-        .update(0, &json!({"n": 1}), None)
+        .update(0, &json!({"n": 1}))
         .await
         .unwrap();
     assert_eq!((w.revision, w.value), (3, None));
-    let w = hank
-        .list("wo-list")
-        .set(0, &json!({"n": 2}), WriteOptions::default())
-        .await
-        .unwrap();
+    let w = hank.list("wo-list").set(0, &json!({"n": 2})).await.unwrap();
     assert_eq!(w.value, None);
     let w = hank
         .map("wo-map")
-        .update("k", &json!({"n": 1}), None)
+        .update("k", &json!({"n": 1}))
         .await
         .unwrap();
     assert_eq!((w.revision, w.value), (2, None));
-    let w = hank
-        .map("wo-map")
-        .set("k2", &json!(1), WriteOptions::default())
-        .await
-        .unwrap();
+    let w = hank.map("wo-map").set("k2", &json!(1)).await.unwrap();
     assert_eq!(
         (w.key.clone(), w.value),
         (Some(ItemKey::Key("k2".into())), None)
@@ -739,7 +729,7 @@ async fn write_without_read_gets_the_revision_and_no_data() {
     assert_eq!(w.value.unwrap().data, json!({"n": 2, "ivy": 1}));
     let w = ivy
         .map("wo-map")
-        .update("k", &json!({"ivy": 1}), None)
+        .update("k", &json!({"ivy": 1}))
         .await
         .unwrap();
     assert_eq!(w.value.unwrap().data["ivy"], json!(1));
@@ -772,28 +762,25 @@ async fn probe(c: &Client, name: &str) -> Vec<(&'static str, Result<(), (ErrorCo
         ("doc update", out(c.document(name).update(&json!({})).await)),
         (
             "doc update if_match",
-            out(c.document(name).update_with(&json!({}), Some(0)).await),
+            out(c
+                .document(name)
+                .update_with(&json!({}), WriteOptions::new().if_match(0))
+                .await),
         ),
-        ("delete", out(c.delete(name, None).await)),
-        ("delete if_match", out(c.delete(name, Some(0)).await)),
+        ("delete", out(c.delete(name).await)),
+        (
+            "delete if_match",
+            out(c.delete_with(name, WriteOptions::new().if_match(0)).await),
+        ),
         ("fetch", out(c.fetch(name).await)),
         ("list get", out(c.list(name).get(0).await)),
         (
             "list items",
             out(c.list(name).items(Default::default()).await),
         ),
-        (
-            "list set",
-            out(c
-                .list(name)
-                .set(0, &json!(1), WriteOptions::default())
-                .await),
-        ),
-        (
-            "list update",
-            out(c.list(name).update(0, &json!({}), None).await),
-        ),
-        ("list remove", out(c.list(name).remove(0, None).await)),
+        ("list set", out(c.list(name).set(0, &json!(1)).await)),
+        ("list update", out(c.list(name).update(0, &json!({})).await)),
+        ("list remove", out(c.list(name).remove(0).await)),
         ("map get", out(c.map(name).get("k").await)),
         (
             "map items",
@@ -801,13 +788,16 @@ async fn probe(c: &Client, name: &str) -> Vec<(&'static str, Result<(), (ErrorCo
         ),
         (
             "map set if_match",
-            out(c.map(name).set("k", &json!(1), if_match(1)).await),
+            out(c.map(name).set_with("k", &json!(1), if_match(1)).await),
         ),
+        ("map update", out(c.map(name).update("k", &json!({})).await)),
         (
-            "map update",
-            out(c.map(name).update("k", &json!({}), None).await),
+            "map remove",
+            out(c
+                .map(name)
+                .remove_with("k", WriteOptions::new().if_match(1))
+                .await),
         ),
-        ("map remove", out(c.map(name).remove("k", Some(1)).await)),
         (
             "subscribe",
             out(c.subscribe(name, SubscribeOptions::default()).await),
@@ -827,11 +817,7 @@ async fn refusals_do_not_tell_a_missing_object_from_one_without_access() {
         .await
         .unwrap();
     backend.list("taken-list").push(&json!(1)).await.unwrap();
-    backend
-        .map("taken-map")
-        .set("k", &json!(1), WriteOptions::default())
-        .await
-        .unwrap();
+    backend.map("taken-map").set("k", &json!(1)).await.unwrap();
     backend.stream("taken-stream").create(None).await.unwrap();
     let mallory = as_identity(&s, &sid, "mallory").await;
     let free = probe(&mallory, "free-name").await;
@@ -867,7 +853,7 @@ async fn a_refused_write_creates_nothing() {
     };
     let err = c
         .map("new-map")
-        .set("k", &json!(1), conditional)
+        .set_with("k", &json!(1), conditional)
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
@@ -905,7 +891,7 @@ async fn with_token_create_none_only_the_backend_creates_objects() {
             .map(|_| ()),
         mallory
             .map("announcements")
-            .set("k", &json!(1), WriteOptions::default())
+            .set("k", &json!(1))
             .await
             .map(|_| ()),
         mallory
@@ -986,22 +972,14 @@ async fn a_backend_writing_into_a_squatted_name_is_told_who_created_it() {
         .set(&json!({"mine": true}))
         .await
         .unwrap();
-    mallory
-        .map("roster")
-        .set("m", &json!(1), WriteOptions::default())
-        .await
-        .unwrap();
+    mallory.map("roster").set("m", &json!(1)).await.unwrap();
     let w = backend
         .document("announcements")
         .set(&json!({"v": 1}))
         .await
         .unwrap();
     assert_eq!(w.created_by_identity(), Some("mallory"));
-    let w = backend
-        .map("roster")
-        .set("k", &json!(1), WriteOptions::default())
-        .await
-        .unwrap();
+    let w = backend.map("roster").set("k", &json!(1)).await.unwrap();
     assert_eq!(
         (
             w.object_created_by.as_str(),

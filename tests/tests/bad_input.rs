@@ -277,7 +277,7 @@ async fn json_that_readers_cannot_load_is_refused_on_every_write_path() {
     backend.list("log").push(&json!({"ok": 1})).await.unwrap();
     backend
         .map("room")
-        .set("k", &json!({"ok": 1}), Default::default())
+        .set("k", &json!({"ok": 1}))
         .await
         .unwrap();
     let mut watcher = backend.document("shared").subscribe().await.unwrap();

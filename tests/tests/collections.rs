@@ -54,7 +54,7 @@ async fn list_items_indices_and_pages() {
     );
     assert_eq!(list.get(2).await.unwrap().data, json!({"n": 2}));
     let updated = list
-        .update(2, &json!({"edited": true}), Some(3))
+        .update_with(2, &json!({"edited": true}), WriteOptions::new().if_match(3))
         .await
         .unwrap()
         .into_value()
@@ -64,7 +64,7 @@ async fn list_items_indices_and_pages() {
         (6, json!({"n": 2, "edited": true}))
     );
     let err = list
-        .set(
+        .set_with(
             2,
             &json!(0),
             WriteOptions {
@@ -78,9 +78,9 @@ async fn list_items_indices_and_pages() {
         (err.code(), err.current_revision()),
         (ErrorCode::Conflict, Some(6))
     );
-    assert_eq!(list.remove(4, None).await.unwrap(), 7);
+    assert_eq!(list.remove(4).await.unwrap(), 7);
     assert_eq!(
-        list.remove(4, None).await.unwrap_err().code(),
+        list.remove(4).await.unwrap_err().code(),
         ErrorCode::NotFound,
         "removing twice"
     );
@@ -90,10 +90,7 @@ async fn list_items_indices_and_pages() {
         ErrorCode::NotFound,
         "index out of range"
     );
-    let err = list
-        .set(99, &json!(1), WriteOptions::default())
-        .await
-        .unwrap_err();
+    let err = list.set(99, &json!(1)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
     // The removed last index is not reused.
     assert_eq!(
@@ -130,7 +127,7 @@ async fn list_indices_survive_restarts() {
     for _ in 0..3 {
         c.list("log").push(&json!(1)).await.unwrap();
     }
-    c.list("log").remove(2, None).await.unwrap();
+    c.list("log").remove(2).await.unwrap();
     drop(c);
     s.restart().await;
     let c = s.backend().await;
@@ -147,21 +144,15 @@ async fn map_items_by_key() {
     let c = s.backend().await;
     let map = c.map("roster");
     for (k, v) in [("zoe", 1), ("ann", 2), ("émile", 3), ("bob", 4)] {
-        let item = map
-            .set(k, &json!({"v": v}), WriteOptions::default())
-            .await
-            .unwrap();
+        let item = map.set(k, &json!({"v": v})).await.unwrap();
         assert_eq!(item.key, Some(ItemKey::Key(k.into())));
     }
     // Upsert: set on an existing key replaces it.
-    let item = map
-        .set("bob", &json!({"v": 5}), WriteOptions::default())
-        .await
-        .unwrap();
+    let item = map.set("bob", &json!({"v": 5})).await.unwrap();
     assert_eq!(item.revision, 5);
     assert_eq!(map.get("bob").await.unwrap().data, json!({"v": 5}));
     let merged = map
-        .update("bob", &json!({"online": true}), None)
+        .update("bob", &json!({"online": true}))
         .await
         .unwrap()
         .into_value()
@@ -180,49 +171,34 @@ async fn map_items_by_key() {
         .unwrap();
     let keys: Vec<_> = desc.items.iter().map(|i| i.key.to_string()).collect();
     assert_eq!(keys, vec!["bob", "ann"]);
-    map.remove("ann", None).await.unwrap();
+    map.remove("ann").await.unwrap();
     assert_eq!(
         map.get("ann").await.unwrap_err().code(),
         ErrorCode::NotFound
     );
     assert_eq!(
-        map.remove("ann", None).await.unwrap_err().code(),
+        map.remove("ann").await.unwrap_err().code(),
         ErrorCode::NotFound
     );
     assert_eq!(
-        map.update("nobody", &json!({}), None)
-            .await
-            .unwrap_err()
-            .code(),
+        map.update("nobody", &json!({})).await.unwrap_err().code(),
         ErrorCode::NotFound
     );
     // Keys: 1..=320 characters of any Unicode.
     let longest = "ü".repeat(320);
-    map.set(&longest, &json!(1), WriteOptions::default())
-        .await
-        .unwrap();
+    map.set(&longest, &json!(1)).await.unwrap();
     assert_eq!(map.get(&longest).await.unwrap().data, json!(1));
-    let err = map
-        .set(&"k".repeat(321), &json!(1), WriteOptions::default())
-        .await
-        .unwrap_err();
+    let err = map.set(&"k".repeat(321), &json!(1)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge);
-    let err = map
-        .set("", &json!(1), WriteOptions::default())
-        .await
-        .unwrap_err();
+    let err = map.set("", &json!(1)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
     let err = map
-        .set(
-            "big",
-            &json!("x".repeat(16 * 1024)),
-            WriteOptions::default(),
-        )
+        .set("big", &json!("x".repeat(16 * 1024)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge);
     let err = map
-        .set(
+        .set_with(
             "bob",
             &json!(0),
             WriteOptions {
@@ -250,11 +226,7 @@ async fn kinds_do_not_mix() {
         r.map(|_| ()).unwrap_err().code()
     }
     assert_eq!(
-        code(
-            c.map("things")
-                .set("k", &json!(1), WriteOptions::default())
-                .await
-        ),
+        code(c.map("things").set("k", &json!(1)).await),
         ErrorCode::InvalidArgument
     );
     assert_eq!(
@@ -278,7 +250,7 @@ async fn kinds_do_not_mix() {
         ErrorCode::InvalidArgument
     );
     assert_eq!(
-        code(c.list("doc").delete(None).await),
+        code(c.list("doc").delete().await),
         ErrorCode::InvalidArgument
     );
     assert_eq!(
@@ -315,7 +287,7 @@ async fn item_ttl_expires_with_an_event() {
     let s = TestServer::start().await;
     let c = s.backend().await;
     let map = c.map("presence");
-    map.set(
+    map.set_with(
         "ann",
         &json!({"here": true}),
         WriteOptions {
@@ -325,9 +297,7 @@ async fn item_ttl_expires_with_an_event() {
     )
     .await
     .unwrap();
-    map.set("bob", &json!({"here": true}), WriteOptions::default())
-        .await
-        .unwrap();
+    map.set("bob", &json!({"here": true})).await.unwrap();
     let mut sub = map.subscribe().await.unwrap();
     assert_eq!(next_event(&mut sub).await.kind, SyncEventKind::Snapshot);
     assert_eq!(replica_items(sub.replica()).len(), 2);
@@ -376,17 +346,11 @@ async fn list_subscription_keeps_a_window_in_step() {
     assert_eq!(window.items.len(), 100);
     assert_eq!(window.info.revision, 150);
     list.push(&json!("new")).await.unwrap();
-    list.set(120, &json!({"x": 1}), WriteOptions::default())
+    list.set(120, &json!({"x": 1})).await.unwrap();
+    list.remove(60).await.unwrap();
+    list.set(10, &json!("old, outside the window"))
         .await
         .unwrap();
-    list.remove(60, None).await.unwrap();
-    list.set(
-        10,
-        &json!("old, outside the window"),
-        WriteOptions::default(),
-    )
-    .await
-    .unwrap();
     let mut expected_rev = 150;
     for _ in 0..4 {
         let e = next_event(&mut sub).await;
@@ -426,13 +390,9 @@ async fn big_map_snapshots_arrive_in_chunks() {
             let blob = blob.clone();
             tokio::spawn(async move {
                 for k in 0..75 {
-                    map.set(
-                        &format!("{w}-{k:03}"),
-                        &json!({"blob": blob}),
-                        WriteOptions::default(),
-                    )
-                    .await
-                    .unwrap();
+                    map.set(&format!("{w}-{k:03}"), &json!({"blob": blob}))
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -459,13 +419,10 @@ async fn big_map_snapshots_arrive_in_chunks() {
 async fn removing_a_collection_ends_subscriptions_and_its_items() {
     let s = TestServer::start().await;
     let c = s.backend().await;
-    c.map("m")
-        .set("a", &json!(1), WriteOptions::default())
-        .await
-        .unwrap();
+    c.map("m").set("a", &json!(1)).await.unwrap();
     let mut sub = c.map("m").subscribe().await.unwrap();
     next_event(&mut sub).await;
-    assert_eq!(c.map("m").delete(None).await.unwrap(), 2);
+    assert_eq!(c.map("m").delete().await.unwrap(), 2);
     let e = next_event(&mut sub).await;
     assert_eq!(
         e.kind,
@@ -479,10 +436,7 @@ async fn removing_a_collection_ends_subscriptions_and_its_items() {
         ErrorCode::NotFound
     );
     // A new map under the name starts empty.
-    c.map("m")
-        .set("b", &json!(2), WriteOptions::default())
-        .await
-        .unwrap();
+    c.map("m").set("b", &json!(2)).await.unwrap();
     let keys: Vec<_> = server_items(&c, ObjectKind::Map, "m")
         .await
         .into_keys()
@@ -495,17 +449,13 @@ async fn collections_resume_from_their_revision() {
     let s = TestServer::start().await;
     let c = s.backend().await;
     let map = c.map("state");
-    map.set("a", &json!(1), WriteOptions::default())
-        .await
-        .unwrap();
+    map.set("a", &json!(1)).await.unwrap();
     let mut sub = map.subscribe().await.unwrap();
     next_event(&mut sub).await;
     let kept = sub.replica().clone();
     drop(sub);
-    map.set("b", &json!(2), WriteOptions::default())
-        .await
-        .unwrap();
-    map.remove("a", None).await.unwrap();
+    map.set("b", &json!(2)).await.unwrap();
+    map.remove("a").await.unwrap();
     let mut resumed = c.resume("state", kept, None).await.unwrap();
     let e = next_event(&mut resumed).await;
     assert!(matches!(e.kind, SyncEventKind::ItemAdded { .. }), "{e:?}");

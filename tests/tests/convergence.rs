@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use syncline_client::{
-    Client, ItemKey, ObjectKind, Replica, Subscription, SyncEventKind, WriteOptions,
-};
+use syncline_client::{Client, ItemKey, ObjectKind, Replica, Subscription, SyncEventKind};
 use syncline_tests::{next_event, server_items, TestServer};
 
 /// A small deterministic generator (xorshift), so the test needs no extra crate.
@@ -35,24 +33,16 @@ async fn random_ops(c: Client, seed: u64, ops: usize) {
         let index = rng.below(12);
         let value = json!({ "n": n, "by": seed });
         let _ = match rng.below(8) {
-            0 | 1 => c
-                .map("m")
-                .set(&key, &value, WriteOptions::default())
-                .await
-                .map(|_| ()),
+            0 | 1 => c.map("m").set(&key, &value).await.map(|_| ()),
             2 => c
                 .map("m")
-                .update(&key, &json!({"touched": n}), None)
+                .update(&key, &json!({"touched": n}))
                 .await
                 .map(|_| ()),
-            3 => c.map("m").remove(&key, None).await.map(|_| ()),
+            3 => c.map("m").remove(&key).await.map(|_| ()),
             4 => c.list("l").push(&value).await.map(|_| ()),
-            5 => c
-                .list("l")
-                .set(index, &value, WriteOptions::default())
-                .await
-                .map(|_| ()),
-            6 => c.list("l").remove(index, None).await.map(|_| ()),
+            5 => c.list("l").set(index, &value).await.map(|_| ()),
+            6 => c.list("l").remove(index).await.map(|_| ()),
             _ => c.document("d").update(&json!({ key: n })).await.map(|_| ()),
         };
     }

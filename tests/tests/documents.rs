@@ -50,11 +50,14 @@ async fn stale_if_match_is_a_conflict_and_changes_nothing() {
     assert_eq!(err.code(), ErrorCode::Conflict);
     assert_eq!(err.current_revision(), Some(1));
     let err = doc
-        .update_with(&json!({"n": 99}), Some(0))
+        .update_with(&json!({"n": 99}), WriteOptions::new().if_match(0))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Conflict);
-    let err = doc.delete_with(Some(0)).await.unwrap_err();
+    let err = doc
+        .delete_with(WriteOptions::new().if_match(0))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Conflict);
     let now = doc.get().await.unwrap();
     assert_eq!((now.revision, now.data), (1, json!({"n": 2})));
@@ -215,4 +218,74 @@ async fn ttl_hides_the_document_at_once_and_zero_clears_it() {
     assert_eq!(brief.get().await.unwrap_err().code(), ErrorCode::NotFound);
     // Writing the name again creates a fresh document.
     assert_eq!(brief.set(&json!(2)).await.unwrap().revision, 0);
+}
+
+#[tokio::test]
+async fn a_write_option_the_write_cannot_honour_is_refused_not_dropped() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let doc = c.document("opts");
+    doc.set(&json!({"a": 1})).await.unwrap();
+    let ttl = WriteOptions::new().ttl(60);
+    let err = doc.update_with(&json!({"b": 2}), ttl).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    let err = c
+        .list("opts-list")
+        .push_with(&json!(1), WriteOptions::new().if_match(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    // Nothing was written by either.
+    assert_eq!(doc.get().await.unwrap().revision, 0);
+    assert_eq!(
+        c.fetch("opts-list").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    // The same options where they apply.
+    let w = doc
+        .update_with(&json!({"b": 2}), WriteOptions::new().if_match(0))
+        .await
+        .unwrap();
+    assert_eq!(w.revision, 1);
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default, PartialEq)]
+struct Counter {
+    visits: u64,
+}
+
+#[tokio::test]
+async fn a_typed_document_reads_and_writes_its_type_as_json() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let doc = c.typed_document::<Counter>("counter");
+    for _ in 0..3 {
+        doc.mutate(|cur| {
+            Some(Counter {
+                visits: cur.unwrap_or_default().visits + 1,
+            })
+        })
+        .await
+        .unwrap();
+    }
+    let (counter, revision) = doc.get().await.unwrap();
+    assert_eq!(counter, Counter { visits: 3 });
+    // Stored as plain JSON, which untyped readers see as such.
+    let plain = c.document("counter").get().await.unwrap();
+    assert_eq!(plain.data, json!({"visits": 3}));
+    assert_eq!(plain.revision, revision);
+    assert_eq!(plain.data_as::<Counter>().unwrap(), counter);
+    assert_eq!(doc.set(&Counter { visits: 9 }).await.unwrap(), revision + 1);
+    // A value of another shape is an error, not a default.
+    c.document("counter").set(&json!("nine")).await.unwrap();
+    assert_eq!(
+        doc.get().await.unwrap_err().code(),
+        ErrorCode::InvalidArgument
+    );
+    let err = doc.mutate(|_| Some(Counter::default())).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert_eq!(
+        c.document("counter").get().await.unwrap().data,
+        json!("nine")
+    );
 }

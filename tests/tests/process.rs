@@ -685,6 +685,22 @@ async fn a_request_to_a_server_that_stopped_answering_fails_at_its_deadline() {
     };
     // The process is alive but answers nothing (as a server stuck on a dead disk).
     signal("-STOP");
+    // `kill` returns once the signal is queued; a thread running on another core stops
+    // a moment later, and under load a ping could slip through. Wait for state `T`.
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .map(|rest| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !stopped() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let started = std::time::Instant::now();
     let err = client.ping().await.unwrap_err();
     let took = started.elapsed();

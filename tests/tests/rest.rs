@@ -104,7 +104,7 @@ async fn twilios_python_helper_drives_the_rest_api_and_quic_sees_the_same_object
     );
     alice
         .map("secret-map")
-        .set("k", &json!({"by": "alice"}), Default::default())
+        .set("k", &json!({"by": "alice"}))
         .await
         .unwrap();
     let eve = Client::connect(s.token_config(&token("eve")))

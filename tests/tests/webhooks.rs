@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use syncline_client::{Client, ServiceFlagsPatch, WriteOptions};
+use syncline_client::{Client, ServiceFlagsPatch};
 use syncline_tests::{ensure_python_libraries, TestServer, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -229,21 +229,17 @@ async fn a_token_clients_changes_reach_the_webhook_with_twilios_parameters_and_s
     doc.update(&json!({"size": 2})).await.unwrap();
     let list = alice.list("todo");
     list.push(&json!({"t": "milk"})).await.unwrap();
-    list.set(0, &json!({"t": "eggs"}), WriteOptions::default())
-        .await
-        .unwrap();
-    list.remove(0, None).await.unwrap();
+    list.set(0, &json!({"t": "eggs"})).await.unwrap();
+    list.remove(0).await.unwrap();
     let map = alice.map("users");
-    map.set("bob", &json!({"age": 3}), WriteOptions::default())
-        .await
-        .unwrap();
-    map.update("bob", &json!({"age": 4}), None).await.unwrap();
-    map.remove("bob", None).await.unwrap();
+    map.set("bob", &json!({"age": 3})).await.unwrap();
+    map.update("bob", &json!({"age": 4})).await.unwrap();
+    map.remove("bob").await.unwrap();
     let stream = alice.stream("chat");
     stream.publish(&json!({"msg": "hi"})).await.unwrap();
     doc.delete().await.unwrap();
-    list.delete(None).await.unwrap();
-    map.delete(None).await.unwrap();
+    list.delete().await.unwrap();
+    map.delete().await.unwrap();
     stream.delete().await.unwrap();
 
     let hooks = r.wait_for(16).await;

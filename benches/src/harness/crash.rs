@@ -1109,10 +1109,20 @@ async fn perform(c: &Client, name: &str, op: &Op) -> Result<Ack, syncline_client
             )
             .await?),
         Op::DocUpdate { patch } => doc(c.document(name).update(patch).await?),
-        Op::Push { value, ttl } => item(c.list(name).push_with(value, *ttl).await?),
+        Op::Push { value, ttl } => item(
+            c.list(name)
+                .push_with(
+                    value,
+                    WriteOptions {
+                        if_match: None,
+                        ttl: *ttl,
+                    },
+                )
+                .await?,
+        ),
         Op::MapSet { key, value, ttl } => item(
             c.map(name)
-                .set(
+                .set_with(
                     key,
                     value,
                     WriteOptions {
@@ -1124,10 +1134,10 @@ async fn perform(c: &Client, name: &str, op: &Op) -> Result<Ack, syncline_client
         ),
         Op::Remove {
             key: ItemKey::Index(i),
-        } => bare(c.list(name).remove(*i, None).await?),
+        } => bare(c.list(name).remove(*i).await?),
         Op::Remove {
             key: ItemKey::Key(k),
-        } => bare(c.map(name).remove(k, None).await?),
+        } => bare(c.map(name).remove(k).await?),
     })
 }
 

@@ -10,7 +10,6 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use syncline_client::{
     AdminConfig, Client, ClientConfig, ObjectKind, SubscribeOptions, Subscription, SyncEventKind,
-    WriteOptions,
 };
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -318,13 +317,7 @@ async fn follow(
 async fn fanout_write(c: &Client, kind: ObjectKind, data: &Value) -> Result<u64, Error> {
     Ok(match kind {
         ObjectKind::Document => c.document("fanout").set(data).await.map_err(err)?.revision,
-        ObjectKind::Map => {
-            c.map("fanout")
-                .set("k", data, WriteOptions::default())
-                .await
-                .map_err(err)?
-                .revision
-        }
+        ObjectKind::Map => c.map("fanout").set("k", data).await.map_err(err)?.revision,
         ObjectKind::List => c.list("fanout").push(data).await.map_err(err)?.revision,
         ObjectKind::Stream => c.stream("fanout").publish(data).await.map_err(err)?,
     })
@@ -562,7 +555,7 @@ pub async fn chat(
             let roster = format!("roster-{room}");
             let rev = c
                 .map(&roster)
-                .set(&format!("m{who}"), &sent, WriteOptions::default())
+                .set(&format!("m{who}"), &sent)
                 .await
                 .map_err(err)?
                 .revision;

@@ -10,8 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use syncline_client::{
-    AdminConfig, Client, ClientConfig, Error, ItemKey, Order, PageOptions, Rights, ServiceFlags,
-    ServiceFlagsPatch, SubscribeOptions, SyncEventKind, TokenCreate, WriteOptions, Written,
+    AdminConfig, Client, ClientConfig, ConnectionState, Error, ItemKey, Order, PageOptions, Rights,
+    ServiceFlags, ServiceFlagsPatch, SubscribeOptions, SyncEventKind, TokenCreate, WriteOptions,
+    Written,
 };
 use syncline_proto::ids::{is_sid, SERVICE_PREFIX};
 
@@ -477,19 +478,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     if_match,
                     ttl,
                 } => {
-                    let options = WriteOptions {
-                        if_match: *if_match,
-                        ttl: *ttl,
-                    };
+                    let options = write_options(*if_match, *ttl);
                     doc(name).set_with(&parse_json(json)?, options).await?
                 }
                 DocCommand::Update {
                     name,
                     json,
                     if_match,
-                } => doc(name).update_with(&parse_json(json)?, *if_match).await?,
+                } => {
+                    let options = write_options(*if_match, None);
+                    doc(name).update_with(&parse_json(json)?, options).await?
+                }
                 DocCommand::Delete { name, if_match } => {
-                    deleted(name, doc(name).delete_with(*if_match).await?);
+                    let options = write_options(*if_match, None);
+                    deleted(name, doc(name).delete_with(options).await?);
                     return Ok(());
                 }
             };
@@ -635,10 +637,18 @@ async fn watch(client: &Client, name: &str, since: Option<u64>) -> Result<(), Er
         window: None,
     };
     let mut sub = client.subscribe(name, options).await?;
+    // The client reconnects and resumes by itself; the user hears about it on stderr,
+    // while stdout carries only the object's lines (what was missed comes there, as
+    // the events replayed or a snapshot line, or a stream's `missed` line).
+    let mut states = client.state_changes();
     let mut first = true;
     loop {
         let event = tokio::select! {
             e = sub.next() => e,
+            Some(state) = states.next() => {
+                note_state(&state);
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         let Some(event) = event else { return Ok(()) };
@@ -661,6 +671,20 @@ async fn watch(client: &Client, name: &str, since: Option<u64>) -> Result<(), Er
             SyncEventKind::Ended(e) => return Err(Error::Server(e)),
             _ => {}
         }
+    }
+}
+
+/// One stderr line per connection change `watch` lives through.
+fn note_state(state: &ConnectionState) {
+    match state {
+        ConnectionState::Disconnected { retry_in } => {
+            eprintln!("note: disconnected; reconnecting in {retry_in:.1?}")
+        }
+        ConnectionState::Connected => eprintln!("note: reconnected; resuming"),
+        ConnectionState::Denied { code, reason } => {
+            eprintln!("note: the server refused the connection: {code}: {reason}")
+        }
+        ConnectionState::Connecting | ConnectionState::Closed => {}
     }
 }
 
@@ -717,7 +741,7 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
         ListCommand::Push { name, json, ttl } => {
             client
                 .list(name)
-                .push_with(&parse_json(json)?, *ttl)
+                .push_with(&parse_json(json)?, write_options(None, *ttl))
                 .await?
         }
         ListCommand::Get { name, index } => {
@@ -731,13 +755,10 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
             if_match,
             ttl,
         } => {
-            let options = WriteOptions {
-                if_match: *if_match,
-                ttl: *ttl,
-            };
+            let options = write_options(*if_match, *ttl);
             client
                 .list(name)
-                .set(*index, &parse_json(json)?, options)
+                .set_with(*index, &parse_json(json)?, options)
                 .await?
         }
         ListCommand::Update {
@@ -748,7 +769,7 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
         } => {
             client
                 .list(name)
-                .update(*index, &parse_json(json)?, *if_match)
+                .update_with(*index, &parse_json(json)?, write_options(*if_match, None))
                 .await?
         }
         ListCommand::Remove {
@@ -756,7 +777,8 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
             index,
             if_match,
         } => {
-            let revision = client.list(name).remove(*index, *if_match).await?;
+            let options = write_options(*if_match, None);
+            let revision = client.list(name).remove_with(*index, options).await?;
             output::line(&serde_json::json!({"removed": index, "revision": revision}));
             return Ok(());
         }
@@ -765,7 +787,7 @@ async fn list_command(client: &Client, cmd: &ListCommand) -> Result<(), Error> {
             return print_items(|o| list.items(o), from.map(ItemKey::Index), page).await;
         }
         ListCommand::Delete { name } => {
-            deleted(name, client.list(name).delete(None).await?);
+            deleted(name, client.list(name).delete().await?);
             return Ok(());
         }
     };
@@ -787,23 +809,44 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
             ephemeral: true,
             ..
         } => {
-            let written = client
-                .map(name)
-                .set_ephemeral(key, &parse_json(json)?)
-                .await?;
+            let map = client.map(name);
+            let data = parse_json(json)?;
+            let mut states = client.state_changes();
+            let written = map.set_ephemeral(key, &data).await?;
             output::line(&output::written(&written, output::item));
-            // The item lives as long as this connection: hold it until told to stop,
-            // or until the server ends it.
-            tokio::select! {
-                _ = shutdown_signal() => {
-                    // Closing tells the server at once; a process that just exits is
-                    // noticed only after the server's idle timeout.
-                    client.close();
-                    // The close leaves from quinn's driver task: let it go out.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    return Ok(());
+            // The item lives as long as this command: hold the connection until told to
+            // stop. The client reconnects by itself after a drop; the item may have
+            // gone with the debouncing window meanwhile, so it is set again each time.
+            loop {
+                tokio::select! {
+                    _ = shutdown_signal() => {
+                        // Closing tells the server at once; a process that just exits
+                        // is noticed only after the server's idle timeout.
+                        client.close();
+                        // The close leaves from quinn's driver task: let it go out.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return Ok(());
+                    }
+                    state = states.next() => {
+                        let Some(state) = state else {
+                            return Err(Error::Closed {
+                                code: syncline_client::ErrorCode::Unavailable,
+                                reason: "the client stopped".into(),
+                            });
+                        };
+                        note_state(&state);
+                        match state {
+                            ConnectionState::Connected => {
+                                let written = map.set_ephemeral(key, &data).await?;
+                                output::line(&output::written(&written, output::item));
+                            }
+                            ConnectionState::Denied { code, reason } => {
+                                return Err(Error::Closed { code, reason });
+                            }
+                            _ => {}
+                        }
+                    }
                 }
-                e = client.closed() => return Err(e),
             }
         }
         MapCommand::Set {
@@ -814,13 +857,10 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
             ttl,
             ephemeral: false,
         } => {
-            let options = WriteOptions {
-                if_match: *if_match,
-                ttl: *ttl,
-            };
+            let options = write_options(*if_match, *ttl);
             client
                 .map(name)
-                .set(key, &parse_json(json)?, options)
+                .set_with(key, &parse_json(json)?, options)
                 .await?
         }
         MapCommand::Update {
@@ -831,7 +871,7 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
         } => {
             client
                 .map(name)
-                .update(key, &parse_json(json)?, *if_match)
+                .update_with(key, &parse_json(json)?, write_options(*if_match, None))
                 .await?
         }
         MapCommand::Get { name, key } => {
@@ -843,7 +883,8 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
             key,
             if_match,
         } => {
-            let revision = client.map(name).remove(key, *if_match).await?;
+            let options = write_options(*if_match, None);
+            let revision = client.map(name).remove_with(key, options).await?;
             output::line(&serde_json::json!({"removed": key, "revision": revision}));
             return Ok(());
         }
@@ -852,13 +893,18 @@ async fn map_command(client: &Client, cmd: &MapCommand) -> Result<(), Error> {
             return print_items(|o| map.items(o), from.clone().map(ItemKey::Key), page).await;
         }
         MapCommand::Delete { name } => {
-            deleted(name, client.map(name).delete(None).await?);
+            deleted(name, client.map(name).delete().await?);
             return Ok(());
         }
     };
     note_foreign_creator(client, &written);
     output::line(&output::written(&written, output::item));
     Ok(())
+}
+
+/// The write options the `--if-match` and `--ttl` flags ask for.
+fn write_options(if_match: Option<u64>, ttl: Option<u64>) -> WriteOptions {
+    WriteOptions { if_match, ttl }
 }
 
 fn parse_json(s: &str) -> Result<Value, Error> {

@@ -154,6 +154,11 @@ pub fn event(e: &SyncEvent, sub: &Subscription) -> Value {
             line.insert("sequence".into(), json!(sequence));
             line.insert("missed".into(), json!(missed));
         }
+        SyncEventKind::Missed { messages } => {
+            // `null`: the server restarted meanwhile, so the count is unknown.
+            line.insert("messages".into(), json!(messages));
+            line.insert("sequence".into(), json!(sub.last_sequence()));
+        }
         SyncEventKind::Removed { reason } => {
             line.insert("data".into(), Value::Null);
             line.insert("reason".into(), json!(reason.as_str()));
