@@ -324,6 +324,12 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `syncline serve` on 127.0.0.1:0 and waits until it listens.
     pub fn start(data: &Path) -> ServerProcess {
+        Self::start_logging(data, Stdio::null())
+    }
+
+    /// As [`ServerProcess::start`], the server's log (warnings and errors) going to
+    /// `stderr` (a file, to read what the server said).
+    pub fn start_logging(data: &Path, stderr: impl Into<Stdio>) -> ServerProcess {
         let admin_path = data.join("admin.json");
         let _ = std::fs::remove_file(&admin_path);
         let child = Command::new(syncline_bin())
@@ -340,7 +346,7 @@ impl ServerProcess {
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn syncline serve");
         // admin.json is rewritten on every start with the bound address, after binding.
