@@ -8,6 +8,7 @@
 //! cargo run --release -p syncline-bench -- all --quick --json
 //! cargo run --release -p syncline-bench --features etcd -- write --peer etcd
 //! cargo build --release -p syncline-server && cargo run --release -p syncline-bench -- crash --cycles 100
+//! cargo build --release -p syncline-server && cargo run --release -p syncline-bench -- soak --duration 600
 //! ```
 //!
 //! The `syncline` binary must already be built, in the same profile and target
@@ -29,6 +30,7 @@ use syncline_client::ObjectKind;
 use harness::crash::{self, CrashParams};
 use harness::measure::{self, Outcome};
 use harness::server::ServerUnderTest;
+use harness::soak::{self, SoakParams};
 use harness::workloads;
 
 #[derive(Parser, Debug)]
@@ -138,6 +140,18 @@ enum Workload {
     /// Crash loop: writers on every object kind, SIGKILL at a random moment, restart on
     /// the same data directory, and a check that every acknowledged write survived.
     /// Exits non-zero if anything was lost or regressed. Not part of `all`.
+    /// Soak: mixed load over every object kind (--duration seconds, default 600),
+    /// connections coming and going, one stalled subscriber; reports the server's RSS
+    /// over time (last third against middle third), errors and ops/s. Exits non-zero
+    /// on any error. Not part of `all`.
+    Soak {
+        /// Concurrent workers, each reconnecting every few hundred operations.
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Seed for the workers' choices (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     Crash {
         #[arg(long, default_value_t = 100)]
         cycles: u64,
@@ -241,6 +255,7 @@ async fn run_one(
         } => workloads::chat(server, *rooms, *members, *rate, duration).await,
         Workload::All => Err("`all` is expanded before running".into()),
         Workload::Crash { .. } => Err("`crash` runs on its own (run_crash)".into()),
+        Workload::Soak { .. } => Err("`soak` runs on its own (run_soak)".into()),
     }
 }
 
@@ -405,6 +420,18 @@ async fn run(cli: &Cli) -> i32 {
         };
         return run_crash(cli, &params, &context).await;
     }
+    if let Workload::Soak { workers, seed } = &cli.workload {
+        if cli.peer.is_some() {
+            eprintln!("error: soak runs against Syncline only; --peer does not apply");
+            return 2;
+        }
+        let params = SoakParams {
+            duration: Duration::from_secs_f64(cli.duration.unwrap_or(600.0)),
+            workers: (*workers).max(1),
+            seed: seed.unwrap_or_else(|| measure::now_ns() % 1_000_000_007),
+        };
+        return run_soak(cli, &params, &context).await;
+    }
     #[cfg(not(feature = "etcd"))]
     if cli.peer.is_some() {
         eprintln!("error: {NO_ETCD}");
@@ -476,6 +503,53 @@ async fn run(cli: &Cli) -> i32 {
         eprintln!("{tables}");
     }
     0
+}
+
+/// The soak: a table (stderr with --json) and, with --json, one JSON object. Exit code
+/// 1 if any operation failed or the run could not start.
+async fn run_soak(cli: &Cli, params: &SoakParams, context: &Value) -> i32 {
+    let server = match &cli.server {
+        Some(addr) => cli
+            .config
+            .as_deref()
+            .ok_or_else(|| "--server needs --config".to_owned())
+            .and_then(|c| ServerUnderTest::external(c, Some(addr))),
+        None => ServerUnderTest::spawn(cli.relaxed),
+    };
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    eprintln!(
+        "soak: {:.0} s, {} workers, seed {}",
+        params.duration.as_secs_f64(),
+        params.workers,
+        params.seed
+    );
+    let report = match soak::soak(&server, params).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if cli.json {
+        println!("{}", report.to_json(params, context));
+        eprintln!("{}", report.table());
+    } else {
+        println!("{}", report.table());
+    }
+    for e in &report.error_samples {
+        eprintln!("error: {e}");
+    }
+    if report.errors == 0 {
+        0
+    } else {
+        1
+    }
 }
 
 /// The crash loop: a table (stderr with --json) and, with --json, one JSON object.

@@ -25,7 +25,7 @@ const DEBOUNCE_RANGE_MS: std::ops::RangeInclusive<u32> = 1_000..=30_000;
 
 fn store_err(e: StoreError) -> WireError {
     error!(error = %e, "storage failed");
-    WireError::internal("storage failed")
+    e.to_wire("storage failed")
 }
 
 /// A service as administration shows it, with its webhook drop count of this run.

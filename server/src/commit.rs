@@ -181,6 +181,15 @@ async fn run(
 ) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        // A store that cannot take writes (a full disk) refuses the batch before it is
+        // computed: it may be about to reopen and drop state a batch would build on.
+        if let Err(e) = store.writable().await {
+            debug!(error = %e, size = queued.len(), "storage not writable; writes refused");
+            for p in queued.drain(..) {
+                let _ = p.reply.send(Err(e.to_wire("writes are refused")));
+            }
+            continue;
+        }
         let mut batch = Batch::new(&*store, &presence);
         let results: Vec<_> = {
             let mut results = Vec::with_capacity(queued.len());
@@ -229,26 +238,25 @@ async fn run(
                 debug!(size, "batch committed");
             }
             Err(e @ StoreError::NotDurable(_)) => {
-                // Readers already see the batch: subscribers must too, or they would
-                // skip its revisions. The writers cannot be told it is durable.
-                error!(error = %e, size, "flush failed; writes visible but not acknowledged");
-                batch
-                    .events
-                    .iter()
-                    .for_each(|e| hub.publish(&e.object_sid, e.revision, &e.body, e.ends));
+                // The store reopened itself to get past the failure: what was applied
+                // in memory and never flushed is gone again, so its events are not
+                // published (subscribers would hold revisions that the next writes
+                // reuse). Readers may have seen it in between, as in a crash.
+                error!(error = %e, size, "flush failed; writes refused");
                 for p in queued.drain(..) {
                     let _ = p.reply.send(Err(WireError::new(
                         ErrorCode::Unavailable,
-                        "storage could not confirm the write is durable; it may or may not persist",
+                        "storage could not make the write durable (see the server's log); \
+                         it is most likely not written: read before retrying",
                     )));
                 }
             }
             Err(e) => {
                 error!(error = %e, size, "batch commit failed; writes refused");
                 for p in queued.drain(..) {
-                    let _ = p.reply.send(Err(WireError::internal(
-                        "storage failed to commit the write",
-                    )));
+                    let _ = p
+                        .reply
+                        .send(Err(e.to_wire("storage failed to commit the write")));
                 }
             }
         }
@@ -311,7 +319,7 @@ fn restore<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, before: 
 
 fn storage(e: StoreError) -> WireError {
     error!(error = %e, "storage read failed");
-    WireError::internal("storage read failed")
+    e.to_wire("storage read failed")
 }
 
 impl<'a> Batch<'a> {

@@ -62,7 +62,7 @@ impl Caller {
 
 pub(crate) fn store_err(e: StoreError) -> WireError {
     error!(error = %e, "storage read failed");
-    WireError::internal("storage read failed")
+    e.to_wire("storage read failed")
 }
 
 /// Checks a credential and finds the service it acts in. An API key acts in the

@@ -335,7 +335,17 @@ impl ServerProcess {
 
     /// Starts `syncline serve` on `listen` (QUIC) and waits until it listens.
     pub fn start_on(data: &Path, listen: &str) -> ServerProcess {
-        let (child, admin) = Self::spawn(data, listen);
+        Self::start_with_log(data, listen, Stdio::null())
+    }
+
+    /// As [`ServerProcess::start`], the server's log (warnings and errors) going to
+    /// `stderr` (a file, to read what the server said).
+    pub fn start_logging(data: &Path, stderr: impl Into<Stdio>) -> ServerProcess {
+        Self::start_with_log(data, "127.0.0.1:0", stderr)
+    }
+
+    fn start_with_log(data: &Path, listen: &str, stderr: impl Into<Stdio>) -> ServerProcess {
+        let (child, admin) = Self::spawn(data, listen, stderr);
         ServerProcess {
             child,
             admin,
@@ -343,7 +353,7 @@ impl ServerProcess {
         }
     }
 
-    fn spawn(data: &Path, listen: &str) -> (Child, AdminConfig) {
+    fn spawn(data: &Path, listen: &str, stderr: impl Into<Stdio>) -> (Child, AdminConfig) {
         let admin_path = data.join("admin.json");
         let _ = std::fs::remove_file(&admin_path);
         let child = Command::new(syncline_bin())
@@ -360,7 +370,7 @@ impl ServerProcess {
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn syncline serve");
         // admin.json is rewritten on every start with the bound address, after binding.
@@ -385,7 +395,7 @@ impl ServerProcess {
             .expect("kill runs");
         assert!(status.success(), "kill -TERM {pid}");
         let _ = self.child.wait();
-        let (child, admin) = Self::spawn(&self.data, &self.admin.server);
+        let (child, admin) = Self::spawn(&self.data, &self.admin.server, Stdio::null());
         self.child = child;
         self.admin = admin;
     }

@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod http;
 pub mod measure;
 pub mod server;
+pub mod soak;
 pub mod workloads;
 
 /// Harness errors are reported to the user as text.

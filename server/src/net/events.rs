@@ -89,11 +89,7 @@ impl Writer<'_> {
             }
             Err(e) => {
                 error!(error = %e, sub_id, "catch-up read failed; ending subscription");
-                self.end(
-                    sub_id,
-                    &object_sid,
-                    WireError::internal("storage read failed"),
-                );
+                self.end(sub_id, &object_sid, e.to_wire("storage read failed"));
                 return;
             }
         };

@@ -23,6 +23,26 @@ pub enum StoreError {
     /// `apply` made the batch visible but could not make it durable.
     #[error("batch applied but not flushed: {0}")]
     NotDurable(String),
+    /// The storage cannot be written or read now (an IO error: a full disk, say; or the
+    /// store is being reopened after one). Clients get `Unavailable` and may retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// The error a client gets: `Unavailable` when the storage is (a retry may work),
+    /// `Internal` otherwise; the details stay in the server's log.
+    pub fn to_wire(&self, what: &str) -> syncline_proto::WireError {
+        match self {
+            StoreError::Unavailable(_) | StoreError::NotDurable(_) => {
+                syncline_proto::WireError::new(
+                    syncline_proto::ErrorCode::Unavailable,
+                    format!("{what}: storage is unavailable (see the server's log); retry later"),
+                )
+            }
+            _ => syncline_proto::WireError::internal(what),
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -246,6 +266,14 @@ pub trait Store: Send + Sync + 'static {
     /// store was opened in relaxed mode). `NotDurable` means it was applied (readers see
     /// it) but the flush failed; any other error means nothing was applied.
     async fn apply(&self, batch: Vec<ObjectWrite>) -> StoreResult<()>;
+
+    /// Whether the store can take writes now, called before a batch is computed. A
+    /// store that hit a storage failure (a full disk) answers `Unavailable` until it
+    /// has recovered (for sled: space is free again and the database was reopened), so
+    /// no batch is computed over state that the recovery drops.
+    async fn writable(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     /// Makes everything written so far durable (used at shutdown).
     async fn flush(&self) -> StoreResult<()>;

@@ -18,18 +18,25 @@
 //! - `L`                        -> the `log_retention` the change log is laid out for (u64 BE)
 
 use std::collections::BTreeMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tracing::{error, warn};
 
 use super::*;
 use serde::de::DeserializeOwned;
 use syncline_proto::{ItemKey, ObjectKind, Order, Rights};
 
 pub struct SledStore {
-    db: sled::Db,
-    tree: sled::Tree,
+    /// The open database; `None` while it is being reopened after a storage failure
+    /// (see [`SledStore::recover`]). `try_read` only: a reader never waits for a reopen.
+    handles: Arc<RwLock<Option<Handles>>>,
+    /// A write failed on a storage error: writes are refused until a reopen succeeds.
+    broken: AtomicBool,
+    dir: std::path::PathBuf,
     log_retention: u64,
     durable: bool,
-    registry: RwLock<Registry>,
+    registry: Arc<RwLock<Registry>>,
 }
 
 /// Services and API keys, held in memory as well as on disk. Every request checks its
@@ -44,8 +51,66 @@ struct Registry {
     keys: BTreeMap<String, ApiKeyRecord>,
 }
 
+/// sled's errors in Syncline's terms: an IO error (a full disk, a failing device) is the
+/// storage being unavailable, which a client may retry; anything else is a fault.
 fn engine(e: sled::Error) -> StoreError {
-    StoreError::Engine(e.to_string())
+    match e {
+        sled::Error::Io(io) => StoreError::Unavailable(format!("{io} ({:?})", io.kind())),
+        other => StoreError::Engine(other.to_string()),
+    }
+}
+
+/// Whether an error's text says the disk is full. sled hands back copies of its first
+/// IO error that keep the kind but not the OS code, so the kind's name is what is left
+/// (`ErrorKind::StorageFull` itself is newer than the crate's minimum Rust).
+fn is_full(text: &str) -> bool {
+    text.contains("StorageFull") || text.contains("No space left")
+}
+
+/// Free space a broken store needs before it reopens (and writes resume): opening
+/// sled writes a snapshot and a fresh log segment, and a reopen that fails for want of
+/// room would leave the store without even its reads.
+pub const REOPEN_FREE_BYTES: u64 = 8 << 20;
+
+#[derive(Clone)]
+struct Handles {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+/// Drops the database (and with it, once sled's flusher lets go, the directory's lock)
+/// and opens it again, reloading the in-memory registry from what is on disk.
+fn reopen(
+    handles: &RwLock<Option<Handles>>,
+    registry: &RwLock<Registry>,
+    dir: &std::path::Path,
+) -> StoreResult<()> {
+    let mut slot = handles.write().unwrap_or_else(|e| e.into_inner());
+    *slot = None;
+    let db = open_db(dir)?;
+    let tree = db.open_tree("syncline").map_err(engine)?;
+    *registry.write().unwrap_or_else(|e| e.into_inner()) = load_registry(&tree)?;
+    *slot = Some(Handles { db, tree });
+    Ok(())
+}
+
+/// Services and API keys as stored.
+fn load_registry(tree: &sled::Tree) -> StoreResult<Registry> {
+    let mut registry = Registry::default();
+    for v in tree.scan_prefix(b"s").values() {
+        let service = decode_service(&v.map_err(engine)?)?;
+        if let Some(name) = &service.unique_name {
+            registry
+                .service_names
+                .insert(name.clone(), service.sid.clone());
+        }
+        registry.services.insert(service.sid.clone(), service);
+    }
+    for v in tree.scan_prefix(b"k").values() {
+        let key: ApiKeyRecord = decode(&v.map_err(engine)?)?;
+        registry.keys.insert(key.sid.clone(), key);
+    }
+    Ok(registry)
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -295,27 +360,89 @@ impl SledStore {
         let tree = db.open_tree("syncline").map_err(engine)?;
         let log_retention = log_retention.max(1);
         prune_log_for(&tree, log_retention)?;
-        let mut registry = Registry::default();
-        for v in tree.scan_prefix(b"s").values() {
-            let service = decode_service(&v.map_err(engine)?)?;
-            if let Some(name) = &service.unique_name {
-                registry
-                    .service_names
-                    .insert(name.clone(), service.sid.clone());
-            }
-            registry.services.insert(service.sid.clone(), service);
-        }
-        for v in tree.scan_prefix(b"k").values() {
-            let key: ApiKeyRecord = decode(&v.map_err(engine)?)?;
-            registry.keys.insert(key.sid.clone(), key);
-        }
+        let registry = load_registry(&tree)?;
         Ok(SledStore {
-            db,
-            tree,
+            handles: Arc::new(RwLock::new(Some(Handles { db, tree }))),
+            broken: AtomicBool::new(false),
+            dir: dir.to_owned(),
             log_retention,
             durable,
-            registry: RwLock::new(registry),
+            registry: Arc::new(RwLock::new(registry)),
         })
+    }
+
+    /// The open database, or `Unavailable` while it is being reopened.
+    fn handles(&self) -> StoreResult<(sled::Db, sled::Tree)> {
+        match self.handles.try_read() {
+            Ok(h) => match &*h {
+                Some(h) => Ok((h.db.clone(), h.tree.clone())),
+                None => Err(StoreError::Unavailable(
+                    "the store could not be reopened after a storage failure; it is tried again at the next write".into(),
+                )),
+            },
+            Err(std::sync::TryLockError::Poisoned(e)) => match &*e.into_inner() {
+                Some(h) => Ok((h.db.clone(), h.tree.clone())),
+                None => Err(StoreError::Unavailable("the store is closed".into())),
+            },
+            Err(std::sync::TryLockError::WouldBlock) => Err(StoreError::Unavailable(
+                "the store is being reopened after a storage failure".into(),
+            )),
+        }
+    }
+
+    fn tree(&self) -> StoreResult<sled::Tree> {
+        self.handles().map(|(_, tree)| tree)
+    }
+
+    /// After a write or flush: on a storage failure (an IO error such as a full disk),
+    /// marks the store broken. sled records the first IO error of its log writer and
+    /// fails every later write with it, for good; only a fresh open clears it
+    /// (recovering what reached the disk: what was acknowledged; dropping what was
+    /// applied in memory and never flushed). Opening needs free space itself, so the
+    /// broken database stays open for reads until [`Store::writable`] finds room.
+    async fn recover_after(&self, result: StoreResult<()>) -> StoreResult<()> {
+        let Err(e) = result else { return Ok(()) };
+        if !matches!(e, StoreError::Unavailable(_) | StoreError::NotDurable(_)) {
+            return Err(e);
+        }
+        if !self.broken.swap(true, Ordering::SeqCst) {
+            if is_full(&e.to_string()) {
+                error!(dir = %self.dir.display(), error = %e,
+                    "storage is full (no space left on device): writes are refused until space is freed; reads go on");
+            } else {
+                error!(dir = %self.dir.display(), error = %e,
+                    "storage write failed: writes are refused until the store is reopened; reads go on");
+            }
+        }
+        Err(e)
+    }
+
+    /// Free bytes on the data directory's file system.
+    fn free_bytes(&self) -> StoreResult<u64> {
+        fs2::available_space(&self.dir).map_err(|e| {
+            StoreError::Unavailable(format!("free space of {}: {e}", self.dir.display()))
+        })
+    }
+
+    async fn reopen_blocking(&self) -> StoreResult<()> {
+        let (handles, registry, dir) = (
+            self.handles.clone(),
+            self.registry.clone(),
+            self.dir.clone(),
+        );
+        let reopened = tokio::task::spawn_blocking(move || reopen(&handles, &registry, &dir))
+            .await
+            .map_err(|e| StoreError::Engine(format!("reopen task: {e}")))
+            .and_then(|r| r);
+        match &reopened {
+            Ok(()) => {
+                self.broken.store(false, Ordering::SeqCst);
+                warn!(dir = %self.dir.display(), "store reopened after a storage failure: writes resume");
+            }
+            Err(e) => error!(dir = %self.dir.display(), error = %e,
+                "the store could not be reopened; it is tried again at the next write"),
+        }
+        reopened
     }
 
     // The maps hold plain data that every writer leaves whole, so a panic elsewhere
@@ -329,18 +456,24 @@ impl SledStore {
     }
 
     fn get<T: DeserializeOwned>(&self, k: &[u8]) -> StoreResult<Option<T>> {
-        match self.tree.get(k).map_err(engine)? {
+        match self.tree()?.get(k).map_err(engine)? {
             Some(v) => decode(&v).map(Some),
             None => Ok(None),
         }
     }
 
     fn put<T: Serialize>(&self, k: &[u8], v: &T) -> StoreResult<()> {
-        self.tree.insert(k, encode(v)).map_err(engine)?;
+        self.tree()?.insert(k, encode(v)).map_err(engine)?;
         Ok(())
     }
 
-    fn add_to_batch(&self, batch: &mut sled::Batch, w: &ObjectWrite, deleted: &[&str]) {
+    fn add_to_batch(
+        &self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+        w: &ObjectWrite,
+        deleted: &[&str],
+    ) {
         if let Some(before) = &w.before {
             if let Some(exp) = before.date_expires {
                 batch.remove(expiry_key(exp, &before.service_sid, &before.sid));
@@ -364,16 +497,16 @@ impl SledStore {
                     batch.remove(object_key(&before.service_sid, &before.sid));
                     // The object is gone, and so are its history and its items.
                     let prefix = key_of(&[b"l", before.sid.as_bytes()]);
-                    for k in self.tree.scan_prefix(&prefix).keys().flatten() {
+                    for k in tree.scan_prefix(&prefix).keys().flatten() {
                         batch.remove(k);
                     }
                     let prefix =
                         key_of(&[b"p", before.service_sid.as_bytes(), before.sid.as_bytes()]);
-                    for k in self.tree.scan_prefix(&prefix).keys().flatten() {
+                    for k in tree.scan_prefix(&prefix).keys().flatten() {
                         batch.remove(k);
                     }
                     let prefix = key_of(&[b"t", before.sid.as_bytes()]);
-                    for (k, v) in self.tree.scan_prefix(&prefix).flatten() {
+                    for (k, v) in tree.scan_prefix(&prefix).flatten() {
                         if let (Ok(item), Ok(ik)) = (
                             decode_item(&v),
                             item_key_from(&before.sid, &k[prefix.len()..]),
@@ -428,6 +561,7 @@ impl Store for SledStore {
     }
 
     async fn put_installation(&self, inst: &Installation) -> StoreResult<()> {
+        self.writable().await?;
         self.put(b"i", inst)?;
         self.flush().await
     }
@@ -455,6 +589,7 @@ impl Store for SledStore {
     }
 
     async fn put_service(&self, service: &ServiceRecord) -> StoreResult<()> {
+        self.writable().await?;
         let mut batch = sled::Batch::default();
         batch.insert(key_of(&[b"s", service.sid.as_bytes()]), encode(service));
         if let Some(name) = &service.unique_name {
@@ -462,7 +597,7 @@ impl Store for SledStore {
         }
         {
             let mut registry = self.registry_mut();
-            self.tree.apply_batch(batch).map_err(engine)?;
+            self.tree()?.apply_batch(batch).map_err(engine)?;
             if let Some(old) = registry.services.get(&service.sid) {
                 if let Some(old_name) = old.unique_name.clone() {
                     registry.service_names.remove(&old_name);
@@ -485,18 +620,19 @@ impl Store for SledStore {
     }
 
     async fn delete_service(&self, service: &ServiceRecord) -> StoreResult<()> {
+        self.writable().await?;
         let mut batch = sled::Batch::default();
         batch.remove(key_of(&[b"s", service.sid.as_bytes()]));
         if let Some(name) = &service.unique_name {
             batch.remove(key_of(&[b"S", name.as_bytes()]));
         }
         let prefix = key_of(&[b"p", service.sid.as_bytes()]);
-        for k in self.tree.scan_prefix(&prefix).keys() {
+        for k in self.tree()?.scan_prefix(&prefix).keys() {
             batch.remove(k.map_err(engine)?);
         }
         {
             let mut registry = self.registry_mut();
-            self.tree.apply_batch(batch).map_err(engine)?;
+            self.tree()?.apply_batch(batch).map_err(engine)?;
             registry.services.remove(&service.sid);
             if let Some(name) = &service.unique_name {
                 registry.service_names.remove(name);
@@ -506,7 +642,7 @@ impl Store for SledStore {
     }
 
     async fn objects_of(&self, service_sid: &str) -> StoreResult<Vec<ObjectRecord>> {
-        self.tree
+        self.tree()?
             .scan_prefix(key_of(&[b"o", service_sid.as_bytes()]))
             .values()
             .map(|v| decode(&v.map_err(engine)?))
@@ -532,7 +668,7 @@ impl Store for SledStore {
             }
             None => scope,
         };
-        self.tree
+        self.tree()?
             .range(start..end)
             .values()
             .take(limit)
@@ -565,6 +701,7 @@ impl Store for SledStore {
         identity: &str,
         rights: Option<Rights>,
     ) -> StoreResult<()> {
+        self.writable().await?;
         let k = key_of(&[
             b"p",
             service_sid.as_bytes(),
@@ -574,7 +711,7 @@ impl Store for SledStore {
         match rights {
             Some(r) => self.put(&k, &r)?,
             None => {
-                self.tree.remove(k).map_err(engine)?;
+                self.tree()?.remove(k).map_err(engine)?;
             }
         }
         self.flush().await
@@ -587,7 +724,7 @@ impl Store for SledStore {
     ) -> StoreResult<Vec<(String, Rights)>> {
         let prefix = key_of(&[b"p", service_sid.as_bytes(), object_sid.as_bytes()]);
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(&prefix) {
+        for kv in self.tree()?.scan_prefix(&prefix) {
             let (k, v) = kv.map_err(engine)?;
             let identity = String::from_utf8(k[prefix.len()..].to_vec())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -601,6 +738,7 @@ impl Store for SledStore {
     }
 
     async fn put_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
+        self.writable().await?;
         {
             let mut registry = self.registry_mut();
             self.put(&key_of(&[b"k", k.sid.as_bytes()]), k)?;
@@ -618,7 +756,11 @@ impl Store for SledStore {
         service_sid: &str,
         name: &str,
     ) -> StoreResult<Option<String>> {
-        match self.tree.get(name_key(service_sid, name)).map_err(engine)? {
+        match self
+            .tree()?
+            .get(name_key(service_sid, name))
+            .map_err(engine)?
+        {
             Some(sid) => String::from_utf8(sid.to_vec())
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt(e.to_string())),
@@ -641,7 +783,7 @@ impl Store for SledStore {
         let mut entries = Vec::with_capacity((up_to - after) as usize);
         for revision in after + 1..=up_to {
             let key = log_key(object_sid, revision, self.log_retention);
-            let Some(v) = self.tree.get(key).map_err(engine)? else {
+            let Some(v) = self.tree()?.get(key).map_err(engine)? else {
                 return Ok(None);
             };
             // A slot overwritten by a later revision (or never written): compacted.
@@ -658,7 +800,11 @@ impl Store for SledStore {
     }
 
     async fn item(&self, object_sid: &str, key: &ItemKey) -> StoreResult<Option<ItemRecord>> {
-        match self.tree.get(item_key(object_sid, key)).map_err(engine)? {
+        match self
+            .tree()?
+            .get(item_key(object_sid, key))
+            .map_err(engine)?
+        {
             Some(v) => decode_item(&v).map(Some),
             None => Ok(None),
         }
@@ -677,10 +823,10 @@ impl Store for SledStore {
         let start = from.map(|k| item_key(object_sid, k));
         let range: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
             match (order, start) {
-                (Order::Asc, Some(s)) => Box::new(self.tree.range(s..end)),
-                (Order::Asc, None) => Box::new(self.tree.scan_prefix(&prefix)),
-                (Order::Desc, Some(s)) => Box::new(self.tree.range(prefix.clone()..=s).rev()),
-                (Order::Desc, None) => Box::new(self.tree.scan_prefix(&prefix).rev()),
+                (Order::Asc, Some(s)) => Box::new(self.tree()?.range(s..end)),
+                (Order::Asc, None) => Box::new(self.tree()?.scan_prefix(&prefix)),
+                (Order::Desc, Some(s)) => Box::new(self.tree()?.range(prefix.clone()..=s).rev()),
+                (Order::Desc, None) => Box::new(self.tree()?.scan_prefix(&prefix).rev()),
             };
         let mut out = Vec::new();
         for kv in range.take(limit) {
@@ -698,7 +844,7 @@ impl Store for SledStore {
         let end = key_of(&[b"y", &now_ms.to_be_bytes(), &[0xff]]);
         let sid = syncline_proto::ids::SID_LEN;
         let mut out = Vec::new();
-        for k in self.tree.range(start..end).keys().take(limit) {
+        for k in self.tree()?.range(start..end).keys().take(limit) {
             let k = k.map_err(engine)?;
             let rest = &k[9..];
             if rest.len() < 2 * sid {
@@ -724,7 +870,7 @@ impl Store for SledStore {
         let prefix = ephemeral_owner_prefix(service_sid, identity);
         let sid = syncline_proto::ids::SID_LEN;
         let mut out = Vec::new();
-        for k in self.tree.scan_prefix(&prefix).keys() {
+        for k in self.tree()?.scan_prefix(&prefix).keys() {
             let k = k.map_err(engine)?;
             let rest = &k[prefix.len()..];
             if rest.len() < sid {
@@ -741,7 +887,7 @@ impl Store for SledStore {
         let sid = syncline_proto::ids::SID_LEN;
         let corrupt = || StoreError::Corrupt("ephemeral index key".into());
         let mut owners: Vec<(String, String)> = Vec::new();
-        for k in self.tree.scan_prefix(b"e").keys() {
+        for k in self.tree()?.scan_prefix(b"e").keys() {
             let k = k.map_err(engine)?;
             let service = k.get(1..1 + sid).ok_or_else(corrupt)?;
             let len = k.get(1 + sid..3 + sid).ok_or_else(corrupt)?;
@@ -763,7 +909,7 @@ impl Store for SledStore {
         let start = expiry_key(0, "", "");
         let end = key_of(&[b"x", &now_ms.to_be_bytes(), &[0xff]]);
         let mut out = Vec::new();
-        for k in self.tree.range(start..end).keys().take(limit) {
+        for k in self.tree()?.range(start..end).keys().take(limit) {
             let k = k.map_err(engine)?;
             let rest = &k[9..];
             if rest.len() != 2 * syncline_proto::ids::SID_LEN {
@@ -778,39 +924,57 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    async fn writable(&self) -> StoreResult<()> {
+        if !self.broken.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let free = self.free_bytes()?;
+        if free < REOPEN_FREE_BYTES {
+            return Err(StoreError::Unavailable(format!(
+                "storage is full: {free} bytes free under {}, {REOPEN_FREE_BYTES} needed to resume writes",
+                self.dir.display()
+            )));
+        }
+        self.reopen_blocking().await
+    }
+
     async fn apply(&self, writes: Vec<ObjectWrite>) -> StoreResult<()> {
+        self.writable().await?;
         let deleted: Vec<&str> = writes
             .iter()
             .filter(|w| w.after.is_none())
             .filter_map(|w| w.before.as_ref().map(|b| b.sid.as_str()))
             .collect();
+        let (db, tree) = self.handles()?;
         let mut batch = sled::Batch::default();
         for w in &writes {
-            self.add_to_batch(&mut batch, w, &deleted);
+            self.add_to_batch(&tree, &mut batch, w, &deleted);
         }
         // sled's apply can block on its own IO (log segment rollover), so it runs on the
         // blocking pool, not on a tokio worker that serves connections; the flush goes
         // in the same hand-off (one thread switch per batch, not two).
-        let (tree, db, durable) = (self.tree.clone(), self.db.clone(), self.durable);
-        tokio::task::spawn_blocking(move || {
+        let durable = self.durable;
+        let applied = tokio::task::spawn_blocking(move || {
             tree.apply_batch(batch).map_err(engine)?;
             if durable {
                 db.flush()
-                    .map_err(|e| StoreError::NotDurable(e.to_string()))?;
+                    .map_err(|e| StoreError::NotDurable(engine(e).to_string()))?;
             }
             Ok(())
         })
         .await
-        .map_err(|e| StoreError::Engine(format!("apply task: {e}")))?
+        .map_err(|e| StoreError::Engine(format!("apply task: {e}")))?;
+        self.recover_after(applied).await
     }
 
     async fn flush(&self) -> StoreResult<()> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let (db, _) = self.handles()?;
+        let flushed = tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| StoreError::Engine(format!("flush task: {e}")))?
-            .map_err(engine)?;
-        Ok(())
+            .map(|_| ())
+            .map_err(engine);
+        self.recover_after(flushed).await
     }
 }
 
@@ -1064,11 +1228,15 @@ mod tests {
             // the next open, and the layout is remembered.
             let store = SledStore::open(dir.path(), 4, true).unwrap();
             let old = key_of(&[b"l", sid.as_bytes(), &3u64.to_be_bytes()]);
-            store.tree.insert(&old, &b"old event"[..]).unwrap();
-            store.tree.remove(b"L").unwrap();
+            store
+                .tree()
+                .unwrap()
+                .insert(&old, &b"old event"[..])
+                .unwrap();
+            store.tree().unwrap().remove(b"L").unwrap();
         }
         let store = SledStore::open(dir.path(), 4, true).unwrap();
-        assert_eq!(store.tree.scan_prefix(b"l").count(), 4);
+        assert_eq!(store.tree().unwrap().scan_prefix(b"l").count(), 4);
         let got = revisions(store.log_range(&sid, 7, 10).await.unwrap()).unwrap();
         assert_eq!(
             got.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
@@ -1078,12 +1246,12 @@ mod tests {
         // A smaller retention drops the slots it no longer uses; what survives in the
         // others is not mistaken for the new layout's revisions.
         let store = SledStore::open(dir.path(), 2, true).unwrap();
-        assert_eq!(store.tree.scan_prefix(b"l").count(), 2);
+        assert_eq!(store.tree().unwrap().scan_prefix(b"l").count(), 2);
         assert_eq!(store.log_range(&sid, 8, 10).await.unwrap(), None);
         // Deleting the object deletes its log.
         store.apply(vec![deletion(document(10))]).await.unwrap();
         assert_eq!(store.log_range(&sid, 9, 10).await.unwrap(), None);
-        assert_eq!(store.tree.scan_prefix(b"l").count(), 0);
+        assert_eq!(store.tree().unwrap().scan_prefix(b"l").count(), 0);
     }
 
     /// Services and keys are served from memory: every change must show at once, and
