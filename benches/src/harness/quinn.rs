@@ -64,14 +64,19 @@ fn peer_bin() -> Result<PathBuf, Error> {
     }
     let bin = dir.join("syncline-bench-quinn");
     if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "{} is missing; build it with `cargo build --release -p syncline-bench` \
-             (it is built with the harness, in the same target directory)",
-            bin.display()
-        ))
+        return Ok(bin);
     }
+    let release = if dir.ends_with("release") {
+        " --release"
+    } else {
+        ""
+    };
+    // `cargo run` builds only the binary it runs; `cargo build` builds both.
+    Err(format!(
+        "{} is missing; build it with `cargo build{release} -p syncline-bench` \
+         (same CARGO_TARGET_DIR as this tool)",
+        bin.display()
+    ))
 }
 
 /// The frame `body` with its length prefix (Syncline's framing).
