@@ -405,17 +405,24 @@ async fn run_redis(_w: &Workload, _duration: Duration) -> Result<Option<Outcome>
     Err(NO_REDIS.into())
 }
 
-/// Peers this build cannot run, with the reason (checked before anything starts).
-fn missing_peers(peers: &[Peer]) -> Vec<&'static str> {
+/// Peers that cannot run here, with the reason: left out of this build, or their
+/// program is not installed (checked before anything starts).
+fn missing_peers(peers: &[Peer]) -> Vec<String> {
     peers
         .iter()
-        .filter_map(|p| match p {
-            #[cfg(not(feature = "etcd"))]
-            Peer::Etcd => Some(NO_ETCD),
-            #[cfg(not(feature = "redis"))]
-            Peer::Redis => Some(NO_REDIS),
-            #[allow(unreachable_patterns)]
-            _ => None,
+        .filter_map(|p| {
+            let ready: Result<(), String> = match p {
+                #[cfg(feature = "etcd")]
+                Peer::Etcd => harness::etcd::preflight(),
+                #[cfg(not(feature = "etcd"))]
+                Peer::Etcd => Err(NO_ETCD.into()),
+                #[cfg(feature = "redis")]
+                Peer::Redis => harness::redis::preflight(),
+                #[cfg(not(feature = "redis"))]
+                Peer::Redis => Err(NO_REDIS.into()),
+                Peer::Quinn => harness::quinn::preflight(),
+            };
+            ready.err()
         })
         .collect()
 }

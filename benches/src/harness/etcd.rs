@@ -50,6 +50,19 @@ fn free_ports() -> Result<(u16, u16), Error> {
     ))
 }
 
+/// Fails at once, naming the package, if there is no etcd to start (checked before
+/// any workload runs, so a long run does not end on it).
+pub fn preflight() -> Result<(), Error> {
+    let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    match Command::new(&bin).arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err(format!(
+            "--peer etcd: cannot run {bin}; install etcd with \
+             `apt-get install etcd-server`, or set ETCD_BIN"
+        )),
+    }
+}
+
 impl EtcdUnderTest {
     /// Starts `etcd` (or `$ETCD_BIN`) as one node on 127.0.0.1 in a temp dir and waits
     /// until it answers.

@@ -52,6 +52,12 @@ pub struct QuinnUnderTest {
     _dir: tempfile::TempDir,
 }
 
+/// Fails at once if `syncline-bench-quinn` is not built (checked before any workload
+/// runs).
+pub fn preflight() -> Result<(), Error> {
+    peer_bin().map(|_| ())
+}
+
 /// `syncline-bench-quinn` next to this executable (cargo builds it with the harness).
 fn peer_bin() -> Result<PathBuf, Error> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;

@@ -62,13 +62,31 @@ fn free_port() -> Result<u16, Error> {
     Ok(l.local_addr().map_err(err)?.port())
 }
 
+/// The redis-server to start: `$REDIS_BIN`, else `redis-server` on the PATH.
+fn redis_bin() -> String {
+    std::env::var("REDIS_BIN").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// Fails at once, naming the package, if there is no redis-server to start (checked
+/// before any workload runs, so a long run does not end on it).
+pub fn preflight() -> Result<(), Error> {
+    let bin = redis_bin();
+    match Command::new(&bin).arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err(format!(
+            "--peer redis: cannot run {bin}; install Redis with \
+             `apt-get install redis-server`, or set REDIS_BIN"
+        )),
+    }
+}
+
 impl RedisUnderTest {
     /// Starts `redis-server` (or `$REDIS_BIN`) on 127.0.0.1 in a temp dir and waits
     /// until it answers `PING`.
     pub async fn start() -> Result<Self, Error> {
         let dir = tempfile::tempdir().map_err(err)?;
         let port = free_port()?;
-        let bin = std::env::var("REDIS_BIN").unwrap_or_else(|_| "redis-server".into());
+        let bin = redis_bin();
         let child = Command::new(&bin)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .arg("--dir")
