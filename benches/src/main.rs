@@ -14,9 +14,13 @@
 //! The `syncline` binary must already be built, in the same profile and target
 //! directory (`cargo build --release -p syncline-server`); the tool says so if not.
 //!
-//! `--peer etcd` (cargo feature `etcd`, off by default: it needs `protoc`) runs `write`,
-//! `fanout` (document kind) and `conns` against a fresh local etcd right after Syncline,
-//! with the same parameters, and adds a table comparing the two.
+//! `--peer etcd` (cargo feature `etcd`, off by default: it needs `protoc`) and
+//! `--peer redis` (cargo feature `redis`) run `write`, `fanout` (document kind) and
+//! `conns` against a fresh local etcd or Redis right after Syncline, with the same
+//! parameters, and add a table comparing each with Syncline. Several peers can be
+//! given at once (`--peer etcd --peer redis`, or `--peer etcd,redis`). `--peer quinn`
+//! runs `fanout` and `conns` against a bare quinn fan-out server with Syncline's
+//! endpoint and framing and no storage (`syncline-bench-quinn`, built with the harness).
 
 mod harness;
 
@@ -29,7 +33,7 @@ use syncline_client::ObjectKind;
 
 use harness::crash::{self, CrashParams};
 use harness::measure::{self, Outcome};
-use harness::server::ServerUnderTest;
+use harness::server::{ServerUnderTest, WRITE_RATE_LIMIT};
 use harness::soak::{self, SoakParams};
 use harness::workloads;
 
@@ -57,10 +61,11 @@ struct Cli {
     /// Acknowledge writes before they are flushed (the server's --relaxed mode).
     #[arg(long, global = true)]
     relaxed: bool,
-    /// Also run the workload against this system, right after Syncline, to compare
-    /// (needs the `etcd` cargo feature; etcd is started here, durable, on 127.0.0.1).
-    #[arg(long, global = true, value_enum)]
-    peer: Option<Peer>,
+    /// Also run the workload against these systems, one after another right after
+    /// Syncline, to compare (each is started here, on 127.0.0.1; etcd and redis need
+    /// their cargo features). Repeat the flag or separate with commas.
+    #[arg(long, global = true, value_enum, value_delimiter = ',')]
+    peer: Vec<Peer>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -69,6 +74,13 @@ struct Cli {
 enum Peer {
     /// etcd (Debian package `etcd-server`), one node, started by the harness.
     Etcd,
+    /// Redis (Debian package `redis-server`), AOF with fsync on every write, started
+    /// by the harness.
+    Redis,
+    /// A bare quinn fan-out server with Syncline's endpoint and framing and no storage
+    /// (`syncline-bench-quinn`, built with the harness): the transport's own ceiling,
+    /// for `fanout` and `conns`.
+    Quinn,
 }
 
 /// Why `--peer etcd` cannot run in a build without the `etcd` feature.
@@ -77,6 +89,13 @@ const NO_ETCD: &str = "--peer etcd needs the etcd client, which this build leave
      build with `--features etcd`, e.g. \
      `cargo run --release -p syncline-bench --features etcd -- write --peer etcd` \
      (it needs protoc: `apt-get install protobuf-compiler`; and etcd: `apt-get install etcd-server`)";
+
+/// Why `--peer redis` cannot run in a build without the `redis` feature.
+#[cfg(not(feature = "redis"))]
+const NO_REDIS: &str = "--peer redis needs the redis client, which this build leaves out: \
+     build with `--features redis`, e.g. \
+     `cargo run --release -p syncline-bench --features redis -- write --peer redis` \
+     (and Redis itself: `apt-get install redis-server`)";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Kind {
@@ -99,10 +118,16 @@ impl From<Kind> for ObjectKind {
 
 #[derive(Subcommand, Debug, Clone)]
 enum Workload {
-    /// W1: writers on their own connections, as fast as acks come back.
+    /// W1: writers sharing a few connections, as fast as acks come back.
     Write {
         #[arg(long, default_value_t = 64)]
         writers: usize,
+        /// Connections the writers are spread over (round-robin; requests are
+        /// multiplexed on each, as every system's own client does). The same for every
+        /// system. Several values (`8,64`) run the workload once per value. Not for
+        /// --http, where each writer has its own HTTP/1.1 connection.
+        #[arg(long, value_delimiter = ',', default_value = "8")]
+        connections: Vec<usize>,
         /// Write N shared documents (contention) instead of one per writer.
         #[arg(long)]
         shared: Option<usize>,
@@ -185,11 +210,13 @@ fn plan(cli: &Cli) -> Vec<Workload> {
         Workload::All => vec![
             Workload::Write {
                 writers: pick(64, 8),
+                connections: vec![pick(8, 2)],
                 shared: None,
                 http: false,
             },
             Workload::Write {
                 writers: pick(64, 8),
+                connections: vec![pick(64, 8)],
                 shared: None,
                 http: true,
             },
@@ -222,8 +249,28 @@ fn plan(cli: &Cli) -> Vec<Workload> {
                 rate: pick(200, 40) as u32,
             },
         ],
+        // One run per connection count, each its own result line.
+        Workload::Write {
+            writers,
+            connections,
+            shared,
+            http: false,
+        } => connections
+            .iter()
+            .map(|&c| Workload::Write {
+                writers: *writers,
+                connections: vec![c],
+                shared: *shared,
+                http: false,
+            })
+            .collect(),
         one => vec![one.clone()],
     }
+}
+
+/// The connection count of a planned `write` (one value after [`plan`]).
+fn connections_of(connections: &[usize]) -> usize {
+    connections.first().copied().unwrap_or(8)
 }
 
 async fn run_one(
@@ -234,13 +281,18 @@ async fn run_one(
     match w {
         Workload::Write {
             writers,
+            connections,
             shared,
             http: false,
-        } => workloads::write(server, *writers, *shared, duration).await,
+        } => {
+            let c = connections_of(connections);
+            workloads::write(server, *writers, c, *shared, duration).await
+        }
         Workload::Write {
             writers,
             shared,
             http: true,
+            ..
         } => harness::http::write(server, *writers, *shared, duration).await,
         Workload::Fanout {
             subscribers,
@@ -259,31 +311,66 @@ async fn run_one(
     }
 }
 
-/// The same workload against the peer, or `None` (said on stderr) for workloads the
+/// The same workload against a peer, or `None` (said on stderr) for workloads the
 /// peer does not have.
-#[cfg(feature = "etcd")]
 async fn run_peer(peer: Peer, w: &Workload, duration: Duration) -> Result<Option<Outcome>, String> {
-    use harness::etcd::{self, EtcdUnderTest};
-    let Peer::Etcd = peer;
-    let supported = matches!(
-        w,
-        Workload::Write { http: false, .. }
-            | Workload::Conns { .. }
-            | Workload::Fanout {
-                kind: Kind::Document,
-                ..
-            }
-    );
+    let supported = match w {
+        // A bare transport stores nothing: there is no write to compare.
+        Workload::Write { http: false, .. } => peer != Peer::Quinn,
+        Workload::Conns { .. }
+        | Workload::Fanout {
+            kind: Kind::Document,
+            ..
+        } => true,
+        // Pub/sub and the bare transport store nothing, like Syncline's streams.
+        Workload::Fanout {
+            kind: Kind::Stream, ..
+        } => peer != Peer::Etcd,
+        _ => false,
+    };
     if !supported {
-        eprintln!("--peer etcd: no etcd counterpart for {w:?}; skipped");
+        eprintln!("--peer {peer:?}: no counterpart for {w:?}; skipped");
         return Ok(None);
     }
+    match peer {
+        Peer::Etcd => run_etcd(w, duration).await,
+        Peer::Redis => run_redis(w, duration).await,
+        Peer::Quinn => {
+            use harness::quinn::{self, QuinnUnderTest};
+            // A fresh peer per workload, as for Syncline.
+            let server = QuinnUnderTest::start().await?;
+            Ok(Some(match w {
+                Workload::Fanout {
+                    subscribers, rate, ..
+                } => quinn::fanout(server, *subscribers, *rate, duration).await?,
+                Workload::Conns { connections } => quinn::conns(server, *connections).await?,
+                _ => return Ok(None),
+            }))
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+async fn run_etcd(w: &Workload, duration: Duration) -> Result<Option<Outcome>, String> {
+    use harness::etcd::{self, EtcdUnderTest};
     // A fresh etcd per workload, as for Syncline.
     let server = EtcdUnderTest::start().await?;
     let o = match w {
         Workload::Write {
-            writers, shared, ..
-        } => etcd::write(&server, *writers, *shared, duration).await?,
+            writers,
+            connections,
+            shared,
+            ..
+        } => {
+            etcd::write(
+                &server,
+                *writers,
+                connections_of(connections),
+                *shared,
+                duration,
+            )
+            .await?
+        }
         Workload::Fanout {
             subscribers, rate, ..
         } => etcd::fanout(&server, *subscribers, *rate, duration).await?,
@@ -294,22 +381,75 @@ async fn run_peer(peer: Peer, w: &Workload, duration: Duration) -> Result<Option
 }
 
 #[cfg(not(feature = "etcd"))]
-async fn run_peer(
-    _peer: Peer,
-    _w: &Workload,
-    _duration: Duration,
-) -> Result<Option<Outcome>, String> {
+async fn run_etcd(_w: &Workload, _duration: Duration) -> Result<Option<Outcome>, String> {
     Err(NO_ETCD.into())
+}
+
+#[cfg(feature = "redis")]
+async fn run_redis(w: &Workload, duration: Duration) -> Result<Option<Outcome>, String> {
+    use harness::redis::{self, RedisUnderTest};
+    // A fresh Redis per workload, as for Syncline.
+    let server = RedisUnderTest::start().await?;
+    let o = match w {
+        Workload::Write {
+            writers,
+            connections,
+            shared,
+            ..
+        } => {
+            redis::write(
+                &server,
+                *writers,
+                connections_of(connections),
+                *shared,
+                duration,
+            )
+            .await?
+        }
+        Workload::Fanout {
+            subscribers, rate, ..
+        } => redis::fanout(&server, *subscribers, *rate, duration).await?,
+        Workload::Conns { connections } => redis::conns(&server, *connections).await?,
+        _ => return Ok(None),
+    };
+    Ok(Some(o))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn run_redis(_w: &Workload, _duration: Duration) -> Result<Option<Outcome>, String> {
+    Err(NO_REDIS.into())
+}
+
+/// Peers that cannot run here, with the reason: left out of this build, or their
+/// program is not installed (checked before anything starts).
+fn missing_peers(peers: &[Peer]) -> Vec<String> {
+    peers
+        .iter()
+        .filter_map(|p| {
+            let ready: Result<(), String> = match p {
+                #[cfg(feature = "etcd")]
+                Peer::Etcd => harness::etcd::preflight(),
+                #[cfg(not(feature = "etcd"))]
+                Peer::Etcd => Err(NO_ETCD.into()),
+                #[cfg(feature = "redis")]
+                Peer::Redis => harness::redis::preflight(),
+                #[cfg(not(feature = "redis"))]
+                Peer::Redis => Err(NO_REDIS.into()),
+                Peer::Quinn => harness::quinn::preflight(),
+            };
+            ready.err()
+        })
+        .collect()
 }
 
 fn table(results: &[Value]) -> String {
     let mut out = String::from(
-        "| workload | system | params | ops/s | p50 ms | p99 ms | max ms | missed | dup | ooo | server CPU s | server RSS KiB | UDP drops |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | system | params | ops/s | p50 ms | p99 ms | max ms | missed | dup | ooo | server CPU s | server CPU µs/op | client CPU µs/op | server RSS KiB | UDP drops |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["workload"].as_str().unwrap_or(""),
             r["system"].as_str().unwrap_or(""),
             r["params"],
@@ -321,6 +461,8 @@ fn table(results: &[Value]) -> String {
             r["duplicated"],
             r["out_of_order"],
             r["server_cpu_s"],
+            r["server_cpu_us_per_op"],
+            r["client_cpu_us_per_op"],
             r["server_rss_kib"],
             r["udp_rcvbuf_errors"],
         ));
@@ -336,16 +478,16 @@ fn ratio(a: &Value, b: &Value) -> String {
     }
 }
 
-/// Syncline next to the peer, one row per workload both ran: throughput, tail latency,
-/// server CPU and memory, each with the ratio syncline ÷ peer (ops/s: higher is better
-/// for Syncline; the others: lower is).
+/// Syncline next to one peer, one row per workload both ran: throughput, tail latency,
+/// server and client CPU per operation, server memory, each with the ratio
+/// syncline ÷ peer (ops/s: higher is better for Syncline; the others: lower is).
 fn comparison(pairs: &[(Value, Value)]) -> String {
     let Some(peer) = pairs.first().and_then(|(_, p)| p["system"].as_str()) else {
         return String::new();
     };
     let mut out = format!(
-        "| workload | params | ops/s syncline | ops/s {peer} | ratio | p99 ms syncline | p99 ms {peer} | ratio | server CPU s syncline | server CPU s {peer} | ratio | server RSS KiB syncline | server RSS KiB {peer} | ratio |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| workload | params | ops/s syncline | ops/s {peer} | ratio | p99 ms syncline | p99 ms {peer} | ratio | server CPU µs/op syncline | server CPU µs/op {peer} | ratio | client CPU µs/op syncline | client CPU µs/op {peer} | ratio | server RSS KiB syncline | server RSS KiB {peer} | ratio |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for (s, p) in pairs {
         out.push_str(&format!(
@@ -353,7 +495,13 @@ fn comparison(pairs: &[(Value, Value)]) -> String {
             s["workload"].as_str().unwrap_or(""),
             s["params"]
         ));
-        for f in ["ops_per_s", "p99_ms", "server_cpu_s", "server_rss_kib"] {
+        for f in [
+            "ops_per_s",
+            "p99_ms",
+            "server_cpu_us_per_op",
+            "client_cpu_us_per_op",
+            "server_rss_kib",
+        ] {
             out.push_str(&format!(" {} | {} | {} |", s[f], p[f], ratio(&s[f], &p[f])));
         }
         out.push('\n');
@@ -405,7 +553,7 @@ async fn run(cli: &Cli) -> i32 {
         seed,
     } = &cli.workload
     {
-        if cli.server.is_some() || cli.peer.is_some() {
+        if cli.server.is_some() || !cli.peer.is_empty() {
             eprintln!(
                 "error: crash starts and kills its own server; --server and --peer do not apply"
             );
@@ -421,7 +569,7 @@ async fn run(cli: &Cli) -> i32 {
         return run_crash(cli, &params, &context).await;
     }
     if let Workload::Soak { workers, seed } = &cli.workload {
-        if cli.peer.is_some() {
+        if !cli.peer.is_empty() {
             eprintln!("error: soak runs against Syncline only; --peer does not apply");
             return 2;
         }
@@ -432,9 +580,11 @@ async fn run(cli: &Cli) -> i32 {
         };
         return run_soak(cli, &params, &context).await;
     }
-    #[cfg(not(feature = "etcd"))]
-    if cli.peer.is_some() {
-        eprintln!("error: {NO_ETCD}");
+    let missing = missing_peers(&cli.peer);
+    if !missing.is_empty() {
+        for m in missing {
+            eprintln!("error: {m}");
+        }
         return 2;
     }
     let mut results = Vec::new();
@@ -447,6 +597,11 @@ async fn run(cli: &Cli) -> i32 {
                 .as_deref()
                 .ok_or_else(|| "--server needs --config".to_owned())
                 .and_then(|c| ServerUnderTest::external(c, Some(addr))),
+            // W1's writers share connections: the default per-connection rate limit
+            // would cap them, not the server (recorded in the result line).
+            None if matches!(w, Workload::Write { .. }) => {
+                ServerUnderTest::spawn_with(cli.relaxed, Some(WRITE_RATE_LIMIT))
+            }
             None => ServerUnderTest::spawn(cli.relaxed),
         };
         let server = match server {
@@ -460,6 +615,9 @@ async fn run(cli: &Cli) -> i32 {
             Ok(o) => {
                 let mut line = o.to_json(&context);
                 line["relaxed"] = json!(cli.relaxed);
+                if cli.server.is_none() && matches!(w, Workload::Write { .. }) {
+                    line["server_rate_limit"] = json!(WRITE_RATE_LIMIT);
+                }
                 if cli.json {
                     println!("{line}");
                 }
@@ -473,29 +631,44 @@ async fn run(cli: &Cli) -> i32 {
         };
         // Stop Syncline before the peer runs: the two never share the machine.
         drop(server);
-        let Some(peer) = cli.peer else { continue };
-        match run_peer(peer, &w, duration).await {
-            Ok(Some(o)) => {
-                let mut peer_line = o.to_json(&context);
-                // The peer keeps its default, durable settings whatever --relaxed says.
-                peer_line["relaxed"] = json!(false);
-                if cli.json {
-                    println!("{peer_line}");
+        // Each peer in turn, alone on the machine like Syncline was.
+        for &peer in &cli.peer {
+            match run_peer(peer, &w, duration).await {
+                Ok(Some(o)) => {
+                    let mut peer_line = o.to_json(&context);
+                    // The peer keeps its durable settings whatever --relaxed says.
+                    peer_line["relaxed"] = json!(false);
+                    if cli.json {
+                        println!("{peer_line}");
+                    }
+                    results.push(peer_line.clone());
+                    pairs.push((line.clone(), peer_line));
                 }
-                results.push(peer_line.clone());
-                pairs.push((line, peer_line));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!("error in {w:?} against {peer:?}: {e}");
-                return 1;
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("error in {w:?} against {peer:?}: {e}");
+                    return 1;
+                }
             }
         }
     }
     let mut tables = table(&results);
-    if !pairs.is_empty() {
+    // One comparison table per peer, in the order the peers were given.
+    let mut systems: Vec<&str> = Vec::new();
+    for (_, p) in &pairs {
+        let system = p["system"].as_str().unwrap_or("");
+        if !systems.contains(&system) {
+            systems.push(system);
+        }
+    }
+    for system in systems {
+        let of_peer: Vec<(Value, Value)> = pairs
+            .iter()
+            .filter(|(_, p)| p["system"] == system)
+            .cloned()
+            .collect();
         tables.push('\n');
-        tables.push_str(&comparison(&pairs));
+        tables.push_str(&comparison(&of_peer));
     }
     if !cli.json {
         println!("{tables}");
@@ -588,15 +761,47 @@ mod tests {
     #[test]
     fn comparison_pairs_systems_with_ratios() {
         let s = json!({"workload": "write", "system": "syncline", "params": {"writers": 2},
-            "ops_per_s": 2000.0, "p99_ms": 2.0, "server_cpu_s": 1.0, "server_rss_kib": 1000});
+            "ops_per_s": 2000.0, "p99_ms": 2.0, "server_cpu_us_per_op": 1.0,
+            "client_cpu_us_per_op": 3.0, "server_rss_kib": 1000});
         let e = json!({"workload": "write", "system": "etcd", "params": {"writers": 2},
-            "ops_per_s": 1000.0, "p99_ms": 4.0, "server_cpu_s": 0.0, "server_rss_kib": 4000});
+            "ops_per_s": 1000.0, "p99_ms": 4.0, "server_cpu_us_per_op": 0.0,
+            "client_cpu_us_per_op": 6.0, "server_rss_kib": 4000});
         let t = comparison(&[(s, e)]);
         assert!(t.contains("ops/s etcd"), "{t}");
         assert!(t.contains("| 2000.0 | 1000.0 | 2.00× |"), "{t}");
         assert!(t.contains("| 2.0 | 4.0 | 0.50× |"), "{t}");
         assert!(t.contains("| 1.0 | 0.0 | - |"), "{t}");
+        assert!(t.contains("| 3.0 | 6.0 | 0.50× |"), "{t}");
         assert!(t.contains("| 1000 | 4000 | 0.25× |"), "{t}");
         assert_eq!(comparison(&[]), "");
+    }
+
+    #[test]
+    fn write_runs_once_per_connection_count_and_peers_repeat() {
+        let cli = Cli::parse_from([
+            "syncline-bench",
+            "write",
+            "--connections",
+            "8,64",
+            "--peer",
+            "etcd",
+            "--peer",
+            "redis",
+        ]);
+        let counts: Vec<usize> = plan(&cli)
+            .iter()
+            .map(|w| match w {
+                Workload::Write { connections, .. } => connections_of(connections),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(counts, [8, 64]);
+        assert_eq!(cli.peer, [Peer::Etcd, Peer::Redis]);
+        let cli = Cli::parse_from(["syncline-bench", "--peer", "etcd,redis", "conns"]);
+        assert_eq!(cli.peer, [Peer::Etcd, Peer::Redis]);
+        let cli = Cli::parse_from(["syncline-bench", "write"]);
+        assert!(
+            matches!(&plan(&cli)[..], [Workload::Write { connections, .. }] if connections == &[8])
+        );
     }
 }

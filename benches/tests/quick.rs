@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 14] = [
     "workload",
     "system",
     "ops_per_s",
@@ -18,6 +18,8 @@ const FIELDS: [&str; 12] = [
     "duplicated",
     "out_of_order",
     "server_cpu_s",
+    "server_cpu_us_per_op",
+    "client_cpu_us_per_op",
     "server_rss_kib",
     "params",
 ];
@@ -59,6 +61,10 @@ fn every_workload_runs_in_quick_mode_and_misses_nothing() {
             "server CPU not measured in {l}"
         );
         assert!(
+            l["client_cpu_us_per_op"].as_f64().unwrap_or(0.0) > 0.0,
+            "client CPU not measured in {l}"
+        );
+        assert!(
             l["server_rss_kib"].as_u64().unwrap_or(0) > 0,
             "server RSS not measured in {l}"
         );
@@ -70,8 +76,49 @@ fn every_workload_runs_in_quick_mode_and_misses_nothing() {
     for f in ["connections", "open_s", "rss_per_conn_kib"] {
         assert!(conns.get(f).is_some(), "{f} missing in {conns}");
     }
+    let write = lines
+        .iter()
+        .find(|l| l["workload"] == "write")
+        .expect("write ran");
+    assert_eq!(write["params"]["connections"], 2, "{write}");
     assert!(
         stderr.contains("open-file limit"),
         "the fd limit change is reported"
     );
+}
+
+/// `--peer quinn` (always built): W2 and W3 against the bare transport, each line
+/// beside Syncline's, nothing missed; and a comparison table per peer.
+#[test]
+fn the_bare_quinn_peer_runs_fanout_and_conns() {
+    common::build_server();
+    for args in [
+        &["fanout", "--subscribers", "5", "--rate", "50"][..],
+        &["conns", "--connections", "20"][..],
+    ] {
+        let out = Command::new(common::bench_bin())
+            .args(args)
+            .args(["--duration", "1", "--json", "--peer", "quinn"])
+            .output()
+            .expect("syncline-bench runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "syncline-bench failed:\n{stderr}");
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each stdout line is JSON"))
+            .collect();
+        let systems: Vec<&str> = lines.iter().filter_map(|l| l["system"].as_str()).collect();
+        assert_eq!(systems, ["syncline", "quinn"], "{args:?}");
+        for l in &lines {
+            for f in ["missed", "duplicated", "out_of_order"] {
+                assert_eq!(l[f], 0, "{f} in {l}");
+            }
+            assert!(l["ops_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{l}");
+            assert!(l["server_rss_kib"].as_u64().unwrap_or(0) > 0, "{l}");
+        }
+        assert!(
+            stderr.contains("ops/s quinn"),
+            "no comparison table:\n{stderr}"
+        );
+    }
 }

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::measure::{self, Delivery, Outcome, Progress};
+use super::workloads::{connection_of, join_followers, OPEN_LIMIT, OVERRUN};
 use super::{err, Error};
 
 /// Connections opened at once.
@@ -47,6 +48,19 @@ fn free_ports() -> Result<(u16, u16), Error> {
         a.local_addr().map_err(err)?.port(),
         b.local_addr().map_err(err)?.port(),
     ))
+}
+
+/// Fails at once, naming the package, if there is no etcd to start (checked before
+/// any workload runs, so a long run does not end on it).
+pub fn preflight() -> Result<(), Error> {
+    let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    match Command::new(&bin).arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err(format!(
+            "--peer etcd: cannot run {bin}; install etcd with \
+             `apt-get install etcd-server`, or set ETCD_BIN"
+        )),
+    }
 }
 
 impl EtcdUnderTest {
@@ -141,9 +155,14 @@ async fn put(c: &mut Client, key: &str, value: String) -> Result<i64, Error> {
     }
 }
 
+/// CPU used so far: etcd's and the harness's (server, client).
+fn cpu(etcd: &EtcdUnderTest) -> (f64, f64) {
+    (etcd.cpu_seconds(), measure::self_cpu_seconds())
+}
+
 fn outcome(
     etcd: &EtcdUnderTest,
-    cpu_before: f64,
+    cpu_before: (f64, f64),
     workload: &'static str,
     ops: f64,
     elapsed: Duration,
@@ -156,7 +175,9 @@ fn outcome(
         ops_per_s: ops / elapsed.as_secs_f64().max(1e-9),
         latency,
         delivery,
-        server_cpu_s: etcd.cpu_seconds() - cpu_before,
+        server_cpu_s: etcd.cpu_seconds() - cpu_before.0,
+        client_cpu_s: measure::self_cpu_seconds() - cpu_before.1,
+        cpu_ops: ops,
         server_rss_kib: etcd.rss_kib().1,
         // etcd speaks TCP: the UDP counters are Syncline's concern only.
         udp_rcvbuf_errors: 0,
@@ -167,23 +188,34 @@ fn outcome(
     }
 }
 
-/// W1 on etcd: `writers` clients each putting a ~200-byte value to its own key (or one
-/// of `shared` keys) as fast as acks come back.
+/// W1 on etcd: `writers` writers each putting a ~200-byte value to its own key (or one
+/// of `shared` keys) as fast as acks come back, over `connections` clients: a clone of
+/// an etcd `Client` shares its gRPC channel (one HTTP/2 connection, requests
+/// multiplexed on it), which is how etcd's own client shares a connection.
 pub async fn write(
     etcd: &EtcdUnderTest,
     writers: usize,
+    connections: usize,
     shared: Option<usize>,
     duration: Duration,
 ) -> Result<Outcome, Error> {
     let progress = Progress::new("etcd write");
-    let mut clients = Vec::with_capacity(writers);
-    for _ in 0..writers {
-        let mut c = etcd.client().await?;
-        // Connections are opened lazily: open each before the clock starts.
-        c.get("warm-up", None).await.map_err(err)?;
-        clients.push(c);
-    }
-    let cpu_before = etcd.cpu_seconds();
+    let connections = connections.clamp(1, writers.max(1));
+    let opened = measure::phase("etcd write: opening connections", OPEN_LIMIT, async {
+        let mut opened = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let mut c = etcd.client().await?;
+            // Connections are opened lazily: open each before the clock starts.
+            c.get("warm-up", None).await.map_err(err)?;
+            opened.push(c);
+        }
+        Ok(opened)
+    })
+    .await?;
+    let clients: Vec<Client> = (0..writers)
+        .map(|w| opened[connection_of(w, connections)].clone())
+        .collect();
+    let cpu_before = cpu(etcd);
     let (latency, elapsed) = super::workloads::write_loop(
         clients,
         shared,
@@ -203,7 +235,7 @@ pub async fn write(
         writes,
         elapsed,
         (latency, Delivery::default()),
-        json!({"writers": writers, "shared": shared, "duration_s": duration.as_secs_f64()}),
+        json!({"writers": writers, "connections": connections, "shared": shared, "duration_s": duration.as_secs_f64()}),
     );
     o.add_cpu_per_1000_writes(writes);
     Ok(o)
@@ -324,21 +356,30 @@ pub async fn fanout(
 ) -> Result<Outcome, Error> {
     const KEY: &str = "fanout";
     let progress = Progress::new("etcd fanout");
-    let mut writer = etcd.client().await?;
-    put(
-        &mut writer,
-        KEY,
-        json!({"seq": 0, "sent_ns": 0}).to_string(),
-    )
+    let writer = measure::phase("etcd fanout: opening the writer", OPEN_LIMIT, async {
+        let mut writer = etcd.client().await?;
+        put(
+            &mut writer,
+            KEY,
+            json!({"seq": 0, "sent_ns": 0}).to_string(),
+        )
+        .await?;
+        Ok(writer)
+    })
     .await?;
     let total = (duration.as_secs_f64() * f64::from(rate)).ceil() as u64;
+    let opened = measure::phase(
+        "etcd fanout: opening the watchers",
+        OPEN_LIMIT,
+        watchers(etcd, subscribers, KEY, &progress),
+    )
+    .await?;
     let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
-    let opened = watchers(etcd, subscribers, KEY, &progress).await?;
     let mut set = JoinSet::new();
     for (c, ws) in opened {
         set.spawn(follow(c, ws, total, limit));
     }
-    let cpu_before = etcd.cpu_seconds();
+    let cpu_before = cpu(etcd);
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut tick = tokio::time::interval(interval);
@@ -346,33 +387,31 @@ pub async fn fanout(
     // As for Syncline: sent at the rate without waiting for each ack, a bounded number
     // in flight (on the writer's one connection).
     let in_flight = Arc::new(Semaphore::new(256));
-    let mut writes = JoinSet::new();
     let pad = Arc::new("y".repeat(100));
-    for seq in 1..=total {
-        tick.tick().await;
-        let permit = in_flight.clone().acquire_owned().await.map_err(err)?;
-        let mut writer = writer.clone();
-        let pad = pad.clone();
-        writes.spawn(async move {
-            let value = json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": *pad});
-            let r = put(&mut writer, KEY, value.to_string()).await;
-            drop(permit);
-            r
-        });
-        if seq % u64::from(rate.max(1)) == 0 {
-            progress.update(seq as f64 / total as f64, "");
+    measure::phase("etcd fanout: writing", duration + OVERRUN, async {
+        let mut writes = JoinSet::new();
+        for seq in 1..=total {
+            tick.tick().await;
+            let permit = in_flight.clone().acquire_owned().await.map_err(err)?;
+            let mut writer = writer.clone();
+            let pad = pad.clone();
+            writes.spawn(async move {
+                let value = json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": *pad});
+                let r = put(&mut writer, KEY, value.to_string()).await;
+                drop(permit);
+                r
+            });
+            if seq % u64::from(rate.max(1)) == 0 {
+                progress.update(seq as f64 / total as f64, "");
+            }
         }
-    }
-    while let Some(r) = writes.join_next().await {
-        r.map_err(err)??;
-    }
-    let mut latency = measure::histogram();
-    let mut delivery = Delivery::default();
-    while let Some(r) = set.join_next().await {
-        let (h, d) = r.map_err(err)?;
-        latency.add(h).map_err(err)?;
-        delivery.add(&d);
-    }
+        while let Some(r) = writes.join_next().await {
+            r.map_err(err)??;
+        }
+        Ok(())
+    })
+    .await?;
+    let (latency, delivery) = join_followers("etcd fanout: delivering", set, limit).await?;
     progress.finish();
     let elapsed = start.elapsed();
     let mut o = outcome(
@@ -394,14 +433,23 @@ pub async fn fanout(
 pub async fn conns(etcd: &EtcdUnderTest, connections: usize) -> Result<Outcome, Error> {
     const KEY: &str = "conns";
     let progress = Progress::new("etcd conns");
-    let mut writer = etcd.client().await?;
-    put(&mut writer, KEY, json!({"seq": 0}).to_string()).await?;
+    let mut writer = measure::phase("etcd conns: opening the writer", OPEN_LIMIT, async {
+        let mut writer = etcd.client().await?;
+        put(&mut writer, KEY, json!({"seq": 0}).to_string()).await?;
+        Ok(writer)
+    })
+    .await?;
     // Let etcd settle before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _) = etcd.rss_kib();
-    let cpu_before = etcd.cpu_seconds();
+    let cpu_before = cpu(etcd);
     let start = Instant::now();
-    let opened = watchers(etcd, connections, KEY, &progress).await?;
+    let opened = measure::phase(
+        "etcd conns: opening the connections",
+        OPEN_LIMIT,
+        watchers(etcd, connections, KEY, &progress),
+    )
+    .await?;
     let open_s = start.elapsed().as_secs_f64();
     let opened_n = opened.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -418,13 +466,7 @@ pub async fn conns(etcd: &EtcdUnderTest, connections: usize) -> Result<Outcome, 
         json!({"seq": 1, "sent_ns": measure::now_ns()}).to_string(),
     )
     .await?;
-    let mut latency = measure::histogram();
-    let mut delivery = Delivery::default();
-    while let Some(r) = set.join_next().await {
-        let (h, d) = r.map_err(err)?;
-        latency.add(h).map_err(err)?;
-        delivery.add(&d);
-    }
+    let (latency, delivery) = join_followers("etcd conns: delivering", set, limit).await?;
     progress.finish();
     let delivered_in = write_at.elapsed();
     let mut o = outcome(
@@ -454,7 +496,7 @@ mod tests {
         }
         let etcd = EtcdUnderTest::start().await.unwrap();
         let pid = etcd.process.pid().unwrap();
-        let w = write(&etcd, 2, None, Duration::from_millis(300))
+        let w = write(&etcd, 4, 2, None, Duration::from_millis(300))
             .await
             .unwrap();
         let f = fanout(&etcd, 5, 50, Duration::from_millis(400))

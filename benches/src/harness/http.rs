@@ -15,9 +15,9 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 use syncline_client::{Client, ClientConfig};
 
-use super::measure::{Delivery, Outcome, Progress};
+use super::measure::{self, Delivery, Outcome, Progress};
 use super::server::ServerUnderTest;
-use super::workloads::{outcome, sample, write_loop};
+use super::workloads::{outcome, sample, write_loop, OPEN_LIMIT};
 use super::{err, Error};
 
 /// One backend's HTTPS connection.
@@ -103,32 +103,35 @@ pub async fn write(
         .with_no_client_auth();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
     // One API key per writer: the REST rate limit is per credential.
-    let admin = Client::connect(ClientConfig::from_admin(&server.admin).map_err(err)?)
-        .await
-        .map_err(err)?;
-    let service = &server.admin.default_service_sid;
-    let mut clients = Vec::with_capacity(writers);
-    for w in 0..writers {
-        let key = admin.create_key(Some("bench")).await.map_err(err)?;
-        let secret = key.secret.ok_or("a new key came without its secret")?;
-        let mut c = HttpWriter::connect(&tls, addr, (&key.sid, &secret)).await?;
-        // The documents exist first: an update by name does not create one.
-        let name = match shared {
-            Some(n) => format!("shared-{}", w % n.max(1)),
-            None => format!("writer-{w}"),
-        };
-        let path = format!("/v1/Services/{service}/Documents");
-        let status = c
-            .post(&path, form(&[("UniqueName", &name), ("Data", "{}")]))
-            .await?;
-        if status != 201 && status != 409 {
-            return Err(format!("creating {name} over HTTPS answered {status}"));
+    let service = server.admin.default_service_sid.clone();
+    let clients = measure::phase("write --http: opening connections", OPEN_LIMIT, async {
+        let admin = Client::connect(ClientConfig::from_admin(&server.admin).map_err(err)?)
+            .await
+            .map_err(err)?;
+        let mut clients = Vec::with_capacity(writers);
+        for w in 0..writers {
+            let key = admin.create_key(Some("bench")).await.map_err(err)?;
+            let secret = key.secret.ok_or("a new key came without its secret")?;
+            let mut c = HttpWriter::connect(&tls, addr, (&key.sid, &secret)).await?;
+            // The documents exist first: an update by name does not create one.
+            let name = match shared {
+                Some(n) => format!("shared-{}", w % n.max(1)),
+                None => format!("writer-{w}"),
+            };
+            let path = format!("/v1/Services/{service}/Documents");
+            let status = c
+                .post(&path, form(&[("UniqueName", &name), ("Data", "{}")]))
+                .await?;
+            if status != 201 && status != 409 {
+                return Err(format!("creating {name} over HTTPS answered {status}"));
+            }
+            clients.push(c);
         }
-        clients.push(c);
-    }
+        Ok(clients)
+    })
+    .await?;
     let progress = Progress::new("write --http");
     let before = sample(server);
-    let service = service.clone();
     let (latency, elapsed) = write_loop(
         clients,
         shared,

@@ -82,6 +82,39 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / if hz > 0.0 { hz } else { 100.0 })
 }
 
+/// CPU seconds (user + system) this process (the harness, every client in it) has
+/// used, from `getrusage(RUSAGE_SELF)`: finer than `/proc/self/stat`'s clock ticks.
+pub fn self_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given; RUSAGE_SELF is valid.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return 0.0;
+        }
+        u
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Runs one phase of a workload with a time limit: a phase that hangs (a peer that
+/// stopped answering, a subscriber that never confirms) ends the run with an error
+/// naming the phase instead of holding the harness forever.
+pub async fn phase<T>(
+    name: &str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{name}: {e}")),
+        Err(_) => Err(format!(
+            "{name}: did not finish within {:.0} s",
+            limit.as_secs_f64()
+        )),
+    }
+}
+
 /// (current RSS, peak RSS) in KiB, from `/proc/PID/status`.
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -186,6 +219,11 @@ pub struct Outcome {
     pub latency: Histogram<u64>,
     pub delivery: Delivery,
     pub server_cpu_s: f64,
+    /// The harness's own CPU over the same window (every client connection is in it).
+    pub client_cpu_s: f64,
+    /// What CPU is divided by for the per-op figures: acknowledged writes (W1),
+    /// delivered events (W2, W4), connections opened (W3).
+    pub cpu_ops: f64,
     pub server_rss_kib: u64,
     pub udp_rcvbuf_errors: u64,
     pub udp_in_errors: u64,
@@ -204,6 +242,8 @@ impl Outcome {
         connections: usize,
         (rss_before, rss_after): (u64, u64),
     ) {
+        // W3's CPU figures are per connection opened.
+        self.cpu_ops = opened as f64;
         let per_conn = rss_after.saturating_sub(rss_before) as f64 / connections.max(1) as f64;
         for (name, value) in [
             ("connections", json!(opened)),
@@ -242,6 +282,10 @@ impl Outcome {
             "duplicated": self.delivery.duplicated,
             "out_of_order": self.delivery.out_of_order,
             "server_cpu_s": (self.server_cpu_s * 1000.0).round() / 1000.0,
+            "client_cpu_s": (self.client_cpu_s * 1000.0).round() / 1000.0,
+            "server_cpu_us_per_op": per_op_us(self.server_cpu_s, self.cpu_ops),
+            "client_cpu_us_per_op": per_op_us(self.client_cpu_s, self.cpu_ops),
+            "cpu_ops": self.cpu_ops,
             "server_rss_kib": self.server_rss_kib,
             "udp_rcvbuf_errors": self.udp_rcvbuf_errors,
             "udp_in_errors": self.udp_in_errors,
@@ -253,6 +297,15 @@ impl Outcome {
             m.extend(c.clone());
         }
         v
+    }
+}
+
+/// CPU microseconds per operation, to 0.01 µs; 0 when there were no operations.
+fn per_op_us(cpu_s: f64, ops: f64) -> f64 {
+    if ops > 0.0 {
+        (cpu_s * 1e6 / ops * 100.0).round() / 100.0
+    } else {
+        0.0
     }
 }
 
@@ -315,6 +368,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn per_op_is_microseconds_and_zero_without_ops() {
+        assert_eq!(per_op_us(2.0, 1_000_000.0), 2.0);
+        assert_eq!(per_op_us(1.0, 0.0), 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_phase_past_its_limit_is_named() {
+        let e = phase("opening", Duration::from_millis(10), async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap_err();
+        assert!(e.contains("opening") && e.contains("within"), "{e}");
+        let e = phase("writing", Duration::from_secs(1), async {
+            Err::<(), _>("refused".to_owned())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e, "writing: refused");
+    }
+
+    #[test]
     fn delivery_accounting() {
         let mut d = Delivery::default();
         d.start_at(5);
@@ -332,6 +408,8 @@ mod tests {
     fn proc_readers_work_on_this_process() {
         let pid = std::process::id();
         assert!(cpu_seconds(pid).is_some());
+        let spin = (0..2_000_000u64).fold(0u64, |a, x| a.wrapping_add(x * x));
+        assert!(spin > 0 && self_cpu_seconds() > 0.0);
         let (rss, peak) = rss_kib(pid).unwrap();
         assert!(rss > 0 && peak >= rss);
     }

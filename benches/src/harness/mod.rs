@@ -1,12 +1,16 @@
 //! The load harness behind `syncline-bench`: a server under test (spawned or external),
 //! measurements read from `/proc`, and the workloads users run; the crash loop
-//! (`crash`); with the `etcd` feature, an etcd peer to compare against (`--peer etcd`).
+//! (`crash`); peers to compare against: bare quinn (`--peer quinn`, always built) and,
+//! with the `etcd` and `redis` features, `--peer etcd` and `--peer redis`.
 
 pub mod crash;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod http;
 pub mod measure;
+pub mod quinn;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod server;
 pub mod soak;
 pub mod workloads;

@@ -42,8 +42,19 @@ pub fn syncline_bin() -> Result<PathBuf, String> {
     ))
 }
 
-/// `syncline serve` on 127.0.0.1:0 over `data`, its stderr going to `stderr`.
-fn serve_command(data: &Path, relaxed: bool, stderr: Stdio) -> Result<Command, String> {
+/// The per-connection request rate the harness gives a server for W1: writers that
+/// share a connection (`write --connections`) send far more than the default 500
+/// requests/s on it, and the limit, not the server, would be measured.
+pub const WRITE_RATE_LIMIT: u32 = 1_000_000;
+
+/// `syncline serve` on 127.0.0.1:0 over `data`, its stderr going to `stderr`;
+/// `rate_limit` replaces the default per-connection request rate.
+fn serve_command(
+    data: &Path,
+    relaxed: bool,
+    rate_limit: Option<u32>,
+    stderr: Stdio,
+) -> Result<Command, String> {
     let mut cmd = Command::new(syncline_bin()?);
     // Port 0 for HTTPS too: harness runs (and tests) must not collide on 7401.
     cmd.args([
@@ -61,6 +72,9 @@ fn serve_command(data: &Path, relaxed: bool, stderr: Stdio) -> Result<Command, S
     if relaxed {
         cmd.arg("--relaxed");
     }
+    if let Some(rate) = rate_limit {
+        cmd.args(["--rate-limit", &rate.to_string()]);
+    }
     Ok(cmd)
 }
 
@@ -68,8 +82,14 @@ impl ServerUnderTest {
     /// Starts a fresh server on 127.0.0.1 in a temp dir. `relaxed` acknowledges writes
     /// before they are flushed.
     pub fn spawn(relaxed: bool) -> Result<Self, String> {
+        Self::spawn_with(relaxed, None)
+    }
+
+    /// [`spawn`](Self::spawn), with `rate_limit` requests/s per connection instead of
+    /// the server's default.
+    pub fn spawn_with(relaxed: bool, rate_limit: Option<u32>) -> Result<Self, String> {
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let child = serve_command(data.path(), relaxed, Stdio::inherit())?
+        let child = serve_command(data.path(), relaxed, rate_limit, Stdio::inherit())?
             .spawn()
             .map_err(|e| format!("starting syncline: {e}"))?;
         let admin_path = data.path().join("admin.json");
@@ -112,7 +132,7 @@ impl ServerUnderTest {
             .append(true)
             .open(log)
             .map_err(|e| format!("opening {}: {e}", log.display()))?;
-        let child = serve_command(data, relaxed, Stdio::from(stderr))?
+        let child = serve_command(data, relaxed, None, Stdio::from(stderr))?
             .spawn()
             .map_err(|e| format!("starting syncline: {e}"))?;
         let mut process = measure::MeasuredProcess(Some(child));

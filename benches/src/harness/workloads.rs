@@ -118,15 +118,17 @@ impl Connector {
     }
 }
 
-/// What the server used between two samples.
+/// What the server and the harness used between two samples.
 pub(super) struct ServerSample {
     cpu: f64,
+    client_cpu: f64,
     udp: (u64, u64),
 }
 
 pub(super) fn sample(server: &ServerUnderTest) -> ServerSample {
     ServerSample {
         cpu: server.cpu_seconds(),
+        client_cpu: measure::self_cpu_seconds(),
         udp: measure::udp_errors(),
     }
 }
@@ -148,6 +150,8 @@ pub(super) fn outcome(
         latency,
         delivery,
         server_cpu_s: after.cpu - before.cpu,
+        client_cpu_s: after.client_cpu - before.client_cpu,
+        cpu_ops: ops,
         server_rss_kib: server.rss_kib().1,
         udp_rcvbuf_errors: after.udp.0.saturating_sub(before.udp.0),
         udp_in_errors: after.udp.1.saturating_sub(before.udp.1),
@@ -157,19 +161,63 @@ pub(super) fn outcome(
     }
 }
 
-/// W1: `writers` connections each writing a ~200-byte document as fast as acks come back.
+/// How long opening the clients of a workload may take.
+pub(super) const OPEN_LIMIT: Duration = Duration::from_secs(120);
+/// How long a measured phase may overrun its planned duration (acks still in flight,
+/// subscribers draining) before it is called stuck.
+pub(super) const OVERRUN: Duration = Duration::from_secs(60);
+
+/// The connection writer `w` of `writers` uses when they share `connections`: writers
+/// are dealt round-robin, so the counts per connection differ by at most one.
+pub fn connection_of(w: usize, connections: usize) -> usize {
+    w % connections.max(1)
+}
+
+/// Waits for every follower (each gives up at `limit`; the phase's own limit past it
+/// is only a backstop) and adds up what they saw.
+pub(super) async fn join_followers(
+    name: &str,
+    mut set: JoinSet<(Histogram<u64>, Delivery)>,
+    limit: Instant,
+) -> Result<(Histogram<u64>, Delivery), Error> {
+    let backstop = limit.saturating_duration_since(Instant::now()) + OVERRUN;
+    measure::phase(name, backstop, async {
+        let mut latency = measure::histogram();
+        let mut delivery = Delivery::default();
+        while let Some(r) = set.join_next().await {
+            let (h, d) = r.map_err(err)?;
+            latency.add(h).map_err(err)?;
+            delivery.add(&d);
+        }
+        Ok((latency, delivery))
+    })
+    .await
+}
+
+/// W1: `writers` writers, each writing a ~200-byte document as fast as acks come back,
+/// multiplexed over `connections` connections (the client sends concurrent requests
+/// on one connection).
 pub async fn write(
     server: &ServerUnderTest,
     writers: usize,
+    connections: usize,
     shared: Option<usize>,
     duration: Duration,
 ) -> Result<Outcome, Error> {
     let connector = Connector::new(&server.admin)?;
     let progress = Progress::new("write");
-    let mut clients = Vec::new();
-    for _ in 0..writers {
-        clients.push(connector.backend().await?);
-    }
+    let connections = connections.clamp(1, writers.max(1));
+    let opened = measure::phase("write: opening connections", OPEN_LIMIT, async {
+        let mut opened = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            opened.push(connector.backend().await?);
+        }
+        Ok(opened)
+    })
+    .await?;
+    let clients: Vec<Client> = (0..writers)
+        .map(|w| opened[connection_of(w, connections)].clone())
+        .collect();
     let before = sample(server);
     let (latency, elapsed) = write_loop(
         clients,
@@ -190,7 +238,7 @@ pub async fn write(
         writes,
         elapsed,
         (latency, Delivery::default()),
-        json!({"writers": writers, "shared": shared, "duration_s": duration.as_secs_f64()}),
+        json!({"writers": writers, "connections": connections, "shared": shared, "duration_s": duration.as_secs_f64()}),
     );
     o.add_cpu_per_1000_writes(writes);
     Ok(o)
@@ -236,11 +284,16 @@ where
         });
     }
     let ticker = progress.tick_for(duration);
-    let mut latency = measure::histogram();
-    while let Some(r) = set.join_next().await {
-        latency.add(r.map_err(err)??).map_err(err)?;
-    }
+    let joined = measure::phase("writing", duration + OVERRUN, async {
+        let mut latency = measure::histogram();
+        while let Some(r) = set.join_next().await {
+            latency.add(r.map_err(err)??).map_err(err)?;
+        }
+        Ok(latency)
+    })
+    .await;
     ticker.abort();
+    let latency = joined?;
     progress.finish();
     Ok((latency, start.elapsed()))
 }
@@ -335,14 +388,21 @@ pub async fn fanout(
     let progress = Progress::new("fanout");
     // The server allows 500 requests/s per connection: a higher rate is spread over
     // several writer connections (the server still orders the writes by revision).
-    let mut writers = Vec::new();
-    for _ in 0..(rate as usize).div_ceil(400).max(1) {
-        writers.push(connector.backend().await?);
-    }
-    let first = fanout_write(&writers[0], kind, &json!({"seq": 0, "sent_ns": 0})).await?;
-    let clients = connector
-        .identities(subscribers, "sub", |_| vec!["fanout".into()], &progress)
-        .await?;
+    let writers = measure::phase("fanout: opening the writers", OPEN_LIMIT, async {
+        let mut writers = Vec::new();
+        for _ in 0..(rate as usize).div_ceil(400).max(1) {
+            writers.push(connector.backend().await?);
+        }
+        fanout_write(&writers[0], kind, &json!({"seq": 0, "sent_ns": 0})).await?;
+        Ok(writers)
+    })
+    .await?;
+    let clients = measure::phase(
+        "fanout: opening the subscribers",
+        OPEN_LIMIT,
+        connector.identities(subscribers, "sub", |_| vec!["fanout".into()], &progress),
+    )
+    .await?;
     let (target_tx, target_rx) = watch::channel(None);
     let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
     let mut set = JoinSet::new();
@@ -353,7 +413,6 @@ pub async fn fanout(
         }
         connections.push(client);
     }
-    let _ = first;
     let before = sample(server);
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
@@ -363,37 +422,47 @@ pub async fn fanout(
     // Writes are sent at the rate without waiting for each acknowledgement (a durable
     // ack takes longer than 1 ms), a bounded number in flight.
     let in_flight = Arc::new(Semaphore::new(256));
-    let mut writes = JoinSet::new();
     let pad = Arc::new("y".repeat(100));
-    for seq in 1..=total {
-        tick.tick().await;
-        let permit = in_flight.clone().acquire_owned().await.map_err(err)?;
-        let writer = writers[seq as usize % writers.len()].clone();
-        let pad = pad.clone();
-        writes.spawn(async move {
-            let data = json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": *pad});
-            let r = fanout_write(&writer, kind, &data).await;
-            drop(permit);
-            r
-        });
-        if seq % u64::from(rate.max(1)) == 0 {
-            progress.update(seq as f64 / total as f64, "");
+    let last = measure::phase("fanout: writing", duration + OVERRUN, async {
+        let mut writes = JoinSet::new();
+        for seq in 1..=total {
+            tick.tick().await;
+            let permit = in_flight.clone().acquire_owned().await.map_err(err)?;
+            let writer = writers[seq as usize % writers.len()].clone();
+            let pad = pad.clone();
+            writes.spawn(async move {
+                let data = json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": *pad});
+                let r = fanout_write(&writer, kind, &data).await;
+                drop(permit);
+                r
+            });
+            if seq % u64::from(rate.max(1)) == 0 {
+                progress.update(seq as f64 / total as f64, "");
+            }
         }
-    }
-    let mut last = 0;
-    while let Some(r) = writes.join_next().await {
-        last = last.max(r.map_err(err)??);
-    }
+        let mut last = 0;
+        while let Some(r) = writes.join_next().await {
+            last = last.max(r.map_err(err)??);
+        }
+        Ok(last)
+    })
+    .await?;
     target_tx.send_replace(Some(last));
-    let mut latency = measure::histogram();
-    let mut delivery = Delivery::default();
-    let mut resyncs = 0;
-    while let Some(r) = set.join_next().await {
-        let (h, d, rs) = r.map_err(err)?;
-        latency.add(h).map_err(err)?;
-        delivery.add(&d);
-        resyncs += rs;
-    }
+    // Each follower gives up at `limit`; the phase's own limit is only a backstop.
+    let drain_limit = limit.saturating_duration_since(Instant::now()) + OVERRUN;
+    let (latency, delivery, resyncs) = measure::phase("fanout: delivering", drain_limit, async {
+        let mut latency = measure::histogram();
+        let mut delivery = Delivery::default();
+        let mut resyncs = 0;
+        while let Some(r) = set.join_next().await {
+            let (h, d, rs) = r.map_err(err)?;
+            latency.add(h).map_err(err)?;
+            delivery.add(&d);
+            resyncs += rs;
+        }
+        Ok((latency, delivery, resyncs))
+    })
+    .await?;
     progress.finish();
     let elapsed = start.elapsed();
     let mut o = outcome(
@@ -414,20 +483,27 @@ pub async fn fanout(
 pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outcome, Error> {
     let connector = Connector::new(&server.admin)?;
     let progress = Progress::new("conns");
-    let writer = connector.backend().await?;
-    writer
-        .document("conns")
-        .set(&json!({"seq": 0}))
-        .await
-        .map_err(err)?;
+    let writer = measure::phase("conns: opening the writer", OPEN_LIMIT, async {
+        let writer = connector.backend().await?;
+        writer
+            .document("conns")
+            .set(&json!({"seq": 0}))
+            .await
+            .map_err(err)?;
+        Ok(writer)
+    })
+    .await?;
     // Let the server settle before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _) = server.rss_kib();
     let before = sample(server);
     let start = Instant::now();
-    let clients = connector
-        .identities(connections, "conn", |_| vec!["conns".into()], &progress)
-        .await?;
+    let clients = measure::phase(
+        "conns: opening the connections",
+        OPEN_LIMIT,
+        connector.identities(connections, "conn", |_| vec!["conns".into()], &progress),
+    )
+    .await?;
     let (target_tx, target_rx) = watch::channel(None);
     let limit = Instant::now() + Duration::from_secs(120);
     let (clients, subs): (Vec<Client>, Vec<Vec<Subscription>>) = clients.into_iter().unzip();
@@ -439,19 +515,27 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
         set.spawn(follow(sub, ObjectKind::Document, target_rx.clone(), limit));
     }
     let write_at = Instant::now();
-    let d = writer
-        .document("conns")
-        .set(&json!({"seq": 1, "sent_ns": measure::now_ns()}))
-        .await
-        .map_err(err)?;
-    target_tx.send_replace(Some(d.revision));
-    let mut latency = measure::histogram();
-    let mut delivery = Delivery::default();
-    while let Some(r) = set.join_next().await {
-        let (h, dl, _) = r.map_err(err)?;
-        latency.add(h).map_err(err)?;
-        delivery.add(&dl);
-    }
+    let (latency, delivery) = measure::phase(
+        "conns: delivering the write",
+        limit.saturating_duration_since(write_at) + OVERRUN,
+        async {
+            let d = writer
+                .document("conns")
+                .set(&json!({"seq": 1, "sent_ns": measure::now_ns()}))
+                .await
+                .map_err(err)?;
+            target_tx.send_replace(Some(d.revision));
+            let mut latency = measure::histogram();
+            let mut delivery = Delivery::default();
+            while let Some(r) = set.join_next().await {
+                let (h, dl, _) = r.map_err(err)?;
+                latency.add(h).map_err(err)?;
+                delivery.add(&dl);
+            }
+            Ok((latency, delivery))
+        },
+    )
+    .await?;
     progress.finish();
     let delivered_in = write_at.elapsed();
     let mut o = outcome(
@@ -478,24 +562,28 @@ pub async fn chat(
 ) -> Result<Outcome, Error> {
     let connector = Connector::new(&server.admin)?;
     let progress = Progress::new("chat");
-    let setup = connector.backend().await?;
-    for r in 0..rooms {
-        setup
-            .list(&format!("room-{r}"))
-            .create(None)
-            .await
-            .map_err(err)?;
-        setup
-            .map(&format!("roster-{r}"))
-            .create(None)
-            .await
-            .map_err(err)?;
-        setup
-            .stream(&format!("typing-{r}"))
-            .create(None)
-            .await
-            .map_err(err)?;
-    }
+    measure::phase("chat: creating the rooms", OPEN_LIMIT, async {
+        let setup = connector.backend().await?;
+        for r in 0..rooms {
+            setup
+                .list(&format!("room-{r}"))
+                .create(None)
+                .await
+                .map_err(err)?;
+            setup
+                .map(&format!("roster-{r}"))
+                .create(None)
+                .await
+                .map_err(err)?;
+            setup
+                .stream(&format!("typing-{r}"))
+                .create(None)
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    })
+    .await?;
     let room_objects = |r: usize| {
         [
             (format!("room-{r}"), ObjectKind::List),
@@ -503,14 +591,17 @@ pub async fn chat(
             (format!("typing-{r}"), ObjectKind::Stream),
         ]
     };
-    let opened = connector
-        .identities(
+    let opened = measure::phase(
+        "chat: opening the members",
+        OPEN_LIMIT,
+        connector.identities(
             rooms * members,
             "member",
             |i| room_objects(i / members).map(|(name, _)| name).to_vec(),
             &progress,
-        )
-        .await?;
+        ),
+    )
+    .await?;
     let (target_tx, target_rx) = watch::channel::<Option<u64>>(None);
     let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
     // One follower per (room, object) per member; targets are per object, so each
@@ -534,48 +625,60 @@ pub async fn chat(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut last: std::collections::HashMap<String, u64> = Default::default();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    for n in 0..total {
-        tick.tick().await;
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let who = (rng % clients.len() as u64) as usize;
-        let room = who / members;
-        let c = &clients[who];
-        let sent = json!({"from": who, "n": n, "sent_ns": measure::now_ns()});
-        let list = format!("room-{room}");
-        let rev = c.list(&list).push(&sent).await.map_err(err)?.revision;
-        last.insert(list, rev);
-        if n % 2 == 0 {
-            let typing = format!("typing-{room}");
-            let seq = c.stream(&typing).publish(&sent).await.map_err(err)?;
-            last.insert(typing, seq);
+    let posting = measure::phase("chat: posting", duration + OVERRUN, async {
+        for n in 0..total {
+            tick.tick().await;
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let who = (rng % clients.len() as u64) as usize;
+            let room = who / members;
+            let c = &clients[who];
+            let sent = json!({"from": who, "n": n, "sent_ns": measure::now_ns()});
+            let list = format!("room-{room}");
+            let rev = c.list(&list).push(&sent).await.map_err(err)?.revision;
+            last.insert(list, rev);
+            if n % 2 == 0 {
+                let typing = format!("typing-{room}");
+                let seq = c.stream(&typing).publish(&sent).await.map_err(err)?;
+                last.insert(typing, seq);
+            }
+            if n % 5 == 0 {
+                let roster = format!("roster-{room}");
+                let rev = c
+                    .map(&roster)
+                    .set(&format!("m{who}"), &sent)
+                    .await
+                    .map_err(err)?
+                    .revision;
+                last.insert(roster, rev);
+            }
+            if n % u64::from(rate.max(1)) == 0 {
+                progress.update(n as f64 / total as f64, "");
+            }
         }
-        if n % 5 == 0 {
-            let roster = format!("roster-{room}");
-            let rev = c
-                .map(&roster)
-                .set(&format!("m{who}"), &sent)
-                .await
-                .map_err(err)?
-                .revision;
-            last.insert(roster, rev);
-        }
-        if n % u64::from(rate.max(1)) == 0 {
-            progress.update(n as f64 / total as f64, "");
-        }
-    }
+        Ok(())
+    });
+    posting.await?;
     for (name, tx) in &targets {
         // Objects nobody wrote to are at revision 0 (sequence 0): nothing to wait for.
         tx.send_replace(Some(last.get(name).copied().unwrap_or(0)));
     }
     let mut latency = measure::histogram();
     let mut delivery = Delivery::default();
-    while let Some(r) = set.join_next().await {
-        let (h, d, _) = r.map_err(err)?;
-        latency.add(h).map_err(err)?;
-        delivery.add(&d);
-    }
+    measure::phase(
+        "chat: delivering",
+        limit.saturating_duration_since(Instant::now()) + OVERRUN,
+        async {
+            while let Some(r) = set.join_next().await {
+                let (h, d, _) = r.map_err(err)?;
+                latency.add(h).map_err(err)?;
+                delivery.add(&d);
+            }
+            Ok(())
+        },
+    )
+    .await?;
     progress.finish();
     Ok(outcome(
         server,
@@ -586,4 +689,23 @@ pub async fn chat(
         (latency, delivery),
         json!({"rooms": rooms, "members": members, "rate": rate, "duration_s": duration.as_secs_f64(), "messages": total}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_of;
+
+    #[test]
+    fn writers_are_dealt_evenly_over_the_connections() {
+        for (writers, connections) in [(64, 8), (64, 64), (64, 5), (3, 1)] {
+            let mut per = vec![0; connections];
+            for w in 0..writers {
+                per[connection_of(w, connections)] += 1;
+            }
+            let (lo, hi) = (per.iter().min(), per.iter().max());
+            assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{per:?}");
+            assert!(per.iter().all(|&n| n > 0), "{per:?}");
+        }
+        assert_eq!(connection_of(5, 0), 0, "no connections means one");
+    }
 }

@@ -129,6 +129,10 @@ struct ServeArgs {
     /// last packet. The server pings idle clients at a third of it.
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
     idle_timeout_ms: u64,
+    /// Requests per second each connection may send (token bucket, burst twice this).
+    /// The load harness raises it so that 64 writers can share a few connections.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1001,6 +1005,10 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
     options.durable = !args.relaxed;
     options.reap_interval = Duration::from_millis(args.reap_interval_ms.max(10));
     options.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    options.rate = crate::state::RateLimit {
+        per_second: f64::from(args.rate_limit),
+        burst: 2.0 * f64::from(args.rate_limit),
+    };
     let server = Server::start(options)
         .await
         .map_err(|e| Error::Config(e.to_string()))?;
