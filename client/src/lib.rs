@@ -13,6 +13,8 @@
 //! - [`Subscription`]: a snapshot, then every change in revision order, applied to its
 //!   [`Replica`] first; it survives lost connections without duplicates or gaps, and is a
 //!   `futures::Stream`.
+//! - Presence: [`Map::set_ephemeral`] and [`List::push_ephemeral`] write items that live
+//!   as long as this identity has a live connection (see `client/examples/presence.rs`).
 //! - [`Error`]: every failure has a stable [`ErrorCode`].
 //!
 //! ```no_run
