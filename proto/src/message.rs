@@ -212,6 +212,17 @@ pub struct ServiceFlags {
     pub friendly_name: Option<String>,
 }
 
+impl ServiceFlags {
+    /// Twilio's default `reachability_debouncing_window`.
+    pub const DEFAULT_DEBOUNCING_WINDOW_MS: u32 = 5_000;
+
+    /// The debouncing window in effect: the one set, or Twilio's default.
+    pub fn debouncing_window_ms(&self) -> u32 {
+        self.reachability_debouncing_window_ms
+            .unwrap_or(Self::DEFAULT_DEBOUNCING_WINDOW_MS)
+    }
+}
+
 /// Whether access-token holders may create objects in a service (by writing to a free
 /// name, pushing to a new list, publishing to a new stream, or `create`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

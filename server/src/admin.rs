@@ -20,7 +20,6 @@ use crate::store::{ApiKeyRecord, ServiceRecord, StoreError};
 use crate::{fanout, now_ms};
 
 /// Default and bounds of `reachability_debouncing_window_ms`.
-const DEBOUNCE_DEFAULT_MS: u32 = 5_000;
 const DEBOUNCE_RANGE_MS: std::ops::RangeInclusive<u32> = 1_000..=30_000;
 
 fn store_err(e: StoreError) -> WireError {
@@ -38,10 +37,7 @@ pub fn service_info(shared: &Shared, s: &ServiceRecord) -> ServiceInfo {
         webhooks_from_backend: s.flags.webhooks_from_backend,
         reachability_webhooks_enabled: s.flags.reachability_webhooks_enabled,
         reachability_debouncing_enabled: s.flags.reachability_debouncing_enabled,
-        reachability_debouncing_window_ms: s
-            .flags
-            .reachability_debouncing_window_ms
-            .unwrap_or(DEBOUNCE_DEFAULT_MS),
+        reachability_debouncing_window_ms: s.flags.debouncing_window_ms(),
         date_created: s.date_created,
         date_updated: s.date_updated,
         token_create: s.flags.token_create,

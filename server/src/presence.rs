@@ -159,18 +159,11 @@ impl Presence {
 fn window(service: &ServiceRecord, after_restart: bool) -> Duration {
     let flags = &service.flags;
     if flags.reachability_debouncing_enabled || after_restart {
-        Duration::from_millis(u64::from(
-            flags
-                .reachability_debouncing_window_ms
-                .unwrap_or(DEFAULT_WINDOW_MS),
-        ))
+        Duration::from_millis(u64::from(flags.debouncing_window_ms()))
     } else {
         Duration::ZERO
     }
 }
-
-/// Twilio's default `reachability_debouncing_window`.
-pub const DEFAULT_WINDOW_MS: u32 = 5_000;
 
 /// A connection of `owner` authenticated: counts it, and tells reachability webhooks
 /// when the identity was away. Awaited before the connection is welcomed, so that its
