@@ -42,6 +42,8 @@ pub struct ServerOptions {
     pub log_retention: u64,
     /// `false` acknowledges writes before they are flushed (relaxed mode; off by default).
     pub durable: bool,
+    /// Free space kept on the data directory's file system: writes are refused below it.
+    pub keep_free_bytes: u64,
     /// How long a silent QUIC connection lives (`net::DEFAULT_IDLE_TIMEOUT`).
     pub idle_timeout: Duration,
     /// Webhook delivery: queue bound, lanes, timeout, retries.
@@ -61,6 +63,7 @@ impl ServerOptions {
             reap_interval: Duration::from_secs(1),
             log_retention: 1000,
             durable: true,
+            keep_free_bytes: crate::store::DEFAULT_KEEP_FREE_BYTES,
             idle_timeout: net::DEFAULT_IDLE_TIMEOUT,
             webhooks: WebhookOptions::default(),
         }
@@ -93,7 +96,8 @@ impl Server {
         let data_dir = config::prepare_data_dir(&opts.data_dir)?;
         let tls = config::tls_identity(&data_dir, opts.cert.as_deref(), opts.key.as_deref())?;
         let store = SledStore::open(&data_dir.join("db"), opts.log_retention, opts.durable)
-            .map_err(ConfigError::from)?;
+            .map_err(ConfigError::from)?
+            .keep_free(opts.keep_free_bytes);
         let (installation, admin_key, created) = config::installation(&store).await?;
         let auth_token = config::auth_token(&store).await?;
         let http = match opts.http_listen {

@@ -325,6 +325,8 @@ pub struct ServerProcess {
     pub child: Child,
     pub admin: AdminConfig,
     pub data: PathBuf,
+    /// `serve` flags beyond the tests' defaults, kept for restarts.
+    pub extra_args: Vec<String>,
 }
 
 impl ServerProcess {
@@ -341,19 +343,41 @@ impl ServerProcess {
     /// As [`ServerProcess::start`], the server's log (warnings and errors) going to
     /// `stderr` (a file, to read what the server said).
     pub fn start_logging(data: &Path, stderr: impl Into<Stdio>) -> ServerProcess {
-        Self::start_with_log(data, "127.0.0.1:0", stderr)
+        Self::start_logging_with(data, &[], stderr)
     }
 
-    fn start_with_log(data: &Path, listen: &str, stderr: impl Into<Stdio>) -> ServerProcess {
-        let (child, admin) = Self::spawn(data, listen, stderr);
+    /// As [`ServerProcess::start_logging`], with more `serve` flags (`--keep-free-mib 4`).
+    pub fn start_logging_with(
+        data: &Path,
+        extra_args: &[&str],
+        stderr: impl Into<Stdio>,
+    ) -> ServerProcess {
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let (child, admin) = Self::spawn(data, "127.0.0.1:0", &extra_args, stderr);
         ServerProcess {
             child,
             admin,
             data: data.to_owned(),
+            extra_args,
         }
     }
 
-    fn spawn(data: &Path, listen: &str, stderr: impl Into<Stdio>) -> (Child, AdminConfig) {
+    fn start_with_log(data: &Path, listen: &str, stderr: impl Into<Stdio>) -> ServerProcess {
+        let (child, admin) = Self::spawn(data, listen, &[], stderr);
+        ServerProcess {
+            child,
+            admin,
+            data: data.to_owned(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    fn spawn(
+        data: &Path,
+        listen: &str,
+        extra_args: &[String],
+        stderr: impl Into<Stdio>,
+    ) -> (Child, AdminConfig) {
         let admin_path = data.join("admin.json");
         let _ = std::fs::remove_file(&admin_path);
         let child = Command::new(syncline_bin())
@@ -368,6 +392,7 @@ impl ServerProcess {
                 "--data",
             ])
             .arg(data)
+            .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -395,7 +420,12 @@ impl ServerProcess {
             .expect("kill runs");
         assert!(status.success(), "kill -TERM {pid}");
         let _ = self.child.wait();
-        let (child, admin) = Self::spawn(&self.data, &self.admin.server, Stdio::null());
+        let (child, admin) = Self::spawn(
+            &self.data,
+            &self.admin.server,
+            &self.extra_args,
+            Stdio::null(),
+        );
         self.child = child;
         self.admin = admin;
     }

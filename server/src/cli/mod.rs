@@ -133,6 +133,10 @@ struct ServeArgs {
     /// The load harness raises it so that 64 writers can share a few connections.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     rate_limit: u32,
+    /// Free space (MiB) kept on the data directory's file system: below it, writes are
+    /// refused with `Unavailable` until space is freed; reads go on. 0: write until full.
+    #[arg(long, default_value_t = crate::store::DEFAULT_KEEP_FREE_BYTES >> 20)]
+    keep_free_mib: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1005,6 +1009,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
     options.durable = !args.relaxed;
     options.reap_interval = Duration::from_millis(args.reap_interval_ms.max(10));
     options.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    options.keep_free_bytes = args.keep_free_mib.saturating_mul(1 << 20);
     options.rate = crate::state::RateLimit {
         per_second: f64::from(args.rate_limit),
         burst: 2.0 * f64::from(args.rate_limit),

@@ -7,7 +7,7 @@
 
 mod sled_store;
 
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, DEFAULT_KEEP_FREE_BYTES};
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -33,10 +33,17 @@ pub struct SledStore {
     handles: Arc<RwLock<Option<Handles>>>,
     /// A write failed on a storage error: writes are refused until a reopen succeeds.
     broken: AtomicBool,
+    /// Writes are being refused because free space fell under `keep_free_bytes`.
+    short_of_space: AtomicBool,
+    /// Free space kept on the data directory's file system: writes are refused below it,
+    /// so that sled itself never meets a full disk (see [`DEFAULT_KEEP_FREE_BYTES`]).
+    keep_free_bytes: u64,
     dir: std::path::PathBuf,
     log_retention: u64,
     durable: bool,
     registry: Arc<RwLock<Registry>>,
+    /// Hears when the database dropped by a reopen is closed; `Some` while it is not.
+    closing: Arc<std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>>,
 }
 
 /// Services and API keys, held in memory as well as on disk. Every request checks its
@@ -72,26 +79,72 @@ fn is_full(text: &str) -> bool {
 /// room would leave the store without even its reads.
 pub const REOPEN_FREE_BYTES: u64 = 8 << 20;
 
+/// Free space kept on the data directory's file system unless the operator says
+/// otherwise (`serve --keep-free-mib`). Writes are refused with `Unavailable` below it,
+/// before sled sees the disk full: a sled database that met `ENOSPC` fails its reads
+/// too (a read helps finish a node split, which writes), until it is opened again.
+/// A few large batches' worth: a batch is at most `MAX_BATCH` writes of at most 16 KiB.
+pub const DEFAULT_KEEP_FREE_BYTES: u64 = 64 << 20;
+
 #[derive(Clone)]
 struct Handles {
     db: sled::Db,
     tree: sled::Tree,
 }
 
+/// How long closing a broken database may take. sled's close flushes, and after a
+/// storage failure that flush can wait forever for a log buffer that is never written
+/// (seen on a full disk: `make_stable` on a condition variable nobody signals).
+const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Drops the database (and with it, once sled's flusher lets go, the directory's lock)
-/// and opens it again, reloading the in-memory registry from what is on disk.
+/// and opens it again, reloading the in-memory registry from what is on disk. The old
+/// one is closed on a thread of its own ([`close_in_background`]): a close that does
+/// not finish leaves the store refusing, not a task hanging.
 fn reopen(
     handles: &RwLock<Option<Handles>>,
     registry: &RwLock<Registry>,
+    closing: &std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     dir: &std::path::Path,
 ) -> StoreResult<()> {
     let mut slot = handles.write().unwrap_or_else(|e| e.into_inner());
-    *slot = None;
+    let mut closing = closing.lock().unwrap_or_else(|e| e.into_inner());
+    // The first attempt waits for the close; later ones (at later writes) only look.
+    let mut wait = std::time::Duration::ZERO;
+    if let Some(old) = slot.take() {
+        *closing = Some(close_in_background(old)?);
+        wait = CLOSE_DEADLINE;
+    }
+    if let Some(closed) = closing.as_ref() {
+        match closed.recv_timeout(wait) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => *closing = None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(StoreError::Unavailable(
+                    "the database is still closing after a storage failure; \
+                     if this lasts, restart the server to resume writes"
+                        .into(),
+                ))
+            }
+        }
+    }
     let db = open_db(dir)?;
     let tree = db.open_tree("syncline").map_err(engine)?;
     *registry.write().unwrap_or_else(|e| e.into_inner()) = load_registry(&tree)?;
     *slot = Some(Handles { db, tree });
     Ok(())
+}
+
+/// Drops `old` on a thread of its own; the receiver hears when it is gone.
+fn close_in_background(old: Handles) -> StoreResult<std::sync::mpsc::Receiver<()>> {
+    let (closed, done) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("sled-close".into())
+        .spawn(move || {
+            drop(old);
+            let _ = closed.send(());
+        })
+        .map_err(|e| StoreError::Unavailable(format!("closing the database: {e}")))?;
+    Ok(done)
 }
 
 /// Services and API keys as stored.
@@ -364,11 +417,21 @@ impl SledStore {
         Ok(SledStore {
             handles: Arc::new(RwLock::new(Some(Handles { db, tree }))),
             broken: AtomicBool::new(false),
+            short_of_space: AtomicBool::new(false),
+            keep_free_bytes: DEFAULT_KEEP_FREE_BYTES,
             dir: dir.to_owned(),
             log_retention,
             durable,
             registry: Arc::new(RwLock::new(registry)),
+            closing: Arc::default(),
         })
+    }
+
+    /// Keeps `bytes` free on the data directory's file system (writes are refused
+    /// below it); 0 lets writes run until the disk itself is full.
+    pub fn keep_free(mut self, bytes: u64) -> Self {
+        self.keep_free_bytes = bytes;
+        self
     }
 
     /// The open database, or `Unavailable` while it is being reopened.
@@ -425,15 +488,17 @@ impl SledStore {
     }
 
     async fn reopen_blocking(&self) -> StoreResult<()> {
-        let (handles, registry, dir) = (
+        let (handles, registry, closing, dir) = (
             self.handles.clone(),
             self.registry.clone(),
+            self.closing.clone(),
             self.dir.clone(),
         );
-        let reopened = tokio::task::spawn_blocking(move || reopen(&handles, &registry, &dir))
-            .await
-            .map_err(|e| StoreError::Engine(format!("reopen task: {e}")))
-            .and_then(|r| r);
+        let reopened =
+            tokio::task::spawn_blocking(move || reopen(&handles, &registry, &closing, &dir))
+                .await
+                .map_err(|e| StoreError::Engine(format!("reopen task: {e}")))
+                .and_then(|r| r);
         match &reopened {
             Ok(()) => {
                 self.broken.store(false, Ordering::SeqCst);
@@ -925,10 +990,24 @@ impl Store for SledStore {
     }
 
     async fn writable(&self) -> StoreResult<()> {
+        let free = self.free_bytes()?;
+        if free < self.keep_free_bytes {
+            if !self.short_of_space.swap(true, Ordering::SeqCst) {
+                error!(dir = %self.dir.display(), free, keep_free = self.keep_free_bytes,
+                    "storage is nearly full: writes are refused until space is freed; reads go on");
+            }
+            return Err(StoreError::Unavailable(format!(
+                "storage is full: {free} bytes free under {}, writes resume above {}",
+                self.dir.display(),
+                self.keep_free_bytes
+            )));
+        }
+        if self.short_of_space.swap(false, Ordering::SeqCst) {
+            warn!(dir = %self.dir.display(), free, "space was freed: writes resume");
+        }
         if !self.broken.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let free = self.free_bytes()?;
         if free < REOPEN_FREE_BYTES {
             return Err(StoreError::Unavailable(format!(
                 "storage is full: {free} bytes free under {}, {REOPEN_FREE_BYTES} needed to resume writes",
@@ -1256,6 +1335,23 @@ mod tests {
 
     /// Services and keys are served from memory: every change must show at once, and
     /// the map must come back whole from disk after a restart.
+    #[tokio::test]
+    async fn writes_are_refused_below_the_kept_free_space_and_resume_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 10, true)
+            .unwrap()
+            .keep_free(u64::MAX);
+        let refused = store.writable().await.unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Unavailable(m) if m.contains("storage is full")),
+            "{refused}"
+        );
+        // Reads are not affected; the same store takes writes once the reserve is met.
+        assert!(store.services().await.unwrap().is_empty());
+        let store = store.keep_free(0);
+        store.writable().await.unwrap();
+    }
+
     #[tokio::test]
     async fn services_and_keys_read_back_after_changes_and_reopening() {
         let dir = tempfile::tempdir().unwrap();
