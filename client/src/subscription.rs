@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tracing::debug;
 
 use crate::connection::{unexpected, Link};
 use crate::document::DocumentState;
+use crate::offline::Known;
 use crate::{Client, Error, Result};
 
 pub(crate) fn parse(s: &str) -> Result<Value> {
@@ -26,7 +27,7 @@ pub(crate) fn parse(s: &str) -> Result<Value> {
 }
 
 /// A list or map item. `revision` is the object revision at which it last changed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Item {
     /// Index (lists) or key (maps).
     pub key: ItemKey,
@@ -60,7 +61,7 @@ impl TryFrom<ItemInfo> for Item {
 }
 
 /// A list's or map's local copy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CollectionReplica {
     /// The object's metadata as of the replica's revision.
     pub info: ObjectInfo,
@@ -68,6 +69,7 @@ pub struct CollectionReplica {
     /// time, and everything pushed since). Maps: 0, all items.
     pub window_start: u64,
     /// The items held, by key.
+    #[serde(with = "crate::persist::items_as_list")]
     pub items: BTreeMap<ItemKey, Item>,
 }
 
@@ -80,8 +82,9 @@ impl CollectionReplica {
     }
 }
 
-/// The local copy of a subscribed object.
-#[derive(Debug, Clone, PartialEq)]
+/// The local copy of a subscribed object. [`Replica::save`] and [`Replica::load`] keep
+/// it in a file across restarts; [`Client::resume`] continues from it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Replica {
     /// Nothing yet (resumed from a bare revision, before any snapshot), or removed.
     Empty,
@@ -255,6 +258,17 @@ impl Client {
     ) -> Result<Subscription> {
         let link = self.link().await?;
         let opened = self.open_subscription(link, object, options).await?;
+        let known = self.core().offline.is_some().then(|| {
+            let mut known = Known {
+                sid: opened.object_sid.clone(),
+                unique_name: (!syncline_proto::ids::is_sid(object)).then(|| object.to_owned()),
+                ..Known::default()
+            };
+            known.reset(&replica);
+            let known = Arc::new(Mutex::new(known));
+            self.core().bases.register(&known);
+            known
+        });
         Ok(Subscription {
             client: self.clone(),
             link: opened.link,
@@ -270,6 +284,7 @@ impl Client {
             resumed: false,
             reopening: None,
             ended: false,
+            known,
         })
     }
 
@@ -368,6 +383,9 @@ pub struct Subscription {
     /// A resubscription under way (after a lost connection or a cut-off).
     reopening: Option<Pin<Box<dyn Future<Output = Result<Opened>> + Send>>>,
     ended: bool,
+    /// The replica's revisions, shared with the client for offline writes' bases (with
+    /// `offline_writes` only).
+    known: Option<Arc<Mutex<Known>>>,
 }
 
 impl Subscription {
@@ -520,6 +538,7 @@ impl Subscription {
                 ObjectState::Document(d) => {
                     self.replica = Replica::Document(d.try_into()?);
                     self.resumed = false;
+                    self.track(|k, r| k.reset(r));
                     SyncEventKind::Snapshot
                 }
                 ObjectState::List { info, window_start } => {
@@ -572,6 +591,7 @@ impl Subscription {
                 }
                 self.replica = self.building.take().unwrap_or(Replica::Empty);
                 self.resumed = false;
+                self.track(|k, r| k.reset(r));
                 SyncEventKind::Snapshot
             }
             EventKind::DocumentUpdated {
@@ -586,6 +606,7 @@ impl Subscription {
                     d.revision = revision;
                     d.date_updated = date_updated;
                 }
+                self.track(|k, _| k.revision = Some(revision));
                 SyncEventKind::DocumentUpdated { data, previous }
             }
             EventKind::ItemAdded { item } => {
@@ -610,6 +631,12 @@ impl Subscription {
                     c.items.remove(&key);
                     c.info.revision = revision;
                 }
+                self.track(|k, _| {
+                    if let Some(items) = k.items.as_mut() {
+                        items.remove(&key);
+                    }
+                    k.revision = Some(revision);
+                });
                 SyncEventKind::ItemRemoved {
                     key,
                     previous: parse(&previous)?,
@@ -631,6 +658,7 @@ impl Subscription {
             EventKind::ObjectRemoved { reason } => {
                 self.ended = true;
                 self.replica = Replica::Empty;
+                self.track(|k, _| k.removed = true);
                 SyncEventKind::Removed { reason }
             }
             EventKind::SubscriptionEnded { error } => {
@@ -651,12 +679,29 @@ impl Subscription {
 
     /// Puts an added or updated item into a collection replica (idempotent).
     fn upsert(&mut self, revision: u64, item: &Item) {
+        let mut held = false;
         if let Some(c) = self.replica.collection() {
-            if c.holds(&item.key) {
+            held = c.holds(&item.key);
+            if held {
                 c.items.insert(item.key.clone(), item.clone());
             }
             c.info.revision = revision;
             c.info.date_updated = item.date_updated;
+        }
+        self.track(|k, _| {
+            if let Some(items) = k.items.as_mut().filter(|_| held) {
+                items.insert(item.key.clone(), item.revision);
+            }
+            k.revision = Some(revision);
+        });
+    }
+
+    /// Keeps the client's view of this replica's revisions current (offline writes).
+    fn track(&self, f: impl FnOnce(&mut Known, &Replica)) {
+        if let Some(known) = &self.known {
+            if let Ok(mut k) = known.lock() {
+                f(&mut k, &self.replica);
+            }
         }
     }
 }
