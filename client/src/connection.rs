@@ -494,6 +494,15 @@ impl Core {
         Ok(link)
     }
 
+    /// Whether a live link is there now.
+    pub(crate) fn connected(&self) -> bool {
+        self.status
+            .borrow()
+            .link
+            .as_ref()
+            .is_some_and(|l| !l.is_closed())
+    }
+
     /// Publishes a new state (and link).
     pub(crate) fn publish(&self, state: ConnectionState, link: Option<Arc<Link>>) {
         debug!(?state, "connection state");
@@ -666,6 +675,21 @@ impl Client {
         Ok(endpoint)
     }
 
+    /// A client that connects in the background: it returns at once, whether the server
+    /// is reachable or not, and makes its first connection the way it reconnects (at
+    /// once, then with backoff; see [`ReconnectPolicy`]). For an app that starts
+    /// offline: with [`ClientConfig::with_offline_writes`] its writes queue and
+    /// [`Client::resume`] hands back a subscription with the saved replica at once. A
+    /// refused credential ends it in `Denied`, as after a reconnect
+    /// ([`Client::state_changes`] says so); only an unusable config fails here.
+    pub fn start(config: ClientConfig) -> Result<Client> {
+        let endpoint = Self::endpoint_for(&config)?;
+        let credential = config.credential.clone();
+        let core = Self::core_for(config, endpoint, credential);
+        tokio::spawn(crate::reconnect::supervise(core.clone(), None));
+        Ok(Self::around(core))
+    }
+
     /// Connects through an endpoint made by [`Client::endpoint_for`] (same server and CA;
     /// the credential may differ).
     pub async fn connect_via(config: ClientConfig, endpoint: quinn::Endpoint) -> Result<Client> {
@@ -676,6 +700,38 @@ impl Client {
                 credential = Credential::Token(provider().await?);
             }
         }
+        let core = Self::core_for(config, endpoint, credential);
+        let link = match core.open_link().await {
+            Ok(link) => link,
+            // An expired token from the config: the provider is asked once, now.
+            Err(e) if crate::reconnect::wants_fresh_token(&core, &e) => {
+                crate::reconnect::refresh_credential(&core).await?;
+                core.open_link().await?
+            }
+            Err(e) => return Err(e),
+        };
+        let link = Arc::new(link);
+        core.publish(ConnectionState::Connected, Some(link.clone()));
+        tokio::spawn(crate::reconnect::supervise(core.clone(), Some(link)));
+        Ok(Self::around(core))
+    }
+
+    /// A client handle owning `core`, with its offline queue's sender if it has one.
+    fn around(core: Arc<Core>) -> Client {
+        if core.offline.is_some() {
+            tokio::spawn(crate::offline::drain(core.clone()));
+        }
+        Client {
+            inner: Arc::new(Handle { core }),
+            deadline: None,
+        }
+    }
+
+    fn core_for(
+        config: ClientConfig,
+        endpoint: quinn::Endpoint,
+        credential: Credential,
+    ) -> Arc<Core> {
         let placeholder = Welcome {
             connection_id: 0,
             identity: None,
@@ -691,7 +747,7 @@ impl Client {
             state: ConnectionState::Connecting,
             link: None,
         });
-        let core = Arc::new(Core {
+        Arc::new(Core {
             endpoint,
             next_id: AtomicU64::new(1),
             status,
@@ -704,30 +760,16 @@ impl Client {
             offline: config.offline_writes.map(crate::offline::Queue::new),
             bases: crate::offline::Bases::default(),
             config,
-        });
-        let link = match core.open_link().await {
-            Ok(link) => link,
-            // An expired token from the config: the provider is asked once, now.
-            Err(e) if crate::reconnect::wants_fresh_token(&core, &e) => {
-                crate::reconnect::refresh_credential(&core).await?;
-                core.open_link().await?
-            }
-            Err(e) => return Err(e),
-        };
-        let link = Arc::new(link);
-        core.publish(ConnectionState::Connected, Some(link.clone()));
-        tokio::spawn(crate::reconnect::supervise(core.clone(), link));
-        if core.offline.is_some() {
-            tokio::spawn(crate::offline::drain(core.clone()));
-        }
-        Ok(Client {
-            inner: Arc::new(Handle { core }),
-            deadline: None,
         })
     }
 
     pub(crate) fn core(&self) -> &Core {
         &self.inner.core
+    }
+
+    /// Whether writes through this handle join the offline queue when disconnected.
+    pub(crate) fn queues_writes(&self) -> bool {
+        self.core().offline.is_some() && self.deadline.is_none()
     }
 
     /// A handle on the same client whose every operation (waiting for the connection

@@ -363,16 +363,10 @@ impl Queue {
 
     /// Sends `request` now (connected, nothing queued) or queues it with its base.
     pub(crate) fn admit(&self, core: &Core, mut request: Request) -> Result<Admitted> {
-        let (connected, terminal) = {
-            let status = core.status.borrow();
-            (
-                status.link.as_ref().is_some_and(|l| !l.is_closed()),
-                status.state.terminal_error(),
-            )
-        };
-        if let Some(e) = terminal {
+        if let Some(e) = core.status.borrow().state.terminal_error() {
             return Err(e);
         }
+        let connected = core.connected();
         let mut inner = self.lock()?;
         if connected && inner.entries.is_empty() && !inner.busy {
             return Ok(Admitted::Direct(request));

@@ -109,6 +109,17 @@ impl Replica {
         }
     }
 
+    /// The replicated object's kind, if there is a replica.
+    pub fn kind(&self) -> Option<ObjectKind> {
+        match self {
+            Replica::Empty => None,
+            Replica::Document(_) => Some(ObjectKind::Document),
+            Replica::List(_) => Some(ObjectKind::List),
+            Replica::Map(_) => Some(ObjectKind::Map),
+            Replica::Stream(_) => Some(ObjectKind::Stream),
+        }
+    }
+
     /// The sid of the replicated object, if there is a replica.
     pub fn sid(&self) -> Option<&str> {
         match self {
@@ -232,8 +243,18 @@ impl Client {
         self.subscribe_from(object, options, Replica::Empty).await
     }
 
-    /// Resumes with a replica kept from an earlier subscription: only what came after its
-    /// revision is sent (or a snapshot).
+    /// Resumes with a replica kept from an earlier subscription (or loaded with
+    /// [`Replica::load`]): only what came after its revision is sent (or a snapshot).
+    ///
+    /// With [`ClientConfig::with_offline_writes`], a client that is not connected
+    /// returns the subscription at once, holding `replica`, and resumes it once
+    /// connected; meanwhile the replica gives queued writes their base. A refusal that
+    /// resuming meets then (the object deleted, access lost) ends the subscription with
+    /// `Ended` instead of failing this call. Without it (or for an empty replica, or
+    /// through a handle with a deadline), this waits for the connection as every
+    /// operation does.
+    ///
+    /// [`ClientConfig::with_offline_writes`]: crate::ClientConfig::with_offline_writes
     pub async fn resume(
         &self,
         object: &str,
@@ -247,7 +268,64 @@ impl Client {
         // The replica's own sid is resumed, so a name that now belongs to a re-created
         // object is `NotFound` rather than a mix of the two objects.
         let sid = replica.sid().unwrap_or(object).to_owned();
+        if self.queues_writes() && !self.core().connected() {
+            if let Some(kind) = replica.kind() {
+                return Ok(self.resume_offline(object, sid, kind, options, replica));
+            }
+        }
         self.subscribe_from(&sid, options, replica).await
+    }
+
+    /// A subscription holding `replica` that resumes once the client is connected.
+    fn resume_offline(
+        &self,
+        object: &str,
+        sid: String,
+        kind: ObjectKind,
+        options: SubscribeOptions,
+        replica: Replica,
+    ) -> Subscription {
+        let known = self.track_replica(object, &sid, &replica);
+        // A channel already ended: nothing arrives before the resubscription.
+        let (_, events) = mpsc::channel(1);
+        let mut sub = Subscription {
+            client: self.clone(),
+            link: None,
+            sub_id: 0,
+            object_sid: sid,
+            kind,
+            window: options.window,
+            revision: options.since,
+            events,
+            replica,
+            building: None,
+            last_sequence: None,
+            resumed: false,
+            reopening: None,
+            ended: false,
+            known,
+        };
+        sub.start_reopen(None);
+        sub
+    }
+
+    /// Shares a new subscription's revisions with the offline queue (when it is on).
+    fn track_replica(
+        &self,
+        object: &str,
+        sid: &str,
+        replica: &Replica,
+    ) -> Option<Arc<Mutex<Known>>> {
+        self.core().offline.as_ref()?;
+        let mut known = Known {
+            sid: sid.to_owned(),
+            unique_name: (!syncline_proto::ids::is_sid(object)).then(|| object.to_owned()),
+            ..Known::default()
+        };
+        known.reset(replica);
+        let known = Arc::new(Mutex::new(known));
+        self.core().bases.register(&known);
+        Some(known)
     }
 
     async fn subscribe_from(
@@ -258,20 +336,10 @@ impl Client {
     ) -> Result<Subscription> {
         let link = self.link().await?;
         let opened = self.open_subscription(link, object, options).await?;
-        let known = self.core().offline.is_some().then(|| {
-            let mut known = Known {
-                sid: opened.object_sid.clone(),
-                unique_name: (!syncline_proto::ids::is_sid(object)).then(|| object.to_owned()),
-                ..Known::default()
-            };
-            known.reset(&replica);
-            let known = Arc::new(Mutex::new(known));
-            self.core().bases.register(&known);
-            known
-        });
+        let known = self.track_replica(object, &opened.object_sid, &replica);
         Ok(Subscription {
             client: self.clone(),
-            link: opened.link,
+            link: Some(opened.link),
             sub_id: opened.sub_id,
             object_sid: opened.object_sid,
             kind: opened.kind,
@@ -364,8 +432,9 @@ const REOPEN_RETRY: Duration = Duration::from_millis(500);
 /// ```
 pub struct Subscription {
     client: Client,
-    /// The connection this subscription is open on.
-    link: Arc<Link>,
+    /// The connection this subscription is open on (`None`: resumed while offline, not
+    /// yet open anywhere).
+    link: Option<Arc<Link>>,
     sub_id: u64,
     object_sid: String,
     kind: ObjectKind,
@@ -448,7 +517,7 @@ impl Subscription {
                             since = ?self.revision,
                             "subscription resumed"
                         );
-                        self.link = opened.link;
+                        self.link = Some(opened.link);
                         self.sub_id = opened.sub_id;
                         self.events = opened.events;
                         self.resumed = true;
@@ -498,9 +567,11 @@ impl Subscription {
     /// open, else on the next one the client makes.
     fn start_reopen(&mut self, delay: Option<Duration>) {
         let client = self.client.clone();
-        let old_link = self.link.clone();
+        let old_link = self.link.take();
         let old_sub = self.sub_id;
-        old_link.forget_subscription(old_sub);
+        if let Some(l) = &old_link {
+            l.forget_subscription(old_sub);
+        }
         let object = self.object_sid.clone();
         let options = SubscribeOptions {
             since: if self.kind == ObjectKind::Stream {
@@ -513,9 +584,9 @@ impl Subscription {
         // A snapshot still being assembled is abandoned; the new one replaces it.
         self.building = None;
         self.reopening = Some(Box::pin(async move {
-            if !old_link.is_closed() {
+            if let Some(old_link) = old_link.as_ref().filter(|l| !l.is_closed()) {
                 let _ = client
-                    .call_on(&old_link, Request::Unsubscribe { sub_id: old_sub })
+                    .call_on(old_link, Request::Unsubscribe { sub_id: old_sub })
                     .await;
             }
             drop(old_link);
@@ -531,7 +602,11 @@ impl Subscription {
     /// Applies one event; `None` for a snapshot chunk that is not the last.
     fn apply(&mut self, e: Event) -> Result<Option<SyncEvent>> {
         // Origins are connection ids, so "local" means this subscription's connection.
-        let is_local = e.origin != 0 && e.origin == self.link.welcome.connection_id;
+        let is_local = e.origin != 0
+            && self
+                .link
+                .as_ref()
+                .is_some_and(|l| e.origin == l.welcome.connection_id);
         let revision = e.revision;
         let kind = match e.kind {
             EventKind::Snapshot { state } => match state {
@@ -716,12 +791,14 @@ impl futures_core::Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.link.forget_subscription(self.sub_id);
-        if self.ended || self.reopening.is_some() || self.link.is_closed() {
+        let Some(link) = self.link.take() else {
+            return;
+        };
+        link.forget_subscription(self.sub_id);
+        if self.ended || self.reopening.is_some() || link.is_closed() {
             return;
         }
         let client = self.client.clone();
-        let link = self.link.clone();
         let sub_id = self.sub_id;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
