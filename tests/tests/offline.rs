@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use syncline_client::{
-    AttemptedWrite, Client, ClientConfig, ErrorCode, ItemKey, ObjectKind, Replica, ServerValue,
-    Subscription, SyncEventKind,
+    AttemptedWrite, Client, ClientConfig, ConnectionState, ErrorCode, ItemKey, ObjectKind, Replica,
+    ServerValue, Subscription, SyncEventKind,
 };
 use syncline_tests::{next_event, server_items, TestServer, WAIT};
 
@@ -353,49 +353,69 @@ async fn a_replica_saved_to_a_file_shows_its_state_offline_and_a_new_client_resu
         map.replica().save(&map_file).unwrap();
         (doc.replica().clone(), map.replica().clone())
     };
-    // The app is gone, then the server.
+    // The app is gone; others write; then the server goes down too.
+    writer.document("doc").set(&json!({"n": 3})).await.unwrap();
+    writer.map("map").remove("a").await.unwrap();
+    writer.map("map").set("c", &json!(3)).await.unwrap();
+    let server_doc = writer.document("doc").get().await.unwrap();
+    let server_map = server_items(&writer, ObjectKind::Map, "map").await;
     s.shutdown().await;
 
+    // The app restarts offline: its last state at once.
     let doc_replica = Replica::load(&doc_file).unwrap();
     let map_replica = Replica::load(&map_file).unwrap();
     assert_eq!(doc_replica, saved_doc);
     assert_eq!(map_replica, saved_map);
-    let Replica::Document(d) = &doc_replica else {
-        panic!("{doc_replica:?}")
-    };
-    assert_eq!((d.revision, &d.data), (1, &json!({"n": 2})));
-    let Replica::Map(m) = &map_replica else {
-        panic!("{map_replica:?}")
+    let app = Client::start(offline_config(&s, 16)).unwrap();
+    let mut doc = tokio::time::timeout(WAIT, app.resume("doc", doc_replica, None))
+        .await
+        .expect("resumed at once, offline")
+        .unwrap();
+    let mut map = tokio::time::timeout(WAIT, app.resume("map", map_replica, None))
+        .await
+        .expect("resumed at once, offline")
+        .unwrap();
+    assert_ne!(app.state(), ConnectionState::Connected);
+    assert_eq!(
+        (
+            doc.document().unwrap().revision,
+            &doc.document().unwrap().data
+        ),
+        (1, &json!({"n": 2}))
+    );
+    let Replica::Map(m) = map.replica() else {
+        panic!("{:?}", map.replica())
     };
     assert_eq!((m.info.revision, m.items.len()), (2, 2));
+    // A write based on the loaded replica: item "b" at its revision, which still holds.
+    let w = issue({
+        let map = app.map("map");
+        Box::pin(async move { map.set("b", &json!(20)).await })
+    })
+    .await;
 
     s.start_again().await;
-    let writer = s.backend().await;
-    writer.document("doc").set(&json!({"n": 3})).await.unwrap();
-    writer.map("map").remove("a").await.unwrap();
-    writer.map("map").set("c", &json!(3)).await.unwrap();
-
-    let app = s.backend().await;
-    let mut doc = app.resume("doc", doc_replica, None).await.unwrap();
-    let mut map = app.resume("map", map_replica, None).await.unwrap();
-    // Only what changed since the saved revision, each once, no snapshot.
+    // Only what changed since the saved revisions, each once, no snapshot.
     let e = next_event(&mut doc).await;
     assert_eq!(e.revision, 2);
     assert!(
         matches!(e.kind, SyncEventKind::DocumentUpdated { .. }),
         "{e:?}"
     );
-    assert_eq!(doc.document().unwrap().data, json!({"n": 3}));
-    let kinds: Vec<(u64, &str)> = {
-        let mut seen = Vec::new();
-        for _ in 0..2 {
-            let e = next_event(&mut map).await;
-            seen.push((e.revision, e.kind.name()));
-        }
-        seen
-    };
-    assert_eq!(kinds, vec![(3, "item_removed"), (4, "item_added")]);
+    assert_eq!(doc.document().unwrap(), &server_doc);
+    assert_eq!(answer(w).await.unwrap().revision, 5);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let e = next_event(&mut map).await;
+        seen.push((e.revision, e.kind.name()));
+    }
+    assert_eq!(
+        seen,
+        vec![(3, "item_removed"), (4, "item_added"), (5, "item_updated")]
+    );
     syncline_tests::assert_no_event(&mut map, Duration::from_millis(200)).await;
+    let mut expected = server_map;
+    expected.insert(ItemKey::Key("b".into()), json!(20));
     let replica: std::collections::BTreeMap<ItemKey, Value> = map
         .collection()
         .unwrap()
@@ -403,7 +423,7 @@ async fn a_replica_saved_to_a_file_shows_its_state_offline_and_a_new_client_resu
         .values()
         .map(|i| (i.key.clone(), i.data.clone()))
         .collect();
-    assert_eq!(replica, server_items(&writer, ObjectKind::Map, "map").await);
+    assert_eq!(replica, expected);
 }
 
 #[tokio::test]
