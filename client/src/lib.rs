@@ -13,6 +13,12 @@
 //! - [`Subscription`]: a snapshot, then every change in revision order, applied to its
 //!   [`Replica`] first; it survives lost connections without duplicates or gaps, and is a
 //!   `futures::Stream`.
+//! - Offline: [`ClientConfig::with_offline_writes`] queues writes made while
+//!   disconnected, each conditional on the revision it was based on (a moved base comes
+//!   back as [`Error::WriteConflict`] with both values); [`Replica::save`] and
+//!   [`Replica::load`] keep a replica in a file, and [`Client::start`] with
+//!   [`Client::resume`] shows it and catches up, server or not
+//!   (`client/examples/offline.rs`).
 //! - Presence: [`Map::set_ephemeral`] and [`List::push_ephemeral`] write items that live
 //!   as long as this identity has a live connection (see `client/examples/presence.rs`).
 //! - [`Error`]: every failure has a stable [`ErrorCode`].
