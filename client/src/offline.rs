@@ -373,7 +373,7 @@ impl Queue {
         }
         if inner.entries.len() >= self.capacity {
             return Err(unavailable(format!(
-                "not connected to the server, and the offline write queue is full ({} writes); \
+                "the offline write queue is full ({} writes wait for the connection); \
                  this write was not queued",
                 self.capacity
             )));

@@ -345,7 +345,10 @@ async fn a_full_queue_refuses_the_next_write_at_once_with_unavailable() {
     let started = Instant::now();
     let e = list.push(&json!(2)).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
-    assert!(e.to_string().contains("queue is full (2 writes)"), "{e}");
+    assert!(
+        e.to_string().contains("queue is full (2 writes wait"),
+        "{e}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "refused at once, not after offline_wait: {:?}",
