@@ -38,7 +38,7 @@ impl Client {
         ttl: Option<u64>,
     ) -> Result<ObjectInfo> {
         object(
-            self.call(Request::Create {
+            self.write(Request::Create {
                 kind,
                 unique_name: unique_name.map(str::to_owned),
                 ttl,
@@ -65,7 +65,7 @@ impl Client {
     /// `delete` with options (`if_match` on the object's revision).
     pub async fn delete_with(&self, object_ref: &str, options: WriteOptions) -> Result<u64> {
         deleted(
-            self.call(Request::Delete {
+            self.write(Request::Delete {
                 kind: None,
                 object: object_ref.to_owned(),
                 if_match: options.without_ttl("delete")?,
@@ -153,7 +153,7 @@ impl Items {
     async fn delete(&self, options: WriteOptions) -> Result<u64> {
         deleted(
             self.client
-                .call(Request::Delete {
+                .write(Request::Delete {
                     kind: Some(self.kind),
                     object: self.reference.clone(),
                     if_match: options.without_ttl("delete")?,
@@ -183,7 +183,7 @@ impl Items {
     ) -> Result<Written<Item>> {
         written_item(
             self.client
-                .call(Request::ItemSet {
+                .write(Request::ItemSet {
                     kind: self.kind,
                     object: self.reference.clone(),
                     key,
@@ -205,7 +205,7 @@ impl Items {
         let if_match = options.without_ttl("update")?;
         written_item(
             self.client
-                .call(Request::ItemUpdate {
+                .write(Request::ItemUpdate {
                     kind: self.kind,
                     object: self.reference.clone(),
                     key,
@@ -220,7 +220,7 @@ impl Items {
         let if_match = options.without_ttl("remove")?;
         match self
             .client
-            .call(Request::ItemRemove {
+            .write(Request::ItemRemove {
                 kind: self.kind,
                 object: self.reference.clone(),
                 key,
@@ -324,7 +324,7 @@ impl List {
         written_item(
             self.0
                 .client
-                .call(Request::ListPush {
+                .write(Request::ListPush {
                     list: self.0.reference.clone(),
                     data: data.to_string(),
                     ttl,
@@ -564,7 +564,7 @@ impl Stream {
     pub async fn publish(&self, data: &Value) -> Result<u64> {
         match self
             .client
-            .call(Request::Publish {
+            .write(Request::Publish {
                 stream: self.reference.clone(),
                 data: data.to_string(),
             })
@@ -579,7 +579,7 @@ impl Stream {
     pub async fn delete(&self) -> Result<u64> {
         deleted(
             self.client
-                .call(Request::Delete {
+                .write(Request::Delete {
                     kind: Some(ObjectKind::Stream),
                     object: self.reference.clone(),
                     if_match: None,

@@ -85,6 +85,10 @@ pub struct ClientConfig {
     /// Where fresh access tokens come from (`None`: the token in `credential` is all
     /// there is, and its expiry ends the client in `Denied`).
     pub token_provider: Option<TokenProvider>,
+    /// How many writes may wait for the connection while disconnected (`None`, the
+    /// default: none, writes fail after `offline_wait`); see
+    /// [`ClientConfig::with_offline_writes`].
+    pub offline_writes: Option<usize>,
 }
 
 /// How long an operation waits for a lost connection to come back, unless the config
@@ -122,6 +126,7 @@ impl ClientConfig {
             offline_wait: DEFAULT_OFFLINE_WAIT,
             reconnect: ReconnectPolicy::default(),
             token_provider: None,
+            offline_writes: None,
         })
     }
 
@@ -151,6 +156,32 @@ impl ClientConfig {
     /// Sets how long operations wait for the connection while disconnected.
     pub fn with_offline_wait(mut self, wait: Duration) -> Self {
         self.offline_wait = wait;
+        self
+    }
+
+    /// Queues up to `capacity` writes issued while the client is disconnected, instead
+    /// of failing them after `offline_wait`, and sends them in order once it is
+    /// connected again, before any write issued after that.
+    ///
+    /// Each queued write carries `if_match`: the write's own if given, else the revision
+    /// of the newest replica this client holds for its target (a live [`Subscription`]'s:
+    /// the document's or object's revision, an item's for list and map item writes, as
+    /// the server compares them). If another writer changed that base meanwhile, the
+    /// write comes back as [`Error::WriteConflict`] with what the app tried and what the
+    /// server holds, and nothing is written. A write that would change existing data
+    /// and has no known base (no subscription holds its target, no `if_match`) is not
+    /// queued: it fails at once with `Unavailable`. List `push`, stream `publish` and
+    /// `create` need no base and are queued as they are. A full queue fails the write
+    /// at once with `Unavailable`.
+    ///
+    /// A queued write's future resolves once the write was sent and answered (spawn it
+    /// to go on without waiting); dropping the future does not take the write back.
+    /// Writes through a handle with [`Client::with_deadline`] are never queued: their
+    /// deadline still applies. Reads still wait `offline_wait` and fail.
+    ///
+    /// [`Subscription`]: crate::Subscription
+    pub fn with_offline_writes(mut self, capacity: usize) -> Self {
+        self.offline_writes = Some(capacity);
         self
     }
 
@@ -426,6 +457,10 @@ pub(crate) struct Core {
     token_state: watch::Receiver<TokenState>,
     /// Set when the last client handle is dropped or [`Client::close`] is called.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Writes waiting for the connection (with `offline_writes` only).
+    pub(crate) offline: Option<crate::offline::Queue>,
+    /// What live subscriptions know of revisions, for queued writes' bases.
+    pub(crate) bases: crate::offline::Bases,
 }
 
 /// The connection's state and its link, as one value.
@@ -457,6 +492,15 @@ impl Core {
         self.token_expiry
             .send_replace(link.welcome.token_expires_at.unwrap_or(0));
         Ok(link)
+    }
+
+    /// Whether a live link is there now.
+    pub(crate) fn connected(&self) -> bool {
+        self.status
+            .borrow()
+            .link
+            .as_ref()
+            .is_some_and(|l| !l.is_closed())
     }
 
     /// Publishes a new state (and link).
@@ -563,7 +607,7 @@ async fn watch_token(mut expiry: watch::Receiver<u64>, state: watch::Sender<Toke
 /// its subscriptions; [`Client::state`] and [`Client::state_changes`] say where it
 /// stands. Operations issued while it is disconnected wait for the connection up to
 /// [`ClientConfig::offline_wait`] (or [`Client::with_deadline`]) and then fail with
-/// `Unavailable`. A request in flight when the connection is lost fails (it may or may
+/// `Unavailable`, unless [`ClientConfig::with_offline_writes`] queues writes. A request in flight when the connection is lost fails (it may or may
 /// not have been applied); it is not sent again.
 ///
 /// ```no_run
@@ -631,6 +675,21 @@ impl Client {
         Ok(endpoint)
     }
 
+    /// A client that connects in the background: it returns at once, whether the server
+    /// is reachable or not, and makes its first connection the way it reconnects (at
+    /// once, then with backoff; see [`ReconnectPolicy`]). For an app that starts
+    /// offline: with [`ClientConfig::with_offline_writes`] its writes queue and
+    /// [`Client::resume`] hands back a subscription with the saved replica at once. A
+    /// refused credential ends it in `Denied`, as after a reconnect
+    /// ([`Client::state_changes`] says so); only an unusable config fails here.
+    pub fn start(config: ClientConfig) -> Result<Client> {
+        let endpoint = Self::endpoint_for(&config)?;
+        let credential = config.credential.clone();
+        let core = Self::core_for(config, endpoint, credential);
+        tokio::spawn(crate::reconnect::supervise(core.clone(), None));
+        Ok(Self::around(core))
+    }
+
     /// Connects through an endpoint made by [`Client::endpoint_for`] (same server and CA;
     /// the credential may differ).
     pub async fn connect_via(config: ClientConfig, endpoint: quinn::Endpoint) -> Result<Client> {
@@ -641,6 +700,38 @@ impl Client {
                 credential = Credential::Token(provider().await?);
             }
         }
+        let core = Self::core_for(config, endpoint, credential);
+        let link = match core.open_link().await {
+            Ok(link) => link,
+            // An expired token from the config: the provider is asked once, now.
+            Err(e) if crate::reconnect::wants_fresh_token(&core, &e) => {
+                crate::reconnect::refresh_credential(&core).await?;
+                core.open_link().await?
+            }
+            Err(e) => return Err(e),
+        };
+        let link = Arc::new(link);
+        core.publish(ConnectionState::Connected, Some(link.clone()));
+        tokio::spawn(crate::reconnect::supervise(core.clone(), Some(link)));
+        Ok(Self::around(core))
+    }
+
+    /// A client handle owning `core`, with its offline queue's sender if it has one.
+    fn around(core: Arc<Core>) -> Client {
+        if core.offline.is_some() {
+            tokio::spawn(crate::offline::drain(core.clone()));
+        }
+        Client {
+            inner: Arc::new(Handle { core }),
+            deadline: None,
+        }
+    }
+
+    fn core_for(
+        config: ClientConfig,
+        endpoint: quinn::Endpoint,
+        credential: Credential,
+    ) -> Arc<Core> {
         let placeholder = Welcome {
             connection_id: 0,
             identity: None,
@@ -656,7 +747,7 @@ impl Client {
             state: ConnectionState::Connecting,
             link: None,
         });
-        let core = Arc::new(Core {
+        Arc::new(Core {
             endpoint,
             next_id: AtomicU64::new(1),
             status,
@@ -666,28 +757,19 @@ impl Client {
             token_expiry,
             token_state,
             shutdown: watch::channel(false).0,
+            offline: config.offline_writes.map(crate::offline::Queue::new),
+            bases: crate::offline::Bases::default(),
             config,
-        });
-        let link = match core.open_link().await {
-            Ok(link) => link,
-            // An expired token from the config: the provider is asked once, now.
-            Err(e) if crate::reconnect::wants_fresh_token(&core, &e) => {
-                crate::reconnect::refresh_credential(&core).await?;
-                core.open_link().await?
-            }
-            Err(e) => return Err(e),
-        };
-        let link = Arc::new(link);
-        core.publish(ConnectionState::Connected, Some(link.clone()));
-        tokio::spawn(crate::reconnect::supervise(core.clone(), link));
-        Ok(Client {
-            inner: Arc::new(Handle { core }),
-            deadline: None,
         })
     }
 
     pub(crate) fn core(&self) -> &Core {
         &self.inner.core
+    }
+
+    /// Whether writes through this handle join the offline queue when disconnected.
+    pub(crate) fn queues_writes(&self) -> bool {
+        self.core().offline.is_some() && self.deadline.is_none()
     }
 
     /// A handle on the same client whose every operation (waiting for the connection
@@ -739,6 +821,23 @@ impl Client {
                 Err(unavailable(format!(
                     "no answer within the deadline of {d:?}"
                 )))
+            }),
+        }
+    }
+
+    /// Sends a write: as `call` does, unless offline writes are on and the client is
+    /// disconnected (or still sending what it queued), when it joins the queue.
+    pub(crate) async fn write(&self, request: Request) -> Result<Response> {
+        let queue = match (&self.core().offline, self.deadline) {
+            (Some(queue), None) => queue,
+            _ => return self.call(request).await,
+        };
+        match queue.admit(self.core(), request)? {
+            crate::offline::Admitted::Direct(request) => self.call(request).await,
+            crate::offline::Admitted::Queued(answer) => answer.await.unwrap_or_else(|_| {
+                Err(Error::Connection(
+                    "the client stopped before sending the write".into(),
+                ))
             }),
         }
     }

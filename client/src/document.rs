@@ -15,7 +15,7 @@ use crate::{Client, Error, Result};
 const MUTATE_ATTEMPTS: usize = 16;
 
 /// A document as the server has it. Times are Unix milliseconds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DocumentState {
     /// The document's sid (`ET…`).
     pub sid: String,
@@ -236,7 +236,7 @@ impl Document {
     ) -> Result<Written<DocumentState>> {
         written_document(
             self.client
-                .call(Request::DocSet {
+                .write(Request::DocSet {
                     document: self.reference.clone(),
                     data: data.to_string(),
                     if_match: options.if_match,
@@ -260,7 +260,7 @@ impl Document {
         let if_match = options.without_ttl("update")?;
         written_document(
             self.client
-                .call(Request::DocUpdate {
+                .write(Request::DocUpdate {
                     document: self.reference.clone(),
                     data: patch.to_string(),
                     if_match,
@@ -279,7 +279,7 @@ impl Document {
         let if_match = options.without_ttl("delete")?;
         match self
             .client
-            .call(Request::Delete {
+            .write(Request::Delete {
                 kind: Some(ObjectKind::Document),
                 object: self.reference.clone(),
                 if_match,

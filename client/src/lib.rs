@@ -13,6 +13,12 @@
 //! - [`Subscription`]: a snapshot, then every change in revision order, applied to its
 //!   [`Replica`] first; it survives lost connections without duplicates or gaps, and is a
 //!   `futures::Stream`.
+//! - Offline: [`ClientConfig::with_offline_writes`] queues writes made while
+//!   disconnected, each conditional on the revision it was based on (a moved base comes
+//!   back as [`Error::WriteConflict`] with both values); [`Replica::save`] and
+//!   [`Replica::load`] keep a replica in a file, and [`Client::start`] with
+//!   [`Client::resume`] shows it and catches up, server or not
+//!   (`client/examples/offline.rs`).
 //! - Presence: [`Map::set_ephemeral`] and [`List::push_ephemeral`] write items that live
 //!   as long as this identity has a live connection (see `client/examples/presence.rs`).
 //! - [`Error`]: every failure has a stable [`ErrorCode`].
@@ -38,6 +44,8 @@ mod admin;
 mod collections;
 mod connection;
 mod document;
+mod offline;
+mod persist;
 mod reconnect;
 mod subscription;
 pub mod token;
@@ -50,6 +58,8 @@ pub use connection::{
     TOKEN_WARNING_S,
 };
 pub use document::{Document, DocumentState, TypedDocument, WriteOptions, Written};
+pub use offline::{AttemptedWrite, ServerValue, WriteConflict};
+pub use persist::REPLICA_FORMAT_VERSION;
 pub use reconnect::{ConnectionState, ReconnectPolicy, StateChanges, TokenFuture, TokenProvider};
 pub use subscription::{
     CollectionReplica, Item, Replica, SubscribeOptions, Subscription, SyncEvent, SyncEventKind,
@@ -90,6 +100,31 @@ pub enum Error {
     /// The server answered something this client does not understand (`Internal`).
     #[error("Internal: protocol error: {0}")]
     Protocol(String),
+    /// A write queued while offline met a changed base once sent: another writer
+    /// changed (or deleted) what it was based on, the server kept that, and nothing was
+    /// written. Carries both values (`Conflict`, like a failed `if_match`). Only writes
+    /// queued with [`ClientConfig::with_offline_writes`] end this way; a write sent
+    /// while connected keeps failing with [`Error::Server`] and code `Conflict`.
+    #[error("Conflict: {0}")]
+    WriteConflict(Box<WriteConflict>),
+    /// A replica file could not be used: not a replica, damaged, or written by a newer
+    /// client ([`Replica::load`]) (`InvalidArgument`).
+    #[error("InvalidArgument: replica file {}: {reason}", path.display())]
+    ReplicaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A replica file could not be read or written: missing, no permission, disk full
+    /// (`Unavailable`, as the server answers its own storage errors).
+    #[error("Unavailable: replica file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -99,15 +134,29 @@ impl Error {
             Error::Server(e) => e.code,
             Error::Closed { code, .. } => *code,
             Error::Connection(_) => ErrorCode::Unavailable,
-            Error::Config(_) | Error::Json(_) => ErrorCode::InvalidArgument,
+            Error::Config(_) | Error::Json(_) | Error::ReplicaFile { .. } => {
+                ErrorCode::InvalidArgument
+            }
             Error::Protocol(_) => ErrorCode::Internal,
+            Error::WriteConflict(_) => ErrorCode::Conflict,
+            Error::Io { .. } => ErrorCode::Unavailable,
         }
     }
 
-    /// For `Conflict`: the object's current revision.
+    /// For `Conflict`: the current revision (of the object, or for an item write of the
+    /// item); `None` when a [`WriteConflict`] found it deleted.
     pub fn current_revision(&self) -> Option<u64> {
         match self {
             Error::Server(e) => e.current_revision,
+            Error::WriteConflict(c) => c.current.revision(),
+            _ => None,
+        }
+    }
+
+    /// The conflict of a write queued while offline, with both values.
+    pub fn write_conflict(&self) -> Option<&WriteConflict> {
+        match self {
+            Error::WriteConflict(c) => Some(c),
             _ => None,
         }
     }

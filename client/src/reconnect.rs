@@ -243,16 +243,23 @@ fn refresh_in(exp: u64, received: u64, now: u64) -> Duration {
 
 /// The supervisor: one per client, from its first connection until it is closed or
 /// denied.
-pub(crate) async fn supervise(core: Arc<Core>, link: Arc<Link>) {
+/// A client started without a connection (`Client::start`) makes its first one here.
+pub(crate) async fn supervise(core: Arc<Core>, link: Option<Arc<Link>>) {
     let span = info_span!("syncline_client", server = %core.config.server);
     async move {
-        let mut link = link;
+        let mut link = match link {
+            Some(link) => link,
+            None => match reconnect(&core, None, None).await {
+                Some(link) => link,
+                None => return,
+            },
+        };
         loop {
             let Some(why) = stay_connected(&core, &link).await else {
                 return;
             };
             info!(error = %why, "connection lost; reconnecting");
-            match reconnect(&core, &link, why).await {
+            match reconnect(&core, Some(&link), Some(why)).await {
                 Some(new) => link = new,
                 None => return,
             }
@@ -317,32 +324,43 @@ async fn stay_connected(core: &Core, link: &Link) -> Option<Error> {
     }
 }
 
-/// Reconnects after `why` closed `old`: waits, tries, backs off, until connected (the
-/// new link), denied or shut down (`None`).
-async fn reconnect(core: &Core, old: &Arc<Link>, why: Error) -> Option<Arc<Link>> {
+/// Reconnects after `why` closed `old` (or, with neither, makes a started client's
+/// first connection): waits, tries, backs off, until connected (the new link), denied
+/// or shut down (`None`).
+async fn reconnect(core: &Core, old: Option<&Arc<Link>>, why: Option<Error>) -> Option<Arc<Link>> {
     let mut shutdown = core.shutdown.subscribe();
     let policy = core.config.reconnect;
     // A new token is asked for once per refusal that a token may cure; a second
     // refusal with a fresh token is final.
-    let mut need_token = wants_fresh_token(core, &why);
+    let mut need_token = match &why {
+        Some(why) => wants_fresh_token(core, why),
+        // A started client built around its provider has no token yet.
+        None => {
+            core.config.token_provider.is_some()
+                && core
+                    .credential
+                    .lock()
+                    .is_ok_and(|c| matches!(&*c, Credential::Token(t) if t.is_empty()))
+        }
+    };
     let mut fresh_token_refused = false;
     let mut attempt: u32 = 0;
     loop {
-        let retry_in = policy.backoff(attempt);
-        // The old link stays in the status (closed) so `Client::closed` can still tell
-        // why it ended; `wait_link` skips closed links.
-        core.publish(
-            ConnectionState::Disconnected { retry_in },
-            Some(old.clone()),
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(retry_in) => {}
-            _ = shutdown.changed() => return None,
+        // A first connection is tried at once; only a lost one waits first.
+        if old.is_some() || attempt > 0 {
+            let retry_in = policy.backoff(attempt);
+            // The old link stays in the status (closed) so `Client::closed` can still
+            // tell why it ended; `wait_link` skips closed links.
+            core.publish(ConnectionState::Disconnected { retry_in }, old.cloned());
+            tokio::select! {
+                _ = tokio::time::sleep(retry_in) => {}
+                _ = shutdown.changed() => return None,
+            }
         }
         if *shutdown.borrow() {
             return None;
         }
-        core.publish(ConnectionState::Connecting, Some(old.clone()));
+        core.publish(ConnectionState::Connecting, old.cloned());
         attempt = attempt.saturating_add(1);
         if need_token {
             match refresh_credential(core).await {

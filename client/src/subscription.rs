@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tracing::debug;
 
 use crate::connection::{unexpected, Link};
 use crate::document::DocumentState;
+use crate::offline::Known;
 use crate::{Client, Error, Result};
 
 pub(crate) fn parse(s: &str) -> Result<Value> {
@@ -26,7 +27,7 @@ pub(crate) fn parse(s: &str) -> Result<Value> {
 }
 
 /// A list or map item. `revision` is the object revision at which it last changed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Item {
     /// Index (lists) or key (maps).
     pub key: ItemKey,
@@ -60,7 +61,7 @@ impl TryFrom<ItemInfo> for Item {
 }
 
 /// A list's or map's local copy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CollectionReplica {
     /// The object's metadata as of the replica's revision.
     pub info: ObjectInfo,
@@ -68,6 +69,7 @@ pub struct CollectionReplica {
     /// time, and everything pushed since). Maps: 0, all items.
     pub window_start: u64,
     /// The items held, by key.
+    #[serde(with = "crate::persist::items_as_list")]
     pub items: BTreeMap<ItemKey, Item>,
 }
 
@@ -80,8 +82,9 @@ impl CollectionReplica {
     }
 }
 
-/// The local copy of a subscribed object.
-#[derive(Debug, Clone, PartialEq)]
+/// The local copy of a subscribed object. [`Replica::save`] and [`Replica::load`] keep
+/// it in a file across restarts; [`Client::resume`] continues from it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Replica {
     /// Nothing yet (resumed from a bare revision, before any snapshot), or removed.
     Empty,
@@ -103,6 +106,17 @@ impl Replica {
             Replica::Document(d) => Some(d.revision),
             Replica::List(c) | Replica::Map(c) => Some(c.info.revision),
             Replica::Stream(i) => Some(i.revision),
+        }
+    }
+
+    /// The replicated object's kind, if there is a replica.
+    pub fn kind(&self) -> Option<ObjectKind> {
+        match self {
+            Replica::Empty => None,
+            Replica::Document(_) => Some(ObjectKind::Document),
+            Replica::List(_) => Some(ObjectKind::List),
+            Replica::Map(_) => Some(ObjectKind::Map),
+            Replica::Stream(_) => Some(ObjectKind::Stream),
         }
     }
 
@@ -229,8 +243,18 @@ impl Client {
         self.subscribe_from(object, options, Replica::Empty).await
     }
 
-    /// Resumes with a replica kept from an earlier subscription: only what came after its
-    /// revision is sent (or a snapshot).
+    /// Resumes with a replica kept from an earlier subscription (or loaded with
+    /// [`Replica::load`]): only what came after its revision is sent (or a snapshot).
+    ///
+    /// With [`ClientConfig::with_offline_writes`], a client that is not connected
+    /// returns the subscription at once, holding `replica`, and resumes it once
+    /// connected; meanwhile the replica gives queued writes their base. A refusal that
+    /// resuming meets then (the object deleted, access lost) ends the subscription with
+    /// `Ended` instead of failing this call. Without it (or for an empty replica, or
+    /// through a handle with a deadline), this waits for the connection as every
+    /// operation does.
+    ///
+    /// [`ClientConfig::with_offline_writes`]: crate::ClientConfig::with_offline_writes
     pub async fn resume(
         &self,
         object: &str,
@@ -244,7 +268,64 @@ impl Client {
         // The replica's own sid is resumed, so a name that now belongs to a re-created
         // object is `NotFound` rather than a mix of the two objects.
         let sid = replica.sid().unwrap_or(object).to_owned();
+        if self.queues_writes() && !self.core().connected() {
+            if let Some(kind) = replica.kind() {
+                return Ok(self.resume_offline(object, sid, kind, options, replica));
+            }
+        }
         self.subscribe_from(&sid, options, replica).await
+    }
+
+    /// A subscription holding `replica` that resumes once the client is connected.
+    fn resume_offline(
+        &self,
+        object: &str,
+        sid: String,
+        kind: ObjectKind,
+        options: SubscribeOptions,
+        replica: Replica,
+    ) -> Subscription {
+        let known = self.track_replica(object, &sid, &replica);
+        // A channel already ended: nothing arrives before the resubscription.
+        let (_, events) = mpsc::channel(1);
+        let mut sub = Subscription {
+            client: self.clone(),
+            link: None,
+            sub_id: 0,
+            object_sid: sid,
+            kind,
+            window: options.window,
+            revision: options.since,
+            events,
+            replica,
+            building: None,
+            last_sequence: None,
+            resumed: false,
+            reopening: None,
+            ended: false,
+            known,
+        };
+        sub.start_reopen(None);
+        sub
+    }
+
+    /// Shares a new subscription's revisions with the offline queue (when it is on).
+    fn track_replica(
+        &self,
+        object: &str,
+        sid: &str,
+        replica: &Replica,
+    ) -> Option<Arc<Mutex<Known>>> {
+        self.core().offline.as_ref()?;
+        let mut known = Known {
+            sid: sid.to_owned(),
+            unique_name: (!syncline_proto::ids::is_sid(object)).then(|| object.to_owned()),
+            ..Known::default()
+        };
+        known.reset(replica);
+        let known = Arc::new(Mutex::new(known));
+        self.core().bases.register(&known);
+        Some(known)
     }
 
     async fn subscribe_from(
@@ -255,9 +336,10 @@ impl Client {
     ) -> Result<Subscription> {
         let link = self.link().await?;
         let opened = self.open_subscription(link, object, options).await?;
+        let known = self.track_replica(object, &opened.object_sid, &replica);
         Ok(Subscription {
             client: self.clone(),
-            link: opened.link,
+            link: Some(opened.link),
             sub_id: opened.sub_id,
             object_sid: opened.object_sid,
             kind: opened.kind,
@@ -270,6 +352,7 @@ impl Client {
             resumed: false,
             reopening: None,
             ended: false,
+            known,
         })
     }
 
@@ -349,8 +432,9 @@ const REOPEN_RETRY: Duration = Duration::from_millis(500);
 /// ```
 pub struct Subscription {
     client: Client,
-    /// The connection this subscription is open on.
-    link: Arc<Link>,
+    /// The connection this subscription is open on (`None`: resumed while offline, not
+    /// yet open anywhere).
+    link: Option<Arc<Link>>,
     sub_id: u64,
     object_sid: String,
     kind: ObjectKind,
@@ -368,6 +452,9 @@ pub struct Subscription {
     /// A resubscription under way (after a lost connection or a cut-off).
     reopening: Option<Pin<Box<dyn Future<Output = Result<Opened>> + Send>>>,
     ended: bool,
+    /// The replica's revisions, shared with the client for offline writes' bases (with
+    /// `offline_writes` only).
+    known: Option<Arc<Mutex<Known>>>,
 }
 
 impl Subscription {
@@ -430,7 +517,7 @@ impl Subscription {
                             since = ?self.revision,
                             "subscription resumed"
                         );
-                        self.link = opened.link;
+                        self.link = Some(opened.link);
                         self.sub_id = opened.sub_id;
                         self.events = opened.events;
                         self.resumed = true;
@@ -480,9 +567,11 @@ impl Subscription {
     /// open, else on the next one the client makes.
     fn start_reopen(&mut self, delay: Option<Duration>) {
         let client = self.client.clone();
-        let old_link = self.link.clone();
+        let old_link = self.link.take();
         let old_sub = self.sub_id;
-        old_link.forget_subscription(old_sub);
+        if let Some(l) = &old_link {
+            l.forget_subscription(old_sub);
+        }
         let object = self.object_sid.clone();
         let options = SubscribeOptions {
             since: if self.kind == ObjectKind::Stream {
@@ -495,9 +584,9 @@ impl Subscription {
         // A snapshot still being assembled is abandoned; the new one replaces it.
         self.building = None;
         self.reopening = Some(Box::pin(async move {
-            if !old_link.is_closed() {
+            if let Some(old_link) = old_link.as_ref().filter(|l| !l.is_closed()) {
                 let _ = client
-                    .call_on(&old_link, Request::Unsubscribe { sub_id: old_sub })
+                    .call_on(old_link, Request::Unsubscribe { sub_id: old_sub })
                     .await;
             }
             drop(old_link);
@@ -513,13 +602,18 @@ impl Subscription {
     /// Applies one event; `None` for a snapshot chunk that is not the last.
     fn apply(&mut self, e: Event) -> Result<Option<SyncEvent>> {
         // Origins are connection ids, so "local" means this subscription's connection.
-        let is_local = e.origin != 0 && e.origin == self.link.welcome.connection_id;
+        let is_local = e.origin != 0
+            && self
+                .link
+                .as_ref()
+                .is_some_and(|l| e.origin == l.welcome.connection_id);
         let revision = e.revision;
         let kind = match e.kind {
             EventKind::Snapshot { state } => match state {
                 ObjectState::Document(d) => {
                     self.replica = Replica::Document(d.try_into()?);
                     self.resumed = false;
+                    self.track(|k, r| k.reset(r));
                     SyncEventKind::Snapshot
                 }
                 ObjectState::List { info, window_start } => {
@@ -572,6 +666,7 @@ impl Subscription {
                 }
                 self.replica = self.building.take().unwrap_or(Replica::Empty);
                 self.resumed = false;
+                self.track(|k, r| k.reset(r));
                 SyncEventKind::Snapshot
             }
             EventKind::DocumentUpdated {
@@ -586,6 +681,7 @@ impl Subscription {
                     d.revision = revision;
                     d.date_updated = date_updated;
                 }
+                self.track(|k, _| k.revision = Some(revision));
                 SyncEventKind::DocumentUpdated { data, previous }
             }
             EventKind::ItemAdded { item } => {
@@ -610,6 +706,12 @@ impl Subscription {
                     c.items.remove(&key);
                     c.info.revision = revision;
                 }
+                self.track(|k, _| {
+                    if let Some(items) = k.items.as_mut() {
+                        items.remove(&key);
+                    }
+                    k.revision = Some(revision);
+                });
                 SyncEventKind::ItemRemoved {
                     key,
                     previous: parse(&previous)?,
@@ -631,6 +733,7 @@ impl Subscription {
             EventKind::ObjectRemoved { reason } => {
                 self.ended = true;
                 self.replica = Replica::Empty;
+                self.track(|k, _| k.removed = true);
                 SyncEventKind::Removed { reason }
             }
             EventKind::SubscriptionEnded { error } => {
@@ -651,12 +754,29 @@ impl Subscription {
 
     /// Puts an added or updated item into a collection replica (idempotent).
     fn upsert(&mut self, revision: u64, item: &Item) {
+        let mut held = false;
         if let Some(c) = self.replica.collection() {
-            if c.holds(&item.key) {
+            held = c.holds(&item.key);
+            if held {
                 c.items.insert(item.key.clone(), item.clone());
             }
             c.info.revision = revision;
             c.info.date_updated = item.date_updated;
+        }
+        self.track(|k, _| {
+            if let Some(items) = k.items.as_mut().filter(|_| held) {
+                items.insert(item.key.clone(), item.revision);
+            }
+            k.revision = Some(revision);
+        });
+    }
+
+    /// Keeps the client's view of this replica's revisions current (offline writes).
+    fn track(&self, f: impl FnOnce(&mut Known, &Replica)) {
+        if let Some(known) = &self.known {
+            if let Ok(mut k) = known.lock() {
+                f(&mut k, &self.replica);
+            }
         }
     }
 }
@@ -671,12 +791,14 @@ impl futures_core::Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.link.forget_subscription(self.sub_id);
-        if self.ended || self.reopening.is_some() || self.link.is_closed() {
+        let Some(link) = self.link.take() else {
+            return;
+        };
+        link.forget_subscription(self.sub_id);
+        if self.ended || self.reopening.is_some() || link.is_closed() {
             return;
         }
         let client = self.client.clone();
-        let link = self.link.clone();
         let sub_id = self.sub_id;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
