@@ -8,15 +8,25 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The contents of `admin.json`: where the server is and the credentials to reach it as
+/// the backend. Its `Debug` prints neither the key secret nor the auth token.
 #[derive(Serialize, Deserialize, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Address the server listens on, e.g. `127.0.0.1:7400`.
     pub server: String,
     /// The server's self-signed certificate, to trust as CA.
     pub ca_file: PathBuf,
+    /// The installation's account sid (`AC` + 32 hex), created on first start: the `sub`
+    /// of every access token.
     pub account_sid: String,
+    /// The service (`IS` + 32 hex) created on first start, used by an API-key connection
+    /// whose `Hello` names none.
     pub default_service_sid: String,
+    /// The sid (`SK` + 32 hex) of the API key created on first start: the backend's
+    /// credential, and the `iss` of tokens minted with it.
     pub api_key_sid: String,
+    /// That key's secret, exactly as printed at creation; its UTF-8 bytes are the HMAC
+    /// key of the tokens it signs.
     pub api_key_secret: String,
     /// The HTTPS (Twilio Sync v1 REST) base URL, e.g. `https://127.0.0.1:7401`, when the
     /// server serves it.
@@ -52,6 +62,8 @@ impl std::fmt::Debug for AdminConfig {
 pub struct AdminConfigError(pub String);
 
 impl AdminConfig {
+    /// Reads and parses the `admin.json` at `path`; the error names the file and says
+    /// whether it could not be read or is not a valid admin config.
     pub fn load(path: &Path) -> Result<AdminConfig, AdminConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AdminConfigError(format!("cannot read {}: {e}", path.display())))?;

@@ -1,4 +1,6 @@
-//! Stable error codes shared by server, client and CLI.
+//! Stable error codes shared by server, client and CLI, and [`WireError`], the error as it
+//! travels in a [`ResponseFrame`](crate::ResponseFrame) or ends a subscription
+//! ([`EventKind::SubscriptionEnded`](crate::EventKind::SubscriptionEnded)).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -7,20 +9,41 @@ use std::fmt;
 /// contract (CLI output, client API, docs); never rename one.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
+    /// The credential was refused: a bad or revoked API key, a token that does not verify,
+    /// or a request before a successful `Hello`. CLI exit code 10.
     Unauthorized,
+    /// The access token's `exp` has passed (beyond the allowed clock skew); get a fresh
+    /// token and reconnect or send `UpdateToken`. CLI exit code 11.
     TokenExpired,
+    /// The caller is authenticated but may not do this (ACL rights, backend-only
+    /// requests, another service). CLI exit code 12.
     Forbidden,
+    /// No such service, key, object or item (expired ones count as absent).
+    /// CLI exit code 13.
     NotFound,
+    /// A unique name (object or service) is already taken. CLI exit code 14.
     AlreadyExists,
+    /// An `if_match` revision differs from the current one; [`WireError::current_revision`]
+    /// carries the current revision. CLI exit code 15.
     Conflict,
+    /// Over a size limit ([`Limits`](crate::Limits)): frame, data, message, name or key.
+    /// CLI exit code 16.
     TooLarge,
+    /// A malformed or out-of-range request field (bad JSON, TTL past the maximum, page
+    /// limit out of range, wrong key type, ...). CLI exit code 17.
     InvalidArgument,
+    /// Too many requests (or subscriptions) on this connection; slow down and retry.
+    /// CLI exit code 18.
     RateLimited,
+    /// The server cannot serve this now (shutting down, storage unavailable); a retry
+    /// later may work. CLI exit code 19.
     Unavailable,
+    /// A server-side fault; the details are in the server's log. CLI exit code 20.
     Internal,
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (which is also their bincode index).
     pub const ALL: [ErrorCode; 11] = [
         ErrorCode::Unauthorized,
         ErrorCode::TokenExpired,
@@ -35,6 +58,7 @@ impl ErrorCode {
         ErrorCode::Internal,
     ];
 
+    /// The code's stable name, as printed by the CLI and `Display` (e.g. `"NotFound"`).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Unauthorized => "Unauthorized",
@@ -79,12 +103,17 @@ impl fmt::Display for ErrorCode {
 /// `Conflict` the object's current revision so the caller can retry without a read.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct WireError {
+    /// What kind of error it is; match on this, never on the message.
     pub code: ErrorCode,
+    /// A human-readable explanation, for logs and people; its wording may change.
     pub message: String,
+    /// For [`ErrorCode::Conflict`], the object's (or item's) current revision; `None` for
+    /// every other code.
     pub current_revision: Option<u64>,
 }
 
 impl WireError {
+    /// An error with `code` and `message` and no revision.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         WireError {
             code,
@@ -93,6 +122,8 @@ impl WireError {
         }
     }
 
+    /// A [`ErrorCode::Conflict`] for an `if_match` of `expected` against the
+    /// `current_revision`, which it carries in [`WireError::current_revision`].
     pub fn conflict(current_revision: u64, expected: u64) -> Self {
         WireError {
             code: ErrorCode::Conflict,
@@ -103,14 +134,17 @@ impl WireError {
         }
     }
 
+    /// A [`ErrorCode::NotFound`] with the message "`what` not found".
     pub fn not_found(what: &str) -> Self {
         WireError::new(ErrorCode::NotFound, format!("{what} not found"))
     }
 
+    /// An [`ErrorCode::InvalidArgument`] with `message`.
     pub fn invalid(message: impl Into<String>) -> Self {
         WireError::new(ErrorCode::InvalidArgument, message)
     }
 
+    /// An [`ErrorCode::Internal`] with `message`.
     pub fn internal(message: impl Into<String>) -> Self {
         WireError::new(ErrorCode::Internal, message)
     }

@@ -8,6 +8,39 @@
 //!   and written to every subscriber as `[len + header, event]` without re-encoding.
 //!
 //! Lengths are checked against the configured maximum before anything is allocated.
+//!
+//! Bodies are bincode with varint integers, little-endian, no trailing bytes: use
+//! [`encode`] and [`decode`] rather than bincode directly.
+//!
+//! An event frame, written once for many subscribers and read back by one:
+//!
+//! ```
+//! use syncline_proto::frame::{self, EventFrameHeader, FrameDecoder};
+//! use syncline_proto::{Event, EventKind};
+//!
+//! let event = Event {
+//!     object_sid: "ET00000000000000000000000000000001".into(),
+//!     revision: 1,
+//!     origin: 7,
+//!     actor: "alice".into(),
+//!     kind: EventKind::DocumentUpdated {
+//!         data: r#"{"a":1}"#.into(),
+//!         previous: None,
+//!         date_updated: 1_700_000_000_000,
+//!     },
+//! };
+//! // Server: encode the event once, then per subscriber write its header and the shared body.
+//! let body = frame::encode_event(&event);
+//! let mut wire = EventFrameHeader { sub_id: 42 }.encode(body.len()).to_vec();
+//! wire.extend_from_slice(&body);
+//!
+//! // Client: split the event stream into frames and each frame into header and event.
+//! let mut decoder = FrameDecoder::new(64 * 1024);
+//! decoder.extend(&wire);
+//! let frame = decoder.next_frame().unwrap().expect("a whole frame");
+//! let (header, got) = EventFrameHeader::decode(&frame, decoder.max()).unwrap();
+//! assert_eq!((header.sub_id, got), (42, event));
+//! ```
 
 use bincode::Options;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -23,11 +56,24 @@ pub const LEN_PREFIX: usize = 4;
 /// be read from them ([`peek_request_id`]).
 pub const REFUSED_HEAD: usize = 9;
 
+/// Why a frame could not be read. On the request stream the server answers either with
+/// an error response (`TooLarge` or `InvalidArgument`) and keeps the connection open.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
-    /// `head` holds the first `min(len, REFUSED_HEAD)` bytes of the refused body.
+    /// The announced body length is over the decoder's limit. The body is skipped and
+    /// decoding resumes after it.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: u32, max: u32, head: Bytes },
+    TooLarge {
+        /// The body length the length prefix announced, in bytes.
+        len: u32,
+        /// The limit it exceeds, in bytes (the decoder's `max_frame_bytes`).
+        max: u32,
+        /// The first `min(len, REFUSED_HEAD)` bytes of the refused body, where a
+        /// request's id is ([`peek_request_id`]).
+        head: Bytes,
+    },
+    /// The body is not a valid bincode encoding of the expected type (or has trailing
+    /// bytes, or an event frame is shorter than its header); the text says why.
     #[error("malformed frame: {0}")]
     Malformed(String),
 }
@@ -40,7 +86,8 @@ fn options(limit: u32) -> impl Options {
         .reject_trailing_bytes()
 }
 
-/// Encodes `msg` as one frame (length prefix included).
+/// Encodes `msg` as one frame: the `u32` big-endian body length, then the bincode body.
+/// Never fails; the receiver's limit is not checked here.
 pub fn encode<T: Serialize>(msg: &T) -> Bytes {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_u32(0);
@@ -54,7 +101,9 @@ pub fn encode<T: Serialize>(msg: &T) -> Bytes {
     buf.freeze()
 }
 
-/// Decodes a frame body (without its length prefix).
+/// Decodes a frame body (without its length prefix) with bincode's size limit set to
+/// `max` bytes, so a forged length inside the body cannot make it allocate more;
+/// `Malformed` if the body is not exactly one `T`.
 pub fn decode<T: DeserializeOwned>(body: &[u8], max: u32) -> Result<T, FrameError> {
     options(max)
         .deserialize(body)
@@ -92,10 +141,13 @@ pub fn encode_event(event: &Event) -> Bytes {
 /// The per-subscriber part of an event frame: length prefix and subscription id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventFrameHeader {
+    /// The subscription the event belongs to: the `sub_id` the client chose in
+    /// `Request::Subscribe`. On the wire: 8 bytes, little-endian.
     pub sub_id: u64,
 }
 
 impl EventFrameHeader {
+    /// Bytes of the header inside the frame body (the `sub_id`), before the event.
     pub const LEN: usize = 8;
 
     /// The 12 bytes that precede a shared event body of `body_len` bytes on the wire.
@@ -106,7 +158,9 @@ impl EventFrameHeader {
         out
     }
 
-    /// Splits an event frame body into its header and the event.
+    /// Splits an event frame body (as [`FrameDecoder::next_frame`] returns it) into its
+    /// header and the event, decoded as [`decode`] does with `max`; `Malformed` if it is
+    /// shorter than the header or the event does not decode.
     pub fn decode(body: &[u8], max: u32) -> Result<(EventFrameHeader, Event), FrameError> {
         if body.len() < Self::LEN {
             return Err(FrameError::Malformed(
@@ -137,6 +191,8 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder that refuses bodies over `max_frame_bytes` bytes (the server uses
+    /// `Limits::max_frame_bytes`).
     pub fn new(max_frame_bytes: u32) -> Self {
         FrameDecoder {
             buf: BytesMut::new(),
@@ -145,10 +201,13 @@ impl FrameDecoder {
         }
     }
 
+    /// The body limit in bytes this decoder was made with; pass it on to [`decode`].
     pub fn max(&self) -> u32 {
         self.max
     }
 
+    /// Appends bytes as they arrive from the stream, split anywhere; then call
+    /// [`FrameDecoder::next_frame`] until it returns `Ok(None)`.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }

@@ -1,4 +1,9 @@
 //! Sids (`PP` + 32 lowercase hex) and the rules for unique names.
+//!
+//! Every service, account, API key and object is named by a sid: a two-letter uppercase
+//! prefix saying what it is (`IS` service, `AC` account, `SK` API key, `ET` document,
+//! `ES` list, `MP` map, `TO` stream) and 32 lowercase hex digits. Objects and services
+//! may also carry a unique name, which must not look like a sid.
 
 use crate::error::WireError;
 use crate::limits::Limits;
@@ -7,20 +12,29 @@ use serde::{Deserialize, Serialize};
 /// Length of a sid: two-letter prefix plus 32 hex digits.
 pub const SID_LEN: usize = 34;
 
+/// Prefix of a service sid (`IS` + 32 hex digits).
 pub const SERVICE_PREFIX: &str = "IS";
+/// Prefix of the installation's account sid (`AC` + 32 hex digits), the `sub` of every
+/// access token.
 pub const ACCOUNT_PREFIX: &str = "AC";
+/// Prefix of an API key sid (`SK` + 32 hex digits), the `iss` of the tokens it signs.
 pub const API_KEY_PREFIX: &str = "SK";
 
 /// The kinds of synchronized object; each has its own sid prefix.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ObjectKind {
+    /// One JSON value (at most `Limits::max_data_bytes`); sid prefix `ET`.
     Document,
+    /// Items ordered by a `u64` index that is never reused; sid prefix `ES`.
     List,
+    /// Items keyed by a string of 1..=`Limits::max_name_chars` characters; sid prefix `MP`.
     Map,
+    /// Ephemeral messages to current subscribers, never stored; sid prefix `TO`.
     Stream,
 }
 
 impl ObjectKind {
+    /// The two-letter sid prefix of this kind: `ET`, `ES`, `MP` or `TO`.
     pub fn prefix(self) -> &'static str {
         match self {
             ObjectKind::Document => "ET",
@@ -30,6 +44,8 @@ impl ObjectKind {
         }
     }
 
+    /// The kind a sid names, from its prefix; `None` if `sid` is not shaped like a sid
+    /// ([`is_sid`]) or is not an object's (a service's, a key's, ...).
     pub fn from_sid(sid: &str) -> Option<ObjectKind> {
         if !is_sid(sid) {
             return None;
@@ -44,6 +60,8 @@ impl ObjectKind {
         .find(|k| sid.starts_with(k.prefix()))
     }
 
+    /// The lowercase name used in messages and the CLI: `document`, `list`, `map`,
+    /// `stream`.
     pub fn name(self) -> &'static str {
         match self {
             ObjectKind::Document => "document",
@@ -75,8 +93,9 @@ pub fn make_sid(prefix: &str, random: [u8; 16]) -> String {
     s
 }
 
-/// Checks a unique name: 1..=max chars, and not shaped like a sid (or lookups by
-/// "id or name" would be ambiguous).
+/// Checks a unique name: 1..=`limits.max_name_chars` characters (Unicode scalar
+/// values), and not shaped like a sid (or lookups by "id or name" would be ambiguous).
+/// Empty or sid-shaped: `InvalidArgument`; too long: `TooLarge`.
 pub fn validate_unique_name(name: &str, limits: &Limits) -> Result<(), WireError> {
     let chars = name.chars().count();
     if chars == 0 {

@@ -3,8 +3,24 @@
 //! This crate does no IO (no sockets, no tokio): the server and the client both build on
 //! it, and it can be unit-tested and fuzzed on byte slices alone. The `io` feature adds
 //! the two things both sides need that touch the system: the `admin.json` format with
-//! its loader, and UDP socket setup. See `frame` for the
-//! byte layout and `message` for what travels in a frame.
+//! its loader, and UDP socket setup. See [`frame`] for the
+//! byte layout and [`message`] for what travels in a frame.
+//!
+//! ```
+//! use syncline_proto::{frame, FrameDecoder, Request, RequestFrame};
+//!
+//! // Client side: one request, as bytes for the request stream.
+//! let wire = frame::encode(&RequestFrame { id: 1, request: Request::Ping });
+//!
+//! // Server side: feed bytes as they arrive, take out whole frame bodies, decode them.
+//! let mut decoder = FrameDecoder::new(64 * 1024);
+//! decoder.extend(&wire);
+//! let body = decoder.next_frame().unwrap().expect("one whole frame");
+//! let frame: RequestFrame = frame::decode(&body, decoder.max()).unwrap();
+//! assert_eq!(frame.request, Request::Ping);
+//! ```
+
+#![deny(missing_docs)]
 
 pub mod error;
 pub mod frame;
@@ -36,10 +52,13 @@ pub mod close_code {
     pub const NORMAL: u32 = 0;
     /// The server is shutting down; reconnect later.
     pub const GOING_AWAY: u32 = 1;
-    /// Authentication failed (bad credential) or the key was revoked.
+    /// Authentication failed (bad credential, or a first request other than `Hello`) or
+    /// the key was revoked.
     pub const UNAUTHORIZED: u32 = 2;
     /// The access token expired and was not refreshed in time.
     pub const TOKEN_EXPIRED: u32 = 3;
-    /// The peer broke the protocol (bad framing, request before hello, ...).
+    /// The peer broke the protocol. Today the server sends it when a client opens no
+    /// request stream in time; bad frames are answered with `InvalidArgument` or
+    /// `TooLarge` errors instead, and the connection stays open.
     pub const PROTOCOL_ERROR: u32 = 4;
 }

@@ -3,23 +3,30 @@
 use crate::error::{ErrorCode, WireError};
 use serde::{Deserialize, Serialize};
 
+/// The server's size limits. `Limits::default()` gives DESIGN.md's defaults (listed per
+/// field); a request over a size limit is refused with `TooLarge`, one out of range
+/// (page size, TTL) with `InvalidArgument`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest frame body accepted on any stream, checked before allocation.
+    /// Largest frame body accepted on any stream, in bytes (length prefix excluded),
+    /// checked before allocation. Default 64 KiB; a client learns the server's value in
+    /// `Welcome::max_frame_bytes`.
     pub max_frame_bytes: u32,
-    /// Largest document / item JSON (serialized bytes).
+    /// Largest document / item JSON, in serialized bytes. Default 16 KiB.
     pub max_data_bytes: usize,
-    /// Largest stream message JSON.
+    /// Largest stream message JSON, in bytes. Default 4 KiB.
     pub max_message_bytes: usize,
-    /// Longest unique name or map key, in characters.
+    /// Longest unique name or map key, in characters. Default 320.
     pub max_name_chars: usize,
-    /// Longest identity, in characters.
+    /// Longest identity, in characters. Default 256.
     pub max_identity_chars: usize,
-    /// Largest access token accepted, in bytes.
+    /// Largest access token accepted, in bytes. Default 8 KiB.
     pub max_token_bytes: usize,
-    /// Most items in one page.
+    /// Most items in one page, and the largest list window of a subscription snapshot.
+    /// Default 1,000.
     pub max_page: u32,
-    /// Longest time to live, in seconds, of an object or an item.
+    /// Longest time to live, in seconds, of an object or an item. Default [`MAX_TTL_S`]
+    /// (365 days).
     pub max_ttl_s: u64,
 }
 
@@ -46,17 +53,20 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Checks that `json` is well-formed JSON text of at most `max_data_bytes`.
+    /// Checks that `json` is JSON text that readers can load, of at most `max_data_bytes`
+    /// (see [`check_json`]): `TooLarge` or `InvalidArgument` if not.
     pub fn check_data(&self, json: &str) -> Result<(), WireError> {
         check_json(json, self.max_data_bytes)
     }
 
-    /// Checks a stream message: JSON of at most `max_message_bytes`.
+    /// Checks a stream message: JSON of at most `max_message_bytes` (see [`check_json`]):
+    /// `TooLarge` or `InvalidArgument` if not.
     pub fn check_message(&self, json: &str) -> Result<(), WireError> {
         check_json(json, self.max_message_bytes)
     }
 
-    /// Checks a time to live in seconds (0: no expiry) against `max_ttl_s`.
+    /// Checks a time to live in seconds (0: no expiry) against `max_ttl_s`;
+    /// `InvalidArgument` if over it.
     pub fn check_ttl(&self, ttl_s: u64) -> Result<(), WireError> {
         if ttl_s > self.max_ttl_s {
             return Err(WireError::invalid(format!(
@@ -67,7 +77,8 @@ impl Limits {
         Ok(())
     }
 
-    /// Checks a map key: 1..=`max_name_chars` characters of any Unicode.
+    /// Checks a map key: 1..=`max_name_chars` characters of any Unicode. Empty:
+    /// `InvalidArgument`; too long: `TooLarge`.
     pub fn check_key(&self, key: &str) -> Result<(), WireError> {
         let chars = key.chars().count();
         if chars == 0 {
@@ -92,6 +103,8 @@ impl Limits {
 /// recursion limit (128), lone UTF-16 surrogates (`"\ud800"`) and numbers out of `f64`'s
 /// range (`1e400`) are well-formed JSON that no reader could load, so one write would
 /// poison the object for everybody. The walk allocates no tree.
+///
+/// Over `max_bytes`: `TooLarge`; not loadable JSON: `InvalidArgument`.
 pub fn check_json(json: &str, max_bytes: usize) -> Result<(), WireError> {
     if json.len() > max_bytes {
         return Err(WireError::new(

@@ -7,15 +7,18 @@ use std::net::{SocketAddr, UdpSocket};
 
 /// A bound, non-blocking UDP socket and the receive buffer it really got.
 pub struct BoundSocket {
+    /// The socket, bound and non-blocking, ready to hand to a QUIC endpoint.
     pub socket: UdpSocket,
     /// Bytes the kernel granted for receiving (it may be less than asked for).
     pub recv_buffer: usize,
 }
 
-/// Binds `addr` with the receive and send buffers asked for. Linux caps `SO_RCVBUF` at
-/// `net.core.rmem_max` (about 208 KiB by default, which drops fan-out bursts and
-/// handshake storms); a process allowed to (root, `CAP_NET_ADMIN`) gets the full size
-/// through `SO_RCVBUFFORCE`, as DNS servers do. Anyone else gets what the cap allows.
+/// Binds `addr` (an IPv6 address is dual-stack) with the receive and send buffers asked
+/// for, in bytes. Linux caps `SO_RCVBUF` at `net.core.rmem_max` (about 208 KiB by
+/// default, which drops fan-out bursts and handshake storms); a process allowed to
+/// (root, `CAP_NET_ADMIN`) gets the full size through `SO_RCVBUFFORCE`, as DNS servers
+/// do. Anyone else gets what the cap allows: a smaller buffer is not an error (see
+/// [`BoundSocket::recv_buffer`]); failing to create or bind the socket is.
 pub fn bind_udp(
     addr: SocketAddr,
     recv_buffer: usize,
