@@ -248,3 +248,58 @@ async fn a_subscriber_that_does_not_read_is_resynced_not_starved() {
     // what the client buffers, so the server must have resynced at least once.
     assert!(resyncs > 0, "expected a resync snapshot");
 }
+
+/// The client takes `previous` from its replica when the replica holds the value one
+/// revision behind, and from the wire otherwise (here: a list item outside the
+/// subscription's window): both must give the value the change replaced.
+#[tokio::test]
+async fn previous_is_the_replaced_value_from_the_replica_or_from_the_wire() {
+    let s = TestServer::start().await;
+    let backend = s.backend().await;
+    let map = backend.map("prefs");
+    map.set("theme", &json!({"v": 0})).await.unwrap();
+    map.set("other", &json!({"v": 100})).await.unwrap();
+    let mut map_sub = map.subscribe().await.unwrap();
+    assert_eq!(next_event(&mut map_sub).await.kind, SyncEventKind::Snapshot);
+    let doc = backend.document("prefs-doc");
+    doc.set(&json!({"v": 0})).await.unwrap();
+    let mut doc_sub = doc.subscribe().await.unwrap();
+    assert_eq!(next_event(&mut doc_sub).await.kind, SyncEventKind::Snapshot);
+    let list = backend.list("prefs-list");
+    for v in [0, 100, 200] {
+        list.push(&json!({"v": v})).await.unwrap();
+    }
+    let mut list_sub = list.subscribe(Some(1)).await.unwrap();
+    assert_eq!(
+        next_event(&mut list_sub).await.kind,
+        SyncEventKind::Snapshot
+    );
+    assert_eq!(
+        list_sub.collection().unwrap().items.len(),
+        1,
+        "a window of one"
+    );
+    for v in 1..=3 {
+        map.update("theme", &json!({"v": v})).await.unwrap();
+        doc.update(&json!({"v": v})).await.unwrap();
+        list.update(0, &json!({"v": v})).await.unwrap();
+    }
+    for v in 1..=3 {
+        for (sub, what) in [(&mut map_sub, "map item"), (&mut list_sub, "list item")] {
+            match next_event(sub).await.kind {
+                SyncEventKind::ItemUpdated { item, previous } => {
+                    assert_eq!(item.data, json!({"v": v}), "{what}");
+                    assert_eq!(previous, json!({"v": v - 1}), "{what}");
+                }
+                other => panic!("unexpected {other:?} ({what})"),
+            }
+        }
+        match next_event(&mut doc_sub).await.kind {
+            SyncEventKind::DocumentUpdated { data, previous } => {
+                assert_eq!(data, json!({"v": v}));
+                assert_eq!(previous, Some(json!({"v": v - 1})));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
