@@ -23,19 +23,26 @@ use crate::store::{LogEntry, ObjectRecord, Store, StoreError};
 /// Events queued per connection before its subscriptions are resynced instead.
 pub const OUTBOX_DEPTH: usize = 1024;
 
-/// An event on its way to one subscription.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub sub_id: u64,
-    /// Which subscription under that id: ids can be reused after an unsubscribe, and
-    /// deliveries still queued for the old one must not reach the new one.
-    pub token: u64,
+/// An event as the hub publishes it: once, shared by every delivery of it.
+#[derive(Debug)]
+pub struct Published {
     /// The object revision after the change; `None` for stream messages, which are not
     /// revisions and are never replayed.
     pub revision: Option<u64>,
     pub body: Bytes,
     /// The object was removed: this is the subscription's last event.
     pub ends: bool,
+}
+
+/// An event on its way to one subscription. Small on purpose: every connection's
+/// outbox allocates its queue in blocks of 32 of these up front.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub sub_id: u64,
+    /// Which subscription under that id: ids can be reused after an unsubscribe, and
+    /// deliveries still queued for the old one must not reach the new one.
+    pub token: u64,
+    pub event: Arc<Published>,
 }
 
 /// Requests from the connection's session to its event writer, in order.
@@ -223,9 +230,11 @@ impl Hub {
         subscriber.outbox.deliver(Delivery {
             sub_id: subscriber.sub_id,
             token: subscriber.token,
-            revision: None,
-            body: syncline_proto::frame::encode_event(event),
-            ends: true,
+            event: Arc::new(Published {
+                revision: None,
+                body: syncline_proto::frame::encode_event(event),
+                ends: true,
+            }),
         });
     }
 
@@ -270,13 +279,16 @@ impl Hub {
     }
 
     fn deliver(&self, object_sid: &str, revision: Option<u64>, body: &Bytes, ends: bool) {
+        let event = Arc::new(Published {
+            revision,
+            body: body.clone(),
+            ends,
+        });
         let send = |s: &Subscriber| {
             s.outbox.deliver(Delivery {
                 sub_id: s.sub_id,
                 token: s.token,
-                revision,
-                body: body.clone(),
-                ends,
+                event: event.clone(),
             })
         };
         if ends {
@@ -532,9 +544,9 @@ mod tests {
         assert_eq!(lagged, vec![1, 2]);
         assert!(outbox.take_lagged().is_empty());
         let first = rx.events.recv().await.unwrap();
-        assert_eq!((first.sub_id, first.revision), (1, Some(0)));
+        assert_eq!((first.sub_id, first.event.revision), (1, Some(0)));
         // The same bytes, not a copy.
-        assert_eq!(first.body.as_ptr(), body.as_ptr());
+        assert_eq!(first.event.body.as_ptr(), body.as_ptr());
     }
 
     #[tokio::test]
@@ -552,7 +564,10 @@ mod tests {
         hub.subscribe("ET1", Subscriber::new(1, "IS1", None, &outbox));
         assert_eq!(hub.subscriber_count("ET1"), 1, "not dropped without a word");
         hub.publish("ET1", 1, &Bytes::from_static(b"e"), false);
-        assert_eq!(rx.events.recv().await.map(|d| d.revision), Some(Some(1)));
+        assert_eq!(
+            rx.events.recv().await.map(|d| d.event.revision),
+            Some(Some(1))
+        );
         assert_eq!(hub.publish_message("TO1", |_| Bytes::from_static(b"m")), 1);
     }
 
@@ -564,7 +579,7 @@ mod tests {
         hub.publish("ET1", 5, &Bytes::from_static(b"gone"), true);
         assert_eq!(hub.subscriber_count("ET1"), 0);
         let d = rx.events.recv().await.unwrap();
-        assert!(d.ends);
+        assert!(d.event.ends);
         hub.publish("ET1", 6, &Bytes::from_static(b"x"), false);
         assert!(rx.events.try_recv().is_err());
     }

@@ -189,18 +189,19 @@ pub fn stream(
                     }
                 };
                 let Some(d) = next else { return };
-                if let (Some(r), Some(have)) = (d.revision, delivered) {
+                if let (Some(r), Some(have)) = (d.event.revision, delivered) {
                     if r <= have {
                         continue;
                     }
                 }
-                let Ok(event) = syncline_proto::frame::decode::<Event>(&d.body, u32::MAX) else {
+                let Ok(event) = syncline_proto::frame::decode::<Event>(&d.event.body, u32::MAX)
+                else {
                     continue;
                 };
-                if d.revision.is_some() {
-                    delivered = d.revision;
+                if d.event.revision.is_some() {
+                    delivered = d.event.revision;
                 }
-                if tx.send(sse_message(&event)).await.is_err() || d.ends {
+                if tx.send(sse_message(&event)).await.is_err() || d.event.ends {
                     return;
                 }
             }

@@ -191,7 +191,9 @@ async fn run_requests(
                     // Until authenticated, requests run one at a time so that nothing
                     // overtakes Hello.
                     if matches!(request, Request::Hello { .. }) || !session.is_authenticated() {
-                        let (result, after) = session.handle(request).await;
+                        // Boxed: awaited here, inline, its state (any command's) would be
+                        // part of this future for the connection's whole life.
+                        let (result, after) = Box::pin(session.handle(request)).await;
                         if let Err(e) = &result {
                             info!(code = %e.code, "hello refused: {}", e.message);
                         }

@@ -60,7 +60,9 @@ impl Writer<'_> {
             );
             return;
         }
-        let caught = catch_up(
+        // Boxed: inline, the store reads' state would be part of the connection's
+        // writer task for its whole life (its size is paid by every connection).
+        let caught = Box::pin(catch_up(
             &*self.shared.store,
             &self.shared.hub,
             &service_sid,
@@ -68,7 +70,7 @@ impl Writer<'_> {
             since,
             window,
             crate::now_ms(),
-        )
+        ))
         .await;
         let delivered = match caught {
             Ok(CatchUp::Replay { events, revision }) => {
@@ -111,17 +113,17 @@ impl Writer<'_> {
         let Some(s) = self.subs.get_mut(&d.sub_id).filter(|s| s.token == d.token) else {
             return;
         };
-        if let Some(revision) = d.revision {
+        if let Some(revision) = d.event.revision {
             if revision <= s.delivered {
                 return;
             }
             s.delivered = revision;
         }
-        if d.ends {
+        if d.event.ends {
             self.subs.remove(&d.sub_id);
             self.session.forget_subscription(d.sub_id);
         }
-        self.push(d.sub_id, d.body);
+        self.push(d.sub_id, d.event.body.clone());
     }
 
     fn end(&mut self, sub_id: u64, object_sid: &str, error: WireError) {
