@@ -186,15 +186,18 @@ fn open_db(dir: &std::path::Path) -> StoreResult<sled::Db> {
             .flush_every_ms(Some(500))
             .open()
         {
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(sled::Error::Io(e)) if is_lock_busy(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             other => return other.map_err(engine),
         }
     }
+}
+
+/// Whether opening failed only because the directory's lock is held. sled reports it
+/// as `ErrorKind::Other` with the lock's own error (`WouldBlock`) in the text.
+fn is_lock_busy(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 /// A service record, also in the layout written before `token_create` and
@@ -1335,6 +1338,20 @@ mod tests {
 
     /// Services and keys are served from memory: every change must show at once, and
     /// the map must come back whole from disk after a restart.
+    #[test]
+    fn opening_waits_for_a_store_of_this_process_that_is_letting_go_of_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open_db(dir.path()).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        // The lock is busy for 300 ms: retried, not an error.
+        let second = open_db(dir.path());
+        closer.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
+    }
+
     #[tokio::test]
     async fn writes_are_refused_below_the_kept_free_space_and_resume_above_it() {
         let dir = tempfile::tempdir().unwrap();
