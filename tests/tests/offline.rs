@@ -54,6 +54,15 @@ async fn answer<T>(write: Pending<T>) -> syncline_client::Result<T> {
 }
 
 /// Reads a subscription until its replica is at `revision`.
+/// A collection subscription's replica as key -> value.
+fn map_values(sub: &Subscription) -> std::collections::BTreeMap<ItemKey, Value> {
+    let items = &sub.collection().expect("a collection replica").items;
+    items
+        .values()
+        .map(|i| (i.key.clone(), i.data.clone()))
+        .collect()
+}
+
 async fn catch_up(sub: &mut Subscription, revision: u64) {
     tokio::time::timeout(WAIT, async {
         while sub.replica().revision() != Some(revision) {
@@ -160,13 +169,7 @@ async fn writes_made_while_the_server_is_down_are_applied_in_order_once_it_is_ba
     catch_up(&mut doc_sub, server_doc.revision).await;
     assert_eq!(doc_sub.document().unwrap().data, server_doc.data);
     catch_up(&mut map_sub, 4).await;
-    let replica: Vec<(ItemKey, Value)> = map_sub
-        .collection()
-        .unwrap()
-        .items
-        .values()
-        .map(|i| (i.key.clone(), i.data.clone()))
-        .collect();
+    let replica: Vec<(ItemKey, Value)> = map_values(&map_sub).into_iter().collect();
     assert_eq!(replica, values);
 }
 
@@ -495,14 +498,7 @@ async fn a_replica_saved_to_a_file_shows_its_state_offline_and_a_new_client_resu
     syncline_tests::assert_no_event(&mut map, Duration::from_millis(200)).await;
     let mut expected = server_map;
     expected.insert(ItemKey::Key("b".into()), json!(20));
-    let replica: std::collections::BTreeMap<ItemKey, Value> = map
-        .collection()
-        .unwrap()
-        .items
-        .values()
-        .map(|i| (i.key.clone(), i.data.clone()))
-        .collect();
-    assert_eq!(replica, expected);
+    assert_eq!(map_values(&map), expected);
 }
 
 #[tokio::test]
