@@ -19,7 +19,8 @@ pub const SYSTEM_ACTOR: &str = "system";
 
 /// A request from the client, tagged with an id the response echoes. Id 0 is not used
 /// by requests: the server answers with id 0 only errors tied to no request (token
-/// expiry, a frame whose id cannot be read).
+/// expiry, a frame whose id cannot be read), and refuses a request numbered 0 with
+/// such a notice (`InvalidArgument`) without running it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct RequestFrame {
     /// Chosen by the client and echoed in [`ResponseFrame::id`]; nonzero, and unique

@@ -525,3 +525,36 @@ async fn the_client_learns_the_servers_frame_limit_from_welcome() {
         .await
         .unwrap();
 }
+
+/// Id 0 is reserved for notices (answers tied to no request): a request numbered 0 is
+/// not run, and gets an `InvalidArgument` notice; the connection goes on.
+#[tokio::test]
+async fn a_request_numbered_zero_is_refused_with_a_notice_and_not_run() {
+    let s = TestServer::start().await;
+    let mut raw = RawConnection::backend(&s.admin).await;
+    let set = Request::DocSet {
+        document: "zero".into(),
+        data: r#"{"a":1}"#.into(),
+        if_match: None,
+        ttl: None,
+    };
+    let r = raw.call(0, set).await;
+    assert_eq!(r.id, 0);
+    let e = r.result.expect_err("refused");
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert!(e.message.contains("id 0"), "{}", e.message);
+    let get = raw
+        .call(
+            2,
+            Request::DocGet {
+                document: "zero".into(),
+            },
+        )
+        .await;
+    assert_eq!(
+        code(get),
+        ErrorCode::NotFound,
+        "the refused write was not run"
+    );
+    still_healthy(&mut raw, 3).await;
+}

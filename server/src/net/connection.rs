@@ -188,6 +188,14 @@ async fn run_requests(
                             continue;
                         }
                     };
+                    // Id 0 is the notices' (answers tied to no request): a request
+                    // numbered 0 would get an answer the client cannot tell from one.
+                    if id == 0 {
+                        notice(&responses, WireError::invalid(
+                            "request id 0 is reserved for notices; number requests from 1",
+                        ));
+                        continue;
+                    }
                     // Until authenticated, requests run one at a time so that nothing
                     // overtakes Hello.
                     if matches!(request, Request::Hello { .. }) || !session.is_authenticated() {
