@@ -288,23 +288,14 @@ impl Client {
         let known = self.track_replica(object, &sid, &replica);
         // A channel already ended: nothing arrives before the resubscription.
         let (_, events) = mpsc::channel(1);
-        let mut sub = Subscription {
-            client: self.clone(),
+        let offline = Opened {
             link: None,
             sub_id: 0,
             object_sid: sid,
             kind,
-            window: options.window,
-            revision: options.since,
             events,
-            replica,
-            building: None,
-            last_sequence: None,
-            resumed: false,
-            reopening: None,
-            ended: false,
-            known,
         };
+        let mut sub = self.new_subscription(offline, options, replica, known);
         sub.start_reopen(None);
         sub
     }
@@ -337,9 +328,20 @@ impl Client {
         let link = self.link().await?;
         let opened = self.open_subscription(link, object, options).await?;
         let known = self.track_replica(object, &opened.object_sid, &replica);
-        Ok(Subscription {
+        Ok(self.new_subscription(opened, options, replica, known))
+    }
+
+    /// A subscription at the start of its life, on `link` or (offline) on none yet.
+    fn new_subscription(
+        &self,
+        opened: Opened,
+        options: SubscribeOptions,
+        replica: Replica,
+        known: Option<Arc<Mutex<Known>>>,
+    ) -> Subscription {
+        Subscription {
             client: self.clone(),
-            link: Some(opened.link),
+            link: opened.link,
             sub_id: opened.sub_id,
             object_sid: opened.object_sid,
             kind: opened.kind,
@@ -353,7 +355,7 @@ impl Client {
             reopening: None,
             ended: false,
             known,
-        })
+        }
     }
 
     async fn open_subscription(
@@ -380,7 +382,7 @@ impl Client {
             Ok(Response::Subscribed {
                 object_sid, kind, ..
             }) => Ok(Opened {
-                link,
+                link: Some(link),
                 sub_id,
                 object_sid,
                 kind,
@@ -400,7 +402,8 @@ impl Client {
 
 /// A subscription open on one connection.
 struct Opened {
-    link: Arc<Link>,
+    /// `None` for a subscription made offline, before its first connection.
+    link: Option<Arc<Link>>,
     sub_id: u64,
     object_sid: String,
     kind: ObjectKind,
@@ -517,7 +520,7 @@ impl Subscription {
                             since = ?self.revision,
                             "subscription resumed"
                         );
-                        self.link = Some(opened.link);
+                        self.link = opened.link;
                         self.sub_id = opened.sub_id;
                         self.events = opened.events;
                         self.resumed = true;
