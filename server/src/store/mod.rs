@@ -264,7 +264,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies the batch atomically; when it returns Ok, the batch is durable (unless the
     /// store was opened in relaxed mode). `NotDurable` means it was applied (readers see
-    /// it) but the flush failed; any other error means nothing was applied.
+    /// it) but the flush failed; any other error means nothing was applied. Callers ask
+    /// [`Store::writable`] first.
     async fn apply(&self, batch: Vec<ObjectWrite>) -> StoreResult<()>;
 
     /// Whether the store can take writes now, called before a batch is computed. A

@@ -1020,8 +1020,9 @@ impl Store for SledStore {
         self.reopen_blocking().await
     }
 
+    // No `writable` check here: the commit task, the one caller, asked just before it
+    // computed the batch (a second `statvfs` per batch would tell nothing new).
     async fn apply(&self, writes: Vec<ObjectWrite>) -> StoreResult<()> {
-        self.writable().await?;
         let deleted: Vec<&str> = writes
             .iter()
             .filter(|w| w.after.is_none())
