@@ -4,29 +4,12 @@
 //! message). A bounded, seeded loop (`SYNCLINE_PROPTEST_SEED` picks another seed), short
 //! enough for every test run; the fuzz targets in `fuzz/` go deeper.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use syncline_proto::frame::{self, FrameDecoder, FrameError, LEN_PREFIX};
 use syncline_proto::{
     Credential, EventFrameHeader, ItemKey, ObjectKind, Order, Request, RequestFrame, ResponseFrame,
 };
-
-/// SplitMix64: a small, seedable generator, so a failure can be replayed by its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn seed() -> u64 {
     std::env::var("SYNCLINE_PROPTEST_SEED")
@@ -85,19 +68,19 @@ fn valid_requests() -> Vec<RequestFrame> {
 }
 
 /// Flips, overwrites, inserts, deletes or truncates a few bytes of `v`.
-fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
-    for _ in 0..=rng.below(4) {
-        let at = rng.below(v.len() + 1);
-        match rng.below(6) {
-            0 if at < v.len() => v[at] ^= 1 << rng.below(8),
-            1 if at < v.len() => v[at] = [0, 0xff, 0xfb, 0xfc, 0xfd, 0x80][rng.below(6)],
+fn mutate(rng: &mut StdRng, mut v: Vec<u8>) -> Vec<u8> {
+    for _ in 0..=rng.gen_range(0..4) {
+        let at = rng.gen_range(0..v.len() + 1);
+        match rng.gen_range(0..6) {
+            0 if at < v.len() => v[at] ^= 1 << rng.gen_range(0..8),
+            1 if at < v.len() => v[at] = [0, 0xff, 0xfb, 0xfc, 0xfd, 0x80][rng.gen_range(0..6)],
             2 => {
-                let n = rng.below(8) + 1;
-                let extra = rng.bytes(n);
+                let n = rng.gen_range(0..8) + 1;
+                let extra = (0..n).map(|_| rng.gen::<u8>()).collect::<Vec<u8>>();
                 v.splice(at..at, extra);
             }
             3 if at < v.len() => {
-                let end = (at + rng.below(8) + 1).min(v.len());
+                let end = (at + rng.gen_range(0..8) + 1).min(v.len());
                 v.drain(at..end);
             }
             4 => v.truncate(at),
@@ -125,11 +108,11 @@ fn decode_everything(body: &[u8], max: u32) {
 }
 
 /// Feeds `stream` to a decoder in random pieces; every outcome is typed.
-fn feed(rng: &mut Rng, stream: &[u8], max: u32) {
+fn feed(rng: &mut StdRng, stream: &[u8], max: u32) {
     let mut dec = FrameDecoder::new(max);
     let mut at = 0;
     while at < stream.len() {
-        let n = (rng.below(64) + 1).min(stream.len() - at);
+        let n = (rng.gen_range(0..64) + 1).min(stream.len() - at);
         dec.extend(&stream[at..at + n]);
         at += n;
         loop {
@@ -151,28 +134,28 @@ fn feed(rng: &mut Rng, stream: &[u8], max: u32) {
 #[test]
 fn random_and_mutated_frames_never_panic_and_fail_typed() {
     let seed = seed();
-    let mut rng = Rng(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let valid: Vec<Vec<u8>> = valid_requests()
         .iter()
         .map(|r| frame::encode(r).to_vec())
         .collect();
     for round in 0..20_000 {
         let max = [16, 256, 64 * 1024][round % 3];
-        let stream = match rng.below(3) {
+        let stream = match rng.gen_range(0..3) {
             0 => {
-                let n = rng.below(300);
-                rng.bytes(n)
+                let n = rng.gen_range(0..300);
+                (0..n).map(|_| rng.gen::<u8>()).collect::<Vec<u8>>()
             }
             1 => {
-                let v = valid[rng.below(valid.len())].clone();
+                let v = valid[rng.gen_range(0..valid.len())].clone();
                 mutate(&mut rng, v)
             }
             _ => {
                 // Valid frames and mutated ones, back to back.
                 let mut s = Vec::new();
-                for _ in 0..=rng.below(3) {
-                    let v = valid[rng.below(valid.len())].clone();
-                    s.extend(if rng.below(2) == 0 {
+                for _ in 0..=rng.gen_range(0..3) {
+                    let v = valid[rng.gen_range(0..valid.len())].clone();
+                    s.extend(if rng.gen_range(0..2) == 0 {
                         v
                     } else {
                         mutate(&mut rng, v)

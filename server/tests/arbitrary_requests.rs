@@ -3,25 +3,12 @@
 //! never a panic, always a typed error when refused. A bounded, seeded loop
 //! (`SYNCLINE_PROPTEST_SEED` picks another seed); the fuzz targets in `fuzz/` go deeper.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use syncline_proto::frame::{self, FrameError};
 use syncline_proto::{ErrorCode, ItemKey, Limits, ObjectKind, Request, RequestFrame};
 use syncline_server::command::Command;
 use syncline_server::http::form::Params;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn seed() -> u64 {
     std::env::var("SYNCLINE_PROPTEST_SEED")
@@ -75,19 +62,21 @@ fn bodies() -> Vec<Vec<u8>> {
 #[test]
 fn random_and_mutated_requests_become_commands_or_typed_errors() {
     let limits = Limits::default();
-    let mut rng = Rng(seed());
+    let mut rng = StdRng::seed_from_u64(seed());
     let bodies = bodies();
     let (mut decoded, mut commands) = (0, 0);
     for _ in 0..20_000 {
-        let mut body = bodies[rng.below(bodies.len())].clone();
-        if rng.below(4) == 0 {
-            body = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
+        let mut body = bodies[rng.gen_range(0..bodies.len())].clone();
+        if rng.gen_range(0..4) == 0 {
+            body = (0..rng.gen_range(0..200))
+                .map(|_| rng.gen::<u8>())
+                .collect();
         }
-        for _ in 0..=rng.below(3) {
-            let at = rng.below(body.len());
-            match rng.below(3) {
-                0 if at < body.len() => body[at] = rng.next() as u8,
-                1 => body.insert(at, rng.next() as u8),
+        for _ in 0..=rng.gen_range(0..3) {
+            let at = rng.gen_range(0..body.len().max(1));
+            match rng.gen_range(0..3) {
+                0 if at < body.len() => body[at] = rng.gen::<u8>(),
+                1 => body.insert(at, rng.gen::<u8>()),
                 _ if at < body.len() => {
                     body.remove(at);
                 }
@@ -123,14 +112,14 @@ fn random_and_mutated_requests_become_commands_or_typed_errors() {
 
 #[test]
 fn arbitrary_form_bodies_parse_and_name_the_bad_parameter() {
-    let mut rng = Rng(seed());
+    let mut rng = StdRng::seed_from_u64(seed());
     let alphabet = b"=&%+TtlDataKey0123456789abcdefTRUEfalse\xff\x00 ";
     for _ in 0..5_000 {
-        let query: Vec<u8> = (0..rng.below(40))
-            .map(|_| alphabet[rng.below(alphabet.len())])
+        let query: Vec<u8> = (0..rng.gen_range(0..40))
+            .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
             .collect();
-        let body: Vec<u8> = (0..rng.below(80))
-            .map(|_| alphabet[rng.below(alphabet.len())])
+        let body: Vec<u8> = (0..rng.gen_range(0..80))
+            .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
             .collect();
         let p = Params::parse(&[&query, &body]);
         for name in ["Ttl", "Data", "Key", "PageSize", "AclEnabled"] {

@@ -3,36 +3,23 @@
 //! every subscriber must see the events in revision order without gaps or duplicates.
 //! Seeds are fixed so a failure reproduces; `SYNCLINE_PROPTEST_SEEDS=N` runs more.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use syncline_client::{Client, ItemKey, ObjectKind, Replica, Subscription, SyncEventKind};
 use syncline_tests::{next_event, server_items, TestServer};
 
-/// A small deterministic generator (xorshift), so the test needs no extra crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Random writes by one client; errors such as NotFound (the item was removed by
 /// another client) are part of the game.
 async fn random_ops(c: Client, seed: u64, ops: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     for n in 0..ops {
-        let key = format!("k{}", rng.below(8));
-        let index = rng.below(12);
+        let key = format!("k{}", rng.gen_range(0..8));
+        let index = rng.gen_range(0..12);
         let value = json!({ "n": n, "by": seed });
-        let _ = match rng.below(8) {
+        let _ = match rng.gen_range(0..8) {
             0 | 1 => c.map("m").set(&key, &value).await.map(|_| ()),
             2 => c
                 .map("m")

@@ -3,27 +3,14 @@
 //! application close with one of Syncline's close codes), never a hang or a crash; and
 //! the server goes on serving a second, well-behaved connection after each one.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
 use serde_json::json;
 use syncline_proto::frame::{self, FrameDecoder};
 use syncline_proto::{close_code, Request, RequestFrame, ResponseFrame};
 use syncline_tests::{RawConnection, TestServer};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// What a garbage stream got back.
 #[derive(Debug, Default)]
@@ -78,7 +65,7 @@ async fn send_garbage(raw: &mut RawConnection, garbage: &[u8]) -> Answer {
     answer
 }
 
-fn garbage(rng: &mut Rng) -> Vec<u8> {
+fn garbage(rng: &mut StdRng) -> Vec<u8> {
     let valid = frame::encode(&RequestFrame {
         id: 3,
         request: Request::DocSet {
@@ -89,22 +76,24 @@ fn garbage(rng: &mut Rng) -> Vec<u8> {
         },
     })
     .to_vec();
-    match rng.below(3) {
+    match rng.gen_range(0..3) {
         // Noise.
-        0 => (0..rng.below(400) + 1).map(|_| rng.next() as u8).collect(),
+        0 => (0..rng.gen_range(0..400) + 1)
+            .map(|_| rng.gen::<u8>())
+            .collect(),
         // A frame length the server accepts around a random body.
         1 => {
-            let n = rng.below(200) + 1;
+            let n = rng.gen_range(0..200) + 1;
             let mut v = (n as u32).to_be_bytes().to_vec();
-            v.extend((0..n).map(|_| rng.next() as u8));
+            v.extend((0..n).map(|_| rng.gen::<u8>()));
             v
         }
         // A valid frame with a few bytes changed.
         _ => {
             let mut v = valid;
-            for _ in 0..=rng.below(3) {
-                let at = rng.below(v.len());
-                v[at] = rng.next() as u8;
+            for _ in 0..=rng.gen_range(0..3) {
+                let at = rng.gen_range(0..v.len());
+                v[at] = rng.gen::<u8>();
             }
             v
         }
@@ -116,7 +105,7 @@ async fn garbage_on_the_request_stream_gets_typed_errors_or_a_clean_close_and_th
 {
     let s = TestServer::start().await;
     let well_behaved = s.backend().await;
-    let mut rng = Rng(0x9a7b_a9e5);
+    let mut rng = StdRng::seed_from_u64(0x9a7b_a9e5);
     let known = [
         close_code::NORMAL,
         close_code::GOING_AWAY,

@@ -7,6 +7,8 @@
 //! The server's RSS is sampled every second. Every loop is bounded in count and time;
 //! all traffic is loopback.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -143,22 +145,6 @@ impl SoakReport {
     }
 }
 
-/// SplitMix64, seeded per worker so a run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Counters the tasks share.
 #[derive(Default)]
 struct Tally {
@@ -194,22 +180,22 @@ async fn one_op(
     c: &Client,
     w: usize,
     n: u64,
-    rng: &mut Rng,
+    rng: &mut StdRng,
     list: &mut VecDeque<u64>,
     keys: &mut VecDeque<String>,
 ) -> Result<(), syncline_client::Error> {
-    let pad = "p".repeat(rng.below(400) as usize);
-    match rng.below(10) {
+    let pad = "p".repeat(rng.gen_range(0..400) as usize);
+    match rng.gen_range(0..10) {
         0..=2 => {
-            let doc = c.document(&format!("doc-{}", rng.below(DOCS)));
-            if rng.below(2) == 0 {
+            let doc = c.document(&format!("doc-{}", rng.gen_range(0..DOCS)));
+            if rng.gen_range(0..2) == 0 {
                 doc.set(&json!({ "w": w, "n": n, "pad": pad })).await?;
             } else {
                 doc.update(&json!({ format!("w{w}"): n })).await?;
             }
         }
         3 => {
-            c.document(&format!("doc-{}", rng.below(DOCS)))
+            c.document(&format!("doc-{}", rng.gen_range(0..DOCS)))
                 .get()
                 .await?;
         }
@@ -239,7 +225,7 @@ async fn one_op(
             }
         }
         _ => {
-            c.stream(&format!("stream-{}", rng.below(STREAMS)))
+            c.stream(&format!("stream-{}", rng.gen_range(0..STREAMS)))
                 .publish(&json!({ "w": w, "n": n }))
                 .await?;
         }
@@ -250,7 +236,7 @@ async fn one_op(
 /// A worker: connect, run a random number of operations, disconnect, again, until
 /// `deadline`. It cleans its list and map share up at the end.
 async fn worker(config: ClientConfig, w: usize, seed: u64, deadline: Instant, tally: Arc<Tally>) {
-    let mut rng = Rng(seed ^ (w as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut rng = StdRng::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let (mut list, mut keys) = (VecDeque::new(), VecDeque::new());
     let mut n = 0u64;
     while Instant::now() < deadline {
@@ -262,7 +248,7 @@ async fn worker(config: ClientConfig, w: usize, seed: u64, deadline: Instant, ta
                 continue;
             }
         };
-        let ops = 1 + rng.below(MAX_OPS_PER_CONNECTION);
+        let ops = 1 + rng.gen_range(0..MAX_OPS_PER_CONNECTION);
         for _ in 0..ops {
             if Instant::now() >= deadline {
                 break;
