@@ -12,7 +12,7 @@
 //!
 //! The second runs only with `SYNCLINE_FULL_DISK=1`: sled 0.34 does not always survive
 //! its own `ENOSPC` (a flush that waits forever for a log buffer that is never
-//! written, reads that hang or fail while helping a node split), so that path can end
+//! written, reads that fail, a write left unanswered), so that path can end
 //! in "restart the server to resume writes" (ARCHITECTURE.md, "A full disk").
 //!
 //! Mounting needs root; without root these tests say SKIPPED and pass.
