@@ -431,22 +431,27 @@ pub async fn fanout(
             let writer = writers[seq as usize % writers.len()].clone();
             let pad = pad.clone();
             writes.spawn(async move {
+                let sent = Instant::now();
                 let data = json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": *pad});
                 let r = fanout_write(&writer, kind, &data).await;
                 drop(permit);
-                r
+                r.map(|revision| (revision, sent.elapsed()))
             });
             if seq % u64::from(rate.max(1)) == 0 {
                 progress.update(seq as f64 / total as f64, "");
             }
         }
         let mut last = 0;
+        let mut acks = measure::histogram();
         while let Some(r) = writes.join_next().await {
-            last = last.max(r.map_err(err)??);
+            let (revision, took) = r.map_err(err)??;
+            last = last.max(revision);
+            measure::record(&mut acks, took);
         }
-        Ok(last)
+        Ok((last, acks))
     })
     .await?;
+    let (last, acks) = last;
     target_tx.send_replace(Some(last));
     // Each follower gives up at `limit`; the phase's own limit is only a backstop.
     let drain_limit = limit.saturating_duration_since(Instant::now()) + OVERRUN;
@@ -475,6 +480,12 @@ pub async fn fanout(
         json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": kind.name(), "writes": total}),
     );
     o.extra.insert("resyncs".into(), json!(resyncs));
+    // The writer's acknowledgement latency splits an event's latency into the commit's
+    // share and the fan-out's.
+    o.extra
+        .insert("write_p50_ms".into(), json!(measure::ms(&acks, 0.5)));
+    o.extra
+        .insert("write_p99_ms".into(), json!(measure::ms(&acks, 0.99)));
     drop(connections);
     Ok(o)
 }

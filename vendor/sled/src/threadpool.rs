@@ -68,7 +68,9 @@ impl Queue {
         // with the notify below.
         drop(queue);
 
-        self.cv.notify_all();
+        // Syncline patch: one job needs one thread. Upstream woke every idle thread
+        // (up to 7) for each job, and all but one went back to sleep.
+        self.cv.notify_one();
 
         len
     }
