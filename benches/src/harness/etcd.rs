@@ -20,14 +20,12 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::measure::{self, Delivery, Outcome, Progress};
-use super::workloads::{connection_of, join_followers, OPEN_LIMIT, OVERRUN};
+use super::measure::{self, Delivery, Drain, DrainClock, Outcome, Progress, DRAIN};
+use super::workloads::{backstop, connection_of, Followed, Followers, OPEN_LIMIT, OVERRUN};
 use super::{err, Error};
 
 /// Connections opened at once.
 const OPEN_CONCURRENCY: usize = 256;
-/// How long watchers get, after the writer stops, to receive what was written.
-const DRAIN: Duration = Duration::from_secs(15);
 /// How long etcd gets to answer after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for one request (a put, a watch being created).
@@ -292,20 +290,18 @@ async fn follow(
     client: Client,
     mut ws: WatchStream,
     total: u64,
-    limit: Instant,
-) -> (Histogram<u64>, Delivery) {
+    mut clock: DrainClock,
+) -> Followed {
     let mut h = measure::histogram();
     let mut d = Delivery::default();
     let mut seen = vec![false; total as usize + 1];
     let mut distinct = 0u64;
     let mut last_revision = 0i64;
-    let give_up = tokio::time::sleep_until(limit.into());
-    tokio::pin!(give_up);
     while distinct < total {
         let next = tokio::select! {
             biased;
             m = ws.message() => m,
-            _ = &mut give_up => break,
+            () = clock.expired() => break,
         };
         let Ok(Some(resp)) = next else { break };
         if resp.canceled() {
@@ -344,7 +340,7 @@ async fn follow(
     // Whatever was not seen by the end counts as missed.
     d.missed = total - distinct;
     drop(client);
-    (h, d)
+    Followed::counted(h, d)
 }
 
 /// W2 on etcd: `subscribers` clients watching one key, one writer putting at `rate`/s.
@@ -374,10 +370,10 @@ pub async fn fanout(
         watchers(etcd, subscribers, KEY, &progress),
     )
     .await?;
-    let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
+    let drain = Drain::new(Instant::now() + duration + OVERRUN + DRAIN);
     let mut set = JoinSet::new();
     for (c, ws) in opened {
-        set.spawn(follow(c, ws, total, limit));
+        set.spawn(follow(c, ws, total, drain.clock()));
     }
     let cpu_before = cpu(etcd);
     let start = Instant::now();
@@ -411,20 +407,23 @@ pub async fn fanout(
         Ok(())
     })
     .await?;
-    let (latency, delivery) = join_followers("etcd fanout: delivering", set, limit).await?;
+    drain.writers_done();
+    let (seen, extra) = Followers::join("etcd fanout: delivering", set, backstop(&drain))
+        .await?
+        .split();
     progress.finish();
     let elapsed = start.elapsed();
     let mut o = outcome(
         etcd,
         cpu_before,
         "fanout",
-        delivery.received as f64,
+        seen.1.received as f64,
         elapsed,
-        (latency, delivery),
+        seen,
         json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": "document", "writes": total}),
     );
+    o.extra.extend(extra);
     // etcd has no snapshot resync: a watcher that falls too far behind is cancelled.
-    o.extra.insert("resyncs".into(), json!(0));
     Ok(o)
 }
 
@@ -454,10 +453,10 @@ pub async fn conns(etcd: &EtcdUnderTest, connections: usize) -> Result<Outcome, 
     let opened_n = opened.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = etcd.rss_kib();
-    let limit = Instant::now() + Duration::from_secs(120);
+    let drain = Drain::new(Instant::now() + OPEN_LIMIT);
     let mut set = JoinSet::new();
     for (c, ws) in opened {
-        set.spawn(follow(c, ws, 1, limit));
+        set.spawn(follow(c, ws, 1, drain.clock()));
     }
     let write_at = Instant::now();
     put(
@@ -466,18 +465,22 @@ pub async fn conns(etcd: &EtcdUnderTest, connections: usize) -> Result<Outcome, 
         json!({"seq": 1, "sent_ns": measure::now_ns()}).to_string(),
     )
     .await?;
-    let (latency, delivery) = join_followers("etcd conns: delivering", set, limit).await?;
+    drain.writers_done();
+    let (seen, extra) = Followers::join("etcd conns: delivering", set, backstop(&drain))
+        .await?
+        .split();
     progress.finish();
     let delivered_in = write_at.elapsed();
     let mut o = outcome(
         etcd,
         cpu_before,
         "conns",
-        delivery.received as f64,
+        seen.1.received as f64,
         delivered_in,
-        (latency, delivery),
+        seen,
         json!({"connections": connections}),
     );
+    o.extra.extend(extra);
     o.add_conns_figures(opened_n, open_s, connections, (rss_before, rss_after));
     Ok(o)
 }

@@ -70,6 +70,75 @@ impl Delivery {
     }
 }
 
+/// How long followers wait, once every write is acknowledged, for what is still on its
+/// way to them.
+pub const DRAIN: Duration = Duration::from_secs(15);
+
+/// When a workload's followers stop waiting: `DRAIN` after its writers are done, or at a
+/// backstop if they never finish. A follower that stops short counts what it did not
+/// see as missed, so giving up is never silent; and a writer slower than planned (a
+/// saturated machine acknowledges late) does not make followers give up while writes
+/// are still coming.
+pub struct Drain {
+    // tokio's clock, so that the test can pause it.
+    deadline: tokio::sync::watch::Sender<tokio::time::Instant>,
+}
+
+/// One follower's view of a `Drain`.
+pub struct DrainClock {
+    deadline: tokio::sync::watch::Receiver<tokio::time::Instant>,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Drain {
+    pub fn new(backstop: Instant) -> Self {
+        Drain {
+            deadline: tokio::sync::watch::channel(backstop.into()).0,
+        }
+    }
+
+    pub fn clock(&self) -> DrainClock {
+        let deadline = self.deadline.subscribe();
+        let at = *deadline.borrow();
+        DrainClock {
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+
+    /// Every write is acknowledged: followers get `DRAIN` from now.
+    pub fn writers_done(&self) {
+        self.deadline
+            .send_replace(tokio::time::Instant::now() + DRAIN);
+    }
+
+    /// When the last follower will have stopped.
+    pub fn deadline(&self) -> Instant {
+        self.deadline.borrow().into_std()
+    }
+}
+
+impl DrainClock {
+    /// Resolves when the follower should stop waiting. Cancel-safe: meant for a
+    /// `select!` beside the follower's next event.
+    pub async fn expired(&mut self) {
+        loop {
+            tokio::select! {
+                () = &mut self.timer => return,
+                changed = self.deadline.changed() => {
+                    if changed.is_err() {
+                        // The workload is gone: the last deadline stands.
+                        (&mut self.timer).await;
+                        return;
+                    }
+                    let at = *self.deadline.borrow_and_update();
+                    self.timer.as_mut().reset(at);
+                }
+            }
+        }
+    }
+}
+
 /// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -366,6 +435,34 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn followers_wait_past_the_planned_end_for_slow_writers_then_drain_once_they_finish() {
+        let start = tokio::time::Instant::now();
+        let drain = Drain::new(start.into_std() + Duration::from_secs(300));
+        let mut clock = drain.clock();
+        // The writers run late: at 100 s (long past a 10 s plan) the follower still waits.
+        let waited = tokio::time::timeout(Duration::from_secs(100), clock.expired()).await;
+        assert!(waited.is_err(), "gave up while writes were still coming");
+        drain.writers_done();
+        clock.expired().await;
+        let stopped_after = tokio::time::Instant::now() - start;
+        assert_eq!(stopped_after, Duration::from_secs(100) + DRAIN);
+        // A clock taken after the writers are done starts from the new deadline.
+        drain.clock().expired().await;
+        assert_eq!(
+            tokio::time::Instant::now() - start,
+            Duration::from_secs(100) + DRAIN
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn followers_stop_at_the_backstop_when_the_writers_never_finish() {
+        let start = tokio::time::Instant::now();
+        let drain = Drain::new(start.into_std() + Duration::from_secs(30));
+        drain.clock().expired().await;
+        assert_eq!(tokio::time::Instant::now() - start, Duration::from_secs(30));
+    }
 
     #[test]
     fn per_op_is_microseconds_and_zero_without_ops() {

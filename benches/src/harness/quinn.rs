@@ -26,16 +26,14 @@ use syncline_proto::frame::FrameDecoder;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::measure::{self, Delivery, Outcome, Progress};
-use super::workloads::{join_followers, OPEN_LIMIT, OVERRUN};
+use super::measure::{self, Delivery, Drain, DrainClock, Outcome, Progress, DRAIN};
+use super::workloads::{backstop, Followed, Followers, OPEN_LIMIT, OVERRUN};
 use super::{err, Error};
 
 /// Client UDP endpoints the connections are spread over (as for Syncline's workloads).
 const ENDPOINTS: usize = 32;
 /// Connections opened at once.
 const OPEN_CONCURRENCY: usize = 256;
-/// How long subscribers get, after the writer stops, to receive what was sent.
-const DRAIN: Duration = Duration::from_secs(15);
 /// How long the server gets to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for one subscriber to be registered.
@@ -247,17 +245,15 @@ impl QuinnUnderTest {
 }
 
 /// Follows one subscriber until it has seen `seq` `total` or time runs out.
-async fn follow(mut s: Subscriber, total: u64, limit: Instant) -> (Histogram<u64>, Delivery) {
+async fn follow(mut s: Subscriber, total: u64, mut clock: DrainClock) -> Followed {
     let mut h = measure::histogram();
     let mut d = Delivery::default();
     d.start_at(0);
-    let give_up = tokio::time::sleep_until(limit.into());
-    tokio::pin!(give_up);
     while d.last().unwrap_or(0) < total {
         let next = tokio::select! {
             biased;
             f = next_frame(&mut s.events, &mut s.decoder) => f,
-            _ = &mut give_up => break,
+            () = clock.expired() => break,
         };
         let Ok(Some(body)) = next else { break };
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -274,7 +270,7 @@ async fn follow(mut s: Subscriber, total: u64, limit: Instant) -> (Histogram<u64
     }
     // Whatever was not reached by the end counts as missed.
     d.missed += total.saturating_sub(d.last().unwrap_or(0));
-    (h, d)
+    Followed::counted(h, d)
 }
 
 /// What was used so far: the peer's CPU, the harness's CPU, the UDP error counters.
@@ -342,10 +338,10 @@ pub async fn fanout(
         q.subscribers(subscribers, &progress),
     )
     .await?;
-    let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
+    let drain = Drain::new(Instant::now() + duration + OVERRUN + DRAIN);
     let mut set = JoinSet::new();
     for s in opened {
-        set.spawn(follow(s, total, limit));
+        set.spawn(follow(s, total, drain.clock()));
     }
     let baseline = before(&q);
     let start = Instant::now();
@@ -367,19 +363,22 @@ pub async fn fanout(
         Ok(())
     })
     .await?;
-    let (latency, delivery) = join_followers("quinn fanout: delivering", set, limit).await?;
+    drain.writers_done();
+    let (seen, extra) = Followers::join("quinn fanout: delivering", set, backstop(&drain))
+        .await?
+        .split();
     progress.finish();
     let elapsed = start.elapsed();
     let mut o = outcome(
         &q,
         baseline,
         "fanout",
-        delivery.received as f64,
+        seen.1.received as f64,
         elapsed,
-        (latency, delivery),
+        seen,
         json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": "frames", "writes": total}),
     );
-    o.extra.insert("resyncs".into(), json!(0));
+    o.extra.extend(extra);
     Ok(o)
 }
 
@@ -409,10 +408,10 @@ pub async fn conns(q: QuinnUnderTest, connections: usize) -> Result<Outcome, Err
     let opened_n = opened.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = q.rss_kib();
-    let limit = Instant::now() + Duration::from_secs(120);
+    let drain = Drain::new(Instant::now() + OPEN_LIMIT);
     let mut set = JoinSet::new();
     for s in opened {
-        set.spawn(follow(s, 1, limit));
+        set.spawn(follow(s, 1, drain.clock()));
     }
     let write_at = Instant::now();
     let body = json!({"seq": 1, "sent_ns": measure::now_ns()});
@@ -423,18 +422,22 @@ pub async fn conns(q: QuinnUnderTest, connections: usize) -> Result<Outcome, Err
             .map_err(err)
     })
     .await?;
-    let (latency, delivery) = join_followers("quinn conns: delivering", set, limit).await?;
+    drain.writers_done();
+    let (seen, extra) = Followers::join("quinn conns: delivering", set, backstop(&drain))
+        .await?
+        .split();
     progress.finish();
     let delivered_in = write_at.elapsed();
     let mut o = outcome(
         &q,
         baseline,
         "conns",
-        delivery.received as f64,
+        seen.1.received as f64,
         delivered_in,
-        (latency, delivery),
+        seen,
         json!({"connections": connections}),
     );
+    o.extra.extend(extra);
     o.add_conns_figures(opened_n, open_s, connections, (rss_before, rss_after));
     Ok(o)
 }

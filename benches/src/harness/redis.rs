@@ -33,14 +33,12 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::measure::{self, Delivery, Outcome, Progress};
-use super::workloads::{connection_of, join_followers, OPEN_LIMIT, OVERRUN};
+use super::measure::{self, Delivery, Drain, DrainClock, Outcome, Progress, DRAIN};
+use super::workloads::{backstop, connection_of, Followed, Followers, OPEN_LIMIT, OVERRUN};
 use super::{err, Error};
 
 /// Connections opened at once.
 const OPEN_CONCURRENCY: usize = 256;
-/// How long subscribers get, after the writer stops, to receive what was published.
-const DRAIN: Duration = Duration::from_secs(15);
 /// How long Redis gets to answer after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for one request (a write, a publish, a subscription).
@@ -335,17 +333,15 @@ async fn subscribers(
 
 /// Follows one subscriber until it has seen `seq` `total` or time runs out. The writer
 /// publishes in `seq` order, so any other order is counted as such.
-async fn follow(mut messages: Messages, total: u64, limit: Instant) -> (Histogram<u64>, Delivery) {
+async fn follow(mut messages: Messages, total: u64, mut clock: DrainClock) -> Followed {
     let mut h = measure::histogram();
     let mut d = Delivery::default();
     d.start_at(0);
-    let give_up = tokio::time::sleep_until(limit.into());
-    tokio::pin!(give_up);
     while d.last().unwrap_or(0) < total {
         let next = tokio::select! {
             biased;
             m = messages.next() => m,
-            _ = &mut give_up => break,
+            () = clock.expired() => break,
         };
         let Some(msg) = next else { break };
         let v: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap_or(Value::Null);
@@ -362,7 +358,7 @@ async fn follow(mut messages: Messages, total: u64, limit: Instant) -> (Histogra
     }
     // Whatever was not reached by the end counts as missed.
     d.missed += total.saturating_sub(d.last().unwrap_or(0));
-    (h, d)
+    Followed::counted(h, d)
 }
 
 /// W2 on Redis: `subscribers` connections subscribed to one channel, one writer
@@ -388,10 +384,10 @@ pub async fn fanout(
         subscribers(redis, subscribers_n, CHANNEL, &progress),
     )
     .await?;
-    let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
+    let drain = Drain::new(Instant::now() + duration + OVERRUN + DRAIN);
     let mut set = JoinSet::new();
     for m in opened {
-        set.spawn(follow(m, total, limit));
+        set.spawn(follow(m, total, drain.clock()));
     }
     let cpu_before = cpu(redis);
     let start = Instant::now();
@@ -416,20 +412,23 @@ pub async fn fanout(
         Ok(short)
     })
     .await?;
-    let (latency, delivery) = join_followers("redis fanout: delivering", set, limit).await?;
+    drain.writers_done();
+    let (seen, extra) = Followers::join("redis fanout: delivering", set, backstop(&drain))
+        .await?
+        .split();
     progress.finish();
     let elapsed = start.elapsed();
     let mut o = outcome(
         redis,
         cpu_before,
         "fanout",
-        delivery.received as f64,
+        seen.1.received as f64,
         elapsed,
-        (latency, delivery),
+        seen,
         json!({"subscribers": subscribers_n, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": "pubsub", "writes": total}),
     );
+    o.extra.extend(extra);
     // Redis has no resync: a subscriber past its output-buffer limit is disconnected.
-    o.extra.insert("resyncs".into(), json!(0));
     o.extra.insert("publishes_short".into(), json!(short));
     Ok(o)
 }
@@ -460,10 +459,10 @@ pub async fn conns(redis: &RedisUnderTest, connections: usize) -> Result<Outcome
     let opened_n = opened.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = redis.rss_kib();
-    let limit = Instant::now() + Duration::from_secs(120);
+    let drain = Drain::new(Instant::now() + OPEN_LIMIT);
     let mut set = JoinSet::new();
     for m in opened {
-        set.spawn(follow(m, 1, limit));
+        set.spawn(follow(m, 1, drain.clock()));
     }
     let write_at = Instant::now();
     let value = json!({"seq": 1, "sent_ns": measure::now_ns()});
@@ -473,18 +472,22 @@ pub async fn conns(redis: &RedisUnderTest, connections: usize) -> Result<Outcome
         publish(&mut writer, CHANNEL, value.to_string()),
     )
     .await?;
-    let (latency, delivery) = join_followers("redis conns: delivering", set, limit).await?;
+    drain.writers_done();
+    let (seen, extra) = Followers::join("redis conns: delivering", set, backstop(&drain))
+        .await?
+        .split();
     progress.finish();
     let delivered_in = write_at.elapsed();
     let mut o = outcome(
         redis,
         cpu_before,
         "conns",
-        delivery.received as f64,
+        seen.1.received as f64,
         delivered_in,
-        (latency, delivery),
+        seen,
         json!({"connections": connections}),
     );
+    o.extra.extend(extra);
     o.add_conns_figures(opened_n, open_s, connections, (rss_before, rss_after));
     o.extra.insert("publish_reached".into(), json!(reached));
     Ok(o)

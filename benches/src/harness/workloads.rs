@@ -14,7 +14,7 @@ use syncline_client::{
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::measure::{self, Delivery, Outcome, Progress};
+use super::measure::{self, Delivery, Drain, DrainClock, Outcome, Progress, DRAIN};
 use super::server::ServerUnderTest;
 use super::{err, Error};
 
@@ -23,8 +23,6 @@ use super::{err, Error};
 const ENDPOINTS: usize = 32;
 /// Connections opened at once.
 const OPEN_CONCURRENCY: usize = 256;
-/// How long subscribers get, after the writers stop, to receive what was written.
-const DRAIN: Duration = Duration::from_secs(15);
 
 /// Opens connections round-robin over a few shared endpoints.
 struct Connector {
@@ -167,31 +165,16 @@ pub(super) const OPEN_LIMIT: Duration = Duration::from_secs(120);
 /// subscribers draining) before it is called stuck.
 pub(super) const OVERRUN: Duration = Duration::from_secs(60);
 
+/// How long joining a workload's followers may take: each gives up by itself at the
+/// drain's deadline; this is only the backstop past it.
+pub(super) fn backstop(drain: &Drain) -> Duration {
+    drain.deadline().saturating_duration_since(Instant::now()) + OVERRUN
+}
+
 /// The connection writer `w` of `writers` uses when they share `connections`: writers
 /// are dealt round-robin, so the counts per connection differ by at most one.
 pub fn connection_of(w: usize, connections: usize) -> usize {
     w % connections.max(1)
-}
-
-/// Waits for every follower (each gives up at `limit`; the phase's own limit past it
-/// is only a backstop) and adds up what they saw.
-pub(super) async fn join_followers(
-    name: &str,
-    mut set: JoinSet<(Histogram<u64>, Delivery)>,
-    limit: Instant,
-) -> Result<(Histogram<u64>, Delivery), Error> {
-    let backstop = limit.saturating_duration_since(Instant::now()) + OVERRUN;
-    measure::phase(name, backstop, async {
-        let mut latency = measure::histogram();
-        let mut delivery = Delivery::default();
-        while let Some(r) = set.join_next().await {
-            let (h, d) = r.map_err(err)?;
-            latency.add(h).map_err(err)?;
-            delivery.add(&d);
-        }
-        Ok((latency, delivery))
-    })
-    .await
 }
 
 /// W1: `writers` writers, each writing a ~200-byte document as fast as acks come back,
@@ -312,19 +295,98 @@ fn position(kind: ObjectKind, revision: u64, e: &SyncEventKind) -> Option<(u64, 
     Some((revision, data["sent_ns"].as_u64()))
 }
 
-/// Follows one subscription until it reaches `target` (sent on `done`) or time runs out.
+/// What one follower saw: latencies, delivery accounting, resyncs, and why it stopped
+/// short (its subscription failed or ended), if it did.
+pub(super) struct Followed {
+    latency: Histogram<u64>,
+    delivery: Delivery,
+    resyncs: u64,
+    failure: Option<String>,
+}
+
+impl Followed {
+    /// A follower of a system without resyncs, whose shortfall is in `delivery`.
+    pub(super) fn counted(latency: Histogram<u64>, delivery: Delivery) -> Self {
+        Followed {
+            latency,
+            delivery,
+            resyncs: 0,
+            failure: None,
+        }
+    }
+}
+
+/// What all the followers of a workload saw together.
+pub(super) struct Followers {
+    latency: Histogram<u64>,
+    delivery: Delivery,
+    resyncs: u64,
+    failed: u64,
+    first_failure: Option<String>,
+}
+
+impl Followers {
+    /// Waits for every follower in `set` (each gives up by itself; `limit` is only a
+    /// backstop) and adds up what they saw.
+    pub(super) async fn join(
+        name: &str,
+        mut set: JoinSet<Followed>,
+        limit: Duration,
+    ) -> Result<Followers, Error> {
+        measure::phase(name, limit, async {
+            let mut all = Followers {
+                latency: measure::histogram(),
+                delivery: Delivery::default(),
+                resyncs: 0,
+                failed: 0,
+                first_failure: None,
+            };
+            while let Some(r) = set.join_next().await {
+                let f = r.map_err(err)?;
+                all.latency.add(f.latency).map_err(err)?;
+                all.delivery.add(&f.delivery);
+                all.resyncs += f.resyncs;
+                if let Some(why) = f.failure {
+                    all.failed += 1;
+                    all.first_failure.get_or_insert(why);
+                }
+            }
+            if let Some(why) = &all.first_failure {
+                eprintln!(
+                    "{name}: {} subscriptions failed; the first: {why}",
+                    all.failed
+                );
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    /// The latencies and delivery counts, and the extra fields of a result line
+    /// (resyncs, failed subscriptions).
+    pub(super) fn split(self) -> ((Histogram<u64>, Delivery), Map<String, Value>) {
+        let mut extra = Map::new();
+        extra.insert("resyncs".into(), json!(self.resyncs));
+        extra.insert("subscriptions_failed".into(), json!(self.failed));
+        ((self.latency, self.delivery), extra)
+    }
+}
+
+/// Follows one subscription until it reaches `target` (sent when the writers are done)
+/// or its `clock` runs out; whatever it did not reach by then counts as missed. `floor`
+/// is the position the object was at before the measured writes: a follower that saw
+/// nothing at all has missed everything above it.
 async fn follow(
     mut sub: Subscription,
     kind: ObjectKind,
     mut target: watch::Receiver<Option<u64>>,
-    limit: Instant,
-) -> (Histogram<u64>, Delivery, u64) {
+    mut clock: DrainClock,
+    floor: u64,
+) -> Followed {
     let mut h = measure::histogram();
     let mut d = Delivery::default();
     let mut resyncs = 0;
-    // One timer for the whole run: a new one per event costs more than the event.
-    let give_up = tokio::time::sleep_until(limit.into());
-    tokio::pin!(give_up);
+    let mut failure = None;
     loop {
         if let (Some(t), Some(last)) = (*target.borrow(), d.last()) {
             if last >= t {
@@ -335,9 +397,19 @@ async fn follow(
             biased;
             e = sub.next() => e,
             _ = target.changed() => continue,
-            _ = &mut give_up => break,
+            () = clock.expired() => break,
         };
-        let Some(Ok(e)) = next else { break };
+        let e = match next {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                failure = Some(e.to_string());
+                break;
+            }
+            None => {
+                failure = Some("the subscription ended".to_owned());
+                break;
+            }
+        };
         if e.kind == SyncEventKind::Snapshot {
             let start = match sub.replica() {
                 syncline_client::Replica::Stream(_) => sub.last_sequence(),
@@ -360,10 +432,15 @@ async fn follow(
         }
     }
     // Whatever was not reached by the end counts as missed.
-    if let (Some(t), Some(last)) = (*target.borrow(), d.last()) {
-        d.missed += t.saturating_sub(last);
+    if let Some(t) = *target.borrow() {
+        d.missed += t.saturating_sub(d.last().unwrap_or(floor));
     }
-    (h, d, resyncs)
+    Followed {
+        latency: h,
+        delivery: d,
+        resyncs,
+        failure,
+    }
 }
 
 /// Writes one update of the fan-out object and returns its revision (streams: sequence).
@@ -393,10 +470,11 @@ pub async fn fanout(
         for _ in 0..(rate as usize).div_ceil(400).max(1) {
             writers.push(connector.backend().await?);
         }
-        fanout_write(&writers[0], kind, &json!({"seq": 0, "sent_ns": 0})).await?;
-        Ok(writers)
+        let floor = fanout_write(&writers[0], kind, &json!({"seq": 0, "sent_ns": 0})).await?;
+        Ok((writers, floor))
     })
     .await?;
+    let (writers, floor) = writers;
     let clients = measure::phase(
         "fanout: opening the subscribers",
         OPEN_LIMIT,
@@ -404,12 +482,12 @@ pub async fn fanout(
     )
     .await?;
     let (target_tx, target_rx) = watch::channel(None);
-    let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
+    let drain = Drain::new(Instant::now() + duration + OVERRUN + DRAIN);
     let mut set = JoinSet::new();
     let mut connections = Vec::with_capacity(clients.len());
     for (client, subs) in clients {
         for sub in subs {
-            set.spawn(follow(sub, kind, target_rx.clone(), limit));
+            set.spawn(follow(sub, kind, target_rx.clone(), drain.clock(), floor));
         }
         connections.push(client);
     }
@@ -452,40 +530,34 @@ pub async fn fanout(
     })
     .await?;
     let (last, acks) = last;
+    // Below the offered rate when acknowledgements come back slower than `in_flight`
+    // allows: reported, so a run that offered 1,000/s and wrote 300/s says so.
+    let writes_per_s = total as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    drain.writers_done();
     target_tx.send_replace(Some(last));
-    // Each follower gives up at `limit`; the phase's own limit is only a backstop.
-    let drain_limit = limit.saturating_duration_since(Instant::now()) + OVERRUN;
-    let (latency, delivery, resyncs) = measure::phase("fanout: delivering", drain_limit, async {
-        let mut latency = measure::histogram();
-        let mut delivery = Delivery::default();
-        let mut resyncs = 0;
-        while let Some(r) = set.join_next().await {
-            let (h, d, rs) = r.map_err(err)?;
-            latency.add(h).map_err(err)?;
-            delivery.add(&d);
-            resyncs += rs;
-        }
-        Ok((latency, delivery, resyncs))
-    })
-    .await?;
+    // Each follower gives up by itself; the phase's own limit is only a backstop.
+    let (seen, extra) = Followers::join("fanout: delivering", set, backstop(&drain))
+        .await?
+        .split();
     progress.finish();
     let elapsed = start.elapsed();
     let mut o = outcome(
         server,
         &before,
         "fanout",
-        delivery.received as f64,
+        seen.1.received as f64,
         elapsed,
-        (latency, delivery),
+        seen,
         json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": kind.name(), "writes": total}),
     );
-    o.extra.insert("resyncs".into(), json!(resyncs));
+    o.extra.extend(extra);
     // The writer's acknowledgement latency splits an event's latency into the commit's
     // share and the fan-out's.
     o.extra
         .insert("write_p50_ms".into(), json!(measure::ms(&acks, 0.5)));
     o.extra
         .insert("write_p99_ms".into(), json!(measure::ms(&acks, 0.99)));
+    o.extra.insert("writes_per_s".into(), json!(writes_per_s));
     drop(connections);
     Ok(o)
 }
@@ -496,14 +568,16 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
     let progress = Progress::new("conns");
     let writer = measure::phase("conns: opening the writer", OPEN_LIMIT, async {
         let writer = connector.backend().await?;
-        writer
+        let floor = writer
             .document("conns")
             .set(&json!({"seq": 0}))
             .await
-            .map_err(err)?;
-        Ok(writer)
+            .map_err(err)?
+            .revision;
+        Ok((writer, floor))
     })
     .await?;
+    let (writer, floor) = writer;
     // Let the server settle before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _) = server.rss_kib();
@@ -516,48 +590,47 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
     )
     .await?;
     let (target_tx, target_rx) = watch::channel(None);
-    let limit = Instant::now() + Duration::from_secs(120);
+    let drain = Drain::new(Instant::now() + OPEN_LIMIT);
     let (clients, subs): (Vec<Client>, Vec<Vec<Subscription>>) = clients.into_iter().unzip();
     let open_s = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = server.rss_kib();
     let mut set = JoinSet::new();
     for sub in subs.into_iter().flatten() {
-        set.spawn(follow(sub, ObjectKind::Document, target_rx.clone(), limit));
+        set.spawn(follow(
+            sub,
+            ObjectKind::Document,
+            target_rx.clone(),
+            drain.clock(),
+            floor,
+        ));
     }
     let write_at = Instant::now();
-    let (latency, delivery) = measure::phase(
-        "conns: delivering the write",
-        limit.saturating_duration_since(write_at) + OVERRUN,
-        async {
-            let d = writer
-                .document("conns")
-                .set(&json!({"seq": 1, "sent_ns": measure::now_ns()}))
-                .await
-                .map_err(err)?;
-            target_tx.send_replace(Some(d.revision));
-            let mut latency = measure::histogram();
-            let mut delivery = Delivery::default();
-            while let Some(r) = set.join_next().await {
-                let (h, dl, _) = r.map_err(err)?;
-                latency.add(h).map_err(err)?;
-                delivery.add(&dl);
-            }
-            Ok((latency, delivery))
-        },
-    )
+    let written = measure::phase("conns: writing", OPEN_LIMIT, async {
+        writer
+            .document("conns")
+            .set(&json!({"seq": 1, "sent_ns": measure::now_ns()}))
+            .await
+            .map_err(err)
+    })
     .await?;
+    drain.writers_done();
+    target_tx.send_replace(Some(written.revision));
+    let (seen, extra) = Followers::join("conns: delivering the write", set, backstop(&drain))
+        .await?
+        .split();
     progress.finish();
     let delivered_in = write_at.elapsed();
     let mut o = outcome(
         server,
         &before,
         "conns",
-        delivery.received as f64,
+        seen.1.received as f64,
         delivered_in,
-        (latency, delivery),
+        seen,
         json!({"connections": connections}),
     );
+    o.extra.extend(extra);
     o.add_conns_figures(clients.len(), open_s, connections, (rss_before, rss_after));
     Ok(o)
 }
@@ -614,7 +687,7 @@ pub async fn chat(
     )
     .await?;
     let (target_tx, target_rx) = watch::channel::<Option<u64>>(None);
-    let limit = Instant::now() + duration + DRAIN + Duration::from_secs(10);
+    let drain = Drain::new(Instant::now() + duration + OVERRUN + DRAIN);
     // One follower per (room, object) per member; targets are per object, so each
     // follower gets its own watch channel fed at the end.
     let mut targets: Vec<(String, watch::Sender<Option<u64>>)> = Vec::new();
@@ -624,7 +697,9 @@ pub async fn chat(
         for ((name, kind), sub) in room_objects(i / members).into_iter().zip(subs) {
             let (tx, rx) = watch::channel(None);
             targets.push((name, tx));
-            set.spawn(follow(sub, kind, rx, limit));
+            // Nothing exists before the first post: a follower that saw nothing
+            // missed every revision up to its object's last.
+            set.spawn(follow(sub, kind, rx, drain.clock(), 0));
         }
         clients.push(client);
     }
@@ -671,35 +746,26 @@ pub async fn chat(
         Ok(())
     });
     posting.await?;
+    drain.writers_done();
     for (name, tx) in &targets {
         // Objects nobody wrote to are at revision 0 (sequence 0): nothing to wait for.
         tx.send_replace(Some(last.get(name).copied().unwrap_or(0)));
     }
-    let mut latency = measure::histogram();
-    let mut delivery = Delivery::default();
-    measure::phase(
-        "chat: delivering",
-        limit.saturating_duration_since(Instant::now()) + OVERRUN,
-        async {
-            while let Some(r) = set.join_next().await {
-                let (h, d, _) = r.map_err(err)?;
-                latency.add(h).map_err(err)?;
-                delivery.add(&d);
-            }
-            Ok(())
-        },
-    )
-    .await?;
+    let (seen, extra) = Followers::join("chat: delivering", set, backstop(&drain))
+        .await?
+        .split();
     progress.finish();
-    Ok(outcome(
+    let mut o = outcome(
         server,
         &before,
         "chat",
-        delivery.received as f64,
+        seen.1.received as f64,
         start.elapsed(),
-        (latency, delivery),
+        seen,
         json!({"rooms": rooms, "members": members, "rate": rate, "duration_s": duration.as_secs_f64(), "messages": total}),
-    ))
+    );
+    o.extra.extend(extra);
+    Ok(o)
 }
 
 #[cfg(test)]
