@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::measure::{self, Delivery, Drain, DrainClock, Outcome, Progress, DRAIN};
-use super::workloads::{backstop, connection_of, Followed, Followers, OPEN_LIMIT, OVERRUN};
+use super::workloads::{backstop, connection_of, writing_limit, Followed, Followers, OPEN_LIMIT};
 use super::{err, Error};
 
 /// Connections opened at once.
@@ -286,12 +286,9 @@ async fn watchers(
 }
 
 /// Follows one watch until it has seen seqs `1..=total` or time runs out.
-async fn follow(
-    client: Client,
-    mut ws: WatchStream,
-    total: u64,
-    mut clock: DrainClock,
-) -> Followed {
+async fn follow(client: Client, mut ws: WatchStream, total: u64, clock: DrainClock) -> Followed {
+    let expired = clock.expired();
+    tokio::pin!(expired);
     let mut h = measure::histogram();
     let mut d = Delivery::default();
     let mut seen = vec![false; total as usize + 1];
@@ -301,7 +298,7 @@ async fn follow(
         let next = tokio::select! {
             biased;
             m = ws.message() => m,
-            () = clock.expired() => break,
+            () = &mut expired => break,
         };
         let Ok(Some(resp)) = next else { break };
         if resp.canceled() {
@@ -370,7 +367,7 @@ pub async fn fanout(
         watchers(etcd, subscribers, KEY, &progress),
     )
     .await?;
-    let drain = Drain::new(Instant::now() + duration + OVERRUN + DRAIN);
+    let drain = Drain::new(Instant::now() + writing_limit(duration) + DRAIN);
     let mut set = JoinSet::new();
     for (c, ws) in opened {
         set.spawn(follow(c, ws, total, drain.clock()));
@@ -384,7 +381,7 @@ pub async fn fanout(
     // in flight (on the writer's one connection).
     let in_flight = Arc::new(Semaphore::new(256));
     let pad = Arc::new("y".repeat(100));
-    measure::phase("etcd fanout: writing", duration + OVERRUN, async {
+    measure::phase("etcd fanout: writing", writing_limit(duration), async {
         let mut writes = JoinSet::new();
         for seq in 1..=total {
             tick.tick().await;

@@ -119,9 +119,10 @@ impl Drain {
 }
 
 impl DrainClock {
-    /// Resolves when the follower should stop waiting. Cancel-safe: meant for a
-    /// `select!` beside the follower's next event.
-    pub async fn expired(&mut self) {
+    /// Resolves when the follower should stop waiting. Made once per follower and
+    /// polled by reference in its `select!`: a new one per event would register with
+    /// the deadline's channel once per event.
+    pub async fn expired(mut self) {
         loop {
             tokio::select! {
                 () = &mut self.timer => return,
@@ -440,12 +441,13 @@ mod tests {
     async fn followers_wait_past_the_planned_end_for_slow_writers_then_drain_once_they_finish() {
         let start = tokio::time::Instant::now();
         let drain = Drain::new(start.into_std() + Duration::from_secs(300));
-        let mut clock = drain.clock();
+        let expired = drain.clock().expired();
+        tokio::pin!(expired);
         // The writers run late: at 100 s (long past a 10 s plan) the follower still waits.
-        let waited = tokio::time::timeout(Duration::from_secs(100), clock.expired()).await;
+        let waited = tokio::time::timeout(Duration::from_secs(100), &mut expired).await;
         assert!(waited.is_err(), "gave up while writes were still coming");
         drain.writers_done();
-        clock.expired().await;
+        expired.await;
         let stopped_after = tokio::time::Instant::now() - start;
         assert_eq!(stopped_after, Duration::from_secs(100) + DRAIN);
         // A clock taken after the writers are done starts from the new deadline.

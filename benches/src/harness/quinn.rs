@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::measure::{self, Delivery, Drain, DrainClock, Outcome, Progress, DRAIN};
-use super::workloads::{backstop, Followed, Followers, OPEN_LIMIT, OVERRUN};
+use super::workloads::{backstop, writing_limit, Followed, Followers, OPEN_LIMIT, OVERRUN};
 use super::{err, Error};
 
 /// Client UDP endpoints the connections are spread over (as for Syncline's workloads).
@@ -245,7 +245,9 @@ impl QuinnUnderTest {
 }
 
 /// Follows one subscriber until it has seen `seq` `total` or time runs out.
-async fn follow(mut s: Subscriber, total: u64, mut clock: DrainClock) -> Followed {
+async fn follow(mut s: Subscriber, total: u64, clock: DrainClock) -> Followed {
+    let expired = clock.expired();
+    tokio::pin!(expired);
     let mut h = measure::histogram();
     let mut d = Delivery::default();
     d.start_at(0);
@@ -253,7 +255,7 @@ async fn follow(mut s: Subscriber, total: u64, mut clock: DrainClock) -> Followe
         let next = tokio::select! {
             biased;
             f = next_frame(&mut s.events, &mut s.decoder) => f,
-            () = clock.expired() => break,
+            () = &mut expired => break,
         };
         let Ok(Some(body)) = next else { break };
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -338,7 +340,7 @@ pub async fn fanout(
         q.subscribers(subscribers, &progress),
     )
     .await?;
-    let drain = Drain::new(Instant::now() + duration + OVERRUN + DRAIN);
+    let drain = Drain::new(Instant::now() + writing_limit(duration) + DRAIN);
     let mut set = JoinSet::new();
     for s in opened {
         set.spawn(follow(s, total, drain.clock()));
@@ -348,7 +350,7 @@ pub async fn fanout(
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let pad = "y".repeat(100);
-    measure::phase("quinn fanout: sending", duration + OVERRUN, async {
+    measure::phase("quinn fanout: sending", writing_limit(duration), async {
         for seq in 1..=total {
             tick.tick().await;
             let body = json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": pad});
