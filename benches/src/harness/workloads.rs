@@ -397,8 +397,23 @@ async fn follow(
     let mut d = Delivery::default();
     let mut resyncs = 0;
     let mut failure = None;
+    // Made once, like `expired`: a `changed()` per event would register with the
+    // target's channel once per event, a cost the peers' followers (who know their
+    // target up front) do not pay.
+    let mut known = *target.borrow();
+    let target_set = async {
+        loop {
+            if let Some(t) = *target.borrow_and_update() {
+                return Some(t);
+            }
+            if target.changed().await.is_err() {
+                return None;
+            }
+        }
+    };
+    tokio::pin!(target_set);
     loop {
-        if let (Some(t), Some(last)) = (*target.borrow(), d.last()) {
+        if let (Some(t), Some(last)) = (known, d.last()) {
             if last >= t {
                 break;
             }
@@ -406,7 +421,14 @@ async fn follow(
         let next = tokio::select! {
             biased;
             e = sub.next() => e,
-            _ = target.changed() => continue,
+            t = &mut target_set, if known.is_none() => {
+                known = t;
+                if known.is_none() {
+                    // The workload ended without a target: nothing more to wait for.
+                    break;
+                }
+                continue;
+            }
             () = &mut expired => break,
         };
         let e = match next {
@@ -442,7 +464,7 @@ async fn follow(
         }
     }
     // Whatever was not reached by the end counts as missed.
-    if let Some(t) = *target.borrow() {
+    if let Some(t) = known {
         d.missed += t.saturating_sub(d.last().unwrap_or(floor));
     }
     Followed {
