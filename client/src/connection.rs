@@ -218,7 +218,7 @@ impl ClientConfig {
                 .add(cert)
                 .map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(syncline_proto::tls::quic_crypto_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| Error::Config(e.to_string()))?

@@ -34,6 +34,8 @@ pub mod token;
 #[cfg(feature = "io")]
 pub mod admin_config;
 #[cfg(feature = "io")]
+pub mod tls;
+#[cfg(feature = "io")]
 pub mod udp;
 
 pub use error::{ErrorCode, WireError};
