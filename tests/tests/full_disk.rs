@@ -238,6 +238,13 @@ async fn fill_refuse_and_recover(reserve: Reserve) {
         }
     };
     assert_eq!(refusal.code(), ErrorCode::Unavailable, "{refusal}");
+    if matches!(reserve, Reserve::Kept) {
+        // The reserve is the server's own decision: it can say why.
+        assert!(
+            refusal.to_string().contains("disk is full"),
+            "the refusal names the full disk: {refusal}"
+        );
+    }
     eprintln!("full after {} acknowledged writes: {refusal}", acked.len());
     // Still refused, still answered: no hang, no Internal.
     for i in 0..3 {

@@ -27,6 +27,10 @@ pub enum StoreError {
     /// store is being reopened after one). Clients get `Unavailable` and may retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Free space is under what the store keeps in reserve: writes are refused until
+    /// space is freed; reads go on. Clients get `Unavailable`, saying the disk is full.
+    #[error("storage is full: {0}")]
+    Full(String),
 }
 
 impl StoreError {
@@ -40,6 +44,10 @@ impl StoreError {
                     format!("{what}: storage is unavailable (see the server's log); retry later"),
                 )
             }
+            StoreError::Full(_) => syncline_proto::WireError::new(
+                syncline_proto::ErrorCode::Unavailable,
+                format!("{what}: the server's disk is full; writes resume once space is freed (reads go on)"),
+            ),
             _ => syncline_proto::WireError::internal(what),
         }
     }

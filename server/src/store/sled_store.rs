@@ -999,8 +999,8 @@ impl Store for SledStore {
                 error!(dir = %self.dir.display(), free, keep_free = self.keep_free_bytes,
                     "storage is nearly full: writes are refused until space is freed; reads go on");
             }
-            return Err(StoreError::Unavailable(format!(
-                "storage is full: {free} bytes free under {}, writes resume above {}",
+            return Err(StoreError::Full(format!(
+                "{free} bytes free under {}, writes resume above {}",
                 self.dir.display(),
                 self.keep_free_bytes
             )));
@@ -1012,8 +1012,8 @@ impl Store for SledStore {
             return Ok(());
         }
         if free < REOPEN_FREE_BYTES {
-            return Err(StoreError::Unavailable(format!(
-                "storage is full: {free} bytes free under {}, {REOPEN_FREE_BYTES} needed to resume writes",
+            return Err(StoreError::Full(format!(
+                "{free} bytes free under {}, {REOPEN_FREE_BYTES} needed to resume writes",
                 self.dir.display()
             )));
         }
@@ -1360,10 +1360,7 @@ mod tests {
             .unwrap()
             .keep_free(u64::MAX);
         let refused = store.writable().await.unwrap_err();
-        assert!(
-            matches!(&refused, StoreError::Unavailable(m) if m.contains("storage is full")),
-            "{refused}"
-        );
+        assert!(matches!(&refused, StoreError::Full(_)), "{refused}");
         // Reads are not affected; the same store takes writes once the reserve is met.
         assert!(store.services().await.unwrap().is_empty());
         let store = store.keep_free(0);
