@@ -45,7 +45,7 @@ use syncline_proto::{
 };
 use syncline_server::command::{Json, SetMode, WriteCommand};
 use syncline_server::commit::{Committer, WriteOp};
-use syncline_server::fanout::{Hub, Outbox, OutboxReceiver, Subscriber};
+use syncline_server::fanout::{Hub, Outbox, Queued, Subscriber};
 use syncline_server::objects::WriteContext;
 use syncline_server::store::{SledStore, Store};
 
@@ -356,11 +356,11 @@ fn commit_bench(
 fn fanout(c: &mut Criterion) {
     let object = "ET0123456789abcdef0123456789abcdef";
     let hub = Hub::default();
-    let mut receivers: Vec<OutboxReceiver> = (0..SUBSCRIBERS)
+    let mut receivers: Vec<(Arc<Outbox>, Queued)> = (0..SUBSCRIBERS)
         .map(|sub_id| {
-            let (outbox, rx) = Outbox::new();
+            let outbox = Outbox::new();
             hub.subscribe(object, Subscriber::new(sub_id, SERVICE_SID, None, &outbox));
-            rx
+            (outbox, Queued::default())
         })
         .collect();
     let body: Bytes = encode_event(&doc_event(1));
@@ -399,10 +399,11 @@ fn fanout(c: &mut Criterion) {
 }
 
 /// Empties every subscriber queue, as the connections' event writers would.
-fn drain(receivers: &mut [OutboxReceiver]) {
-    for rx in receivers.iter_mut() {
-        while rx.events.try_recv().is_ok() {}
-        assert!(rx.outbox.take_lagged().is_empty(), "a subscriber lagged");
+fn drain(receivers: &mut [(Arc<Outbox>, Queued)]) {
+    for (outbox, queued) in receivers.iter_mut() {
+        outbox.take(queued);
+        assert!(queued.lagged.is_empty(), "a subscriber lagged");
+        queued.events.clear();
     }
 }
 

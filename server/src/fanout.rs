@@ -14,7 +14,7 @@ use bytes::Bytes;
 use syncline_proto::{
     Event, EventKind, ItemInfo, ItemKey, ObjectKind, ObjectState, Order, WireError,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::objects::items::item_info;
 use crate::objects::{document, object_info};
@@ -73,70 +73,93 @@ pub struct StartSubscription {
     pub window: u32,
 }
 
-/// The sending side of one connection's event queue, shared with the hub.
+/// One connection's event queue: what the hub and the session hand to the connection's
+/// event writer. Deliveries, control requests and lagged subscriptions share one lock and
+/// one wake-up; the queue allocates nothing until something is queued, so an idle
+/// connection pays only for this struct.
 pub struct Outbox {
-    events: mpsc::Sender<Delivery>,
-    control: mpsc::UnboundedSender<Control>,
-    lagged: Mutex<Vec<u64>>,
+    queue: Mutex<Queued>,
     wake: Notify,
 }
 
-/// The receiving side, owned by the connection's event writer.
-pub struct OutboxReceiver {
-    pub events: mpsc::Receiver<Delivery>,
-    pub control: mpsc::UnboundedReceiver<Control>,
-    pub outbox: Arc<Outbox>,
+/// Everything queued for an event writer, taken in one go (see [`Outbox::take`]). The
+/// writer handles it in this order: control requests (in the order sent), lagged
+/// subscriptions, then deliveries.
+#[derive(Default)]
+pub struct Queued {
+    pub control: Vec<Control>,
+    /// Subscriptions that lost events to a full queue: each is caught up again.
+    pub lagged: Vec<u64>,
+    pub events: Vec<Delivery>,
 }
 
+impl Queued {
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.lagged.is_empty() && self.events.is_empty()
+    }
+}
+
+/// A taken batch's buffers go back to the outbox for its next batch; past this many
+/// deliveries (after a burst) they are released instead of kept for the connection's life.
+const KEPT_CAPACITY: usize = 64;
+
 impl Outbox {
-    pub fn new() -> (Arc<Outbox>, OutboxReceiver) {
-        let (etx, erx) = mpsc::channel(OUTBOX_DEPTH);
-        let (ctx, crx) = mpsc::unbounded_channel();
-        let outbox = Arc::new(Outbox {
-            events: etx,
-            control: ctx,
-            lagged: Mutex::new(Vec::new()),
+    pub fn new() -> Arc<Outbox> {
+        Arc::new(Outbox {
+            queue: Mutex::new(Queued::default()),
             wake: Notify::new(),
-        });
-        let rx = OutboxReceiver {
-            events: erx,
-            control: crx,
-            outbox: outbox.clone(),
+        })
+    }
+
+    /// Queues `add` and wakes the writer if the queue was empty (otherwise a wake-up is
+    /// already pending: the one that made it non-empty, not yet answered by a `take`).
+    fn enqueue(&self, add: impl FnOnce(&mut Queued)) {
+        let was_empty = {
+            let mut q = recover(self.queue.lock());
+            let was_empty = q.is_empty();
+            add(&mut q);
+            was_empty
         };
-        (outbox, rx)
-    }
-
-    /// Control messages are few (one per subscribe request, which is rate limited), so
-    /// their channel is unbounded; a closed writer means the connection is going away.
-    pub fn control(&self, c: Control) {
-        let _ = self.control.send(c);
-    }
-
-    fn deliver(&self, d: Delivery) {
-        match self.events.try_send(d) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(d)) => {
-                let mut lagged = recover(self.lagged.lock());
-                if !lagged.contains(&d.sub_id) {
-                    lagged.push(d.sub_id);
-                }
-                self.wake.notify_one();
-            }
+        if was_empty {
+            self.wake.notify_one();
         }
     }
 
-    /// Subscriptions that lost events since the last call.
-    pub fn take_lagged(&self) -> Vec<u64> {
-        std::mem::take(&mut *recover(self.lagged.lock()))
+    /// Control messages are few (one per subscribe request, which is rate limited), so
+    /// they are never refused.
+    pub fn control(&self, c: Control) {
+        self.enqueue(|q| q.control.push(c));
+    }
+
+    fn deliver(&self, d: Delivery) {
+        self.enqueue(|q| {
+            if q.events.len() < OUTBOX_DEPTH {
+                q.events.push(d);
+            } else if !q.lagged.contains(&d.sub_id) {
+                q.lagged.push(d.sub_id);
+            }
+        });
     }
 
     /// Events queued and not yet taken by the connection's writer.
     pub fn queued(&self) -> usize {
-        self.events.max_capacity() - self.events.capacity()
+        recover(self.queue.lock()).events.len()
     }
 
-    pub async fn lag_notified(&self) {
+    /// Waits until something was queued since the last [`take`](Self::take) (at once
+    /// if it already was). May return with nothing to take: callers take and carry on.
+    pub async fn ready(&self) {
         self.wake.notified().await
+    }
+
+    /// Moves everything queued into `into`, which must be empty (its buffers are reused
+    /// for the next batch).
+    pub fn take(&self, into: &mut Queued) {
+        debug_assert!(into.is_empty());
+        if into.events.capacity() > KEPT_CAPACITY {
+            into.events = Vec::new();
+        }
+        std::mem::swap(&mut *recover(self.queue.lock()), into);
     }
 }
 
@@ -531,7 +554,7 @@ mod tests {
     #[tokio::test]
     async fn full_outbox_marks_lagged_instead_of_blocking() {
         let hub = Hub::default();
-        let (outbox, mut rx) = Outbox::new();
+        let outbox = Outbox::new();
         hub.subscribe("ET1", Subscriber::new(1, "IS1", None, &outbox));
         hub.subscribe("ET1", Subscriber::new(2, "IS1", None, &outbox));
         let body = Bytes::from_static(b"event");
@@ -539,14 +562,21 @@ mod tests {
             hub.publish("ET1", rev, &body, false);
         }
         // The queue holds OUTBOX_DEPTH deliveries; both subscriptions overflowed.
-        let mut lagged = outbox.take_lagged();
-        lagged.sort();
-        assert_eq!(lagged, vec![1, 2]);
-        assert!(outbox.take_lagged().is_empty());
-        let first = rx.events.recv().await.unwrap();
+        assert_eq!(outbox.queued(), OUTBOX_DEPTH);
+        outbox.ready().await;
+        let mut queued = Queued::default();
+        outbox.take(&mut queued);
+        queued.lagged.sort();
+        assert_eq!(queued.lagged, vec![1, 2]);
+        assert_eq!(queued.events.len(), OUTBOX_DEPTH);
+        let first = &queued.events[0];
         assert_eq!((first.sub_id, first.event.revision), (1, Some(0)));
         // The same bytes, not a copy.
         assert_eq!(first.event.body.as_ptr(), body.as_ptr());
+        // Taken means gone: the next batch starts empty.
+        let mut next = Queued::default();
+        outbox.take(&mut next);
+        assert!(next.is_empty() && outbox.queued() == 0);
     }
 
     #[tokio::test]
@@ -560,27 +590,31 @@ mod tests {
         })
         .join();
         assert!(panicked.is_err() && hub.objects.is_poisoned());
-        let (outbox, mut rx) = Outbox::new();
+        let outbox = Outbox::new();
         hub.subscribe("ET1", Subscriber::new(1, "IS1", None, &outbox));
         assert_eq!(hub.subscriber_count("ET1"), 1, "not dropped without a word");
         hub.publish("ET1", 1, &Bytes::from_static(b"e"), false);
-        assert_eq!(
-            rx.events.recv().await.map(|d| d.event.revision),
-            Some(Some(1))
-        );
+        outbox.ready().await;
+        let mut queued = Queued::default();
+        outbox.take(&mut queued);
+        let revisions: Vec<_> = queued.events.iter().map(|d| d.event.revision).collect();
+        assert_eq!(revisions, vec![Some(1)]);
         assert_eq!(hub.publish_message("TO1", |_| Bytes::from_static(b"m")), 1);
     }
 
     #[tokio::test]
     async fn removal_ends_all_subscriptions() {
         let hub = Hub::default();
-        let (outbox, mut rx) = Outbox::new();
+        let outbox = Outbox::new();
         hub.subscribe("ET1", Subscriber::new(1, "IS1", None, &outbox));
         hub.publish("ET1", 5, &Bytes::from_static(b"gone"), true);
         assert_eq!(hub.subscriber_count("ET1"), 0);
-        let d = rx.events.recv().await.unwrap();
-        assert!(d.event.ends);
+        let mut queued = Queued::default();
+        outbox.take(&mut queued);
+        assert!(queued.events.len() == 1 && queued.events[0].event.ends);
+        queued.events.clear();
         hub.publish("ET1", 6, &Bytes::from_static(b"x"), false);
-        assert!(rx.events.try_recv().is_err());
+        outbox.take(&mut queued);
+        assert!(queued.is_empty(), "an ended subscription gets nothing more");
     }
 }

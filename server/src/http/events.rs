@@ -19,7 +19,7 @@ use syncline_proto::{Event, EventKind, ItemInfo, ItemKey, ObjectState};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::fanout::{catch_up, CatchUp, Outbox, Subscriber};
+use crate::fanout::{catch_up, CatchUp, Outbox, Queued, Subscriber};
 use crate::state::Shared;
 
 /// A comment line sent when nothing else was, so a dead client is noticed and proxies
@@ -122,7 +122,7 @@ pub fn stream(
     since: Option<u64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> HttpResponse {
-    let (outbox, mut rx) = Outbox::new();
+    let outbox = Outbox::new();
     // Registered before the state it catches up from is read: no change in between.
     let subscriber = Subscriber::new(1, &service_sid, identity.as_deref(), &outbox);
     shared.hub.subscribe(&object_sid, subscriber.clone());
@@ -173,14 +173,11 @@ pub fn stream(
             }
             // Live events until the client leaves, the object ends, or the queue
             // overflowed (then catch up again from what was delivered).
+            let mut queued = Queued::default();
             loop {
-                if !outbox.take_lagged().is_empty() {
-                    break;
-                }
-                let next = tokio::select! {
-                    d = rx.events.recv() => d,
+                tokio::select! {
+                    _ = outbox.ready() => {}
                     _ = crate::shutdown_requested(&mut shutdown) => return,
-                    _ = outbox.lag_notified() => continue,
                     _ = tokio::time::sleep(KEEPALIVE) => {
                         if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
                             return;
@@ -188,21 +185,26 @@ pub fn stream(
                         continue;
                     }
                 };
-                let Some(d) = next else { return };
-                if let (Some(r), Some(have)) = (d.event.revision, delivered) {
-                    if r <= have {
-                        continue;
+                outbox.take(&mut queued);
+                if !queued.lagged.is_empty() {
+                    break;
+                }
+                for d in queued.events.drain(..) {
+                    if let (Some(r), Some(have)) = (d.event.revision, delivered) {
+                        if r <= have {
+                            continue;
+                        }
                     }
-                }
-                let Ok(event) = syncline_proto::frame::decode::<Event>(&d.event.body, u32::MAX)
-                else {
-                    continue;
-                };
-                if d.event.revision.is_some() {
-                    delivered = d.event.revision;
-                }
-                if tx.send(sse_message(&event)).await.is_err() || d.event.ends {
-                    return;
+                    let Ok(event) = syncline_proto::frame::decode::<Event>(&d.event.body, u32::MAX)
+                    else {
+                        continue;
+                    };
+                    if d.event.revision.is_some() {
+                        delivered = d.event.revision;
+                    }
+                    if tx.send(sse_message(&event)).await.is_err() || d.event.ends {
+                        return;
+                    }
                 }
             }
             debug!(object = %object_sid, "SSE watcher fell behind; catching up");

@@ -39,8 +39,8 @@ pub async fn serve(
             return;
         }
     };
-    let (outbox, outbox_rx) = Outbox::new();
-    let session = Arc::new(Session::new(shared.clone(), outbox));
+    let outbox = Outbox::new();
+    let session = Arc::new(Session::new(shared.clone(), outbox.clone()));
     let span = info_span!("conn", id = session.connection_id, %remote);
     let _registered = Registered::new(&shared, &session, &conn);
     async move {
@@ -48,7 +48,7 @@ pub async fn serve(
         // Aborted on drop: also when this task is itself cancelled at shutdown, since
         // the writer holds the server's shared state.
         let _events = AbortOnDrop(tokio::spawn(
-            super::events::run(conn.clone(), outbox_rx, shared.clone(), session.clone())
+            super::events::run(conn.clone(), outbox, shared.clone(), session.clone())
                 .in_current_span(),
         ));
         let (code, reason) = run_requests(&conn, &session, &shared, shutdown).await;

@@ -12,7 +12,7 @@ use syncline_proto::{EventFrameHeader, WireError};
 use tracing::{debug, error};
 
 use crate::fanout::{
-    catch_up, ended_event, CatchUp, Control, Delivery, OutboxReceiver, StartSubscription,
+    catch_up, ended_event, CatchUp, Control, Delivery, Outbox, Queued, StartSubscription,
 };
 use crate::session::Session;
 use crate::state::{Shared, CLOSE_GRACE};
@@ -159,7 +159,7 @@ impl Writer<'_> {
 
 pub async fn run(
     conn: quinn::Connection,
-    mut rx: OutboxReceiver,
+    outbox: Arc<Outbox>,
     shared: Arc<Shared>,
     session: Arc<Session>,
 ) {
@@ -171,47 +171,39 @@ pub async fn run(
     };
     let mut stream: Option<quinn::SendStream> = None;
     let mut close: Option<(u32, &'static str)> = None;
-    // Grows with the bursts this connection sees; reserving up front cost every idle
-    // connection ~18 KiB.
-    let mut deliveries = Vec::new();
+    let mut queued = Queued::default();
     loop {
-        tokio::select! {
-            biased;
-            control = rx.control.recv() => match control {
-                Some(Control::Start(start)) => {
-                    let StartSubscription { sub_id, token, service_sid, object_sid, since, window } = *start;
-                    writer.start(sub_id, token, service_sid, object_sid, since, window).await;
+        outbox.ready().await;
+        outbox.take(&mut queued);
+        for control in queued.control.drain(..) {
+            match control {
+                Control::Start(start) => {
+                    let StartSubscription {
+                        sub_id,
+                        token,
+                        service_sid,
+                        object_sid,
+                        since,
+                        window,
+                    } = *start;
+                    writer
+                        .start(sub_id, token, service_sid, object_sid, since, window)
+                        .await;
                 }
-                Some(Control::Stop { sub_id }) => {
+                Control::Stop { sub_id } => {
                     writer.subs.remove(&sub_id);
                 }
-                Some(Control::Close { code, reason }) => {
-                    // What the hub queued before the close was asked for goes out first,
-                    // and subscriptions that overflowed the queue are brought up to date
-                    // (or told they ended) rather than left short.
-                    while let Ok(d) = rx.events.try_recv() {
-                        writer.accept(d);
-                    }
-                    for sub_id in rx.outbox.take_lagged() {
-                        writer.resync(sub_id).await;
-                    }
-                    close = Some((code, reason));
-                }
-                None => break,
-            },
-            _ = rx.outbox.lag_notified() => {
-                for sub_id in rx.outbox.take_lagged() {
-                    writer.resync(sub_id).await;
-                }
+                // Goes after this batch: what the hub queued before the close was asked
+                // for goes out first, and subscriptions that overflowed the queue are
+                // brought up to date (or told they ended) rather than left short.
+                Control::Close { code, reason } => close = Some((code, reason)),
             }
-            n = rx.events.recv_many(&mut deliveries, 256) => {
-                if n == 0 {
-                    break;
-                }
-                for d in deliveries.drain(..) {
-                    writer.accept(d);
-                }
-            }
+        }
+        for sub_id in queued.lagged.drain(..) {
+            writer.resync(sub_id).await;
+        }
+        for d in queued.events.drain(..) {
+            writer.accept(d);
         }
         if writer.pending.is_empty() {
             if let Some((code, reason)) = close {
