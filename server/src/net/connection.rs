@@ -2,13 +2,13 @@
 //! after `Hello`), write responses in batches, and close it with the right code when the
 //! token expires, the client misbehaves or the server shuts down.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use syncline_proto::frame::{self, FrameDecoder, FrameError};
 use syncline_proto::{close_code, ErrorCode, Request, RequestFrame, ResponseFrame, WireError};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
@@ -119,8 +119,8 @@ async fn run_requests(
         }
         _ = crate::shutdown_requested(&mut shutdown) => return (close_code::GOING_AWAY, "server shutting down"),
     };
-    let (responses, response_rx) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_responses(send, response_rx).in_current_span());
+    let responses = Arc::new(Responses::default());
+    let writer = tokio::spawn(write_responses(send, responses.clone()).in_current_span());
     let mut decoder = FrameDecoder::new(shared.limits.max_frame_bytes);
     let mut in_flight = JoinSet::new();
     let mut expiry = session.token_expiry();
@@ -205,7 +205,7 @@ async fn run_requests(
                         if let Err(e) = &result {
                             info!(code = %e.code, "hello refused: {}", e.message);
                         }
-                        let _ = responses.send(respond(id, result)).await;
+                        responses.send(respond(id, result)).await;
                         if let After::Close(code) = after {
                             close = Some((code, "authentication failed"));
                             break;
@@ -220,7 +220,7 @@ async fn run_requests(
                             if let Err(e) = &result {
                                 debug!(id, code = %e.code, "request failed: {}", e.message);
                             }
-                            let _ = responses.send(respond(id, result)).await;
+                            responses.send(respond(id, result)).await;
                         }
                         .instrument(info_span!("request", id)),
                     );
@@ -245,7 +245,7 @@ async fn run_requests(
     // for longer than a client that stopped reading deserves.
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while in_flight.join_next().await.is_some() {}
-        drop(responses);
+        responses.close();
         writer.await
     })
     .await;
@@ -260,7 +260,7 @@ async fn run_requests(
 /// An error not tied to a request (id 0): token expiry, a frame whose request id cannot
 /// be read. Clients fail every pending request with it. Best effort: dropped if the
 /// client is not reading its answers.
-fn notice(responses: &mpsc::Sender<Bytes>, err: WireError) {
+fn notice(responses: &Responses, err: WireError) {
     let _ = responses.try_send(respond(0, Err(err)));
 }
 
@@ -269,7 +269,7 @@ fn notice(responses: &mpsc::Sender<Bytes>, err: WireError) {
 /// other (counted in flight, never dropped), else as a notice with id 0.
 fn answer_error(
     in_flight: &mut JoinSet<()>,
-    responses: &mpsc::Sender<Bytes>,
+    responses: &Arc<Responses>,
     id: Option<u64>,
     err: WireError,
 ) {
@@ -278,7 +278,7 @@ fn answer_error(
             let responses = responses.clone();
             in_flight.spawn(
                 async move {
-                    let _ = responses.send(respond(id, Err(err))).await;
+                    responses.send(respond(id, Err(err))).await;
                 }
                 .in_current_span(),
             );
@@ -287,19 +287,155 @@ fn answer_error(
     }
 }
 
-/// Writes answers as they come, all that is pending in one go.
+/// Answers on their way to the request stream. Bounded like the requests that produce
+/// them: with `MAX_IN_FLIGHT` answers queued (the client is not reading them), an answer
+/// waits for room, which keeps its request in flight, which stops the connection from
+/// being read. Allocates nothing until an answer is queued (a tokio channel reserved 32
+/// slots per connection up front).
+#[derive(Default)]
+struct Responses {
+    queue: Mutex<Queued>,
+    /// The writer waits on this for answers (or the close).
+    ready: Notify,
+    /// Answers waiting for room wait on this.
+    room: Notify,
+}
+
+#[derive(Default)]
+struct Queued {
+    answers: Vec<Bytes>,
+    /// No more answers will come: the writer writes what is queued and finishes.
+    closed: bool,
+}
+
+/// A batch buffer that grew past this many answers (a burst) is released, not kept.
+const KEPT_ANSWERS: usize = 64;
+
+impl Responses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        // Every change under this lock is one push or one swap: a panic elsewhere while
+        // it was held cannot leave it half-changed.
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `answer` if there is room; gives it back if not.
+    fn try_send(&self, answer: Bytes) -> Result<(), Bytes> {
+        let mut q = self.lock();
+        if q.answers.len() >= MAX_IN_FLIGHT {
+            return Err(answer);
+        }
+        let was_empty = q.answers.is_empty();
+        q.answers.push(answer);
+        drop(q);
+        // Otherwise the wake-up that made the queue non-empty is still pending.
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues `answer`, waiting for room first if the queue is full.
+    async fn send(&self, mut answer: Bytes) {
+        loop {
+            // Registered before looking, so room made in between is not missed.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(answer) {
+                Ok(()) => return,
+                Err(back) => answer = back,
+            }
+            room.await;
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Moves the queued answers into `batch` (empty) and makes room for waiting ones;
+    /// says whether the queue was closed.
+    fn take(&self, batch: &mut Vec<Bytes>) -> bool {
+        let closed = {
+            let mut q = self.lock();
+            std::mem::swap(&mut q.answers, batch);
+            q.closed
+        };
+        if !batch.is_empty() {
+            self.room.notify_waiters();
+        }
+        closed
+    }
+}
+
+/// Writes answers as they come, all that is pending in one go, until `close` and the
+/// queue is empty.
 async fn write_responses(
     mut send: quinn::SendStream,
-    mut rx: mpsc::Receiver<Bytes>,
+    responses: Arc<Responses>,
 ) -> Result<(), quinn::WriteError> {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 64).await > 0 {
+    loop {
+        let closed = responses.take(&mut batch);
+        if batch.is_empty() {
+            if closed {
+                break;
+            }
+            responses.ready.notified().await;
+            continue;
+        }
         send.write_all_chunks(&mut batch).await?;
         batch.clear();
+        if batch.capacity() > KEPT_ANSWERS {
+            batch = Vec::new();
+        }
     }
     let _ = send.finish();
     // Closing the connection discards unsent data: give the last answers (an auth error,
     // say) a moment to be acknowledged first.
     let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_answer_queue_holds_the_next_answer_until_the_writer_takes_a_batch() {
+        let responses = Arc::new(Responses::default());
+        for i in 0..MAX_IN_FLIGHT {
+            assert!(responses.try_send(Bytes::from(i.to_string())).is_ok());
+        }
+        assert!(
+            responses.try_send(Bytes::from_static(b"notice")).is_err(),
+            "full"
+        );
+        let waiting = tokio::spawn({
+            let responses = responses.clone();
+            async move { responses.send(Bytes::from_static(b"last")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "an answer waits for room, it is not dropped"
+        );
+
+        let mut batch = Vec::new();
+        assert!(!responses.take(&mut batch));
+        assert_eq!(batch.len(), MAX_IN_FLIGHT);
+        assert_eq!(batch[0], Bytes::from("0"), "in the order given");
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("room made by the writer wakes the waiting answer")
+            .expect("the waiting task did not panic");
+
+        batch.clear();
+        responses.close();
+        assert!(responses.take(&mut batch), "closed once taken");
+        assert_eq!(batch, vec![Bytes::from_static(b"last")]);
+    }
 }
