@@ -52,7 +52,7 @@ impl Writer<'_> {
     ) {
         // Ended by an access change before it started (its end notice had nowhere to
         // go): say so instead of sending state the subscriber may no longer read.
-        if !self.shared.hub.is_subscribed(&object_sid, token) {
+        if !self.shared.hub.is_subscribed(token) {
             self.end(
                 sub_id,
                 &object_sid,
