@@ -14,8 +14,8 @@ use bytes::Bytes;
 use syncline_proto::{
     Event, EventKind, ItemInfo, ItemKey, ObjectKind, ObjectState, Order, WireError,
 };
-use tokio::sync::Notify;
 
+use crate::batch::{Batch, BatchQueue};
 use crate::objects::items::item_info;
 use crate::objects::{document, object_info};
 use crate::store::{LogEntry, ObjectRecord, Store, StoreError};
@@ -74,12 +74,11 @@ pub struct StartSubscription {
 }
 
 /// One connection's event queue: what the hub and the session hand to the connection's
-/// event writer. Deliveries, control requests and lagged subscriptions share one lock and
-/// one wake-up; the queue allocates nothing until something is queued, so an idle
-/// connection pays only for this struct.
+/// event writer. Deliveries, control requests and lagged subscriptions share one
+/// [`BatchQueue`], so an idle connection pays only for this struct.
+#[derive(Default)]
 pub struct Outbox {
-    queue: Mutex<Queued>,
-    wake: Notify,
+    queue: BatchQueue<Queued>,
 }
 
 /// Everything queued for an event writer, taken in one go (see [`Outbox::take`]). The
@@ -93,46 +92,29 @@ pub struct Queued {
     pub events: Vec<Delivery>,
 }
 
-impl Queued {
+impl Batch for Queued {
     fn is_empty(&self) -> bool {
         self.control.is_empty() && self.lagged.is_empty() && self.events.is_empty()
     }
-}
 
-/// A taken batch's buffers go back to the outbox for its next batch; past this many
-/// deliveries (after a burst) they are released instead of kept for the connection's life.
-const KEPT_CAPACITY: usize = 64;
+    fn trim(&mut self) {
+        crate::batch::trim(&mut self.events);
+    }
+}
 
 impl Outbox {
     pub fn new() -> Arc<Outbox> {
-        Arc::new(Outbox {
-            queue: Mutex::new(Queued::default()),
-            wake: Notify::new(),
-        })
-    }
-
-    /// Queues `add` and wakes the writer if the queue was empty (otherwise a wake-up is
-    /// already pending: the one that made it non-empty, not yet answered by a `take`).
-    fn enqueue(&self, add: impl FnOnce(&mut Queued)) {
-        let was_empty = {
-            let mut q = recover(self.queue.lock());
-            let was_empty = q.is_empty();
-            add(&mut q);
-            was_empty
-        };
-        if was_empty {
-            self.wake.notify_one();
-        }
+        Arc::default()
     }
 
     /// Control messages are few (one per subscribe request, which is rate limited), so
     /// they are never refused.
     pub fn control(&self, c: Control) {
-        self.enqueue(|q| q.control.push(c));
+        self.queue.add(|q| q.control.push(c));
     }
 
     fn deliver(&self, d: Delivery) {
-        self.enqueue(|q| {
+        self.queue.add(|q| {
             if q.events.len() < OUTBOX_DEPTH {
                 q.events.push(d);
             } else if !q.lagged.contains(&d.sub_id) {
@@ -143,23 +125,17 @@ impl Outbox {
 
     /// Events queued and not yet taken by the connection's writer.
     pub fn queued(&self) -> usize {
-        recover(self.queue.lock()).events.len()
+        self.queue.inspect(|q| q.events.len())
     }
 
-    /// Waits until something was queued since the last [`take`](Self::take) (at once
-    /// if it already was). May return with nothing to take: callers take and carry on.
+    /// See [`BatchQueue::ready`].
     pub async fn ready(&self) {
-        self.wake.notified().await
+        self.queue.ready().await
     }
 
-    /// Moves everything queued into `into`, which must be empty (its buffers are reused
-    /// for the next batch).
+    /// See [`BatchQueue::take`].
     pub fn take(&self, into: &mut Queued) {
-        debug_assert!(into.is_empty());
-        if into.events.capacity() > KEPT_CAPACITY {
-            into.events = Vec::new();
-        }
-        std::mem::swap(&mut *recover(self.queue.lock()), into);
+        self.queue.take(into)
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod acl;
 pub mod admin;
 pub mod auth;
+pub mod batch;
 pub mod cli;
 pub mod command;
 pub mod commit;

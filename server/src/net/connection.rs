@@ -2,7 +2,7 @@
 //! after `Hello`), write responses in batches, and close it with the right code when the
 //! token expires, the client misbehaves or the server shuts down.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
 use crate::auth;
+use crate::batch::{Batch, BatchQueue};
 use crate::fanout::Outbox;
 use crate::session::{After, Session};
 use crate::state::{Connection, LiveConnection, Shared};
@@ -290,50 +291,41 @@ fn answer_error(
 /// Answers on their way to the request stream. Bounded like the requests that produce
 /// them: with `MAX_IN_FLIGHT` answers queued (the client is not reading them), an answer
 /// waits for room, which keeps its request in flight, which stops the connection from
-/// being read. Allocates nothing until an answer is queued (a tokio channel reserved 32
-/// slots per connection up front).
+/// being read.
 #[derive(Default)]
 struct Responses {
-    queue: Mutex<Queued>,
-    /// The writer waits on this for answers (or the close).
-    ready: Notify,
+    queue: BatchQueue<Answers>,
     /// Answers waiting for room wait on this.
     room: Notify,
 }
 
 #[derive(Default)]
-struct Queued {
+struct Answers {
     answers: Vec<Bytes>,
-    /// No more answers will come: the writer writes what is queued and finishes.
+    /// No more answers will come: the writer writes this batch and finishes.
     closed: bool,
 }
 
-/// A batch buffer that grew past this many answers (a burst) is released, not kept.
-const KEPT_ANSWERS: usize = 64;
-
-impl Responses {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
-        // Every change under this lock is one push or one swap: a panic elsewhere while
-        // it was held cannot leave it half-changed.
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Batch for Answers {
+    fn is_empty(&self) -> bool {
+        self.answers.is_empty() && !self.closed
     }
 
+    fn trim(&mut self) {
+        crate::batch::trim(&mut self.answers);
+    }
+}
+
+impl Responses {
     /// Queues `answer` if there is room; gives it back if not.
     fn try_send(&self, answer: Bytes) -> Result<(), Bytes> {
-        let mut q = self.lock();
-        if q.answers.len() >= MAX_IN_FLIGHT {
-            return Err(answer);
-        }
-        let was_empty = q.answers.is_empty();
-        q.answers.push(answer);
-        drop(q);
-        // Otherwise the wake-up that made the queue non-empty is still pending.
-        if was_empty {
-            self.ready.notify_one();
-        }
-        Ok(())
+        self.queue.add(|q| {
+            if q.answers.len() >= MAX_IN_FLIGHT {
+                return Err(answer);
+            }
+            q.answers.push(answer);
+            Ok(())
+        })
     }
 
     /// Queues `answer`, waiting for room first if the queue is full.
@@ -352,45 +344,32 @@ impl Responses {
     }
 
     fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_one();
+        self.queue.add(|q| q.closed = true);
     }
 
-    /// Moves the queued answers into `batch` (empty) and makes room for waiting ones;
-    /// says whether the queue was closed.
-    fn take(&self, batch: &mut Vec<Bytes>) -> bool {
-        let closed = {
-            let mut q = self.lock();
-            std::mem::swap(&mut q.answers, batch);
-            q.closed
-        };
-        if !batch.is_empty() {
+    /// Moves the queued answers into `batch` (empty) and makes room for waiting ones.
+    fn take(&self, batch: &mut Answers) {
+        self.queue.take(batch);
+        if !batch.answers.is_empty() {
             self.room.notify_waiters();
         }
-        closed
     }
 }
 
-/// Writes answers as they come, all that is pending in one go, until `close` and the
-/// queue is empty.
+/// Writes answers as they come, all that is pending in one go, until the batch that
+/// carries the close.
 async fn write_responses(
     mut send: quinn::SendStream,
     responses: Arc<Responses>,
 ) -> Result<(), quinn::WriteError> {
-    let mut batch = Vec::new();
+    let mut batch = Answers::default();
     loop {
-        let closed = responses.take(&mut batch);
-        if batch.is_empty() {
-            if closed {
-                break;
-            }
-            responses.ready.notified().await;
-            continue;
-        }
-        send.write_all_chunks(&mut batch).await?;
-        batch.clear();
-        if batch.capacity() > KEPT_ANSWERS {
-            batch = Vec::new();
+        responses.queue.ready().await;
+        responses.take(&mut batch);
+        send.write_all_chunks(&mut batch.answers).await?;
+        batch.answers.clear();
+        if batch.closed {
+            break;
         }
     }
     let _ = send.finish();
@@ -424,18 +403,20 @@ mod tests {
             "an answer waits for room, it is not dropped"
         );
 
-        let mut batch = Vec::new();
-        assert!(!responses.take(&mut batch));
-        assert_eq!(batch.len(), MAX_IN_FLIGHT);
-        assert_eq!(batch[0], Bytes::from("0"), "in the order given");
+        let mut batch = Answers::default();
+        responses.take(&mut batch);
+        assert!(!batch.closed);
+        assert_eq!(batch.answers.len(), MAX_IN_FLIGHT);
+        assert_eq!(batch.answers[0], Bytes::from("0"), "in the order given");
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("room made by the writer wakes the waiting answer")
             .expect("the waiting task did not panic");
 
-        batch.clear();
+        batch.answers.clear();
         responses.close();
-        assert!(responses.take(&mut batch), "closed once taken");
-        assert_eq!(batch, vec![Bytes::from_static(b"last")]);
+        responses.take(&mut batch);
+        assert!(batch.closed, "the close comes with the last batch");
+        assert_eq!(batch.answers, vec![Bytes::from_static(b"last")]);
     }
 }
