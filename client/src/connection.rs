@@ -230,6 +230,9 @@ impl ClientConfig {
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        // Syncline's frames fit QUIC's 1,200-byte floor; probing for a larger MTU costs
+        // each connection four padded probes and their ACKs (see ARCHITECTURE.md).
+        transport.mtu_discovery_config(None);
         config.transport_config(Arc::new(transport));
         Ok(config)
     }
@@ -860,6 +863,17 @@ impl Client {
             Response::Pong => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The live connection's transport counters (datagrams, frames, RTT, losses), or
+    /// `None` while disconnected: for diagnostics, and for tests of what goes on the wire.
+    pub fn transport_stats(&self) -> Option<quinn::ConnectionStats> {
+        let status = self.core().status.borrow();
+        status
+            .link
+            .as_ref()
+            .filter(|l| !l.is_closed())
+            .map(|l| l.conn.stats())
     }
 
     /// Swaps in a fresh token for the same identity; subscriptions carry on, and later

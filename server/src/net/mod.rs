@@ -56,7 +56,11 @@ pub fn transport_config(idle_timeout: Duration) -> quinn::TransportConfig {
         // A live client must not time out when the server's timeout is shorter than
         // its own keep-alive: the server pings idle connections too (only those: a
         // ping goes out when nothing else did for this long).
-        .keep_alive_interval(Some(idle_timeout / 3));
+        .keep_alive_interval(Some(idle_timeout / 3))
+        // No path-MTU probing: events and answers are small and fit QUIC's 1,200-byte
+        // floor, while probing cost every connection four padded probes each way plus
+        // their ACKs, a third of its setup datagrams (ARCHITECTURE.md, "Connection setup").
+        .mtu_discovery_config(None);
     t
 }
 
