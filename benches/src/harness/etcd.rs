@@ -439,6 +439,7 @@ pub async fn conns(etcd: &EtcdUnderTest, connections: usize) -> Result<Outcome, 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _) = etcd.rss_kib();
     let cpu_before = cpu(etcd);
+    let open_mark = measure::CpuMark::now(etcd.cpu_seconds());
     let start = Instant::now();
     let opened = measure::phase(
         "etcd conns: opening the connections",
@@ -447,6 +448,7 @@ pub async fn conns(etcd: &EtcdUnderTest, connections: usize) -> Result<Outcome, 
     )
     .await?;
     let open_s = start.elapsed().as_secs_f64();
+    let open_cpu = open_mark.since(etcd.cpu_seconds());
     let opened_n = opened.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = etcd.rss_kib();
@@ -478,7 +480,13 @@ pub async fn conns(etcd: &EtcdUnderTest, connections: usize) -> Result<Outcome, 
         json!({"connections": connections}),
     );
     o.extra.extend(extra);
-    o.add_conns_figures(opened_n, open_s, connections, (rss_before, rss_after));
+    o.add_conns_figures(
+        opened_n,
+        open_s,
+        connections,
+        (rss_before, rss_after),
+        open_cpu,
+    );
     Ok(o)
 }
 

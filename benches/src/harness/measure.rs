@@ -152,6 +152,33 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / if hz > 0.0 { hz } else { 100.0 })
 }
 
+/// Datagrams a QUIC connection sent and received so far.
+pub fn datagrams(stats: &quinn::ConnectionStats) -> u64 {
+    stats.udp_tx.datagrams + stats.udp_rx.datagrams
+}
+
+/// A point to measure CPU from: the system under test's and the harness's.
+#[derive(Clone, Copy)]
+pub struct CpuMark {
+    server: f64,
+    client: f64,
+}
+
+impl CpuMark {
+    /// Marks now, given the system under test's CPU seconds so far.
+    pub fn now(server_cpu_s: f64) -> Self {
+        CpuMark {
+            server: server_cpu_s,
+            client: self_cpu_seconds(),
+        }
+    }
+
+    /// The server's and the harness's CPU seconds since the mark.
+    pub fn since(self, server_cpu_s: f64) -> (f64, f64) {
+        (server_cpu_s - self.server, self_cpu_seconds() - self.client)
+    }
+}
+
 /// CPU seconds (user + system) this process (the harness, every client in it) has
 /// used, from `getrusage(RUSAGE_SELF)`: finer than `/proc/self/stat`'s clock ticks.
 pub fn self_cpu_seconds() -> f64 {
@@ -305,25 +332,48 @@ pub struct Outcome {
 impl Outcome {
     /// For W3: how many connections opened, in how long, and the server's RSS growth
     /// per connection (RSS after − RSS before, over the connections asked for).
+    /// `open_cpu` is the server's and the harness's CPU while the connections opened
+    /// (the whole-run figures also cover the write's delivery).
     pub fn add_conns_figures(
         &mut self,
         opened: usize,
         open_s: f64,
         connections: usize,
         (rss_before, rss_after): (u64, u64),
+        (open_server_cpu_s, open_client_cpu_s): (f64, f64),
     ) {
         // W3's CPU figures are per connection opened.
         self.cpu_ops = opened as f64;
         let per_conn = rss_after.saturating_sub(rss_before) as f64 / connections.max(1) as f64;
+        let us_per_conn = |s: f64| (s * 1e6 / opened.max(1) as f64).round();
         for (name, value) in [
             ("connections", json!(opened)),
             ("open_s", json!((open_s * 100.0).round() / 100.0)),
+            (
+                "open_server_cpu_us_per_conn",
+                json!(us_per_conn(open_server_cpu_s)),
+            ),
+            (
+                "open_client_cpu_us_per_conn",
+                json!(us_per_conn(open_client_cpu_s)),
+            ),
             ("rss_per_conn_kib", json!((per_conn * 10.0).round() / 10.0)),
             ("server_rss_before_kib", json!(rss_before)),
             ("server_rss_after_kib", json!(rss_after)),
         ] {
             self.extra.insert(name.into(), value);
         }
+    }
+
+    /// For W3 over QUIC: UDP datagrams each client connection sent and received while
+    /// the connections opened (handshake, Hello, subscription, and whatever probes and
+    /// acknowledgements the transport added).
+    pub fn add_open_datagrams(&mut self, datagrams: u64, opened: usize) {
+        let per_conn = datagrams as f64 / opened.max(1) as f64;
+        self.extra.insert(
+            "open_datagrams_per_conn".into(),
+            json!((per_conn * 10.0).round() / 10.0),
+        );
     }
 
     /// For write workloads: the server's CPU seconds per 1,000 acknowledged writes.

@@ -110,7 +110,7 @@ async fn next_frame(
 
 /// A registered subscriber: its connection and the event stream the server opened.
 pub struct Subscriber {
-    _conn: quinn::Connection,
+    conn: quinn::Connection,
     events: quinn::RecvStream,
     decoder: FrameDecoder,
 }
@@ -193,7 +193,7 @@ impl QuinnUnderTest {
         let mut decoder = FrameDecoder::new(MAX_FRAME);
         match next_frame(&mut events, &mut decoder).await? {
             Some(ok) if &ok[..] == b"ok" => Ok(Subscriber {
-                _conn: conn,
+                conn,
                 events,
                 decoder,
             }),
@@ -399,6 +399,7 @@ pub async fn conns(q: QuinnUnderTest, connections: usize) -> Result<Outcome, Err
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _) = q.rss_kib();
     let baseline = before(&q);
+    let open_mark = measure::CpuMark::now(q.cpu_seconds());
     let start = Instant::now();
     let opened = measure::phase(
         "quinn conns: opening the connections",
@@ -407,6 +408,11 @@ pub async fn conns(q: QuinnUnderTest, connections: usize) -> Result<Outcome, Err
     )
     .await?;
     let open_s = start.elapsed().as_secs_f64();
+    let open_cpu = open_mark.since(q.cpu_seconds());
+    let open_datagrams: u64 = opened
+        .iter()
+        .map(|s| measure::datagrams(&s.conn.stats()))
+        .sum();
     let opened_n = opened.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = q.rss_kib();
@@ -440,6 +446,13 @@ pub async fn conns(q: QuinnUnderTest, connections: usize) -> Result<Outcome, Err
         json!({"connections": connections}),
     );
     o.extra.extend(extra);
-    o.add_conns_figures(opened_n, open_s, connections, (rss_before, rss_after));
+    o.add_conns_figures(
+        opened_n,
+        open_s,
+        connections,
+        (rss_before, rss_after),
+        open_cpu,
+    );
+    o.add_open_datagrams(open_datagrams, opened_n);
     Ok(o)
 }

@@ -470,6 +470,7 @@ pub async fn conns(redis: &RedisUnderTest, connections: usize) -> Result<Outcome
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _) = redis.rss_kib();
     let cpu_before = cpu(redis);
+    let open_mark = measure::CpuMark::now(redis.cpu_seconds());
     let start = Instant::now();
     let opened = measure::phase(
         "redis conns: opening the connections",
@@ -478,6 +479,7 @@ pub async fn conns(redis: &RedisUnderTest, connections: usize) -> Result<Outcome
     )
     .await?;
     let open_s = start.elapsed().as_secs_f64();
+    let open_cpu = open_mark.since(redis.cpu_seconds());
     let opened_n = opened.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = redis.rss_kib();
@@ -510,7 +512,13 @@ pub async fn conns(redis: &RedisUnderTest, connections: usize) -> Result<Outcome
         json!({"connections": connections}),
     );
     o.extra.extend(extra);
-    o.add_conns_figures(opened_n, open_s, connections, (rss_before, rss_after));
+    o.add_conns_figures(
+        opened_n,
+        open_s,
+        connections,
+        (rss_before, rss_after),
+        open_cpu,
+    );
     o.extra.insert(
         "publish_reached".into(),
         json!(reached.first().copied().unwrap_or(0)),

@@ -614,6 +614,7 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _) = server.rss_kib();
     let before = sample(server);
+    let open_mark = measure::CpuMark::now(server.cpu_seconds());
     let start = Instant::now();
     let clients = measure::phase(
         "conns: opening the connections",
@@ -625,6 +626,12 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
     let drain = Drain::new(Instant::now() + OPEN_LIMIT);
     let (clients, subs): (Vec<Client>, Vec<Vec<Subscription>>) = clients.into_iter().unzip();
     let open_s = start.elapsed().as_secs_f64();
+    let open_cpu = open_mark.since(server.cpu_seconds());
+    let open_datagrams: u64 = clients
+        .iter()
+        .filter_map(Client::transport_stats)
+        .map(|t| measure::datagrams(&t))
+        .sum();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = server.rss_kib();
     let mut set = JoinSet::new();
@@ -663,7 +670,14 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
         json!({"connections": connections}),
     );
     o.extra.extend(extra);
-    o.add_conns_figures(clients.len(), open_s, connections, (rss_before, rss_after));
+    o.add_conns_figures(
+        clients.len(),
+        open_s,
+        connections,
+        (rss_before, rss_after),
+        open_cpu,
+    );
+    o.add_open_datagrams(open_datagrams, clients.len());
     Ok(o)
 }
 
