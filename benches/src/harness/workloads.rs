@@ -56,40 +56,48 @@ impl Connector {
             .map_err(err)
     }
 
-    async fn identity(&self, identity: &str) -> Result<Client, Error> {
+    /// A config with its own access token for each of `n` identities named `{prefix}{i}`:
+    /// what a backend hands its apps before they connect, so minting is not counted as
+    /// opening.
+    fn identity_configs(&self, n: usize, prefix: &str) -> Result<Vec<ClientConfig>, Error> {
         let a = &self.admin;
-        let token = syncline_client::token::mint(
-            &a.api_key_sid,
-            &a.api_key_secret,
-            &a.account_sid,
-            &a.default_service_sid,
-            identity,
-            3600,
-            syncline_client::token::now_s(),
-        );
-        let config = ClientConfig::with_token(&a.server, &a.ca_file, &token).map_err(err)?;
-        Client::connect_via(config, self.endpoint())
-            .await
-            .map_err(err)
+        let now = syncline_client::token::now_s();
+        (0..n)
+            .map(|i| {
+                let token = syncline_client::token::mint(
+                    &a.api_key_sid,
+                    &a.api_key_secret,
+                    &a.account_sid,
+                    &a.default_service_sid,
+                    &format!("{prefix}{i}"),
+                    3600,
+                    now,
+                );
+                ClientConfig::with_token(&a.server, &a.ca_file, &token).map_err(err)
+            })
+            .collect()
     }
 
-    /// Opens `n` identity connections, `OPEN_CONCURRENCY` at a time, each subscribed to
-    /// `objects(i)` as soon as it is open (so that opening and subscribing overlap).
+    /// Opens a connection with each of `configs` (see `identity_configs`),
+    /// `OPEN_CONCURRENCY` at a time, each subscribed to `objects(i)` as soon as it is
+    /// open (so that opening and subscribing overlap).
     async fn identities(
         self: &Arc<Self>,
-        n: usize,
-        prefix: &str,
+        configs: Vec<ClientConfig>,
         objects: impl Fn(usize) -> Vec<String>,
         progress: &Progress,
     ) -> Result<Vec<(Client, Vec<Subscription>)>, Error> {
+        let n = configs.len();
         let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
         let mut set = JoinSet::new();
-        for i in 0..n {
-            let (me, gate, name) = (self.clone(), gate.clone(), format!("{prefix}{i}"));
+        for (i, config) in configs.into_iter().enumerate() {
+            let (me, gate) = (self.clone(), gate.clone());
             let objects = objects(i);
             set.spawn(async move {
                 let _permit = gate.acquire_owned().await.map_err(err)?;
-                let client = me.identity(&name).await?;
+                let client = Client::connect_via(config, me.endpoint())
+                    .await
+                    .map_err(err)?;
                 let mut subs = Vec::with_capacity(objects.len());
                 for object in &objects {
                     subs.push(
@@ -510,7 +518,11 @@ pub async fn fanout(
     let clients = measure::phase(
         "fanout: opening the subscribers",
         OPEN_LIMIT,
-        connector.identities(subscribers, "sub", |_| vec!["fanout".into()], &progress),
+        connector.identities(
+            connector.identity_configs(subscribers, "sub")?,
+            |_| vec!["fanout".into()],
+            &progress,
+        ),
     )
     .await?;
     let (target_tx, target_rx) = watch::channel(None);
@@ -610,6 +622,7 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
     })
     .await?;
     let (writer, floor) = writer;
+    let configs = connector.identity_configs(connections, "conn")?;
     // Let the server settle before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _) = server.rss_kib();
@@ -619,7 +632,7 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
     let clients = measure::phase(
         "conns: opening the connections",
         OPEN_LIMIT,
-        connector.identities(connections, "conn", |_| vec!["conns".into()], &progress),
+        connector.identities(configs, |_| vec!["conns".into()], &progress),
     )
     .await?;
     let (target_tx, target_rx) = watch::channel(None);
@@ -725,8 +738,7 @@ pub async fn chat(
         "chat: opening the members",
         OPEN_LIMIT,
         connector.identities(
-            rooms * members,
-            "member",
+            connector.identity_configs(rooms * members, "member")?,
             |i| room_objects(i / members).map(|(name, _)| name).to_vec(),
             &progress,
         ),
