@@ -122,3 +122,35 @@ fn the_bare_quinn_peer_runs_fanout_and_conns() {
         );
     }
 }
+
+/// `conns --first-time`: every connection on a socket of its own with a full TLS
+/// handshake, all subscribed and reached by the write; the bare quinn peer says it is
+/// skipped rather than measuring something else.
+#[test]
+fn conns_first_time_opens_each_connection_on_its_own_socket() {
+    common::build_server();
+    let out = Command::new(common::bench_bin())
+        .args(["conns", "--connections", "30", "--first-time", "--json"])
+        .args(["--peer", "quinn"])
+        .output()
+        .expect("syncline-bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "syncline-bench failed:\n{stderr}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each stdout line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 1, "only Syncline's line: {lines:?}");
+    let l = &lines[0];
+    assert_eq!(l["params"]["first_time"], true, "{l}");
+    assert_eq!(l["connections"], 30, "{l}");
+    assert_eq!(l["missed"], 0, "{l}");
+    assert!(
+        l["open_datagrams_per_conn"].as_f64().unwrap_or(0.0) > 0.0,
+        "{l}"
+    );
+    assert!(
+        stderr.contains("skipped"),
+        "quinn not said skipped:\n{stderr}"
+    );
+}

@@ -80,10 +80,12 @@ impl Connector {
 
     /// Opens a connection with each of `configs` (see `identity_configs`),
     /// `OPEN_CONCURRENCY` at a time, each subscribed to `objects(i)` as soon as it is
-    /// open (so that opening and subscribing overlap).
+    /// open (so that opening and subscribing overlap). `first_time`: each on its own
+    /// endpoint, with no TLS session to resume (see `conns --first-time`).
     async fn identities(
         self: &Arc<Self>,
         configs: Vec<ClientConfig>,
+        first_time: bool,
         objects: impl Fn(usize) -> Vec<String>,
         progress: &Progress,
     ) -> Result<Vec<(Client, Vec<Subscription>)>, Error> {
@@ -95,9 +97,12 @@ impl Connector {
             let objects = objects(i);
             set.spawn(async move {
                 let _permit = gate.acquire_owned().await.map_err(err)?;
-                let client = Client::connect_via(config, me.endpoint())
-                    .await
-                    .map_err(err)?;
+                let client = if first_time {
+                    Client::connect(config).await
+                } else {
+                    Client::connect_via(config, me.endpoint()).await
+                }
+                .map_err(err)?;
                 let mut subs = Vec::with_capacity(objects.len());
                 for object in &objects {
                     subs.push(
@@ -520,6 +525,7 @@ pub async fn fanout(
         OPEN_LIMIT,
         connector.identities(
             connector.identity_configs(subscribers, "sub")?,
+            false,
             |_| vec!["fanout".into()],
             &progress,
         ),
@@ -607,7 +613,11 @@ pub async fn fanout(
 }
 
 /// W3: `connections` connections, each with its own token and one subscription.
-pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outcome, Error> {
+pub async fn conns(
+    server: &ServerUnderTest,
+    connections: usize,
+    first_time: bool,
+) -> Result<Outcome, Error> {
     let connector = Connector::new(&server.admin)?;
     let progress = Progress::new("conns");
     let writer = measure::phase("conns: opening the writer", OPEN_LIMIT, async {
@@ -632,7 +642,7 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
     let clients = measure::phase(
         "conns: opening the connections",
         OPEN_LIMIT,
-        connector.identities(configs, |_| vec!["conns".into()], &progress),
+        connector.identities(configs, first_time, |_| vec!["conns".into()], &progress),
     )
     .await?;
     let (target_tx, target_rx) = watch::channel(None);
@@ -680,7 +690,7 @@ pub async fn conns(server: &ServerUnderTest, connections: usize) -> Result<Outco
         seen.1.received as f64,
         delivered_in,
         seen,
-        json!({"connections": connections}),
+        json!({"connections": connections, "first_time": first_time}),
     );
     o.extra.extend(extra);
     o.add_conns_figures(
@@ -739,6 +749,7 @@ pub async fn chat(
         OPEN_LIMIT,
         connector.identities(
             connector.identity_configs(rooms * members, "member")?,
+            false,
             |i| room_objects(i / members).map(|(name, _)| name).to_vec(),
             &progress,
         ),
