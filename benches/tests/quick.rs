@@ -24,19 +24,26 @@ const FIELDS: [&str; 14] = [
     "params",
 ];
 
-#[test]
-fn every_workload_runs_in_quick_mode_and_misses_nothing() {
-    common::build_server();
+/// Runs `syncline-bench` with `args`, checks it succeeded, and returns its JSON result
+/// lines and its stderr.
+fn run_bench(args: &[&str]) -> (Vec<Value>, String) {
     let out = Command::new(common::bench_bin())
-        .args(["all", "--quick", "--json", "--duration", "1"])
+        .args(args)
         .output()
         .expect("syncline-bench runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "syncline-bench failed:\n{stderr}");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let lines = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("each stdout line is JSON"))
         .collect();
+    (lines, stderr)
+}
+
+#[test]
+fn every_workload_runs_in_quick_mode_and_misses_nothing() {
+    common::build_server();
+    let (lines, stderr) = run_bench(&["all", "--quick", "--json", "--duration", "1"]);
     let workloads: Vec<&str> = lines
         .iter()
         .filter_map(|l| l["workload"].as_str())
@@ -73,7 +80,14 @@ fn every_workload_runs_in_quick_mode_and_misses_nothing() {
         .iter()
         .find(|l| l["workload"] == "conns")
         .expect("conns ran");
-    for f in ["connections", "open_s", "rss_per_conn_kib"] {
+    for f in [
+        "connections",
+        "open_s",
+        "rss_per_conn_kib",
+        "open_server_cpu_us_per_conn",
+        "open_client_cpu_us_per_conn",
+        "open_datagrams_per_conn",
+    ] {
         assert!(conns.get(f).is_some(), "{f} missing in {conns}");
     }
     let write = lines
@@ -96,17 +110,8 @@ fn the_bare_quinn_peer_runs_fanout_and_conns() {
         &["fanout", "--subscribers", "5", "--rate", "50"][..],
         &["conns", "--connections", "20"][..],
     ] {
-        let out = Command::new(common::bench_bin())
-            .args(args)
-            .args(["--duration", "1", "--json", "--peer", "quinn"])
-            .output()
-            .expect("syncline-bench runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "syncline-bench failed:\n{stderr}");
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each stdout line is JSON"))
-            .collect();
+        let all = [args, &["--duration", "1", "--json", "--peer", "quinn"][..]].concat();
+        let (lines, stderr) = run_bench(&all);
         let systems: Vec<&str> = lines.iter().filter_map(|l| l["system"].as_str()).collect();
         assert_eq!(systems, ["syncline", "quinn"], "{args:?}");
         for l in &lines {
@@ -129,17 +134,15 @@ fn the_bare_quinn_peer_runs_fanout_and_conns() {
 #[test]
 fn conns_first_time_opens_each_connection_on_its_own_socket() {
     common::build_server();
-    let out = Command::new(common::bench_bin())
-        .args(["conns", "--connections", "30", "--first-time", "--json"])
-        .args(["--peer", "quinn"])
-        .output()
-        .expect("syncline-bench runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "syncline-bench failed:\n{stderr}");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each stdout line is JSON"))
-        .collect();
+    let (lines, stderr) = run_bench(&[
+        "conns",
+        "--connections",
+        "30",
+        "--first-time",
+        "--json",
+        "--peer",
+        "quinn",
+    ]);
     assert_eq!(lines.len(), 1, "only Syncline's line: {lines:?}");
     let l = &lines[0];
     assert_eq!(l["params"]["first_time"], true, "{l}");
