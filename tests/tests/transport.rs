@@ -1,5 +1,5 @@
 //! What a connection puts on the wire besides Syncline's own frames: no path-MTU probes
-//! from either side (ARCHITECTURE.md, "Connection setup").
+//! from either side (ARCHITECTURE.md, "No path-MTU discovery").
 
 use std::time::Duration;
 

@@ -59,7 +59,7 @@ pub fn transport_config(idle_timeout: Duration) -> quinn::TransportConfig {
         .keep_alive_interval(Some(idle_timeout / 3))
         // No path-MTU probing: events and answers are small and fit QUIC's 1,200-byte
         // floor, while probing cost every connection four padded probes each way plus
-        // their ACKs, a third of its setup datagrams (ARCHITECTURE.md, "Connection setup").
+        // their ACKs (ARCHITECTURE.md, "No path-MTU discovery").
         .mtu_discovery_config(None);
     t
 }
