@@ -157,6 +157,37 @@ pub fn datagrams(stats: &quinn::ConnectionStats) -> u64 {
     stats.udp_tx.datagrams + stats.udp_rx.datagrams
 }
 
+/// What the subscribers' QUIC connections carried, summed over them: datagrams in and
+/// out, and the probes among the frames received (PING and IMMEDIATE_ACK, which a
+/// server sends when its probe timer fires before an acknowledgement came back).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SubscriberPackets {
+    pub received: u64,
+    pub sent: u64,
+    pub probes: u64,
+}
+
+impl SubscriberPackets {
+    pub fn sum(stats: impl IntoIterator<Item = quinn::ConnectionStats>) -> Self {
+        stats
+            .into_iter()
+            .fold(SubscriberPackets::default(), |sum, s| SubscriberPackets {
+                received: sum.received + s.udp_rx.datagrams,
+                sent: sum.sent + s.udp_tx.datagrams,
+                probes: sum.probes + s.frame_rx.ping + s.frame_rx.immediate_ack,
+            })
+    }
+
+    /// What was carried after `before` was taken.
+    pub fn since(self, before: SubscriberPackets) -> Self {
+        SubscriberPackets {
+            received: self.received.saturating_sub(before.received),
+            sent: self.sent.saturating_sub(before.sent),
+            probes: self.probes.saturating_sub(before.probes),
+        }
+    }
+}
+
 /// A point to measure CPU from: the system under test's and the harness's.
 #[derive(Clone, Copy)]
 pub struct CpuMark {
@@ -374,6 +405,21 @@ impl Outcome {
             "open_datagrams_per_conn".into(),
             json!((per_conn * 10.0).round() / 10.0),
         );
+    }
+
+    /// For fan-out over QUIC: datagrams the subscribers received and sent (their
+    /// acknowledgements) per delivered event, and probes per 1,000 deliveries. Fewer
+    /// than one datagram per delivery means events shared packets.
+    pub fn add_delivery_packets(&mut self, packets: SubscriberPackets, deliveries: f64) {
+        let per =
+            |n: u64, scale: f64| (n as f64 * scale / deliveries.max(1.0) * 1000.0).round() / 1000.0;
+        for (name, value) in [
+            ("datagrams_per_delivery", per(packets.received, 1.0)),
+            ("acks_per_delivery", per(packets.sent, 1.0)),
+            ("probes_per_1000_deliveries", per(packets.probes, 1000.0)),
+        ] {
+            self.extra.insert(name.into(), json!(value));
+        }
     }
 
     /// For write workloads: the server's CPU seconds per 1,000 acknowledged writes.

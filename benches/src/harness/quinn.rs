@@ -342,10 +342,14 @@ pub async fn fanout(
     .await?;
     let drain = Drain::new(Instant::now() + writing_limit(duration) + DRAIN);
     let mut set = JoinSet::new();
+    let connections: Vec<quinn::Connection> = opened.iter().map(|s| s.conn.clone()).collect();
+    let subscriber_packets =
+        || measure::SubscriberPackets::sum(connections.iter().map(quinn::Connection::stats));
     for s in opened {
         set.spawn(follow(s, total, drain.clock()));
     }
     let baseline = before(&q);
+    let packets_before = subscriber_packets();
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -371,16 +375,18 @@ pub async fn fanout(
         .split();
     progress.finish();
     let elapsed = start.elapsed();
+    let delivered = seen.1.received as f64;
     let mut o = outcome(
         &q,
         baseline,
         "fanout",
-        seen.1.received as f64,
+        delivered,
         elapsed,
         seen,
         json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": "frames", "writes": total}),
     );
     o.extra.extend(extra);
+    o.add_delivery_packets(subscriber_packets().since(packets_before), delivered);
     Ok(o)
 }
 

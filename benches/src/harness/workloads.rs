@@ -542,6 +542,7 @@ pub async fn fanout(
         connections.push(client);
     }
     let before = sample(server);
+    let packets_before = subscriber_packets(&connections);
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let total = (duration.as_secs_f64() * f64::from(rate)).ceil() as u64;
@@ -591,11 +592,12 @@ pub async fn fanout(
         .split();
     progress.finish();
     let elapsed = start.elapsed();
+    let delivered = seen.1.received as f64;
     let mut o = outcome(
         server,
         &before,
         "fanout",
-        seen.1.received as f64,
+        delivered,
         elapsed,
         seen,
         json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": kind.name(), "writes": total}),
@@ -608,8 +610,16 @@ pub async fn fanout(
     o.extra
         .insert("write_p99_ms".into(), json!(measure::ms(&acks, 0.99)));
     o.extra.insert("writes_per_s".into(), json!(writes_per_s));
+    o.add_delivery_packets(
+        subscriber_packets(&connections).since(packets_before),
+        delivered,
+    );
     drop(connections);
     Ok(o)
+}
+
+fn subscriber_packets(clients: &[Client]) -> measure::SubscriberPackets {
+    measure::SubscriberPackets::sum(clients.iter().filter_map(Client::transport_stats))
 }
 
 /// W3: `connections` connections, each with its own token and one subscription.
