@@ -102,8 +102,8 @@ fn every_workload_runs_in_quick_mode_and_misses_nothing() {
 }
 
 /// `--peer quinn` (always built): W2 and W3 against the bare transport, each line
-/// beside Syncline's, nothing missed, W2's packet counts from both; and a comparison
-/// table per peer.
+/// beside Syncline's, nothing missed, the subscribers' packet counts from both; and a
+/// comparison table per peer.
 #[test]
 fn the_bare_quinn_peer_runs_fanout_and_conns() {
     common::build_server();
@@ -121,14 +121,16 @@ fn the_bare_quinn_peer_runs_fanout_and_conns() {
             }
             assert!(l["ops_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{l}");
             assert!(l["server_rss_kib"].as_u64().unwrap_or(0) > 0, "{l}");
+            // W2's events and W3's write came in datagrams; over W2's second the
+            // subscribers also acknowledged (W3's single write may be acknowledged
+            // after its followers are done: its ACK delay is 25 ms).
+            assert!(
+                l["datagrams_per_delivery"].as_f64().unwrap_or(0.0) > 0.0,
+                "{l}"
+            );
+            assert!(l["probes_per_1000_deliveries"].as_f64().is_some(), "{l}");
             if l["workload"] == "fanout" {
-                // Every delivery came in some datagram, and each subscriber acknowledged.
-                assert!(
-                    l["datagrams_per_delivery"].as_f64().unwrap_or(0.0) > 0.0,
-                    "{l}"
-                );
                 assert!(l["acks_per_delivery"].as_f64().unwrap_or(0.0) > 0.0, "{l}");
-                assert!(l["probes_per_1000_deliveries"].as_f64().is_some(), "{l}");
             }
         }
         assert!(

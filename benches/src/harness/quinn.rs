@@ -318,6 +318,10 @@ fn outcome(
     }
 }
 
+fn subscriber_packets(connections: &[quinn::Connection]) -> measure::SubscriberPackets {
+    measure::SubscriberPackets::sum(connections.iter().map(quinn::Connection::stats))
+}
+
 /// W2 on bare quinn: `subscribers` connections, one writer sending `rate` frames/s.
 pub async fn fanout(
     q: QuinnUnderTest,
@@ -343,13 +347,11 @@ pub async fn fanout(
     let drain = Drain::new(Instant::now() + writing_limit(duration) + DRAIN);
     let mut set = JoinSet::new();
     let connections: Vec<quinn::Connection> = opened.iter().map(|s| s.conn.clone()).collect();
-    let subscriber_packets =
-        || measure::SubscriberPackets::sum(connections.iter().map(quinn::Connection::stats));
     for s in opened {
         set.spawn(follow(s, total, drain.clock()));
     }
     let baseline = before(&q);
-    let packets_before = subscriber_packets();
+    let packets_before = subscriber_packets(&connections);
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -386,7 +388,10 @@ pub async fn fanout(
         json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": "frames", "writes": total}),
     );
     o.extra.extend(extra);
-    o.add_delivery_packets(subscriber_packets().since(packets_before), delivered);
+    o.add_delivery_packets(
+        subscriber_packets(&connections).since(packets_before),
+        delivered,
+    );
     Ok(o)
 }
 
@@ -424,9 +429,11 @@ pub async fn conns(q: QuinnUnderTest, connections: usize) -> Result<Outcome, Err
     let (rss_after, _) = q.rss_kib();
     let drain = Drain::new(Instant::now() + OPEN_LIMIT);
     let mut set = JoinSet::new();
+    let subscribed: Vec<quinn::Connection> = opened.iter().map(|s| s.conn.clone()).collect();
     for s in opened {
         set.spawn(follow(s, 1, drain.clock()));
     }
+    let packets_before = subscriber_packets(&subscribed);
     let write_at = Instant::now();
     let body = json!({"seq": 1, "sent_ns": measure::now_ns()});
     measure::phase("quinn conns: sending", OVERRUN, async {
@@ -442,11 +449,12 @@ pub async fn conns(q: QuinnUnderTest, connections: usize) -> Result<Outcome, Err
         .split();
     progress.finish();
     let delivered_in = write_at.elapsed();
+    let delivered = seen.1.received as f64;
     let mut o = outcome(
         &q,
         baseline,
         "conns",
-        seen.1.received as f64,
+        delivered,
         delivered_in,
         seen,
         json!({"connections": connections}),
@@ -460,5 +468,9 @@ pub async fn conns(q: QuinnUnderTest, connections: usize) -> Result<Outcome, Err
         open_cpu,
     );
     o.add_open_datagrams(open_datagrams, opened_n);
+    o.add_delivery_packets(
+        subscriber_packets(&subscribed).since(packets_before),
+        delivered,
+    );
     Ok(o)
 }

@@ -677,6 +677,7 @@ pub async fn conns(
             floor,
         ));
     }
+    let packets_before = subscriber_packets(&clients);
     let write_at = Instant::now();
     let written = measure::phase("conns: writing", OPEN_LIMIT, async {
         writer
@@ -693,11 +694,12 @@ pub async fn conns(
         .split();
     progress.finish();
     let delivered_in = write_at.elapsed();
+    let delivered = seen.1.received as f64;
     let mut o = outcome(
         server,
         &before,
         "conns",
-        seen.1.received as f64,
+        delivered,
         delivered_in,
         seen,
         json!({"connections": connections, "first_time": first_time}),
@@ -711,6 +713,10 @@ pub async fn conns(
         open_cpu,
     );
     o.add_open_datagrams(open_datagrams, clients.len());
+    o.add_delivery_packets(
+        subscriber_packets(&clients).since(packets_before),
+        delivered,
+    );
     Ok(o)
 }
 
