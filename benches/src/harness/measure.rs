@@ -158,8 +158,10 @@ pub fn datagrams(stats: &quinn::ConnectionStats) -> u64 {
 }
 
 /// What the subscribers' QUIC connections carried, summed over them: datagrams in and
-/// out, and the probes among the frames received (PING and IMMEDIATE_ACK, which a
-/// server sends when its probe timer fires before an acknowledgement came back).
+/// out, and the probes among the frames received: IMMEDIATE_ACK (quinn puts one in every
+/// data-space probe, sent when its probe timer fires before an acknowledgement came
+/// back, once the peer supports ACK frequency) and PING (keep-alives, and probes in the
+/// handshake spaces). A connection that reconnected restarts its counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SubscriberPackets {
     pub received: u64,
@@ -407,9 +409,9 @@ impl Outcome {
         );
     }
 
-    /// For fan-out over QUIC: datagrams the subscribers received and sent (their
-    /// acknowledgements) per delivered event, and probes per 1,000 deliveries. Fewer
-    /// than one datagram per delivery means events shared packets.
+    /// For deliveries over QUIC (W2, W3's write): datagrams the subscribers received and
+    /// sent (their acknowledgements) per delivered event, and probes per 1,000
+    /// deliveries. Fewer than one datagram per delivery means events shared packets.
     pub fn add_delivery_packets(&mut self, packets: SubscriberPackets, deliveries: f64) {
         let per =
             |n: u64, scale: f64| (n as f64 * scale / deliveries.max(1.0) * 1000.0).round() / 1000.0;
@@ -551,6 +553,28 @@ mod tests {
         assert_eq!(
             tokio::time::Instant::now() - start,
             Duration::from_secs(100) + DRAIN
+        );
+    }
+
+    #[test]
+    fn subscriber_packets_sum_connections_and_count_probes_since_a_mark() {
+        let stats = |rx: u64, tx: u64, pings: u64, immediate_acks: u64| {
+            let mut s = quinn::ConnectionStats::default();
+            s.udp_rx.datagrams = rx;
+            s.udp_tx.datagrams = tx;
+            s.frame_rx.ping = pings;
+            s.frame_rx.immediate_ack = immediate_acks;
+            s
+        };
+        let before = SubscriberPackets::sum([stats(10, 4, 1, 0), stats(12, 5, 0, 0)]);
+        let after = SubscriberPackets::sum([stats(30, 9, 1, 2), stats(20, 6, 1, 1)]);
+        assert_eq!(
+            after.since(before),
+            SubscriberPackets {
+                received: 28,
+                sent: 6,
+                probes: 4,
+            }
         );
     }
 
