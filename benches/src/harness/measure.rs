@@ -152,11 +152,6 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / if hz > 0.0 { hz } else { 100.0 })
 }
 
-/// Datagrams a QUIC connection sent and received so far.
-pub fn datagrams(stats: &quinn::ConnectionStats) -> u64 {
-    stats.udp_tx.datagrams + stats.udp_rx.datagrams
-}
-
 /// What the subscribers' QUIC connections carried, summed over them: datagrams in and
 /// out, and the probes among the frames received: IMMEDIATE_ACK (quinn puts one in every
 /// data-space probe, sent when its probe timer fires before an acknowledgement came
@@ -178,6 +173,11 @@ impl SubscriberPackets {
                 sent: sum.sent + s.udp_tx.datagrams,
                 probes: sum.probes + s.frame_rx.ping + s.frame_rx.immediate_ack,
             })
+    }
+
+    /// Datagrams both ways.
+    pub fn datagrams(self) -> u64 {
+        self.received + self.sent
     }
 
     /// What was carried after `before` was taken.
@@ -576,6 +576,7 @@ mod tests {
                 probes: 4,
             }
         );
+        assert_eq!(after.datagrams(), 65);
     }
 
     #[tokio::test(start_paused = true)]

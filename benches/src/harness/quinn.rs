@@ -420,16 +420,13 @@ pub async fn conns(q: QuinnUnderTest, connections: usize) -> Result<Outcome, Err
     .await?;
     let open_s = start.elapsed().as_secs_f64();
     let open_cpu = open_mark.since(q.cpu_seconds());
-    let open_datagrams: u64 = opened
-        .iter()
-        .map(|s| measure::datagrams(&s.conn.stats()))
-        .sum();
+    let subscribed: Vec<quinn::Connection> = opened.iter().map(|s| s.conn.clone()).collect();
+    let open_datagrams = subscriber_packets(&subscribed).datagrams();
     let opened_n = opened.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = q.rss_kib();
     let drain = Drain::new(Instant::now() + OPEN_LIMIT);
     let mut set = JoinSet::new();
-    let subscribed: Vec<quinn::Connection> = opened.iter().map(|s| s.conn.clone()).collect();
     for s in opened {
         set.spawn(follow(s, 1, drain.clock()));
     }

@@ -660,11 +660,7 @@ pub async fn conns(
     let (clients, subs): (Vec<Client>, Vec<Vec<Subscription>>) = clients.into_iter().unzip();
     let open_s = start.elapsed().as_secs_f64();
     let open_cpu = open_mark.since(server.cpu_seconds());
-    let open_datagrams: u64 = clients
-        .iter()
-        .filter_map(Client::transport_stats)
-        .map(|t| measure::datagrams(&t))
-        .sum();
+    let open_datagrams = subscriber_packets(&clients).datagrams();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = server.rss_kib();
     let mut set = JoinSet::new();
