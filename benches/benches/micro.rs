@@ -39,15 +39,16 @@ use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use syncline_bench::{doc_json, SERVICE_SID};
+use syncline_core::command::{Json, SetMode, WriteCommand};
+use syncline_core::commit::{Committer, WriteOp};
+use syncline_core::fanout::{Hub, Outbox, Queued, Subscriber};
+use syncline_core::objects::WriteContext;
+use syncline_core::store::Store;
 use syncline_proto::frame::{self, encode_event};
 use syncline_proto::{
     Event, EventFrameHeader, EventKind, FrameDecoder, Limits, Request, RequestFrame,
 };
-use syncline_server::command::{Json, SetMode, WriteCommand};
-use syncline_server::commit::{Committer, WriteOp};
-use syncline_server::fanout::{Hub, Outbox, Queued, Subscriber};
-use syncline_server::objects::WriteContext;
-use syncline_server::store::{SledStore, Store};
+use syncline_store_sled::SledStore;
 
 /// Subscribers per event in the encode-once and fan-out benches.
 const SUBSCRIBERS: u64 = 1_000;
@@ -199,16 +200,17 @@ impl WriteRig {
             let _guard = rt.enter();
             // No service has a webhook_url here: what a write pays for webhooks is the
             // flag check.
-            let webhooks = syncline_server::webhooks::Webhooks::new(
+            let poster = syncline_server::webhook_client::HyperPoster::new().unwrap();
+            let webhooks = syncline_core::webhooks::Webhooks::new(
                 store.clone(),
                 "AC00000000000000000000000000000000".into(),
                 "0".repeat(32),
                 Default::default(),
-            )
-            .unwrap();
+                Arc::new(poster),
+            );
             Committer::start(
                 store,
-                Arc::new(Hub::default()),
+                Arc::new(Hub::new(syncline_proto::frame::encode_event)),
                 Default::default(),
                 webhooks,
                 Limits::default(),
@@ -355,7 +357,7 @@ fn commit_bench(
 
 fn fanout(c: &mut Criterion) {
     let object = "ET0123456789abcdef0123456789abcdef";
-    let hub = Hub::default();
+    let hub = Hub::new(syncline_proto::frame::encode_event);
     let mut receivers: Vec<(Arc<Outbox>, Queued)> = (0..SUBSCRIBERS)
         .map(|sub_id| {
             let outbox = Outbox::new();
@@ -365,7 +367,7 @@ fn fanout(c: &mut Criterion) {
         .collect();
     let body: Bytes = encode_event(&doc_event(1));
     // Publishes between drains: well under the outbox depth, so nothing lags.
-    let chunk = (syncline_server::fanout::OUTBOX_DEPTH / 2) as u64;
+    let chunk = (syncline_core::fanout::OUTBOX_DEPTH / 2) as u64;
 
     let mut g = c.benchmark_group("fanout");
     g.measurement_time(Duration::from_secs(3));

@@ -15,13 +15,14 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rand::distributions::{Alphanumeric, DistString};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use syncline_core::auth::{new_auth_token, new_secret, random_sid};
 use syncline_proto::admin_config::AdminConfig;
-use syncline_proto::ids::{make_sid, ACCOUNT_PREFIX, API_KEY_PREFIX, SERVICE_PREFIX};
+use syncline_proto::ids::{ACCOUNT_PREFIX, API_KEY_PREFIX, SERVICE_PREFIX};
 
-use crate::store::{ApiKeyRecord, Installation, ServiceRecord, SledStore, Store, StoreError};
+use syncline_core::store::{ApiKeyRecord, Installation, ServiceRecord, Store, StoreError};
+use syncline_store_sled::SledStore;
 
 /// Unique name of the service created on first start.
 pub const DEFAULT_SERVICE_NAME: &str = "default";
@@ -47,6 +48,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
 }
 
 /// Writes `contents` to `path` atomically (temp file + rename) with the given mode.
+/// Change-log entries kept per object for resuming subscribers, unless `serve` says otherwise.
+pub const DEFAULT_LOG_RETENTION: u64 = 1000;
+
 pub fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), ConfigError> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
@@ -124,21 +128,6 @@ pub fn prepare_data_dir(data_dir: &Path) -> Result<PathBuf, ConfigError> {
     std::fs::canonicalize(data_dir).map_err(io(data_dir))
 }
 
-pub fn random_sid(prefix: &str) -> String {
-    make_sid(prefix, rand::random())
-}
-
-/// A new API key secret: 32 alphanumeric characters, as Twilio's are.
-pub fn new_secret() -> String {
-    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32)
-}
-
-/// A new auth token: 32 lowercase hex characters (128 random bits), as Twilio's are.
-pub fn new_auth_token() -> String {
-    let bytes: [u8; 16] = rand::Rng::gen(&mut rand::rngs::OsRng);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The installation's auth token, made now when it has none: on first start, and at
 /// the first start of a data directory from before webhooks.
 pub async fn auth_token(store: &SledStore) -> Result<String, ConfigError> {
@@ -154,7 +143,7 @@ pub async fn auth_token(store: &SledStore) -> Result<String, ConfigError> {
 /// offline: the store is the server's while it runs (opening it then fails), and a
 /// server started afterwards signs with the new token.
 pub async fn rotate_auth_token(data_dir: &Path) -> Result<String, ConfigError> {
-    let retention = crate::server::ServerOptions::new(data_dir).log_retention;
+    let retention = DEFAULT_LOG_RETENTION;
     let store = SledStore::open(&data_dir.join("db"), retention, true)?;
     if store.installation().await?.is_none() {
         return Err(StoreError::Corrupt(format!(
@@ -188,7 +177,7 @@ pub async fn installation(
         }
         return Err(StoreError::Corrupt("the admin API key is missing".into()).into());
     }
-    let now = crate::now_ms();
+    let now = syncline_core::now_ms();
     let service = ServiceRecord {
         sid: random_sid(SERVICE_PREFIX),
         unique_name: Some(DEFAULT_SERVICE_NAME.into()),

@@ -13,13 +13,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::commit::Committer;
+use syncline_core::store::Store;
+use syncline_core::webhooks::WebhookOptions;
+use syncline_core::{Core, CoreOptions, RateLimit};
+use syncline_store_sled::SledStore;
+
 use crate::config::{self, ConfigError};
-use crate::fanout::Hub;
 use crate::net::{self, EndpointError};
-use crate::state::{RateLimit, Shared};
-use crate::store::{SledStore, Store};
-use crate::webhooks::{WebhookOptions, Webhooks};
 
 /// Default listen address (UDP).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -61,9 +61,9 @@ impl ServerOptions {
             limits: Limits::default(),
             rate: RateLimit::default(),
             reap_interval: Duration::from_secs(1),
-            log_retention: 1000,
+            log_retention: config::DEFAULT_LOG_RETENTION,
             durable: true,
-            keep_free_bytes: crate::store::DEFAULT_KEEP_FREE_BYTES,
+            keep_free_bytes: syncline_store_sled::DEFAULT_KEEP_FREE_BYTES,
             idle_timeout: net::DEFAULT_IDLE_TIMEOUT,
             webhooks: WebhookOptions::default(),
         }
@@ -85,7 +85,6 @@ pub struct Server {
     local_addr: SocketAddr,
     admin: AdminConfig,
     admin_path: PathBuf,
-    webhooks: Webhooks,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -144,58 +143,37 @@ impl Server {
         }
 
         let store: Arc<dyn Store> = Arc::new(store);
-        let hub = Arc::new(Hub::default());
-        let presence = Arc::new(crate::presence::Presence::default());
-        let webhooks = Webhooks::new(
-            store.clone(),
-            installation.account_sid.clone(),
-            auth_token,
-            opts.webhooks.clone(),
+        let poster = crate::webhook_client::HyperPoster::new().map_err(ConfigError::Tls)?;
+        let (core, core_tasks) = Core::start(
+            store,
+            CoreOptions {
+                installation,
+                auth_token,
+                limits: opts.limits,
+                rate: opts.rate,
+                reap_interval: opts.reap_interval,
+                webhooks: opts.webhooks.clone(),
+                poster: Arc::new(poster),
+                encoder: syncline_proto::frame::encode_event,
+            },
         )
-        .map_err(ConfigError::Tls)?;
-        let (committer, commit_task) = Committer::start(
-            store.clone(),
-            hub.clone(),
-            presence,
-            webhooks.clone(),
-            opts.limits.clone(),
-        );
+        .await;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let reaper = tokio::spawn(crate::reaper::run(
-            store.clone(),
-            committer.clone(),
-            opts.reap_interval,
-            shutdown_rx.clone(),
-        ));
-        let shared = Arc::new(Shared::new(
-            store.clone(),
-            committer,
-            hub,
-            opts.limits,
-            installation,
-            opts.rate,
-            webhooks.clone(),
-        ));
-        crate::presence::restore(&shared).await;
         let http_task = http.map(|(listener, config)| {
             tokio::spawn(crate::http::serve(
                 listener,
                 config,
-                shared.clone(),
+                core.clone(),
                 shutdown_rx.clone(),
             ))
         });
         let task = tokio::spawn(async move {
-            accept_loop(&endpoint, shared, shutdown_rx).await;
+            accept_loop(&endpoint, core, shutdown_rx).await;
             if let Some(http) = http_task {
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, http).await;
             }
-            let _ = reaper.await;
-            // Every writer is gone: the commit task drains what is queued and ends.
-            let _ = commit_task.await;
-            if let Err(e) = store.flush().await {
-                warn!(error = %e, "final flush failed");
-            }
+            // Every session is gone: the commit task drains what is queued and ends.
+            core_tasks.stop().await;
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
             info!("shut down");
         });
@@ -203,7 +181,6 @@ impl Server {
             local_addr,
             admin,
             admin_path,
-            webhooks,
             shutdown,
             task,
         })
@@ -222,11 +199,6 @@ impl Server {
         &self.admin_path
     }
 
-    /// The webhook sender (reachability events go through it).
-    pub fn webhooks(&self) -> &Webhooks {
-        &self.webhooks
-    }
-
     /// Shuts down gracefully and waits until everything is flushed.
     pub async fn shutdown(self) {
         self.shutdown.send_replace(true);
@@ -234,21 +206,17 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    endpoint: &quinn::Endpoint,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn accept_loop(endpoint: &quinn::Endpoint, core: Core, mut shutdown: watch::Receiver<bool>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    conns.spawn(net::connection::serve(incoming, shared.clone(), shutdown.clone()));
+                    conns.spawn(net::connection::serve(incoming, core.clone(), shutdown.clone()));
                 }
                 None => break,
             },
-            _ = crate::shutdown_requested(&mut shutdown) => break,
+            _ = syncline_core::shutdown_requested(&mut shutdown) => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
@@ -257,9 +225,9 @@ async fn accept_loop(
         "shutting down: draining connections"
     );
     // Connections closing from here on are the server going away, not their owners.
-    shared.presence.stop();
+    core.stopping();
     endpoint.set_server_config(None);
-    drop(shared);
+    drop(core);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while conns.join_next().await.is_some() {}
     })

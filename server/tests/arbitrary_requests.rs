@@ -1,5 +1,5 @@
 //! Arbitrary request bodies through request decoding and the QUIC edge's conversion
-//! (`Command::from_request`), and arbitrary bytes through the REST edge's form parsing:
+//! (`net::request::command`), and arbitrary bytes through the REST edge's form parsing:
 //! never a panic, always a typed error when refused. A bounded, seeded loop
 //! (`SYNCLINE_PROPTEST_SEED` picks another seed); the fuzz targets in `fuzz/` go deeper.
 
@@ -7,8 +7,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use syncline_proto::frame::{self, FrameError};
 use syncline_proto::{ErrorCode, ItemKey, Limits, ObjectKind, Request, RequestFrame};
-use syncline_server::command::Command;
 use syncline_server::http::form::Params;
+use syncline_server::net::request;
 
 fn seed() -> u64 {
     std::env::var("SYNCLINE_PROPTEST_SEED")
@@ -92,7 +92,7 @@ fn random_and_mutated_requests_become_commands_or_typed_errors() {
             Err(e) => panic!("{e:?}"),
         };
         decoded += 1;
-        match Command::from_request(frame.request, &limits) {
+        match request::command(frame.request, &limits) {
             Ok(_) => commands += 1,
             Err(e) => {
                 assert!(!e.message.is_empty());

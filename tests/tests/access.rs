@@ -502,7 +502,8 @@ async fn deleting_a_service_removes_everything_in_it() {
 /// service. Four writers create documents as fast as they can while it is deleted.
 #[tokio::test]
 async fn writes_racing_a_service_deletion_leave_nothing_behind() {
-    use syncline_server::store::{SledStore, Store};
+    use syncline_core::store::Store;
+    use syncline_store_sled::SledStore;
     let mut s = TestServer::start().await;
     let admin = s.backend().await;
     let svc = admin

@@ -135,7 +135,7 @@ struct ServeArgs {
     rate_limit: u32,
     /// Free space (MiB) kept on the data directory's file system: below it, writes are
     /// refused with `Unavailable` until space is freed; reads go on. 0: write until full.
-    #[arg(long, default_value_t = crate::store::DEFAULT_KEEP_FREE_BYTES >> 20)]
+    #[arg(long, default_value_t = syncline_store_sled::DEFAULT_KEEP_FREE_BYTES >> 20)]
     keep_free_mib: u64,
 }
 
@@ -1010,7 +1010,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
     options.reap_interval = Duration::from_millis(args.reap_interval_ms.max(10));
     options.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     options.keep_free_bytes = args.keep_free_mib.saturating_mul(1 << 20);
-    options.rate = crate::state::RateLimit {
+    options.rate = syncline_core::RateLimit {
         per_second: f64::from(args.rate_limit),
         burst: 2.0 * f64::from(args.rate_limit),
     };

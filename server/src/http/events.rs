@@ -1,32 +1,24 @@
 //! Server-sent events for backends that watch over plain HTTP:
 //! `GET /v1/Services/{S}/{Documents|Lists|Maps}/{O}/Events?since=REV` streams an
-//! object's changes as `text/event-stream`, with the same resume-or-snapshot rule as a
-//! QUIC subscription (what was missed since `since`, or `Last-Event-ID`, replayed from
-//! the change log; else a snapshot first) and the same hub: registered before catching
-//! up so nothing falls between, a bounded queue, a resync when it overflows, and an end
-//! when the object goes or read access is revoked.
+//! object's changes as `text/event-stream`. Each stream is a core session with one
+//! subscription, rendered here: the core's watch decides what is sent (what was missed
+//! since `since`, or `Last-Event-ID`, from the change log, else a snapshot; live events;
+//! a resync when it falls behind), and the core ends it as it ends any session (key
+//! revoked, token expired, service deleted; the subscription on losing `read`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use bytes::Bytes;
 use serde_json::{json, Value};
+use syncline_core::session::Session;
+use syncline_core::watch::{Pending, WatchSink};
+use syncline_core::Ending;
 use syncline_proto::{Event, EventKind, ItemInfo, ItemKey, ObjectState};
-use tokio::sync::mpsc;
-use tracing::debug;
-
-use crate::fanout::{catch_up, CatchUp, Outbox, Queued, Subscriber};
-use crate::state::Shared;
-
-/// A comment line sent when nothing else was, so a dead client is noticed and proxies
-/// keep the stream open.
-const KEEPALIVE: Duration = Duration::from_secs(15);
-/// Newest list items a snapshot carries (as a QUIC subscription's default window).
-const WINDOW: u32 = syncline_proto::limits::DEFAULT_LIST_WINDOW;
+use tokio::sync::{mpsc, watch};
 
 fn item_json(i: &ItemInfo) -> Value {
     let mut v = json!({
@@ -113,102 +105,57 @@ pub fn sse_message(e: &Event) -> Bytes {
     ))
 }
 
-/// Starts streaming the object's events (the caller checked that it may read it).
+/// Renders a session's watch as server-sent events into the response body.
+struct SseSink {
+    body: mpsc::Sender<Bytes>,
+}
+
+#[async_trait::async_trait]
+impl WatchSink for SseSink {
+    async fn write(&mut self, events: &mut Vec<Pending>) -> Result<(), ()> {
+        for (_, encoded) in events.drain(..) {
+            // Encoded by this server's own encoder: a failure would be a bug, not input.
+            let Ok(event) = syncline_proto::frame::decode::<Event>(&encoded, u32::MAX) else {
+                continue;
+            };
+            self.body.send(sse_message(&event)).await.map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    /// The stream's last message says why it ends (`event: end`, with the code).
+    async fn close(&mut self, ending: Ending) {
+        let body = json!({"code": ending.code.as_str(), "message": ending.reason});
+        let _ = self
+            .body
+            .send(Bytes::from(format!("event: end\ndata: {body}\n\n")))
+            .await;
+    }
+
+    async fn idle(&mut self) -> Result<(), ()> {
+        self.body
+            .send(Bytes::from_static(b": keep-alive\n\n"))
+            .await
+            .map_err(|_| ())
+    }
+}
+
+/// Streams the session's events until its watch ends, the client leaves, the server
+/// shuts down, or the core cuts the session off (`ended`).
 pub fn stream(
-    shared: Arc<Shared>,
-    service_sid: String,
-    identity: Option<String>,
-    object_sid: String,
-    since: Option<u64>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    session: Arc<Session>,
+    mut ended: watch::Receiver<Option<Ending>>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> HttpResponse {
-    let outbox = Outbox::new();
-    // Registered before the state it catches up from is read: no change in between.
-    let subscriber = Subscriber::new(1, &service_sid, identity.as_deref(), &outbox);
-    shared.hub.subscribe(&object_sid, subscriber.clone());
     let (tx, body_rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        let hub = shared.hub.clone();
-        let _registered = Unsubscribe {
-            hub: hub.clone(),
-            object_sid: object_sid.clone(),
-            outbox: outbox.clone(),
-        };
-        let mut delivered = since;
-        loop {
-            // Catch up (first, and after falling behind): replay or snapshot.
-            match catch_up(
-                &*shared.store,
-                &shared.hub,
-                &service_sid,
-                &object_sid,
-                delivered,
-                WINDOW,
-                crate::now_ms(),
-            )
-            .await
-            {
-                Ok(CatchUp::Replay { events, revision }) => {
-                    for entry in events {
-                        let Ok(event) =
-                            syncline_proto::frame::decode::<Event>(&entry.event, u32::MAX)
-                        else {
-                            continue;
-                        };
-                        if tx.send(sse_message(&event)).await.is_err() {
-                            return;
-                        }
-                    }
-                    delivered = Some(revision);
-                }
-                Ok(CatchUp::Snapshot { events, revision }) => {
-                    for event in &events {
-                        if tx.send(sse_message(event)).await.is_err() {
-                            return;
-                        }
-                    }
-                    delivered = Some(revision);
-                }
-                Ok(CatchUp::Gone) | Err(_) => return,
-            }
-            // Live events until the client leaves, the object ends, or the queue
-            // overflowed (then catch up again from what was delivered).
-            let mut queued = Queued::default();
-            loop {
-                tokio::select! {
-                    _ = outbox.ready() => {}
-                    _ = crate::shutdown_requested(&mut shutdown) => return,
-                    _ = tokio::time::sleep(KEEPALIVE) => {
-                        if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-                outbox.take(&mut queued);
-                if !queued.lagged.is_empty() {
-                    break;
-                }
-                for d in queued.events.drain(..) {
-                    if let (Some(r), Some(have)) = (d.event.revision, delivered) {
-                        if r <= have {
-                            continue;
-                        }
-                    }
-                    let Ok(event) = syncline_proto::frame::decode::<Event>(&d.event.body, u32::MAX)
-                    else {
-                        continue;
-                    };
-                    if d.event.revision.is_some() {
-                        delivered = d.event.revision;
-                    }
-                    if tx.send(sse_message(&event)).await.is_err() || d.event.ends {
-                        return;
-                    }
-                }
-            }
-            debug!(object = %object_sid, "SSE watcher fell behind; catching up");
+        let mut sink = SseSink { body: tx };
+        tokio::select! {
+            _ = syncline_core::watch::run(session.clone(), &mut sink) => {}
+            _ = ended.wait_for(Option::is_some) => {}
+            _ = syncline_core::shutdown_requested(&mut shutdown) => {}
         }
+        session.close();
     });
     let body = Body::from_stream(futures_util::stream::unfold(body_rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
@@ -222,17 +169,4 @@ pub fn stream(
         body,
     )
         .into_response()
-}
-
-/// Takes the watcher's subscription out of the hub when its task ends, however it ends.
-struct Unsubscribe {
-    hub: Arc<crate::fanout::Hub>,
-    object_sid: String,
-    outbox: Arc<Outbox>,
-}
-
-impl Drop for Unsubscribe {
-    fn drop(&mut self) {
-        self.hub.unsubscribe(&self.object_sid, 1, &self.outbox);
-    }
 }

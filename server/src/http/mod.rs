@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::state::{RateBucket, Shared};
+use syncline_core::{Core, RateBucket};
 
 /// Default HTTPS listen address.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7401";
@@ -46,7 +46,7 @@ const MAX_BUCKETS: usize = 10_000;
 
 /// What every HTTP request shares.
 pub struct Http {
-    pub shared: Arc<Shared>,
+    pub core: Core,
     /// `https://host:port` of this listener, for URLs when a request names no Host.
     pub default_base: String,
     buckets: Mutex<HashMap<String, Arc<RateBucket>>>,
@@ -66,7 +66,7 @@ impl Http {
         }
         buckets
             .entry(who.to_owned())
-            .or_insert_with(|| Arc::new(RateBucket::new(self.shared.rate)))
+            .or_insert_with(|| Arc::new(RateBucket::new(self.core.rate())))
             .clone()
     }
 }
@@ -109,7 +109,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    shared: Arc<Shared>,
+    core: Core,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let local = listener
@@ -117,7 +117,7 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let http = Arc::new(Http {
-        shared,
+        core,
         default_base: format!("https://{local}"),
         buckets: Mutex::new(HashMap::new()),
         shutdown: shutdown.clone(),
@@ -139,7 +139,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = crate::shutdown_requested(&mut shutdown) => break,
+            _ = syncline_core::shutdown_requested(&mut shutdown) => break,
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
@@ -163,7 +163,7 @@ pub async fn serve(
                 tokio::pin!(conn);
                 tokio::select! {
                     r = conn.as_mut() => if let Err(e) = r { debug!(error = %e, "HTTP connection ended") },
-                    _ = crate::shutdown_requested(&mut stop) => {
+                    _ = syncline_core::shutdown_requested(&mut stop) => {
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }

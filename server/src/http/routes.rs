@@ -13,17 +13,21 @@ use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
 use syncline_proto::{
-    Credential, ItemKey, ObjectKind, Order, Response, Rights, ServiceFlags, ServiceFlagsPatch,
-    WireError, WrittenValue,
+    ItemKey, ObjectKind, Order, Rights, ServiceFlags, ServiceFlagsPatch, WireError, WrittenValue,
 };
 
 use super::form::Params;
 use super::openapi;
 use super::twilio::{self, ApiError, Resource, Urls};
 use super::{Http, BODY_TIMEOUT, DISCARD_BODY_BYTES, MAX_BODY_BYTES};
-use crate::command::{AdminCommand, Command, Json, ReadCommand, SetMode, WriteCommand};
-use crate::engine;
-use crate::metrics::Edge;
+use syncline_core::auth::Login;
+use syncline_core::command::{
+    AdminCommand, Command, Identity, Json, Key, Outcome, PageSize, ReadCommand, SetMode, Ttl,
+    WriteCommand,
+};
+use syncline_core::engine;
+use syncline_core::metrics::Edge;
+use syncline_proto::limits::DEFAULT_LIST_WINDOW;
 
 pub fn router(http: Arc<Http>) -> Router {
     Router::new()
@@ -34,7 +38,7 @@ pub fn router(http: Arc<Http>) -> Router {
             get(|State(http): State<Arc<Http>>| async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    http.shared.render_metrics(),
+                    http.core.render_metrics(),
                 )
             }),
         )
@@ -73,9 +77,8 @@ async fn count_response(
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let response = next.run(request).await;
-    http.shared
-        .metrics
-        .http_response(&route, response.status().as_u16());
+    http.core
+        .count_http_response(&route, response.status().as_u16());
     response
 }
 
@@ -128,16 +131,16 @@ async fn drain(body: Body) {
 
 /// The OpenAPI 3.1 document of the route table; public, like the health checks.
 async fn openapi_json(State(http): State<Arc<Http>>) -> HttpResponse {
-    let limits = &http.shared.limits;
+    let limits = http.core.limits();
     axum::Json(openapi::cached(limits.max_ttl_s, limits.max_page)).into_response()
 }
 
 /// Ready when the store answers.
 async fn ready(State(http): State<Arc<Http>>) -> HttpResponse {
-    let default = &http.shared.installation.default_service_sid;
-    match http.shared.store.service(default).await {
-        Ok(Some(_)) => (StatusCode::OK, "ready").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "storage not ready").into_response(),
+    if http.core.ready().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "storage not ready").into_response()
     }
 }
 
@@ -166,7 +169,7 @@ fn respond(answer: Answer) -> HttpResponse {
 struct Ctx {
     http: Arc<Http>,
     method: Method,
-    credential: Option<Credential>,
+    login: Option<Login>,
     /// Rate-limit key: the API key sid, or the token.
     who: String,
     params: Params,
@@ -199,7 +202,7 @@ impl Ctx {
                     "the request body did not arrive in time",
                 )
             })??;
-        let (credential, who) = credential(headers)?;
+        let (login, who) = login(headers)?;
         let if_match = match headers.get(header::IF_MATCH) {
             None => None,
             Some(v) => {
@@ -219,7 +222,7 @@ impl Ctx {
         Ok(Ctx {
             http,
             method,
-            credential,
+            login,
             who,
             params,
             if_match,
@@ -232,7 +235,7 @@ impl Ctx {
     /// The page parameters: `PageSize` (default 50, at most the server's page limit),
     /// `Page` (echoed), `PageToken` (where to continue).
     fn paging(&self) -> Result<(u32, u64, Option<String>), ApiError> {
-        let max = self.http.shared.limits.max_page;
+        let max = self.http.core.limits().max_page;
         let size = match self.params.integer("PageSize")? {
             None => 50,
             Some(0) => return Err(ApiError::parameter("PageSize", "must be at least 1")),
@@ -266,14 +269,16 @@ impl Ctx {
         service: Option<&str>,
         command: Command,
         resource: Resource,
-    ) -> Result<Response, ApiError> {
-        let shared = &*self.http.shared;
+    ) -> Result<Outcome, ApiError> {
+        let core = &self.http.core;
         let kind = command.kind();
         let result = match self.caller(service).await {
-            Ok(caller) => engine::execute(shared, &caller, command).await,
-            Err(e) => Err(e),
+            Ok(caller) => core.execute(Edge::Http, kind, &caller, command).await,
+            Err(e) => {
+                core.count_refused(Edge::Http, kind, &e);
+                Err(e)
+            }
         };
-        shared.metrics.request(Edge::Http, kind, &result);
         result.map_err(|e| ApiError::from_wire(e, resource))
     }
 
@@ -287,24 +292,26 @@ impl Ctx {
     }
 
     async fn authenticate(&self, service: Option<&str>) -> Result<engine::Caller, WireError> {
-        let shared = &*self.http.shared;
-        let Some(credential) = self.credential.clone() else {
+        let core = &self.http.core;
+        let Some(login) = self.login.clone() else {
             return Err(WireError::new(
                 syncline_proto::ErrorCode::Unauthorized,
                 "Authentication required: HTTP Basic with an API key sid and secret, or Bearer with an access token",
             ));
         };
-        self.http.bucket(&self.who).take(shared.rate)?;
-        let service = service.map(|s| {
+        self.http.bucket(&self.who).take(core.rate())?;
+        core.authenticate(login, self.service_named(service)).await
+    }
+
+    /// A service as the path names it: `default` is the installation's default service.
+    fn service_named(&self, service: Option<&str>) -> Option<String> {
+        service.map(|s| {
             if s == "default" {
-                shared.installation.default_service_sid.clone()
+                self.http.core.installation().default_service_sid.clone()
             } else {
                 s.to_owned()
             }
-        });
-        engine::authenticate(shared, credential, service, 0)
-            .await
-            .map(|(caller, _)| caller)
+        })
     }
 
     /// The service's sid (as answers name it, whatever the path said) and the account.
@@ -313,7 +320,7 @@ impl Ctx {
             .caller(Some(service))
             .await
             .map_err(|e| ApiError::from_wire(e, Resource::Service))?;
-        let account = self.http.shared.installation.account_sid.clone();
+        let account = self.http.core.installation().account_sid.clone();
         Ok((caller.service.sid, account))
     }
 }
@@ -355,7 +362,7 @@ async fn read_body(mut body: Body) -> Result<Vec<u8>, ApiError> {
 
 /// `Authorization: Basic` (API key sid and secret: the backend) or `Bearer` (an access
 /// token: its identity); `None` when there is none.
-fn credential(headers: &HeaderMap) -> Result<(Option<Credential>, String), ApiError> {
+fn login(headers: &HeaderMap) -> Result<(Option<Login>, String), ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok((None, String::new()));
     };
@@ -374,7 +381,7 @@ fn credential(headers: &HeaderMap) -> Result<(Option<Credential>, String), ApiEr
         let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
         let (sid, secret) = decoded.split_once(':').ok_or_else(bad)?;
         Ok((
-            Some(Credential::ApiKey {
+            Some(Login::ApiKey {
                 sid: sid.to_owned(),
                 secret: secret.to_owned(),
             }),
@@ -382,7 +389,7 @@ fn credential(headers: &HeaderMap) -> Result<(Option<Credential>, String), ApiEr
         ))
     } else if let Some(token) = value.strip_prefix("Bearer ") {
         let token = token.trim().to_owned();
-        Ok((Some(Credential::Token(token.clone())), token))
+        Ok((Some(Login::Token(token.clone())), token))
     } else {
         Err(bad())
     }
@@ -414,7 +421,7 @@ fn method_not_allowed(method: &Method) -> ApiError {
     )
 }
 
-fn unexpected(r: Response) -> ApiError {
+fn unexpected(r: Outcome) -> ApiError {
     tracing::error!(?r, "the engine answered a REST request unexpectedly");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -436,16 +443,14 @@ fn json_param(ctx: &Ctx, name: &str, max: usize) -> Result<Option<Json>, ApiErro
         .transpose()
 }
 
-fn ttl_param(ctx: &Ctx, names: &[&str]) -> Result<Option<u64>, ApiError> {
-    let ttl = ctx.params.integer_of(names)?;
-    if let Some(t) = ttl {
-        ctx.http
-            .shared
-            .limits
-            .check_ttl(t)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, 54011, e.message))?;
-    }
-    Ok(ttl)
+/// A checked value, or the refusal as Twilio's error body for `resource`.
+fn checked<T>(value: Result<T, WireError>, resource: Resource) -> Result<T, ApiError> {
+    value.map_err(|e| ApiError::from_wire(e, resource))
+}
+
+fn ttl_param(ctx: &Ctx, names: &[&str]) -> Result<Option<Ttl>, ApiError> {
+    Ttl::parse_opt(ctx.params.integer_of(names)?, ctx.http.core.limits())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, 54011, e.message))
 }
 
 fn nothing_to_update() -> ApiError {
@@ -478,7 +483,7 @@ fn flags_patch(p: &Params) -> Result<ServiceFlagsPatch, ApiError> {
 }
 
 async fn services_answer(ctx: &Ctx) -> Answer {
-    let account = ctx.http.shared.installation.account_sid.clone();
+    let account = ctx.http.core.installation().account_sid.clone();
     let resource = Resource::Service;
     match ctx.method {
         Method::GET => {
@@ -487,7 +492,7 @@ async fn services_answer(ctx: &Ctx) -> Answer {
                 .run(None, Command::Admin(AdminCommand::ServiceList), resource)
                 .await?
             {
-                Response::Services(all) => all,
+                Outcome::Services(all) => all,
                 other => return Err(unexpected(other)),
             };
             let (shown, next) = page_of(&all, |s| &s.sid, token.as_deref(), size);
@@ -516,7 +521,7 @@ async fn services_answer(ctx: &Ctx) -> Answer {
             let unique_name = ctx.params.string("UniqueName").map(str::to_owned);
             let command = Command::Admin(AdminCommand::ServiceCreate { unique_name, flags });
             match ctx.run(None, command, resource).await? {
-                Response::Service(s) => Ok((
+                Outcome::Service(s) => Ok((
                     StatusCode::CREATED,
                     twilio::service(&ctx.base, &account, &s),
                 )),
@@ -529,11 +534,11 @@ async fn services_answer(ctx: &Ctx) -> Answer {
 
 async fn service_answer(ctx: &Ctx, service: &str) -> Answer {
     let service = if service == "default" {
-        ctx.http.shared.installation.default_service_sid.clone()
+        ctx.http.core.installation().default_service_sid.clone()
     } else {
         service.to_owned()
     };
-    let account = ctx.http.shared.installation.account_sid.clone();
+    let account = ctx.http.core.installation().account_sid.clone();
     let command = match ctx.method {
         Method::GET => AdminCommand::ServiceGet { service },
         Method::POST => AdminCommand::ServiceUpdate {
@@ -547,8 +552,8 @@ async fn service_answer(ctx: &Ctx, service: &str) -> Answer {
         .run(None, Command::Admin(command), Resource::Service)
         .await?
     {
-        Response::Service(s) => Ok((StatusCode::OK, twilio::service(&ctx.base, &account, &s))),
-        Response::Done => Ok((StatusCode::NO_CONTENT, Value::Null)),
+        Outcome::Service(s) => Ok((StatusCode::OK, twilio::service(&ctx.base, &account, &s))),
+        Outcome::Done => Ok((StatusCode::NO_CONTENT, Value::Null)),
         other => Err(unexpected(other)),
     }
 }
@@ -561,20 +566,20 @@ async fn collection_answer(ctx: &Ctx, service: &str, kind: ObjectKind, key: &str
             let command = Command::Read(ReadCommand::Objects {
                 kind,
                 after: token,
-                limit: size,
+                limit: checked(PageSize::parse(size, ctx.http.core.limits()), resource)?,
             });
             let answer = ctx.run(Some(service), command, resource).await?;
             let (sid, account) = ctx.urls(service).await?;
             let u = urls(ctx, &sid, &account);
             let (records, next) = match answer {
-                Response::Documents { documents, next } => (
+                Outcome::Documents { documents, next } => (
                     documents
                         .iter()
                         .map(|d| twilio::document(&u, d, true))
                         .collect(),
                     next,
                 ),
-                Response::Objects { objects, next } => (
+                Outcome::Objects { objects, next } => (
                     objects.iter().map(|o| twilio::object(&u, o)).collect(),
                     next,
                 ),
@@ -583,7 +588,7 @@ async fn collection_answer(ctx: &Ctx, service: &str, kind: ObjectKind, key: &str
             Ok((StatusCode::OK, ctx.page(key, records, size, page, next)))
         }
         Method::POST => {
-            let max = ctx.http.shared.limits.max_data_bytes;
+            let max = ctx.http.core.limits().max_data_bytes;
             let (data, ttl) = match kind {
                 ObjectKind::Document => (
                     Some(
@@ -605,7 +610,7 @@ async fn collection_answer(ctx: &Ctx, service: &str, kind: ObjectKind, key: &str
                 data,
             });
             let info = match ctx.run(Some(service), command, resource).await? {
-                Response::Object(info) => info,
+                Outcome::Object(info) => info,
                 other => return Err(unexpected(other)),
             };
             let (sid, account) = ctx.urls(service).await?;
@@ -644,7 +649,7 @@ fn document_of(o: syncline_proto::ObjectInfo, data: String) -> syncline_proto::D
 async fn instance_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) -> Answer {
     let resource = Resource::Object(kind);
     let object = object.to_owned();
-    let max = ctx.http.shared.limits.max_data_bytes;
+    let max = ctx.http.core.limits().max_data_bytes;
     let command = match (&ctx.method, kind) {
         (&Method::GET, ObjectKind::Document) => {
             Command::Read(ReadCommand::Document { document: object })
@@ -692,26 +697,26 @@ async fn instance_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &st
     let (sid, account) = ctx.urls(service).await?;
     let u = urls(ctx, &sid, &account);
     let body = match answer {
-        Response::Deleted { .. } => return Ok((StatusCode::NO_CONTENT, Value::Null)),
-        Response::Document(d) => twilio::document(&u, &d, true),
-        Response::Object(o) if o.kind != kind => {
+        Outcome::Deleted { .. } => return Ok((StatusCode::NO_CONTENT, Value::Null)),
+        Outcome::Document(d) => twilio::document(&u, &d, true),
+        Outcome::Object(o) if o.kind != kind => {
             return Err(ApiError::from_wire(
                 syncline_proto::WireError::not_found(kind.name()),
                 resource,
             ))
         }
-        Response::Object(o) if kind == ObjectKind::Document => {
+        Outcome::Object(o) if kind == ObjectKind::Document => {
             // A TTL change answers the object; a document is shown with its data.
             let read = Command::Read(ReadCommand::Document {
                 document: o.sid.clone(),
             });
             match ctx.run(Some(service), read, resource).await {
-                Ok(Response::Document(d)) => twilio::document(&u, &d, true),
+                Ok(Outcome::Document(d)) => twilio::document(&u, &d, true),
                 _ => twilio::document(&u, &document_of(o, String::new()), false),
             }
         }
-        Response::Object(o) => twilio::object(&u, &o),
-        Response::Written(w) => match w.value {
+        Outcome::Object(o) => twilio::object(&u, &o),
+        Outcome::Written(w) => match w.value {
             Some(WrittenValue::Document(d)) => twilio::document(&u, &d, true),
             _ => json!({
                 "sid": w.object_sid,
@@ -811,32 +816,55 @@ async fn watch(
             ),
         },
     };
-    let shared = &ctx.http.shared;
-    let caller = ctx
-        .caller(Some(service))
-        .await
+    let core = &ctx.http.core;
+    let Some(login) = ctx.login.clone() else {
+        return Err(ApiError::from_wire(
+            WireError::new(
+                syncline_proto::ErrorCode::Unauthorized,
+                "Authentication required: HTTP Basic with an API key sid and secret, or Bearer with an access token",
+            ),
+            resource,
+        ));
+    };
+    ctx.http
+        .bucket(&ctx.who)
+        .take(core.rate())
         .map_err(|e| ApiError::from_wire(e, resource))?;
+    // A watch is a session like a QUIC connection's: the core ends it when its key is
+    // revoked, its token expires or its service is deleted.
+    let (end_now, ended) = tokio::sync::watch::channel(None);
+    let session = core.open_session(
+        Edge::Http,
+        Arc::new(move |ending| {
+            end_now.send_replace(Some(ending));
+        }),
+    );
+    let refused = |e| ApiError::from_wire(e, resource);
+    session
+        .hello(login, ctx.service_named(Some(service)))
+        .await
+        .map_err(refused)?;
     let read = Command::Read(ReadCommand::Object {
         object: object.to_owned(),
     });
-    let result = engine::execute(shared, &caller, read).await;
-    shared.metrics.request(Edge::Http, "subscribe", &result);
-    let info = match result.map_err(|e| ApiError::from_wire(e, resource))? {
-        Response::Object(o) if o.kind == kind => o,
-        Response::Object(_) => {
-            return Err(ApiError::from_wire(
-                WireError::not_found(kind.name()),
-                resource,
-            ))
-        }
+    let info = match session.execute("read", read).await.map_err(refused)? {
+        Outcome::Object(o) if o.kind == kind => o,
+        Outcome::Object(_) => return Err(refused(WireError::not_found(kind.name()))),
         other => return Err(unexpected(other)),
     };
-    Ok(super::events::stream(
-        shared.clone(),
-        caller.service.sid.clone(),
-        caller.identity().map(str::to_owned),
-        info.sid,
+    let subscribe = Command::Subscribe {
+        sub_id: 1,
+        object: info.sid,
         since,
+        window: PageSize::clamped(DEFAULT_LIST_WINDOW, core.limits()),
+    };
+    session
+        .execute("subscribe", subscribe)
+        .await
+        .map_err(refused)?;
+    Ok(super::events::stream(
+        session,
+        ended,
         ctx.http.shutdown.clone(),
     ))
 }
@@ -869,14 +897,14 @@ fn item_key(kind: ObjectKind, text: &str, param: &str) -> Result<ItemKey, ApiErr
 }
 
 /// An item write's answer: the item, or (for a writer without `read`) where it is.
-fn written_item(u: &Urls, kind: ObjectKind, answer: Response) -> Result<Value, ApiError> {
+fn written_item(u: &Urls, kind: ObjectKind, answer: Outcome) -> Result<Value, ApiError> {
     match answer {
-        Response::Written(w) => Ok(match (w.value, &w.key) {
+        Outcome::Written(w) => Ok(match (w.value, &w.key) {
             (Some(WrittenValue::Item(i)), _) => twilio::item(u, kind, &w.object_sid, &i),
             (_, Some(key)) => twilio::item_without_data(u, kind, &w.object_sid, key, w.revision),
-            _ => return Err(unexpected(Response::Done)),
+            _ => return Err(unexpected(Outcome::Done)),
         }),
-        Response::Item(i) => Err(unexpected(Response::Item(i))),
+        Outcome::Item(i) => Err(unexpected(Outcome::Item(i))),
         other => Err(unexpected(other)),
     }
 }
@@ -904,7 +932,7 @@ async fn collection_ttl(
 
 async fn items_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) -> Answer {
     let resource = Resource::Item(kind);
-    let max = ctx.http.shared.limits.max_data_bytes;
+    let max = ctx.http.core.limits().max_data_bytes;
     match ctx.method {
         Method::GET => {
             let (size, page, token) = ctx.paging()?;
@@ -934,16 +962,20 @@ async fn items_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) 
                 (None, Some(f)) => (Some(item_key(kind, f, "From")?), exclusive),
                 (None, None) => (None, false),
             };
-            let limit = (size + u32::from(skip_first)).min(ctx.http.shared.limits.max_page);
+            let limit = (size + u32::from(skip_first)).min(ctx.http.core.limits().max_page);
             let command = Command::Read(ReadCommand::Items {
                 kind,
                 object: object.to_owned(),
-                from: from.clone(),
+                from: from
+                    .clone()
+                    .map(|k| Key::parse(kind, k, ctx.http.core.limits()))
+                    .transpose()
+                    .map_err(|e| ApiError::from_wire(e, resource))?,
                 order,
-                limit,
+                limit: checked(PageSize::parse(limit, ctx.http.core.limits()), resource)?,
             });
             let (items, next) = match ctx.run(Some(service), command, resource).await? {
-                Response::Items { items, next } => (items, next),
+                Outcome::Items { items, next } => (items, next),
                 other => return Err(unexpected(other)),
             };
             let (sid, account) = ctx.urls(service).await?;
@@ -973,10 +1005,8 @@ async fn items_answer(ctx: &Ctx, service: &str, kind: ObjectKind, object: &str) 
                     ephemeral: false,
                 },
                 _ => {
-                    let key = ctx.params.required("Key")?.to_owned();
-                    let key = ItemKey::Key(key);
-                    crate::objects::items::check_key(kind, &key, &ctx.http.shared.limits)
-                        .map_err(|e| ApiError::from_wire(e, resource))?;
+                    let key = ItemKey::Key(ctx.params.required("Key")?.to_owned());
+                    let key = checked(Key::parse(kind, key, ctx.http.core.limits()), resource)?;
                     WriteCommand::ItemSet {
                         kind,
                         object: object.to_owned(),
@@ -1011,9 +1041,8 @@ async fn item_answer(
 ) -> Answer {
     let resource = Resource::Item(kind);
     let key = item_key(kind, key, "Index")?;
-    crate::objects::items::check_key(kind, &key, &ctx.http.shared.limits)
-        .map_err(|e| ApiError::from_wire(e, resource))?;
-    let max = ctx.http.shared.limits.max_data_bytes;
+    let key = checked(Key::parse(kind, key, ctx.http.core.limits()), resource)?;
+    let max = ctx.http.core.limits().max_data_bytes;
     let object = object.to_owned();
     let command = match ctx.method {
         Method::GET => Command::Read(ReadCommand::Item {
@@ -1074,8 +1103,8 @@ async fn item_answer(
     let (sid, account) = ctx.urls(service).await?;
     let u = urls(ctx, &sid, &account);
     match answer {
-        Response::ItemRemoved { .. } => Ok((StatusCode::NO_CONTENT, Value::Null)),
-        Response::Item(i) => {
+        Outcome::ItemRemoved { .. } => Ok((StatusCode::NO_CONTENT, Value::Null)),
+        Outcome::Item(i) => {
             let object_sid = object_sid(ctx, service, &object, resource).await?;
             Ok((StatusCode::OK, twilio::item(&u, kind, &object_sid, &i)))
         }
@@ -1096,7 +1125,7 @@ async fn object_sid(
         object: object.to_owned(),
     });
     match ctx.run(Some(service), read, resource).await? {
-        Response::Object(o) => Ok(o.sid),
+        Outcome::Object(o) => Ok(o.sid),
         other => Err(unexpected(other)),
     }
 }
@@ -1105,7 +1134,7 @@ async fn message_answer(ctx: &Ctx, service: &str, stream: &str) -> Answer {
     if ctx.method != Method::POST {
         return Err(method_not_allowed(&ctx.method));
     }
-    let max = ctx.http.shared.limits.max_message_bytes;
+    let max = ctx.http.core.limits().max_message_bytes;
     let data =
         json_param(ctx, "Data", max)?.ok_or_else(|| ApiError::parameter("Data", "is required"))?;
     let text = data.as_str().to_owned();
@@ -1114,7 +1143,7 @@ async fn message_answer(ctx: &Ctx, service: &str, stream: &str) -> Answer {
         data,
     };
     match ctx.run(Some(service), command, Resource::Message).await? {
-        Response::Published { sequence } => {
+        Outcome::Published { sequence } => {
             let sid = syncline_proto::ids::make_sid("TZ", rand::random());
             let data: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             Ok((
@@ -1139,8 +1168,8 @@ async fn permission_answer(
         object: object.to_owned(),
     });
     let object_sid = match ctx.run(Some(service), read, Resource::Object(kind)).await? {
-        Response::Object(o) if o.kind == kind => o.sid,
-        Response::Object(_) => {
+        Outcome::Object(o) if o.kind == kind => o.sid,
+        Outcome::Object(_) => {
             return Err(ApiError::from_wire(
                 syncline_proto::WireError::not_found(kind.name()),
                 Resource::Object(kind),
@@ -1159,7 +1188,7 @@ async fn permission_answer(
         (&Method::GET, None) => {
             let (size, page, token) = ctx.paging()?;
             let all = match ctx.run(Some(service), list(), resource).await? {
-                Response::Permissions(all) => all,
+                Outcome::Permissions(all) => all,
                 other => return Err(unexpected(other)),
             };
             let (shown, next) = page_of(&all, |p| &p.identity, token.as_deref(), size);
@@ -1174,7 +1203,7 @@ async fn permission_answer(
         }
         (&Method::GET, Some(identity)) => {
             let all = match ctx.run(Some(service), list(), resource).await? {
-                Response::Permissions(all) => all,
+                Outcome::Permissions(all) => all,
                 other => return Err(unexpected(other)),
             };
             let p = all.iter().find(|p| p.identity == identity).ok_or_else(|| {
@@ -1188,22 +1217,22 @@ async fn permission_answer(
                 write: ctx.params.required_boolean("Write")?,
                 manage: ctx.params.required_boolean("Manage")?,
             };
-            crate::command::check_identity(identity, &ctx.http.shared.limits)
-                .map_err(|e| ApiError::from_wire(e, resource))?;
+            let identity = Identity::parse(identity.to_owned(), ctx.http.core.limits());
             let command = Command::Admin(AdminCommand::PermissionGrant {
                 object: object_sid.clone(),
-                identity: identity.to_owned(),
+                identity: checked(identity, resource)?,
                 rights,
             });
             match ctx.run(Some(service), command, resource).await? {
-                Response::Permission(p) => Ok((StatusCode::OK, twilio::permission(&u, kind, &p))),
+                Outcome::Permission(p) => Ok((StatusCode::OK, twilio::permission(&u, kind, &p))),
                 other => Err(unexpected(other)),
             }
         }
         (&Method::DELETE, Some(identity)) => {
+            let identity = Identity::parse(identity.to_owned(), ctx.http.core.limits());
             let command = Command::Admin(AdminCommand::PermissionRevoke {
                 object: object_sid.clone(),
-                identity: identity.to_owned(),
+                identity: checked(identity, resource)?,
             });
             ctx.run(Some(service), command, resource).await?;
             Ok((StatusCode::NO_CONTENT, Value::Null))

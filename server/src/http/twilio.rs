@@ -28,15 +28,7 @@ pub fn date(ms: u64) -> Value {
     date_text(ms).map_or(Value::Null, Value::String)
 }
 
-/// Twilio's `YYYY-MM-DDTHH:MM:SSZ` as text (webhook parameters), `None` past year 9999.
-pub fn date_text(ms: u64) -> Option<String> {
-    const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
-    if ms > LAST_RFC3339_MS {
-        return None;
-    }
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    Some(humantime::format_rfc3339_seconds(t).to_string())
-}
+pub use syncline_core::date_text;
 
 /// Stored JSON text as a JSON value, without parsing it again. Text the server stored
 /// was checked when written; should it still not be JSON, it shows as a string.

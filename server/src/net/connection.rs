@@ -1,22 +1,29 @@
-//! One connection: accept its request stream, authenticate, run requests (concurrently
-//! after `Hello`), write responses in batches, and close it with the right code when the
-//! token expires, the client misbehaves or the server shuts down.
+//! One QUIC connection: accept its request stream, authenticate its core session, run
+//! requests (concurrently after `Hello`), write answers in batches, run the session's
+//! watch on the event stream, and close with the right code when the session ends (its
+//! token expired, its key was revoked, its service deleted), the client misbehaves or
+//! the server shuts down.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use syncline_core::auth::Login;
+use syncline_core::batch::{Batch, BatchQueue};
+use syncline_core::metrics::Edge;
+use syncline_core::session::Session;
+use syncline_core::{Core, Ending};
 use syncline_proto::frame::{self, FrameDecoder, FrameError};
-use syncline_proto::{close_code, ErrorCode, Request, RequestFrame, ResponseFrame, WireError};
+use syncline_proto::{
+    close_code, Credential, ErrorCode, Request, RequestFrame, Response, ResponseFrame, Welcome,
+    WireError,
+};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
-use crate::auth;
-use crate::batch::{Batch, BatchQueue};
-use crate::fanout::Outbox;
-use crate::session::{After, Session};
-use crate::state::{Connection, LiveConnection, Shared};
+use super::events::{close_code_of, QuicSink};
+use super::request;
 
 /// Time a new connection has to open its request stream and authenticate. Generous:
 /// during a reconnect storm the client may take seconds just to get scheduled.
@@ -27,11 +34,7 @@ const MAX_IN_FLIGHT: usize = 256;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves one incoming connection until it ends.
-pub async fn serve(
-    incoming: quinn::Incoming,
-    shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(incoming: quinn::Incoming, core: Core, shutdown: watch::Receiver<bool>) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(c) => c,
@@ -40,56 +43,34 @@ pub async fn serve(
             return;
         }
     };
-    let outbox = Outbox::new();
-    let session = Arc::new(Session::new(shared.clone(), outbox.clone()));
-    let span = info_span!("conn", id = session.connection_id, %remote);
-    let _registered = Registered::new(&shared, &session, &conn);
+    let session = core.open_session(Edge::Quic, {
+        let conn = conn.clone();
+        std::sync::Arc::new(move |ending: Ending| {
+            conn.close(close_code_of(ending.code).into(), ending.reason.as_bytes())
+        })
+    });
+    let span = info_span!("conn", id = session.id(), %remote);
     async move {
         debug!("connected");
+        let ended = Arc::new(watch::channel(None).0);
+        let mut ended_rx = ended.subscribe();
         // Aborted on drop: also when this task is itself cancelled at shutdown, since
-        // the writer holds the server's shared state.
-        let _events = AbortOnDrop(tokio::spawn(
-            super::events::run(conn.clone(), outbox, shared.clone(), session.clone())
-                .in_current_span(),
+        // the watch holds the core.
+        let _watch = AbortOnDrop(tokio::spawn(
+            {
+                let session = session.clone();
+                let mut sink = QuicSink::new(conn.clone(), ended);
+                async move { syncline_core::watch::run(session, &mut sink).await }
+            }
+            .in_current_span(),
         ));
-        let (code, reason) = run_requests(&conn, &session, &shared, shutdown).await;
+        let (code, reason) = run_requests(&conn, &session, &core, &mut ended_rx, shutdown).await;
         session.close();
         conn.close(code.into(), reason.as_bytes());
         debug!(code, reason, "closed");
     }
     .instrument(span)
     .await
-}
-
-/// The connection's entry in the server's list of live connections, removed on drop.
-struct Registered {
-    shared: Arc<Shared>,
-    id: u64,
-}
-
-impl Registered {
-    fn new(shared: &Arc<Shared>, session: &Arc<Session>, conn: &quinn::Connection) -> Self {
-        let conn = conn.clone();
-        let live = LiveConnection {
-            connection: Arc::downgrade(session) as std::sync::Weak<dyn Connection>,
-            close: Arc::new(move |code, reason| conn.close(code.into(), reason.as_bytes())),
-        };
-        if let Ok(mut all) = shared.connections.lock() {
-            all.insert(session.connection_id, live);
-        }
-        Registered {
-            shared: shared.clone(),
-            id: session.connection_id,
-        }
-    }
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        if let Ok(mut all) = self.shared.connections.lock() {
-            all.remove(&self.id);
-        }
-    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -100,14 +81,53 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn respond(id: u64, result: Result<syncline_proto::Response, WireError>) -> Bytes {
+fn respond(id: u64, result: Result<Response, WireError>) -> Bytes {
     frame::encode(&ResponseFrame { id, result })
+}
+
+/// Authenticates the session: the connection ends if it fails.
+async fn hello(
+    session: &Session,
+    core: &Core,
+    credential: Credential,
+    service: Option<String>,
+) -> Result<Response, WireError> {
+    session.admit()?;
+    let login = match credential {
+        Credential::ApiKey { sid, secret } => Login::ApiKey { sid, secret },
+        Credential::Token(token) => Login::Token(token),
+    };
+    let hello = session.hello(login, service).await?;
+    Ok(Response::Welcome(Welcome {
+        connection_id: hello.connection_id,
+        identity: hello.identity,
+        service_sid: hello.service_sid,
+        account_sid: hello.account_sid,
+        token_expires_at: hello.token_expires_at,
+        max_frame_bytes: core.limits().max_frame_bytes,
+    }))
+}
+
+/// Runs one request of an authenticated session.
+async fn handle(session: &Session, core: &Core, request: Request) -> Result<Response, WireError> {
+    let kind = request::kind(&request);
+    let command = session
+        .admit()
+        .and_then(|()| request::command(request, core.limits()));
+    match command {
+        Ok(command) => session.execute(kind, command).await.map(request::response),
+        Err(e) => {
+            session.count::<()>(kind, &Err(e.clone()));
+            Err(e)
+        }
+    }
 }
 
 async fn run_requests(
     conn: &quinn::Connection,
     session: &Arc<Session>,
-    shared: &Arc<Shared>,
+    core: &Core,
+    ended: &mut watch::Receiver<Option<Ending>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> (u32, &'static str) {
     let (send, mut recv) = tokio::select! {
@@ -118,32 +138,17 @@ async fn run_requests(
         _ = tokio::time::sleep(OPEN_TIMEOUT) => {
             return (close_code::PROTOCOL_ERROR, "no request stream opened");
         }
-        _ = crate::shutdown_requested(&mut shutdown) => return (close_code::GOING_AWAY, "server shutting down"),
+        _ = syncline_core::shutdown_requested(&mut shutdown) => return (close_code::GOING_AWAY, "server shutting down"),
     };
     let responses = Arc::new(Responses::default());
     let writer = tokio::spawn(write_responses(send, responses.clone()).in_current_span());
-    let mut decoder = FrameDecoder::new(shared.limits.max_frame_bytes);
+    let mut decoder = FrameDecoder::new(core.limits().max_frame_bytes);
     let mut in_flight = JoinSet::new();
-    let mut expiry = session.token_expiry();
     let mut close: Option<(u32, &'static str)> = None;
+    let mut watching = true;
     let hello_deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
 
     'read: while close.is_none() {
-        // The last second the token is accepted; the connection closes when the wall
-        // clock passes it, the instant `auth::verify_token` starts refusing the token.
-        let valid_until = *expiry.borrow_and_update();
-        let expired = async move {
-            let Some(valid_until) = valid_until else {
-                return std::future::pending().await;
-            };
-            loop {
-                let left = auth::time_to_expiry(valid_until, std::time::SystemTime::now());
-                if left.is_zero() {
-                    return;
-                }
-                tokio::time::sleep(left).await;
-            }
-        };
         let hello_due = async {
             if session.is_authenticated() {
                 std::future::pending::<()>().await
@@ -199,25 +204,42 @@ async fn run_requests(
                     }
                     // Until authenticated, requests run one at a time so that nothing
                     // overtakes Hello.
-                    if matches!(request, Request::Hello { .. }) || !session.is_authenticated() {
-                        // Boxed: awaited here, inline, its state (any command's) would be
-                        // part of this future for the connection's whole life.
-                        let (result, after) = Box::pin(session.handle(request)).await;
+                    if !session.is_authenticated() {
+                        let Request::Hello { credential, service } = request else {
+                            let e = WireError::new(ErrorCode::Unauthorized, "the first request must be Hello");
+                            session.count::<()>(request::kind(&request), &Err(e.clone()));
+                            responses.send(respond(id, Err(e))).await;
+                            close = Some((close_code::UNAUTHORIZED, "authentication failed"));
+                            break;
+                        };
+                        // Boxed: awaited here, inline, its state would be part of this
+                        // future for the connection's whole life.
+                        let result = Box::pin(hello(session, core, credential, service)).await;
+                        let refused = result.as_ref().err().map(|e| e.code);
                         if let Err(e) = &result {
                             info!(code = %e.code, "hello refused: {}", e.message);
                         }
                         responses.send(respond(id, result)).await;
-                        if let After::Close(code) = after {
-                            close = Some((code, "authentication failed"));
-                            break;
+                        match refused {
+                            Some(ErrorCode::RateLimited) | None => {}
+                            Some(code) => {
+                                let code = if code == ErrorCode::TokenExpired {
+                                    close_code::TOKEN_EXPIRED
+                                } else {
+                                    close_code::UNAUTHORIZED
+                                };
+                                close = Some((code, "authentication failed"));
+                                break;
+                            }
                         }
                         continue;
                     }
                     let session = session.clone();
+                    let core = core.clone();
                     let responses = responses.clone();
                     in_flight.spawn(
                         async move {
-                            let (result, _) = session.handle(request).await;
+                            let result = handle(&session, &core, request).await;
                             if let Err(e) = &result {
                                 debug!(id, code = %e.code, "request failed: {}", e.message);
                             }
@@ -227,16 +249,25 @@ async fn run_requests(
                     );
                 }
             }
-            _ = expired => {
-                info!("token expired; closing");
-                notice(&responses, WireError::new(ErrorCode::TokenExpired, "token has expired"));
-                close = Some((close_code::TOKEN_EXPIRED, "TokenExpired"));
+            changed = ended.changed(), if watching => {
+                let ending = *ended.borrow_and_update();
+                match ending {
+                    Some(ending) => {
+                        if ending.code == ErrorCode::TokenExpired {
+                            notice(&responses, WireError::new(ErrorCode::TokenExpired, "token has expired"));
+                        }
+                        close = Some((close_code_of(ending.code), ending.reason));
+                    }
+                    // The watch stopped without ending the session (its event stream
+                    // failed); requests go on as before.
+                    None if changed.is_err() => watching = false,
+                    None => {}
+                }
             }
-            _ = expiry.changed() => {}
             _ = hello_due => {
                 close = Some((close_code::UNAUTHORIZED, "no Hello in time"));
             }
-            _ = crate::shutdown_requested(&mut shutdown) => {
+            _ = syncline_core::shutdown_requested(&mut shutdown) => {
                 close = Some((close_code::GOING_AWAY, "server shutting down"));
             }
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
@@ -312,7 +343,7 @@ impl Batch for Answers {
     }
 
     fn trim(&mut self) {
-        crate::batch::trim(&mut self.answers);
+        syncline_core::batch::trim(&mut self.answers);
     }
 }
 

@@ -14,10 +14,21 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rand::distributions::{Alphanumeric, DistString};
+use syncline_proto::ids::make_sid;
 use syncline_proto::token::{TokenClaims, CLOCK_SKEW_S, MAX_TOKEN_LIFETIME_S};
 use syncline_proto::{ErrorCode, Limits, WireError};
 
 use crate::store::ApiKeyRecord;
+
+/// What a client presents to authenticate: the backend's API key, or an access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// The trusted backend: an API key's sid and its secret as printed at creation.
+    ApiKey { sid: String, secret: String },
+    /// A JWT access token (Twilio's Access Token format with a Sync grant).
+    Token(String),
+}
 
 /// What a verified token grants.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +189,22 @@ pub fn verify_api_key(presented: &str, key: Option<ApiKeyRecord>) -> Result<Stri
     } else {
         Err(bad())
     }
+}
+
+/// A new random sid with `prefix` (`IS`, `SK`, ...).
+pub fn random_sid(prefix: &str) -> String {
+    make_sid(prefix, rand::random())
+}
+
+/// A new API key secret: 32 alphanumeric characters, as Twilio's are.
+pub fn new_secret() -> String {
+    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32)
+}
+
+/// A new auth token: 32 lowercase hex characters (128 random bits), as Twilio's are.
+pub fn new_auth_token() -> String {
+    let bytes: [u8; 16] = rand::Rng::gen(&mut rand::rngs::OsRng);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use syncline_proto::{Event, EventKind, ItemInfo, ItemKey, Limits, ObjectKind, Reason, WireError};
 
 use super::{expect_kind, expiry, merge_patch, WriteContext};
-use crate::command::Json;
 use crate::store::{ItemRecord, ItemWrite, ObjectRecord};
+use crate::values::Json;
 
 /// One applied item change: the object's new record, the item write, the event.
 pub type ItemChange = (ObjectRecord, ItemWrite, Event);
@@ -20,24 +20,6 @@ pub fn item_info(key: &ItemKey, r: &ItemRecord) -> ItemInfo {
         date_created: r.date_created,
         date_updated: r.date_updated,
         date_expires: r.date_expires,
-    }
-}
-
-/// Checks that `key` has the shape `kind` uses.
-pub fn check_key(kind: ObjectKind, key: &ItemKey, limits: &Limits) -> Result<(), WireError> {
-    match (kind, key) {
-        (ObjectKind::List, ItemKey::Index(_)) => Ok(()),
-        (ObjectKind::Map, ItemKey::Key(k)) => limits.check_key(k),
-        (ObjectKind::List, ItemKey::Key(_)) => {
-            Err(WireError::invalid("list items are addressed by index"))
-        }
-        (ObjectKind::Map, ItemKey::Index(_)) => {
-            Err(WireError::invalid("map items are addressed by key"))
-        }
-        (other, _) => Err(WireError::invalid(format!(
-            "a {} has no items",
-            other.name()
-        ))),
     }
 }
 
@@ -176,7 +158,7 @@ pub fn set(
     ctx: &WriteContext,
     limits: &Limits,
 ) -> Result<ItemChange, WireError> {
-    check_key(object.kind, &key, limits)?;
+    crate::values::Key::parse(object.kind, key.clone(), limits)?;
     let data = data.into_string();
     let owner = owner(ephemeral, ctx);
     match current {
@@ -201,7 +183,7 @@ pub fn update(
     ctx: &WriteContext,
     limits: &Limits,
 ) -> Result<ItemChange, WireError> {
-    check_key(object.kind, &key, limits)?;
+    crate::values::Key::parse(object.kind, key.clone(), limits)?;
     let cur = current.ok_or_else(|| WireError::not_found("item"))?;
     check_if_match(cur, if_match)?;
     let data = merge_patch(&cur.data, patch, limits)?.into_string();

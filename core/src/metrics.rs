@@ -11,8 +11,6 @@ use std::sync::Mutex;
 
 use syncline_proto::{ErrorCode, WireError};
 
-use crate::commit::CommitStats;
-
 /// The transport a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Edge {
@@ -254,6 +252,34 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// What the commit task has done so far: batches (one flush each when durable) and the
+/// writes in them. Their ratio says whether group commit is grouping.
+pub struct CommitStats {
+    pub batches: std::sync::atomic::AtomicU64,
+    pub writes: std::sync::atomic::AtomicU64,
+    /// Writes per batch, and seconds per store apply (and flush, when durable).
+    pub batch_size: Histogram,
+    pub flush_seconds: Histogram,
+}
+
+impl Default for CommitStats {
+    fn default() -> Self {
+        CommitStats {
+            batches: Default::default(),
+            writes: Default::default(),
+            batch_size: Histogram::new(BATCH_SIZE_BOUNDS),
+            flush_seconds: Histogram::new(FLUSH_SECONDS_BOUNDS),
+        }
+    }
+}
+
+impl CommitStats {
+    pub fn flush_took(&self, writes: usize, took: std::time::Duration) {
+        self.batch_size.observe(writes as f64);
+        self.flush_seconds.observe(took.as_secs_f64());
     }
 }
 

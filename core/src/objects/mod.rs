@@ -8,8 +8,8 @@ pub mod items;
 use serde_json::Value;
 use syncline_proto::{Event, EventKind, Limits, ObjectInfo, ObjectKind, Reason, WireError};
 
-use crate::command::Json;
 use crate::store::ObjectRecord;
+use crate::values::Json;
 
 /// Who is writing, and when: the context every rule needs.
 #[derive(Clone, Debug)]

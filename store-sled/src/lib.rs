@@ -1,4 +1,4 @@
-//! The sled implementation of [`Store`]: one tree, keys prefixed by record type, so that a
+//! Syncline's embedded store: the core's [`Store`] on sled, one tree, keys prefixed by record type, so that a
 //! batch (records, name index, expiry index, change log) is one atomic `apply_batch`
 //! followed by one flush.
 //!
@@ -23,8 +23,11 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::{error, warn};
 
-use super::*;
+use async_trait::async_trait;
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+use syncline_core::store::*;
 use syncline_proto::{ItemKey, ObjectKind, Order, Rights};
 
 pub struct SledStore {
@@ -1064,7 +1067,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncline_proto::TokenCreate;
+    use syncline_proto::{ServiceFlags, TokenCreate};
 
     fn service(sid: &str, name: Option<&str>, acl: bool) -> ServiceRecord {
         ServiceRecord {

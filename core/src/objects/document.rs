@@ -3,8 +3,8 @@
 use syncline_proto::{DocumentInfo, Event, EventKind, Limits, ObjectKind, WireError};
 
 use super::{expect_kind, expiry, WriteContext};
-use crate::command::Json;
 use crate::store::ObjectRecord;
+use crate::values::Json;
 
 /// A document record as clients see it.
 pub fn info(r: &ObjectRecord) -> DocumentInfo {

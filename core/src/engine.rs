@@ -5,18 +5,15 @@
 //! error codes are decided once; nothing here knows which transport a command came from.
 
 use syncline_proto::ids::is_sid;
-use syncline_proto::{
-    Credential, ErrorCode, Event, EventKind, ItemKey, ObjectKind, Order, Response, TokenCreate,
-    WireError,
-};
+use syncline_proto::{ErrorCode, Event, EventKind, ObjectKind, Order, TokenCreate, WireError};
 use tracing::error;
 
 use crate::acl::{self, Action, Principal};
-use crate::auth::{self, VerifiedToken};
-use crate::command::{Command, Json, ReadCommand};
+use crate::auth::{self, Login, VerifiedToken};
+use crate::command::{Command, Json, Key, Outcome, ReadCommand};
 use crate::commit::{WriteOp, WriteOutcome};
 use crate::objects::{self, document, items, WriteContext};
-use crate::state::Shared;
+use crate::shared::Shared;
 use crate::store::{ObjectRecord, ServiceRecord, StoreError};
 use crate::{now_ms, now_s};
 
@@ -62,22 +59,22 @@ impl Caller {
 
 pub(crate) fn store_err(e: StoreError) -> WireError {
     error!(error = %e, "storage read failed");
-    e.to_wire("storage read failed")
+    e.client_error("storage read failed")
 }
 
 /// Checks a credential and finds the service it acts in. An API key acts in the
 /// service it names (sid or unique name; default: the installation's default service);
 /// a token acts in its own, and naming another is `Forbidden`. The token, if any, comes
 /// back verified, for its expiry.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     shared: &Shared,
-    credential: Credential,
+    login: Login,
     service: Option<String>,
     origin: u64,
 ) -> Result<(Caller, Option<VerifiedToken>), WireError> {
     let store = &*shared.store;
-    match credential {
-        Credential::ApiKey { sid, secret } => {
+    match login {
+        Login::ApiKey { sid, secret } => {
             let key = store.api_key(&sid).await.map_err(store_err)?;
             let key_sid = auth::verify_api_key(&secret, key)?;
             let wanted = service.unwrap_or_else(|| shared.installation.default_service_sid.clone());
@@ -92,7 +89,7 @@ pub async fn authenticate(
                 None,
             ))
         }
-        Credential::Token(token) => {
+        Login::Token(token) => {
             let verified = verify_token(shared, &token).await?;
             let own = store
                 .service(&verified.service_sid)
@@ -124,7 +121,7 @@ pub async fn authenticate(
 }
 
 /// Verifies an access token against the key its `iss` names.
-pub async fn verify_token(shared: &Shared, token: &str) -> Result<VerifiedToken, WireError> {
+pub(crate) async fn verify_token(shared: &Shared, token: &str) -> Result<VerifiedToken, WireError> {
     // Find the signing key first (an async store read), then verify with it.
     let key = match auth::unverified_issuer(token) {
         Ok(iss) if is_sid(&iss) => shared.store.api_key(&iss).await.map_err(store_err)?,
@@ -150,7 +147,7 @@ pub enum Revoked {
 /// The caller as it stands now: flags change (ACL on/off) and services go away, so each
 /// request acts on the current service record; and a key revoked while a connection was
 /// authenticating was not there to be closed, so it is checked on every request.
-pub async fn refresh(shared: &Shared, caller: &Caller) -> Result<Caller, Revoked> {
+pub(crate) async fn refresh(shared: &Shared, caller: &Caller) -> Result<Caller, Revoked> {
     let store = &*shared.store;
     let service = match store.service(&caller.service.sid).await {
         Ok(Some(service)) => service,
@@ -175,7 +172,7 @@ pub async fn refresh(shared: &Shared, caller: &Caller) -> Result<Caller, Revoked
 }
 
 /// The live object `reference` (sid or unique name) names in the caller's service.
-pub async fn lookup(
+pub(crate) async fn lookup(
     shared: &Shared,
     caller: &Caller,
     reference: &str,
@@ -187,7 +184,7 @@ pub async fn lookup(
 
 /// Under an enabled ACL, a token holder needs `read` (a missing object is `Forbidden`
 /// too, so that refusals reveal nothing).
-pub async fn check_read(
+pub(crate) async fn check_read(
     shared: &Shared,
     caller: &Caller,
     object: Option<&ObjectRecord>,
@@ -202,13 +199,13 @@ pub async fn check_read(
 
 /// Runs one command for `caller`. Connection-bound commands (subscriptions, token
 /// updates) belong to the edge that holds the connection and are refused here.
-pub async fn execute(
+pub(crate) async fn execute(
     shared: &Shared,
     caller: &Caller,
     command: Command,
-) -> Result<Response, WireError> {
+) -> Result<Outcome, WireError> {
     match command {
-        Command::Ping => Ok(Response::Pong),
+        Command::Ping => Ok(Outcome::Pong),
         Command::Read(read) => execute_read(shared, caller, read).await,
         Command::Write(write) => submit(shared, caller, WriteOp::Client(write)).await,
         Command::Publish { stream, data } => publish(shared, caller, &stream, data).await,
@@ -227,12 +224,16 @@ pub async fn execute(
 }
 
 /// Hands a write to the commit task and answers what it did.
-pub async fn submit(shared: &Shared, caller: &Caller, op: WriteOp) -> Result<Response, WireError> {
+pub(crate) async fn submit(
+    shared: &Shared,
+    caller: &Caller,
+    op: WriteOp,
+) -> Result<Outcome, WireError> {
     match shared.committer.submit(caller.context(), op).await? {
-        WriteOutcome::Written(w) => Ok(Response::Written(w)),
-        WriteOutcome::Deleted { sid, revision } => Ok(Response::Deleted { sid, revision }),
-        WriteOutcome::Object(o) => Ok(Response::Object(o)),
-        WriteOutcome::ItemRemoved { key, revision } => Ok(Response::ItemRemoved { key, revision }),
+        WriteOutcome::Written(w) => Ok(Outcome::Written(w)),
+        WriteOutcome::Deleted { sid, revision } => Ok(Outcome::Deleted { sid, revision }),
+        WriteOutcome::Object(o) => Ok(Outcome::Object(o)),
+        WriteOutcome::ItemRemoved { key, revision } => Ok(Outcome::ItemRemoved { key, revision }),
         WriteOutcome::Unchanged | WriteOutcome::Departed { .. } => {
             Err(WireError::internal("unexpected server-only write outcome"))
         }
@@ -243,20 +244,20 @@ async fn execute_read(
     shared: &Shared,
     caller: &Caller,
     read: ReadCommand,
-) -> Result<Response, WireError> {
+) -> Result<Outcome, WireError> {
     match read {
         ReadCommand::Document { document } => {
             let record = lookup(shared, caller, &document).await?;
             check_read(shared, caller, record.as_ref()).await?;
             let record = record.ok_or_else(|| WireError::not_found("document"))?;
             objects::expect_kind(&record, ObjectKind::Document)?;
-            Ok(Response::Document(document::info(&record)))
+            Ok(Outcome::Document(document::info(&record)))
         }
         ReadCommand::Object { object } => {
             let record = lookup(shared, caller, &object).await?;
             check_read(shared, caller, record.as_ref()).await?;
             let record = record.ok_or_else(|| WireError::not_found("object"))?;
-            Ok(Response::Object(objects::object_info(&record)))
+            Ok(Outcome::Object(objects::object_info(&record)))
         }
         ReadCommand::Item { kind, object, key } => {
             let record = lookup(shared, caller, &object).await?;
@@ -270,7 +271,7 @@ async fn execute_read(
                 .map_err(store_err)?
                 .filter(|i| !i.is_expired(now_ms()))
                 .ok_or_else(|| WireError::not_found("item"))?;
-            Ok(Response::Item(items::item_info(&key, &item)))
+            Ok(Outcome::Item(items::item_info(&key, &item)))
         }
         ReadCommand::Items {
             kind,
@@ -278,9 +279,9 @@ async fn execute_read(
             from,
             order,
             limit,
-        } => page(shared, caller, kind, &object, from, order, limit).await,
+        } => page(shared, caller, kind, &object, from, order, limit.get()).await,
         ReadCommand::Objects { kind, after, limit } => {
-            objects_page(shared, caller, kind, after, limit).await
+            objects_page(shared, caller, kind, after, limit.get()).await
         }
     }
 }
@@ -292,7 +293,7 @@ async fn objects_page(
     kind: ObjectKind,
     after: Option<String>,
     limit: u32,
-) -> Result<Response, WireError> {
+) -> Result<Outcome, WireError> {
     let now = now_ms();
     let mut found = Vec::new();
     let mut after = after;
@@ -327,11 +328,11 @@ async fn objects_page(
         }
     }
     Ok(match kind {
-        ObjectKind::Document => Response::Documents {
+        ObjectKind::Document => Outcome::Documents {
             documents: found.iter().map(document::info).collect(),
             next,
         },
-        _ => Response::Objects {
+        _ => Outcome::Objects {
             objects: found.iter().map(objects::object_info).collect(),
             next,
         },
@@ -345,10 +346,10 @@ async fn page(
     caller: &Caller,
     kind: ObjectKind,
     object: &str,
-    from: Option<ItemKey>,
+    from: Option<Key>,
     order: Order,
     limit: u32,
-) -> Result<Response, WireError> {
+) -> Result<Outcome, WireError> {
     let record = lookup(shared, caller, object).await?;
     check_read(shared, caller, record.as_ref()).await?;
     let record = record.ok_or_else(|| WireError::not_found(kind.name()))?;
@@ -356,7 +357,7 @@ async fn page(
     // One more than asked tells where the next page starts.
     let mut page = shared
         .store
-        .items(&record.sid, from.as_ref(), order, limit as usize + 1)
+        .items(&record.sid, from.as_deref(), order, limit as usize + 1)
         .await
         .map_err(store_err)?;
     let mut next = (page.len() > limit as usize)
@@ -380,7 +381,7 @@ async fn page(
         .filter(|(_, r)| !r.is_expired(now))
         .map(|(k, r)| items::item_info(k, r))
         .collect();
-    Ok(Response::Items { items, next })
+    Ok(Outcome::Items { items, next })
 }
 
 /// Sends a message to the stream's current subscribers, creating the stream (by name)
@@ -390,7 +391,7 @@ async fn publish(
     caller: &Caller,
     stream: &str,
     data: Json,
-) -> Result<Response, WireError> {
+) -> Result<Outcome, WireError> {
     let existing = lookup(shared, caller, stream).await?;
     if let Some(identity) = acl::guarded_identity(&caller.principal, &caller.service) {
         let create = !is_sid(stream);
@@ -430,7 +431,7 @@ async fn publish(
         .filter(|t| t.wants(&actor))
         .map(|t| (t, actor.clone(), data.clone()));
     let sequence = shared.hub.publish_message(&record.sid, |sequence| {
-        syncline_proto::frame::encode_event(&Event {
+        shared.hub.encode(&Event {
             object_sid: record.sid.clone(),
             revision: record.revision,
             origin,
@@ -442,5 +443,5 @@ async fn publish(
         let change = crate::webhooks::message(&record, &actor, &data, sequence);
         shared.webhooks.offer(&record.service_sid, &target, change);
     }
-    Ok(Response::Published { sequence })
+    Ok(Outcome::Published { sequence })
 }

@@ -24,10 +24,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use syncline_proto::{Event, EventKind, ItemKey, ObjectKind, ServiceFlags, SYSTEM_ACTOR};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
@@ -245,7 +241,13 @@ pub fn signature(auth_token: &str, url: &str, params: &[(&str, String)]) -> Stri
     base64::engine::general_purpose::STANDARD.encode(ctx.sign().as_ref())
 }
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// What sends one webhook: a form-encoded POST of `body` to `url` with
+/// `X-Twilio-Signature: signature`, answered with how it went. The server's HTTP client
+/// implements it; scheduling, signing, the timeout and retries stay here.
+#[async_trait::async_trait]
+pub trait WebhookPoster: Send + Sync {
+    async fn post(&self, url: &str, signature: &str, body: Bytes) -> Attempt;
+}
 
 /// The webhook sender; cheap to clone.
 #[derive(Clone)]
@@ -258,7 +260,7 @@ struct Inner {
     account_sid: String,
     auth_token: String,
     options: WebhookOptions,
-    client: HttpClient,
+    poster: Arc<dyn WebhookPoster>,
     services: Mutex<HashMap<String, Arc<ServiceQueue>>>,
 }
 
@@ -282,32 +284,27 @@ struct Job {
 }
 
 /// How one delivery attempt ended.
-enum Attempt {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
     Delivered,
-    /// The receiver answered and refused (4xx but 429): retrying would not help.
-    Refused(hyper::StatusCode),
+    /// The receiver answered and refused with this status (4xx but 429): retrying
+    /// would not help.
+    Refused(u16),
+    /// No answer, or one that a retry may change (5xx, 429): the reason.
     Failed(String),
 }
 
 impl Webhooks {
-    /// A sender for this installation. Nothing runs until a service's first event.
+    /// A sender for this installation that posts through `poster`. Nothing runs until
+    /// a service's first event.
     pub fn new(
         store: Arc<dyn Store>,
         account_sid: String,
         auth_token: String,
         options: WebhookOptions,
-    ) -> Result<Webhooks, String> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-            .map_err(|e| format!("webhook client TLS: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(8)
-            .build(connector);
-        Ok(Webhooks {
+        poster: Arc<dyn WebhookPoster>,
+    ) -> Webhooks {
+        Webhooks {
             inner: Arc::new(Inner {
                 store,
                 account_sid,
@@ -318,10 +315,10 @@ impl Webhooks {
                     attempts: options.attempts.max(1),
                     ..options
                 },
-                client,
+                poster,
                 services: Mutex::new(HashMap::new()),
             }),
-        })
+        }
     }
 
     /// Queues `change` for the service's `target`. Never waits: a full lane drops its
@@ -332,7 +329,7 @@ impl Webhooks {
         params.push(("AccountSid", self.inner.account_sid.clone()));
         params.push(("ServiceSid", service_sid.to_owned()));
         params.push(("Identity", change.identity));
-        if let Some(date) = crate::http::twilio::date_text(crate::now_ms()) {
+        if let Some(date) = crate::date_text(crate::now_ms()) {
             params.push(("DateCreated", date));
         }
         params.extend(change.params);
@@ -520,40 +517,16 @@ async fn deliver(inner: &Inner, queue: &ServiceQueue, job: Job) {
 }
 
 async fn send(inner: &Inner, url: &str, signature: &str, body: Bytes) -> Attempt {
-    let request = hyper::Request::post(url)
-        .header(
-            hyper::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("Syncline/", env!("CARGO_PKG_VERSION")),
-        )
-        .header("X-Twilio-Signature", signature)
-        .body(Full::new(body));
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => return Attempt::Failed(format!("bad webhook URL {url:?}: {e}")),
-    };
     // The timeout covers the answer's body too: a receiver that trickles it must not
     // hold the lane longer than one that never answers.
-    let exchange = async {
-        let response = inner.client.request(request).await?;
-        let status = response.status();
-        // Read (and drop) the body so the connection can be reused.
-        let _ = response.into_body().collect().await;
-        Ok::<_, hyper_util::client::legacy::Error>(status)
-    };
-    match tokio::time::timeout(inner.options.timeout, exchange).await {
+    match tokio::time::timeout(
+        inner.options.timeout,
+        inner.poster.post(url, signature, body),
+    )
+    .await
+    {
         Err(_) => Attempt::Failed(format!("no answer in {:?}", inner.options.timeout)),
-        Ok(Err(e)) => Attempt::Failed(e.to_string()),
-        Ok(Ok(status)) if status.is_success() => Attempt::Delivered,
-        Ok(Ok(status))
-            if status.is_server_error() || status == hyper::StatusCode::TOO_MANY_REQUESTS =>
-        {
-            Attempt::Failed(format!("answered {status}"))
-        }
-        Ok(Ok(status)) => Attempt::Refused(status),
+        Ok(attempt) => attempt,
     }
 }
 

@@ -7,20 +7,12 @@
 //! departures are the reachability webhooks (`endpoint_connected` /
 //! `endpoint_disconnected`).
 //!
-//! `Presence` is the bookkeeping (no IO, tested directly); `schedule_departure` and
-//! `restore` are the timers around it.
+//! `Presence` is the bookkeeping (no IO, tested directly), which the commit task decides
+//! ephemeral writes and departures by; `departures` holds the timers around it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
-
-use tracing::{debug, info, warn};
-
-use crate::commit::{WriteOp, WriteOutcome};
-use crate::objects::WriteContext;
-use crate::state::Shared;
-use crate::store::ServiceRecord;
+use std::sync::{Mutex, MutexGuard};
 
 /// An identity in a service: whose items are ephemeral, and who is reachable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -149,149 +141,6 @@ impl Presence {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
-    }
-}
-
-/// How long a departed owner's items stay: the service's debouncing window when
-/// debouncing is on, none when it is off. After a restart the window applies whatever
-/// the flag says: the server going away is not the owner leaving, and removing every
-/// ephemeral item at start would make each restart look like everyone left.
-fn window(service: &ServiceRecord, after_restart: bool) -> Duration {
-    let flags = &service.flags;
-    if flags.reachability_debouncing_enabled || after_restart {
-        Duration::from_millis(u64::from(flags.debouncing_window_ms()))
-    } else {
-        Duration::ZERO
-    }
-}
-
-/// A connection of `owner` authenticated: counts it, and tells reachability webhooks
-/// when the identity was away. Awaited before the connection is welcomed, so that its
-/// `endpoint_connected` is queued before any `endpoint_disconnected` that follows.
-async fn arrive(shared: &Arc<Shared>, owner: &Owner) {
-    if shared.presence.arrive(owner) == Arrival::Reachable {
-        debug!(identity = %owner.identity, "identity reachable");
-        shared
-            .webhooks
-            .reachability(&owner.service_sid, &owner.identity, true)
-            .await;
-    }
-}
-
-/// A connection of `owner` ended (from a drop guard: no async here). Schedules the
-/// departure when it was the last.
-pub fn leave(shared: &Arc<Shared>, owner: Owner) {
-    if let Some(epoch) = shared.presence.leave(&owner) {
-        schedule_departure(shared, owner, epoch, false);
-    }
-}
-
-/// Runs the departure `epoch` of `owner` once the service's window has passed: the
-/// commit task removes the owner's ephemeral items if it is still away. Holds the
-/// server state weakly, so a pending departure does not keep a stopping server alive.
-fn schedule_departure(shared: &Arc<Shared>, owner: Owner, epoch: u64, after_restart: bool) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let weak: Weak<Shared> = Arc::downgrade(shared);
-    runtime.spawn(async move {
-        let Some(service) = service_of(&weak, &owner).await else {
-            return;
-        };
-        tokio::time::sleep(window(&service, after_restart)).await;
-        let Some(shared) = weak.upgrade() else { return };
-        if shared.presence.is_stopping() {
-            return;
-        }
-        let ctx = WriteContext {
-            service_sid: owner.service_sid.clone(),
-            actor: crate::objects::SYSTEM_ACTOR.into(),
-            origin: 0,
-            now_ms: crate::now_ms(),
-            guard: None,
-            may_create: false,
-        };
-        let op = WriteOp::Depart {
-            identity: owner.identity.clone(),
-            epoch,
-        };
-        match shared.committer.submit(ctx, op).await {
-            Ok(WriteOutcome::Departed { items }) => {
-                debug!(identity = %owner.identity, items, "identity left; its ephemeral items removed");
-                shared
-                    .webhooks
-                    .reachability(&owner.service_sid, &owner.identity, false)
-                    .await;
-            }
-            Ok(_) => {}
-            // Its service was deleted meanwhile, and its items with it.
-            Err(e) if e.code == syncline_proto::ErrorCode::Unauthorized => {}
-            // The owner's items stay until its next departure or the next restart.
-            Err(e) => warn!(identity = %owner.identity, error = %e.message, "removing a departed identity's ephemeral items failed"),
-        }
-    });
-}
-
-async fn service_of(shared: &Weak<Shared>, owner: &Owner) -> Option<ServiceRecord> {
-    let shared = shared.upgrade()?;
-    match shared.store.service(&owner.service_sid).await {
-        Ok(service) => service,
-        Err(e) => {
-            warn!(error = %e, "reading a service for a departure failed");
-            None
-        }
-    }
-}
-
-/// At start: every identity that owns ephemeral items has no connection yet; each gets
-/// its window to come back before its items go.
-pub async fn restore(shared: &Arc<Shared>) {
-    let owners = match shared.store.ephemeral_owners().await {
-        Ok(owners) => owners,
-        Err(e) => {
-            warn!(error = %e, "reading ephemeral item owners failed; their items stay until they leave again");
-            return;
-        }
-    };
-    if !owners.is_empty() {
-        info!(
-            owners = owners.len(),
-            "ephemeral items from before the restart wait for their owners to come back"
-        );
-    }
-    for (service_sid, identity) in owners {
-        let owner = Owner {
-            service_sid,
-            identity,
-        };
-        if let Some(epoch) = shared.presence.restored(&owner) {
-            schedule_departure(shared, owner, epoch, true);
-        }
-    }
-}
-
-/// Holds one connection's presence; dropping it (the connection ended, however it
-/// ended) is the connection leaving.
-pub struct Present {
-    shared: Weak<Shared>,
-    owner: Owner,
-}
-
-impl Present {
-    pub async fn new(shared: &Arc<Shared>, owner: Owner) -> Self {
-        arrive(shared, &owner).await;
-        Present {
-            shared: Arc::downgrade(shared),
-            owner,
-        }
-    }
-}
-
-impl Drop for Present {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.upgrade() {
-            leave(&shared, self.owner.clone());
-        }
     }
 }
 

@@ -1,13 +1,9 @@
 //! The storage trait: everything the server keeps durably, in Syncline's terms.
 //!
-//! Nothing above this module names sled. The trait is async and batch-shaped so that a
+//! The core names no storage engine: the server wires one in (sled today). The trait is async and batch-shaped so that a
 //! replicated store (etcd, say) can implement it: `apply` takes a batch of object writes,
 //! each carrying the record it expects to replace (its expected revision), and makes the
 //! whole batch durable at once; reads return one object or the change log from a revision.
-
-mod sled_store;
-
-pub use sled_store::{SledStore, DEFAULT_KEEP_FREE_BYTES};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,7 +32,7 @@ pub enum StoreError {
 impl StoreError {
     /// The error a client gets: `Unavailable` when the storage is (a retry may work),
     /// `Internal` otherwise; the details stay in the server's log.
-    pub fn to_wire(&self, what: &str) -> syncline_proto::WireError {
+    pub fn client_error(&self, what: &str) -> syncline_proto::WireError {
         match self {
             StoreError::Unavailable(_) | StoreError::NotDurable(_) => {
                 syncline_proto::WireError::new(

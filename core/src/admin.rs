@@ -5,17 +5,18 @@
 
 use syncline_proto::ids::{is_sid, validate_unique_name, API_KEY_PREFIX, SERVICE_PREFIX};
 use syncline_proto::{
-    close_code, ErrorCode, KeyInfo, PermissionInfo, Response, Rights, ServiceFlags,
-    ServiceFlagsPatch, ServiceInfo, WireError,
+    ErrorCode, KeyInfo, PermissionInfo, Rights, ServiceFlags, ServiceFlagsPatch, ServiceInfo,
+    WireError,
 };
 use tracing::{error, info};
 
 use crate::acl::{self, Action};
-use crate::command::AdminCommand;
+use crate::auth::{new_secret, random_sid};
+use crate::command::{AdminCommand, Outcome};
 use crate::commit::WriteOp;
-use crate::config::{new_secret, random_sid};
+use crate::fanout::Ending;
 use crate::objects::{self, WriteContext};
-use crate::state::Shared;
+use crate::shared::Shared;
 use crate::store::{ApiKeyRecord, ServiceRecord, StoreError};
 use crate::{fanout, now_ms};
 
@@ -24,11 +25,11 @@ const DEBOUNCE_RANGE_MS: std::ops::RangeInclusive<u32> = 1_000..=30_000;
 
 fn store_err(e: StoreError) -> WireError {
     error!(error = %e, "storage failed");
-    e.to_wire("storage failed")
+    e.client_error("storage failed")
 }
 
 /// A service as administration shows it, with its webhook drop count of this run.
-pub fn service_info(shared: &Shared, s: &ServiceRecord) -> ServiceInfo {
+pub(crate) fn service_info(shared: &Shared, s: &ServiceRecord) -> ServiceInfo {
     ServiceInfo {
         sid: s.sid.clone(),
         unique_name: s.unique_name.clone(),
@@ -111,7 +112,7 @@ fn apply_patch(f: &mut ServiceFlags, p: ServiceFlagsPatch) {
 }
 
 /// A service by sid or unique name.
-pub async fn find_service(shared: &Shared, s: &str) -> Result<ServiceRecord, WireError> {
+pub(crate) async fn find_service(shared: &Shared, s: &str) -> Result<ServiceRecord, WireError> {
     let store = &*shared.store;
     let found = if is_sid(s) && s.starts_with(SERVICE_PREFIX) {
         store.service(s).await
@@ -124,12 +125,12 @@ pub async fn find_service(shared: &Shared, s: &str) -> Result<ServiceRecord, Wir
 }
 
 /// Handles one administration request of a backend connection acting in `service`.
-pub async fn handle(
+pub(crate) async fn handle(
     shared: &Shared,
     service: &ServiceRecord,
     ctx: WriteContext,
     command: AdminCommand,
-) -> Result<Response, WireError> {
+) -> Result<Outcome, WireError> {
     let store = &*shared.store;
     match command {
         AdminCommand::ServiceCreate { unique_name, flags } => {
@@ -158,15 +159,15 @@ pub async fn handle(
             };
             store.put_service(&record).await.map_err(store_err)?;
             info!(service = %record.sid, "service created");
-            Ok(Response::Service(service_info(shared, &record)))
+            Ok(Outcome::Service(service_info(shared, &record)))
         }
         AdminCommand::ServiceList => {
             let all = store.services().await.map_err(store_err)?;
-            Ok(Response::Services(
+            Ok(Outcome::Services(
                 all.iter().map(|s| service_info(shared, s)).collect(),
             ))
         }
-        AdminCommand::ServiceGet { service } => Ok(Response::Service(service_info(
+        AdminCommand::ServiceGet { service } => Ok(Outcome::Service(service_info(
             shared,
             &find_service(shared, &service).await?,
         ))),
@@ -181,7 +182,7 @@ pub async fn handle(
                 info!(service = %record.sid, acl_enabled = record.acl_enabled(), "ACL toggled");
                 recheck_subscriptions(shared, &record, None).await;
             }
-            Ok(Response::Service(service_info(shared, &record)))
+            Ok(Outcome::Service(service_info(shared, &record)))
         }
         AdminCommand::ServiceDelete { service } => {
             let record = find_service(shared, &service).await?;
@@ -200,13 +201,15 @@ pub async fn handle(
             store.delete_service(&record).await.map_err(store_err)?;
             shared.committer.submit(ctx, WriteOp::DeleteAll).await?;
             let sid = record.sid.clone();
-            shared.close_connections(
+            shared.end_sessions(
                 |s| s.service_sid().as_deref() == Some(sid.as_str()),
-                close_code::UNAUTHORIZED,
-                "the service was deleted",
+                Ending {
+                    code: ErrorCode::Unauthorized,
+                    reason: "the service was deleted",
+                },
             );
             info!(service = %record.sid, "service deleted");
-            Ok(Response::Done)
+            Ok(Outcome::Done)
         }
         AdminCommand::KeyCreate { friendly_name } => {
             let key = ApiKeyRecord {
@@ -218,11 +221,11 @@ pub async fn handle(
             };
             store.put_api_key(&key).await.map_err(store_err)?;
             info!(key = %key.sid, "API key created");
-            Ok(Response::Key(key_info(&key, true)))
+            Ok(Outcome::Key(key_info(&key, true)))
         }
         AdminCommand::KeyList => {
             let keys = store.api_keys().await.map_err(store_err)?;
-            Ok(Response::Keys(
+            Ok(Outcome::Keys(
                 keys.iter().map(|k| key_info(k, false)).collect(),
             ))
         }
@@ -239,13 +242,15 @@ pub async fn handle(
                 .ok_or_else(|| WireError::not_found("API key"))?;
             key.revoked = true;
             store.put_api_key(&key).await.map_err(store_err)?;
-            shared.close_connections(
+            shared.end_sessions(
                 |s| s.key_sid().as_deref() == Some(sid.as_str()),
-                close_code::UNAUTHORIZED,
-                "API key revoked",
+                Ending {
+                    code: ErrorCode::Unauthorized,
+                    reason: "API key revoked",
+                },
             );
             info!(key = %sid, "API key revoked");
-            Ok(Response::Key(key_info(&key, false)))
+            Ok(Outcome::Key(key_info(&key, false)))
         }
         AdminCommand::PermissionGrant {
             object,
@@ -255,24 +260,24 @@ pub async fn handle(
             let record = live_object(shared, service, &object).await?;
             let stored = (rights != Rights::default()).then_some(rights);
             store
-                .put_permission(&service.sid, &record.sid, &identity, stored)
+                .put_permission(&service.sid, &record.sid, identity.as_str(), stored)
                 .await
                 .map_err(store_err)?;
             recheck_subscriptions(shared, service, Some(&record.sid)).await;
-            Ok(Response::Permission(PermissionInfo {
+            Ok(Outcome::Permission(PermissionInfo {
                 object_sid: record.sid,
-                identity,
+                identity: identity.into_string(),
                 rights,
             }))
         }
         AdminCommand::PermissionRevoke { object, identity } => {
             let record = live_object(shared, service, &object).await?;
             store
-                .put_permission(&service.sid, &record.sid, &identity, None)
+                .put_permission(&service.sid, &record.sid, identity.as_str(), None)
                 .await
                 .map_err(store_err)?;
             recheck_subscriptions(shared, service, Some(&record.sid)).await;
-            Ok(Response::Done)
+            Ok(Outcome::Done)
         }
         AdminCommand::PermissionList { object } => {
             let record = live_object(shared, service, &object).await?;
@@ -280,7 +285,7 @@ pub async fn handle(
                 .permissions(&service.sid, &record.sid)
                 .await
                 .map_err(store_err)?;
-            Ok(Response::Permissions(
+            Ok(Outcome::Permissions(
                 all.into_iter()
                     .map(|(identity, rights)| PermissionInfo {
                         object_sid: record.sid.clone(),
@@ -306,7 +311,7 @@ async fn live_object(
 
 /// Ends the subscriptions of token holders in `service` (on one object, or all) that no
 /// longer have `read`. Called after every grant, revoke and ACL toggle.
-pub async fn recheck_subscriptions(
+pub(crate) async fn recheck_subscriptions(
     shared: &Shared,
     service: &ServiceRecord,
     object_sid: Option<&str>,

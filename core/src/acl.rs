@@ -129,7 +129,7 @@ pub async fn check(
         Some(o) => {
             let grants = grants(store, o, identity).await.map_err(|e| {
                 tracing::error!(error = %e, "permission read failed");
-                e.to_wire("storage read failed")
+                e.client_error("storage read failed")
             })?;
             allowed(identity, o, actions, &grants).then(|| Access {
                 may_read: allowed(identity, o, &[Action::Read], &grants),

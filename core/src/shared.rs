@@ -1,7 +1,7 @@
-//! Server-wide state that every transport shares: the store, the commit task, the event
-//! hub, limits, the installation, and the table of live connections (so revoking a key
-//! or deleting a service can end them). Also the request rate limit, one rule for
-//! every edge.
+//! The core's private state, shared by every session: the store, the commit task, the
+//! event hub, limits, the installation, and the table of live sessions on every edge
+//! (so revoking a key, deleting a service or a token's expiry can end them). Also the
+//! request rate limit, one rule for every edge.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,82 +11,92 @@ use std::time::Instant;
 use syncline_proto::{ErrorCode, Limits, WireError};
 
 use crate::commit::Committer;
-use crate::fanout::Hub;
+use crate::fanout::{Ending, Hub};
 use crate::store::{Installation, Store};
 
-/// Server-wide state every connection shares.
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub committer: Committer,
-    pub hub: Arc<Hub>,
+/// The core's state, private to the crate: edges reach it only through `Core` and
+/// `Session`.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) committer: Committer,
+    pub(crate) hub: Arc<Hub>,
     /// Who is connected (ephemeral items, reachability).
-    pub presence: Arc<crate::presence::Presence>,
-    pub limits: Limits,
-    pub installation: Installation,
-    pub rate: RateLimit,
-    pub metrics: crate::metrics::Metrics,
+    pub(crate) presence: Arc<crate::presence::Presence>,
+    pub(crate) limits: Limits,
+    pub(crate) installation: Installation,
+    pub(crate) rate: RateLimit,
+    pub(crate) metrics: crate::metrics::Metrics,
     /// Webhook delivery (Twilio's Sync webhooks), for reachability and stream messages.
-    pub webhooks: crate::webhooks::Webhooks,
-    /// Live connections, so that revoking a key or deleting a service can end them.
-    pub connections: Mutex<HashMap<u64, LiveConnection>>,
+    pub(crate) webhooks: crate::webhooks::Webhooks,
+    /// Live sessions on every edge, so that revoking a key, deleting a service or a
+    /// token's expiry can end them.
+    sessions: Mutex<HashMap<u64, LiveSession>>,
     next_connection_id: AtomicU64,
 }
 
-/// A live connection as the rest of the server can reach it: who it is, and how to
-/// close it (the network layer provides that; the session does no IO).
-pub struct LiveConnection {
-    pub connection: std::sync::Weak<dyn Connection>,
-    pub close: Arc<dyn Fn(u32, &'static str) + Send + Sync>,
+/// A live session as the rest of the core reaches it: who it is, and how to end it.
+pub(crate) struct LiveSession {
+    pub(crate) session: std::sync::Weak<dyn Connection>,
+    /// Ends it at once, whatever is still queued (its edge's doing).
+    pub(crate) force_close: Arc<dyn Fn(Ending) + Send + Sync>,
 }
 
-/// What administration needs of a live connection (a QUIC session implements it):
-/// whose it is, and a way to end it after what was queued for it is delivered.
-pub trait Connection: Send + Sync {
+/// What administration needs of a live session: whose it is, and a way to end it after
+/// what was queued for it is delivered.
+pub(crate) trait Connection: Send + Sync {
     /// The service it acts in, once authenticated.
     fn service_sid(&self) -> Option<String>;
     /// The API key behind it (directly, or as its token's signer), once authenticated.
     fn key_sid(&self) -> Option<String>;
-    /// Asks its event writer to deliver what is queued, then close with `code`.
-    fn close_after_queued(&self, code: u32, reason: &'static str);
+    /// Asks its watch to deliver what is queued, then end with `ending`.
+    fn close_after_queued(&self, ending: Ending);
     /// Events queued for it and not yet written.
     fn queued_events(&self) -> usize;
 }
 
-/// The longest a connection being closed by the server waits for the events already
+/// The longest a session being ended by the server waits for the events already
 /// queued for it to be delivered.
 pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Shared {
-    /// Closes every live connection whose session matches `pred`, after the events
-    /// already queued for it have been delivered: closing at once would discard them,
-    /// and a deleted service's subscribers must hear `object_removed` first. A client
-    /// that does not take them in `CLOSE_GRACE` is closed anyway. Requests are refused
-    /// meanwhile by the per-request service and key checks.
-    pub fn close_connections(
-        &self,
-        pred: impl Fn(&dyn Connection) -> bool,
-        code: u32,
-        reason: &'static str,
-    ) {
-        let conns = match self.connections.lock() {
-            Ok(conns) => conns,
+    /// Ends every live session that matches `pred`, after the events already queued for
+    /// it have been delivered: ending at once would discard them, and a deleted
+    /// service's subscribers must hear `object_removed` first. A client that does not
+    /// take them in `CLOSE_GRACE` is cut off anyway. Requests are refused meanwhile by
+    /// the per-request service and key checks.
+    pub(crate) fn end_sessions(&self, pred: impl Fn(&dyn Connection) -> bool, ending: Ending) {
+        let sessions = match self.sessions.lock() {
+            Ok(s) => s,
             // The table is only ever inserted into and removed from; what it holds is
-            // whole even if a holder panicked, and these connections must still close.
+            // whole even if a holder panicked, and these sessions must still end.
             Err(poisoned) => poisoned.into_inner(),
         };
-        for live in conns.values() {
-            if let Some(conn) = live.connection.upgrade().filter(|c| pred(&**c)) {
-                conn.close_after_queued(code, reason);
-                let close = live.close.clone();
+        for live in sessions.values() {
+            if let Some(session) = live.session.upgrade().filter(|c| pred(&**c)) {
+                session.close_after_queued(ending);
+                let force_close = live.force_close.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(CLOSE_GRACE).await;
-                    close(code, reason);
+                    force_close(ending);
                 });
             }
         }
     }
 
-    pub fn new(
+    pub(crate) fn register(&self, id: u64, live: LiveSession) {
+        if let Ok(mut all) = self.sessions.lock() {
+            all.insert(id, live);
+        }
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        if let Ok(mut all) = self.sessions.lock() {
+            all.remove(&id);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         committer: Committer,
         hub: Arc<Hub>,
@@ -105,7 +115,7 @@ impl Shared {
             rate,
             metrics: Default::default(),
             webhooks,
-            connections: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             // Random per run: event origins outlive the run in the change log, and a
             // replayed event must not look local to an unrelated connection after a restart.
             next_connection_id: AtomicU64::new(rand::random::<u64>() >> 1 | 1),
@@ -113,12 +123,12 @@ impl Shared {
     }
 
     /// The server's metrics in Prometheus text, with the gauges read now.
-    pub fn render_metrics(&self) -> String {
-        let (connections, queued_events) = match self.connections.lock() {
+    pub(crate) fn render_metrics(&self) -> String {
+        let (connections, queued_events) = match self.sessions.lock() {
             Ok(c) => (
                 c.len(),
                 c.values()
-                    .filter_map(|l| l.connection.upgrade())
+                    .filter_map(|l| l.session.upgrade())
                     .map(|c| c.queued_events())
                     .sum(),
             ),
@@ -134,7 +144,7 @@ impl Shared {
     }
 
     /// A fresh connection id: unique in this run, and not reused from an earlier one.
-    pub fn new_connection_id(&self) -> u64 {
+    pub(crate) fn new_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 }

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use syncline_proto::frame::encode_event;
 use syncline_proto::ids::{is_sid, make_sid, validate_unique_name};
 use syncline_proto::{
     ErrorCode, Event, ItemKey, Limits, ObjectInfo, ObjectKind, Reason, WireError, WriteInfo,
@@ -17,8 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use crate::acl::{self, Access, Action};
-use crate::command::{Json, SetMode, WriteCommand};
+use crate::command::{Json, SetMode, Ttl, WriteCommand};
 use crate::fanout::Hub;
+use crate::metrics::CommitStats;
 use crate::objects::{self, document, items, WriteContext};
 use crate::presence::{Owner, Presence};
 use crate::store::{ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
@@ -81,34 +81,6 @@ pub struct Committer {
     stats: Arc<CommitStats>,
     /// Who is connected, as the commit task sees it (ephemeral writes, departures).
     presence: Arc<Presence>,
-}
-
-/// What the commit task has done so far: batches (one flush each when durable) and the
-/// writes in them. Their ratio says whether group commit is grouping.
-pub struct CommitStats {
-    pub batches: std::sync::atomic::AtomicU64,
-    pub writes: std::sync::atomic::AtomicU64,
-    /// Writes per batch, and seconds per store apply (and flush, when durable).
-    pub batch_size: crate::metrics::Histogram,
-    pub flush_seconds: crate::metrics::Histogram,
-}
-
-impl Default for CommitStats {
-    fn default() -> Self {
-        CommitStats {
-            batches: Default::default(),
-            writes: Default::default(),
-            batch_size: crate::metrics::Histogram::new(crate::metrics::BATCH_SIZE_BOUNDS),
-            flush_seconds: crate::metrics::Histogram::new(crate::metrics::FLUSH_SECONDS_BOUNDS),
-        }
-    }
-}
-
-impl CommitStats {
-    pub fn flush_took(&self, writes: usize, took: std::time::Duration) {
-        self.batch_size.observe(writes as f64);
-        self.flush_seconds.observe(took.as_secs_f64());
-    }
 }
 
 impl Committer {
@@ -186,11 +158,11 @@ async fn run(
         if let Err(e) = store.writable().await {
             debug!(error = %e, size = queued.len(), "storage not writable; writes refused");
             for p in queued.drain(..) {
-                let _ = p.reply.send(Err(e.to_wire("writes are refused")));
+                let _ = p.reply.send(Err(e.client_error("writes are refused")));
             }
             continue;
         }
-        let mut batch = Batch::new(&*store, &presence);
+        let mut batch = Batch::new(&*store, &hub, &presence);
         let results: Vec<_> = {
             let mut results = Vec::with_capacity(queued.len());
             for p in &queued {
@@ -256,7 +228,7 @@ async fn run(
                 for p in queued.drain(..) {
                     let _ = p
                         .reply
-                        .send(Err(e.to_wire("storage failed to commit the write")));
+                        .send(Err(e.client_error("storage failed to commit the write")));
                 }
             }
         }
@@ -275,6 +247,8 @@ struct Published {
 /// that later writes in the same batch see them.
 struct Batch<'a> {
     store: &'a dyn Store,
+    /// Each event is encoded here once, for the change log and every subscriber.
+    hub: &'a Hub,
     /// Who is connected: ephemeral writes need their writer to be, and departures
     /// must still stand when they run.
     presence: &'a Presence,
@@ -319,13 +293,14 @@ fn restore<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, before: 
 
 fn storage(e: StoreError) -> WireError {
     error!(error = %e, "storage read failed");
-    e.to_wire("storage read failed")
+    e.client_error("storage read failed")
 }
 
 impl<'a> Batch<'a> {
-    fn new(store: &'a dyn Store, presence: &'a Presence) -> Self {
+    fn new(store: &'a dyn Store, hub: &'a Hub, presence: &'a Presence) -> Self {
         Batch {
             store,
+            hub,
             presence,
             services: HashMap::new(),
             objects: HashMap::new(),
@@ -472,7 +447,7 @@ impl<'a> Batch<'a> {
             let old = self.items.insert(key.clone(), iw.after.clone());
             self.undo.push(Undo::Item(key, old));
         }
-        let encoded = event.map(|e| (e.revision, encode_event(&e)));
+        let encoded = event.map(|e| (e.revision, self.hub.encode(&e)));
         let ends = after.is_none();
         self.writes.push(ObjectWrite {
             before,
@@ -698,8 +673,14 @@ impl<'a> Batch<'a> {
                     sid: new_sid(ObjectKind::Document),
                     unique_name: Some(document.clone()),
                 };
-                let (next, event) =
-                    document::set(current.as_ref(), create, data.clone(), *if_match, *ttl, ctx)?;
+                let (next, event) = document::set(
+                    current.as_ref(),
+                    create,
+                    data.clone(),
+                    *if_match,
+                    ttl.map(Ttl::seconds),
+                    ctx,
+                )?;
                 let value = WrittenValue::Document(document::info(&next));
                 let outcome = written(&next, None, value, access);
                 self.record(current, Some(next), None, Some(event));
@@ -734,8 +715,16 @@ impl<'a> Batch<'a> {
                     )));
                 }
                 let name = unique_name.as_deref();
-                self.create(ctx, *kind, name, *ttl, data.as_ref(), false, limits)
-                    .await
+                self.create(
+                    ctx,
+                    *kind,
+                    name,
+                    ttl.map(Ttl::seconds),
+                    data.as_ref(),
+                    false,
+                    limits,
+                )
+                .await
             }
             WriteCommand::SetTtl {
                 kind,
@@ -749,7 +738,7 @@ impl<'a> Batch<'a> {
                     .await?;
                 let current = current.ok_or_else(|| WireError::not_found(kind.name()))?;
                 objects::expect_kind(&current, *kind)?;
-                let expires = objects::expiry(ctx.now_ms, *ttl);
+                let expires = objects::expiry(ctx.now_ms, ttl.seconds());
                 match key {
                     None => {
                         let mut next = current.clone();
@@ -764,9 +753,9 @@ impl<'a> Batch<'a> {
                         let mut after = before.clone();
                         after.date_expires = expires;
                         let value = WrittenValue::Item(items::item_info(key, &after));
-                        let outcome = written(&current, Some(key.clone()), value, access);
+                        let outcome = written(&current, Some(ItemKey::clone(key)), value, access);
                         let write = crate::store::ItemWrite {
-                            key: key.clone(),
+                            key: ItemKey::clone(key),
                             before: Some(before),
                             after: Some(after),
                         };
@@ -815,7 +804,13 @@ impl<'a> Batch<'a> {
                 let (current, access) = self
                     .load_kind(ctx, list, ObjectKind::List, *create_list, &actions, limits)
                     .await?;
-                let change = items::push(&current, data.clone(), *ttl, *ephemeral, ctx)?;
+                let change = items::push(
+                    &current,
+                    data.clone(),
+                    ttl.map(Ttl::seconds),
+                    *ephemeral,
+                    ctx,
+                )?;
                 Ok(self.apply_item(current, change, access))
             }
             WriteCommand::ItemSet {
@@ -846,7 +841,7 @@ impl<'a> Batch<'a> {
                     (SetMode::Create, Some(_)) => {
                         return Err(WireError::new(
                             ErrorCode::AlreadyExists,
-                            format!("item {key} exists"),
+                            format!("item {} exists", **key),
                         ))
                     }
                     (SetMode::Replace, None) => return Err(WireError::not_found("item")),
@@ -854,11 +849,11 @@ impl<'a> Batch<'a> {
                 }
                 let change = items::set(
                     &current,
-                    key.clone(),
+                    ItemKey::clone(key),
                     item.as_ref(),
                     data.clone(),
                     *if_match,
-                    *ttl,
+                    ttl.map(Ttl::seconds),
                     *ephemeral,
                     ctx,
                     limits,
@@ -877,7 +872,7 @@ impl<'a> Batch<'a> {
                     .await?;
                 let change = items::update(
                     &current,
-                    key.clone(),
+                    ItemKey::clone(key),
                     item.as_ref(),
                     patch,
                     *if_match,
@@ -897,7 +892,7 @@ impl<'a> Batch<'a> {
                     .await?;
                 let change = items::remove(
                     &current,
-                    key.clone(),
+                    ItemKey::clone(key),
                     item.as_ref(),
                     *if_match,
                     Reason::Write,
@@ -1078,83 +1073,4 @@ fn system(ctx: &WriteContext) -> WriteContext {
 /// A fresh random sid for a new object.
 pub fn new_sid(kind: ObjectKind) -> String {
     make_sid(kind.prefix(), rand::random())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::command::Json;
-    use crate::store::SledStore;
-
-    const SERVICE: &str = "IS00000000000000000000000000000001";
-
-    fn ctx(now_ms: u64) -> WriteContext {
-        WriteContext {
-            service_sid: SERVICE.into(),
-            actor: "alice".into(),
-            origin: 1,
-            now_ms,
-            guard: None,
-            may_create: true,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_refused_write_leaves_nothing_in_its_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 100, true).unwrap();
-        store
-            .put_service(&crate::store::ServiceRecord {
-                sid: SERVICE.into(),
-                unique_name: None,
-                flags: Default::default(),
-                date_created: 0,
-                date_updated: 0,
-            })
-            .await
-            .unwrap();
-        let limits = Limits::default();
-        let presence = Presence::default();
-        let data = Json::parse("{}".into(), limits.max_data_bytes).unwrap();
-        let set = WriteOp::Client(WriteCommand::DocSet {
-            document: "d".into(),
-            data,
-            if_match: None,
-            ttl: Some(1),
-            mode: SetMode::Upsert,
-        });
-        let mut batch = Batch::new(&store, &presence);
-        batch.apply(&ctx(1_000), &set, &limits).await.unwrap();
-        store
-            .apply(std::mem::take(&mut batch.writes))
-            .await
-            .unwrap();
-
-        // Later, the document has expired. An update finds it (and removes it, with its
-        // event) on its way to `NotFound`: that removal belongs to the refused write.
-        let patch = Json::parse(r#"{"a":1}"#.into(), limits.max_data_bytes).unwrap();
-        let update = WriteOp::Client(WriteCommand::DocUpdate {
-            document: "d".into(),
-            patch,
-            if_match: None,
-        });
-        let mut batch = Batch::new(&store, &presence);
-        let savepoint = batch.savepoint();
-        let err = batch
-            .apply(&ctx(5_000), &update, &limits)
-            .await
-            .unwrap_err();
-        assert_eq!(err.code, ErrorCode::NotFound);
-        assert_eq!((batch.writes.len(), batch.events.len()), (1, 1));
-        batch.rollback(savepoint);
-        assert_eq!((batch.writes.len(), batch.events.len()), (0, 0));
-        // The overlay forgot it too: the next write in the batch sees the stored record
-        // and removes it itself.
-        let err = batch
-            .apply(&ctx(5_000), &update, &limits)
-            .await
-            .unwrap_err();
-        assert_eq!(err.code, ErrorCode::NotFound);
-        assert_eq!(batch.writes.len(), 1, "the expiry is found again");
-    }
 }

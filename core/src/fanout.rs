@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use syncline_proto::{
-    Event, EventKind, ItemInfo, ItemKey, ObjectKind, ObjectState, Order, WireError,
+    ErrorCode, Event, EventKind, ItemInfo, ItemKey, ObjectKind, ObjectState, Order, WireError,
 };
 
 use crate::batch::{Batch, BatchQueue};
@@ -45,6 +45,14 @@ pub struct Delivery {
     pub event: Arc<Published>,
 }
 
+/// Why the core ends a session: an error code the edge renders (a QUIC close code, an
+/// SSE error event) and a short reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    pub code: ErrorCode,
+    pub reason: &'static str,
+}
+
 /// Requests from the connection's session to its event writer, in order.
 #[derive(Debug)]
 pub enum Control {
@@ -54,11 +62,8 @@ pub enum Control {
     Stop {
         sub_id: u64,
     },
-    /// Deliver what is queued, then close the connection with `code`.
-    Close {
-        code: u32,
-        reason: &'static str,
-    },
+    /// Deliver what is queued, then end the session.
+    Close(Ending),
 }
 
 /// Start delivering: catch up from `since` (or send a snapshot), then live events.
@@ -174,9 +179,14 @@ impl Subscriber {
     }
 }
 
+/// How an event becomes the bytes every subscriber of it gets: the wire's encoding,
+/// which the server hands in (the core never names the wire), called once per event.
+/// The bytes are opaque here; they go to the change log and to every outbox as they are.
+pub type EventEncoder = fn(&Event) -> Bytes;
+
 /// Object sid -> its subscribers, across all connections.
-#[derive(Default)]
 pub struct Hub {
+    encode: EventEncoder,
     objects: RwLock<Subscriptions>,
     /// Stream sid -> sequence of its last message (since server start).
     sequences: Mutex<HashMap<String, u64>>,
@@ -231,6 +241,19 @@ fn recover<G>(r: Result<G, std::sync::PoisonError<G>>) -> G {
 }
 
 impl Hub {
+    pub fn new(encode: EventEncoder) -> Hub {
+        Hub {
+            encode,
+            objects: Default::default(),
+            sequences: Default::default(),
+        }
+    }
+
+    /// The event as every subscriber gets it.
+    pub fn encode(&self, event: &Event) -> Bytes {
+        (self.encode)(event)
+    }
+
     pub fn subscribe(&self, object_sid: &str, subscriber: Subscriber) {
         let mut subs = recover(self.objects.write());
         subs.tokens.insert(subscriber.token);
@@ -264,7 +287,7 @@ impl Hub {
             token: subscriber.token,
             event: Arc::new(Published {
                 revision: None,
-                body: syncline_proto::frame::encode_event(event),
+                body: self.encode(event),
                 ends: true,
             }),
         });
@@ -561,7 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_outbox_marks_lagged_instead_of_blocking() {
-        let hub = Hub::default();
+        let hub = Hub::new(|e| Bytes::from(format!("{e:?}")));
         let outbox = Outbox::new();
         hub.subscribe("ET1", Subscriber::new(1, "IS1", None, &outbox));
         hub.subscribe("ET1", Subscriber::new(2, "IS1", None, &outbox));
@@ -589,7 +612,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_poisoned_hub_still_registers_and_delivers() {
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::new(|e| Bytes::from(format!("{e:?}"))));
         let poisoner = hub.clone();
         let panicked = std::thread::spawn(move || {
             let _held = poisoner.objects.write();
@@ -612,7 +635,7 @@ mod tests {
 
     #[test]
     fn is_subscribed_follows_every_way_a_subscription_ends() {
-        let hub = Hub::default();
+        let hub = Hub::new(|e| Bytes::from(format!("{e:?}")));
         let outbox = Outbox::new();
         let [a, b, c, d] = [1, 2, 3, 4].map(|id| Subscriber::new(id, "IS1", None, &outbox));
         hub.subscribe("ET1", a.clone());
@@ -638,7 +661,7 @@ mod tests {
 
     #[tokio::test]
     async fn removal_ends_all_subscriptions() {
-        let hub = Hub::default();
+        let hub = Hub::new(|e| Bytes::from(format!("{e:?}")));
         let outbox = Outbox::new();
         hub.subscribe("ET1", Subscriber::new(1, "IS1", None, &outbox));
         hub.publish("ET1", 5, &Bytes::from_static(b"gone"), true);
