@@ -6,8 +6,8 @@ use syncline_proto::{
     ServiceInfo,
 };
 
-use crate::connection::unexpected;
-use crate::{Client, Result};
+use crate::client::Client;
+use crate::{unexpected, Result};
 
 fn service(r: Response) -> Result<ServiceInfo> {
     match r {

@@ -4,10 +4,11 @@
 use serde_json::Value;
 use syncline_proto::{ItemKey, ObjectInfo, ObjectKind, Order, Request, Response, WrittenValue};
 
-use crate::connection::unexpected;
-use crate::document::{written, Written};
-use crate::subscription::{Item, SubscribeOptions, Subscription};
-use crate::{Client, Result, WriteOptions};
+use crate::client::Client;
+use crate::document::{written, WriteOptions, Written};
+use crate::replica::Item;
+use crate::subscription::{SubscribeOptions, Subscription};
+use crate::{unexpected, Result};
 
 /// One page of items and where the next one starts.
 #[derive(Debug, Clone, PartialEq)]

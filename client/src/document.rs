@@ -1,55 +1,18 @@
-//! Documents: one JSON value per object, with conditional writes and `mutate`.
+//! Documents: one JSON value per object, with conditional writes and `mutate`; and
+//! what the writes of every handle share: [`WriteOptions`] and [`Written`].
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use syncline_proto::{
-    DocumentInfo, ErrorCode, ItemKey, ObjectKind, Request, Response, WireError, WrittenValue,
-};
+use syncline_proto::{ErrorCode, ItemKey, ObjectKind, Request, Response, WireError, WrittenValue};
 
-use crate::connection::unexpected;
-use crate::subscription::{parse, Replica, SubscribeOptions, Subscription};
-use crate::{Client, Error, Result};
+use crate::client::Client;
+use crate::replica::{DocumentState, Replica};
+use crate::subscription::{SubscribeOptions, Subscription};
+use crate::{unexpected, Error, Result};
 
 /// Attempts `mutate` makes before giving up with the last `Conflict`.
 const MUTATE_ATTEMPTS: usize = 16;
-
-/// A document as the server has it. Times are Unix milliseconds.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DocumentState {
-    /// The document's sid (`ET…`).
-    pub sid: String,
-    /// Its unique name, if it has one.
-    pub unique_name: Option<String>,
-    /// Starts at 0, +1 per change.
-    pub revision: u64,
-    /// The JSON value.
-    pub data: Value,
-    /// Identity that created it (`system` for the backend).
-    pub created_by: String,
-    /// Creation time.
-    pub date_created: u64,
-    /// Last change.
-    pub date_updated: u64,
-    /// Expiry time, if it has a TTL.
-    pub date_expires: Option<u64>,
-}
-
-impl TryFrom<DocumentInfo> for DocumentState {
-    type Error = Error;
-    fn try_from(d: DocumentInfo) -> Result<Self> {
-        Ok(DocumentState {
-            data: parse(&d.data)?,
-            sid: d.sid,
-            unique_name: d.unique_name,
-            revision: d.revision,
-            created_by: d.created_by,
-            date_created: d.date_created,
-            date_updated: d.date_updated,
-            date_expires: d.date_expires,
-        })
-    }
-}
 
 /// What a write of data did, as the writer may see it: the answer to a document `set`
 /// or `update`, a list `push` or an item `set` or `update`.

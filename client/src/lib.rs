@@ -40,30 +40,39 @@
 
 #![deny(missing_docs)]
 
+// The modules stand in three layers and import downward only, so that each layer reads
+// (and changes) without the ones above it; ARCHITECTURE.md draws them:
+// - ground: config, replica (persist: its file), link, connection (the core);
+// - keeping a client going: reconnect (the supervisor), offline (the write queue);
+// - what the app holds: client, subscription, document, collections, admin.
 mod admin;
+mod client;
 mod collections;
+mod config;
 mod connection;
 mod document;
+mod link;
 mod offline;
 mod persist;
 mod reconnect;
+mod replica;
 mod subscription;
 pub mod token;
 
 pub use syncline_proto::udp;
 
+pub use client::Client;
 pub use collections::{List, Map, Page, PageOptions, Stream};
-pub use connection::{
-    Client, ClientConfig, TokenState, DEFAULT_OFFLINE_WAIT, DEFAULT_REQUEST_TIMEOUT,
-    TOKEN_WARNING_S,
+pub use config::{
+    ClientConfig, ReconnectPolicy, TokenFuture, TokenProvider, DEFAULT_OFFLINE_WAIT,
+    DEFAULT_REQUEST_TIMEOUT,
 };
-pub use document::{Document, DocumentState, TypedDocument, WriteOptions, Written};
+pub use connection::{ConnectionState, StateChanges, TokenState, TOKEN_WARNING_S};
+pub use document::{Document, TypedDocument, WriteOptions, Written};
 pub use offline::{AttemptedWrite, ServerValue, WriteConflict};
 pub use persist::REPLICA_FORMAT_VERSION;
-pub use reconnect::{ConnectionState, ReconnectPolicy, StateChanges, TokenFuture, TokenProvider};
-pub use subscription::{
-    CollectionReplica, Item, Replica, SubscribeOptions, Subscription, SyncEvent, SyncEventKind,
-};
+pub use replica::{CollectionReplica, DocumentState, Item, Replica};
+pub use subscription::{SubscribeOptions, Subscription, SyncEvent, SyncEventKind};
 pub use syncline_proto::admin_config::AdminConfig;
 pub use syncline_proto::{
     Credential, ErrorCode, ItemKey, KeyInfo, ObjectInfo, ObjectKind, Order, PermissionInfo, Reason,
@@ -178,6 +187,17 @@ impl Error {
             other => Error::Connection(other.to_string()),
         }
     }
+}
+
+/// An `Unavailable` error with `message`.
+pub(crate) fn unavailable(message: impl Into<String>) -> Error {
+    Error::Server(WireError::new(ErrorCode::Unavailable, message))
+}
+
+/// An answer that does not fit the request: the server and this client disagree on
+/// the protocol.
+pub(crate) fn unexpected(r: syncline_proto::Response) -> Error {
+    Error::Protocol(format!("unexpected response {r:?}"))
 }
 
 /// A `Result` with this crate's [`Error`].

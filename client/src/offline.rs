@@ -6,7 +6,7 @@
 //!
 //! The bases come from the live subscriptions' replicas: each subscription of a client
 //! with offline writes keeps a small [`Known`] (revisions only, no data) in the
-//! client's [`Bases`], updated as it applies events.
+//! queue's [`Bases`], updated as it applies events.
 //!
 //! [`ClientConfig::with_offline_writes`]: crate::ClientConfig::with_offline_writes
 
@@ -18,10 +18,10 @@ use syncline_proto::{ErrorCode, ItemKey, ObjectInfo, ObjectKind, Request, Respon
 use tokio::sync::{oneshot, Notify};
 use tracing::debug;
 
-use crate::connection::{unavailable, Core, Link};
-use crate::document::DocumentState;
-use crate::subscription::{parse, Item, Replica};
-use crate::{Error, Result};
+use crate::connection::{ConnectionState, Core};
+use crate::link::Link;
+use crate::replica::{parse, DocumentState, Item, Replica};
+use crate::{unavailable, unexpected, Error, Result};
 
 /// A write that was queued while offline and found, once sent, that what it was based
 /// on had changed: the server kept its value and nothing was written. Both sides are
@@ -196,10 +196,10 @@ enum Basis {
 
 /// The live subscriptions' [`Known`]s of one client.
 #[derive(Default)]
-pub(crate) struct Bases(Mutex<Vec<Weak<Mutex<Known>>>>);
+struct Bases(Mutex<Vec<Weak<Mutex<Known>>>>);
 
 impl Bases {
-    pub(crate) fn register(&self, known: &Arc<Mutex<Known>>) {
+    fn register(&self, known: &Arc<Mutex<Known>>) {
         if let Ok(mut all) = self.0.lock() {
             all.retain(|k| k.strong_count() > 0);
             all.push(Arc::downgrade(known));
@@ -293,6 +293,8 @@ pub(crate) struct Queue {
     capacity: usize,
     inner: Mutex<Inner>,
     wake: Notify,
+    /// What live subscriptions know of revisions, for queued writes' bases.
+    bases: Bases,
 }
 
 /// What to do with a write.
@@ -352,7 +354,14 @@ impl Queue {
             capacity,
             inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
+            bases: Bases::default(),
         }
+    }
+
+    /// Gives queued writes the revisions a new subscription's replica holds, for as
+    /// long as the subscription keeps `known`.
+    pub(crate) fn track(&self, known: &Arc<Mutex<Known>>) {
+        self.bases.register(known);
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
@@ -383,7 +392,7 @@ impl Queue {
         let (target, base) = match shape {
             Shape::Free(target) => (target, Base::AsIs),
             Shape::Based(mut target) => {
-                let (sid, basis) = core.bases.lookup(&target.object, target.key.as_ref());
+                let (sid, basis) = self.bases.lookup(&target.object, target.key.as_ref());
                 if let Some(sid) = sid {
                     target.object = sid;
                 }
@@ -503,10 +512,7 @@ fn no_base(target: &Target) -> Error {
 
 /// The client's queue sender: waits for entries and a connection, sends each entry in
 /// order, and stops when the client is closed or denied (failing what is left).
-pub(crate) async fn drain(core: Arc<Core>) {
-    let Some(queue) = core.offline.as_ref() else {
-        return;
-    };
+pub(crate) async fn drain(core: Arc<Core>, queue: Arc<Queue>) {
     let mut shutdown = core.shutdown.subscribe();
     loop {
         if *shutdown.borrow_and_update() {
@@ -556,7 +562,7 @@ pub(crate) async fn drain(core: Arc<Core>) {
         let _ = reply.send(result);
     }
     queue.fail_all(|| {
-        crate::ConnectionState::Closed
+        ConnectionState::Closed
             .terminal_error()
             .unwrap_or_else(|| Error::Connection("the client was closed".into()))
     });
@@ -623,7 +629,7 @@ async fn absent(core: &Core, link: &Link, request: Request) -> Result<Response> 
             };
             return match call(core, link, create).await {
                 Ok(Response::Object(o)) => conditional(core, link, request, o.revision).await,
-                Ok(other) => Err(crate::connection::unexpected(other)),
+                Ok(other) => Err(unexpected(other)),
                 Err(e) if e.code() == ErrorCode::AlreadyExists => {
                     match current(core, link, &request).await {
                         Ok(now) => Err(conflict(&request, None, now)),
@@ -679,7 +685,7 @@ async fn current(core: &Core, link: &Link, request: &Request) -> Result<ServerVa
         Ok(Response::Document(d)) => Ok(ServerValue::Document(d.try_into()?)),
         Ok(Response::Item(i)) => Ok(ServerValue::Item(i.try_into()?)),
         Ok(Response::Object(o)) => Ok(ServerValue::Object(o)),
-        Ok(other) => Err(crate::connection::unexpected(other)),
+        Ok(other) => Err(unexpected(other)),
         Err(e) if e.code() == ErrorCode::NotFound => Ok(ServerValue::Deleted),
         Err(e) => Err(e),
     }

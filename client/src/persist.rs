@@ -7,16 +7,14 @@
 //!
 //! [`Client::resume`]: crate::Client::resume
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
-use syncline_proto::ItemKey;
 
-use crate::subscription::{Item, Replica};
+use crate::replica::Replica;
 use crate::{Error, Result};
 
 /// The replica file format this client writes, and the newest it reads. A file with a
@@ -31,26 +29,6 @@ struct FileOut<'a> {
     format: &'static str,
     version: u64,
     replica: &'a Replica,
-}
-
-/// Items travel as a list: JSON object keys must be strings, and a list or map item's
-/// key is an index or a string; each item carries its key anyway.
-pub(crate) mod items_as_list {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(
-        items: &BTreeMap<ItemKey, Item>,
-        s: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_seq(items.values())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> std::result::Result<BTreeMap<ItemKey, Item>, D::Error> {
-        let items = Vec::<Item>::deserialize(d)?;
-        Ok(items.into_iter().map(|i| (i.key.clone(), i)).collect())
-    }
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> Error {

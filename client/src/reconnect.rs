@@ -7,168 +7,15 @@
 //! token refused with no provider to replace it) end in [`ConnectionState::Denied`],
 //! and nothing is retried after that.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use syncline_proto::{Credential, ErrorCode, Request, Response};
-use tokio::sync::broadcast;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::connection::{unexpected, Core, Link};
-use crate::{Error, Result};
-
-/// The future a [`TokenProvider`] returns.
-pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String>> + Send>>;
-
-/// An async callback that returns a fresh access token (from the app's backend, say).
-/// The client calls it before the current token expires (and swaps it in with
-/// `update_token`), and before reconnecting after a `TokenExpired` or `Unauthorized`
-/// close or refusal. Build one with [`ClientConfig::with_token_provider`].
-///
-/// [`ClientConfig::with_token_provider`]: crate::ClientConfig::with_token_provider
-pub type TokenProvider = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
-
-/// How the client reconnects. The defaults suit an app on a flaky network: a first
-/// retry within 250 ms, then waits doubling up to 30 s, each drawn at random between 0
-/// and that bound ("full jitter", so that a restarted server is not hit by all its
-/// clients at the same instant).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReconnectPolicy {
-    /// The bound of the first wait (default 250 ms).
-    pub initial_backoff: Duration,
-    /// The largest bound a wait grows to (default 30 s).
-    pub max_backoff: Duration,
-    /// How long one attempt (QUIC handshake and `Hello`) may take before it counts as
-    /// failed (default 10 s). A server that is down does not refuse a QUIC handshake;
-    /// it just never answers.
-    pub connect_timeout: Duration,
-}
-
-impl Default for ReconnectPolicy {
-    fn default() -> Self {
-        ReconnectPolicy {
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl ReconnectPolicy {
-    /// The wait before reconnect attempt `attempt` (0 for the first): uniform in
-    /// `0..=min(max_backoff, initial_backoff * 2^attempt)`.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let bound = self
-            .initial_backoff
-            .saturating_mul(1u32 << attempt.min(20))
-            .min(self.max_backoff);
-        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(random_u64() % nanos.saturating_add(1))
-    }
-}
-
-/// A random number from the standard library's per-process hash keys (no dependency
-/// for a jitter that needs no cryptographic quality).
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
-
-/// Where the client's connection stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionState {
-    /// A connection attempt is under way.
-    Connecting,
-    /// Connected and authenticated.
-    Connected,
-    /// The connection was lost; the next attempt starts after `retry_in`.
-    Disconnected {
-        /// The wait before the next attempt (backoff with jitter).
-        retry_in: Duration,
-    },
-    /// The server refused the client for good (key revoked, service deleted, token
-    /// refused and no provider to get another): it does not retry.
-    Denied {
-        /// The refusal's code (`Unauthorized`, `TokenExpired`, `Forbidden`, ...).
-        code: ErrorCode,
-        /// The server's message.
-        reason: String,
-    },
-    /// Closed by the app ([`Client::close`](crate::Client::close) or the last handle
-    /// dropped).
-    Closed,
-}
-
-impl ConnectionState {
-    /// The error operations fail with in a terminal state (`Denied`, `Closed`).
-    pub(crate) fn terminal_error(&self) -> Option<Error> {
-        match self {
-            ConnectionState::Denied { code, reason } => Some(Error::Closed {
-                code: *code,
-                reason: reason.clone(),
-            }),
-            ConnectionState::Closed => Some(Error::Closed {
-                code: ErrorCode::Unavailable,
-                reason: "the client was closed".into(),
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// Every state change of a client, in order, from the moment it was asked for
-/// ([`Client::state_changes`](crate::Client::state_changes)). A reader that falls more
-/// than 16 changes behind skips to the newest ones. Implements `futures::Stream`.
-///
-/// ```no_run
-/// # async fn demo(client: syncline_client::Client) {
-/// let mut changes = client.state_changes();
-/// while let Some(state) = changes.next().await {
-///     println!("connection: {state:?}");
-/// }
-/// # }
-/// ```
-pub struct StateChanges {
-    rx: Pin<Box<dyn futures_core::Stream<Item = ConnectionState> + Send>>,
-}
-
-impl StateChanges {
-    pub(crate) fn new(rx: broadcast::Receiver<ConnectionState>) -> Self {
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(state) => return Some((state, rx)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        StateChanges {
-            rx: Box::pin(stream),
-        }
-    }
-
-    /// The next state; `None` once the client is gone.
-    pub async fn next(&mut self) -> Option<ConnectionState> {
-        std::future::poll_fn(|cx| self.rx.as_mut().poll_next(cx)).await
-    }
-}
-
-impl futures_core::Stream for StateChanges {
-    type Item = ConnectionState;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.as_mut().poll_next(cx)
-    }
-}
+use crate::connection::{ConnectionState, Core, TOKEN_WARNING_S};
+use crate::link::Link;
+use crate::{unexpected, Error, Result};
 
 /// Codes of a refusal that the same credential would get again.
 fn is_refusal(code: ErrorCode) -> bool {
@@ -237,7 +84,7 @@ const REFRESH_RETRY: Duration = Duration::from_secs(5);
 /// 3 minutes before `exp` (when `AboutToExpire` starts), or half-way for shorter tokens.
 fn refresh_in(exp: u64, received: u64, now: u64) -> Duration {
     let lifetime = exp.saturating_sub(received);
-    let margin = crate::connection::TOKEN_WARNING_S.min(lifetime / 2);
+    let margin = TOKEN_WARNING_S.min(lifetime / 2);
     Duration::from_secs(exp.saturating_sub(margin).saturating_sub(now)).max(MIN_REFRESH_INTERVAL)
 }
 
@@ -414,25 +261,6 @@ async fn reconnect(core: &Core, old: Option<&Arc<Link>>, why: Option<Error>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_stays_within_its_doubling_bound_and_the_cap() {
-        let p = ReconnectPolicy {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-        };
-        for attempt in 0..40 {
-            let bound =
-                Duration::from_millis(100 * (1u64 << attempt.min(20))).min(Duration::from_secs(1));
-            for _ in 0..50 {
-                assert!(p.backoff(attempt) <= bound, "attempt {attempt}");
-            }
-        }
-        // Jitter: not every draw is the same.
-        let draws: std::collections::HashSet<_> = (0..50).map(|_| p.backoff(5)).collect();
-        assert!(draws.len() > 1);
-    }
 
     #[test]
     fn tokens_are_refreshed_three_minutes_before_exp_or_half_way() {

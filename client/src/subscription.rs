@@ -11,132 +11,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 use syncline_proto::{
-    ErrorCode, Event, EventKind, ItemInfo, ItemKey, ObjectInfo, ObjectKind, ObjectState, Reason,
-    Request, Response, WireError,
+    ErrorCode, Event, EventKind, ItemKey, ObjectKind, ObjectState, Reason, Request, Response,
+    WireError,
 };
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::connection::{unexpected, Link};
-use crate::document::DocumentState;
+use crate::client::Client;
+use crate::link::Link;
 use crate::offline::Known;
-use crate::{Client, Error, Result};
-
-pub(crate) fn parse(s: &str) -> Result<Value> {
-    serde_json::from_str(s).map_err(|e| Error::Protocol(format!("server sent invalid JSON: {e}")))
-}
-
-/// A list or map item. `revision` is the object revision at which it last changed.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Item {
-    /// Index (lists) or key (maps).
-    pub key: ItemKey,
-    /// The object revision at which it last changed.
-    pub revision: u64,
-    /// The item's JSON value.
-    pub data: Value,
-    /// Identity that created it (`system` for the backend).
-    pub created_by: String,
-    /// Creation time, Unix milliseconds.
-    pub date_created: u64,
-    /// Last change, Unix milliseconds.
-    pub date_updated: u64,
-    /// Expiry time, Unix milliseconds, if it has a TTL.
-    pub date_expires: Option<u64>,
-}
-
-impl TryFrom<ItemInfo> for Item {
-    type Error = Error;
-    fn try_from(i: ItemInfo) -> Result<Self> {
-        Ok(Item {
-            data: parse(&i.data)?,
-            key: i.key,
-            revision: i.revision,
-            created_by: i.created_by,
-            date_created: i.date_created,
-            date_updated: i.date_updated,
-            date_expires: i.date_expires,
-        })
-    }
-}
-
-/// A list's or map's local copy.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CollectionReplica {
-    /// The object's metadata as of the replica's revision.
-    pub info: ObjectInfo,
-    /// Lists: the replica holds the items with index >= this (the newest N at subscribe
-    /// time, and everything pushed since). Maps: 0, all items.
-    pub window_start: u64,
-    /// The items held, by key.
-    #[serde(with = "crate::persist::items_as_list")]
-    pub items: BTreeMap<ItemKey, Item>,
-}
-
-impl CollectionReplica {
-    fn holds(&self, key: &ItemKey) -> bool {
-        match key {
-            ItemKey::Index(i) => *i >= self.window_start,
-            ItemKey::Key(_) => true,
-        }
-    }
-}
-
-/// The local copy of a subscribed object. [`Replica::save`] and [`Replica::load`] keep
-/// it in a file across restarts; [`Client::resume`] continues from it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Replica {
-    /// Nothing yet (resumed from a bare revision, before any snapshot), or removed.
-    Empty,
-    /// A document's state.
-    Document(DocumentState),
-    /// A list's window of items.
-    List(CollectionReplica),
-    /// A map's items.
-    Map(CollectionReplica),
-    /// Streams keep no state; this is the stream's metadata.
-    Stream(ObjectInfo),
-}
-
-impl Replica {
-    /// The revision the replica is at, if it has one.
-    pub fn revision(&self) -> Option<u64> {
-        match self {
-            Replica::Empty => None,
-            Replica::Document(d) => Some(d.revision),
-            Replica::List(c) | Replica::Map(c) => Some(c.info.revision),
-            Replica::Stream(i) => Some(i.revision),
-        }
-    }
-
-    /// The replicated object's kind, if there is a replica.
-    pub fn kind(&self) -> Option<ObjectKind> {
-        match self {
-            Replica::Empty => None,
-            Replica::Document(_) => Some(ObjectKind::Document),
-            Replica::List(_) => Some(ObjectKind::List),
-            Replica::Map(_) => Some(ObjectKind::Map),
-            Replica::Stream(_) => Some(ObjectKind::Stream),
-        }
-    }
-
-    /// The sid of the replicated object, if there is a replica.
-    pub fn sid(&self) -> Option<&str> {
-        match self {
-            Replica::Empty => None,
-            Replica::Document(d) => Some(&d.sid),
-            Replica::List(c) | Replica::Map(c) => Some(&c.info.sid),
-            Replica::Stream(i) => Some(&i.sid),
-        }
-    }
-
-    fn collection(&mut self) -> Option<&mut CollectionReplica> {
-        match self {
-            Replica::List(c) | Replica::Map(c) => Some(c),
-            _ => None,
-        }
-    }
-}
+use crate::replica::{parse, CollectionReplica, DocumentState, Item, Replica};
+use crate::{unexpected, Error, Result};
 
 /// What happened to a subscribed object.
 #[derive(Debug, Clone, PartialEq)]
@@ -307,7 +192,7 @@ impl Client {
         sid: &str,
         replica: &Replica,
     ) -> Option<Arc<Mutex<Known>>> {
-        self.core().offline.as_ref()?;
+        let queue = self.offline()?;
         let mut known = Known {
             sid: sid.to_owned(),
             unique_name: (!syncline_proto::ids::is_sid(object)).then(|| object.to_owned()),
@@ -315,7 +200,7 @@ impl Client {
         };
         known.reset(replica);
         let known = Arc::new(Mutex::new(known));
-        self.core().bases.register(&known);
+        queue.track(&known);
         Some(known)
     }
 
