@@ -8,7 +8,6 @@ pub mod acl;
 pub mod admin;
 pub mod auth;
 pub mod batch;
-pub mod cli;
 pub mod command;
 pub mod commit;
 pub mod config;
