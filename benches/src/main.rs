@@ -7,12 +7,12 @@
 //! cargo run --release -p syncline-bench -- fanout --subscribers 1000 --rate 100
 //! cargo run --release -p syncline-bench -- all --quick --json
 //! cargo run --release -p syncline-bench --features etcd -- write --peer etcd
-//! cargo build --release -p syncline-server && cargo run --release -p syncline-bench -- crash --cycles 100
-//! cargo build --release -p syncline-server && cargo run --release -p syncline-bench -- soak --duration 600
+//! cargo build --release -p syncline-cli && cargo run --release -p syncline-bench -- crash --cycles 100
+//! cargo build --release -p syncline-cli && cargo run --release -p syncline-bench -- soak --duration 600
 //! ```
 //!
 //! The `syncline` binary must already be built, in the same profile and target
-//! directory (`cargo build --release -p syncline-server`); the tool says so if not.
+//! directory (`cargo build --release -p syncline-cli`); the tool says so if not.
 //!
 //! `--peer etcd` (cargo feature `etcd`, off by default: it needs `protoc`) and
 //! `--peer redis` (cargo feature `redis`) run `write`, `fanout` (document kind) and

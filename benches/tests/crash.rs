@@ -79,7 +79,7 @@ fn without_the_server_binary_crash_fails_at_once_naming_the_build_command() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "it must fail: {stderr}");
     assert!(
-        stderr.contains("cargo build -p syncline-server"),
+        stderr.contains("cargo build -p syncline-cli"),
         "the error names the build command: {stderr}"
     );
 }

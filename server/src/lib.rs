@@ -4,7 +4,6 @@
 //! TLS and `admin.json`; `server` starts and stops it all over the sled store. Nothing
 //! here decides access, limits, revisions or sessions: that is `syncline_core`.
 
-pub mod cli;
 pub mod config;
 pub mod http;
 pub mod net;

@@ -281,7 +281,7 @@ pub fn syncline_bin() -> PathBuf {
         let bin = profile_dir.join("syncline");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "syncline-server", "--bin", "syncline"]);
+        cmd.args(["build", "-q", "-p", "syncline-cli", "--bin", "syncline"]);
         if let Some(target_dir) = profile_dir.parent() {
             cmd.arg("--target-dir").arg(target_dir);
         }

@@ -37,7 +37,7 @@ pub fn syncline_bin() -> Result<PathBuf, String> {
     };
     Err(format!(
         "the server binary {} is missing; build it first with \
-         `cargo build{release} -p syncline-server` (same CARGO_TARGET_DIR as this tool)",
+         `cargo build{release} -p syncline-cli` (same CARGO_TARGET_DIR as this tool)",
         bin.display()
     ))
 }

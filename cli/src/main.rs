@@ -1,8 +1,16 @@
-//! The `syncline` command line: `serve` runs the server; the other commands are thin
-//! clients over `syncline-client` that print JSON, one object per line, on stdout, and
-//! errors as one line `Code: message` on stderr with a per-code exit status.
+//! The `syncline` binary: `serve` runs the server (`syncline-server`); the other commands
+//! are thin clients over `syncline-client` that print JSON, one object per line, on
+//! stdout, and errors as one line `Code: message` on stderr with a per-code exit status.
 
 mod output;
+
+// glibc's malloc was a quarter of the server's CPU under write load (arena locks,
+// consolidation); mimalloc's per-thread free lists take most of that away.
+// `--features system-allocator` leaves the system's malloc in place, for heap profilers
+// (heaptrack) that see only that one.
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +24,13 @@ use syncline_client::{
 };
 use syncline_proto::ids::{is_sid, SERVICE_PREFIX};
 
-use crate::server::{Server, ServerOptions, DEFAULT_LISTEN};
+// Everything `serve` and `auth-token rotate` take from the server library.
+use syncline_core::RateLimit;
+use syncline_server::config::rotate_auth_token;
+use syncline_server::http::DEFAULT_HTTP_LISTEN;
+use syncline_server::server::DEFAULT_LISTEN;
+use syncline_server::{Server, ServerOptions};
+use syncline_store_sled::DEFAULT_KEEP_FREE_BYTES;
 
 /// Exit status for usage and local (non-server) failures.
 const EXIT_USAGE: i32 = 2;
@@ -110,7 +124,7 @@ struct ServeArgs {
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
     /// HTTPS address of the REST API (Twilio Sync v1), or `off`.
-    #[arg(long, default_value = crate::http::DEFAULT_HTTP_LISTEN)]
+    #[arg(long, default_value = DEFAULT_HTTP_LISTEN)]
     http_listen: String,
     /// Certificate chain (PEM) instead of the self-signed one.
     #[arg(long, requires = "key")]
@@ -135,7 +149,7 @@ struct ServeArgs {
     rate_limit: u32,
     /// Free space (MiB) kept on the data directory's file system: below it, writes are
     /// refused with `Unavailable` until space is freed; reads go on. 0: write until full.
-    #[arg(long, default_value_t = syncline_store_sled::DEFAULT_KEEP_FREE_BYTES >> 20)]
+    #[arg(long, default_value_t = DEFAULT_KEEP_FREE_BYTES >> 20)]
     keep_free_mib: u64,
 }
 
@@ -418,8 +432,12 @@ enum PermissionCommand {
     },
 }
 
+fn main() {
+    std::process::exit(run_command_line());
+}
+
 /// Runs the command line; returns the process exit status.
-pub fn main() -> i32 {
+fn run_command_line() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -451,7 +469,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Serve(args) => serve(args).await,
         Command::AuthToken(AuthTokenCommand::Rotate { data }) => {
-            let token = crate::config::rotate_auth_token(data)
+            let token = rotate_auth_token(data)
                 .await
                 .map_err(|e| Error::Config(format!("{e} (is the server still running?)")))?;
             println!("{token}");
@@ -1010,7 +1028,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
     options.reap_interval = Duration::from_millis(args.reap_interval_ms.max(10));
     options.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     options.keep_free_bytes = args.keep_free_mib.saturating_mul(1 << 20);
-    options.rate = syncline_core::RateLimit {
+    options.rate = RateLimit {
         per_second: f64::from(args.rate_limit),
         burst: 2.0 * f64::from(args.rate_limit),
     };
