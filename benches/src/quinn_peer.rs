@@ -65,9 +65,16 @@ async fn serve(dir: &std::path::Path) -> Result<(), String> {
         generated.key_pair.serialize_der(),
     ));
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let endpoint =
-        syncline_server::net::bind(addr, certs, key, syncline_server::net::DEFAULT_IDLE_TIMEOUT)
-            .map_err(|e| e.to_string())?;
+    // A fresh stateless-reset secret per run: this peer keeps no state across restarts.
+    let reset_secret: [u8; 32] = rand::random();
+    let endpoint = syncline_server::net::bind(
+        addr,
+        certs,
+        key,
+        syncline_server::net::DEFAULT_IDLE_TIMEOUT,
+        &reset_secret,
+    )
+    .map_err(|e| e.to_string())?;
     let local = endpoint.local_addr().map_err(|e| e.to_string())?;
     // The harness reads this one line to find the server.
     println!("{local}");

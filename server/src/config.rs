@@ -8,6 +8,7 @@
 //!                 auth token (0600)
 //! tls/cert.pem    self-signed certificate for localhost, 127.0.0.1, ::1
 //! tls/key.pem     its private key (0600)
+//! reset.key       32 random bytes: the QUIC stateless-reset secret (0600), see `reset_key`
 //! db/             the sled store
 //! ```
 
@@ -118,6 +119,39 @@ pub fn tls_identity(
         key,
         cert_file,
     })
+}
+
+/// Length of `reset.key`.
+pub const RESET_KEY_LEN: usize = 32;
+
+/// The secret the QUIC endpoint keys its stateless resets and connection ids with
+/// (`net::bind`), made on first start (`reset.key`, 0600) and read on every later one. A
+/// server restarted after a crash answers its old connections' packets with resets their
+/// clients can verify, so they reconnect at once instead of waiting for their idle timeout. A file of another
+/// length is an error rather than replaced: a new secret would make that wait come back
+/// unnoticed.
+pub fn reset_key(data_dir: &Path) -> Result<[u8; RESET_KEY_LEN], ConfigError> {
+    let path = data_dir.join("reset.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => <[u8; RESET_KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| {
+            let message = format!(
+                "damaged: a stateless-reset key is {RESET_KEY_LEN} bytes, this file has {}; \
+                 remove it to have a new one made (connected clients then wait for their \
+                 idle timeout once)",
+                bytes.len()
+            );
+            io(&path)(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                message,
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; RESET_KEY_LEN] = rand::Rng::gen(&mut rand::rngs::OsRng);
+            write_private(&path, &key, 0o600)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
 }
 
 /// Creates the data directory (0700) if needed.

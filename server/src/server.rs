@@ -94,6 +94,7 @@ impl Server {
     pub async fn start(opts: ServerOptions) -> Result<Server, ServerError> {
         let data_dir = config::prepare_data_dir(&opts.data_dir)?;
         let tls = config::tls_identity(&data_dir, opts.cert.as_deref(), opts.key.as_deref())?;
+        let reset_key = config::reset_key(&data_dir)?;
         let store = SledStore::open(&data_dir.join("db"), opts.log_retention, opts.durable)
             .map_err(ConfigError::from)?
             .keep_free(opts.keep_free_bytes);
@@ -110,7 +111,13 @@ impl Server {
             Some((listener, _)) => listener.local_addr().ok().map(|a| format!("https://{a}")),
             None => None,
         };
-        let endpoint = net::bind(opts.listen, tls.certs, tls.key, opts.idle_timeout)?;
+        let endpoint = net::bind(
+            opts.listen,
+            tls.certs,
+            tls.key,
+            opts.idle_timeout,
+            &reset_key,
+        )?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| EndpointError::Bind {

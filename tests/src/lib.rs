@@ -420,6 +420,17 @@ impl ServerProcess {
             .expect("kill runs");
         assert!(status.success(), "kill -TERM {pid}");
         let _ = self.child.wait();
+        self.start_again();
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A fresh start on the same data directory and QUIC address, after `kill`.
+    pub fn start_again(&mut self) {
         let (child, admin) = Self::spawn(
             &self.data,
             &self.admin.server,
@@ -428,12 +439,6 @@ impl ServerProcess {
         );
         self.child = child;
         self.admin = admin;
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 
     /// A `syncline` client command against this server, as the backend.
@@ -451,6 +456,17 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A child process (a long-running CLI command) that is killed and reaped when dropped,
+/// so that a test that fails half-way does not leave it running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -1,20 +1,22 @@
 //! The client keeps going: it reconnects after a server restart and resumes its
 //! subscriptions without duplicates or gaps, reports its connection state, stops at a
 //! terminal refusal, bounds operations issued while disconnected, refreshes tokens
-//! through its provider, and the CLI's `watch` rides out a restart.
+//! through its provider, and the CLI's `watch` rides out a restart, and a crash: after a
+//! SIGKILL it hears of the restarted server within seconds, not at its idle timeout.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use syncline_client::{
     Client, ConnectionState, ErrorCode, ItemKey, ObjectKind, StateChanges, Subscription, SyncEvent,
     SyncEventKind,
 };
-use syncline_tests::{server_items, ServerProcess, TestServer, WAIT};
+use syncline_tests::{server_items, KillOnDrop, ServerProcess, TestServer, WAIT};
 
 /// States from `changes` until one matches `stop` (included), failing after `WAIT`.
 async fn states_until(
@@ -362,23 +364,23 @@ async fn a_stream_subscriber_is_told_it_missed_messages_across_a_restart() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cli_watch_survives_a_server_restart_and_prints_what_it_missed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start(dir.path());
-    let set = |server: &ServerProcess, v: u64| {
-        let out = server
-            .cli()
-            .args(["doc", "set", "feed", &format!(r#"{{"v":{v}}}"#)])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    set(&server, 0);
+/// `syncline doc set feed {"v":V}` against `server`, as the backend.
+fn set_feed(server: &ServerProcess, v: u64) {
+    let out = server
+        .cli()
+        .args(["doc", "set", "feed", &format!(r#"{{"v":{v}}}"#)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `syncline watch feed` against `server` (ended when dropped), and its stdout lines,
+/// read on a thread so that the test waits for each with a bound.
+fn watch_feed(server: &ServerProcess) -> (KillOnDrop, mpsc::Receiver<String>) {
     let mut watch = server
         .cli()
         .args(["watch", "feed"])
@@ -387,7 +389,7 @@ async fn cli_watch_survives_a_server_restart_and_prints_what_it_missed() {
         .spawn()
         .unwrap();
     let stdout = watch.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -395,36 +397,98 @@ async fn cli_watch_survives_a_server_restart_and_prints_what_it_missed() {
             }
         }
     });
-    let next = || -> Value {
-        let line = rx.recv_timeout(WAIT * 2).expect("a line in time");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"))
-    };
-    assert_eq!(next()["revision"], 0);
-    set(&server, 1);
-    assert_eq!(next()["revision"], 1);
+    (KillOnDrop(watch), rx)
+}
 
-    server.restart();
-    // Written while the watcher is away or coming back: each printed once, in order.
-    for v in 2..=4 {
-        set(&server, v);
-    }
-    for v in 2..=4 {
-        let e = next();
-        assert_eq!(
-            (e["event"].clone(), e["revision"].clone(), e["data"].clone()),
-            (json!("document_updated"), json!(v), json!({ "v": v }))
-        );
-    }
+/// The watch's next line, as JSON, within `within`.
+fn next_line(rx: &mpsc::Receiver<String>, within: Duration) -> Value {
+    let line = rx.recv_timeout(within).expect("a line in time");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+/// Ends the watch with SIGINT: it exits successfully, having said on stderr that it
+/// reconnected.
+fn stop_watch(mut watch: KillOnDrop) {
+    let child = &mut watch.0;
     assert!(
-        watch.try_wait().unwrap().is_none(),
+        child.try_wait().unwrap().is_none(),
         "watch is still running"
     );
     let _ = Command::new("kill")
-        .args(["-INT", &watch.id().to_string()])
+        .args(["-INT", &child.id().to_string()])
         .status();
-    let status = watch.wait().unwrap();
+    let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("reconnected"), "{stderr}");
+}
+
+/// A server process with `feed` at revision 1, and a `syncline watch feed` that has
+/// printed revisions 0 and 1 (so its client has just heard from the server).
+fn watch_of_feed_at_revision_1(dir: &Path) -> (ServerProcess, KillOnDrop, mpsc::Receiver<String>) {
+    let server = ServerProcess::start(dir);
+    set_feed(&server, 0);
+    let (watch, rx) = watch_feed(&server);
+    assert_eq!(next_line(&rx, WAIT)["revision"], 0);
+    set_feed(&server, 1);
+    assert_eq!(next_line(&rx, WAIT)["revision"], 1);
+    (server, watch, rx)
+}
+
+/// `line` is the event of `set_feed(v)`.
+fn assert_feed_updated(line: &Value, v: u64) {
+    assert_eq!(
+        (&line["event"], &line["revision"], &line["data"]),
+        (&json!("document_updated"), &json!(v), &json!({ "v": v })),
+        "{line}"
+    );
+}
+
+#[test]
+fn cli_watch_survives_a_server_restart_and_prints_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, watch, rx) = watch_of_feed_at_revision_1(dir.path());
+    server.restart();
+    // Written while the watcher is away or coming back: each printed once, in order.
+    for v in 2..=4 {
+        set_feed(&server, v);
+    }
+    for v in 2..=4 {
+        assert_feed_updated(&next_line(&rx, WAIT * 2), v);
+    }
+    stop_watch(watch);
+}
+
+#[test]
+fn cli_watch_prints_a_change_within_seconds_of_a_restart_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, watch, rx) = watch_of_feed_at_revision_1(dir.path());
+    // The watch's client has just heard from the server, so the next packet it sends is
+    // its keep-alive, 10 s from now (client/src/connection.rs). The server dies without
+    // closing anything and is back before then: that packet meets the new process, whose
+    // stateless reset, keyed by the data directory's reset.key, the client trusts, so it
+    // reconnects at once. A process with fresh keys would drop that packet or send a
+    // reset the client ignores, and the client would wait for its idle timeout (33 s
+    // after the restart when that was tried).
+    let heard = Instant::now();
+    server.kill();
+    std::thread::sleep(Duration::from_secs(7).saturating_sub(heard.elapsed()));
+    let restarted = Instant::now();
+    server.start_again();
+    set_feed(&server, 2);
+    let within = Duration::from_secs(5).saturating_sub(restarted.elapsed());
+    let line = rx.recv_timeout(within).unwrap_or_else(|e| {
+        panic!(
+            "no line within 5 s of the restart ({e}): the watch's client did not take the \
+             restarted server's stateless reset"
+        )
+    });
+    let line: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_feed_updated(&line, 2);
+    eprintln!(
+        "the change was printed {:.2?} after the restart began",
+        restarted.elapsed()
+    );
+    stop_watch(watch);
 }

@@ -1,8 +1,12 @@
-//! Restarts: data, revisions and the change log survive a graceful restart, and a
-//! shutdown tells connected clients the server is going away after finishing their writes.
+//! Restarts: data, revisions and the change log survive a graceful restart, a shutdown
+//! tells connected clients the server is going away after finishing their writes, and the
+//! stateless-reset key is made once and kept.
+
+use std::os::unix::fs::PermissionsExt;
 
 use serde_json::json;
 use syncline_client::{ErrorCode, SyncEventKind};
+use syncline_server::Server;
 use syncline_tests::{next_event, TestServer, WAIT};
 
 #[tokio::test]
@@ -75,4 +79,34 @@ async fn shutdown_tells_clients_and_keeps_acknowledged_writes() {
         "acknowledged revision {revision} survived"
     );
     assert!(d.data["k"].as_u64().unwrap() >= k);
+}
+
+#[tokio::test]
+async fn the_stateless_reset_key_is_made_on_first_start_and_kept_across_restarts() {
+    let mut s = TestServer::start().await;
+    let path = s.dir.path().join("reset.key");
+    let key = std::fs::read(&path).expect("reset.key made on first start");
+    assert_eq!(key.len(), 32);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the server's user reads it");
+    s.restart().await;
+    s.restart().await;
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        key,
+        "the same key after restarts"
+    );
+
+    // A damaged key stops the start, naming the file, and is left as it is.
+    s.shutdown().await;
+    std::fs::write(&path, b"damaged").unwrap();
+    let Err(e) = Server::start(s.options.clone()).await else {
+        panic!("a server started with a damaged reset.key");
+    };
+    let message = e.to_string();
+    assert!(
+        message.contains("reset.key") && message.contains("32 bytes"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"damaged");
 }

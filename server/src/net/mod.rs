@@ -67,12 +67,16 @@ pub fn transport_config(idle_timeout: Duration) -> quinn::TransportConfig {
     t
 }
 
-/// Binds the server endpoint on `addr` with the given certificate.
+/// Binds the server endpoint on `addr` with the given certificate. `reset_secret` keys
+/// the stateless resets (HMAC-SHA256) and the connection ids' check: the server's is
+/// kept in its data directory (`config::reset_key`), so that after a restart its resets
+/// still end the connections of the process before it.
 pub fn bind(
     addr: SocketAddr,
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     idle_timeout: Duration,
+    reset_secret: &[u8],
 ) -> Result<quinn::Endpoint, EndpointError> {
     let provider = Arc::new(syncline_proto::tls::quic_crypto_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -112,8 +116,20 @@ pub fn bind(
         );
     }
     let socket = bound.socket;
+    // A restarted server must take its predecessor's connection ids as its own (quinn
+    // drops a packet whose id fails the generator's check, answering nothing) and sign
+    // its stateless reset as the predecessor did: both keys come from `reset_secret`.
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
+    let cid_tag = ring::hmac::sign(&reset_key, b"syncline connection id key");
+    let mut cid_key = [0; 8];
+    cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         Some(config),
         socket,
         Arc::new(quinn::TokioRuntime),
