@@ -32,6 +32,7 @@ mod harness;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,8 +41,10 @@ use syncline_client::ObjectKind;
 
 use harness::crash::{self, CrashParams};
 use harness::measure::{self, Outcome};
+use harness::peer::Peer;
 use harness::server::{ServerUnderTest, WRITE_RATE_LIMIT};
 use harness::soak::{self, SoakParams};
+use harness::syncline::Syncline;
 use harness::workloads;
 
 #[derive(Parser, Debug)]
@@ -72,13 +75,13 @@ struct Cli {
     /// Syncline, to compare (each is started here, on 127.0.0.1; etcd and redis need
     /// their cargo features). Repeat the flag or separate with commas.
     #[arg(long, global = true, value_enum, value_delimiter = ',')]
-    peer: Vec<Peer>,
+    peer: Vec<PeerName>,
     #[command(subcommand)]
     workload: Workload,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Peer {
+enum PeerName {
     /// etcd (Debian package `etcd-server`), one node, started by the harness.
     Etcd,
     /// Redis (Debian package `redis-server`), AOF with fsync on every write, started
@@ -288,8 +291,37 @@ fn connections_of(connections: &[usize]) -> usize {
     connections.first().copied().unwrap_or(8)
 }
 
+/// A workload against Syncline, on `server` (stopped when this returns).
 async fn run_one(
-    server: &ServerUnderTest,
+    server: ServerUnderTest,
+    w: &Workload,
+    duration: Duration,
+) -> Result<Outcome, String> {
+    let syncline = Syncline::new(server)?;
+    let syncline = Arc::new(match w {
+        Workload::Fanout { kind, .. } => syncline.with_kind((*kind).into()),
+        Workload::Conns { first_time, .. } => syncline.with_first_time(*first_time),
+        _ => syncline,
+    });
+    match w {
+        Workload::Write {
+            writers,
+            shared,
+            http: true,
+            ..
+        } => harness::http::write(&syncline, *writers, *shared, duration).await,
+        Workload::Chat {
+            rooms,
+            members,
+            rate,
+        } => harness::chat::chat(&syncline, *rooms, *members, *rate, duration).await,
+        _ => drive(&syncline, w, duration).await,
+    }
+}
+
+/// W1..W3 against any system: the same driver for each.
+async fn drive<P: Peer>(
+    peer: &Arc<P>,
     w: &Workload,
     duration: Duration,
 ) -> Result<Outcome, String> {
@@ -301,43 +333,29 @@ async fn run_one(
             http: false,
         } => {
             let c = connections_of(connections);
-            workloads::write(server, *writers, c, *shared, duration).await
+            workloads::write(peer, *writers, c, *shared, duration).await
         }
-        Workload::Write {
-            writers,
-            shared,
-            http: true,
-            ..
-        } => harness::http::write(server, *writers, *shared, duration).await,
         Workload::Fanout {
-            subscribers,
-            rate,
-            kind,
-        } => workloads::fanout(server, *subscribers, *rate, duration, (*kind).into()).await,
-        Workload::Conns {
-            connections,
-            first_time,
-        } => workloads::conns(server, *connections, *first_time).await,
-        Workload::Chat {
-            rooms,
-            members,
-            rate,
-        } => workloads::chat(server, *rooms, *members, *rate, duration).await,
-        Workload::All => Err("`all` is expanded before running".into()),
-        Workload::Crash { .. } => Err("`crash` runs on its own (run_crash)".into()),
-        Workload::Soak { .. } => Err("`soak` runs on its own (run_soak)".into()),
+            subscribers, rate, ..
+        } => workloads::fanout(peer, *subscribers, *rate, duration).await,
+        Workload::Conns { connections, .. } => workloads::conns(peer, *connections).await,
+        _ => Err(format!("{w:?} is not run against {}", P::SYSTEM)),
     }
 }
 
 /// The same workload against a peer, or `None` (said on stderr) for workloads the
 /// peer does not have.
-async fn run_peer(peer: Peer, w: &Workload, duration: Duration) -> Result<Option<Outcome>, String> {
+async fn run_peer(
+    peer: PeerName,
+    w: &Workload,
+    duration: Duration,
+) -> Result<Option<Outcome>, String> {
     let supported = match w {
         // A bare transport stores nothing: there is no write to compare.
-        Workload::Write { http: false, .. } => peer != Peer::Quinn,
+        Workload::Write { http: false, .. } => peer != PeerName::Quinn,
         // `--first-time` gives each connection a socket of its own, which the bare quinn
         // peer's harness does not do; etcd and Redis run without TLS either way.
-        Workload::Conns { first_time, .. } => !(*first_time && peer == Peer::Quinn),
+        Workload::Conns { first_time, .. } => !(*first_time && peer == PeerName::Quinn),
         Workload::Fanout {
             kind: Kind::Document,
             ..
@@ -345,117 +363,53 @@ async fn run_peer(peer: Peer, w: &Workload, duration: Duration) -> Result<Option
         // Pub/sub and the bare transport store nothing, like Syncline's streams.
         Workload::Fanout {
             kind: Kind::Stream, ..
-        } => peer != Peer::Etcd,
+        } => peer != PeerName::Etcd,
         _ => false,
     };
     if !supported {
         eprintln!("--peer {peer:?}: no counterpart for {w:?}; skipped");
         return Ok(None);
     }
-    match peer {
-        Peer::Etcd => run_etcd(w, duration).await,
-        Peer::Redis => run_redis(w, duration).await,
-        Peer::Quinn => {
-            use harness::quinn::{self, QuinnUnderTest};
-            // A fresh peer per workload, as for Syncline.
-            let server = QuinnUnderTest::start().await?;
-            Ok(Some(match w {
-                Workload::Fanout {
-                    subscribers, rate, ..
-                } => quinn::fanout(server, *subscribers, *rate, duration).await?,
-                Workload::Conns { connections, .. } => quinn::conns(server, *connections).await?,
-                _ => return Ok(None),
-            }))
+    // A fresh peer per workload, as for Syncline, stopped as soon as it is measured.
+    let outcome = match peer {
+        #[cfg(feature = "etcd")]
+        PeerName::Etcd => {
+            let etcd = harness::etcd::EtcdUnderTest::start().await?;
+            drive(&Arc::new(etcd), w, duration).await
         }
-    }
-}
-
-#[cfg(feature = "etcd")]
-async fn run_etcd(w: &Workload, duration: Duration) -> Result<Option<Outcome>, String> {
-    use harness::etcd::{self, EtcdUnderTest};
-    // A fresh etcd per workload, as for Syncline.
-    let server = EtcdUnderTest::start().await?;
-    let o = match w {
-        Workload::Write {
-            writers,
-            connections,
-            shared,
-            ..
-        } => {
-            etcd::write(
-                &server,
-                *writers,
-                connections_of(connections),
-                *shared,
-                duration,
-            )
-            .await?
+        #[cfg(not(feature = "etcd"))]
+        PeerName::Etcd => Err(NO_ETCD.into()),
+        #[cfg(feature = "redis")]
+        PeerName::Redis => {
+            let redis = harness::redis::RedisUnderTest::start().await?;
+            drive(&Arc::new(redis), w, duration).await
         }
-        Workload::Fanout {
-            subscribers, rate, ..
-        } => etcd::fanout(&server, *subscribers, *rate, duration).await?,
-        Workload::Conns { connections, .. } => etcd::conns(&server, *connections).await?,
-        _ => return Ok(None),
+        #[cfg(not(feature = "redis"))]
+        PeerName::Redis => Err(NO_REDIS.into()),
+        PeerName::Quinn => {
+            let quinn = harness::quinn::QuinnUnderTest::start().await?;
+            drive(&Arc::new(quinn), w, duration).await
+        }
     };
-    Ok(Some(o))
-}
-
-#[cfg(not(feature = "etcd"))]
-async fn run_etcd(_w: &Workload, _duration: Duration) -> Result<Option<Outcome>, String> {
-    Err(NO_ETCD.into())
-}
-
-#[cfg(feature = "redis")]
-async fn run_redis(w: &Workload, duration: Duration) -> Result<Option<Outcome>, String> {
-    use harness::redis::{self, RedisUnderTest};
-    // A fresh Redis per workload, as for Syncline.
-    let server = RedisUnderTest::start().await?;
-    let o = match w {
-        Workload::Write {
-            writers,
-            connections,
-            shared,
-            ..
-        } => {
-            redis::write(
-                &server,
-                *writers,
-                connections_of(connections),
-                *shared,
-                duration,
-            )
-            .await?
-        }
-        Workload::Fanout {
-            subscribers, rate, ..
-        } => redis::fanout(&server, *subscribers, *rate, duration).await?,
-        Workload::Conns { connections, .. } => redis::conns(&server, *connections).await?,
-        _ => return Ok(None),
-    };
-    Ok(Some(o))
-}
-
-#[cfg(not(feature = "redis"))]
-async fn run_redis(_w: &Workload, _duration: Duration) -> Result<Option<Outcome>, String> {
-    Err(NO_REDIS.into())
+    outcome.map(Some)
 }
 
 /// Peers that cannot run here, with the reason: left out of this build, or their
 /// program is not installed (checked before anything starts).
-fn missing_peers(peers: &[Peer]) -> Vec<String> {
+fn missing_peers(peers: &[PeerName]) -> Vec<String> {
     peers
         .iter()
         .filter_map(|p| {
             let ready: Result<(), String> = match p {
                 #[cfg(feature = "etcd")]
-                Peer::Etcd => harness::etcd::preflight(),
+                PeerName::Etcd => harness::etcd::preflight(),
                 #[cfg(not(feature = "etcd"))]
-                Peer::Etcd => Err(NO_ETCD.into()),
+                PeerName::Etcd => Err(NO_ETCD.into()),
                 #[cfg(feature = "redis")]
-                Peer::Redis => harness::redis::preflight(),
+                PeerName::Redis => harness::redis::preflight(),
                 #[cfg(not(feature = "redis"))]
-                Peer::Redis => Err(NO_REDIS.into()),
-                Peer::Quinn => harness::quinn::preflight(),
+                PeerName::Redis => Err(NO_REDIS.into()),
+                PeerName::Quinn => harness::quinn::preflight(),
             };
             ready.err()
         })
@@ -631,7 +585,8 @@ async fn run(cli: &Cli) -> i32 {
                 return 1;
             }
         };
-        let line = match run_one(&server, &w, duration).await {
+        // Syncline stops when run_one returns: the peers never share the machine with it.
+        let line = match run_one(server, &w, duration).await {
             Ok(o) => {
                 let mut line = o.to_json(&context);
                 line["relaxed"] = json!(cli.relaxed);
@@ -649,8 +604,6 @@ async fn run(cli: &Cli) -> i32 {
                 return 1;
             }
         };
-        // Stop Syncline before the peer runs: the two never share the machine.
-        drop(server);
         // Each peer in turn, alone on the machine like Syncline was.
         for &peer in &cli.peer {
             match run_peer(peer, &w, duration).await {
@@ -816,9 +769,9 @@ mod tests {
             })
             .collect();
         assert_eq!(counts, [8, 64]);
-        assert_eq!(cli.peer, [Peer::Etcd, Peer::Redis]);
+        assert_eq!(cli.peer, [PeerName::Etcd, PeerName::Redis]);
         let cli = Cli::parse_from(["syncline-bench", "--peer", "etcd,redis", "conns"]);
-        assert_eq!(cli.peer, [Peer::Etcd, Peer::Redis]);
+        assert_eq!(cli.peer, [PeerName::Etcd, PeerName::Redis]);
         let cli = Cli::parse_from(["syncline-bench", "write"]);
         assert!(
             matches!(&plan(&cli)[..], [Workload::Write { connections, .. }] if connections == &[8])

@@ -13,11 +13,10 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
-use syncline_client::{Client, ClientConfig};
 
 use super::measure::{self, Delivery, Outcome, Progress};
-use super::server::ServerUnderTest;
-use super::workloads::{outcome, sample, write_loop, OPEN_LIMIT};
+use super::syncline::Syncline;
+use super::workloads::{write_loop, Sample, OPEN_LIMIT};
 use super::{err, Error};
 
 /// One backend's HTTPS connection.
@@ -76,11 +75,12 @@ fn form(pairs: &[(&str, &str)]) -> String {
 
 /// W1 over HTTPS: `writers` backends each writing a ~200-byte document.
 pub async fn write(
-    server: &ServerUnderTest,
+    syncline: &Syncline,
     writers: usize,
     shared: Option<usize>,
     duration: std::time::Duration,
 ) -> Result<Outcome, Error> {
+    let server = syncline.server();
     let url = server
         .admin
         .http_url
@@ -105,9 +105,7 @@ pub async fn write(
     // One API key per writer: the REST rate limit is per credential.
     let service = server.admin.default_service_sid.clone();
     let clients = measure::phase("write --http: opening connections", OPEN_LIMIT, async {
-        let admin = Client::connect(ClientConfig::from_admin(&server.admin).map_err(err)?)
-            .await
-            .map_err(err)?;
+        let admin = syncline.backend().await?;
         let mut clients = Vec::with_capacity(writers);
         for w in 0..writers {
             let key = admin.create_key(Some("bench")).await.map_err(err)?;
@@ -131,7 +129,7 @@ pub async fn write(
     })
     .await?;
     let progress = Progress::new("write --http");
-    let before = sample(server);
+    let before = Sample::take(syncline);
     let (latency, elapsed) = write_loop(
         clients,
         shared,
@@ -150,9 +148,8 @@ pub async fn write(
     )
     .await?;
     let writes = latency.len() as f64;
-    let mut o = outcome(
-        server,
-        &before,
+    let mut o = before.outcome(
+        syncline,
         "write_http",
         writes,
         elapsed,

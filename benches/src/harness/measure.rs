@@ -1,5 +1,6 @@
-//! Measurements: latency histograms, delivery accounting by revision, and what the
-//! kernel says about a process (CPU, RSS) and about UDP drops.
+//! Measurements: latency histograms, per-subscriber delivery accounting (`Delivery`, and
+//! the rules a system's order allows: `Ledger`), the result line (`Outcome`), and what
+//! the kernel says about a process (CPU, RSS) and about UDP drops.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +68,119 @@ impl Delivery {
         self.missed += o.missed;
         self.duplicated += o.duplicated;
         self.out_of_order += o.out_of_order;
+    }
+}
+
+/// One subscriber's delivery check, by the rule its system's order allows (chosen by
+/// `peer::Order`): counts into a [`Delivery`], plus the resyncs it was given.
+pub struct Ledger {
+    delivery: Delivery,
+    rule: Rule,
+    resyncs: u64,
+}
+
+enum Rule {
+    /// Each position is the last one plus one (a revision, a stream's sequence, the seq
+    /// of a writer that sends in order). A subscriber that saw nothing at all has missed
+    /// everything above `floor`.
+    InSequence { floor: u64 },
+    /// Each payload seq exactly once, in any order of seqs, while positions (the
+    /// system's commit order) only increase.
+    EachSeqOnce {
+        seen: Vec<bool>,
+        distinct: u64,
+        last_at: u64,
+    },
+}
+
+impl Ledger {
+    /// Positions one by one from `start` (or, with `None`, from the subscription's first
+    /// snapshot); `floor` is where the topic stood before the measured writes.
+    pub fn in_sequence(start: Option<u64>, floor: u64) -> Self {
+        let mut delivery = Delivery::default();
+        if let Some(start) = start {
+            delivery.start_at(start);
+        }
+        Ledger {
+            delivery,
+            rule: Rule::InSequence { floor },
+            resyncs: 0,
+        }
+    }
+
+    /// Every payload seq from 1 once, positions increasing.
+    pub fn each_seq_once() -> Self {
+        Ledger {
+            delivery: Delivery::default(),
+            rule: Rule::EachSeqOnce {
+                seen: Vec::new(),
+                distinct: 0,
+                last_at: 0,
+            },
+            resyncs: 0,
+        }
+    }
+
+    /// An event at position `at` carrying payload `seq`.
+    pub fn see(&mut self, at: u64, seq: Option<u64>) {
+        let d = &mut self.delivery;
+        match &mut self.rule {
+            Rule::InSequence { .. } => d.see(at),
+            Rule::EachSeqOnce {
+                seen,
+                distinct,
+                last_at,
+            } => {
+                let Some(seq) = seq else { return };
+                d.received += 1;
+                if at <= *last_at {
+                    d.out_of_order += 1;
+                } else {
+                    *last_at = at;
+                }
+                let i = seq as usize;
+                if seen.len() <= i {
+                    seen.resize(i + 1, false);
+                }
+                if seen[i] {
+                    d.duplicated += 1;
+                } else if seq > 0 {
+                    seen[i] = true;
+                    *distinct += 1;
+                }
+            }
+        }
+    }
+
+    /// A fresh state at `at`: the subscriber starts again from there, and unless it is
+    /// the first, that is a resync (counted, not missed).
+    pub fn snapshot(&mut self, at: u64) {
+        if self.delivery.last().is_some() {
+            self.resyncs += 1;
+        }
+        self.delivery.start_at(at);
+    }
+
+    /// Whether the subscriber has what it is owed: every position up to `target`, or
+    /// (each seq once) `target` distinct seqs.
+    pub fn reached(&self, target: u64) -> bool {
+        match &self.rule {
+            Rule::InSequence { .. } => self.delivery.last().is_some_and(|last| last >= target),
+            Rule::EachSeqOnce { distinct, .. } => *distinct >= target,
+        }
+    }
+
+    /// The counts, with whatever was owed (`target`, once known) and not reached
+    /// counted as missed; and the resyncs.
+    pub fn finish(mut self, target: Option<u64>) -> (Delivery, u64) {
+        if let Some(t) = target {
+            let reached = match self.rule {
+                Rule::InSequence { floor } => self.delivery.last().unwrap_or(floor),
+                Rule::EachSeqOnce { distinct, .. } => distinct,
+            };
+            self.delivery.missed += t.saturating_sub(reached);
+        }
+        (self.delivery, self.resyncs)
     }
 }
 
@@ -622,6 +736,42 @@ mod tests {
             (6, 1, 1, 1)
         );
         assert_eq!(d.last(), Some(10));
+    }
+
+    #[test]
+    fn a_ledger_in_sequence_counts_resyncs_and_misses_up_to_the_target() {
+        // From the first snapshot: it is the start, a later one is a resync.
+        let mut l = Ledger::in_sequence(None, 3);
+        l.snapshot(3);
+        l.see(4, None);
+        l.snapshot(7);
+        l.see(8, None);
+        assert!(!l.reached(10) && l.reached(8));
+        let (d, resyncs) = l.finish(Some(10));
+        assert_eq!((d.received, d.missed, resyncs), (2, 2, 1));
+        // One that saw nothing missed everything above the floor.
+        let (d, _) = Ledger::in_sequence(None, 3).finish(Some(10));
+        assert_eq!(d.missed, 7);
+        // From 0, as a writer's seqs: a first event at 2 missed seq 1.
+        let mut l = Ledger::in_sequence(Some(0), 0);
+        l.see(2, Some(2));
+        assert_eq!(l.finish(Some(2)).0.missed, 1);
+    }
+
+    #[test]
+    fn a_ledger_of_each_seq_once_takes_seqs_in_any_order_but_positions_rising() {
+        let mut l = Ledger::each_seq_once();
+        // etcd committed seq 2 before seq 1: fine. Seq 2 again is a duplicate, and its
+        // position going back is out of order.
+        for (at, seq) in [(10, 2), (11, 1), (11, 2), (14, 4)] {
+            l.see(at, Some(seq));
+        }
+        assert!(!l.reached(4) && l.reached(3));
+        let (d, _) = l.finish(Some(4));
+        assert_eq!(
+            (d.received, d.missed, d.duplicated, d.out_of_order),
+            (4, 1, 1, 1)
+        );
     }
 
     #[test]

@@ -1,18 +1,23 @@
-//! The load harness behind `syncline-bench`: a server under test (spawned or external),
-//! measurements read from `/proc`, and the workloads users run; the crash loop
-//! (`crash`); peers to compare against: bare quinn (`--peer quinn`, always built) and,
-//! with the `etcd` and `redis` features, `--peer etcd` and `--peer redis`.
+//! The load harness behind `syncline-bench`: the systems under test behind one `Peer`
+//! trait (Syncline, spawned or external; bare quinn, `--peer quinn`, always built; with
+//! the `etcd` and `redis` features, `--peer etcd` and `--peer redis`), one driver per
+//! workload over any of them (W1..W3), the Syncline-only workloads (`chat`, `write
+//! --http`, the soak and the crash loop), and measurements read from `/proc`.
 
+pub mod chat;
 pub mod crash;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod follow;
 pub mod http;
 pub mod measure;
+pub mod peer;
 pub mod quinn;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod server;
 pub mod soak;
+pub mod syncline;
 pub mod workloads;
 
 /// Harness errors are reported to the user as text.

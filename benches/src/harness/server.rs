@@ -187,6 +187,11 @@ impl ServerUnderTest {
         })
     }
 
+    /// The server process (none for an external server).
+    pub fn process(&self) -> &measure::MeasuredProcess {
+        &self.process
+    }
+
     pub fn cpu_seconds(&self) -> f64 {
         self.process.cpu_seconds()
     }

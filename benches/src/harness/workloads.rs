@@ -1,176 +1,29 @@
-//! The workloads: `write` (W1), `fanout` (W2), `conns` (W3) and `chat` (W4). Each opens
-//! its own connections to the server under test, runs for a bounded time, and returns
-//! an [`Outcome`]. Every loop is bounded in count and time; all traffic is loopback.
+//! The drivers of W1 (`write`), W2 (`fanout`) and W3 (`conns`), one each, run against
+//! any [`Peer`]; what they share with the Syncline-only workloads (`chat`, `write
+//! --http`): the measured window ([`Sample`]), the writers' loop, opening many
+//! connections at once, and the phases' time limits. Every loop is bounded in count
+//! and time; all traffic is loopback.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
-use syncline_client::{
-    AdminConfig, Client, ClientConfig, ObjectKind, SubscribeOptions, Subscription, SyncEventKind,
-};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::measure::{self, Delivery, Drain, DrainClock, Outcome, Progress, DRAIN};
-use super::server::ServerUnderTest;
+use super::follow::{follow_all, Followers};
+use super::measure::{self, Delivery, Drain, Outcome, Progress, SubscriberPackets, DRAIN};
+use super::peer::{Ack, Order, Peer, Written};
 use super::{err, Error};
 
-/// Client UDP endpoints the connections are spread over: one socket receiving for a
-/// thousand connections overflows its buffer on this machine.
-const ENDPOINTS: usize = 32;
 /// Connections opened at once.
 const OPEN_CONCURRENCY: usize = 256;
-
-/// Opens connections round-robin over a few shared endpoints.
-struct Connector {
-    admin: AdminConfig,
-    endpoints: Vec<quinn::Endpoint>,
-    next: AtomicU64,
-}
-
-impl Connector {
-    fn new(admin: &AdminConfig) -> Result<Arc<Self>, Error> {
-        let config = ClientConfig::from_admin(admin).map_err(err)?;
-        let endpoints = (0..ENDPOINTS)
-            .map(|_| Client::endpoint_for(&config).map_err(err))
-            .collect::<Result<_, _>>()?;
-        Ok(Arc::new(Connector {
-            admin: admin.clone(),
-            endpoints,
-            next: AtomicU64::new(0),
-        }))
-    }
-
-    fn endpoint(&self) -> quinn::Endpoint {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-        self.endpoints[i % self.endpoints.len()].clone()
-    }
-
-    async fn backend(&self) -> Result<Client, Error> {
-        let config = ClientConfig::from_admin(&self.admin).map_err(err)?;
-        Client::connect_via(config, self.endpoint())
-            .await
-            .map_err(err)
-    }
-
-    /// A config with its own access token for each of `n` identities named `{prefix}{i}`:
-    /// what a backend hands its apps before they connect, so minting is not counted as
-    /// opening.
-    fn identity_configs(&self, n: usize, prefix: &str) -> Result<Vec<ClientConfig>, Error> {
-        let a = &self.admin;
-        let now = syncline_client::token::now_s();
-        (0..n)
-            .map(|i| {
-                let token = syncline_client::token::mint(
-                    &a.api_key_sid,
-                    &a.api_key_secret,
-                    &a.account_sid,
-                    &a.default_service_sid,
-                    &format!("{prefix}{i}"),
-                    3600,
-                    now,
-                );
-                ClientConfig::with_token(&a.server, &a.ca_file, &token).map_err(err)
-            })
-            .collect()
-    }
-
-    /// Opens a connection with each of `configs` (see `identity_configs`),
-    /// `OPEN_CONCURRENCY` at a time, each subscribed to `objects(i)` as soon as it is
-    /// open (so that opening and subscribing overlap). `first_time`: each on its own
-    /// endpoint, with no TLS session to resume (see `conns --first-time`).
-    async fn identities(
-        self: &Arc<Self>,
-        configs: Vec<ClientConfig>,
-        first_time: bool,
-        objects: impl Fn(usize) -> Vec<String>,
-        progress: &Progress,
-    ) -> Result<Vec<(Client, Vec<Subscription>)>, Error> {
-        let n = configs.len();
-        let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
-        let mut set = JoinSet::new();
-        for (i, config) in configs.into_iter().enumerate() {
-            let (me, gate) = (self.clone(), gate.clone());
-            let objects = objects(i);
-            set.spawn(async move {
-                let _permit = gate.acquire_owned().await.map_err(err)?;
-                let client = if first_time {
-                    Client::connect(config).await
-                } else {
-                    Client::connect_via(config, me.endpoint()).await
-                }
-                .map_err(err)?;
-                let mut subs = Vec::with_capacity(objects.len());
-                for object in &objects {
-                    subs.push(
-                        client
-                            .subscribe(object, SubscribeOptions::default())
-                            .await
-                            .map_err(err)?,
-                    );
-                }
-                Ok::<_, Error>((i, (client, subs)))
-            });
-        }
-        let mut clients: Vec<Option<(Client, Vec<Subscription>)>> = (0..n).map(|_| None).collect();
-        let mut done = 0;
-        while let Some(r) = set.join_next().await {
-            let (i, c) = r.map_err(err)??;
-            clients[i] = Some(c);
-            done += 1;
-            if done % 100 == 0 {
-                progress.update(done as f64 / n as f64, &format!("{done}/{n} connected"));
-            }
-        }
-        Ok(clients.into_iter().flatten().collect())
-    }
-}
-
-/// What the server and the harness used between two samples.
-pub(super) struct ServerSample {
-    cpu: f64,
-    client_cpu: f64,
-    udp: (u64, u64),
-}
-
-pub(super) fn sample(server: &ServerUnderTest) -> ServerSample {
-    ServerSample {
-        cpu: server.cpu_seconds(),
-        client_cpu: measure::self_cpu_seconds(),
-        udp: measure::udp_errors(),
-    }
-}
-
-pub(super) fn outcome(
-    server: &ServerUnderTest,
-    before: &ServerSample,
-    workload: &'static str,
-    ops: f64,
-    elapsed: Duration,
-    (latency, delivery): (Histogram<u64>, Delivery),
-    params: Value,
-) -> Outcome {
-    let after = sample(server);
-    Outcome {
-        workload,
-        system: "syncline",
-        ops_per_s: ops / elapsed.as_secs_f64().max(1e-9),
-        latency,
-        delivery,
-        server_cpu_s: after.cpu - before.cpu,
-        client_cpu_s: after.client_cpu - before.client_cpu,
-        cpu_ops: ops,
-        server_rss_kib: server.rss_kib().1,
-        udp_rcvbuf_errors: after.udp.0.saturating_sub(before.udp.0),
-        udp_in_errors: after.udp.1.saturating_sub(before.udp.1),
-        elapsed,
-        params,
-        extra: Map::new(),
-    }
-}
+/// Longest wait for one connection (with its subscription) to open.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Fan-out writes awaiting their acknowledgement at once, where the system orders them.
+const IN_FLIGHT: usize = 256;
 
 /// How long opening the clients of a workload may take.
 pub(super) const OPEN_LIMIT: Duration = Duration::from_secs(120);
@@ -182,7 +35,7 @@ pub(super) const OVERRUN: Duration = Duration::from_secs(60);
 /// its writer keeps a bounded number in flight, so the planned writes can take several
 /// times the planned duration (1,000 subscribers at 1,000 writes/s on two cores: 40-75 s
 /// for 10 s of writes); the rate reached is reported beside the rate offered.
-pub(super) fn writing_limit(duration: Duration) -> Duration {
+fn writing_limit(duration: Duration) -> Duration {
     duration * 10 + OVERRUN
 }
 
@@ -198,46 +51,196 @@ pub fn connection_of(w: usize, connections: usize) -> usize {
     w % connections.max(1)
 }
 
-/// W1: `writers` writers, each writing a ~200-byte document as fast as acks come back,
-/// multiplexed over `connections` connections (the client sends concurrent requests
-/// on one connection).
-pub async fn write(
-    server: &ServerUnderTest,
+/// What the system under test and the harness had used when a measured window began.
+pub(super) struct Sample {
+    server_cpu: f64,
+    client_cpu: f64,
+    udp: (u64, u64),
+}
+
+impl Sample {
+    pub(super) fn take<P: Peer>(peer: &P) -> Self {
+        Sample {
+            server_cpu: peer.process().cpu_seconds(),
+            client_cpu: measure::self_cpu_seconds(),
+            udp: udp_errors::<P>(),
+        }
+    }
+
+    /// The result line of the window that began with this sample and ends now.
+    pub(super) fn outcome<P: Peer>(
+        &self,
+        peer: &P,
+        workload: &'static str,
+        ops: f64,
+        elapsed: Duration,
+        (latency, delivery): (Histogram<u64>, Delivery),
+        params: Value,
+    ) -> Outcome {
+        let udp = udp_errors::<P>();
+        Outcome {
+            workload,
+            system: P::SYSTEM,
+            ops_per_s: ops / elapsed.as_secs_f64().max(1e-9),
+            latency,
+            delivery,
+            server_cpu_s: peer.process().cpu_seconds() - self.server_cpu,
+            client_cpu_s: measure::self_cpu_seconds() - self.client_cpu,
+            cpu_ops: ops,
+            server_rss_kib: peer.process().rss_kib().1,
+            udp_rcvbuf_errors: udp.0.saturating_sub(self.udp.0),
+            udp_in_errors: udp.1.saturating_sub(self.udp.1),
+            elapsed,
+            params,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// The kernel's UDP error counters, for a system spoken to over QUIC; TCP systems have
+/// no part in them.
+fn udp_errors<P: Peer>() -> (u64, u64) {
+    if P::QUIC {
+        measure::udp_errors()
+    } else {
+        (0, 0)
+    }
+}
+
+/// Opens one thing per item of `items` with `open`, `OPEN_CONCURRENCY` at a time, each
+/// within `REQUEST_TIMEOUT`; returns them in the order of `items`.
+pub(super) async fn open_all<I, T, F, Fut>(
+    items: Vec<I>,
+    progress: &Progress,
+    open: F,
+) -> Result<Vec<T>, Error>
+where
+    T: Send + 'static,
+    F: Fn(I) -> Fut,
+    Fut: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let n = items.len();
+    let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let mut set = JoinSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let (gate, opening) = (gate.clone(), open(item));
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.map_err(err)?;
+            let opened = tokio::time::timeout(REQUEST_TIMEOUT, opening)
+                .await
+                .map_err(|_| format!("opening connection {i} took over {REQUEST_TIMEOUT:?}"))??;
+            Ok::<_, Error>((i, opened))
+        });
+    }
+    let mut opened: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    let mut done = 0;
+    while let Some(r) = set.join_next().await {
+        let (i, t) = r.map_err(err)??;
+        opened[i] = Some(t);
+        done += 1;
+        if done % 100 == 0 {
+            progress.update(done as f64 / n as f64, &format!("{done}/{n} opened"));
+        }
+    }
+    Ok(opened.into_iter().flatten().collect())
+}
+
+/// A subscriber to `topic` for each ticket.
+async fn subscribers<P: Peer>(
+    peer: &Arc<P>,
+    topic: &'static str,
+    tickets: Vec<P::Ticket>,
+    progress: &Progress,
+) -> Result<Vec<(P::Link, P::Events)>, Error> {
+    open_all(tickets, progress, |ticket| {
+        let peer = peer.clone();
+        async move { peer.subscribe(ticket, topic).await }
+    })
+    .await
+}
+
+/// The subscribers' QUIC packets so far, summed over their connections.
+fn packets<'a, P: Peer>(links: impl IntoIterator<Item = &'a P::Link>) -> SubscriberPackets {
+    SubscriberPackets::sum(links.into_iter().filter_map(P::transport_stats))
+}
+
+/// A fan-out's value: its `seq`, its send time, and `pad` (to about 150 bytes).
+fn payload(seq: u64, pad: &str) -> Value {
+    json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": pad})
+}
+
+/// Opens `writers` connections and, where the system stores `topic`, writes its first
+/// value (seq 0) before anyone subscribes; returns them and the position the topic is
+/// at, where its subscribers start.
+async fn open_writers<P: Peer>(
+    peer: &P,
+    writers: usize,
+    topic: &str,
+) -> Result<(Vec<P::Conn>, u64), Error> {
+    let mut opened = Vec::with_capacity(writers);
+    for _ in 0..writers.max(1) {
+        opened.push(peer.connect().await?);
+    }
+    let floor = match P::ORDER {
+        Order::Positions | Order::Commits => {
+            let first = json!({"seq": 0, "sent_ns": 0});
+            let ack = peer.publish(&mut opened[0], topic, first).await?;
+            ack.at.unwrap_or(0)
+        }
+        // Pub/sub stores nothing: there is no first value to start from, and one sent
+        // now could reach a subscriber that joins while it travels.
+        Order::Sender => 0,
+    };
+    Ok((opened, floor))
+}
+
+/// W1: `writers` writers, each writing a ~200-byte value as fast as acks come back,
+/// multiplexed over `connections` connections (the way each system's client sends
+/// concurrent requests on one connection).
+pub async fn write<P: Peer>(
+    peer: &Arc<P>,
     writers: usize,
     connections: usize,
     shared: Option<usize>,
     duration: Duration,
 ) -> Result<Outcome, Error> {
-    let connector = Connector::new(&server.admin)?;
-    let progress = Progress::new("write");
+    let label = format!("{} write", P::SYSTEM);
+    let progress = Progress::new(&label);
     let connections = connections.clamp(1, writers.max(1));
-    let opened = measure::phase("write: opening connections", OPEN_LIMIT, async {
-        let mut opened = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            opened.push(connector.backend().await?);
-        }
-        Ok(opened)
-    })
+    let opened = measure::phase(
+        &format!("{label}: opening connections"),
+        OPEN_LIMIT,
+        async {
+            let mut opened = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                opened.push(peer.connect().await?);
+            }
+            Ok(opened)
+        },
+    )
     .await?;
-    let clients: Vec<Client> = (0..writers)
+    let clients: Vec<P::Conn> = (0..writers)
         .map(|w| opened[connection_of(w, connections)].clone())
         .collect();
-    let before = sample(server);
+    let before = Sample::take(&**peer);
+    let writer = peer.clone();
     let (latency, elapsed) = write_loop(
         clients,
         shared,
         duration,
         &progress,
-        |c: Client, key: String, value: Value| async move {
-            c.document(&key).set(&value).await.map_err(err)?;
-            Ok(c)
+        move |mut c: P::Conn, key: String, value: Value| {
+            let peer = writer.clone();
+            async move {
+                peer.write(&mut c, &key, &value).await?;
+                Ok(c)
+            }
         },
     )
     .await?;
     let writes = latency.len() as f64;
-    let mut o = outcome(
-        server,
-        &before,
+    let mut o = before.outcome(
+        &**peer,
         "write",
         writes,
         elapsed,
@@ -248,10 +251,11 @@ pub async fn write(
     Ok(o)
 }
 
-/// W1's measured part, for Syncline and etcd alike: each client writes a ~200-byte JSON
-/// value to its own key (or one of `shared` keys) as fast as acknowledgements come
-/// back, until `duration` is over. `write` sends one value and hands the client back.
-/// Returns the acknowledgement latencies and the time the writers took.
+/// W1's measured part, for every system and for `write --http`: each client writes a
+/// ~200-byte JSON value to its own key (or one of `shared` keys) as fast as
+/// acknowledgements come back, until `duration` is over. `write` sends one value and
+/// hands the client back. Returns the acknowledgement latencies and the time the
+/// writers took.
 pub(super) async fn write_loop<C, F, Fut>(
     clients: Vec<C>,
     shared: Option<usize>,
@@ -262,7 +266,7 @@ pub(super) async fn write_loop<C, F, Fut>(
 where
     C: Send + 'static,
     F: Fn(C, String, Value) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<C, Error>> + Send,
+    Fut: Future<Output = Result<C, Error>> + Send,
 {
     let start = Instant::now();
     let deadline = start + duration;
@@ -302,550 +306,240 @@ where
     Ok((latency, start.elapsed()))
 }
 
-/// The revision (or, for streams, the sequence) an event is at, and the payload's send time.
-fn position(kind: ObjectKind, revision: u64, e: &SyncEventKind) -> Option<(u64, Option<u64>)> {
-    let data = match e {
-        SyncEventKind::DocumentUpdated { data, .. } => data,
-        SyncEventKind::ItemAdded { item } | SyncEventKind::ItemUpdated { item, .. } => &item.data,
-        SyncEventKind::MessagePublished { data, sequence, .. } => {
-            return Some((*sequence, data["sent_ns"].as_u64()));
-        }
-        _ => return None,
-    };
-    let _ = kind;
-    Some((revision, data["sent_ns"].as_u64()))
-}
-
-/// What one follower saw: latencies, delivery accounting, resyncs, and why it stopped
-/// short (its subscription failed or ended), if it did.
-pub(super) struct Followed {
+/// What a fan-out's writer got back: each write's acknowledgement latency and answer.
+struct Acks {
     latency: Histogram<u64>,
-    delivery: Delivery,
-    resyncs: u64,
-    failure: Option<String>,
+    answers: Vec<Ack>,
 }
 
-impl Followed {
-    /// A follower of a system without resyncs, whose shortfall is in `delivery`.
-    pub(super) fn counted(latency: Histogram<u64>, delivery: Delivery) -> Self {
-        Followed {
-            latency,
-            delivery,
-            resyncs: 0,
-            failure: None,
+impl Acks {
+    fn new() -> Self {
+        Acks {
+            latency: measure::histogram(),
+            answers: Vec::new(),
+        }
+    }
+
+    /// Adds one call's answers, which took `took` from send to acknowledgement.
+    fn add(&mut self, answers: Vec<Ack>, took: Duration) {
+        for _ in &answers {
+            measure::record(&mut self.latency, took);
+        }
+        self.answers.extend(answers);
+    }
+
+    /// The highest position the system gave a write, if it gave any.
+    fn last_at(&self) -> Option<u64> {
+        self.answers.iter().filter_map(|a| a.at).max()
+    }
+
+    /// What the writer saw, for the peer's own figures; `took`: from the first send to
+    /// the last acknowledgement.
+    fn written(self, workload: &'static str, subscribers: usize, took: Duration) -> Written {
+        Written {
+            workload,
+            subscribers,
+            per_s: self.answers.len() as f64 / took.as_secs_f64().max(1e-9),
+            acks: self.latency,
+            reached: self.answers.iter().filter_map(|a| a.reached).collect(),
         }
     }
 }
 
-/// What all the followers of a workload saw together.
-pub(super) struct Followers {
-    latency: Histogram<u64>,
-    delivery: Delivery,
-    resyncs: u64,
-    failed: u64,
-    first_failure: Option<String>,
-}
-
-impl Followers {
-    /// Waits for every follower in `set` (each gives up by itself; `limit` is only a
-    /// backstop) and adds up what they saw.
-    pub(super) async fn join(
-        name: &str,
-        mut set: JoinSet<Followed>,
-        limit: Duration,
-    ) -> Result<Followers, Error> {
-        measure::phase(name, limit, async {
-            let mut all = Followers {
-                latency: measure::histogram(),
-                delivery: Delivery::default(),
-                resyncs: 0,
-                failed: 0,
-                first_failure: None,
-            };
-            while let Some(r) = set.join_next().await {
-                let f = r.map_err(err)?;
-                all.latency.add(f.latency).map_err(err)?;
-                all.delivery.add(&f.delivery);
-                all.resyncs += f.resyncs;
-                if let Some(why) = f.failure {
-                    all.failed += 1;
-                    all.first_failure.get_or_insert(why);
-                }
-            }
-            if let Some(why) = &all.first_failure {
-                eprintln!(
-                    "{name}: {} subscriptions failed; the first: {why}",
-                    all.failed
-                );
-            }
-            Ok(all)
-        })
-        .await
-    }
-
-    /// The latencies and delivery counts, and the extra fields of a result line
-    /// (resyncs, failed subscriptions).
-    pub(super) fn split(self) -> ((Histogram<u64>, Delivery), Map<String, Value>) {
-        let mut extra = Map::new();
-        extra.insert("resyncs".into(), json!(self.resyncs));
-        extra.insert("subscriptions_failed".into(), json!(self.failed));
-        ((self.latency, self.delivery), extra)
-    }
-}
-
-/// Follows one subscription until it reaches `target` (sent when the writers are done)
-/// or its `clock` runs out; whatever it did not reach by then counts as missed. `floor`
-/// is the position the object was at before the measured writes: a follower that saw
-/// nothing at all has missed everything above it.
-async fn follow(
-    mut sub: Subscription,
-    kind: ObjectKind,
-    mut target: watch::Receiver<Option<u64>>,
-    clock: DrainClock,
-    floor: u64,
-) -> Followed {
-    let expired = clock.expired();
-    tokio::pin!(expired);
-    let mut h = measure::histogram();
-    let mut d = Delivery::default();
-    let mut resyncs = 0;
-    let mut failure = None;
-    // Made once, like `expired`: a `changed()` per event would register with the
-    // target's channel once per event, a cost the peers' followers (who know their
-    // target up front) do not pay.
-    let mut known = *target.borrow();
-    let target_set = async {
-        loop {
-            if let Some(t) = *target.borrow_and_update() {
-                return Some(t);
-            }
-            if target.changed().await.is_err() {
-                return None;
-            }
-        }
-    };
-    tokio::pin!(target_set);
-    loop {
-        if let (Some(t), Some(last)) = (known, d.last()) {
-            if last >= t {
-                break;
-            }
-        }
-        let next = tokio::select! {
-            biased;
-            e = sub.next() => e,
-            t = &mut target_set, if known.is_none() => {
-                known = t;
-                if known.is_none() {
-                    // The workload ended without a target: nothing more to wait for.
-                    break;
-                }
-                continue;
-            }
-            () = &mut expired => break,
+/// Sends `total` values (seq 1..=total) to `topic` at `rate`/s over `writers` (write
+/// `seq` on `writers[seq % len]`), without waiting for each acknowledgement: where the
+/// system orders the writes, up to `IN_FLIGHT` of them await their acks at once; where
+/// the writer does (`Order::Sender`), one call at a time carries every write due by
+/// then, so they leave in seq order and the rate holds when a round trip takes longer
+/// than a tick.
+async fn send_at_rate<P: Peer>(
+    peer: &Arc<P>,
+    writers: &[P::Conn],
+    topic: &'static str,
+    rate: u32,
+    total: u64,
+    progress: &Progress,
+) -> Result<Acks, Error> {
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let per_second = u64::from(rate.max(1));
+    let in_order = P::ORDER == Order::Sender;
+    let in_flight = Arc::new(Semaphore::new(if in_order { 1 } else { IN_FLIGHT }));
+    let pad: Arc<str> = "y".repeat(100).into();
+    let mut calls = JoinSet::new();
+    let mut sent = 0u64;
+    while sent < total {
+        // Write n is due n - 1 intervals after the start; a late one goes at once.
+        tokio::time::sleep_until((start + interval.mul_f64(sent as f64)).into()).await;
+        let permit = in_flight.clone().acquire_owned().await.map_err(err)?;
+        let due = if in_order {
+            ((start.elapsed().as_secs_f64() / interval.as_secs_f64()) as u64 + 1).min(total)
+        } else {
+            sent + 1
         };
-        let e = match next {
-            Some(Ok(e)) => e,
-            Some(Err(e)) => {
-                failure = Some(e.to_string());
-                break;
-            }
-            None => {
-                failure = Some("the subscription ended".to_owned());
-                break;
-            }
-        };
-        if e.kind == SyncEventKind::Snapshot {
-            let start = match sub.replica() {
-                syncline_client::Replica::Stream(_) => sub.last_sequence(),
-                r => r.revision(),
-            };
-            if d.last().is_some() {
-                resyncs += 1;
-            }
-            d.start_at(start.unwrap_or(0));
-            continue;
+        let seqs = sent + 1..=due;
+        let mut writer = writers[(sent + 1) as usize % writers.len()].clone();
+        let (peer, pad) = (peer.clone(), pad.clone());
+        calls.spawn(async move {
+            let t = Instant::now();
+            let values = seqs.map(|seq| payload(seq, &pad)).collect();
+            let answers = peer.publish_all(&mut writer, topic, values).await;
+            drop(permit);
+            answers.map(|a| (a, t.elapsed()))
+        });
+        if due / per_second > sent / per_second {
+            progress.update(due as f64 / total as f64, "");
         }
-        if let Some((pos, sent)) = position(kind, e.revision, &e.kind) {
-            d.see(pos);
-            if let Some(sent) = sent {
-                measure::record(
-                    &mut h,
-                    Duration::from_nanos(measure::now_ns().saturating_sub(sent)),
-                );
-            }
-        }
+        sent = due;
     }
-    // Whatever was not reached by the end counts as missed.
-    if let Some(t) = known {
-        d.missed += t.saturating_sub(d.last().unwrap_or(floor));
+    let mut acks = Acks::new();
+    while let Some(r) = calls.join_next().await {
+        let (answers, took) = r.map_err(err)??;
+        acks.add(answers, took);
     }
-    Followed {
-        latency: h,
-        delivery: d,
-        resyncs,
-        failure,
-    }
+    Ok(acks)
 }
 
-/// Writes one update of the fan-out object and returns its revision (streams: sequence).
-async fn fanout_write(c: &Client, kind: ObjectKind, data: &Value) -> Result<u64, Error> {
-    Ok(match kind {
-        ObjectKind::Document => c.document("fanout").set(data).await.map_err(err)?.revision,
-        ObjectKind::Map => c.map("fanout").set("k", data).await.map_err(err)?.revision,
-        ObjectKind::List => c.list("fanout").push(data).await.map_err(err)?.revision,
-        ObjectKind::Stream => c.stream("fanout").publish(data).await.map_err(err)?,
-    })
-}
-
-/// W2: `subscribers` connections on one object, one writer at `rate` updates/s.
-pub async fn fanout(
-    server: &ServerUnderTest,
+/// W2: `subscribers` connections on one topic, one writer at `rate` updates/s.
+pub async fn fanout<P: Peer>(
+    peer: &Arc<P>,
     subscribers: usize,
     rate: u32,
     duration: Duration,
-    kind: ObjectKind,
 ) -> Result<Outcome, Error> {
-    let connector = Connector::new(&server.admin)?;
-    let progress = Progress::new("fanout");
-    // The server allows 500 requests/s per connection: a higher rate is spread over
-    // several writer connections (the server still orders the writes by revision).
-    let writers = measure::phase("fanout: opening the writers", OPEN_LIMIT, async {
-        let mut writers = Vec::new();
-        for _ in 0..(rate as usize).div_ceil(400).max(1) {
-            writers.push(connector.backend().await?);
-        }
-        let floor = fanout_write(&writers[0], kind, &json!({"seq": 0, "sent_ns": 0})).await?;
-        Ok((writers, floor))
-    })
-    .await?;
-    let (writers, floor) = writers;
-    let clients = measure::phase(
-        "fanout: opening the subscribers",
+    const TOPIC: &str = "fanout";
+    let label = format!("{} fanout", P::SYSTEM);
+    let progress = Progress::new(&label);
+    let (writers, floor) = measure::phase(
+        &format!("{label}: opening the writers"),
         OPEN_LIMIT,
-        connector.identities(
-            connector.identity_configs(subscribers, "sub")?,
-            false,
-            |_| vec!["fanout".into()],
-            &progress,
-        ),
+        open_writers(&**peer, P::writers_for(rate), TOPIC),
     )
     .await?;
+    let tickets = peer.tickets(subscribers, TOPIC)?;
+    let opened = measure::phase(
+        &format!("{label}: opening the subscribers"),
+        OPEN_LIMIT,
+        self::subscribers(peer, TOPIC, tickets, &progress),
+    )
+    .await?;
+    let total = (duration.as_secs_f64() * f64::from(rate)).ceil() as u64;
     let (target_tx, target_rx) = watch::channel(None);
     let drain = Drain::new(Instant::now() + writing_limit(duration) + DRAIN);
-    let mut set = JoinSet::new();
-    let mut connections = Vec::with_capacity(clients.len());
-    for (client, subs) in clients {
-        for sub in subs {
-            set.spawn(follow(sub, kind, target_rx.clone(), drain.clock(), floor));
-        }
-        connections.push(client);
-    }
-    let before = sample(server);
-    let packets_before = subscriber_packets(&connections);
+    let (links, set) = follow_all::<P>(opened, floor, &target_rx, &drain);
+    let before = Sample::take(&**peer);
+    let packets_before = packets::<P>(&links);
     let start = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let total = (duration.as_secs_f64() * f64::from(rate)).ceil() as u64;
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    // Writes are sent at the rate without waiting for each acknowledgement (a durable
-    // ack takes longer than 1 ms), a bounded number in flight.
-    let in_flight = Arc::new(Semaphore::new(256));
-    let pad = Arc::new("y".repeat(100));
-    let last = measure::phase("fanout: writing", writing_limit(duration), async {
-        let mut writes = JoinSet::new();
-        for seq in 1..=total {
-            tick.tick().await;
-            let permit = in_flight.clone().acquire_owned().await.map_err(err)?;
-            let writer = writers[seq as usize % writers.len()].clone();
-            let pad = pad.clone();
-            writes.spawn(async move {
-                let sent = Instant::now();
-                let data = json!({"seq": seq, "sent_ns": measure::now_ns(), "pad": *pad});
-                let r = fanout_write(&writer, kind, &data).await;
-                drop(permit);
-                r.map(|revision| (revision, sent.elapsed()))
-            });
-            if seq % u64::from(rate.max(1)) == 0 {
-                progress.update(seq as f64 / total as f64, "");
-            }
-        }
-        let mut last = 0;
-        let mut acks = measure::histogram();
-        while let Some(r) = writes.join_next().await {
-            let (revision, took) = r.map_err(err)??;
-            last = last.max(revision);
-            measure::record(&mut acks, took);
-        }
-        Ok((last, acks))
-    })
+    let acks = measure::phase(
+        &format!("{label}: writing"),
+        writing_limit(duration),
+        send_at_rate(peer, &writers, TOPIC, rate, total, &progress),
+    )
     .await?;
-    let (last, acks) = last;
-    // Below the offered rate when acknowledgements come back slower than `in_flight`
-    // allows: reported, so a run that offered 1,000/s and wrote 300/s says so.
-    let writes_per_s = total as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    let last_at = acks.last_at();
+    let written = acks.written("fanout", subscribers, start.elapsed());
     drain.writers_done();
-    target_tx.send_replace(Some(last));
-    // Each follower gives up by itself; the phase's own limit is only a backstop.
-    let (seen, extra) = Followers::join("fanout: delivering", set, backstop(&drain))
+    target_tx.send_replace(Some(P::ORDER.target(last_at, floor, total)));
+    let (seen, extra) = Followers::join(&format!("{label}: delivering"), set, backstop(&drain))
         .await?
         .split();
     progress.finish();
     let elapsed = start.elapsed();
     let delivered = seen.1.received as f64;
-    let mut o = outcome(
-        server,
-        &before,
+    let mut o = before.outcome(
+        &**peer,
         "fanout",
         delivered,
         elapsed,
         seen,
-        json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": kind.name(), "writes": total}),
+        json!({"subscribers": subscribers, "rate": rate, "duration_s": duration.as_secs_f64(), "kind": peer.kind(), "writes": total}),
     );
     o.extra.extend(extra);
-    // The writer's acknowledgement latency splits an event's latency into the commit's
-    // share and the fan-out's.
-    o.extra
-        .insert("write_p50_ms".into(), json!(measure::ms(&acks, 0.5)));
-    o.extra
-        .insert("write_p99_ms".into(), json!(measure::ms(&acks, 0.99)));
-    o.extra.insert("writes_per_s".into(), json!(writes_per_s));
-    o.add_delivery_packets(
-        subscriber_packets(&connections).since(packets_before),
-        delivered,
-    );
-    drop(connections);
+    peer.writer_figures(&written, &mut o.extra);
+    if P::QUIC {
+        o.add_delivery_packets(packets::<P>(&links).since(packets_before), delivered);
+    }
+    drop(links);
     Ok(o)
 }
 
-fn subscriber_packets(clients: &[Client]) -> measure::SubscriberPackets {
-    measure::SubscriberPackets::sum(clients.iter().filter_map(Client::transport_stats))
-}
-
-/// W3: `connections` connections, each with its own token and one subscription.
-pub async fn conns(
-    server: &ServerUnderTest,
-    connections: usize,
-    first_time: bool,
-) -> Result<Outcome, Error> {
-    let connector = Connector::new(&server.admin)?;
-    let progress = Progress::new("conns");
-    let writer = measure::phase("conns: opening the writer", OPEN_LIMIT, async {
-        let writer = connector.backend().await?;
-        let floor = writer
-            .document("conns")
-            .set(&json!({"seq": 0}))
-            .await
-            .map_err(err)?
-            .revision;
-        Ok((writer, floor))
-    })
-    .await?;
-    let (writer, floor) = writer;
-    let configs = connector.identity_configs(connections, "conn")?;
-    // Let the server settle before the baseline.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss_before, _) = server.rss_kib();
-    let before = sample(server);
-    let open_mark = measure::CpuMark::now(server.cpu_seconds());
-    let start = Instant::now();
-    let clients = measure::phase(
-        "conns: opening the connections",
+/// W3: `connections` connections, each with its own subscription (and, where the
+/// system has them, its own identity and token); then one write that must reach them
+/// all.
+pub async fn conns<P: Peer>(peer: &Arc<P>, connections: usize) -> Result<Outcome, Error> {
+    const TOPIC: &str = "conns";
+    let label = format!("{} conns", P::SYSTEM);
+    let progress = Progress::new(&label);
+    let (mut writers, floor) = measure::phase(
+        &format!("{label}: opening the writer"),
         OPEN_LIMIT,
-        connector.identities(configs, first_time, |_| vec!["conns".into()], &progress),
+        open_writers(&**peer, 1, TOPIC),
     )
     .await?;
+    let tickets = peer.tickets(connections, TOPIC)?;
+    // Let the server settle before the baseline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_before, _) = peer.process().rss_kib();
+    let before = Sample::take(&**peer);
+    let open_mark = measure::CpuMark::now(peer.process().cpu_seconds());
+    let start = Instant::now();
+    let opened = measure::phase(
+        &format!("{label}: opening the connections"),
+        OPEN_LIMIT,
+        subscribers(peer, TOPIC, tickets, &progress),
+    )
+    .await?;
+    let open_s = start.elapsed().as_secs_f64();
+    let open_cpu = open_mark.since(peer.process().cpu_seconds());
+    let opened_n = opened.len();
+    let open_datagrams = packets::<P>(opened.iter().map(|(link, _)| link)).datagrams();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_after, _) = peer.process().rss_kib();
     let (target_tx, target_rx) = watch::channel(None);
     let drain = Drain::new(Instant::now() + OPEN_LIMIT);
-    let (clients, subs): (Vec<Client>, Vec<Vec<Subscription>>) = clients.into_iter().unzip();
-    let open_s = start.elapsed().as_secs_f64();
-    let open_cpu = open_mark.since(server.cpu_seconds());
-    let open_datagrams = subscriber_packets(&clients).datagrams();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss_after, _) = server.rss_kib();
-    let mut set = JoinSet::new();
-    for sub in subs.into_iter().flatten() {
-        set.spawn(follow(
-            sub,
-            ObjectKind::Document,
-            target_rx.clone(),
-            drain.clock(),
-            floor,
-        ));
-    }
-    let packets_before = subscriber_packets(&clients);
+    let (links, set) = follow_all::<P>(opened, floor, &target_rx, &drain);
+    let packets_before = packets::<P>(&links);
     let write_at = Instant::now();
-    let written = measure::phase("conns: writing", OPEN_LIMIT, async {
-        writer
-            .document("conns")
-            .set(&json!({"seq": 1, "sent_ns": measure::now_ns()}))
-            .await
-            .map_err(err)
+    let answer = measure::phase(&format!("{label}: writing"), OPEN_LIMIT, async {
+        let value = json!({"seq": 1, "sent_ns": measure::now_ns()});
+        peer.publish(&mut writers[0], TOPIC, value).await
     })
     .await?;
+    let mut acks = Acks::new();
+    acks.add(vec![answer], write_at.elapsed());
+    let last_at = acks.last_at();
+    let written = acks.written("conns", connections, write_at.elapsed());
     drain.writers_done();
-    target_tx.send_replace(Some(written.revision));
-    let (seen, extra) = Followers::join("conns: delivering the write", set, backstop(&drain))
-        .await?
-        .split();
+    target_tx.send_replace(Some(P::ORDER.target(last_at, floor, 1)));
+    let (seen, extra) = Followers::join(
+        &format!("{label}: delivering the write"),
+        set,
+        backstop(&drain),
+    )
+    .await?
+    .split();
     progress.finish();
     let delivered_in = write_at.elapsed();
     let delivered = seen.1.received as f64;
-    let mut o = outcome(
-        server,
-        &before,
-        "conns",
-        delivered,
-        delivered_in,
-        seen,
-        json!({"connections": connections, "first_time": first_time}),
-    );
+    let mut params = json!({"connections": connections});
+    if let Some(first_time) = peer.first_time() {
+        params["first_time"] = json!(first_time);
+    }
+    let mut o = before.outcome(&**peer, "conns", delivered, delivered_in, seen, params);
     o.extra.extend(extra);
     o.add_conns_figures(
-        clients.len(),
+        opened_n,
         open_s,
         connections,
         (rss_before, rss_after),
         open_cpu,
     );
-    o.add_open_datagrams(open_datagrams, clients.len());
-    o.add_delivery_packets(
-        subscriber_packets(&clients).since(packets_before),
-        delivered,
-    );
-    Ok(o)
-}
-
-/// W4: `rooms` × `members`: each room a List of messages, a Map roster and a Stream for
-/// typing; members post `rate` messages/s in total.
-pub async fn chat(
-    server: &ServerUnderTest,
-    rooms: usize,
-    members: usize,
-    rate: u32,
-    duration: Duration,
-) -> Result<Outcome, Error> {
-    let connector = Connector::new(&server.admin)?;
-    let progress = Progress::new("chat");
-    measure::phase("chat: creating the rooms", OPEN_LIMIT, async {
-        let setup = connector.backend().await?;
-        for r in 0..rooms {
-            setup
-                .list(&format!("room-{r}"))
-                .create(None)
-                .await
-                .map_err(err)?;
-            setup
-                .map(&format!("roster-{r}"))
-                .create(None)
-                .await
-                .map_err(err)?;
-            setup
-                .stream(&format!("typing-{r}"))
-                .create(None)
-                .await
-                .map_err(err)?;
-        }
-        Ok(())
-    })
-    .await?;
-    let room_objects = |r: usize| {
-        [
-            (format!("room-{r}"), ObjectKind::List),
-            (format!("roster-{r}"), ObjectKind::Map),
-            (format!("typing-{r}"), ObjectKind::Stream),
-        ]
-    };
-    let opened = measure::phase(
-        "chat: opening the members",
-        OPEN_LIMIT,
-        connector.identities(
-            connector.identity_configs(rooms * members, "member")?,
-            false,
-            |i| room_objects(i / members).map(|(name, _)| name).to_vec(),
-            &progress,
-        ),
-    )
-    .await?;
-    let (target_tx, target_rx) = watch::channel::<Option<u64>>(None);
-    let drain = Drain::new(Instant::now() + duration + OVERRUN + DRAIN);
-    // One follower per (room, object) per member; targets are per object, so each
-    // follower gets its own watch channel fed at the end.
-    let mut targets: Vec<(String, watch::Sender<Option<u64>>)> = Vec::new();
-    let mut set = JoinSet::new();
-    let mut clients = Vec::with_capacity(opened.len());
-    for (i, (client, subs)) in opened.into_iter().enumerate() {
-        for ((name, kind), sub) in room_objects(i / members).into_iter().zip(subs) {
-            let (tx, rx) = watch::channel(None);
-            targets.push((name, tx));
-            // Nothing exists before the first post: a follower that saw nothing
-            // missed every revision up to its object's last.
-            set.spawn(follow(sub, kind, rx, drain.clock(), 0));
-        }
-        clients.push(client);
+    peer.writer_figures(&written, &mut o.extra);
+    if P::QUIC {
+        o.add_open_datagrams(open_datagrams, opened_n);
+        o.add_delivery_packets(packets::<P>(&links).since(packets_before), delivered);
     }
-    drop((target_tx, target_rx));
-    let before = sample(server);
-    let start = Instant::now();
-    let total = (duration.as_secs_f64() * f64::from(rate)).ceil() as u64;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut last: std::collections::HashMap<String, u64> = Default::default();
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let posting = measure::phase("chat: posting", duration + OVERRUN, async {
-        for n in 0..total {
-            tick.tick().await;
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let who = (rng % clients.len() as u64) as usize;
-            let room = who / members;
-            let c = &clients[who];
-            let sent = json!({"from": who, "n": n, "sent_ns": measure::now_ns()});
-            let list = format!("room-{room}");
-            let rev = c.list(&list).push(&sent).await.map_err(err)?.revision;
-            last.insert(list, rev);
-            if n % 2 == 0 {
-                let typing = format!("typing-{room}");
-                let seq = c.stream(&typing).publish(&sent).await.map_err(err)?;
-                last.insert(typing, seq);
-            }
-            if n % 5 == 0 {
-                let roster = format!("roster-{room}");
-                let rev = c
-                    .map(&roster)
-                    .set(&format!("m{who}"), &sent)
-                    .await
-                    .map_err(err)?
-                    .revision;
-                last.insert(roster, rev);
-            }
-            if n % u64::from(rate.max(1)) == 0 {
-                progress.update(n as f64 / total as f64, "");
-            }
-        }
-        Ok(())
-    });
-    posting.await?;
-    drain.writers_done();
-    for (name, tx) in &targets {
-        // Objects nobody wrote to are at revision 0 (sequence 0): nothing to wait for.
-        tx.send_replace(Some(last.get(name).copied().unwrap_or(0)));
-    }
-    let (seen, extra) = Followers::join("chat: delivering", set, backstop(&drain))
-        .await?
-        .split();
-    progress.finish();
-    let mut o = outcome(
-        server,
-        &before,
-        "chat",
-        seen.1.received as f64,
-        start.elapsed(),
-        seen,
-        json!({"rooms": rooms, "members": members, "rate": rate, "duration_s": duration.as_secs_f64(), "messages": total}),
-    );
-    o.extra.extend(extra);
+    drop(links);
     Ok(o)
 }
 
