@@ -30,7 +30,7 @@ use syncline_server::config::rotate_auth_token;
 use syncline_server::http::DEFAULT_HTTP_LISTEN;
 use syncline_server::server::DEFAULT_LISTEN;
 use syncline_server::{Server, ServerOptions};
-use syncline_store_sled::DEFAULT_KEEP_FREE_BYTES;
+use syncline_store_sled::{DEFAULT_CACHE_BYTES, DEFAULT_KEEP_FREE_BYTES};
 
 /// Exit status for usage and local (non-server) failures.
 const EXIT_USAGE: i32 = 2;
@@ -151,6 +151,11 @@ struct ServeArgs {
     /// refused with `Unavailable` until space is freed; reads go on. 0: write until full.
     #[arg(long, default_value_t = DEFAULT_KEEP_FREE_BYTES >> 20)]
     keep_free_mib: u64,
+    /// Upper bound (MiB) of the storage engine's page cache: recently read and written
+    /// pages stay in memory up to it. Less saves memory on a small machine; reads that
+    /// miss go to disk.
+    #[arg(long, default_value_t = DEFAULT_CACHE_BYTES >> 20)]
+    cache_mib: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -355,7 +360,7 @@ struct FlagArgs {
     /// creates them, so no identity can claim a name first.
     #[arg(long)]
     token_create: Option<TokenCreate>,
-    /// A label for people.
+    /// A label for people (`update`: an empty one clears it).
     #[arg(long)]
     friendly_name: Option<String>,
 }
@@ -651,7 +656,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Watch { name, since } => {
-            let client = connect(&cli).await?;
+            let client = Client::connect(config(&cli)?.with_keep_alive(WATCH_KEEP_ALIVE)).await?;
             watch(&client, name, *since).await
         }
     }
@@ -967,6 +972,16 @@ async fn service_sid(cli: &Cli, admin: &AdminConfig) -> Result<String, Error> {
 }
 
 async fn connect(cli: &Cli) -> Result<Client, Error> {
+    Client::connect(config(cli)?).await
+}
+
+/// How often `watch` keeps its connection alive when nothing happens: a watch is one
+/// long-lived connection a person is looking at, so after a server crash and restart
+/// it should be back within seconds, whenever the crash happened (the restarted
+/// server answers the keep-alive with a stateless reset).
+const WATCH_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+fn config(cli: &Cli) -> Result<ClientConfig, Error> {
     let config = match token(cli) {
         Some(token) => {
             let admin = if cli.server.is_none() || cli.ca.is_none() {
@@ -1008,7 +1023,7 @@ async fn connect(cli: &Cli) -> Result<Client, Error> {
             }
         }
     };
-    Client::connect(config).await
+    Ok(config)
 }
 
 async fn serve(args: &ServeArgs) -> Result<(), Error> {
@@ -1028,6 +1043,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
     options.reap_interval = Duration::from_millis(args.reap_interval_ms.max(10));
     options.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     options.keep_free_bytes = args.keep_free_mib.saturating_mul(1 << 20);
+    options.cache_bytes = args.cache_mib.saturating_mul(1 << 20);
     options.rate = RateLimit {
         per_second: f64::from(args.rate_limit),
         burst: 2.0 * f64::from(args.rate_limit),

@@ -57,12 +57,20 @@ pub struct ClientConfig {
     /// default: none, writes fail after `offline_wait`); see
     /// [`ClientConfig::with_offline_writes`].
     pub offline_writes: Option<usize>,
+    /// How often an idle connection sends a keep-alive (default `DEFAULT_KEEP_ALIVE`).
+    /// It is also how soon an idle client notices a server that crashed and restarted:
+    /// the restarted server answers the keep-alive with a stateless reset.
+    pub keep_alive: Duration,
 }
 
 /// How long an operation waits for a lost connection to come back, unless the config
 /// says otherwise: long enough to ride out a server restart, short enough that an app
 /// hears about an outage while its user still cares.
 pub const DEFAULT_OFFLINE_WAIT: Duration = Duration::from_secs(5);
+
+/// How often an idle connection sends a keep-alive unless the config says otherwise:
+/// rare enough to keep idle connections cheap, often enough to hold NAT bindings.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// How long a request waits for its answer unless the config says otherwise. Generous:
 /// under load (a reconnect storm, a flush stalled on a slow disk) answers take seconds.
@@ -95,6 +103,7 @@ impl ClientConfig {
             reconnect: ReconnectPolicy::default(),
             token_provider: None,
             offline_writes: None,
+            keep_alive: DEFAULT_KEEP_ALIVE,
         })
     }
 
@@ -172,6 +181,12 @@ impl ClientConfig {
         self
     }
 
+    /// Sets how often an idle connection sends a keep-alive (see `keep_alive`).
+    pub fn with_keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
     /// Acts on `service` (sid or unique name): API-key connections only.
     pub fn service(mut self, service: impl Into<String>) -> Self {
         self.service = Some(service.into());
@@ -198,7 +213,7 @@ impl ClientConfig {
             .map_err(|e| Error::Config(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        transport.keep_alive_interval(Some(self.keep_alive));
         // Syncline's frames fit QUIC's 1,200-byte floor; probing for a larger MTU costs
         // each connection four padded probes and their ACKs (see ARCHITECTURE.md).
         transport.mtu_discovery_config(None);

@@ -107,7 +107,9 @@ fn apply_patch(f: &mut ServiceFlags, p: ServiceFlagsPatch) {
         f.token_create = v;
     }
     if let Some(v) = p.friendly_name {
-        f.friendly_name = Some(v);
+        // The patch's type cannot say "clear" (its wire layout predates it): an empty
+        // name does.
+        f.friendly_name = Some(v).filter(|n| !n.is_empty());
     }
 }
 
@@ -133,7 +135,11 @@ pub(crate) async fn handle(
 ) -> Result<Outcome, WireError> {
     let store = &*shared.store;
     match command {
-        AdminCommand::ServiceCreate { unique_name, flags } => {
+        AdminCommand::ServiceCreate {
+            unique_name,
+            mut flags,
+        } => {
+            flags.friendly_name = flags.friendly_name.filter(|n| !n.is_empty());
             if let Some(name) = &unique_name {
                 validate_unique_name(name, &shared.limits)?;
                 if store
@@ -352,5 +358,32 @@ pub(crate) async fn recheck_subscriptions(
             shared.hub.end(&sid, &subscriber, &event);
             info!(object = %sid, identity, "subscription ended: read access lost");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_friendly_name_in_a_patch_clears_it_and_a_missing_one_keeps_it() {
+        let mut flags = ServiceFlags {
+            friendly_name: Some("lobby".into()),
+            ..Default::default()
+        };
+        apply_patch(&mut flags, ServiceFlagsPatch::default());
+        assert_eq!(flags.friendly_name.as_deref(), Some("lobby"));
+        let rename = ServiceFlagsPatch {
+            friendly_name: Some("hall".into()),
+            ..Default::default()
+        };
+        apply_patch(&mut flags, rename);
+        assert_eq!(flags.friendly_name.as_deref(), Some("hall"));
+        let clear = ServiceFlagsPatch {
+            friendly_name: Some(String::new()),
+            ..Default::default()
+        };
+        apply_patch(&mut flags, clear);
+        assert_eq!(flags.friendly_name, None);
     }
 }

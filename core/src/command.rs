@@ -127,8 +127,8 @@ impl Command {
     }
 }
 
-/// What a command did, as the caller sees it. Each edge renders it: QUIC as the wire's
-/// `Response`, HTTP as Twilio's JSON.
+/// What a command did, as the caller sees it. Each edge renders it: QUIC as its wire
+/// answer, HTTP as Twilio's JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     TokenUpdated {

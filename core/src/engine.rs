@@ -18,7 +18,7 @@ use crate::store::{ObjectRecord, ServiceRecord, StoreError};
 use crate::{now_ms, now_s};
 
 /// Item bytes (data and keys) one page carries at most, whatever its `limit`: a page of
-/// 1,000 items of 16 KiB would not fit the client's largest frame. A page cut short by
+/// 1,000 items of 16 KiB would not fit the client's largest message. A page cut short by
 /// it says where the next one starts, like any other.
 pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 

@@ -389,7 +389,7 @@ pub enum CatchUp {
 /// is cheaper to send and bounds the memory one subscriber can ask for.
 pub const MAX_REPLAY: u64 = 256;
 
-/// Item bytes per `SnapshotItems` chunk, so each chunk fits in a frame.
+/// Item bytes per `SnapshotItems` chunk, so each chunk fits in one wire message.
 const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 /// Items read per store call while building a snapshot.
 const SNAPSHOT_PAGE: usize = 1000;

@@ -159,9 +159,9 @@ impl Core {
         &self.shared.installation
     }
 
-    /// The server's metrics in Prometheus text, with the gauges read now.
-    pub fn render_metrics(&self) -> String {
-        self.shared.render_metrics()
+    /// What the core has counted, with the gauges read now (`/metrics` renders it).
+    pub fn metrics(&self) -> crate::metrics::Snapshot {
+        self.shared.metrics()
     }
 
     /// Whether the store answers (`/readyz`).

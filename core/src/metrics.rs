@@ -1,11 +1,10 @@
-//! What the server counts about itself, and its Prometheus text rendering for
-//! `GET /metrics`: requests by edge, kind and outcome; commit batch sizes and flush
-//! latency; resyncs; HTTP responses by route and status; and, read when rendered,
-//! connections, subscriptions and queued events. Updates are atomics (the HTTP table
-//! takes a short lock), so counting costs the hot paths next to nothing.
+//! What the core counts about itself: requests by edge, kind and outcome; commit batch
+//! sizes and flush latency; resyncs; HTTP responses by route and status; and, read when
+//! a snapshot is taken, sessions, subscriptions and queued events. Updates are atomics
+//! (the HTTP table takes a short lock), so counting costs the hot paths next to
+//! nothing. The server renders a `Snapshot` for `GET /metrics`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
@@ -78,18 +77,31 @@ impl Histogram {
         self.count.fetch_add(1, Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    fn snapshot(&self) -> HistogramSnapshot {
         let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            cumulative += count.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(bound, count)| {
+                cumulative += count.load(Relaxed);
+                (*bound, cumulative)
+            })
+            .collect();
+        HistogramSnapshot {
+            buckets,
+            sum: self.sum_micros.load(Relaxed) as f64 / 1e6,
+            count: self.count.load(Relaxed),
         }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
+}
+
+/// A histogram as read now: (upper bound, observations at or under it), cumulative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
 }
 
 /// Writes per commit batch.
@@ -119,8 +131,10 @@ impl Default for Metrics {
     }
 }
 
-/// Gauges read when rendering.
+/// Gauges, read when a snapshot is taken.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Gauges {
+    /// Live sessions: QUIC connections and SSE streams.
     pub connections: usize,
     pub subscriptions: usize,
     pub queued_events: usize,
@@ -148,111 +162,66 @@ impl Metrics {
         *table.entry((route.to_owned(), status)).or_insert(0) += 1;
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self, gauges: &Gauges, commit: &CommitStats) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        let gauge = |out: &mut String, name: &str, help: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            &mut out,
-            "syncline_connections",
-            "Open QUIC connections.",
-            gauges.connections.to_string(),
-        );
-        gauge(
-            &mut out,
-            "syncline_subscriptions",
-            "Live subscriptions.",
-            gauges.subscriptions.to_string(),
-        );
-        gauge(
-            &mut out,
-            "syncline_outbox_events",
-            "Events queued for connections' event writers, all connections together.",
-            gauges.queued_events.to_string(),
-        );
-        gauge(
-            &mut out,
-            "syncline_present_identities",
-            "Identities (per service) with a live connection.",
-            gauges.present.0.to_string(),
-        );
-        gauge(
-            &mut out,
-            "syncline_departing_identities",
-            "Identities whose last connection ended and whose debouncing window runs.",
-            gauges.present.1.to_string(),
-        );
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        counter(
-            &mut out,
-            "syncline_commit_batches_total",
-            "Commit batches (one flush each when durable).",
-            commit.batches.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "syncline_commit_writes_total",
-            "Writes committed.",
-            commit.writes.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "syncline_resyncs_total",
-            "Subscriptions resynced with a snapshot after falling behind.",
-            self.resyncs.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP syncline_requests_total Requests by edge, kind and outcome (ok or the error code; RateLimited counts refusals by the rate limit).\n# TYPE syncline_requests_total counter"
-        );
+    /// Everything counted, read now, with the gauges given.
+    pub fn snapshot(&self, gauges: Gauges, commit: &CommitStats) -> Snapshot {
+        let mut requests = Vec::new();
         for (e, edge) in EDGES.iter().enumerate() {
             for (k, kind) in KINDS.iter().enumerate() {
                 for o in 0..OUTCOMES {
-                    let v = self.requests[(e * KINDS.len() + k) * OUTCOMES + o].load(Relaxed);
-                    if v > 0 {
-                        let outcome = outcome_name(o);
-                        let _ = writeln!(
-                            out,
-                            "syncline_requests_total{{edge=\"{edge}\",kind=\"{kind}\",outcome=\"{outcome}\"}} {v}"
-                        );
+                    let count = self.requests[(e * KINDS.len() + k) * OUTCOMES + o].load(Relaxed);
+                    if count > 0 {
+                        requests.push(RequestCount {
+                            edge,
+                            kind,
+                            outcome: outcome_name(o),
+                            count,
+                        });
                     }
                 }
             }
         }
-        commit.batch_size.render(
-            &mut out,
-            "syncline_commit_batch_size",
-            "Writes per commit batch.",
-        );
-        commit.flush_seconds.render(
-            &mut out,
-            "syncline_commit_flush_seconds",
-            "Time to apply and flush one commit batch.",
-        );
-        let _ = writeln!(
-            out,
-            "# HELP syncline_http_responses_total HTTP responses by route and status.\n# TYPE syncline_http_responses_total counter"
-        );
-        let table = match self.http.lock() {
-            Ok(t) => t,
-            Err(poisoned) => poisoned.into_inner(),
+        let http = match self.http.lock() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         };
-        for ((route, status), v) in table.iter() {
-            let route = route.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(
-                out,
-                "syncline_http_responses_total{{route=\"{route}\",status=\"{status}\"}} {v}"
-            );
+        Snapshot {
+            gauges,
+            commit_batches: commit.batches.load(Relaxed),
+            commit_writes: commit.writes.load(Relaxed),
+            resyncs: self.resyncs.load(Relaxed),
+            requests,
+            batch_size: commit.batch_size.snapshot(),
+            flush_seconds: commit.flush_seconds.snapshot(),
+            http,
         }
-        out
     }
+}
+
+/// Requests of one (edge, kind, outcome) so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestCount {
+    pub edge: &'static str,
+    pub kind: &'static str,
+    /// `ok`, or the error code.
+    pub outcome: &'static str,
+    pub count: u64,
+}
+
+/// What the core has counted, read at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub gauges: Gauges,
+    pub commit_batches: u64,
+    pub commit_writes: u64,
+    pub resyncs: u64,
+    /// Only the combinations that happened.
+    pub requests: Vec<RequestCount>,
+    /// Writes per commit batch.
+    pub batch_size: HistogramSnapshot,
+    /// Seconds per store apply and flush.
+    pub flush_seconds: HistogramSnapshot,
+    /// (route pattern, status) -> responses.
+    pub http: BTreeMap<(String, u16), u64>,
 }
 
 /// What the commit task has done so far: batches (one flush each when durable) and the
@@ -288,7 +257,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_render_in_prometheus_text() {
+    fn a_snapshot_holds_what_was_counted() {
         let m = Metrics::default();
         m.request(Edge::Quic, "write", &Ok::<(), WireError>(()));
         m.request(Edge::Quic, "write", &Ok::<(), WireError>(()));
@@ -302,30 +271,31 @@ mod tests {
             queued_events: 0,
             present: (3, 1),
         };
-        let text = m.render(&gauges, &commit);
-        assert!(
-            text.contains("syncline_requests_total{edge=\"quic\",kind=\"write\",outcome=\"ok\"} 2")
+        let s = m.snapshot(gauges.clone(), &commit);
+        assert_eq!(s.gauges, gauges);
+        assert_eq!(
+            s.requests,
+            vec![
+                RequestCount {
+                    edge: "quic",
+                    kind: "write",
+                    outcome: "ok",
+                    count: 2
+                },
+                RequestCount {
+                    edge: "http",
+                    kind: "read",
+                    outcome: "NotFound",
+                    count: 1
+                },
+            ]
         );
-        assert!(text.contains(
-            "syncline_requests_total{edge=\"http\",kind=\"read\",outcome=\"NotFound\"} 1"
-        ));
-        assert!(text.contains("syncline_commit_batch_size_bucket{le=\"4\"} 1"));
-        assert!(text.contains("syncline_commit_flush_seconds_bucket{le=\"0.001\"} 1"));
-        assert!(text.contains("syncline_commit_flush_seconds_count 1"));
-        assert!(text.contains("syncline_connections 2"));
-        assert!(text.contains("syncline_present_identities 3"));
-        assert!(text.contains("syncline_departing_identities 1"));
-        assert!(text.contains(
-            "syncline_http_responses_total{route=\"/v1/Services/{service}\",status=\"200\"} 1"
-        ));
-        // Every sample line belongs to a declared metric.
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let name = line.split(['{', ' ']).next().unwrap_or_default();
-            let family = name
-                .trim_end_matches("_bucket")
-                .trim_end_matches("_sum")
-                .trim_end_matches("_count");
-            assert!(text.contains(&format!("# TYPE {family} ")), "{line}");
-        }
+        assert_eq!(s.batch_size.count, 1);
+        assert!(s.batch_size.buckets.contains(&(4.0, 1)));
+        assert!(s.flush_seconds.buckets.contains(&(0.001, 1)));
+        assert_eq!(
+            s.http.get(&("/v1/Services/{service}".into(), 200)),
+            Some(&1)
+        );
     }
 }

@@ -122,8 +122,8 @@ impl Shared {
         }
     }
 
-    /// The server's metrics in Prometheus text, with the gauges read now.
-    pub(crate) fn render_metrics(&self) -> String {
+    /// What the core has counted, with the gauges read now.
+    pub(crate) fn metrics(&self) -> crate::metrics::Snapshot {
         let (connections, queued_events) = match self.sessions.lock() {
             Ok(c) => (
                 c.len(),
@@ -140,7 +140,7 @@ impl Shared {
             queued_events,
             present: self.presence.counts(),
         };
-        self.metrics.render(&gauges, self.committer.commit_stats())
+        self.metrics.snapshot(gauges, self.committer.commit_stats())
     }
 
     /// A fresh connection id: unique in this run, and not reused from an earlier one.

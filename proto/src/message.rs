@@ -413,7 +413,7 @@ pub struct ServiceFlagsPatch {
     pub reachability_debouncing_window_ms: Option<u32>,
     /// New [`ServiceFlags::token_create`].
     pub token_create: Option<TokenCreate>,
-    /// New [`ServiceFlags::friendly_name`] (it cannot be cleared, only replaced).
+    /// New [`ServiceFlags::friendly_name`]; an empty name clears it.
     pub friendly_name: Option<String>,
 }
 

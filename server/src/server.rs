@@ -44,6 +44,8 @@ pub struct ServerOptions {
     pub durable: bool,
     /// Free space kept on the data directory's file system: writes are refused below it.
     pub keep_free_bytes: u64,
+    /// Upper bound of sled's page cache (`syncline_store_sled::DEFAULT_CACHE_BYTES`).
+    pub cache_bytes: u64,
     /// How long a silent QUIC connection lives (`net::DEFAULT_IDLE_TIMEOUT`).
     pub idle_timeout: Duration,
     /// Webhook delivery: queue bound, lanes, timeout, retries.
@@ -64,6 +66,7 @@ impl ServerOptions {
             log_retention: config::DEFAULT_LOG_RETENTION,
             durable: true,
             keep_free_bytes: syncline_store_sled::DEFAULT_KEEP_FREE_BYTES,
+            cache_bytes: syncline_store_sled::DEFAULT_CACHE_BYTES,
             idle_timeout: net::DEFAULT_IDLE_TIMEOUT,
             webhooks: WebhookOptions::default(),
         }
@@ -95,9 +98,14 @@ impl Server {
         let data_dir = config::prepare_data_dir(&opts.data_dir)?;
         let tls = config::tls_identity(&data_dir, opts.cert.as_deref(), opts.key.as_deref())?;
         let reset_key = config::reset_key(&data_dir)?;
-        let store = SledStore::open(&data_dir.join("db"), opts.log_retention, opts.durable)
-            .map_err(ConfigError::from)?
-            .keep_free(opts.keep_free_bytes);
+        let store = SledStore::open_with_cache(
+            &data_dir.join("db"),
+            opts.log_retention,
+            opts.durable,
+            opts.cache_bytes,
+        )
+        .map_err(ConfigError::from)?
+        .keep_free(opts.keep_free_bytes);
         let (installation, admin_key, created) = config::installation(&store).await?;
         let auth_token = config::auth_token(&store).await?;
         let http = match opts.http_listen {

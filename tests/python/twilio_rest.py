@@ -70,6 +70,10 @@ assert svc.links["documents"].endswith(f"/v1/Services/{svc.sid}/Documents")
 svc = sync.services(svc.sid).update(acl_enabled=False, friendly_name="renamed")
 assert svc.acl_enabled is False and svc.friendly_name == "renamed"
 assert sync.services(svc.sid).fetch().friendly_name == "renamed"
+# An empty FriendlyName clears it (the patch has no other way to say "none").
+svc = sync.services(svc.sid).update(friendly_name="")
+assert svc.friendly_name is None, svc.friendly_name
+assert sync.services(svc.sid).fetch().friendly_name is None
 assert svc.sid in [s.sid for s in sync.services.list()]
 assert sync.services(svc.sid).delete() is True
 refused(lambda: sync.services(svc.sid).fetch(), 404, 54050)

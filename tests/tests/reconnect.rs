@@ -464,16 +464,14 @@ fn cli_watch_survives_a_server_restart_and_prints_what_it_missed() {
 fn cli_watch_prints_a_change_within_seconds_of_a_restart_after_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, watch, rx) = watch_of_feed_at_revision_1(dir.path());
-    // The watch's client has just heard from the server, so the next packet it sends is
-    // its keep-alive, 10 s from now (client/src/connection.rs). The server dies without
-    // closing anything and is back before then: that packet meets the new process, whose
-    // stateless reset, keyed by the data directory's reset.key, the client trusts, so it
-    // reconnects at once. A process with fresh keys would drop that packet or send a
-    // reset the client ignores, and the client would wait for its idle timeout (33 s
-    // after the restart when that was tried).
-    let heard = Instant::now();
+    // The server dies without closing anything and comes back at once. The watch's
+    // client is idle, so the next packet it sends is a keep-alive (every 2 s for
+    // `watch`, cli/src/main.rs): it meets the new process, whose stateless reset, keyed
+    // by the data directory's reset.key, the client trusts, so it reconnects then. A
+    // process with fresh keys would drop that packet or send a reset the client ignores,
+    // and the client would wait for its idle timeout (33 s after the restart when that
+    // was tried).
     server.kill();
-    std::thread::sleep(Duration::from_secs(7).saturating_sub(heard.elapsed()));
     let restarted = Instant::now();
     server.start_again();
     set_feed(&server, 2);

@@ -8,6 +8,7 @@
 
 mod events;
 pub mod form;
+mod metrics;
 pub mod openapi;
 mod routes;
 pub mod twilio;

@@ -38,7 +38,7 @@ pub fn router(http: Arc<Http>) -> Router {
             get(|State(http): State<Arc<Http>>| async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    http.core.render_metrics(),
+                    super::metrics::render(&http.core.metrics()),
                 )
             }),
         )
