@@ -672,6 +672,9 @@ async fn watch(client: &Client, name: &str, since: Option<u64>) -> Result<(), Er
     // while stdout carries only the object's lines (what was missed comes there, as
     // the events replayed or a snapshot line, or a stream's `missed` line).
     let mut states = client.state_changes();
+    // One listener for the whole watch: a `ctrl_c()` made anew each turn of the loop
+    // misses a SIGINT that arrives while a line is being printed.
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let mut first = true;
     loop {
         let event = tokio::select! {
@@ -680,7 +683,7 @@ async fn watch(client: &Client, name: &str, since: Option<u64>) -> Result<(), Er
                 note_state(&state);
                 continue;
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut interrupted => return Ok(()),
         };
         let Some(event) = event else { return Ok(()) };
         let event = event?;

@@ -417,7 +417,16 @@ fn stop_watch(mut watch: KillOnDrop) {
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
-    let status = child.wait().unwrap();
+    // Bounded: a watch that ignored the signal fails the test instead of hanging it
+    // (`KillOnDrop` then ends the process).
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "watch did not exit on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(status.success(), "{status:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
