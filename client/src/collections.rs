@@ -412,6 +412,8 @@ impl List {
 /// use serde_json::json;
 /// let roster = client.map("roster");
 /// roster.set("bob", &json!({"status": "online"})).await?;
+/// // Only if nobody has written "carol" yet (else `AlreadyExists`).
+/// roster.create_item("carol", &json!({"status": "invited"})).await?;
 /// roster.update("bob", &json!({"status": "away"})).await?;
 /// assert_eq!(roster.get("bob").await?.data["status"], "away");
 /// roster.remove("bob").await?;
@@ -446,6 +448,50 @@ impl Map {
         self.0
             .set(ItemKey::Key(key.to_owned()), data, options, false)
             .await
+    }
+
+    /// Creates an item only if `key` is absent (creating the map if needed): if the item
+    /// is there, `AlreadyExists` and it is left as it was. The server checks and writes
+    /// in one step, so another writer's item is never overwritten, as `set` would.
+    ///
+    /// ```no_run
+    /// # async fn claim(client: syncline_client::Client) -> syncline_client::Result<()> {
+    /// use syncline_client::ErrorCode;
+    /// let seats = client.map("seats");
+    /// match seats.create_item("12A", &serde_json::json!({"by": "alice"})).await {
+    ///     Ok(_) => println!("yours"),
+    ///     Err(e) if e.code() == ErrorCode::AlreadyExists => println!("taken"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_item(&self, key: &str, data: &Value) -> Result<Written<Item>> {
+        self.create_item_with(key, data, WriteOptions::default())
+            .await
+    }
+
+    /// `create_item` with options: `ttl`; `if_match` is refused (there is no item to
+    /// match).
+    pub async fn create_item_with(
+        &self,
+        key: &str,
+        data: &Value,
+        options: WriteOptions,
+    ) -> Result<Written<Item>> {
+        let ttl = options.without_if_match("create_item")?;
+        written_item(
+            self.0
+                .client
+                .write(Request::ItemCreate {
+                    kind: ObjectKind::Map,
+                    object: self.0.reference.clone(),
+                    key: ItemKey::Key(key.to_owned()),
+                    data: data.to_string(),
+                    ttl,
+                    ephemeral: false,
+                })
+                .await?,
+        )
     }
 
     /// Upserts an item that lives while this identity is connected: presence in one

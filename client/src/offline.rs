@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::Value;
-use syncline_proto::{ErrorCode, ItemKey, ObjectInfo, ObjectKind, Request, Response};
+use syncline_proto::{ErrorCode, ItemKey, ObjectInfo, ObjectKind, Request, Response, WireError};
 use tokio::sync::{oneshot, Notify};
 use tracing::debug;
 
@@ -239,6 +239,15 @@ struct Target {
     key: Option<ItemKey>,
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "item {key} of {}", self.object),
+            None => f.write_str(&self.object),
+        }
+    }
+}
+
 impl Target {
     fn object_level(&self) -> Target {
         Target {
@@ -251,8 +260,9 @@ impl Target {
 /// How a queued write is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Base {
-    /// As the app issued it: writes with no base (push, publish, create) and writes
-    /// issued while connected that wait behind the queue to keep the client's order.
+    /// As the app issued it: writes with no base (push, publish, create, a map item
+    /// create, which is its own condition) and writes issued while connected that wait
+    /// behind the queue to keep the client's order.
     AsIs,
     /// With `if_match` this revision.
     Revision(u64),
@@ -307,7 +317,8 @@ pub(crate) enum Admitted {
 
 /// What a write request is, for the queue.
 enum Shape {
-    /// No base: appends, messages, creations.
+    /// No base: appends, messages, creations (a map item create fails rather than
+    /// overwrite, so it needs none either).
     Free(Option<Target>),
     /// Changes existing data: needs a base.
     Based(Target),
@@ -327,6 +338,7 @@ fn shape(request: &Request) -> Result<Shape> {
         | Request::ItemUpdate { object, key, .. }
         | Request::ItemRemove { object, key, .. } => Shape::Based(target(object, Some(key))),
         Request::ListPush { list, .. } => Shape::Free(Some(target(list, None))),
+        Request::ItemCreate { object, key, .. } => Shape::Free(Some(target(object, Some(key)))),
         Request::Publish { .. } | Request::Create { .. } => Shape::Free(None),
         other => {
             return Err(Error::Protocol(format!(
@@ -389,13 +401,19 @@ impl Queue {
         }
         let shape = shape(&request)?;
         let explicit = if_match_of(&mut request).and_then(|m| *m);
+        // A target is named by its sid when a subscription knows it, so that writes to
+        // one object by name and by sid are ordered as writes to one target.
+        let resolve = |mut target: Target| {
+            let (sid, basis) = self.bases.lookup(&target.object, target.key.as_ref());
+            if let Some(sid) = sid {
+                target.object = sid;
+            }
+            (target, basis)
+        };
         let (target, base) = match shape {
-            Shape::Free(target) => (target, Base::AsIs),
-            Shape::Based(mut target) => {
-                let (sid, basis) = self.bases.lookup(&target.object, target.key.as_ref());
-                if let Some(sid) = sid {
-                    target.object = sid;
-                }
+            Shape::Free(target) => (target.map(|t| resolve(t).0), Base::AsIs),
+            Shape::Based(target) => {
+                let (target, basis) = resolve(target);
                 let base = if connected {
                     Base::AsIs
                 } else if let Some(r) = explicit {
@@ -499,12 +517,8 @@ impl Queue {
 }
 
 fn no_base(target: &Target) -> Error {
-    let what = match &target.key {
-        Some(key) => format!("item {key} of {}", target.object),
-        None => target.object.clone(),
-    };
     unavailable(format!(
-        "not connected to the server, and this write to {what} has no known base revision \
+        "not connected to the server, and this write to {target} has no known base revision \
          (no live subscription holds it and no if_match was given); it was not queued, \
          since sent later it could overwrite changes it never saw"
     ))
@@ -615,35 +629,82 @@ async fn conditional(core: &Core, link: &Link, mut request: Request, r: u64) -> 
     }
 }
 
-/// Sends a write based on its target not existing. The wire has no "only if absent"
-/// for items, so the client reads first: a target that appeared meanwhile is a
-/// conflict. A document by name is created first instead (`create` fails if the name
-/// was taken, and the set then needs revision 0), which leaves no window.
+/// Sends a write based on its target not existing, so that it cannot land on a target
+/// that appeared meanwhile. A map item `set` goes as `ItemCreate`, which the server
+/// applies only if the key is still absent; a document by name is created first
+/// (`create` fails if the name was taken, and the set then needs revision 0). Either
+/// refused with `AlreadyExists` is a conflict with what is there now. Any other write
+/// changes only what exists: a target that exists now is a conflict, and one still
+/// absent gets `NotFound` without the write being sent (the server could answer
+/// nothing else, unless the target appeared in between, which it must not touch).
 async fn absent(core: &Core, link: &Link, request: Request) -> Result<Response> {
-    if let Request::DocSet { document, .. } = &request {
-        if !syncline_proto::ids::is_sid(document) {
+    let refused = match &request {
+        Request::DocSet { document, .. } if !syncline_proto::ids::is_sid(document) => {
             let create = Request::Create {
                 kind: ObjectKind::Document,
                 unique_name: Some(document.clone()),
                 ttl: None,
             };
-            return match call(core, link, create).await {
-                Ok(Response::Object(o)) => conditional(core, link, request, o.revision).await,
-                Ok(other) => Err(unexpected(other)),
-                Err(e) if e.code() == ErrorCode::AlreadyExists => {
-                    match current(core, link, &request).await {
-                        Ok(now) => Err(conflict(&request, None, now)),
-                        Err(_) => Err(e),
-                    }
+            match call(core, link, create).await {
+                Ok(Response::Object(o)) => {
+                    return conditional(core, link, request, o.revision).await
                 }
-                Err(e) => Err(e),
-            };
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) => e,
+            }
         }
+        Request::ItemSet {
+            kind: ObjectKind::Map,
+            object,
+            key,
+            data,
+            ttl,
+            ephemeral,
+            ..
+        } => {
+            let create = Request::ItemCreate {
+                kind: ObjectKind::Map,
+                object: object.clone(),
+                key: key.clone(),
+                data: data.clone(),
+                ttl: *ttl,
+                ephemeral: *ephemeral,
+            };
+            match call(core, link, create).await {
+                Err(e) => e,
+                answered => return answered,
+            }
+        }
+        _ => {
+            return match current(core, link, &request).await? {
+                ServerValue::Deleted => Err(still_absent(&request)),
+                now => Err(conflict(&request, None, now)),
+            }
+        }
+    };
+    if refused.code() != ErrorCode::AlreadyExists {
+        return Err(refused);
     }
-    match current(core, link, &request).await? {
-        ServerValue::Deleted => call(core, link, request).await,
-        now => Err(conflict(&request, None, now)),
+    match current(core, link, &request).await {
+        Ok(now) => Err(conflict(&request, None, now)),
+        Err(_) => Err(refused),
     }
+}
+
+/// The answer to a write that changes only what exists, queued on its target's
+/// absence, when the target is still absent: the server's `NotFound`, without sending it.
+fn still_absent(request: &Request) -> Error {
+    let what = match shape(request) {
+        Ok(Shape::Based(target)) => target.to_string(),
+        _ => "the target".to_owned(),
+    };
+    Error::Server(WireError::new(
+        ErrorCode::NotFound,
+        format!(
+            "{what} does not exist: this write was queued offline on its absence and \
+             changes only what exists, so it was not sent"
+        ),
+    ))
 }
 
 /// What the server holds now where `request` writes.

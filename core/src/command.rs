@@ -234,7 +234,8 @@ pub enum WriteCommand {
         /// Owned by the writer's connections (see `ItemSet::ephemeral`).
         ephemeral: bool,
     },
-    /// Write an item's data, as `mode` says (a list item must exist whatever the mode).
+    /// Write an item's data, as `mode` says (a list item must exist: `Replace` or
+    /// `Upsert` only, `Create` is `InvalidArgument`).
     ItemSet {
         kind: ObjectKind,
         object: String,
@@ -244,7 +245,8 @@ pub enum WriteCommand {
         ttl: Option<Ttl>,
         mode: SetMode,
         /// A map `set` may create its map (by name) if it does not exist (QUIC's
-        /// `set` does; REST's item create answers that the map is missing).
+        /// `ItemSet` and `ItemCreate` do; REST's item create answers that the map is
+        /// missing).
         create_map: bool,
         /// The item becomes the writer's: removed when the writer's identity has had no
         /// live connection for the service's debouncing window. Only a token holder's
@@ -271,7 +273,8 @@ pub enum WriteCommand {
 pub enum SetMode {
     /// Replace it, or create it (a map item, and its map by name): QUIC's map `set`.
     Upsert,
-    /// Create it; `AlreadyExists` if it is there (REST's item create).
+    /// Create it; `AlreadyExists` if it is there (REST's item create, QUIC's
+    /// `ItemCreate`). Maps only: a list item is created by push.
     Create,
     /// Replace it; `NotFound` if it is not there (REST's item update, any list `set`).
     Replace,

@@ -824,6 +824,12 @@ impl<'a> Batch<'a> {
                 create_map,
                 ephemeral,
             } => {
+                if *mode == SetMode::Create && *kind != ObjectKind::Map {
+                    return Err(WireError::invalid(
+                        "only a map item is created by key: a list item is created by push, \
+                         which gives it a new index",
+                    ));
+                }
                 if *ephemeral {
                     self.require_connected(ctx)?;
                 }

@@ -463,6 +463,42 @@ mod tests {
     }
 
     #[test]
+    fn requests_keep_their_variant_tags_so_older_clients_still_decode() {
+        // The body is the id (one byte here), then the variant's index.
+        let tag = |request: Request| encode(&RequestFrame { id: 1, request })[LEN_PREFIX + 1];
+        let map = crate::ids::ObjectKind::Map;
+        let key = || ItemKey::Key("k".into());
+        assert_eq!(tag(Request::Ping), 2);
+        let set = Request::ItemSet {
+            kind: map,
+            object: "m".into(),
+            key: key(),
+            data: "1".into(),
+            if_match: None,
+            ttl: None,
+            ephemeral: false,
+        };
+        assert_eq!(tag(set), 11);
+        assert_eq!(tag(Request::PermissionList { object: "m".into() }), 28);
+        // Added later, so appended last.
+        let create = Request::ItemCreate {
+            kind: map,
+            object: "m".into(),
+            key: key(),
+            data: "1".into(),
+            ttl: None,
+            ephemeral: false,
+        };
+        assert_eq!(tag(create.clone()), 29);
+        let frame = encode(&RequestFrame {
+            id: 1,
+            request: create.clone(),
+        });
+        let back: RequestFrame = decode(&frame[LEN_PREFIX..], 1024).unwrap();
+        assert_eq!(back.request, create);
+    }
+
+    #[test]
     fn event_frames_share_the_body() {
         let event = Event {
             object_sid: crate::ids::make_sid("ET", [1; 16]),

@@ -321,6 +321,29 @@ pub enum Request {
         /// The object's sid or unique name.
         object: String,
     },
+    // Appended after the administration requests so that the variant indices above
+    // (bincode's tags) stay as they were: a client built before it keeps working.
+    /// Map: creates the item only if its key is absent (an expired item counts as
+    /// absent), creating the map if needed like [`Request::ItemSet`]; if the item is
+    /// there, `AlreadyExists` and nothing changes. The check and the write are one step
+    /// on the server, so no other writer's item is overwritten. List: `InvalidArgument`
+    /// (a list item is only ever created by [`Request::ListPush`]). Answer:
+    /// [`Response::Written`].
+    ItemCreate {
+        /// [`ObjectKind::Map`]; must match the object.
+        kind: ObjectKind,
+        /// The map's sid (`MP…`) or unique name (a name creates it if missing).
+        object: String,
+        /// The item: [`ItemKey::Key`].
+        key: ItemKey,
+        /// The item's value, JSON text of at most `Limits::max_data_bytes`.
+        data: String,
+        /// The item's time to live in seconds; `None` or `Some(0)`: no expiry.
+        ttl: Option<u64>,
+        /// The item lives while the writer's identity has a live connection (see
+        /// `ItemSet::ephemeral`).
+        ephemeral: bool,
+    },
 }
 
 /// A service's flags as set at creation.

@@ -47,6 +47,14 @@ fn bodies() -> Vec<Vec<u8>> {
             stream: "s".into(),
             data: "[1,2,3]".into(),
         },
+        Request::ItemCreate {
+            kind: ObjectKind::Map,
+            object: "m".into(),
+            key: ItemKey::Key("k".into()),
+            data: r#"{"a":[1]}"#.into(),
+            ttl: Some(5),
+            ephemeral: false,
+        },
         Request::PermissionGrant {
             object: "d".into(),
             identity: "*".into(),

@@ -383,6 +383,76 @@ async fn json_that_readers_cannot_load_is_refused_on_every_write_path() {
 }
 
 #[tokio::test]
+async fn an_item_create_writes_only_an_absent_map_key_and_refuses_bad_keys_and_lists() {
+    use syncline_proto::{ItemKey, ObjectKind};
+    let s = TestServer::start().await;
+    let backend = s.backend().await;
+    backend.list("log").push(&json!("first")).await.unwrap();
+    let mut raw = RawConnection::backend(&s.admin).await;
+    let create = |kind: ObjectKind, object: &str, key: ItemKey, data: &str| Request::ItemCreate {
+        kind,
+        object: object.into(),
+        key,
+        data: data.into(),
+        ttl: None,
+        ephemeral: false,
+    };
+    let key = |k: &str| ItemKey::Key(k.into());
+
+    let r = raw
+        .call(2, create(ObjectKind::Map, "m", key("k"), r#""first""#))
+        .await;
+    let Ok(Response::Written(w)) = r.result else {
+        panic!("{r:?}")
+    };
+    assert_eq!((w.revision, w.key), (1, Some(key("k"))));
+    let r = raw
+        .call(3, create(ObjectKind::Map, "m", key("k"), r#""second""#))
+        .await;
+    assert_eq!((r.id, code(r)), (3, ErrorCode::AlreadyExists));
+    assert_eq!(
+        backend.map("m").get("k").await.unwrap().data,
+        json!("first")
+    );
+
+    let refused = [
+        create(ObjectKind::Map, "fresh", key(""), "1"),
+        create(ObjectKind::Map, "fresh", ItemKey::Index(0), "1"),
+        create(ObjectKind::Map, "fresh", key("k"), "{"),
+        // A list item is only ever created by push.
+        create(ObjectKind::List, "log", ItemKey::Index(0), "1"),
+        create(ObjectKind::List, "log", ItemKey::Index(1), "1"),
+        create(ObjectKind::List, "log", key("k"), "1"),
+        create(ObjectKind::Document, "d", key("k"), "1"),
+    ];
+    let mut id = 10;
+    for request in refused {
+        id += 1;
+        let r = raw.call(id, request.clone()).await;
+        assert_eq!(r.id, id);
+        let err = r.result.expect_err("refused");
+        assert_eq!(err.code, ErrorCode::InvalidArgument, "{request:?}: {err:?}");
+        if let Request::ItemCreate {
+            kind: ObjectKind::List,
+            key: ItemKey::Index(_),
+            ..
+        } = request
+        {
+            assert!(err.message.contains("push"), "says why: {}", err.message);
+        }
+        still_healthy(&mut raw, 1000 + id).await;
+    }
+    // Nothing was written: no map "fresh", the list as it was.
+    assert_eq!(
+        backend.fetch("fresh").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    let log = backend.list("log");
+    assert_eq!(log.info().await.unwrap().revision, 1);
+    assert_eq!(log.get(0).await.unwrap().data, json!("first"));
+}
+
+#[tokio::test]
 async fn ttls_beyond_a_year_are_refused() {
     let s = TestServer::start().await;
     let mut raw = RawConnection::backend(&s.admin).await;

@@ -217,6 +217,65 @@ async fn map_items_by_key() {
 }
 
 #[tokio::test]
+async fn a_map_item_create_writes_only_a_key_that_is_absent_and_leaves_an_existing_one_untouched() {
+    let s = TestServer::start().await;
+    let alice = s.backend().await;
+    let bob = s.backend().await;
+    // The map does not exist yet: the create makes it, by name, like `set`.
+    let created = alice
+        .map("seats")
+        .create_item("12A", &json!({"by": "alice"}))
+        .await
+        .unwrap();
+    assert_eq!(created.key, Some(ItemKey::Key("12A".into())));
+    assert_eq!(created.revision, 1);
+    assert_eq!(created.into_value().unwrap().data, json!({"by": "alice"}));
+    let seats = bob.map("seats");
+    let mut sub = seats.subscribe().await.unwrap();
+    next_event(&mut sub).await;
+
+    let e = seats
+        .create_item("12A", &json!({"by": "bob"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::AlreadyExists, "{e}");
+    let kept = seats.get("12A").await.unwrap();
+    assert_eq!((kept.revision, kept.data), (1, json!({"by": "alice"})));
+    assert_eq!(seats.info().await.unwrap().revision, 1, "nothing written");
+    assert_no_event(&mut sub, Duration::from_millis(200)).await;
+
+    // Another key of the same map is free.
+    let other = seats
+        .create_item_with("12B", &json!({"by": "bob"}), WriteOptions::new().ttl(1))
+        .await
+        .unwrap();
+    assert_eq!(other.revision, 2);
+    assert_eq!(next_event(&mut sub).await.revision, 2);
+    // There is no item to match: `if_match` is refused, not dropped.
+    let e = seats
+        .create_item_with("12C", &json!(1), WriteOptions::new().if_match(0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    // An expired item counts as absent.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let again = seats
+        .create_item("12B", &json!({"by": "carol"}))
+        .await
+        .unwrap();
+    assert_eq!(seats.get("12B").await.unwrap().data, json!({"by": "carol"}));
+    assert!(again.revision > 2);
+    // A name that is not a map is refused as for any map write.
+    alice.list("queue").push(&json!(1)).await.unwrap();
+    let e = alice
+        .map("queue")
+        .create_item("k", &json!(1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+}
+
+#[tokio::test]
 async fn kinds_do_not_mix() {
     let s = TestServer::start().await;
     let c = s.backend().await;

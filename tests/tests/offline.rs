@@ -259,6 +259,84 @@ async fn a_queued_write_whose_base_moved_comes_back_as_a_conflict_with_both_valu
 }
 
 #[tokio::test]
+async fn a_queued_map_item_create_whose_key_another_client_created_meanwhile_is_a_conflict_and_theirs_stays(
+) {
+    let mut s = TestServer::start().await;
+    let c = Client::connect(offline_config(&s, 16)).await.unwrap();
+    let other = s.backend().await;
+    other.map("map").set("a", &json!(0)).await.unwrap();
+    let mut map_sub = c.map("map").subscribe().await.unwrap();
+    next_event(&mut map_sub).await;
+    // After the app's view (its subscription is not read, so its replica, the queued
+    // writes' base, still holds no "new" and no "merge"), another client creates them.
+    other.map("map").set("new", &json!("theirs")).await.unwrap();
+    other
+        .map("map")
+        .set("merge", &json!({"theirs": 1}))
+        .await
+        .unwrap();
+
+    server_down(&mut s, &c).await;
+    let map = c.map("map");
+    // Based on "new" being absent.
+    let created = issue({
+        let map = map.clone();
+        Box::pin(async move { map.set("new", &json!("mine")).await })
+    })
+    .await;
+    // A write that changes only what exists, based on its absence: not sent.
+    let merged = issue({
+        let map = map.clone();
+        Box::pin(async move { map.update("merge", &json!({"mine": 1})).await })
+    })
+    .await;
+    let removed = issue({
+        let map = map.clone();
+        Box::pin(async move { map.remove("nobody").await })
+    })
+    .await;
+    // The app's own create, then a set that builds on it (not on the replica's "absent").
+    let own = issue({
+        let map = map.clone();
+        Box::pin(async move { map.create_item("fresh", &json!(1)).await })
+    })
+    .await;
+    let own_then = issue({
+        let map = map.clone();
+        Box::pin(async move { map.set("fresh", &json!(2)).await })
+    })
+    .await;
+    s.start_again().await;
+
+    let e = answer(created).await.unwrap_err();
+    let conflict = e.write_conflict().expect("a conflict with both values");
+    assert_eq!(conflict.key, Some(ItemKey::Key("new".into())));
+    assert_eq!(
+        conflict.base_revision, None,
+        "based on the item not existing"
+    );
+    assert_eq!(conflict.attempted, AttemptedWrite::Set(json!("mine")));
+    assert_eq!(conflict.current.data(), Some(&json!("theirs")));
+
+    let e = answer(merged).await.unwrap_err();
+    let conflict = e.write_conflict().expect("a conflict with both values");
+    assert_eq!(conflict.current.data(), Some(&json!({"theirs": 1})));
+    let e = answer(removed).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
+
+    answer(own).await.expect("the app's create applied");
+    answer(own_then).await.expect("built on the create");
+
+    let backend = s.backend().await;
+    let values = server_items(&backend, ObjectKind::Map, "map").await;
+    let get = |k: &str| values.get(&ItemKey::Key(k.into())).cloned();
+    assert_eq!(get("new"), Some(json!("theirs")), "not overwritten");
+    assert_eq!(get("merge"), Some(json!({"theirs": 1})), "not merged into");
+    assert_eq!(get("fresh"), Some(json!(2)));
+    assert_eq!(get("nobody"), None);
+}
+
+#[tokio::test]
 async fn a_queued_set_of_a_deleted_document_recreates_it_unless_another_client_did_first() {
     let mut s = TestServer::start().await;
     let c = Client::connect(offline_config(&s, 16)).await.unwrap();

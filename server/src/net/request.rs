@@ -190,6 +190,30 @@ pub fn command(request: Request, limits: &Limits) -> Result<Command, WireError> 
         Request::PermissionList { object } => {
             Command::Admin(AdminCommand::PermissionList { object })
         }
+        Request::ItemCreate {
+            kind,
+            object,
+            key,
+            data,
+            ttl,
+            ephemeral,
+        } => {
+            // An unconditional `ItemSet`, checked as one, that only creates.
+            let set = Request::ItemSet {
+                kind,
+                object,
+                key,
+                data,
+                if_match: None,
+                ttl,
+                ephemeral,
+            };
+            let mut set = command(set, limits)?;
+            if let Command::Write(WriteCommand::ItemSet { mode, .. }) = &mut set {
+                *mode = SetMode::Create;
+            }
+            set
+        }
     })
 }
 
@@ -245,7 +269,8 @@ pub fn kind(request: &Request) -> &'static str {
         | Request::ListPush { .. }
         | Request::ItemSet { .. }
         | Request::ItemUpdate { .. }
-        | Request::ItemRemove { .. } => "write",
+        | Request::ItemRemove { .. }
+        | Request::ItemCreate { .. } => "write",
         Request::Publish { .. } => "publish",
         Request::Subscribe { .. } => "subscribe",
         Request::Unsubscribe { .. } => "unsubscribe",
@@ -326,5 +351,47 @@ mod tests {
             );
         }
         assert_eq!(command(Request::Ping, &l).unwrap(), Command::Ping);
+    }
+
+    fn item_create(kind: ObjectKind, key: ItemKey, ttl: Option<u64>) -> Request {
+        Request::ItemCreate {
+            kind,
+            object: "m".into(),
+            key,
+            data: "1".into(),
+            ttl,
+            ephemeral: false,
+        }
+    }
+
+    #[test]
+    fn an_item_create_is_a_map_set_that_only_creates_and_may_create_the_map() {
+        let l = Limits::default();
+        let request = item_create(ObjectKind::Map, ItemKey::Key("k".into()), Some(5));
+        assert_eq!(kind(&request), "write");
+        let Command::Write(WriteCommand::ItemSet {
+            key,
+            if_match,
+            ttl,
+            mode,
+            create_map,
+            ..
+        }) = command(request, &l).unwrap()
+        else {
+            panic!("not an item set")
+        };
+        assert_eq!(*key, ItemKey::Key("k".into()));
+        assert_eq!((if_match, ttl.map(Ttl::seconds)), (None, Some(5)));
+        assert_eq!((mode, create_map), (SetMode::Create, true));
+        for refused in [
+            item_create(ObjectKind::Map, ItemKey::Key(String::new()), None),
+            item_create(ObjectKind::Map, ItemKey::Index(1), None),
+            item_create(ObjectKind::List, ItemKey::Key("k".into()), None),
+            item_create(ObjectKind::Document, ItemKey::Key("k".into()), None),
+            item_create(ObjectKind::Map, ItemKey::Key("k".into()), Some(u64::MAX)),
+        ] {
+            let err = command(refused.clone(), &l).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{refused:?}: {err:?}");
+        }
     }
 }
