@@ -15,9 +15,9 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use syncline_proto::{EventKind, ItemKey, Limits, ObjectKind, Reason};
-use syncline_server::command::Json;
-use syncline_server::objects::{self, document, items, WriteContext};
-use syncline_server::store::{ItemRecord, ObjectRecord};
+use syncline_core::command::{Json, Key};
+use syncline_core::objects::{self, document, items, WriteContext};
+use syncline_core::store::{ItemRecord, ObjectRecord};
 
 const MAX_REVISION: u64 = 1 << 53;
 
@@ -207,7 +207,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 &limits,
             );
             if let Ok((next, write, event)) = r {
-                items::check_key(object.kind, &key, &limits).expect("a set key is well-shaped");
+                Key::parse(object.kind, key.clone(), &limits).expect("a set key is well-shaped");
                 let owner = write.after.as_ref().and_then(|i| i.ephemeral_owner.as_deref());
                 assert_eq!(owner, ephemeral.then_some(ctx.actor.as_str()), "a set decides the owner");
                 assert_eq!(
@@ -252,7 +252,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
             }
         }
         _ => {
-            let _ = items::check_key(kind(u)?, &key, &limits);
+            let _ = Key::parse(kind(u)?, key.clone(), &limits);
             let _ = objects::expect_kind(&object, kind(u)?);
             let at = objects::expiry(ctx.now_ms, ttl.unwrap_or(0));
             assert_eq!(at.is_some(), ttl.unwrap_or(0) > 0);
@@ -264,7 +264,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
 fn check_item_change(
     before: &ObjectRecord,
     next: &ObjectRecord,
-    write: &syncline_server::store::ItemWrite,
+    write: &syncline_core::store::ItemWrite,
     event: &syncline_proto::Event,
 ) {
     assert_eq!(next.revision, before.revision + 1);

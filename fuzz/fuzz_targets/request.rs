@@ -1,5 +1,5 @@
 //! Request decoding: a `RequestFrame` body as the QUIC edge reads it (bincode with the
-//! frame limit), then `Command::from_request`, the edge's one check of a request. No
+//! frame limit), then `net::request::command`, the QUIC edge's translation into a checked core command. No
 //! panic, only typed errors; a command that passes carries JSON every reader loads.
 //!
 //! Input: the frame body.
@@ -8,7 +8,8 @@
 use libfuzzer_sys::fuzz_target;
 use syncline_proto::frame::{self, FrameError};
 use syncline_proto::{Limits, Request, RequestFrame};
-use syncline_server::command::{Command, WriteCommand};
+use syncline_core::command::{Command, WriteCommand};
+use syncline_server::net::request;
 
 fn check_json(text: &str) {
     serde_json::from_str::<serde_json::Value>(text).expect("a checked payload loads");
@@ -23,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(frame::peek_request_id(data), Some(frame.id));
     let is_hello = matches!(frame.request, Request::Hello { .. });
-    match Command::from_request(frame.request, &limits) {
+    match request::command(frame.request, &limits) {
         Ok(Command::Write(w)) => match &w {
             WriteCommand::DocSet { data, .. }
             | WriteCommand::ListPush { data, .. }
@@ -41,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             check_json(data.as_str());
         }
         Ok(Command::Subscribe { window, .. }) => {
-            assert!((1..=limits.max_page).contains(&window))
+            assert!((1..=limits.max_page).contains(&window.get()))
         }
         Ok(_) => assert!(!is_hello),
         Err(e) => assert!(!e.message.is_empty()),
