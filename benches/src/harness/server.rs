@@ -15,11 +15,23 @@ pub struct ServerUnderTest {
     _data: Option<tempfile::TempDir>,
 }
 
-/// The `syncline` binary next to this one (`target/<profile>/syncline`). It is not built
-/// here: running cargo from inside a measurement tool rebuilds at surprising moments
-/// and competes with the run for the CPU, so a missing binary is an error that says
-/// which command builds it.
+/// The `syncline` binary next to this one (`target/<profile>/syncline`), or the one
+/// `SYNCLINE_SERVER_BIN` names: an A/B of two server builds runs the same harness
+/// against each. It is not built here: running cargo from inside a measurement tool
+/// rebuilds at surprising moments and competes with the run for the CPU, so a missing
+/// binary is an error that says which command builds it.
 pub fn syncline_bin() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("SYNCLINE_SERVER_BIN") {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!(
+                "SYNCLINE_SERVER_BIN names {}, which is not a file",
+                bin.display()
+            ))
+        };
+    }
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     // Test and bench executables live one level down, in `deps/`.
