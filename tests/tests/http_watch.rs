@@ -99,6 +99,18 @@ impl Watch {
         }
     }
 
+    /// Writes `value` to document `d` and checks that this ended stream never shows it.
+    async fn misses_a_later_write(&mut self, backend: &syncline_client::Client, value: &str) {
+        backend
+            .document("d")
+            .set(&json!({ "v": value }))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.until(|_| false).await;
+        assert!(!self.seen.contains(value), "{}", self.seen);
+    }
+
     /// Waits for the stream to end, and says how long that took.
     async fn end(&mut self) -> Duration {
         let started = tokio::time::Instant::now();
@@ -160,13 +172,9 @@ async fn an_http_event_stream_ends_within_two_seconds_of_its_keys_revocation_and
         "the stream says why it ended: {}",
         watch.seen
     );
-    backend
-        .document("d")
-        .set(&json!({"v": "after the revocation"}))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!watch.seen.contains("after the revocation"));
+    watch
+        .misses_a_later_write(&backend, "after the revocation")
+        .await;
 }
 
 #[tokio::test]
@@ -191,17 +199,13 @@ async fn an_http_event_stream_on_a_short_token_ends_when_the_token_does() {
         "{}",
         watch.seen
     );
-    backend
-        .document("d")
-        .set(&json!({"v": "late"}))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!watch.seen.contains("late"));
+    watch
+        .misses_a_later_write(&backend, "after the expiry")
+        .await;
 }
 
 #[tokio::test]
-async fn an_http_event_stream_of_a_deleted_service_ends_after_hearing_its_object_go() {
+async fn an_http_event_stream_of_a_deleted_service_hears_its_object_go_then_why_it_ends() {
     let s = TestServer::start().await;
     let backend = s.backend().await;
     let svc = backend
@@ -225,8 +229,17 @@ async fn an_http_event_stream_of_a_deleted_service_ends_after_hearing_its_object
     backend.delete_service(&svc.sid).await.unwrap();
     let took = watch.end().await;
     assert!(took < Duration::from_secs(3), "ended after {took:?}");
+    // First the object's removal, then the reason the stream ends: a watcher learns
+    // that the service is gone, not only that one object went.
+    let removed = watch.seen.find("event: object_removed");
+    let end = watch.seen.find("event: end");
     assert!(
-        watch.seen.contains("event: object_removed"),
+        matches!((removed, end), (Some(r), Some(e)) if r < e),
+        "{}",
+        watch.seen
+    );
+    assert!(
+        watch.seen.contains("the service was deleted"),
         "{}",
         watch.seen
     );
