@@ -18,25 +18,50 @@ use crate::fanout::Ending;
 use crate::fanout::{catch_up, ended_event, CatchUp, Control, Delivery, Queued, StartSubscription};
 use crate::session::Session;
 
-/// An event ready for the edge: the subscription it is for, and the event as the
-/// server's encoder made it (once, shared with every other subscriber).
-pub type Pending = (u64, Bytes);
-
-/// Where a session's watch delivers: the edge's rendering of events.
+/// Where a session's watch delivers: the edge's rendering of events. The watch pushes
+/// what a wake-up produced, then flushes once; the sink keeps the only buffer (a
+/// second one per session, in the watch, cost every idle connection its capacity).
 #[async_trait::async_trait]
 pub trait WatchSink: Send {
-    /// Writes `events` in order. `Err`: the peer is gone, and the watch stops.
-    async fn write(&mut self, events: &mut Vec<Pending>) -> Result<(), ()>;
+    /// Queues one event for subscription `sub_id`, as the server's encoder made it
+    /// (once, shared with every other subscriber), for the next `flush`.
+    fn push(&mut self, sub_id: u64, event: Bytes);
+    /// Writes what was pushed, in order. `Err`: the peer is gone, and the watch stops.
+    async fn flush(&mut self) -> Result<(), ()>;
     /// Ends the session's transport after what was written: the watch is over.
     async fn close(&mut self, ending: Ending);
-    /// Called after `IDLE` with nothing to write (SSE's keep-alive); `Err`: gone.
+    /// How often the watch calls `idle` (`None`, the default: never). A transport that
+    /// notices dead peers itself (QUIC) needs no timer per session.
+    fn idle_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Called every `idle_every` (SSE's keep-alive comment); `Err`: the peer is gone.
     async fn idle(&mut self) -> Result<(), ()> {
         Ok(())
     }
 }
 
-/// How long a watch waits with nothing to deliver before calling `WatchSink::idle`.
-pub const IDLE: Duration = Duration::from_secs(15);
+/// Far enough away to stand for "never" as a timer deadline.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The instant the wall clock passes `valid_until` (`None`: never).
+fn expiry_deadline(valid_until: Option<u64>) -> tokio::time::Instant {
+    let left = match valid_until {
+        Some(v) => crate::auth::time_to_expiry(v, std::time::SystemTime::now()),
+        None => NEVER,
+    };
+    tokio::time::Instant::now() + left
+}
+
+/// Resolves at each tick of `every`, or never.
+async fn tick(every: &mut Option<tokio::time::Interval>) {
+    match every {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
 
 struct Subscription {
     token: u64,
@@ -50,10 +75,17 @@ struct Subscription {
 struct Writer<'a> {
     session: &'a Session,
     subs: HashMap<u64, Subscription>,
-    pending: Vec<Pending>,
+    sink: &'a mut dyn WatchSink,
+    /// Something was pushed since the last flush.
+    pushed: bool,
 }
 
 impl Writer<'_> {
+    fn push(&mut self, sub_id: u64, event: Bytes) {
+        self.sink.push(sub_id, event);
+        self.pushed = true;
+    }
+
     /// Brings a subscription up to date from `since` (or from nothing).
     async fn start(&mut self, start: StartSubscription) {
         let StartSubscription {
@@ -90,13 +122,14 @@ impl Writer<'_> {
         let delivered = match caught {
             Ok(CatchUp::Replay { events, revision }) => {
                 for e in events {
-                    self.pending.push((sub_id, e.event));
+                    self.push(sub_id, e.event);
                 }
                 revision
             }
             Ok(CatchUp::Snapshot { events, revision }) => {
                 for event in &events {
-                    self.pending.push((sub_id, shared.hub.encode(event)));
+                    let encoded = shared.hub.encode(event);
+                    self.push(sub_id, encoded);
                 }
                 revision
             }
@@ -138,15 +171,15 @@ impl Writer<'_> {
             self.subs.remove(&d.sub_id);
             self.session.forget_subscription(d.sub_id);
         }
-        self.pending.push((d.sub_id, d.event.body.clone()));
+        self.push(d.sub_id, d.event.body.clone());
     }
 
     fn end(&mut self, sub_id: u64, object_sid: &str, error: WireError) {
         self.subs.remove(&sub_id);
         self.session.forget_subscription(sub_id);
         let event = ended_event(object_sid, 0, error);
-        self.pending
-            .push((sub_id, self.session.shared().hub.encode(&event)));
+        let encoded = self.session.shared().hub.encode(&event);
+        self.push(sub_id, encoded);
     }
 
     async fn resync(&mut self, sub_id: u64) {
@@ -180,44 +213,48 @@ impl Writer<'_> {
 pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
     let outbox = session.outbox.clone();
     let mut expiry = session.token_expiry();
+    let mut idle = sink
+        .idle_every()
+        .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     let mut writer = Writer {
         session: &session,
         subs: HashMap::new(),
-        pending: Vec::new(),
+        sink,
+        pushed: false,
     };
     let mut close: Option<Ending> = None;
     let mut queued = Queued::default();
+    // The last second the token is accepted: the session ends when the wall clock
+    // passes it, the instant `auth::verify_token` starts refusing the token. One timer,
+    // moved only when the token changes: arming one per wake-up cost a timer-wheel
+    // insertion per delivery.
+    let mut valid_until = *expiry.borrow_and_update();
+    let deadline = tokio::time::sleep_until(expiry_deadline(valid_until));
+    tokio::pin!(deadline);
     loop {
-        // The last second the token is accepted; the session ends when the wall clock
-        // passes it, the instant `auth::verify_token` starts refusing the token.
-        let valid_until = *expiry.borrow_and_update();
-        let expired = async move {
-            let Some(valid_until) = valid_until else {
-                return std::future::pending().await;
-            };
-            loop {
-                let left = crate::auth::time_to_expiry(valid_until, std::time::SystemTime::now());
-                if left.is_zero() {
-                    return;
-                }
-                tokio::time::sleep(left).await;
-            }
-        };
         tokio::select! {
             _ = outbox.ready() => {}
-            _ = expired => {
-                info!("token expired; ending the session");
-                sink.close(Ending { code: ErrorCode::TokenExpired, reason: "TokenExpired" }).await;
-                return;
+            _ = &mut deadline, if valid_until.is_some() => {
+                // Timers run on the monotonic clock, expiry on the wall clock: look again.
+                let now = std::time::SystemTime::now();
+                if valid_until.is_some_and(|v| crate::auth::time_to_expiry(v, now).is_zero()) {
+                    info!("token expired; ending the session");
+                    writer.sink.close(Ending { code: ErrorCode::TokenExpired, reason: "TokenExpired" }).await;
+                    return;
+                }
+                deadline.as_mut().reset(expiry_deadline(valid_until));
+                continue;
             }
             changed = expiry.changed() => {
                 if changed.is_err() {
                     return;
                 }
+                valid_until = *expiry.borrow_and_update();
+                deadline.as_mut().reset(expiry_deadline(valid_until));
                 continue;
             }
-            _ = tokio::time::sleep(IDLE) => {
-                if sink.idle().await.is_err() {
+            _ = tick(&mut idle) => {
+                if writer.sink.idle().await.is_err() {
                     return;
                 }
                 continue;
@@ -242,15 +279,15 @@ pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
         for d in queued.events.drain(..) {
             writer.accept(d);
         }
-        if !writer.pending.is_empty() {
-            if sink.write(&mut writer.pending).await.is_err() {
+        if writer.pushed {
+            writer.pushed = false;
+            if writer.sink.flush().await.is_err() {
                 debug!("watch sink closed");
                 return;
             }
-            writer.pending.clear();
         }
         if let Some(ending) = close {
-            sink.close(ending).await;
+            writer.sink.close(ending).await;
             return;
         }
     }

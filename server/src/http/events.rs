@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use syncline_core::session::Session;
-use syncline_core::watch::{Pending, WatchSink};
+use syncline_core::watch::WatchSink;
 use syncline_core::Ending;
 use syncline_proto::{Event, EventKind, ItemInfo, ItemKey, ObjectState};
 use tokio::sync::{mpsc, watch};
@@ -108,17 +108,22 @@ pub fn sse_message(e: &Event) -> Bytes {
 /// Renders a session's watch as server-sent events into the response body.
 struct SseSink {
     body: mpsc::Sender<Bytes>,
+    /// Rendered messages waiting for `flush`.
+    messages: Vec<Bytes>,
 }
 
 #[async_trait::async_trait]
 impl WatchSink for SseSink {
-    async fn write(&mut self, events: &mut Vec<Pending>) -> Result<(), ()> {
-        for (_, encoded) in events.drain(..) {
-            // Encoded by this server's own encoder: a failure would be a bug, not input.
-            let Ok(event) = syncline_proto::frame::decode::<Event>(&encoded, u32::MAX) else {
-                continue;
-            };
-            self.body.send(sse_message(&event)).await.map_err(|_| ())?;
+    fn push(&mut self, _sub_id: u64, event: Bytes) {
+        // Encoded by this server's own encoder: a failure would be a bug, not input.
+        if let Ok(event) = syncline_proto::frame::decode::<Event>(&event, u32::MAX) {
+            self.messages.push(sse_message(&event));
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ()> {
+        for message in self.messages.drain(..) {
+            self.body.send(message).await.map_err(|_| ())?;
         }
         Ok(())
     }
@@ -130,6 +135,12 @@ impl WatchSink for SseSink {
             .body
             .send(Bytes::from(format!("event: end\ndata: {body}\n\n")))
             .await;
+    }
+
+    /// A comment line this often keeps proxies from closing a quiet stream and lets a
+    /// dead client be noticed.
+    fn idle_every(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(15))
     }
 
     async fn idle(&mut self) -> Result<(), ()> {
@@ -149,7 +160,10 @@ pub fn stream(
 ) -> HttpResponse {
     let (tx, body_rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        let mut sink = SseSink { body: tx };
+        let mut sink = SseSink {
+            body: tx,
+            messages: Vec::new(),
+        };
         tokio::select! {
             _ = syncline_core::watch::run(session.clone(), &mut sink) => {}
             _ = ended.wait_for(Option::is_some) => {}

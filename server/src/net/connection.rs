@@ -18,7 +18,7 @@ use syncline_proto::{
     close_code, Credential, ErrorCode, Request, RequestFrame, Response, ResponseFrame, Welcome,
     WireError,
 };
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, Instrument};
 
@@ -52,8 +52,7 @@ pub async fn serve(incoming: quinn::Incoming, core: Core, shutdown: watch::Recei
     let span = info_span!("conn", id = session.id(), %remote);
     async move {
         debug!("connected");
-        let ended = Arc::new(watch::channel(None).0);
-        let mut ended_rx = ended.subscribe();
+        let (ended, mut ended_rx) = oneshot::channel();
         // Aborted on drop: also when this task is itself cancelled at shutdown, since
         // the watch holds the core.
         let _watch = AbortOnDrop(tokio::spawn(
@@ -127,7 +126,7 @@ async fn run_requests(
     conn: &quinn::Connection,
     session: &Arc<Session>,
     core: &Core,
-    ended: &mut watch::Receiver<Option<Ending>>,
+    ended: &mut oneshot::Receiver<Ending>,
     mut shutdown: watch::Receiver<bool>,
 ) -> (u32, &'static str) {
     let (send, mut recv) = tokio::select! {
@@ -249,10 +248,10 @@ async fn run_requests(
                     );
                 }
             }
-            changed = ended.changed(), if watching => {
-                let ending = *ended.borrow_and_update();
+            ending = &mut *ended, if watching => {
+                watching = false;
                 match ending {
-                    Some(ending) => {
+                    Ok(ending) => {
                         if ending.code == ErrorCode::TokenExpired {
                             notice(&responses, WireError::new(ErrorCode::TokenExpired, "token has expired"));
                         }
@@ -260,8 +259,7 @@ async fn run_requests(
                     }
                     // The watch stopped without ending the session (its event stream
                     // failed); requests go on as before.
-                    None if changed.is_err() => watching = false,
-                    None => {}
+                    Err(_) => {}
                 }
             }
             _ = hello_due => {

@@ -5,13 +5,11 @@
 //! ending to the connection's request loop, which answers what is in flight and closes
 //! with the ending's code.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use syncline_core::watch::{Pending, WatchSink};
+use syncline_core::watch::WatchSink;
 use syncline_core::{Ending, CLOSE_GRACE};
 use syncline_proto::{close_code, ErrorCode, EventFrameHeader};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 use tracing::debug;
 
 /// The QUIC close code for the core's reason to end a session.
@@ -26,17 +24,18 @@ pub fn close_code_of(code: ErrorCode) -> u32 {
 pub struct QuicSink {
     conn: quinn::Connection,
     stream: Option<quinn::SendStream>,
-    /// Where the request loop hears that the session ended.
-    ended: Arc<watch::Sender<Option<Ending>>>,
+    /// Where the request loop hears that the session ended (a oneshot: a watch channel
+    /// carries eight notifiers, half a kilobyte on every connection).
+    ended: Option<oneshot::Sender<Ending>>,
     chunks: Vec<Bytes>,
 }
 
 impl QuicSink {
-    pub fn new(conn: quinn::Connection, ended: Arc<watch::Sender<Option<Ending>>>) -> Self {
+    pub fn new(conn: quinn::Connection, ended: oneshot::Sender<Ending>) -> Self {
         QuicSink {
             conn,
             stream: None,
-            ended,
+            ended: Some(ended),
             chunks: Vec::new(),
         }
     }
@@ -44,12 +43,13 @@ impl QuicSink {
 
 #[async_trait::async_trait]
 impl WatchSink for QuicSink {
-    async fn write(&mut self, events: &mut Vec<Pending>) -> Result<(), ()> {
-        for (sub_id, body) in events.drain(..) {
-            let header = EventFrameHeader { sub_id }.encode(body.len());
-            self.chunks.push(Bytes::copy_from_slice(&header));
-            self.chunks.push(body);
-        }
+    fn push(&mut self, sub_id: u64, event: Bytes) {
+        let header = EventFrameHeader { sub_id }.encode(event.len());
+        self.chunks.push(Bytes::copy_from_slice(&header));
+        self.chunks.push(event);
+    }
+
+    async fn flush(&mut self) -> Result<(), ()> {
         if self.stream.is_none() {
             match self.conn.open_uni().await {
                 Ok(s) => self.stream = Some(s),
@@ -64,6 +64,8 @@ impl WatchSink for QuicSink {
         };
         let written = stream.write_all_chunks(&mut self.chunks).await;
         self.chunks.clear();
+        // A burst's buffer is not kept by a connection that goes quiet again.
+        syncline_core::batch::trim(&mut self.chunks);
         written.map_err(|e| debug!(error = %e, "event stream closed"))
     }
 
@@ -76,6 +78,8 @@ impl WatchSink for QuicSink {
                 let _ = tokio::time::timeout(CLOSE_GRACE, s.stopped()).await;
             }
         }
-        self.ended.send_replace(Some(ending));
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send(ending);
+        }
     }
 }
