@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use syncline_proto::{ErrorCode, WireError};
-use tokio::sync::watch;
 
 use crate::acl::{self, Principal};
 use crate::auth::Login;
@@ -46,10 +45,6 @@ pub struct Session {
     pub(crate) outbox: Arc<Outbox>,
     subs: Mutex<HashMap<u64, String>>,
     bucket: RateBucket,
-    /// The last Unix second the current token is accepted (`auth::valid_until`, i.e.
-    /// `exp` + clock skew); the session's watch ends it with `TokenExpired` when the
-    /// clock passes it. `None` for API keys.
-    expiry: watch::Sender<Option<u64>>,
     /// A token holder's session counts toward its identity's presence until it ends.
     present: Mutex<Option<Present>>,
 }
@@ -89,7 +84,6 @@ impl Session {
             caller: Mutex::new(None),
             outbox: Outbox::new(),
             subs: Mutex::new(HashMap::new()),
-            expiry: watch::channel(None).0,
             present: Mutex::new(None),
         });
         shared.register(
@@ -108,11 +102,6 @@ impl Session {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
-    }
-
-    /// The last Unix second the session's token is accepted (`None`: no token).
-    pub(crate) fn token_expiry(&self) -> watch::Receiver<Option<u64>> {
-        self.expiry.subscribe()
     }
 
     pub fn is_authenticated(&self) -> bool {
@@ -176,7 +165,10 @@ impl Session {
             }
         }
         self.set_caller(caller);
-        self.expiry.send_replace(token.map(|t| t.valid_until));
+        if let Some(token) = token {
+            self.outbox
+                .control(Control::TokenValidUntil(token.valid_until));
+        }
         Ok(hello)
     }
 
@@ -315,7 +307,8 @@ impl Session {
             },
             ..caller.clone()
         });
-        self.expiry.send_replace(Some(verified.valid_until));
+        self.outbox
+            .control(Control::TokenValidUntil(verified.valid_until));
         Ok(Outcome::TokenUpdated {
             expires_at: verified.expires_at,
         })

@@ -212,7 +212,6 @@ impl Writer<'_> {
 /// expired: then `sink.close`) or the sink's peer is gone.
 pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
     let outbox = session.outbox.clone();
-    let mut expiry = session.token_expiry();
     let mut idle = sink
         .idle_every()
         .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
@@ -228,7 +227,7 @@ pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
     // passes it, the instant `auth::verify_token` starts refusing the token. One timer,
     // moved only when the token changes: arming one per wake-up cost a timer-wheel
     // insertion per delivery.
-    let mut valid_until = *expiry.borrow_and_update();
+    let mut valid_until: Option<u64> = None;
     let deadline = tokio::time::sleep_until(expiry_deadline(valid_until));
     tokio::pin!(deadline);
     loop {
@@ -242,14 +241,6 @@ pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
                     writer.sink.close(Ending { code: ErrorCode::TokenExpired, reason: "TokenExpired" }).await;
                     return;
                 }
-                deadline.as_mut().reset(expiry_deadline(valid_until));
-                continue;
-            }
-            changed = expiry.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                valid_until = *expiry.borrow_and_update();
                 deadline.as_mut().reset(expiry_deadline(valid_until));
                 continue;
             }
@@ -271,6 +262,10 @@ pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
                 // for goes out first, and subscriptions that overflowed the queue are
                 // brought up to date (or told they ended) rather than left short.
                 Control::Close(ending) => close = Some(ending),
+                Control::TokenValidUntil(until) => {
+                    valid_until = Some(until);
+                    deadline.as_mut().reset(expiry_deadline(valid_until));
+                }
             }
         }
         for sub_id in queued.lagged.drain(..) {

@@ -250,16 +250,13 @@ async fn run_requests(
             }
             ending = &mut *ended, if watching => {
                 watching = false;
-                match ending {
-                    Ok(ending) => {
-                        if ending.code == ErrorCode::TokenExpired {
-                            notice(&responses, WireError::new(ErrorCode::TokenExpired, "token has expired"));
-                        }
-                        close = Some((close_code_of(ending.code), ending.reason));
+                // An error: the watch stopped without ending the session (its event
+                // stream failed); requests go on as before.
+                if let Ok(ending) = ending {
+                    if ending.code == ErrorCode::TokenExpired {
+                        notice(&responses, WireError::new(ErrorCode::TokenExpired, "token has expired"));
                     }
-                    // The watch stopped without ending the session (its event stream
-                    // failed); requests go on as before.
-                    Err(_) => {}
+                    close = Some((close_code_of(ending.code), ending.reason));
                 }
             }
             _ = hello_due => {
