@@ -64,11 +64,6 @@ pub enum Control {
     },
     /// Deliver what is queued, then end the session.
     Close(Ending),
-    /// The session's token (a new one, after an update) is accepted until this Unix
-    /// second (`auth::valid_until`: `exp` + clock skew); the watch ends the session with
-    /// `TokenExpired` when the clock passes it. Told through the outbox, which the
-    /// watch waits on anyway: a channel of its own cost every wake-up a registration.
-    TokenValidUntil(u64),
 }
 
 /// Start delivering: catch up from `since` (or send a snapshot), then live events.

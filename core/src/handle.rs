@@ -1,7 +1,7 @@
 //! `Core`, the one handle the edges hold: authenticate, execute, open a session (whose
 //! watch delivers events), and read what operators see (limits, the installation,
 //! metrics). Its state is private. `CoreTasks` owns the tasks the core runs (the commit
-//! task, the reaper); dropping it stops them, `stop` stops them gracefully.
+//! task, the reaper, token expiry); dropping it stops them, `stop` stops them gracefully.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,8 @@ pub struct Core {
 pub struct CoreTasks {
     shutdown: watch::Sender<bool>,
     reaper: Option<tokio::task::JoinHandle<()>>,
+    /// Ends sessions whose tokens expire (it holds the core's state until shutdown).
+    expiry: Option<tokio::task::JoinHandle<()>>,
     commit: Option<tokio::task::JoinHandle<()>>,
     store: Arc<dyn Store>,
 }
@@ -89,9 +91,11 @@ impl Core {
             webhooks,
         ));
         crate::departures::restore(&shared).await;
+        let expiry = tokio::spawn(shared.clone().expire_sessions(shutdown.subscribe()));
         let tasks = CoreTasks {
             shutdown,
             reaper: Some(reaper),
+            expiry: Some(expiry),
             commit: Some(commit),
             store,
         };
@@ -190,6 +194,9 @@ impl CoreTasks {
         if let Some(reaper) = self.reaper.take() {
             let _ = reaper.await;
         }
+        if let Some(expiry) = self.expiry.take() {
+            let _ = expiry.await;
+        }
         if let Some(commit) = self.commit.take() {
             let _ = commit.await;
         }
@@ -204,6 +211,9 @@ impl Drop for CoreTasks {
         self.shutdown.send_replace(true);
         if let Some(reaper) = self.reaper.take() {
             reaper.abort();
+        }
+        if let Some(expiry) = self.expiry.take() {
+            expiry.abort();
         }
         if let Some(commit) = self.commit.take() {
             commit.abort();

@@ -13,6 +13,7 @@ pub mod command;
 pub mod commit;
 mod departures;
 pub mod engine;
+mod expiry;
 pub mod fanout;
 mod handle;
 pub mod metrics;

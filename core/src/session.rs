@@ -1,8 +1,9 @@
 //! A session: the state of one client connection on any transport (a QUIC connection,
 //! an SSE stream, a WebSocket). Who it is once authenticated, its token's expiry, its
 //! subscriptions, its presence and its rate limit. It is entered in the core's table of
-//! live sessions from the moment it opens, so key revocation, service deletion and
-//! token expiry end it whatever its edge; its watch (`watch::run`) delivers its events.
+//! live sessions from the moment it opens, and in its expiries once a token
+//! authenticates it, so key revocation, service deletion and token expiry end it
+//! whatever its edge; its watch (`watch::run`) delivers its events.
 //! Nothing here touches a socket.
 
 use std::collections::HashMap;
@@ -47,6 +48,9 @@ pub struct Session {
     bucket: RateBucket,
     /// A token holder's session counts toward its identity's presence until it ends.
     present: Mutex<Option<Present>>,
+    /// The last Unix second its token is accepted (`auth::valid_until`: `exp` + clock
+    /// skew), as entered in the core's expiries; `None` for API keys.
+    valid_until: Mutex<Option<u64>>,
 }
 
 impl Connection for Session {
@@ -85,6 +89,7 @@ impl Session {
             outbox: Outbox::new(),
             subs: Mutex::new(HashMap::new()),
             present: Mutex::new(None),
+            valid_until: Mutex::new(None),
         });
         shared.register(
             session.connection_id,
@@ -165,10 +170,7 @@ impl Session {
             }
         }
         self.set_caller(caller);
-        if let Some(token) = token {
-            self.outbox
-                .control(Control::TokenValidUntil(token.valid_until));
-        }
+        self.set_valid_until(token.map(|t| t.valid_until));
         Ok(hello)
     }
 
@@ -307,11 +309,18 @@ impl Session {
             },
             ..caller.clone()
         });
-        self.outbox
-            .control(Control::TokenValidUntil(verified.valid_until));
+        self.set_valid_until(Some(verified.valid_until));
         Ok(Outcome::TokenUpdated {
             expires_at: verified.expires_at,
         })
+    }
+
+    /// Enters the session in the core's expiries under its token's last second (or
+    /// takes it out): the core ends it with `TokenExpired` when the clock passes it.
+    fn set_valid_until(&self, new: Option<u64>) {
+        let mut slot = self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared.expiries.set(self.connection_id, *slot, new);
+        *slot = new;
     }
 
     /// Asks the session's watch to deliver what is queued and then end it.
@@ -347,6 +356,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.close();
+        self.set_valid_until(None);
         self.shared.unregister(self.connection_id);
     }
 }

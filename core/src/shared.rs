@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     /// Live sessions on every edge, so that revoking a key, deleting a service or a
     /// token's expiry can end them.
     sessions: Mutex<HashMap<u64, LiveSession>>,
+    /// Sessions authenticated by a token, by when it stops being accepted.
+    pub(crate) expiries: crate::expiry::Expiries,
     next_connection_id: AtomicU64,
 }
 
@@ -54,6 +56,17 @@ pub(crate) trait Connection: Send + Sync {
     fn queued_events(&self) -> usize;
 }
 
+/// Asks `session` to end after what is queued for it, and cuts it off if it has not
+/// within `CLOSE_GRACE`.
+fn end(live: &LiveSession, session: &dyn Connection, ending: Ending) {
+    session.close_after_queued(ending);
+    let force_close = live.force_close.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(CLOSE_GRACE).await;
+        force_close(ending);
+    });
+}
+
 /// The longest a session being ended by the server waits for the events already
 /// queued for it to be delivered.
 pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -73,12 +86,47 @@ impl Shared {
         };
         for live in sessions.values() {
             if let Some(session) = live.session.upgrade().filter(|c| pred(&**c)) {
-                session.close_after_queued(ending);
-                let force_close = live.force_close.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(CLOSE_GRACE).await;
-                    force_close(ending);
-                });
+                end(live, &*session, ending);
+            }
+        }
+    }
+
+    /// Ends the sessions whose tokens are no longer accepted, as the clock passes each
+    /// one's last second (`expiry.rs`), until `shutdown`.
+    pub(crate) async fn expire_sessions(
+        self: std::sync::Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            // Registered before looking, so an earlier entry added meanwhile wakes it.
+            let earlier = self.expiries.earlier.notified();
+            tokio::pin!(earlier);
+            earlier.as_mut().enable();
+            let now = std::time::SystemTime::now();
+            let (due, next) = self.expiries.take_due(now);
+            if !due.is_empty() {
+                let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                for id in due {
+                    let Some(live) = sessions.get(&id) else {
+                        continue;
+                    };
+                    if let Some(session) = live.session.upgrade() {
+                        tracing::info!(session = id, "token expired; ending the session");
+                        let ending = Ending {
+                            code: ErrorCode::TokenExpired,
+                            reason: "TokenExpired",
+                        };
+                        end(live, &*session, ending);
+                    }
+                }
+            }
+            let wait = next.map_or(std::time::Duration::from_secs(3600), |v| {
+                crate::auth::time_to_expiry(v, now)
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = earlier => {}
+                _ = crate::shutdown_requested(&mut shutdown) => return,
             }
         }
     }
@@ -116,6 +164,7 @@ impl Shared {
             metrics: Default::default(),
             webhooks,
             sessions: Mutex::new(HashMap::new()),
+            expiries: Default::default(),
             // Random per run: event origins outlive the run in the change log, and a
             // replayed event must not look local to an unrelated connection after a restart.
             next_connection_id: AtomicU64::new(rand::random::<u64>() >> 1 | 1),

@@ -2,8 +2,8 @@
 //! subscriptions receives next. It starts subscriptions (catch-up from the change log or
 //! a snapshot), drops events a subscription already has (by revision), resyncs
 //! subscriptions that lagged, ends the session when the core says so (key revoked,
-//! service deleted) or when its token expires, and hands everything pending to the
-//! edge's sink in one go. Edges only render: QUIC writes the encoded events as frames on
+//! service deleted, token expired), and hands everything pending to the edge's sink in
+//! one go. Edges only render: QUIC writes the encoded events as frames on
 //! its event stream, SSE turns them into `text/event-stream` messages.
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use syncline_proto::{ErrorCode, WireError};
-use tracing::{debug, error, info};
+use tracing::{debug, error};
 
 use crate::fanout::Ending;
 use crate::fanout::{catch_up, ended_event, CatchUp, Control, Delivery, Queued, StartSubscription};
@@ -39,18 +39,6 @@ pub trait WatchSink: Send {
     async fn idle(&mut self) -> Result<(), ()> {
         Ok(())
     }
-}
-
-/// Far enough away to stand for "never" as a timer deadline.
-const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// The instant the wall clock passes `valid_until` (`None`: never).
-fn expiry_deadline(valid_until: Option<u64>) -> tokio::time::Instant {
-    let left = match valid_until {
-        Some(v) => crate::auth::time_to_expiry(v, std::time::SystemTime::now()),
-        None => NEVER,
-    };
-    tokio::time::Instant::now() + left
 }
 
 /// Resolves at each tick of `every`, or never.
@@ -208,8 +196,8 @@ impl Writer<'_> {
     }
 }
 
-/// Runs the session's watch until the session ends (told to by the core, or its token
-/// expired: then `sink.close`) or the sink's peer is gone.
+/// Runs the session's watch until the core ends the session (then `sink.close`) or the
+/// sink's peer is gone.
 pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
     let outbox = session.outbox.clone();
     let mut idle = sink
@@ -223,27 +211,9 @@ pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
     };
     let mut close: Option<Ending> = None;
     let mut queued = Queued::default();
-    // The last second the token is accepted: the session ends when the wall clock
-    // passes it, the instant `auth::verify_token` starts refusing the token. One timer,
-    // moved only when the token changes: arming one per wake-up cost a timer-wheel
-    // insertion per delivery.
-    let mut valid_until: Option<u64> = None;
-    let deadline = tokio::time::sleep_until(expiry_deadline(valid_until));
-    tokio::pin!(deadline);
     loop {
         tokio::select! {
             _ = outbox.ready() => {}
-            _ = &mut deadline, if valid_until.is_some() => {
-                // Timers run on the monotonic clock, expiry on the wall clock: look again.
-                let now = std::time::SystemTime::now();
-                if valid_until.is_some_and(|v| crate::auth::time_to_expiry(v, now).is_zero()) {
-                    info!("token expired; ending the session");
-                    writer.sink.close(Ending { code: ErrorCode::TokenExpired, reason: "TokenExpired" }).await;
-                    return;
-                }
-                deadline.as_mut().reset(expiry_deadline(valid_until));
-                continue;
-            }
             _ = tick(&mut idle) => {
                 if writer.sink.idle().await.is_err() {
                     return;
@@ -262,10 +232,6 @@ pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
                 // for goes out first, and subscriptions that overflowed the queue are
                 // brought up to date (or told they ended) rather than left short.
                 Control::Close(ending) => close = Some(ending),
-                Control::TokenValidUntil(until) => {
-                    valid_until = Some(until);
-                    deadline.as_mut().reset(expiry_deadline(valid_until));
-                }
             }
         }
         for sub_id in queued.lagged.drain(..) {
