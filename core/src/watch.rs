@@ -244,6 +244,11 @@ pub async fn run(session: Arc<Session>, sink: &mut dyn WatchSink) {
             writer.pushed = false;
             if writer.sink.flush().await.is_err() {
                 debug!("watch sink closed");
+                // The sink may be done (SSE after its subscription's last event) with
+                // the transport still up: an end asked for in this batch still goes.
+                if let Some(ending) = close {
+                    writer.sink.close(ending).await;
+                }
                 return;
             }
         }

