@@ -190,6 +190,12 @@ impl Session {
                 "the first request must be Hello",
             ));
         };
+        // Between its token's expiry and the session's end (what was queued is still
+        // being delivered) nothing more is done for it.
+        let valid_until = *self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
+        if valid_until.is_some_and(|v| crate::auth::is_expired(v, crate::now_s())) {
+            return Err(WireError::new(ErrorCode::TokenExpired, "token has expired"));
+        }
         let caller = match engine::refresh(&self.shared, &caller).await {
             Ok(caller) => caller,
             Err(Revoked::Ended(e) | Revoked::CheckFailed(e)) => return Err(e),

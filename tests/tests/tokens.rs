@@ -503,3 +503,41 @@ async fn the_client_says_when_the_token_is_about_to_expire_and_when_it_has() {
         TokenState::Valid
     );
 }
+
+/// Between a token's expiry and its connection's close (the server first delivers what
+/// it had queued, for up to 2 s, to a client that here reads no events) the connection
+/// does nothing more: a request sent then is refused with `TokenExpired`.
+#[tokio::test]
+async fn a_request_after_the_token_expired_is_refused_while_the_connection_drains() {
+    let s = TestServer::start().await;
+    let backend = s.backend().await;
+    backend.document("big").set(&json!({})).await.unwrap();
+    let token = s.token_closing_in("alice", 2);
+    let mut raw = RawConnection::authenticated(&s.admin, Credential::Token(token)).await;
+    let subscribe = Request::Subscribe {
+        sub_id: 1,
+        object: "big".into(),
+        since: None,
+        window: None,
+    };
+    assert!(raw.call(2, subscribe).await.result.is_ok());
+    // More than the event stream's flow-control window, unread: the server's delivery
+    // of it stalls, so the session's end waits its full grace.
+    let filler = "x".repeat(15 * 1024);
+    for i in 0..200 {
+        backend
+            .document("big")
+            .set(&json!({ "i": i, "filler": filler }))
+            .await
+            .unwrap();
+    }
+    // Past the token's last accepted second.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let answer = raw.call(3, Request::Ping).await;
+    assert_eq!(answer.id, 3, "the answer to the request, not a notice");
+    let refused = match answer.result {
+        Err(e) => e.code,
+        Ok(r) => panic!("answered {r:?} after the token expired"),
+    };
+    assert_eq!(refused, ErrorCode::TokenExpired);
+}
