@@ -512,6 +512,9 @@ async fn a_request_after_the_token_expired_is_refused_while_the_connection_drain
     let s = TestServer::start().await;
     let backend = s.backend().await;
     backend.document("big").set(&json!({})).await.unwrap();
+    // Accepted through second `last` (its `exp` plus the server's clock skew), or the
+    // next one if the clock ticked over while it was minted.
+    let last = syncline_client::token::now_s() + 2;
     let token = s.token_closing_in("alice", 2);
     let mut raw = RawConnection::authenticated(&s.admin, Credential::Token(token)).await;
     let subscribe = Request::Subscribe {
@@ -531,8 +534,12 @@ async fn a_request_after_the_token_expired_is_refused_while_the_connection_drain
             .await
             .unwrap();
     }
-    // Past the token's last accepted second.
-    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    // Past the token's last accepted second, either way: the session's end has begun
+    // and waits up to 2 s for the stalled delivery (here 0.2-1.2 s into it).
+    while syncline_client::token::now_s() <= last + 1 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let answer = raw.call(3, Request::Ping).await;
     assert_eq!(answer.id, 3, "the answer to the request, not a notice");
     let refused = match answer.result {
