@@ -80,6 +80,14 @@ impl TestServer {
         backend(&self.admin).await
     }
 
+    /// The backend acting in `service` (a sid or unique name).
+    pub async fn backend_in(&self, service: &str) -> Client {
+        let config = ClientConfig::from_admin(&self.admin)
+            .expect("admin config")
+            .service(service);
+        Client::connect(config).await.expect("backend connects")
+    }
+
     pub fn token(&self, identity: &str, ttl_s: u64) -> String {
         token(&self.admin, identity, ttl_s)
     }

@@ -49,11 +49,6 @@ async fn as_identity(s: &TestServer, service: &str, identity: &str) -> Client {
     Client::connect(s.token_config(&token)).await.unwrap()
 }
 
-async fn backend_in(s: &TestServer, service: &str) -> Client {
-    let config = ClientConfig::from_admin(&s.admin).unwrap().service(service);
-    Client::connect(config).await.unwrap()
-}
-
 /// Every read of every kind; `Ok` if all succeed, else the first error code.
 async fn reads(c: &Client) -> Result<(), ErrorCode> {
     let e = |e: syncline_client::Error| e.code();
@@ -146,7 +141,7 @@ async fn services_are_isolated() {
         .set(&json!("default"))
         .await
         .unwrap();
-    let in_other = backend_in(&s, "other").await;
+    let in_other = s.backend_in("other").await;
     assert_eq!(
         in_other
             .document("shared-name")
@@ -215,7 +210,7 @@ async fn acl_on_across_every_operation_of_every_kind() {
         )
         .await
         .unwrap();
-    let backend = backend_in(&s, "secure").await;
+    let backend = s.backend_in("secure").await;
     let alice = as_identity(&s, &svc.sid, "alice").await;
     let bob = as_identity(&s, &svc.sid, "bob").await;
     create_all(&alice).await;
@@ -326,7 +321,7 @@ async fn revoking_read_ends_a_live_subscription_at_once() {
         )
         .await
         .unwrap();
-    let backend = backend_in(&s, "live").await;
+    let backend = s.backend_in("live").await;
     backend.document("board").set(&json!(0)).await.unwrap();
     backend.grant("board", "bob", READ).await.unwrap();
     let bob = as_identity(&s, &svc.sid, "bob").await;
@@ -461,7 +456,7 @@ async fn deleting_a_service_removes_everything_in_it() {
         .create_service(Some("doomed"), ServiceFlags::default())
         .await
         .unwrap();
-    let inside = backend_in(&s, "doomed").await;
+    let inside = s.backend_in("doomed").await;
     create_all(&inside).await;
     let watcher = as_identity(&s, &svc.sid, "watcher").await;
     let mut sub = watcher.map("map").subscribe().await.unwrap();
@@ -488,7 +483,7 @@ async fn deleting_a_service_removes_everything_in_it() {
         .create_service(Some("doomed"), ServiceFlags::default())
         .await
         .unwrap();
-    let fresh = backend_in(&s, "doomed").await;
+    let fresh = s.backend_in("doomed").await;
     assert_eq!(
         fresh.fetch("map").await.unwrap_err().code(),
         ErrorCode::NotFound
@@ -512,7 +507,7 @@ async fn writes_racing_a_service_deletion_leave_nothing_behind() {
         .unwrap();
     let mut writers = tokio::task::JoinSet::new();
     for w in 0..4 {
-        let c = backend_in(&s, "racy").await;
+        let c = s.backend_in("racy").await;
         writers.spawn(async move {
             for i in 0..5_000 {
                 if c.document(&format!("w{w}-{i}"))
@@ -552,7 +547,7 @@ async fn acl_service(s: &TestServer, name: &str, token_create: TokenCreate) -> (
         )
         .await
         .unwrap();
-    let backend = backend_in(s, name).await;
+    let backend = s.backend_in(name).await;
     (svc.sid, backend)
 }
 

@@ -212,13 +212,7 @@ async fn an_http_event_stream_of_a_deleted_service_hears_its_object_go_and_ends(
         .create_service(Some("doomed"), ServiceFlags::default())
         .await
         .unwrap();
-    let admin_in_svc = syncline_client::Client::connect(
-        syncline_client::ClientConfig::from_admin(&s.admin)
-            .unwrap()
-            .service(&svc.sid),
-    )
-    .await
-    .unwrap();
+    let admin_in_svc = s.backend_in(&svc.sid).await;
     admin_in_svc
         .document("d")
         .set(&json!({"v": 1}))
@@ -255,13 +249,7 @@ async fn an_http_event_stream_ends_when_its_watcher_loses_read_or_its_object_goe
         .create_service(Some("guarded"), flags)
         .await
         .unwrap();
-    let in_svc = syncline_client::Client::connect(
-        syncline_client::ClientConfig::from_admin(&s.admin)
-            .unwrap()
-            .service(&svc.sid),
-    )
-    .await
-    .unwrap();
+    let in_svc = s.backend_in(&svc.sid).await;
     for name in ["granted", "doomed"] {
         in_svc.document(name).set(&json!({"v": 0})).await.unwrap();
         let read = syncline_proto::Rights {
