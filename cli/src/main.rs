@@ -460,7 +460,12 @@ fn run_command_line() -> i32 {
             return 1;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(async {
+        let opened = Opened::default();
+        let result = run(cli, &opened).await;
+        opened.shutdown().await;
+        result
+    });
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -470,7 +475,7 @@ fn run_command_line() -> i32 {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
+async fn run(cli: Cli, opened: &Opened) -> Result<(), Error> {
     match &cli.command {
         Command::Serve(args) => serve(args).await,
         Command::AuthToken(AuthTokenCommand::Rotate { data }) => {
@@ -496,7 +501,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Doc(cmd) => {
-            let client = connect(&cli).await?;
+            let client = connect(&cli, opened).await?;
             let doc = |name: &str| client.document(name);
             let written = match cmd {
                 DocCommand::Get { name } => {
@@ -531,15 +536,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::List(cmd) => {
-            let client = connect(&cli).await?;
+            let client = connect(&cli, opened).await?;
             list_command(&client, cmd).await
         }
         Command::Map(cmd) => {
-            let client = connect(&cli).await?;
+            let client = connect(&cli, opened).await?;
             map_command(&client, cmd).await
         }
         Command::Stream(cmd) => {
-            let client = connect(&cli).await?;
+            let client = connect(&cli, opened).await?;
             match cmd {
                 StreamCommand::Create { name, ttl } => {
                     let o = client.stream(name).create(*ttl).await?;
@@ -556,7 +561,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Service(cmd) => {
-            let client = connect(&cli).await?;
+            let client = connect(&cli, opened).await?;
             match cmd {
                 ServiceCommand::Create {
                     name,
@@ -607,7 +612,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Key(cmd) => {
-            let client = connect(&cli).await?;
+            let client = connect(&cli, opened).await?;
             match cmd {
                 KeyCommand::Create { name } => {
                     let key = client.create_key(name.as_deref()).await?;
@@ -625,7 +630,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Permission(cmd) => {
-            let client = connect(&cli).await?;
+            let client = connect(&cli, opened).await?;
             match cmd {
                 PermissionCommand::Grant {
                     object,
@@ -656,7 +661,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Watch { name, since } => {
-            let client = Client::connect(config(&cli)?.with_keep_alive(WATCH_KEEP_ALIVE)).await?;
+            let client = opened
+                .keep(Client::connect(config(&cli)?.with_keep_alive(WATCH_KEEP_ALIVE)).await?);
             watch(&client, name, *since).await
         }
     }
@@ -968,14 +974,40 @@ async fn service_sid(cli: &Cli, admin: &AdminConfig) -> Result<String, Error> {
             let config = ClientConfig::from_admin(admin)?.service(name);
             let client = Client::connect(config).await?;
             let sid = client.welcome().service_sid.clone();
-            client.close();
+            client.shutdown().await;
             Ok(sid)
         }
     }
 }
 
-async fn connect(cli: &Cli) -> Result<Client, Error> {
-    Client::connect(config(cli)?).await
+async fn connect(cli: &Cli, opened: &Opened) -> Result<Client, Error> {
+    Ok(opened.keep(Client::connect(config(cli)?).await?))
+}
+
+/// The clients a command opened. They are shut down before the process exits, so the
+/// server hears of it at once instead of at its idle timeout (which would also keep a
+/// token identity present that long).
+#[derive(Default)]
+struct Opened(std::sync::Mutex<Vec<Client>>);
+
+impl Opened {
+    fn keep(&self, client: Client) -> Client {
+        if let Ok(mut all) = self.0.lock() {
+            all.push(client.clone());
+        }
+        client
+    }
+
+    async fn shutdown(&self) {
+        let all = self
+            .0
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default();
+        for client in all {
+            client.shutdown().await;
+        }
+    }
 }
 
 /// How often `watch` keeps its connection alive when nothing happens: a watch is one

@@ -305,4 +305,14 @@ impl Client {
     pub fn close(&self) {
         self.core().close(b"client closed");
     }
+
+    /// `close`, then waits (at most a second) until the server has been told: a process
+    /// about to exit calls this, or the server keeps the connection, and an identity's
+    /// presence, until its idle timeout (30 s).
+    pub async fn shutdown(&self) {
+        self.close();
+        self.core()
+            .wait_closed(std::time::Duration::from_secs(1))
+            .await;
+    }
 }

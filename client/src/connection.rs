@@ -181,6 +181,11 @@ impl Core {
         }
         self.publish(ConnectionState::Closed, None);
     }
+
+    /// Waits (at most `within`) until the endpoint has sent what closing left to send.
+    pub(crate) async fn wait_closed(&self, within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, self.endpoint.wait_idle()).await;
+    }
 }
 
 /// Where the connection's access token stands, for apps that refresh it in time.

@@ -4,14 +4,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use syncline_client::{AdminConfig, Client, ClientConfig, Subscription, SyncEvent};
 use syncline_proto::frame::{self, FrameDecoder};
 use syncline_proto::{Credential, Request, RequestFrame, ResponseFrame};
 use syncline_server::{Server, ServerOptions};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Upper bound for anything a test waits for; generous because CI machines are shared.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -582,4 +586,58 @@ impl TestServer {
         );
         stdout
     }
+}
+
+/// A TLS connection to the server's HTTPS listener, trusting its CA.
+pub async fn https_connect(admin: &AdminConfig) -> TlsStream<TcpStream> {
+    let url = admin
+        .http_url
+        .clone()
+        .expect("the test server listens on HTTPS");
+    let addr = url.trim_start_matches("https://").to_owned();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&admin.ca_file).expect("CA file") {
+        roots.add(cert.expect("CA certificate")).expect("CA added");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(&addr).await.expect("TCP connect");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// One HTTP/1.1 request on a fresh connection (`authorization`: the header's value);
+/// the status code and the whole answer.
+pub async fn https_request(
+    admin: &AdminConfig,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = https_connect(admin).await;
+    let authorization = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("request sent");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    (status, answer)
 }

@@ -5,46 +5,15 @@
 //! `InvalidArgument`). Driven by a raw HTTPS client, so what is checked is the bytes a
 //! curl user sees.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use syncline_proto::{ErrorCode, ServiceFlags};
-use syncline_tests::TestServer;
+use syncline_tests::{https_connect, https_request, TestServer, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-
-/// Longest a test waits for something it expects.
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn connect(s: &TestServer) -> TlsStream<TcpStream> {
-    let url = s
-        .admin
-        .http_url
-        .clone()
-        .expect("the test server listens on HTTPS");
-    let addr = url.trim_start_matches("https://").to_owned();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&s.admin.ca_file).expect("CA file") {
-        roots.add(cert.expect("CA certificate")).expect("CA added");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = TcpStream::connect(&addr).await.expect("TCP connect");
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("TLS handshake")
-}
 
 fn basic(s: &TestServer) -> String {
     let pair = format!("{}:{}", s.admin.api_key_sid, s.admin.api_key_secret);
@@ -63,7 +32,7 @@ struct Watch {
 
 impl Watch {
     async fn open(s: &TestServer, path: &str, authorization: &str) -> Watch {
-        let mut tls = connect(s).await;
+        let mut tls = https_connect(&s.admin).await;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {authorization}\r\nAccept: text/event-stream\r\n\r\n"
         );
@@ -119,23 +88,9 @@ impl Watch {
     }
 }
 
-/// One request on a fresh connection; the status code and the body.
+/// One request as the backend (HTTP Basic with the admin key).
 async fn request(s: &TestServer, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut tls = connect(s).await;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        basic(s),
-        body.len()
-    );
-    tls.write_all(head.as_bytes()).await.expect("request sent");
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
-    (status, answer)
+    https_request(&s.admin, method, path, Some(&basic(s)), body).await
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use syncline_tests::{backend, ServerProcess, WAIT};
+use syncline_tests::{backend, https_request, ServerProcess, WAIT};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("syncline runs")
@@ -80,6 +80,36 @@ async fn sigkill_loses_no_acknowledged_write() {
         .await
         .unwrap();
     assert_eq!(next.revision, 201);
+}
+
+/// A one-shot CLI command closes its connection before it exits: the server counts no
+/// connection for it afterwards (it used to keep one until its 30 s idle timeout, and a
+/// token identity's presence with it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cli_command_leaves_no_connection_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let out = run(server
+        .cli()
+        .args(["doc", "set", "room", r#"{"topic":"x"}"#]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, metrics) = https_request(&server.admin, "GET", "/metrics", None, "").await;
+        assert_eq!(status, 200, "{metrics}");
+        if metrics.contains("\nsyncline_connections 0\n") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CLI's connection is still open: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `serve --cache-mib` bounds sled's page cache; a data set larger than the cache is
