@@ -6,6 +6,7 @@
 //! below this edge, once. Also `/healthz`, `/readyz` and `/openapi.json` (generated from
 //! the route table in `openapi.rs`, which also decides which paths and methods exist).
 
+mod context;
 mod events;
 pub mod form;
 mod metrics;
@@ -13,9 +14,8 @@ pub mod openapi;
 mod routes;
 pub mod twilio;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,54 +24,19 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use syncline_core::{Core, RateBucket};
+use syncline_core::Core;
+
+use context::Http;
+pub use context::{BODY_TIMEOUT, DISCARD_BODY_BYTES, MAX_BODY_BYTES};
 
 /// Default HTTPS listen address.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7401";
-/// Largest request body read; a larger one is refused (413) before it is read whole.
-/// Form encoding can triple a 16 KiB JSON payload.
-pub const MAX_BODY_BYTES: usize = 128 * 1024;
-/// A refused body is still read (and dropped, never kept) up to this many bytes, so that
-/// a client that sends its whole body before reading the answer gets the 413 rather
-/// than a reset connection; past it, the connection is closed.
-pub const DISCARD_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Time a client has to complete its TLS handshake, to send its request headers, and
 /// to send its body: nothing a request sends can hold a connection slot forever.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTPS connections served at once; more wait in the accept queue.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Rate-limit buckets remembered (one per API key or token); past this they start over.
-const MAX_BUCKETS: usize = 10_000;
-
-/// What every HTTP request shares.
-pub struct Http {
-    pub core: Core,
-    /// `https://host:port` of this listener, for URLs when a request names no Host.
-    pub default_base: String,
-    buckets: Mutex<HashMap<String, Arc<RateBucket>>>,
-    /// Long-lived answers (server-sent events) end when this turns true.
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Http {
-    /// The request-rate bucket of one credential (an API key sid, or a token).
-    fn bucket(&self, who: &str) -> Arc<RateBucket> {
-        let mut buckets = match self.buckets.lock() {
-            Ok(b) => b,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(who) {
-            buckets.clear();
-        }
-        buckets
-            .entry(who.to_owned())
-            .or_insert_with(|| Arc::new(RateBucket::new(self.core.rate())))
-            .clone()
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("HTTPS TLS configuration: {0}")]
@@ -117,12 +82,11 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let http = Arc::new(Http {
+    let http = Arc::new(Http::new(
         core,
-        default_base: format!("https://{local}"),
-        buckets: Mutex::new(HashMap::new()),
-        shutdown: shutdown.clone(),
-    });
+        format!("https://{local}"),
+        shutdown.clone(),
+    ));
     let router = routes::router(http);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));

@@ -16,10 +16,10 @@ use syncline_proto::{
     ItemKey, ObjectKind, Order, Rights, ServiceFlags, ServiceFlagsPatch, WireError, WrittenValue,
 };
 
+use super::context::{Http, BODY_TIMEOUT, DISCARD_BODY_BYTES, MAX_BODY_BYTES};
 use super::form::Params;
 use super::openapi;
 use super::twilio::{self, ApiError, Resource, Urls};
-use super::{Http, BODY_TIMEOUT, DISCARD_BODY_BYTES, MAX_BODY_BYTES};
 use syncline_core::auth::Login;
 use syncline_core::command::{
     AdminCommand, Command, Identity, Json, Key, Outcome, PageSize, ReadCommand, SetMode, Ttl,
