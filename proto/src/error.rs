@@ -8,6 +8,7 @@ use std::fmt;
 /// The stable code of every error Syncline reports. The names are part of the public
 /// contract (CLI output, client API, docs); never rename one.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum ErrorCode {
     /// The credential was refused: a bad or revoked API key, a token that does not verify,
     /// or a request before a successful `Hello`. CLI exit code 10.
@@ -102,6 +103,7 @@ impl fmt::Display for ErrorCode {
 /// An error as it travels on the wire: a stable code, a human message, and for
 /// `Conflict` the object's current revision so the caller can retry without a read.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct WireError {
     /// What kind of error it is; match on this, never on the message.
     pub code: ErrorCode,

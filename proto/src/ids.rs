@@ -22,6 +22,7 @@ pub const API_KEY_PREFIX: &str = "SK";
 
 /// The kinds of synchronized object; each has its own sid prefix.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum ObjectKind {
     /// One JSON value (at most `Limits::max_data_bytes`); sid prefix `ET`.
     Document,

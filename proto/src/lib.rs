@@ -28,6 +28,9 @@ pub mod ids;
 pub mod limits;
 pub mod message;
 pub mod token;
+#[cfg(feature = "typescript")]
+pub mod typescript;
+pub mod ws;
 
 // What the server and the client both need and that does IO: off by default, so that
 // the wire types and framing above stay pure (tests and fuzzers need no sockets).

@@ -22,6 +22,7 @@ pub const SYSTEM_ACTOR: &str = "system";
 /// expiry, a frame whose id cannot be read), and refuses a request numbered 0 with
 /// such a notice (`InvalidArgument`) without running it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct RequestFrame {
     /// Chosen by the client and echoed in [`ResponseFrame::id`]; nonzero, and unique
     /// among the client's requests in flight, since responses may come back in any order.
@@ -32,6 +33,7 @@ pub struct RequestFrame {
 
 /// How a connection authenticates. Its `Debug` never prints a secret.
 #[derive(Serialize, Deserialize, Clone, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum Credential {
     /// A JWT access token (Twilio Access Token format with a Sync grant).
     Token(String),
@@ -56,6 +58,7 @@ impl fmt::Debug for Credential {
 /// A request from the client to the server, one per [`RequestFrame`]. Each names the
 /// [`Response`] variant that answers it; any may instead fail with a [`WireError`].
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum Request {
     /// Must be the first request on a connection. `service` (id or unique name) selects the
     /// service for an API-key connection; a token always acts in its own service.
@@ -348,6 +351,7 @@ pub enum Request {
 
 /// A service's flags as set at creation.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ServiceFlags {
     /// Whether the ACL applies to token holders (default `false`: every valid token has
     /// full access within the service, development mode).
@@ -387,6 +391,7 @@ impl ServiceFlags {
 /// Whether access-token holders may create objects in a service (by writing to a free
 /// name, pushing to a new list, publishing to a new stream, or `create`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum TokenCreate {
     /// They may, and become the creator (under ACL: the only identity with access until
@@ -421,6 +426,7 @@ impl std::str::FromStr for TokenCreate {
 
 /// Flags to change; `None` leaves a flag as it is. `webhook_url: Some(None)` clears it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ServiceFlagsPatch {
     /// New [`ServiceFlags::acl_enabled`]; takes effect at once, live subscriptions included.
     pub acl_enabled: Option<bool>,
@@ -442,6 +448,7 @@ pub struct ServiceFlagsPatch {
 
 /// A service as administration shows it: its flags (with defaults filled in) and dates.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ServiceInfo {
     /// The service's sid, `IS` + 32 hex digits.
     pub sid: String,
@@ -474,6 +481,7 @@ pub struct ServiceInfo {
 
 /// An API key as administration shows it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct KeyInfo {
     /// The key's sid, `SK` + 32 hex digits (the `iss` of tokens it signs).
     pub sid: String,
@@ -489,6 +497,7 @@ pub struct KeyInfo {
 
 /// Rights an identity holds on an object.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct Rights {
     /// get, subscribe
     pub read: bool,
@@ -500,6 +509,7 @@ pub struct Rights {
 
 /// One grant: the rights of an identity on an object.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct PermissionInfo {
     /// The object's sid.
     pub object_sid: String,
@@ -511,6 +521,7 @@ pub struct PermissionInfo {
 
 /// The answer to one request, with its id; id 0 carries an error tied to no request.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ResponseFrame {
     /// The [`RequestFrame::id`] of the request answered, or 0 for an error tied to none.
     pub id: u64,
@@ -520,6 +531,7 @@ pub struct ResponseFrame {
 
 /// A successful answer; each [`Request`] variant says which one it gets.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum Response {
     /// The answer to `Hello`: the connection is authenticated.
     Welcome(Welcome),
@@ -618,6 +630,7 @@ pub enum Response {
 
 /// What a write of data did, as the writer may see it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct WriteInfo {
     /// The sid of the object written (resolved from, or created for, a unique name).
     pub object_sid: String,
@@ -638,6 +651,7 @@ pub struct WriteInfo {
 
 /// The value after a write ([`WriteInfo::value`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum WrittenValue {
     /// After a document `set` or `update`.
     Document(DocumentInfo),
@@ -647,6 +661,7 @@ pub enum WrittenValue {
 
 /// The answer to `Hello`: who the connection is and what it may send.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct Welcome {
     /// Unique per server run; events caused by this connection carry it as `origin`.
     pub connection_id: u64,
@@ -666,6 +681,7 @@ pub struct Welcome {
 
 /// A document as readers see it. Times are Unix milliseconds.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct DocumentInfo {
     /// The document's sid, `ET` + 32 hex digits.
     pub sid: String,
@@ -688,6 +704,7 @@ pub struct DocumentInfo {
 /// One change to an object, as delivered to subscribers and kept in the change log.
 /// It is encoded once and the same bytes go to every subscriber.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct Event {
     /// The sid of the object that changed.
     pub object_sid: String,
@@ -705,6 +722,7 @@ pub struct Event {
 
 /// What an [`Event`] says happened.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum EventKind {
     /// The whole current state: the first event of a subscription, or a resync when the
     /// missed events are no longer known or the subscriber fell behind. Replace the replica.
@@ -789,6 +807,7 @@ impl EventKind {
 
 /// An object's whole state, as a [`EventKind::Snapshot`] carries it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum ObjectState {
     /// A document: metadata and data, complete in this event.
     Document(DocumentInfo),
@@ -816,6 +835,7 @@ pub enum ObjectState {
 
 /// Any object's metadata. Times are Unix milliseconds.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ObjectInfo {
     /// The object's sid (`ET`, `ES`, `MP` or `TO` + 32 hex digits).
     pub sid: String,
@@ -837,6 +857,7 @@ pub struct ObjectInfo {
 
 /// Where an item sits: a list index or a map key.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum ItemKey {
     /// A list item's index, given by `push` and never reused.
     Index(u64),
@@ -855,6 +876,7 @@ impl std::fmt::Display for ItemKey {
 
 /// The order of a page of items: by list index or by map key.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum Order {
     /// Lowest index or key first (the default).
     #[default]
@@ -865,6 +887,7 @@ pub enum Order {
 
 /// A list or map item. `revision` is the object revision at which it last changed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ItemInfo {
     /// The item's list index or map key.
     pub key: ItemKey,
@@ -884,6 +907,7 @@ pub struct ItemInfo {
 
 /// Why an object or item went away (in `ObjectRemoved` and `ItemRemoved` events).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum Reason {
     /// A client or the backend deleted or removed it.
     Write,
