@@ -32,6 +32,26 @@ pub struct Published {
     pub body: Bytes,
     /// The object was removed: this is the subscription's last event.
     pub ends: bool,
+    /// The event in a second encoding, made by the first edge that needs one (the
+    /// WebSocket edge's JSON) and shared by every delivery after it, so that an edge
+    /// with its own encoding still encodes each event once.
+    pub rendered: std::sync::OnceLock<Bytes>,
+}
+
+impl Published {
+    pub fn new(revision: Option<u64>, body: Bytes, ends: bool) -> Published {
+        Published {
+            revision,
+            body,
+            ends,
+            rendered: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The event in the edge's own encoding, rendered from `body` by the first caller.
+    pub fn rendered(&self, render: impl FnOnce(&Bytes) -> Bytes) -> &Bytes {
+        self.rendered.get_or_init(|| render(&self.body))
+    }
 }
 
 /// An event on its way to one subscription. Small on purpose: every connection's
@@ -285,11 +305,7 @@ impl Hub {
         subscriber.outbox.deliver(Delivery {
             sub_id: subscriber.sub_id,
             token: subscriber.token,
-            event: Arc::new(Published {
-                revision: None,
-                body: self.encode(event),
-                ends: true,
-            }),
+            event: Arc::new(Published::new(None, self.encode(event), true)),
         });
     }
 
@@ -330,11 +346,7 @@ impl Hub {
     }
 
     fn deliver(&self, object_sid: &str, revision: Option<u64>, body: &Bytes, ends: bool) {
-        let event = Arc::new(Published {
-            revision,
-            body: body.clone(),
-            ends,
-        });
+        let event = Arc::new(Published::new(revision, body.clone(), ends));
         let send = |s: &Subscriber| {
             s.outbox.deliver(Delivery {
                 sub_id: s.sub_id,

@@ -15,9 +15,10 @@ use syncline_proto::{ErrorCode, WireError};
 pub enum Edge {
     Quic = 0,
     Http = 1,
+    WebSocket = 2,
 }
 
-const EDGES: [&str; 2] = ["quic", "http"];
+const EDGES: [&str; 3] = ["quic", "http", "websocket"];
 
 /// What a request asked for, as counted.
 pub const KINDS: [&str; 9] = [

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use syncline_proto::{ErrorCode, WireError};
 use tracing::{debug, error};
 
-use crate::fanout::Ending;
 use crate::fanout::{catch_up, ended_event, CatchUp, Control, Delivery, Queued, StartSubscription};
+use crate::fanout::{Ending, Published};
 use crate::session::Session;
 
 /// Where a session's watch delivers: the edge's rendering of events. The watch pushes
@@ -26,6 +26,12 @@ pub trait WatchSink: Send {
     /// Queues one event for subscription `sub_id`, as the server's encoder made it
     /// (once, shared with every other subscriber), for the next `flush`.
     fn push(&mut self, sub_id: u64, event: Bytes);
+    /// Queues a live event from the hub, the same `Published` for every subscriber of
+    /// it: an edge with an encoding of its own renders it once, into
+    /// [`Published::rendered`], instead of once per subscriber.
+    fn push_live(&mut self, sub_id: u64, event: &Published) {
+        self.push(sub_id, event.body.clone());
+    }
     /// Writes what was pushed, in order. `Err`: the peer is gone, and the watch stops.
     async fn flush(&mut self) -> Result<(), ()>;
     /// Ends the session's transport after what was written: the watch is over.
@@ -159,7 +165,8 @@ impl Writer<'_> {
             self.subs.remove(&d.sub_id);
             self.session.forget_subscription(d.sub_id);
         }
-        self.push(d.sub_id, d.event.body.clone());
+        self.sink.push_live(d.sub_id, &d.event);
+        self.pushed = true;
     }
 
     fn end(&mut self, sub_id: u64, object_sid: &str, error: WireError) {

@@ -1,5 +1,5 @@
 //! Request decoding: a `RequestFrame` body as the QUIC edge reads it (bincode with the
-//! frame limit), then `net::request::command`, the QUIC edge's translation into a checked core command. No
+//! frame limit), then `protocol::request::command`, the QUIC edge's translation into a checked core command. No
 //! panic, only typed errors; a command that passes carries JSON every reader loads.
 //!
 //! Input: the frame body.
@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use syncline_proto::frame::{self, FrameError};
 use syncline_proto::{Limits, Request, RequestFrame};
 use syncline_core::command::{Command, WriteCommand};
-use syncline_server::net::request;
+use syncline_server::protocol::request;
 
 fn check_json(text: &str) {
     serde_json::from_str::<serde_json::Value>(text).expect("a checked payload loads");

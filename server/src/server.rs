@@ -180,6 +180,7 @@ impl Server {
                 config,
                 core.clone(),
                 shutdown_rx.clone(),
+                opts.idle_timeout,
             ))
         });
         let task = tokio::spawn(async move {

@@ -1,5 +1,5 @@
 //! Arbitrary request bodies through request decoding and the QUIC edge's conversion
-//! (`net::request::command`), and arbitrary bytes through the REST edge's form parsing:
+//! (`protocol::request::command`), and arbitrary bytes through the REST edge's form parsing:
 //! never a panic, always a typed error when refused. A bounded, seeded loop
 //! (`SYNCLINE_PROPTEST_SEED` picks another seed); the fuzz targets in `fuzz/` go deeper.
 
@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use syncline_proto::frame::{self, FrameError};
 use syncline_proto::{ErrorCode, ItemKey, Limits, ObjectKind, Request, RequestFrame};
 use syncline_server::http::form::Params;
-use syncline_server::net::request;
+use syncline_server::protocol::request;
 
 fn seed() -> u64 {
     std::env::var("SYNCLINE_PROPTEST_SEED")

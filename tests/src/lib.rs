@@ -641,3 +641,193 @@ pub async fn https_request(
         .unwrap_or_else(|| panic!("no status line in {answer:?}"));
     (status, answer)
 }
+
+/// A WebSocket client of `/v1/ws` speaking the protocol's JSON, as a browser would:
+/// requests numbered from 1, answers matched by id, events kept until asked for.
+pub struct WsClient {
+    pub socket: tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>,
+    next_id: u64,
+    events: std::collections::VecDeque<syncline_proto::ws::EventFrame>,
+    /// Answers with id 0 (notices) received while waiting for something else.
+    pub notices: Vec<syncline_proto::WireError>,
+}
+
+/// What a WebSocket read gave: a message of the protocol, or the close frame's code and
+/// reason (`None` when the connection ended without one).
+#[derive(Debug)]
+pub enum WsRead {
+    Message(syncline_proto::ws::ServerMessage),
+    Closed(Option<(u16, String)>),
+}
+
+impl WsClient {
+    /// Opens the WebSocket, offering `protocol` (`None`: none); the handshake's error if
+    /// the server refuses the upgrade.
+    pub async fn open(
+        admin: &AdminConfig,
+        protocol: Option<&str>,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>,
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = admin
+            .http_url
+            .clone()
+            .expect("the test server listens on HTTPS")
+            .replacen("https://", "wss://", 1);
+        let mut request = format!("{url}{}", syncline_proto::ws::PATH)
+            .into_client_request()
+            .expect("a WebSocket request");
+        if let Some(p) = protocol {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", p.parse().expect("a header value"));
+        }
+        let tls = https_connect(admin).await;
+        tokio_tungstenite::client_async(request, tls)
+            .await
+            .map(|(socket, _)| socket)
+    }
+
+    /// Connects with the `syncline.v1` subprotocol, not yet authenticated.
+    pub async fn connect(admin: &AdminConfig) -> WsClient {
+        let socket = Self::open(admin, Some(syncline_proto::ws::SUBPROTOCOL))
+            .await
+            .expect("WebSocket upgrade");
+        WsClient {
+            socket,
+            next_id: 1,
+            events: Default::default(),
+            notices: Vec::new(),
+        }
+    }
+
+    /// Connects and says `Hello` with `credential`, expecting a `Welcome`.
+    pub async fn hello(
+        admin: &AdminConfig,
+        credential: Credential,
+    ) -> (WsClient, syncline_proto::Welcome) {
+        let mut ws = Self::connect(admin).await;
+        match ws
+            .request(Request::Hello {
+                credential,
+                service: None,
+            })
+            .await
+        {
+            Ok(syncline_proto::Response::Welcome(w)) => (ws, w),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        use futures_util::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .expect("message sent");
+    }
+
+    /// Sends `request` under the next id; returns the id.
+    pub async fn send(&mut self, request: Request) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = serde_json::to_string(&RequestFrame { id, request }).expect("encodes");
+        self.send_text(text).await;
+        id
+    }
+
+    /// The next protocol message or the close, within `WAIT`; pings are answered by
+    /// reading.
+    pub async fn read(&mut self) -> WsRead {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let next = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a WebSocket message in time");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    let message = serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("not a server message ({e}): {text}"));
+                    return WsRead::Message(message);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return WsRead::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())),
+                    )
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    eprintln!("WebSocket read failed: {e}");
+                    return WsRead::Closed(None);
+                }
+                None => return WsRead::Closed(None),
+            }
+        }
+    }
+
+    /// The answer to request `id`, keeping events and notices that come first.
+    pub async fn answer(
+        &mut self,
+        id: u64,
+    ) -> Result<syncline_proto::Response, syncline_proto::WireError> {
+        use syncline_proto::ws::ServerMessage;
+        loop {
+            match self.read().await {
+                WsRead::Message(ServerMessage::Response(r)) if r.id == id => return r.result,
+                WsRead::Message(ServerMessage::Response(r)) if r.id == 0 => {
+                    if let Err(e) = r.result {
+                        self.notices.push(e);
+                    }
+                }
+                WsRead::Message(ServerMessage::Response(r)) => {
+                    panic!("an answer to {}, not {id}", r.id)
+                }
+                WsRead::Message(ServerMessage::Event(e)) => self.events.push_back(e),
+                WsRead::Closed(c) => panic!("closed ({c:?}) before the answer to {id}"),
+            }
+        }
+    }
+
+    pub async fn request(
+        &mut self,
+        request: Request,
+    ) -> Result<syncline_proto::Response, syncline_proto::WireError> {
+        let id = self.send(request).await;
+        self.answer(id).await
+    }
+
+    /// The next event, within `WAIT`.
+    pub async fn event(&mut self) -> syncline_proto::ws::EventFrame {
+        use syncline_proto::ws::ServerMessage;
+        if let Some(e) = self.events.pop_front() {
+            return e;
+        }
+        match self.read().await {
+            WsRead::Message(ServerMessage::Event(e)) => e,
+            WsRead::Message(ServerMessage::Response(r)) => {
+                panic!("an answer ({r:?}) while waiting for an event")
+            }
+            WsRead::Closed(c) => panic!("closed ({c:?}) while waiting for an event"),
+        }
+    }
+
+    /// Reads until the server closes; its close code and reason. Notices on the way
+    /// are kept in `notices`.
+    pub async fn closed(&mut self) -> Option<(u16, String)> {
+        use syncline_proto::ws::ServerMessage;
+        loop {
+            match self.read().await {
+                WsRead::Closed(c) => return c,
+                WsRead::Message(ServerMessage::Response(r)) => {
+                    if let Err(e) = r.result {
+                        self.notices.push(e);
+                    }
+                }
+                WsRead::Message(ServerMessage::Event(e)) => self.events.push_back(e),
+            }
+        }
+    }
+}

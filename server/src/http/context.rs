@@ -25,17 +25,25 @@ pub struct Http {
     /// `https://host:port` of this listener, for URLs when a request names no Host.
     pub default_base: String,
     buckets: Mutex<HashMap<String, Arc<RateBucket>>>,
-    /// Long-lived answers (server-sent events) end when this turns true.
+    /// Long-lived answers (server-sent events, WebSockets) end when this turns true.
     pub shutdown: watch::Receiver<bool>,
+    /// A WebSocket peer silent this long is dropped (the QUIC idle timeout).
+    pub idle_timeout: Duration,
 }
 
 impl Http {
-    pub fn new(core: Core, default_base: String, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        core: Core,
+        default_base: String,
+        shutdown: watch::Receiver<bool>,
+        idle_timeout: Duration,
+    ) -> Self {
         Http {
             core,
             default_base,
             buckets: Mutex::new(HashMap::new()),
             shutdown,
+            idle_timeout,
         }
     }
 

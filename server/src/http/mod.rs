@@ -4,7 +4,8 @@
 //! authenticated, rate limited, turned into the same typed `Command` a QUIC request
 //! becomes, and run by the engine; so access, limits, revisions and errors are decided
 //! below this edge, once. Also `/healthz`, `/readyz` and `/openapi.json` (generated from
-//! the route table in `openapi.rs`, which also decides which paths and methods exist).
+//! the route table in `openapi.rs`, which also decides which paths and methods exist),
+//! and the upgrade to the WebSocket edge (`crate::ws`) at `/v1/ws`.
 
 mod context;
 mod events;
@@ -77,6 +78,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     core: Core,
     mut shutdown: watch::Receiver<bool>,
+    idle_timeout: Duration,
 ) {
     let local = listener
         .local_addr()
@@ -86,6 +88,7 @@ pub async fn serve(
         core,
         format!("https://{local}"),
         shutdown.clone(),
+        idle_timeout,
     ));
     let router = routes::router(http);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -124,7 +127,11 @@ pub async fn serve(
                 builder
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT);
-                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                // With upgrades: `/v1/ws` turns the connection into a WebSocket, which
+                // then lives in its own task, no longer holding a connection slot.
+                let conn = builder
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades();
                 tokio::pin!(conn);
                 tokio::select! {
                     r = conn.as_mut() => if let Err(e) = r { debug!(error = %e, "HTTP connection ended") },

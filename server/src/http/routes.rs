@@ -61,7 +61,39 @@ pub fn router(http: Arc<Http>) -> Router {
             http.clone(),
             count_response,
         ))
+        // After the layers: not a REST route (the gate and the OpenAPI document do not
+        // know it), and what it carries is counted by the core under `websocket`.
+        .route(crate::ws::PATH, get(websocket))
         .with_state(http)
+}
+
+/// The upgrade to the WebSocket edge; a plain GET gets a JSON error.
+async fn websocket(
+    State(http): State<Arc<Http>>,
+    upgrade: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> HttpResponse {
+    match upgrade {
+        Ok(upgrade) => crate::ws::upgrade(
+            crate::ws::WsEdge {
+                core: http.core.clone(),
+                shutdown: http.shutdown.clone(),
+                idle_timeout: http.idle_timeout,
+            },
+            upgrade,
+        ),
+        Err(rejection) => {
+            let status = rejection.status();
+            let body = serde_json::json!({
+                "code": "InvalidArgument",
+                "message": format!("{} (this is the WebSocket endpoint)", rejection.body_text()),
+                "status": status.as_u16(),
+            });
+            (status, axum::Json(body)).into_response()
+        }
+    }
 }
 
 /// Counts every response by its route pattern (not its path, which names objects) and

@@ -8,18 +8,9 @@
 use bytes::Bytes;
 use syncline_core::watch::WatchSink;
 use syncline_core::{Ending, CLOSE_GRACE};
-use syncline_proto::{close_code, ErrorCode, EventFrameHeader};
+use syncline_proto::EventFrameHeader;
 use tokio::sync::oneshot;
 use tracing::debug;
-
-/// The QUIC close code for the core's reason to end a session.
-pub fn close_code_of(code: ErrorCode) -> u32 {
-    match code {
-        ErrorCode::TokenExpired => close_code::TOKEN_EXPIRED,
-        ErrorCode::Unauthorized | ErrorCode::Forbidden => close_code::UNAUTHORIZED,
-        _ => close_code::GOING_AWAY,
-    }
-}
 
 pub struct QuicSink {
     conn: quinn::Connection,

@@ -1,11 +1,10 @@
 //! The QUIC edge: the endpoint, one task per connection, framing onto streams. It moves
-//! frames between quinn and a core session: requests become typed commands
-//! (`request`), answers go back as frames, and the session's watch writes events
+//! frames between quinn and the protocol's request loop (`crate::protocol`): requests
+//! come in as frames, answers go back as frames, and the session's watch writes events
 //! (`events`).
 
 pub mod connection;
 pub mod events;
-pub mod request;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! The QUIC edge's translation: a wire `Request` becomes a typed core `Command`, and a
-//! core `Outcome` becomes the wire's `Response`. Nothing else of the wire goes below.
+//! The protocol's translation, for QUIC and WebSocket alike: a wire `Request` becomes a
+//! typed core `Command`, and a core `Outcome` becomes the wire's `Response`. Nothing
+//! else of the wire goes below.
 
 use syncline_core::command::{
     AdminCommand, Command, Identity, Json, Key, Outcome, PageSize, ReadCommand, SetMode, Ttl,
@@ -8,7 +9,7 @@ use syncline_core::command::{
 use syncline_proto::limits::DEFAULT_LIST_WINDOW;
 use syncline_proto::{ItemKey, Limits, ObjectKind, Request, Response, WireError};
 
-/// The command a QUIC request asks for, checked. `Hello` is the connection's own
+/// The command a request asks for, checked. `Hello` is the connection's own
 /// business (authentication), not a command.
 pub fn command(request: Request, limits: &Limits) -> Result<Command, WireError> {
     let data = |text: String| Json::parse(text, limits.max_data_bytes);
