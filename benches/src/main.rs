@@ -45,6 +45,7 @@ use harness::peer::Peer;
 use harness::server::{ServerUnderTest, WRITE_RATE_LIMIT};
 use harness::soak::{self, SoakParams};
 use harness::syncline::Syncline;
+use harness::syncline_ws::SynclineWs;
 use harness::workloads;
 
 #[derive(Parser, Debug)]
@@ -154,6 +155,10 @@ enum Workload {
         rate: u32,
         #[arg(long, value_enum, default_value_t = Kind::Document)]
         kind: Kind,
+        /// Also run it with WebSocket subscribers (system `syncline-ws`, on a fresh
+        /// server right after the QUIC run; the writer stays on QUIC).
+        #[arg(long)]
+        ws: bool,
     },
     /// W3: many connections, each with its own token and one subscription.
     Conns {
@@ -166,6 +171,10 @@ enum Workload {
         /// etcd and Redis run without TLS either way.
         #[arg(long)]
         first_time: bool,
+        /// Also run it with WebSocket connections (system `syncline-ws`, on a fresh
+        /// server right after the QUIC run).
+        #[arg(long)]
+        ws: bool,
     },
     /// W4: chat rooms (a List of messages, a Map roster, a Stream for typing).
     Chat {
@@ -241,25 +250,30 @@ fn plan(cli: &Cli) -> Vec<Workload> {
                 subscribers: pick(1000, 20),
                 rate: 100,
                 kind: Kind::Document,
+                ws: true,
             },
             Workload::Fanout {
                 subscribers: pick(1000, 10),
                 rate: 50,
                 kind: Kind::Map,
+                ws: false,
             },
             Workload::Fanout {
                 subscribers: pick(1000, 10),
                 rate: 50,
                 kind: Kind::List,
+                ws: false,
             },
             Workload::Fanout {
                 subscribers: pick(1000, 10),
                 rate: 50,
                 kind: Kind::Stream,
+                ws: false,
             },
             Workload::Conns {
                 connections: pick(10_000, 100),
                 first_time: false,
+                ws: true,
             },
             Workload::Chat {
                 rooms: pick(100, 4),
@@ -317,6 +331,29 @@ async fn run_one(
         } => harness::chat::chat(&syncline, *rooms, *members, *rate, duration).await,
         _ => drive(&syncline, w, duration).await,
     }
+}
+
+/// The workload with WebSocket subscribers (`--ws`), on `server` (stopped when this
+/// returns); `None` for workloads without the flag.
+async fn run_ws(
+    server: ServerUnderTest,
+    w: &Workload,
+    duration: Duration,
+) -> Result<Outcome, String> {
+    let quic = Syncline::new(server)?;
+    let quic = match w {
+        Workload::Fanout { kind, .. } => quic.with_kind((*kind).into()),
+        _ => quic,
+    };
+    drive(&Arc::new(SynclineWs::new(quic)?), w, duration).await
+}
+
+/// Whether the workload also runs with WebSocket subscribers.
+fn with_ws(w: &Workload) -> bool {
+    matches!(
+        w,
+        Workload::Fanout { ws: true, .. } | Workload::Conns { ws: true, .. }
+    )
 }
 
 /// W1..W3 against any system: the same driver for each.
@@ -604,6 +641,34 @@ async fn run(cli: &Cli) -> i32 {
                 return 1;
             }
         };
+        // WebSocket subscribers on a fresh server, alone on the machine like the rest.
+        if with_ws(&w) {
+            let server = match &cli.server {
+                Some(_) => Err("--ws spawns its own server; --server does not apply".to_owned()),
+                None => ServerUnderTest::spawn(cli.relaxed),
+            };
+            match server {
+                Ok(server) => match run_ws(server, &w, duration).await {
+                    Ok(o) => {
+                        let mut ws_line = o.to_json(&context);
+                        ws_line["relaxed"] = json!(cli.relaxed);
+                        if cli.json {
+                            println!("{ws_line}");
+                        }
+                        results.push(ws_line.clone());
+                        pairs.push((line.clone(), ws_line));
+                    }
+                    Err(e) => {
+                        eprintln!("error in {w:?} with WebSocket subscribers: {e}");
+                        return 1;
+                    }
+                },
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            }
+        }
         // Each peer in turn, alone on the machine like Syncline was.
         for &peer in &cli.peer {
             match run_peer(peer, &w, duration).await {

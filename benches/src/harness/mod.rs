@@ -1,5 +1,5 @@
 //! The load harness behind `syncline-bench`: the systems under test behind one `Peer`
-//! trait (Syncline, spawned or external; bare quinn, `--peer quinn`, always built; with
+//! trait (Syncline, spawned or external, with QUIC or, `--ws`, WebSocket subscribers; bare quinn, `--peer quinn`, always built; with
 //! the `etcd` and `redis` features, `--peer etcd` and `--peer redis`), one driver per
 //! workload over any of them (W1..W3), the Syncline-only workloads (`chat`, `write
 //! --http`, the soak and the crash loop), and measurements read from `/proc`.
@@ -18,6 +18,7 @@ pub mod redis;
 pub mod server;
 pub mod soak;
 pub mod syncline;
+pub mod syncline_ws;
 pub mod workloads;
 
 /// Harness errors are reported to the user as text.

@@ -109,6 +109,11 @@ pub async fn serve(
             },
             _ = syncline_core::shutdown_requested(&mut shutdown) => break,
         };
+        // Answers and WebSocket events are small and due at once: Nagle's algorithm
+        // would hold each behind the previous one's acknowledgement.
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "TCP_NODELAY not set");
+        }
         let acceptor = acceptor.clone();
         let router = router.clone();
         let mut stop = shutdown.clone();
