@@ -343,7 +343,9 @@ export abstract class CollectionEntity extends Entity {
   mutate(key: Key, fn: (current: any) => unknown, o: ItemWriteOptions): Promise<ItemRecord | null> {
     const wireKey = toWireKey(key);
     return this.write(async () => {
-      let current: ItemRecord | undefined = this.loadedOnce && this.#holds(key) ? this.visible(key) : undefined;
+      // The server's item as the replica has it, not with unanswered local writes applied:
+      // the write is conditional on its revision.
+      let current: ItemRecord | undefined = this.loadedOnce && this.#holds(key) ? this.#items.get(key) : undefined;
       if (!current && (this.kind === "List" || !this.loadedOnce)) current = await this.#read(key);
       let op: Op | null = null;
       for (let attempt = 1; ; attempt++) {

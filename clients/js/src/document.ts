@@ -166,7 +166,9 @@ export class DocumentEntity extends Entity {
 
   mutate(fn: (current: any) => unknown, ttl: number | undefined): Promise<unknown> {
     return this.write(async () => {
-      let base: unknown = clone(this.#shown);
+      // The server's data at the revision the write is conditional on: not what is shown,
+      // which may hold other unanswered writes that the server has not applied.
+      let base: unknown = clone(this.#data);
       let ifMatch = this.revision;
       let op: Op | null = null;
       for (let attempt = 1; ; attempt++) {

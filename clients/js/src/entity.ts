@@ -6,6 +6,7 @@ import type { Connection } from "./connection.js";
 import { EventEmitter } from "./emitter.js";
 import { SyncError } from "./errors.js";
 import type { Logger } from "./log.js";
+import { sameConnection } from "./transport.js";
 import type { Event, ObjectInfo, ObjectKind, Response, WriteInfo } from "./wire.js";
 
 /** What the client lends its entities. */
@@ -165,7 +166,7 @@ export abstract class Entity {
 
   handle(e: Event): void {
     if (this.ended) return;
-    const isLocal = e.origin !== 0 && e.origin === this.host.conn.welcome?.connection_id;
+    const isLocal = sameConnection(e.origin, this.host.conn.welcome?.connection_id);
     const k = e.kind;
     if (typeof k === "object" && "ObjectRemoved" in k) {
       this.removed(isLocal, k.ObjectRemoved.reason === "Expired" ? "expired" : "write");
