@@ -167,7 +167,9 @@ impl Shared {
             expiries: Default::default(),
             // Random per run: event origins outlive the run in the change log, and a
             // replayed event must not look local to an unrelated connection after a restart.
-            next_connection_id: AtomicU64::new(rand::random::<u64>() >> 1 | 1),
+            // Below 2^52, so that ids stay exact as JavaScript numbers (JSON over the
+            // WebSocket edge) for 2^52 connections of the run.
+            next_connection_id: AtomicU64::new(rand::random::<u64>() >> 12 | 1),
         }
     }
 

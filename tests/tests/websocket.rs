@@ -49,6 +49,10 @@ async fn a_browser_client_writes_and_watches_documents_alongside_quic_clients() 
         WsClient::hello(&s.admin, Credential::Token(s.token("alice", 3600))).await;
     assert_eq!(welcome.identity.as_deref(), Some("alice"));
     assert_eq!(welcome.service_sid, s.admin.default_service_sid);
+    assert!(
+        welcome.connection_id < 1 << 53,
+        "connection ids (event origins) are exact as JavaScript numbers"
+    );
 
     let written = alice
         .request(doc_set("board", json!({"title": "plan"})))
