@@ -33,6 +33,8 @@ export interface SyncClientOptions {
   pingTimeoutMs?: number;
   /** An operation fails with `Timeout` after this long, offline time included (default 30,000). */
   requestTimeoutMs?: number;
+  /** How long to wait for a connection to open and be welcomed before trying again, in ms (default 10,000). */
+  connectTimeoutMs?: number;
   /** The first reconnect waits about this long, doubling up to the maximum (default 500). */
   reconnectInitialDelayMs?: number;
   /** The longest wait between reconnect attempts (default 15,000). */
@@ -98,6 +100,7 @@ export class SyncClient extends EventEmitter<ClientEvents> {
       pingIntervalMs: options.pingIntervalMs ?? 5000,
       pingTimeoutMs: options.pingTimeoutMs ?? 5000,
       requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
       reconnectInitialDelayMs: options.reconnectInitialDelayMs ?? 500,
       reconnectMaxDelayMs: options.reconnectMaxDelayMs ?? 15_000,
       log,

@@ -453,4 +453,12 @@ export abstract class CollectionHandle<E extends object> extends Handle<E> {
   get revision(): number {
     return this.entity.revision;
   }
+
+  /**
+   * Not available yet: the server's WebSocket protocol has no request that changes a
+   * list's or map's own time to live (items' TTLs work: `setItemTtl`).
+   */
+  async setTtl(_ttl: number): Promise<void> {
+    throw new SyncError("InvalidArgument", "setTtl of a list or map is not supported by the server's WebSocket protocol yet");
+  }
 }

@@ -18,6 +18,7 @@ export interface ConnectionOptions {
   pingIntervalMs: number;
   pingTimeoutMs: number;
   requestTimeoutMs: number;
+  connectTimeoutMs: number;
   reconnectInitialDelayMs: number;
   reconnectMaxDelayMs: number;
   log: Logger;
@@ -70,6 +71,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #queue: Op[] = [];
   #attempt = 0;
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  #connectTimer: ReturnType<typeof setTimeout> | undefined;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #tokenTimers: ReturnType<typeof setTimeout>[] = [];
   #expiredToken: string | null = null;
@@ -132,6 +134,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (this.#stopped) return;
     this.#stopped = true;
     clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#connectTimer);
     this.#clearTokenTimers();
     this.#stopPing();
     this.#setState("disconnecting");
@@ -174,6 +177,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       return;
     }
     this.#transport = t;
+    // A socket that never opens, or a Hello never answered, must not stall the client.
+    clearTimeout(this.#connectTimer);
+    this.#connectTimer = setTimeout(() => {
+      if (t === this.#transport && !this.welcome) {
+        this.#o.log.info(`no Welcome within ${this.#o.connectTimeoutMs} ms; retrying`);
+        t.close(4000, "connect timeout");
+      }
+    }, this.#o.connectTimeoutMs);
   }
 
   async #hello(t: Transport): Promise<void> {
@@ -197,6 +208,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       t.close(4004, "expected Welcome");
       return;
     }
+    clearTimeout(this.#connectTimer);
     const welcome = r.Welcome;
     this.welcome = welcome;
     this.#attempt = 0;
@@ -243,6 +255,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #closed(t: Transport, code: number, reason: string): void {
     if (t !== this.#transport) return;
     this.#transport = null;
+    clearTimeout(this.#connectTimer);
     this.#stopPing();
     const wasConnected = this.welcome !== null;
     this.welcome = null;
@@ -301,6 +314,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #closeTransport(): void {
     const t = this.#transport;
     this.#transport = null;
+    clearTimeout(this.#connectTimer);
     this.#stopPing();
     if (this.welcome) {
       this.welcome = null;

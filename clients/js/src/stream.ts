@@ -61,6 +61,11 @@ export class SyncStream<T = any> extends Handle<StreamEvents<T>> {
     return (await this.entity.publish(data)) as StreamMessage<T>;
   }
 
+  /** Not available yet: the server's WebSocket protocol has no request that changes a stream's TTL. */
+  async setTtl(_ttl: number): Promise<void> {
+    throw new SyncError("InvalidArgument", "setTtl of a stream is not supported by the server's WebSocket protocol yet");
+  }
+
   /** Deletes the stream for everyone. */
   async removeStream(): Promise<void> {
     this.check();

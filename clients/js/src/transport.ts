@@ -117,7 +117,7 @@ export class Transport {
     if (!handlers) return;
     let msg: any;
     try {
-      msg = JSON.parse(exactIds(typeof data === "string" ? data : String(data)));
+      msg = JSON.parse(typeof data === "string" ? data : String(data));
     } catch {
       this.close(4004, "unreadable message");
       return;
@@ -150,21 +150,9 @@ export class Transport {
   }
 }
 
-// Connection ids are u64, and a server may hand out ids past 2^53, where distinct JSON
-// numbers parse to the same double and every client would take others' events for its
-// own. Such ids are read as their exact decimal text instead; both fields come early in
-// their message (an event's header, a Welcome), ahead of any payload.
-const BIG_ID = /"(origin|connection_id)":(\d{16,})/;
-const HEAD = 256;
-
-function exactIds(text: string): string {
-  const head = text.slice(0, HEAD);
-  return BIG_ID.test(head) ? head.replace(BIG_ID, '"$1":"$2"') + text.slice(HEAD) : text;
-}
-
-/** Whether an event's `origin` is the connection with id `connectionId` (either may be exact text). */
-export function sameConnection(origin: unknown, connectionId: unknown): boolean {
-  return connectionId !== undefined && String(origin) !== "0" && String(origin) === String(connectionId);
+/** Whether an event's `origin` is the connection with id `connectionId` (0: the server itself). */
+export function sameConnection(origin: number, connectionId: number | undefined): boolean {
+  return origin !== 0 && origin === connectionId;
 }
 
 export function utf8Length(s: string): number {

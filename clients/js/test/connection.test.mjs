@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { createServer, connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { SyncClient } from "../dist/index.js";
-import { Server, next, record, sleep, unique, waitFor } from "./helpers.mjs";
+import { Server, next, record, sleep, unique, waitFor, withServer } from "./helpers.mjs";
 
 let server;
 const clients = [];
@@ -122,37 +122,43 @@ describe("tokens", () => {
     await next(c, "tokenExpired", () => true, 5000);
   });
 
-  test("when the server ends an expired token's connection the client is disconnected until updateToken", async () => {
-    // Past its exp but inside the server's clock skew: accepted for a few seconds more.
-    const c = await client("alice", { reconnectInitialDelayMs: 100 }, { ttl: -57 });
-    const doc = await c.document(unique("doc"));
-    await next(c, "connectionStateChanged", (s) => s === "disconnected", 15_000);
-    assert.equal(c.connectionState, "disconnected");
-    // Nothing reconnects by itself with an expired token.
-    await sleep(500);
-    assert.equal(c.connectionState, "disconnected");
-    const pending = doc.set({ after: "renewal" });
-    await c.updateToken(server.token("alice"));
-    await waitFor(() => c.connectionState === "connected", "the renewed connection");
-    await pending;
-    assert.deepEqual(doc.data, { after: "renewal" });
-  });
+  test("when the server ends an expired token's connection the client is disconnected until updateToken", () =>
+    withServer(async (server, clients) => {
+      // Past its exp but inside the server's clock skew: accepted for a few seconds more.
+      const c = await server.client("alice", { reconnectInitialDelayMs: 100 }, { ttl: -57 });
+      clients.push(c);
+      const doc = await c.document(unique("doc"));
+      await next(c, "connectionStateChanged", (s) => s === "disconnected", 15_000);
+      // Nothing reconnects by itself with an expired token.
+      await sleep(500);
+      assert.equal(c.connectionState, "disconnected");
+      const pending = doc.set({ after: "renewal" });
+      await c.updateToken(server.token("alice"));
+      await waitFor(() => c.connectionState === "connected", "the renewed connection");
+      await pending;
+      assert.deepEqual(doc.data, { after: "renewal" });
+    }));
 });
 
 describe("denial", () => {
-  test("revoking the key that signed a client's token moves the client to denied with a terminal connectionError", async () => {
-    const backend = await server.backend();
-    const key = (await backend.request({ KeyCreate: { friendly_name: "doomed" } })).Key;
-    const c = await client("alice", {}, { keySid: key.sid, keySecret: key.secret });
-    const errors = record(c, "connectionError");
-    const denied = next(c, "connectionStateChanged", (s) => s === "denied", 10_000);
-    await backend.request({ KeyRevoke: { sid: key.sid } });
-    await denied;
-    backend.close();
-    assert.equal(errors.at(-1).terminal, true);
-    assert.ok(errors.at(-1).message.length > 0);
-    await assert.rejects(c.document(unique("doc")), (e) => e.code === "Unauthorized");
-  });
+  test("revoking the key that signed a client's token moves the client to denied with a terminal connectionError", () =>
+    withServer(async (server, clients) => {
+      const backend = await server.backend();
+      try {
+        const key = (await backend.request({ KeyCreate: { friendly_name: "doomed" } })).Key;
+        const c = await server.client("alice", {}, { keySid: key.sid, keySecret: key.secret });
+        clients.push(c);
+        const errors = record(c, "connectionError");
+        const denied = next(c, "connectionStateChanged", (s) => s === "denied", 10_000);
+        await backend.request({ KeyRevoke: { sid: key.sid } });
+        await denied;
+        assert.equal(errors.at(-1).terminal, true);
+        assert.ok(errors.at(-1).message.length > 0);
+        await assert.rejects(c.document(unique("doc")), (e) => e.code === "Unauthorized");
+      } finally {
+        backend.close();
+      }
+    }));
 
   test("a token signed with a wrong secret is denied at once", async () => {
     const c = new SyncClient(server.token("alice", { keySecret: "wrong" }), { url: server.url, WebSocket: server.WebSocket, logLevel: "silent" });

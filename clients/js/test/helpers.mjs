@@ -64,9 +64,12 @@ export class Server {
     // Written anew after every bind: a stale one would name the previous run's ports.
     if (existsSync(adminPath)) unlinkSync(adminPath);
     const args = ["serve", "--listen", listen, "--http-listen", httpListen, "--reap-interval-ms", "50", "--data", this.dir];
-    this.proc = spawn(BIN, args, { env: { ...process.env, RUST_LOG: "warn" }, stdio: ["ignore", "ignore", "pipe"] });
+    this.proc = spawn(BIN, args, { env: { ...process.env, RUST_LOG: process.env.SERVER_LOG ?? "warn" }, stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
-    this.proc.stderr.on("data", (d) => (stderr += d));
+    this.proc.stderr.on("data", (d) => {
+      stderr += d;
+      if (process.env.SERVER_LOG) process.stderr.write(d);
+    });
     const exited = new Promise((r) => this.proc.once("exit", r));
     this.exited = exited;
     let early = false;
@@ -162,13 +165,21 @@ export class Server {
       else p.reject(Object.assign(new Error(m.result.Err.message), m.result.Err));
     });
     await new Promise((resolve, reject) => {
-      ws.once("open", resolve);
-      ws.once("error", reject);
+      const timer = setTimeout(() => reject(new Error("backend socket did not open in 10 s")), 10_000);
+      ws.once("open", () => (clearTimeout(timer), resolve()));
+      ws.once("error", (e) => (clearTimeout(timer), reject(e)));
     });
     const request = (req) =>
       new Promise((resolve, reject) => {
         const n = ++id;
-        pending.set(n, { resolve, reject });
+        const timer = setTimeout(() => {
+          pending.delete(n);
+          reject(new Error(`backend request ${JSON.stringify(req).slice(0, 80)} got no answer in 10 s`));
+        }, 10_000);
+        pending.set(n, {
+          resolve: (v) => (clearTimeout(timer), resolve(v)),
+          reject: (e) => (clearTimeout(timer), reject(e)),
+        });
         ws.send(JSON.stringify({ id: n, request: req }));
       });
     const a = this.admin;
@@ -177,10 +188,20 @@ export class Server {
   }
 }
 
-/** Starts a server for one test file; `after` stops it. */
-export async function startServer(t) {
+/**
+ * Runs `fn` with a server of its own, stopped afterwards: for tests that end sessions
+ * server-side, so that whatever they leave behind cannot reach other tests.
+ */
+export async function withServer(fn) {
   const server = await new Server().start();
-  return server;
+  const clients = [];
+  try {
+    return await fn(server, clients);
+  } finally {
+    await Promise.all(clients.map((c) => c.shutdown()));
+    await server.stop();
+    server.remove();
+  }
 }
 
 export const unique = (prefix) => `${prefix}-${randomUUID().slice(0, 8)}`;
