@@ -75,6 +75,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #tokenTimers: ReturnType<typeof setTimeout>[] = [];
   #expiredToken: string | null = null;
+  /** The token the live connection was authenticated with. */
+  #liveToken: string | null = null;
   #stopped = false;
 
   constructor(options: ConnectionOptions) {
@@ -119,6 +121,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (this.#stopped) throw new SyncError("ClientShutdown", "the client was shut down");
     if (this.state === "connected") {
       const r = await this.request({ UpdateToken: { token } });
+      this.#liveToken = token;
       if (typeof r === "object" && "TokenUpdated" in r) this.#scheduleToken(r.TokenUpdated.expires_at);
       return;
     }
@@ -189,11 +192,17 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   async #hello(t: Transport): Promise<void> {
     let r: Response;
+    const token = this.#token;
     try {
-      r = await t.request({ Hello: { credential: { Token: this.#token }, service: null } });
+      r = await t.request({ Hello: { credential: { Token: token }, service: null } });
     } catch (e) {
       if (t !== this.#transport) return;
       const err = e instanceof SyncError ? e : new SyncError("Protocol", String(e));
+      if (token !== this.#token && err.code !== "ConnectionLost") {
+        // updateToken gave a new token while the old one was being refused: try it.
+        t.close(1000, "token replaced");
+        return;
+      }
       if (err.code === "Unauthorized" || err.code === "Forbidden") this.#terminal("denied", err);
       else if (err.code === "TokenExpired") this.#expired(err);
       else {
@@ -209,6 +218,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       return;
     }
     clearTimeout(this.#connectTimer);
+    this.#liveToken = token;
     const welcome = r.Welcome;
     this.welcome = welcome;
     this.#attempt = 0;
@@ -266,7 +276,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     }
     if (code === UNAUTHORIZED) {
       this.#terminal("denied", new SyncError("Unauthorized", reason || "the server refused the credential"));
-    } else if (code === TOKEN_EXPIRED) {
+    } else if (code === TOKEN_EXPIRED && this.#token === this.#liveToken) {
       this.#expired(new SyncError("TokenExpired", reason || "the access token expired"));
     } else {
       const message = `connection lost (${code}${reason ? ` ${reason}` : ""}); reconnecting`;
