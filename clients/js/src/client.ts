@@ -193,6 +193,7 @@ export class SyncClient extends EventEmitter<ClientEvents> {
     const id = o.id ?? null;
     const isSid = id !== null && SID.test(id);
     if (mode === "create_new" && isSid) throw new SyncError("InvalidArgument", "create_new needs a unique name, not a sid");
+    if (mode === "open_existing" && id === null) throw new SyncError("InvalidArgument", "open_existing needs an id: a unique name or a sid");
 
     let info: ObjectInfo;
     let created = false;

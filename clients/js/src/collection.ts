@@ -105,17 +105,6 @@ export abstract class CollectionEntity extends Entity {
     return ops ? ops.reduce<ItemRecord | undefined>((v, op) => op.apply(v), base) : base;
   }
 
-  /** Every item held, in key order, as the app sees them. */
-  visibleItems(): ItemRecord[] {
-    const keys = new Set<Key>([...this.#items.keys(), ...this.#ops.keys()]);
-    const out: ItemRecord[] = [];
-    for (const k of keys) {
-      const v = this.visible(k);
-      if (v) out.push(v);
-    }
-    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  }
-
   protected apply(e: Event, isLocal: boolean): void {
     const k = e.kind;
     if (typeof k !== "object") return;

@@ -98,7 +98,9 @@ export class Transport {
     }
     this.#ended(code, reason);
     // A peer that never answers the close handshake must not hold up a shutdown.
-    setTimeout(() => this.#markClosed(), 1000);
+    const t: any = setTimeout(() => this.#markClosed(), 1000);
+    // Node: this wait alone must not keep a process alive that has nothing else to do.
+    t?.unref?.();
   }
 
   #ended(code: number, reason: string): void {
