@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     pub(crate) webhooks: crate::webhooks::Webhooks,
     /// Live sessions on every edge, so that revoking a key, deleting a service or a
     /// token's expiry can end them.
-    sessions: Mutex<HashMap<u64, LiveSession>>,
+    sessions: Sessions,
     /// Sessions authenticated by a token, by when it stops being accepted.
     pub(crate) expiries: crate::expiry::Expiries,
     next_connection_id: AtomicU64,
@@ -56,11 +56,62 @@ pub(crate) trait Connection: Send + Sync {
     fn queued_events(&self) -> usize;
 }
 
+/// The table of live sessions on every edge. Its lock is never held while a session
+/// handle is dropped: dropping the last handle of a session unregisters it, which takes
+/// the same lock (a session ending on its own while the server ends it, say by a key
+/// revocation or its token's expiry, deadlocked every later login that way).
+#[derive(Default)]
+struct Sessions {
+    table: Mutex<HashMap<u64, LiveSession>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, LiveSession>> {
+        // The table is only ever inserted into and removed from; what it holds is whole
+        // even if a holder panicked, and sessions must still end.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, id: u64, live: LiveSession) {
+        self.lock().insert(id, live);
+    }
+
+    fn unregister(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// The live sessions for which `pred(id, session)` holds, with how to cut each
+    /// off. The handles are taken under the lock and handed out after it is released.
+    #[allow(clippy::type_complexity)]
+    fn live(
+        &self,
+        pred: impl Fn(u64, &dyn Connection) -> bool,
+    ) -> Vec<(Arc<dyn Connection>, Arc<dyn Fn(Ending) + Send + Sync>)> {
+        let mut live = Vec::new();
+        let mut rejected = Vec::new();
+        {
+            let table = self.lock();
+            for (id, l) in table.iter() {
+                let Some(session) = l.session.upgrade() else {
+                    continue;
+                };
+                if pred(*id, &*session) {
+                    live.push((session, l.force_close.clone()));
+                } else {
+                    rejected.push(session);
+                }
+            }
+        }
+        // Dropped here, unlocked: one may be its session's last handle.
+        drop(rejected);
+        live
+    }
+}
+
 /// Asks `session` to end after what is queued for it, and cuts it off if it has not
 /// within `CLOSE_GRACE`.
-fn end(live: &LiveSession, session: &dyn Connection, ending: Ending) {
+fn end(session: &dyn Connection, force_close: Arc<dyn Fn(Ending) + Send + Sync>, ending: Ending) {
     session.close_after_queued(ending);
-    let force_close = live.force_close.clone();
     tokio::spawn(async move {
         tokio::time::sleep(CLOSE_GRACE).await;
         force_close(ending);
@@ -78,16 +129,8 @@ impl Shared {
     /// take them in `CLOSE_GRACE` is cut off anyway. Requests are refused meanwhile by
     /// the per-request service and key checks.
     pub(crate) fn end_sessions(&self, pred: impl Fn(&dyn Connection) -> bool, ending: Ending) {
-        let sessions = match self.sessions.lock() {
-            Ok(s) => s,
-            // The table is only ever inserted into and removed from; what it holds is
-            // whole even if a holder panicked, and these sessions must still end.
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for live in sessions.values() {
-            if let Some(session) = live.session.upgrade().filter(|c| pred(&**c)) {
-                end(live, &*session, ending);
-            }
+        for (session, force_close) in self.sessions.live(|_, c| pred(c)) {
+            end(&*session, force_close, ending);
         }
     }
 
@@ -105,19 +148,13 @@ impl Shared {
             let now = std::time::SystemTime::now();
             let (due, next) = self.expiries.take_due(now);
             if !due.is_empty() {
-                let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-                for id in due {
-                    let Some(live) = sessions.get(&id) else {
-                        continue;
-                    };
-                    if let Some(session) = live.session.upgrade() {
-                        tracing::info!(session = id, "token expired; ending the session");
-                        let ending = Ending {
-                            code: ErrorCode::TokenExpired,
-                            reason: "TokenExpired",
-                        };
-                        end(live, &*session, ending);
-                    }
+                let ending = Ending {
+                    code: ErrorCode::TokenExpired,
+                    reason: "TokenExpired",
+                };
+                for (session, force_close) in self.sessions.live(|id, _| due.contains(&id)) {
+                    tracing::info!("token expired; ending the session");
+                    end(&*session, force_close, ending);
                 }
             }
             let wait = next.map_or(std::time::Duration::from_secs(3600), |v| {
@@ -132,15 +169,11 @@ impl Shared {
     }
 
     pub(crate) fn register(&self, id: u64, live: LiveSession) {
-        if let Ok(mut all) = self.sessions.lock() {
-            all.insert(id, live);
-        }
+        self.sessions.register(id, live);
     }
 
     pub(crate) fn unregister(&self, id: u64) {
-        if let Ok(mut all) = self.sessions.lock() {
-            all.remove(&id);
-        }
+        self.sessions.unregister(id);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -163,7 +196,7 @@ impl Shared {
             rate,
             metrics: Default::default(),
             webhooks,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Sessions::default(),
             expiries: Default::default(),
             // Random per run: event origins outlive the run in the change log, and a
             // replayed event must not look local to an unrelated connection after a restart.
@@ -175,16 +208,10 @@ impl Shared {
 
     /// What the core has counted, with the gauges read now.
     pub(crate) fn metrics(&self) -> crate::metrics::Snapshot {
-        let (connections, queued_events) = match self.sessions.lock() {
-            Ok(c) => (
-                c.len(),
-                c.values()
-                    .filter_map(|l| l.session.upgrade())
-                    .map(|c| c.queued_events())
-                    .sum(),
-            ),
-            Err(_) => (0, 0),
-        };
+        let live = self.sessions.live(|_, _| true);
+        let connections = live.len();
+        let queued_events = live.iter().map(|(c, _)| c.queued_events()).sum();
+        drop(live);
         let gauges = crate::metrics::Gauges {
             connections,
             subscriptions: self.hub.subscription_count(),
@@ -252,5 +279,68 @@ impl RateBucket {
         } else {
             Err(limited())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that, like `Session`, unregisters itself when its last handle drops.
+    struct Unregistering {
+        id: u64,
+        table: Arc<Sessions>,
+    }
+
+    impl Connection for Unregistering {
+        fn service_sid(&self) -> Option<String> {
+            None
+        }
+        fn key_sid(&self) -> Option<String> {
+            Some("SK1".into())
+        }
+        fn close_after_queued(&self, _: Ending) {}
+        fn queued_events(&self) -> usize {
+            0
+        }
+    }
+
+    impl Drop for Unregistering {
+        fn drop(&mut self) {
+            self.table.unregister(self.id);
+        }
+    }
+
+    #[test]
+    fn a_session_whose_last_handle_drops_while_it_is_looked_up_unregisters_without_deadlock() {
+        let table = Arc::new(Sessions::default());
+        let session: Arc<dyn Connection> = Arc::new(Unregistering {
+            id: 7,
+            table: table.clone(),
+        });
+        table.register(
+            7,
+            LiveSession {
+                session: Arc::downgrade(&session),
+                force_close: Arc::new(|_| {}),
+            },
+        );
+        let held = std::sync::Mutex::new(Some(session));
+        let (done, finished) = std::sync::mpsc::channel();
+        let looker = table.clone();
+        std::thread::spawn(move || {
+            // The session's own task lets go while the table looks at it, both when it
+            // is picked and when it is passed over: the table's handle is the last.
+            let picked = looker.live(|_, _| {
+                held.lock().map(|mut h| h.take()).ok();
+                true
+            });
+            drop(picked);
+            let _ = done.send(looker.live(|_, _| true).len());
+        });
+        let after = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("no deadlock: the lookup returned");
+        assert_eq!(after, 0, "the session unregistered itself");
     }
 }
