@@ -55,7 +55,10 @@ fn every_workload_runs_in_quick_mode_and_misses_nothing() {
         for f in FIELDS {
             assert!(l.get(f).is_some(), "{f} missing in {l}");
         }
-        assert_eq!(l["system"], "syncline");
+        assert!(
+            l["system"] == "syncline" || l["system"] == "syncline-ws",
+            "{l}"
+        );
         for f in ["missed", "duplicated", "out_of_order"] {
             assert_eq!(l[f], 0, "{f} in {l}");
         }
@@ -74,6 +77,15 @@ fn every_workload_runs_in_quick_mode_and_misses_nothing() {
         assert!(
             l["server_rss_kib"].as_u64().unwrap_or(0) > 0,
             "server RSS not measured in {l}"
+        );
+    }
+    // `all` also runs the document fan-out and conns with WebSocket subscribers.
+    for w in ["fanout", "conns"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["workload"] == w && l["system"] == "syncline-ws"),
+            "{w} with WebSocket subscribers missing"
         );
     }
     let conns = lines
