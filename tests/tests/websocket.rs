@@ -555,3 +555,29 @@ async fn a_service_created_over_websocket_is_usable_by_tokens_of_it() {
         other => panic!("MessagePublished, not {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_socket_over_its_request_rate_is_refused_with_rate_limited_and_recovers() {
+    let s = TestServer::start_with(|o| {
+        o.rate.per_second = 20.0;
+        o.rate.burst = 10.0;
+    })
+    .await;
+    let mut ws = as_identity(&s, "hasty").await;
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(ws.send(Request::Ping).await);
+    }
+    let mut limited = 0;
+    for id in ids {
+        match ws.answer(id).await {
+            Ok(Response::Pong) => {}
+            Err(e) if e.code == ErrorCode::RateLimited => limited += 1,
+            other => panic!("Pong or RateLimited, not {other:?}"),
+        }
+    }
+    assert!(limited > 0, "40 requests at once exceed a burst of 10");
+    // The bucket refills: the socket is still usable.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(ws.request(Request::Ping).await, Ok(Response::Pong));
+}
