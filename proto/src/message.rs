@@ -347,6 +347,21 @@ pub enum Request {
         /// `ItemSet::ephemeral`).
         ephemeral: bool,
     },
+    /// Changes only the time to live of an object (`key: None`, any kind) or of one list
+    /// or map item, not its data: no new revision, no event. Needs `manage` under ACL.
+    /// Answer: [`Response::Object`] for an object, [`Response::Written`] for an item;
+    /// `NotFound` if it does not exist.
+    SetTtl {
+        /// The object's kind; must match.
+        kind: ObjectKind,
+        /// The object's sid or unique name.
+        object: String,
+        /// An item of a list or map: [`ItemKey::Index`] or [`ItemKey::Key`]; `None`:
+        /// the object itself.
+        key: Option<ItemKey>,
+        /// Seconds from now, up to `Limits::max_ttl_s`; 0: no expiry.
+        ttl: u64,
+    },
 }
 
 /// A service's flags as set at creation.

@@ -581,3 +581,87 @@ async fn a_socket_over_its_request_rate_is_refused_with_rate_limited_and_recover
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(ws.request(Request::Ping).await, Ok(Response::Pong));
 }
+
+#[tokio::test]
+async fn a_ttl_alone_changes_without_a_new_revision_or_an_event() {
+    let s = TestServer::start().await;
+    let mut ws = as_identity(&s, "tina").await;
+    let Ok(Response::Written(written)) = ws
+        .request(Request::ItemSet {
+            kind: ObjectKind::Map,
+            object: "cart".into(),
+            key: ItemKey::Key("apple".into()),
+            data: json!({"n": 1}).to_string(),
+            if_match: None,
+            ttl: None,
+            ephemeral: false,
+        })
+        .await
+    else {
+        panic!("item set");
+    };
+    let revision = written.revision;
+    ws.request(subscribe(1, "cart", None))
+        .await
+        .expect("subscribed");
+    loop {
+        if let EventKind::SnapshotItems { done: true, .. } = ws.event().await.event.kind {
+            break;
+        }
+    }
+
+    let set_ttl = |key: Option<ItemKey>, ttl: u64| Request::SetTtl {
+        kind: ObjectKind::Map,
+        object: "cart".into(),
+        key,
+        ttl,
+    };
+    let Ok(Response::Object(map)) = ws.request(set_ttl(None, 3600)).await else {
+        panic!("the map's metadata");
+    };
+    assert_eq!(map.revision, revision, "no new revision");
+    let expires = map.date_expires.expect("an expiry");
+    assert!(expires > syncline_server::now_ms() + 3_500_000);
+    let Ok(Response::Written(item)) = ws
+        .request(set_ttl(Some(ItemKey::Key("apple".into())), 60))
+        .await
+    else {
+        panic!("the item written");
+    };
+    let Some(syncline_proto::WrittenValue::Item(item)) = item.value else {
+        panic!("the item's value");
+    };
+    assert_eq!(
+        (item.revision, item.data.as_str()),
+        (revision, r#"{"n":1}"#)
+    );
+    assert!(item.date_expires.is_some());
+
+    // Past the maximum, or on a missing item: refused.
+    let e = ws
+        .request(set_ttl(None, 400 * 86_400))
+        .await
+        .expect_err("too long");
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    let e = ws
+        .request(set_ttl(Some(ItemKey::Key("pear".into())), 60))
+        .await
+        .expect_err("absent");
+    assert_eq!(e.code, ErrorCode::NotFound);
+
+    // Nothing reached the subscriber: the next event is the next real change.
+    ws.request(Request::ItemRemove {
+        kind: ObjectKind::Map,
+        object: "cart".into(),
+        key: ItemKey::Key("apple".into()),
+        if_match: None,
+    })
+    .await
+    .expect("removed");
+    let next = ws.event().await;
+    assert!(
+        matches!(next.event.kind, EventKind::ItemRemoved { .. }),
+        "{next:?}"
+    );
+    assert_eq!(next.event.revision, revision + 1);
+}

@@ -6,7 +6,7 @@ import { Entity, Handle, unexpected, written, type CommonEvents, type Host } fro
 import { SyncError } from "./errors.js";
 import { Paginator } from "./paginator.js";
 import { checkPatch, clone, fromWireKey, mergePatch, parse, sameJson, stringify, toWireKey, type Key } from "./values.js";
-import type { Event, ItemInfo, ObjectInfo, Order, Request } from "./wire.js";
+import type { Event, ItemInfo, ObjectInfo, Order, Request, WriteInfo } from "./wire.js";
 
 /** An item as the replica holds it: its data parsed. */
 export interface ItemRecord {
@@ -92,6 +92,14 @@ export abstract class CollectionEntity extends Entity {
   protected interrupted(): void {
     this.#building = null;
     this.#deferred = [];
+  }
+
+  protected override itemExpiresAt(w: WriteInfo): void {
+    const v = w.value;
+    if (!v || !("Item" in v)) return;
+    const key = fromWireKey(v.Item.key);
+    const held = this.#items.get(key);
+    if (held) this.#items.set(key, { ...held, dateExpires: v.Item.date_expires });
   }
 
   #holds(key: Key): boolean {
@@ -443,11 +451,9 @@ export abstract class CollectionHandle<E extends object> extends Handle<E> {
     return this.entity.revision;
   }
 
-  /**
-   * Not available yet: the server's WebSocket protocol has no request that changes a
-   * list's or map's own time to live (items' TTLs work: `setItemTtl`).
-   */
-  async setTtl(_ttl: number): Promise<void> {
-    throw new SyncError("InvalidArgument", "setTtl of a list or map is not supported by the server's WebSocket protocol yet");
+  /** Sets the list's or map's own time to live in seconds (0: none); its items stay. */
+  async setTtl(ttl: number): Promise<void> {
+    this.check();
+    await this.entity.setTtl(ttl);
   }
 }

@@ -52,6 +52,11 @@ export class DocumentEntity extends Entity {
     return e == null ? null : new Date(e);
   }
 
+  protected override expiresAt(ms: number | null): void {
+    super.expiresAt(ms);
+    if (this.#doc) this.#doc = { ...this.#doc, date_expires: ms };
+  }
+
   protected since(): number | null {
     return this.#doc?.revision ?? null;
   }
@@ -256,13 +261,10 @@ export class SyncDocument<T = any> extends Handle<DocumentEvents<T>> {
     return (await this.entity.mutate(mutator, options.ttl)) as T;
   }
 
-  /** Sets the document's time to live in seconds (0: none). */
+  /** Sets the document's time to live in seconds (0: none); its data and revision stay. */
   async setTtl(ttl: number): Promise<void> {
     this.check();
-    await this.entity.mutate((v) => (v === null ? null : v), ttl).then(async (v) => {
-      // A null document cannot be rewritten by mutate (null cancels): write it plainly.
-      if (v === null) await this.entity.set(null, ttl);
-    });
+    await this.entity.setTtl(ttl);
   }
 
   /** Deletes the document for everyone. */

@@ -7,7 +7,7 @@ import { EventEmitter } from "./emitter.js";
 import { SyncError } from "./errors.js";
 import type { Logger } from "./log.js";
 import { sameConnection } from "./transport.js";
-import type { Event, ObjectInfo, ObjectKind, Response, WriteInfo } from "./wire.js";
+import type { Event, ItemKey, ObjectInfo, ObjectKind, Response, WriteInfo } from "./wire.js";
 
 /** What the client lends its entities. */
 export interface Host {
@@ -155,6 +155,26 @@ export abstract class Entity {
   request(request: Parameters<Connection["request"]>[0], idempotent = false): Promise<Response> {
     return this.host.conn.request(request, { idempotent });
   }
+
+  /**
+   * Changes only the time to live (seconds, 0: none) of the object, or of the item at
+   * `key`: the server keeps the data, gives no new revision and sends no event.
+   */
+  async setTtl(ttl: number, key: ItemKey | null = null): Promise<void> {
+    const r = await this.write(() => this.request({ SetTtl: { kind: this.kind, object: this.sid, key, ttl } }, true));
+    if (typeof r !== "object") throw unexpected(r);
+    if ("Object" in r) this.expiresAt(r.Object.date_expires);
+    else if ("Written" in r) this.itemExpiresAt(r.Written);
+    else throw unexpected(r);
+  }
+
+  /** The object's expiry changed (`setTtl`). */
+  protected expiresAt(ms: number | null): void {
+    this.info = { ...this.info, date_expires: ms };
+  }
+
+  /** An item's expiry changed (`setTtl` with a key); collections keep it. */
+  protected itemExpiresAt(_written: WriteInfo): void {}
 
   /** Deletes the object; its `removed` event follows (at once, if the server's comes later). */
   async remove(): Promise<void> {

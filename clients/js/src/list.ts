@@ -87,9 +87,10 @@ export class SyncList<T = any> extends CollectionHandle<ListEvents<T>> {
     return this.entity.getItems(options, (r) => item<T>(r));
   }
 
-  /** Sets the time to live of one item, in seconds (0: none). */
+  /** Sets the time to live of one item, in seconds (0: none); its data and revision stay. */
   async setItemTtl(index: number, ttl: number): Promise<void> {
-    await this.mutate(index, (v) => v, { ttl });
+    this.check();
+    await this.entity.setTtl(ttl, { Index: index });
   }
 
   /** Deletes the list and its items for everyone. */

@@ -84,9 +84,10 @@ export class SyncMap<T = any> extends CollectionHandle<MapEvents<T>> {
     return this.entity.getItems(options, (r) => item<T>(r));
   }
 
-  /** Sets the time to live of one item, in seconds (0: none). */
+  /** Sets the time to live of one item, in seconds (0: none); its data and revision stay. */
   async setItemTtl(key: string, ttl: number): Promise<void> {
-    await this.mutate(key, (v) => v, { ttl });
+    this.check();
+    await this.entity.setTtl(ttl, { Key: key });
   }
 
   /** Deletes the map and its items for everyone. */

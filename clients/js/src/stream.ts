@@ -61,9 +61,10 @@ export class SyncStream<T = any> extends Handle<StreamEvents<T>> {
     return (await this.entity.publish(data)) as StreamMessage<T>;
   }
 
-  /** Not available yet: the server's WebSocket protocol has no request that changes a stream's TTL. */
-  async setTtl(_ttl: number): Promise<void> {
-    throw new SyncError("InvalidArgument", "setTtl of a stream is not supported by the server's WebSocket protocol yet");
+  /** Sets the stream's time to live in seconds (0: none). */
+  async setTtl(ttl: number): Promise<void> {
+    this.check();
+    await this.entity.setTtl(ttl);
   }
 
   /** Deletes the stream for everyone. */

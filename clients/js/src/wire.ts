@@ -346,7 +346,24 @@ ttl: number | null,
  * The item lives while the writer's identity has a live connection (see
  * `ItemSet::ephemeral`).
  */
-ephemeral: boolean, } };
+ephemeral: boolean, } } | { "SetTtl": { 
+/**
+ * The object's kind; must match.
+ */
+kind: ObjectKind, 
+/**
+ * The object's sid or unique name.
+ */
+object: string, 
+/**
+ * An item of a list or map: [`ItemKey::Index`] or [`ItemKey::Key`]; `None`:
+ * the object itself.
+ */
+key: ItemKey | null, 
+/**
+ * Seconds from now, up to `Limits::max_ttl_s`; 0: no expiry.
+ */
+ttl: number, } };
 
 /**
  * A service's flags as set at creation.

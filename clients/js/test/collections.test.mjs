@@ -222,3 +222,44 @@ describe("streams", () => {
     assert.equal((await gone).isLocal, false);
   });
 });
+
+describe("time to live", () => {
+  test("setTtl changes only the expiry of a document, list, map, stream or item: same data, same revision, no event", async () => {
+    const c = await client("alice");
+    const watcher = await client("bob");
+    const doc = await c.document(unique("doc"));
+    await doc.set({ v: 1 });
+    const list = await c.list(unique("list"));
+    const pushed = await list.push({ text: "a" });
+    const map = await c.map(unique("map"));
+    await map.set("k", { n: 1 });
+    const stream = await c.stream(unique("stream"));
+    const seen = [];
+    const remoteDoc = await watcher.document(doc.sid);
+    remoteDoc.on("updated", (e) => seen.push(e));
+    const remoteMap = await watcher.map(map.sid);
+    remoteMap.on("itemUpdated", (e) => seen.push(e));
+
+    const revisions = [doc.revision, list.revision, map.revision];
+    const soon = Date.now() + 3_000_000;
+    for (const handle of [doc, list, map, stream]) {
+      assert.equal(handle.dateExpires, null);
+      await handle.setTtl(3600);
+      assert.ok(handle.dateExpires instanceof Date && handle.dateExpires.getTime() > soon, `${handle.sid} expires in an hour`);
+    }
+    await list.setItemTtl(pushed.index, 60);
+    await map.setItemTtl("k", 60);
+    assert.ok((await map.get("k")).dateExpires instanceof Date);
+    assert.ok((await list.get(pushed.index)).dateExpires instanceof Date);
+    assert.deepEqual([doc.revision, list.revision, map.revision], revisions);
+    assert.deepEqual(doc.data, { v: 1 });
+    assert.deepEqual((await map.get("k")).data, { n: 1 });
+
+    // A change after them is the next event the other client hears: none came before.
+    await doc.set({ v: 2 });
+    await waitFor(() => seen.length > 0);
+    assert.equal(seen.length, 1);
+    assert.deepEqual(seen[0].data, { v: 2 });
+    await assert.rejects(map.setItemTtl("absent", 60), (e) => e.code === "NotFound");
+  });
+});

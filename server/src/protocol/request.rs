@@ -191,6 +191,17 @@ pub fn command(request: Request, limits: &Limits) -> Result<Command, WireError> 
         Request::PermissionList { object } => {
             Command::Admin(AdminCommand::PermissionList { object })
         }
+        Request::SetTtl {
+            kind,
+            object,
+            key: k,
+            ttl,
+        } => Command::Write(WriteCommand::SetTtl {
+            kind,
+            object,
+            key: k.map(|k| key(kind, k)).transpose()?,
+            ttl: Ttl::parse(ttl, limits)?,
+        }),
         Request::ItemCreate {
             kind,
             object,
@@ -271,7 +282,8 @@ pub fn kind(request: &Request) -> &'static str {
         | Request::ItemSet { .. }
         | Request::ItemUpdate { .. }
         | Request::ItemRemove { .. }
-        | Request::ItemCreate { .. } => "write",
+        | Request::ItemCreate { .. }
+        | Request::SetTtl { .. } => "write",
         Request::Publish { .. } => "publish",
         Request::Subscribe { .. } => "subscribe",
         Request::Unsubscribe { .. } => "unsubscribe",
