@@ -5,8 +5,10 @@
 //! becomes, and run by the engine; so access, limits, revisions and errors are decided
 //! below this edge, once. Also `/healthz`, `/readyz` and `/openapi.json` (generated from
 //! the route table in `openapi.rs`, which also decides which paths and methods exist),
-//! and the upgrade to the WebSocket edge (`crate::ws`) at `/v1/ws`.
+//! the upgrade to the WebSocket edge (`crate::ws`) at `/v1/ws`, and the web console at
+//! `/admin` (`console`).
 
+mod console;
 mod context;
 mod events;
 pub mod form;

@@ -30,7 +30,7 @@ use syncline_core::metrics::Edge;
 use syncline_proto::limits::DEFAULT_LIST_WINDOW;
 
 pub fn router(http: Arc<Http>) -> Router {
-    Router::new()
+    let rest = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route(
@@ -61,10 +61,13 @@ pub fn router(http: Arc<Http>) -> Router {
             http.clone(),
             count_response,
         ))
-        // After the layers: not a REST route (the gate and the OpenAPI document do not
-        // know it), and what it carries is counted by the core under `websocket`.
-        .route(crate::ws::PATH, get(websocket))
-        .with_state(http)
+        .with_state(http.clone());
+    // After the REST layers, so neither the gate nor the OpenAPI document knows them:
+    // the WebSocket upgrade (what it carries is counted by the core under `websocket`)
+    // and the web console, which hands its `v1/…` requests to the REST router.
+    rest.clone()
+        .route(crate::ws::PATH, get(websocket).with_state(http.clone()))
+        .merge(super::console::router(http, rest))
 }
 
 /// The upgrade to the WebSocket edge; a plain GET gets a JSON error.
