@@ -9,7 +9,9 @@ const state = { service: null, kind: "Documents", object: null, events: null, me
 
 function el(tag, props = {}, ...children) {
   const e = document.createElement(tag);
-  Object.assign(e, props);
+  const { dataset, ...rest } = props;
+  Object.assign(e, rest);
+  Object.assign(e.dataset, dataset || {});
   for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c ?? "")));
   return e;
 }
@@ -137,10 +139,14 @@ async function showObject(o) {
   $("object").textContent = JSON.stringify(shown, null, 2);
 }
 
+function markSelected(o) {
+  for (const tr of $("objects").querySelectorAll("tr[data-sid]")) tr.classList.toggle("selected", tr.dataset.sid === o.sid);
+}
+
 async function selectObject(o) {
   state.object = o;
   $("object-name").textContent = o.unique_name || o.sid;
-  for (const tr of $("objects").querySelectorAll("tr[data-sid]")) tr.classList.toggle("selected", tr.dataset.sid === o.sid);
+  markSelected(o);
   if (state.events) state.events.close();
   state.events = null;
   $("live").textContent = "";
@@ -149,7 +155,11 @@ async function selectObject(o) {
     // Live: every event of the object re-reads what is shown.
     const events = new EventSource(`/admin/api/${objectPath(o)}/Events`);
     state.events = events;
-    const refresh = () => { if (state.object === o) showObject(o).catch(showError); };
+    const refresh = () => {
+      if (state.object !== o) return;
+      showObject(o).catch(showError);
+      objects().then(() => markSelected(o), showError);
+    };
     for (const name of ["snapshot", "document_updated", "item_added", "item_updated", "item_removed", "object_removed"]) {
       events.addEventListener(name, refresh);
     }
