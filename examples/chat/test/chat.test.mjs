@@ -124,7 +124,32 @@ test("a stranger without an invite sees no rooms, and opening the room tells the
   await carol.goto(new URL(`/#room=${room.id}`, chat.url).href);
   await carol.locator("#notice", { hasText: "no access" }).waitFor(WAIT);
   await member(people.alice.page, "carol").waitFor({ state: "detached", timeout: 1000 });
-  await carol.close();
+});
+
+test("a stranger's own SyncClient can neither reach the room's objects nor create any", async () => {
+  const { context } = people.carol;
+  const page = await context.newPage();
+  await page.goto(chat.url);
+  // Whatever a user could type into the console: the SDK, a fresh token, any call.
+  const outcome = await page.evaluate(async (id) => {
+    const { SyncClient } = await import("/sdk/index.js");
+    const login = await (await fetch("/api/login", { method: "POST", body: JSON.stringify({ name: "carol" }) })).json();
+    const client = new SyncClient(login.token, { url: login.syncUrl, logLevel: "silent", requestTimeoutMs: 8000 });
+    const code = (p) => p.then(() => "ok", (e) => e.code);
+    try {
+      return {
+        list: await code(client.list(`chat-${id}-messages`)),
+        map: await code(client.map({ id: `chat-${id}-members`, mode: "open_existing" })),
+        stream: await code(client.stream(`chat-${id}-typing`)),
+        create: await code(client.list("carol-private-room")),
+        createDocument: await code(client.document({ id: "carol-notes", mode: "create_new" })),
+      };
+    } finally {
+      await client.shutdown();
+    }
+  }, room.id);
+  assert.deepEqual(outcome, { list: "Forbidden", map: "Forbidden", stream: "Forbidden", create: "Forbidden", createDocument: "Forbidden" });
+  await page.close();
 });
 
 test("closing a tab removes its member from the others' roster within the debouncing window", async () => {
@@ -162,4 +187,25 @@ test("the chat survives a restart of the Syncline server without reloading the p
   await member(alice, "bob").waitFor(WAIT);
   await member(bob, "alice").waitFor(WAIT);
   await alice.screenshot({ path: `${SCREENSHOTS}chat-alice.png` });
+});
+
+test("a page fetches a fresh token before its token expires, and keeps chatting with it", async () => {
+  // A second backend on the same service, minting 6 s tokens: the SDK asks at half-life.
+  const shortLived = await startChat({ port: 0, config: server.adminPath, debounceMs: DEBOUNCE_MS, tokenTtl: 6, log: { error() {} } });
+  const context = await browser.newContext({ viewport: VIEWPORT });
+  try {
+    const page = await context.newPage();
+    await page.goto(new URL(`/#room=${room.id}`, shortLived.url).href);
+    await page.fill("#login-name", "alice");
+    await page.click("#login button");
+    await page.locator("body[data-connection=connected]").waitFor(WAIT);
+    const refreshed = await page.waitForResponse((r) => r.url().endsWith("/api/token"), WAIT);
+    assert.equal(refreshed.status(), 200);
+    await send(page, "Sent on a refreshed token");
+    await message(people.bob.page, "Sent on a refreshed token").waitFor(WAIT);
+    assert.equal(await page.getAttribute("body", "data-connection"), "connected");
+  } finally {
+    await context.close();
+    await shortLived.close();
+  }
 });
