@@ -280,7 +280,12 @@ $("login").addEventListener("submit", async (e) => {
   try {
     await login($("login-name").value.trim());
   } catch (err) {
+    // Half a login (a token, no room list) is no login: start over from the form.
     session = null;
+    await client?.shutdown().catch(() => {});
+    client = null;
+    $("app").hidden = true;
+    $("login").hidden = false;
     $("login-error").textContent = err.message;
   }
 });
