@@ -87,7 +87,7 @@ export async function startChat({
     const rights = { read: true, write: true, manage: false };
     await sync.syncLists(names.messages(id)).syncListPermissions(identity).update(rights);
     await sync.syncMaps(names.members(id)).syncMapPermissions(identity).update(rights);
-    await grantStream(config, service.sid, names.typing(id), identity, rights);
+    await grantStream(client, config, service.sid, names.typing(id), identity, rights);
   }
 
   async function addRoom(identity, room) {

@@ -1003,3 +1003,73 @@ async fn a_backend_writing_into_a_squatted_name_is_told_who_created_it() {
         .await
         .unwrap();
 }
+
+/// Twilio has no Permissions on Streams; Syncline's ACL covers streams, so its REST API
+/// has them (`…/Streams/{S}/Permissions/{Identity}`), or a backend could not let a token
+/// holder publish under `acl_enabled`.
+#[tokio::test]
+async fn stream_permissions_are_granted_and_revoked_over_rest() {
+    use base64::Engine;
+    let s = TestServer::start().await;
+    let admin = s.backend().await;
+    let on = ServiceFlagsPatch {
+        acl_enabled: Some(true),
+        ..Default::default()
+    };
+    admin.update_service("default", on).await.unwrap();
+    admin.stream("typing").publish(&json!({})).await.unwrap();
+    let bob = s.client_as("bob").await;
+    assert_eq!(
+        bob.stream("typing")
+            .publish(&json!({"who": "bob"}))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::Forbidden
+    );
+
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            s.admin.api_key_sid, s.admin.api_key_secret
+        ))
+    );
+    let path = "/v1/Services/default/Streams/typing/Permissions/bob";
+    let (status, answer) = syncline_tests::https_request(
+        &s.admin,
+        "POST",
+        path,
+        Some(&basic),
+        "Read=true&Write=true&Manage=false",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"stream_sid\""), "{answer}");
+    bob.stream("typing")
+        .publish(&json!({"who": "bob"}))
+        .await
+        .expect("bob may publish once granted");
+    let (status, listed) = syncline_tests::https_request(
+        &s.admin,
+        "GET",
+        "/v1/Services/default/Streams/typing/Permissions",
+        Some(&basic),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(listed.contains("\"identity\":\"bob\""), "{listed}");
+
+    let (status, _) =
+        syncline_tests::https_request(&s.admin, "DELETE", path, Some(&basic), "").await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        bob.stream("typing")
+            .publish(&json!({}))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::Forbidden
+    );
+}

@@ -1,9 +1,9 @@
 // The Syncline-specific part of the backend: the `twilio` package pointed at a Syncline
-// server, its chat service set up, and the one grant Twilio's REST API has no resource for.
+// server, its chat service set up, and the one grant Twilio's REST API has no resource for
+// (a stream's, which Syncline's REST API adds).
 
 import { readFileSync } from "node:fs";
 import twilio from "twilio";
-import WebSocket from "ws";
 
 /** Reads the server's admin.json: where it listens, its CA, the API key the backend uses. */
 export function readConfig(path) {
@@ -80,36 +80,14 @@ export async function setupService(client, config, { uniqueName, debounceMs }) {
 
 /**
  * Grants `rights` on a stream. Twilio's REST API has Permissions for documents, lists
- * and maps only, and so has Syncline's; Syncline enforces the ACL on streams too, so the
- * backend grants them over Syncline's WebSocket protocol as an API key, one short
- * connection per grant.
+ * and maps only; Syncline enforces its ACL on streams too, so its REST API adds
+ * `Streams/{Stream}/Permissions/{Identity}`. twilio-node has no resource for it: the
+ * same client's generic `request` posts the same form as for a list.
  */
-export function grantStream(config, serviceSid, stream, identity, rights) {
-  const url = config.http_url.replace(/^https/, "wss") + "/v1/ws";
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, "syncline.v1", { ca: config.ca });
-    const fail = (e) => {
-      clearTimeout(timer);
-      ws.terminate();
-      reject(e);
-    };
-    const timer = setTimeout(() => fail(new Error(`granting ${stream}: no answer in 10 s`)), 10_000);
-    ws.on("error", fail);
-    ws.on("open", () => {
-      const key = { sid: config.api_key_sid, secret: config.api_key_secret };
-      ws.send(JSON.stringify({ id: 1, request: { Hello: { credential: { ApiKey: key }, service: serviceSid } } }));
-    });
-    ws.on("message", (data) => {
-      const m = JSON.parse(String(data));
-      if (m.id !== 1 && m.id !== 2) return;
-      if (m.result && "Err" in m.result) return fail(new Error(`granting ${stream}: ${m.result.Err.message}`));
-      if (m.id === 1) {
-        ws.send(JSON.stringify({ id: 2, request: { PermissionGrant: { object: stream, identity, rights } } }));
-      } else {
-        clearTimeout(timer);
-        ws.close();
-        resolve(m.result.Ok);
-      }
-    });
-  });
+export async function grantStream(client, config, serviceSid, stream, identity, rights) {
+  const uri = `${config.http_url}/v1/Services/${serviceSid}/Streams/${encodeURIComponent(stream)}/Permissions/${encodeURIComponent(identity)}`;
+  const data = { Read: String(rights.read), Write: String(rights.write), Manage: String(rights.manage) };
+  const r = await client.request({ method: "post", uri, data });
+  if (r.statusCode >= 300) throw new Error(`granting ${stream}: ${r.statusCode} ${JSON.stringify(r.body)}`);
+  return r.body;
 }

@@ -4,13 +4,18 @@
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { after, before, test } from "node:test";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { startChat } from "../server.mjs";
 import { SynclineServer, waitFor } from "./syncline-server.mjs";
 
 const DEBOUNCE_MS = 1000;
-const SCREENSHOTS = fileURLToPath(new URL("../screenshots/", import.meta.url));
+// The README shows the committed ones; `SCREENSHOTS_DIR` sends them elsewhere (the
+// repository's test run does, so that it leaves the work tree as it was).
+const SCREENSHOTS = process.env.SCREENSHOTS_DIR
+  ? join(resolve(process.env.SCREENSHOTS_DIR), "/")
+  : fileURLToPath(new URL("../screenshots/", import.meta.url));
 const VIEWPORT = { width: 1000, height: 700 };
 const WAIT = { timeout: 10_000 };
 

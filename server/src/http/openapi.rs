@@ -723,6 +723,41 @@ pub static PATHS: &[PathSpec] = &[
             delete("DeleteSyncStream", "Delete a Stream", false),
         ],
     },
+    // Not in Twilio's API (its Streams have no Permissions), but Syncline applies its
+    // ACL to streams too: without these a backend could not let a token holder publish
+    // to a stream under `acl_enabled`.
+    PathSpec {
+        path: "/v1/Services/{ServiceSid}/Streams/{StreamSid}/Permissions",
+        ops: &[list(
+            "ListSyncStreamPermission",
+            "The Permissions on a Stream (Syncline's own)",
+            "permissions",
+            "SyncStreamPermission",
+            PAGING,
+        )],
+    },
+    PathSpec {
+        path: "/v1/Services/{ServiceSid}/Streams/{StreamSid}/Permissions/{Identity}",
+        ops: &[
+            fetch(
+                "FetchSyncStreamPermission",
+                "An identity's Permission on a Stream (Syncline's own)",
+                "SyncStreamPermission",
+            ),
+            update(
+                "UpdateSyncStreamPermission",
+                "Grant an identity rights on a Stream (Syncline's own)",
+                "SyncStreamPermission",
+                RIGHTS,
+                false,
+            ),
+            delete(
+                "DeleteSyncStreamPermission",
+                "Revoke an identity's Permission on a Stream (Syncline's own)",
+                false,
+            ),
+        ],
+    },
     PathSpec {
         path: "/v1/Services/{ServiceSid}/Streams/{StreamSid}/Messages",
         ops: &[Op {
@@ -1132,6 +1167,7 @@ fn schemas() -> Value {
         "DocumentPermission": permission_schema("document_sid"),
         "SyncListPermission": permission_schema("list_sid"),
         "SyncMapPermission": permission_schema("map_sid"),
+        "SyncStreamPermission": permission_schema("stream_sid"),
     })
 }
 
@@ -1197,16 +1233,16 @@ mod tests {
             ("Documents", "DocumentSid"),
             ("Lists", "ListSid"),
             ("Maps", "MapSid"),
-            ("Streams", ""),
+            ("Streams", "StreamSid"),
         ] {
             expected.push(format!("{s}/{kinds}"));
             expected.push(format!("{s}/{kinds}/{{Sid}}"));
-            if parent.is_empty() {
+            expected.push(format!("{s}/{kinds}/{{{parent}}}/Permissions"));
+            expected.push(format!("{s}/{kinds}/{{{parent}}}/Permissions/{{Identity}}"));
+            if kinds == "Streams" {
                 continue;
             }
             expected.push(format!("{s}/{kinds}/{{{parent}}}/Events"));
-            expected.push(format!("{s}/{kinds}/{{{parent}}}/Permissions"));
-            expected.push(format!("{s}/{kinds}/{{{parent}}}/Permissions/{{Identity}}"));
             if kinds != "Documents" {
                 let key = if kinds == "Lists" { "Index" } else { "Key" };
                 expected.push(format!("{s}/{kinds}/{{{parent}}}/Items"));

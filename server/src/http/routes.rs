@@ -818,9 +818,7 @@ async fn dispatch(
                 Err(e) => error_response(&e),
             }
         }
-        (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Permissions", child) => {
-            permission_answer(&ctx, service, kind, object, child).await
-        }
+        (_, "Permissions", child) => permission_answer(&ctx, service, kind, object, child).await,
         _ => Err(not_found()),
     };
     respond(answer)

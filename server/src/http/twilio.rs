@@ -220,12 +220,13 @@ pub fn service(base: &str, account_sid: &str, s: &ServiceInfo) -> Value {
     })
 }
 
-/// A Document, List or Map Permission.
+/// A Document, List, Map or Stream Permission (Streams' are Syncline's own).
 pub fn permission(u: &Urls, kind: ObjectKind, p: &PermissionInfo) -> Value {
     let field = match kind {
         ObjectKind::List => "list_sid",
         ObjectKind::Map => "map_sid",
-        _ => "document_sid",
+        ObjectKind::Stream => "stream_sid",
+        ObjectKind::Document => "document_sid",
     };
     let identity =
         percent_encoding::utf8_percent_encode(&p.identity, percent_encoding::NON_ALPHANUMERIC);
