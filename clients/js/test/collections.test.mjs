@@ -181,7 +181,9 @@ describe("maps", () => {
     const mb = await b.map(name);
     const inc = (d) => ({ n: (d.n ?? 0) + 1 });
     await Promise.all([...Array.from({ length: 6 }, () => ma.mutate("c", inc)), ...Array.from({ length: 6 }, () => mb.mutate("c", inc))]);
-    assert.equal((await ma.get("c")).data.n, 12);
+    // `get` reads the replica, which hears the other client's last write a moment later:
+    // both reach 12, or an increment was lost.
+    await waitFor(async () => (await ma.get("c")).data.n === 12, "alice's replica");
     await waitFor(async () => (await mb.get("c")).data.n === 12, "bob's replica");
   });
 
