@@ -831,3 +831,31 @@ impl WsClient {
         }
     }
 }
+
+/// Runs `npm args` in `dir` (a JavaScript folder of the repository: `clients/js`,
+/// `examples/chat`) with `SYNCLINE_BIN` naming the server this build made, plus `env`.
+/// Installs the folder's dependencies from its lock file first if they are missing.
+pub fn npm(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new("npm");
+        cmd.args(args)
+            .current_dir(dir)
+            .env("SYNCLINE_BIN", syncline_bin());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        cmd.output().unwrap_or_else(|e| {
+            panic!("npm {args:?} did not start ({e}): install Node.js 20 or later with npm")
+        })
+    };
+    if !dir.join("node_modules").is_dir() {
+        let installed = run(&["ci", "--no-audit", "--no-fund"]);
+        assert!(
+            installed.status.success(),
+            "npm ci in {} failed:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&installed.stderr)
+        );
+    }
+    run(args)
+}

@@ -6,7 +6,6 @@
 //! committed ones stay as they are.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 fn has_chromium() -> bool {
     let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -25,26 +24,7 @@ fn the_chat_example_and_the_console_pass_their_browser_tests() {
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/chat");
     let shots = tempfile::tempdir().expect("temp dir");
-    let npm = |args: &[&str]| {
-        Command::new("npm")
-            .args(args)
-            .current_dir(&dir)
-            .env("SYNCLINE_BIN", syncline_tests::syncline_bin())
-            .env("SCREENSHOTS_DIR", shots.path())
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("npm {args:?} did not start ({e}): install Node.js 20 or later with npm")
-            })
-    };
-    if !dir.join("node_modules").is_dir() {
-        let installed = npm(&["ci", "--no-audit", "--no-fund"]);
-        assert!(
-            installed.status.success(),
-            "npm ci failed:\n{}",
-            String::from_utf8_lossy(&installed.stderr)
-        );
-    }
-    let tested = npm(&["test"]);
+    let tested = syncline_tests::npm(&dir, &["test"], &[("SCREENSHOTS_DIR", shots.path())]);
     let stdout = String::from_utf8_lossy(&tested.stdout);
     assert!(
         tested.status.success(),

@@ -2,20 +2,12 @@
 // Chromium windows. The tests run in order and share one room, as people would.
 
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
 import { after, before, test } from "node:test";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { startChat } from "../server.mjs";
+import { SCREENSHOTS, launchChromium } from "./browser.mjs";
 import { SynclineServer, waitFor } from "./syncline-server.mjs";
 
 const DEBOUNCE_MS = 1000;
-// The README shows the committed ones; `SCREENSHOTS_DIR` sends them elsewhere (the
-// repository's test run does, so that it leaves the work tree as it was).
-const SCREENSHOTS = process.env.SCREENSHOTS_DIR
-  ? join(resolve(process.env.SCREENSHOTS_DIR), "/")
-  : fileURLToPath(new URL("../screenshots/", import.meta.url));
 const VIEWPORT = { width: 1000, height: 700 };
 const WAIT = { timeout: 10_000 };
 
@@ -26,12 +18,7 @@ let room; // { id, invite link }
 before(async () => {
   server = await new SynclineServer().start();
   chat = await startChat({ port: 0, config: server.adminPath, debounceMs: DEBOUNCE_MS, log: { error() {} } });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--ignore-certificate-errors"],
-    timeout: 30_000,
-  });
-  mkdirSync(SCREENSHOTS, { recursive: true });
+  browser = await launchChromium();
 });
 
 after(async () => {

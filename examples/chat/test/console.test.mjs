@@ -3,31 +3,18 @@
 // stranger's page gets nothing from the console's API.
 
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
 import { after, before, test } from "node:test";
-import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { startChat } from "../server.mjs";
+import { SCREENSHOTS, launchChromium } from "./browser.mjs";
 import { SynclineServer } from "./syncline-server.mjs";
 
-// The README shows the committed ones; `SCREENSHOTS_DIR` sends them elsewhere (the
-// repository's test run does, so that it leaves the work tree as it was).
-const SCREENSHOTS = process.env.SCREENSHOTS_DIR
-  ? join(resolve(process.env.SCREENSHOTS_DIR), "/")
-  : fileURLToPath(new URL("../screenshots/", import.meta.url));
 
 let server, chat, browser;
 
 before(async () => {
   server = await new SynclineServer().start();
   chat = await startChat({ port: 0, config: server.adminPath, debounceMs: 1000, log: { error() {} } });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--ignore-certificate-errors"],
-    timeout: 30_000,
-  });
-  mkdirSync(SCREENSHOTS, { recursive: true });
+  browser = await launchChromium();
 });
 
 after(async () => {
