@@ -48,6 +48,31 @@ impl Client {
         )
     }
 
+    /// Changes only the time to live (seconds from now, 0: none) of an object, or of one
+    /// list or map item (`key`): its data stays, no revision is made and no event sent.
+    /// Needs the connection: it is never queued as an offline write. The handles'
+    /// `set_ttl` and `set_item_ttl` call this.
+    pub async fn set_ttl(
+        &self,
+        kind: ObjectKind,
+        object: &str,
+        key: Option<ItemKey>,
+        ttl: u64,
+    ) -> Result<()> {
+        match self
+            .call(Request::SetTtl {
+                kind,
+                object: object.to_owned(),
+                key,
+                ttl,
+            })
+            .await?
+        {
+            Response::Object(_) | Response::Written(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Any object's metadata, by sid or unique name.
     pub async fn fetch(&self, object_ref: &str) -> Result<ObjectInfo> {
         object(
@@ -289,6 +314,28 @@ impl Items {
 pub struct List(Items);
 
 impl List {
+    /// The list's own time to live, alone (see [`Client::set_ttl`]).
+    pub async fn set_ttl(&self, ttl: u64) -> Result<()> {
+        let Items {
+            client,
+            kind,
+            reference,
+        } = &self.0;
+        client.set_ttl(*kind, reference, None, ttl).await
+    }
+
+    /// One item's time to live, alone (see [`Client::set_ttl`]).
+    pub async fn set_item_ttl(&self, index: u64, ttl: u64) -> Result<()> {
+        let Items {
+            client,
+            kind,
+            reference,
+        } = &self.0;
+        client
+            .set_ttl(*kind, reference, Some(ItemKey::Index(index)), ttl)
+            .await
+    }
+
     /// Creates the list explicitly (`push` creates it too).
     pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
         self.0.create(ttl).await
@@ -423,6 +470,28 @@ impl List {
 pub struct Map(Items);
 
 impl Map {
+    /// The map's own time to live, alone (see [`Client::set_ttl`]).
+    pub async fn set_ttl(&self, ttl: u64) -> Result<()> {
+        let Items {
+            client,
+            kind,
+            reference,
+        } = &self.0;
+        client.set_ttl(*kind, reference, None, ttl).await
+    }
+
+    /// One item's time to live, alone (see [`Client::set_ttl`]).
+    pub async fn set_item_ttl(&self, key: &str, ttl: u64) -> Result<()> {
+        let Items {
+            client,
+            kind,
+            reference,
+        } = &self.0;
+        client
+            .set_ttl(*kind, reference, Some(ItemKey::Key(key.to_owned())), ttl)
+            .await
+    }
+
     /// Creates the map explicitly (`set` creates it too).
     pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
         self.0.create(ttl).await
@@ -603,6 +672,13 @@ impl Stream {
     pub async fn create(&self, ttl: Option<u64>) -> Result<ObjectInfo> {
         self.client
             .create(ObjectKind::Stream, Some(&self.reference), ttl)
+            .await
+    }
+
+    /// The stream's time to live, alone (see [`Client::set_ttl`]).
+    pub async fn set_ttl(&self, ttl: u64) -> Result<()> {
+        self.client
+            .set_ttl(ObjectKind::Stream, &self.reference, None, ttl)
             .await
     }
 

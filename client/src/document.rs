@@ -175,6 +175,14 @@ fn document_from(r: Response) -> Result<DocumentState> {
 }
 
 impl Document {
+    /// The document's time to live, alone: its data and revision stay (see
+    /// [`Client::set_ttl`]).
+    pub async fn set_ttl(&self, ttl: u64) -> Result<()> {
+        self.client
+            .set_ttl(ObjectKind::Document, &self.reference, None, ttl)
+            .await
+    }
+
     /// The document as the server has it now.
     pub async fn get(&self) -> Result<DocumentState> {
         document_from(

@@ -624,3 +624,46 @@ async fn a_page_of_large_items_stops_at_its_byte_budget_and_says_where_to_go_on(
         .unwrap();
     assert_eq!((n + rest.items.len(), rest.next), (300, None));
 }
+
+#[tokio::test]
+async fn a_ttl_alone_leaves_data_and_revisions_and_tells_no_subscriber() {
+    let s = TestServer::start().await;
+    let c = s.backend().await;
+    let map = c.map("sessions");
+    let written = map.set("s1", &json!({"user": "ann"})).await.unwrap();
+    let doc = c.document("banner");
+    doc.set(&json!("hello")).await.unwrap();
+    let list = c.list("log");
+    list.push(&json!(1)).await.unwrap();
+    let mut sub = map.subscribe().await.unwrap();
+    while !matches!(next_event(&mut sub).await.kind, SyncEventKind::Snapshot) {}
+
+    map.set_item_ttl("s1", 60).await.unwrap();
+    map.set_ttl(3600).await.unwrap();
+    list.set_ttl(3600).await.unwrap();
+    list.set_item_ttl(0, 60).await.unwrap();
+    doc.set_ttl(3600).await.unwrap();
+    c.stream("pings").publish(&json!({})).await.unwrap();
+    c.stream("pings").set_ttl(3600).await.unwrap();
+
+    let item = map.get("s1").await.unwrap();
+    assert_eq!(
+        (item.revision, item.data.clone()),
+        (written.revision, json!({"user": "ann"}))
+    );
+    assert!(item.date_expires.is_some());
+    assert!(list.get(0).await.unwrap().date_expires.is_some());
+    let d = doc.get().await.unwrap();
+    assert_eq!((d.revision, d.data), (0, json!("hello")));
+    for name in ["sessions", "log", "banner", "pings"] {
+        assert!(
+            c.fetch(name).await.unwrap().date_expires.is_some(),
+            "{name}"
+        );
+    }
+    assert_no_event(&mut sub, Duration::from_millis(300)).await;
+    assert_eq!(
+        map.set_item_ttl("absent", 60).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+}
