@@ -240,10 +240,18 @@ async fn keys_are_created_with_their_secret_shown_once_and_revoked_from_the_cons
     assert_eq!(entry["secret"], Value::Null, "never shown again");
     assert_eq!(entry["friendly_name"], "ci");
 
-    // The new key logs in to the console too, until it is revoked.
+    // The new key logs in to the console too, until it is revoked, which ends its login.
     let other = json!({"sid": sid, "secret": secret}).to_string();
+    let other_login = send(&s, "POST", "/admin/login", &[CONSOLE], &other).await;
+    assert_eq!(other_login.status, 200);
+    let other_cookie = other_login
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a cookie")
+        .to_owned();
+    let with_other = ("Cookie", other_cookie.as_str());
     assert_eq!(
-        send(&s, "POST", "/admin/login", &[CONSOLE], &other)
+        send(&s, "GET", "/admin/api/metrics", &[with_other], "")
             .await
             .status,
         200
@@ -273,6 +281,13 @@ async fn keys_are_created_with_their_secret_shown_once_and_revoked_from_the_cons
             .status,
         401,
         "a revoked key logs in no more"
+    );
+    assert_eq!(
+        send(&s, "GET", "/admin/api/metrics", &[with_other], "")
+            .await
+            .status,
+        401,
+        "and its console login ended with it"
     );
 }
 

@@ -153,6 +153,20 @@ impl Console {
         }
     }
 
+    /// Checks `operator`'s key as a request would (it may have been revoked).
+    async fn still_valid(&self, operator: &Operator) -> Result<(), WireError> {
+        let login = Login::ApiKey {
+            sid: operator.sid.clone(),
+            secret: operator.secret.clone(),
+        };
+        self.http.core.authenticate(login, None).await.map(|_| ())
+    }
+
+    /// Ends every login of `operator`'s key.
+    fn forget(&self, operator: &Operator) {
+        self.sessions().retain(|_, o| o.sid != operator.sid);
+    }
+
     /// Runs an administration command as `operator`'s key.
     async fn admin(
         &self,
@@ -290,6 +304,17 @@ async fn api(State(console): State<Arc<Console>>, request: Request) -> HttpRespo
     let Some(operator) = console.operator(request.headers()) else {
         return hardened(error(StatusCode::UNAUTHORIZED, "log in at /admin first"));
     };
+    // The key may have been revoked since the login: the login ends with it.
+    if let Err(e) = console.still_valid(&operator).await {
+        if e.code == syncline_proto::ErrorCode::Unauthorized {
+            console.forget(&operator);
+            return hardened(error(
+                StatusCode::UNAUTHORIZED,
+                "the console's key was revoked",
+            ));
+        }
+        return hardened(wire_error(&e));
+    }
     let method = request.method().clone();
     if !matches!(method, Method::GET | Method::HEAD) && !from_console(request.headers()) {
         return hardened(error(StatusCode::FORBIDDEN, "not from the console"));
