@@ -665,3 +665,25 @@ async fn a_ttl_alone_changes_without_a_new_revision_or_an_event() {
     );
     assert_eq!(next.event.revision, revision + 1);
 }
+
+/// Past the protocol's frame limit a message is answered (`TooLarge`, tested above);
+/// past 4 MiB the WebSocket layer does not read it at all, and the socket closes with
+/// RFC 6455's 1009.
+#[tokio::test]
+async fn a_message_past_four_mebibytes_closes_the_socket_with_1009() {
+    use futures_util::SinkExt;
+    let s = TestServer::start().await;
+    let mut ws = as_identity(&s, "big").await;
+    let huge = format!(
+        r#"{{"id":9,"request":{{"DocGet":{{"document":"{}"}}}}}}"#,
+        "x".repeat(5 << 20)
+    );
+    let _ = ws
+        .socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(huge.into()))
+        .await;
+    assert_eq!(ws.closed().await.map(|c| c.0), Some(1009));
+    // The server goes on for everyone else.
+    let mut other = as_identity(&s, "small").await;
+    assert_eq!(other.request(Request::Ping).await, Ok(Response::Pong));
+}

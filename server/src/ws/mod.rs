@@ -6,6 +6,7 @@
 //! The server pings every third of its idle timeout and drops a peer it has not heard
 //! from (a message, a ping or a pong) for the whole timeout.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Frames written are gathered up to this before they go to TLS; every flush writes
 /// them anyway, so a batch of events goes out in one write.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// RFC 6455's close code for a message too big to process.
+const MESSAGE_TOO_BIG: u16 = 1009;
 /// Time the close frame gets to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -120,6 +123,7 @@ async fn serve(socket: WebSocket, edge: WsEdge) {
             heard: tokio::time::Instant::now(),
             killed,
             max_message: core.limits().max_frame_bytes as usize,
+            too_large: false,
         };
         let connection = Connection {
             session: &session,
@@ -136,9 +140,16 @@ async fn serve(socket: WebSocket, edge: WsEdge) {
         }
         session.close();
         watch.abort();
-        let frame = CloseFrame {
-            code: syncline_proto::ws::close_code(close.code),
-            reason: Utf8Bytes::from(close.reason),
+        let frame = if reader.too_large {
+            CloseFrame {
+                code: MESSAGE_TOO_BIG,
+                reason: Utf8Bytes::from_static("message too big"),
+            }
+        } else {
+            CloseFrame {
+                code: syncline_proto::ws::close_code(close.code),
+                reason: Utf8Bytes::from(close.reason),
+            }
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             let mut tx = tx.lock().await;
@@ -192,9 +203,8 @@ fn event_message(sub_id: u64, event: &[u8]) -> Option<Message> {
         return None;
     }
     let mut text = BytesMut::with_capacity(event.len() + 32);
-    text.put_slice(b"{\"sub_id\":");
-    text.put_slice(sub_id.to_string().as_bytes());
-    text.put_slice(b",\"event\":");
+    // Per delivery: written in place, no string of its own for the number.
+    let _ = write!(text, "{{\"sub_id\":{sub_id},\"event\":");
     text.put_slice(event);
     text.put_u8(b'}');
     Utf8Bytes::try_from(text.freeze()).ok().map(Message::Text)
@@ -263,6 +273,8 @@ struct WsReader {
     /// The core cut the session (`force_close`).
     killed: Arc<Notify>,
     max_message: usize,
+    /// The peer sent a message past `MAX_READ_MESSAGE`: the socket is closed with 1009.
+    too_large: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -310,6 +322,11 @@ impl RequestReader for WsReader {
             let message = match message {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
+                    let e = e.into_inner();
+                    self.too_large = matches!(
+                        e.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+                        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+                    );
                     debug!(error = %e, "WebSocket read failed");
                     return false;
                 }
