@@ -27,6 +27,7 @@ use syncline_proto::{KeyInfo, WireError};
 use tower::ServiceExt;
 
 use super::context::{Http, MAX_BODY_BYTES};
+use super::twilio::{ApiError, Resource};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "syncline_console";
@@ -74,9 +75,10 @@ pub fn router(http: Arc<Http>, rest: Router) -> Router {
         .with_state(console)
 }
 
+/// One of the console's own refusals, in the REST API's error body (Twilio's generic
+/// code for the status: 20400, 20403, …).
 fn error(status: StatusCode, message: &str) -> HttpResponse {
-    let body = json!({ "status": status.as_u16(), "message": message });
-    (status, axum::Json(body)).into_response()
+    ApiError::new(status, 20000 + u32::from(status.as_u16()), message).response()
 }
 
 /// What every console answer carries: never cached, never framed by another page.
@@ -189,21 +191,9 @@ impl Console {
     }
 }
 
+/// A core error as the REST API renders it (the console speaks its error body too).
 fn wire_error(e: &WireError) -> HttpResponse {
-    use syncline_proto::ErrorCode::*;
-    let status = match e.code {
-        Unauthorized | TokenExpired => StatusCode::UNAUTHORIZED,
-        Forbidden => StatusCode::FORBIDDEN,
-        NotFound => StatusCode::NOT_FOUND,
-        AlreadyExists | Conflict => StatusCode::CONFLICT,
-        TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        InvalidArgument => StatusCode::BAD_REQUEST,
-        RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let body = json!({ "status": status.as_u16(), "code": e.code.as_str(), "message": e.message });
-    (status, axum::Json(body)).into_response()
+    ApiError::from_wire(e.clone(), Resource::Key).response()
 }
 
 #[derive(serde::Deserialize)]

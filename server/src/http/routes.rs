@@ -55,7 +55,7 @@ pub fn router(http: Arc<Http>) -> Router {
             "/v1/Services/{service}/{kinds}/{object}/{sub}/{child}",
             any(dispatch),
         )
-        .fallback(|| async { error_response(&not_found()) })
+        .fallback(|| async { not_found().response() })
         .layer(axum::middleware::from_fn(gate))
         .layer(axum::middleware::from_fn_with_state(
             http.clone(),
@@ -122,9 +122,9 @@ async fn count_response(
 /// is served is what `/openapi.json` describes.
 async fn gate(request: axum::extract::Request, next: axum::middleware::Next) -> HttpResponse {
     let refusal = match openapi::lookup(request.uri().path()) {
-        None => error_response(&not_found()),
+        None => not_found().response(),
         Some(spec) if !spec.allows(request.method()) => {
-            let mut r = error_response(&method_not_allowed(request.method()));
+            let mut r = method_not_allowed(request.method()).response();
             if let Ok(v) = spec.allow().parse() {
                 r.headers_mut().insert(header::ALLOW, v);
             }
@@ -137,10 +137,7 @@ async fn gate(request: axum::extract::Request, next: axum::middleware::Next) -> 
                 .decode_utf8()
                 .is_err() =>
         {
-            error_response(&ApiError::parameter(
-                "path",
-                "is not UTF-8 once percent-decoded",
-            ))
+            ApiError::parameter("path", "is not UTF-8 once percent-decoded").response()
         }
         // Routes that take no body (health, metrics, the document) read none: drop it
         // here, for the same reason as below.
@@ -179,23 +176,13 @@ async fn ready(State(http): State<Arc<Http>>) -> HttpResponse {
     }
 }
 
-fn error_response(e: &ApiError) -> HttpResponse {
-    let mut r = (e.status, axum::Json(e.body())).into_response();
-    if let Some(s) = e.retry_after {
-        if let Ok(v) = s.to_string().parse() {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-    }
-    r
-}
-
 type Answer = Result<(StatusCode, Value), ApiError>;
 
 fn respond(answer: Answer) -> HttpResponse {
     match answer {
         Ok((StatusCode::NO_CONTENT, _)) => StatusCode::NO_CONTENT.into_response(),
         Ok((status, body)) => (status, axum::Json(body)).into_response(),
-        Err(e) => error_response(&e),
+        Err(e) => e.response(),
     }
 }
 
@@ -781,7 +768,7 @@ async fn dispatch(
     let path = uri.path().to_owned();
     let ctx = match Ctx::new(http, method, &headers, path, query, body).await {
         Ok(c) => c,
-        Err(e) => return error_response(&e),
+        Err(e) => return e.response(),
     };
     let segment = |name: &str| {
         segments
@@ -796,7 +783,7 @@ async fn dispatch(
         return respond(service_answer(&ctx, service).await);
     };
     let Some((kind, key)) = kind_of(kinds) else {
-        return error_response(&not_found());
+        return not_found().response();
     };
     let Some(object) = segment("object") else {
         return respond(collection_answer(&ctx, service, kind, key).await);
@@ -815,7 +802,7 @@ async fn dispatch(
         (ObjectKind::Document | ObjectKind::List | ObjectKind::Map, "Events", None) => {
             return match watch(&ctx, service, kind, object, &headers).await {
                 Ok(r) => r,
-                Err(e) => error_response(&e),
+                Err(e) => e.response(),
             }
         }
         (_, "Permissions", child) => permission_answer(&ctx, service, kind, object, child).await,

@@ -20,6 +20,8 @@ pub enum Resource {
     Item(ObjectKind),
     Permission,
     Message,
+    /// An API key (the console's key management; not a Twilio Sync resource).
+    Key,
 }
 
 /// Twilio's `YYYY-MM-DDTHH:MM:SSZ` (what its helper libraries parse), or null past
@@ -376,6 +378,18 @@ impl ApiError {
         err
     }
 
+    /// The answer carrying it: its status, Twilio's error body, `Retry-After` for 429.
+    pub fn response(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let mut r = (self.status, axum::Json(self.body())).into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = s.to_string().parse() {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+
     pub fn body(&self) -> Value {
         json!({
             "code": self.code,
@@ -409,7 +423,7 @@ fn not_found_code(resource: Resource, about_item: bool) -> u32 {
         Resource::Object(ObjectKind::Stream)
         | Resource::Item(ObjectKind::Stream)
         | Resource::Message => 54250,
-        Resource::Permission => 20404,
+        Resource::Permission | Resource::Key => 20404,
     }
 }
 
