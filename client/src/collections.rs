@@ -172,6 +172,12 @@ impl Items {
             .await
     }
 
+    async fn set_ttl(&self, key: Option<ItemKey>, ttl: u64) -> Result<()> {
+        self.client
+            .set_ttl(self.kind, &self.reference, key, ttl)
+            .await
+    }
+
     async fn info(&self) -> Result<ObjectInfo> {
         self.client.fetch(&self.reference).await
     }
@@ -316,24 +322,12 @@ pub struct List(Items);
 impl List {
     /// The list's own time to live, alone (see [`Client::set_ttl`]).
     pub async fn set_ttl(&self, ttl: u64) -> Result<()> {
-        let Items {
-            client,
-            kind,
-            reference,
-        } = &self.0;
-        client.set_ttl(*kind, reference, None, ttl).await
+        self.0.set_ttl(None, ttl).await
     }
 
     /// One item's time to live, alone (see [`Client::set_ttl`]).
     pub async fn set_item_ttl(&self, index: u64, ttl: u64) -> Result<()> {
-        let Items {
-            client,
-            kind,
-            reference,
-        } = &self.0;
-        client
-            .set_ttl(*kind, reference, Some(ItemKey::Index(index)), ttl)
-            .await
+        self.0.set_ttl(Some(ItemKey::Index(index)), ttl).await
     }
 
     /// Creates the list explicitly (`push` creates it too).
@@ -472,23 +466,13 @@ pub struct Map(Items);
 impl Map {
     /// The map's own time to live, alone (see [`Client::set_ttl`]).
     pub async fn set_ttl(&self, ttl: u64) -> Result<()> {
-        let Items {
-            client,
-            kind,
-            reference,
-        } = &self.0;
-        client.set_ttl(*kind, reference, None, ttl).await
+        self.0.set_ttl(None, ttl).await
     }
 
     /// One item's time to live, alone (see [`Client::set_ttl`]).
     pub async fn set_item_ttl(&self, key: &str, ttl: u64) -> Result<()> {
-        let Items {
-            client,
-            kind,
-            reference,
-        } = &self.0;
-        client
-            .set_ttl(*kind, reference, Some(ItemKey::Key(key.to_owned())), ttl)
+        self.0
+            .set_ttl(Some(ItemKey::Key(key.to_owned())), ttl)
             .await
     }
 
