@@ -31,6 +31,27 @@ export function record(i: ItemInfo): ItemRecord {
   };
 }
 
+/** What list and map items share; `SyncListItem` adds `index`, `SyncMapItem` `key`. */
+export abstract class SyncItem<T = any> {
+  readonly data: T;
+  /** The object revision at which the item last changed. */
+  readonly revision: number;
+  readonly dateCreated: Date;
+  readonly dateUpdated: Date;
+  readonly dateExpires: Date | null;
+  /** The identity that created it (`system` for the backend). */
+  readonly createdBy: string;
+
+  constructor(r: ItemRecord) {
+    this.data = r.data;
+    this.revision = r.revision;
+    this.dateCreated = new Date(r.dateCreated);
+    this.dateUpdated = new Date(r.dateUpdated);
+    this.dateExpires = r.dateExpires == null ? null : new Date(r.dateExpires);
+    this.createdBy = r.createdBy;
+  }
+}
+
 /** Item events with Twilio's argument shapes; `K` names the key: `index` or `key`. */
 export type ItemEvents<Item, K extends string> = CommonEvents & {
   itemAdded: { item: Item; isLocal: boolean };

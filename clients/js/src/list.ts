@@ -1,30 +1,17 @@
 // Lists: SyncList, the handle on an ordered collection whose items get a new index on
 // every push, and SyncListItem.
 
-import { CollectionEntity, CollectionHandle, type ItemEvents, type ItemQueryOptions, type ItemRecord, type ItemWriteOptions } from "./collection.js";
+import { CollectionEntity, CollectionHandle, SyncItem, type ItemEvents, type ItemQueryOptions, type ItemRecord, type ItemWriteOptions } from "./collection.js";
 import type { Paginator } from "./paginator.js";
 
 /** One item of a list. */
-export class SyncListItem<T = any> {
+export class SyncListItem<T = any> extends SyncItem<T> {
   /** Its place in the list, given by `push` and never reused. */
   readonly index: number;
-  readonly data: T;
-  /** The list revision at which the item last changed. */
-  readonly revision: number;
-  readonly dateCreated: Date;
-  readonly dateUpdated: Date;
-  readonly dateExpires: Date | null;
-  /** The identity that created it (`system` for the backend). */
-  readonly createdBy: string;
 
   constructor(r: ItemRecord) {
+    super(r);
     this.index = r.key as number;
-    this.data = r.data;
-    this.revision = r.revision;
-    this.dateCreated = new Date(r.dateCreated);
-    this.dateUpdated = new Date(r.dateUpdated);
-    this.dateExpires = r.dateExpires == null ? null : new Date(r.dateExpires);
-    this.createdBy = r.createdBy;
   }
 }
 

@@ -1,29 +1,16 @@
 // Maps: SyncMap, the handle on a collection of JSON items keyed by string, and
 // SyncMapItem. Presence is a map item written with `ephemeral: true`.
 
-import { CollectionEntity, CollectionHandle, type ItemEvents, type ItemQueryOptions, type ItemRecord, type ItemWriteOptions } from "./collection.js";
+import { CollectionEntity, CollectionHandle, SyncItem, type ItemEvents, type ItemQueryOptions, type ItemRecord, type ItemWriteOptions } from "./collection.js";
 import type { Paginator } from "./paginator.js";
 
 /** One item of a map. */
-export class SyncMapItem<T = any> {
+export class SyncMapItem<T = any> extends SyncItem<T> {
   readonly key: string;
-  readonly data: T;
-  /** The map revision at which the item last changed. */
-  readonly revision: number;
-  readonly dateCreated: Date;
-  readonly dateUpdated: Date;
-  readonly dateExpires: Date | null;
-  /** The identity that created it (`system` for the backend). */
-  readonly createdBy: string;
 
   constructor(r: ItemRecord) {
+    super(r);
     this.key = r.key as string;
-    this.data = r.data;
-    this.revision = r.revision;
-    this.dateCreated = new Date(r.dateCreated);
-    this.dateUpdated = new Date(r.dateUpdated);
-    this.dateExpires = r.dateExpires == null ? null : new Date(r.dateExpires);
-    this.createdBy = r.createdBy;
   }
 }
 

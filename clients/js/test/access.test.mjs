@@ -2,18 +2,18 @@
 // presence (ephemeral map items) ending with the writer's connection.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { SyncError } from "../dist/index.js";
-import { Server, next, record, unique, waitFor } from "./helpers.mjs";
+import { sharedServer, next, record, unique, waitFor } from "./helpers.mjs";
 
-let server;
 let backend;
-const clients = [];
-async function client(identity, options, tokenOptions) {
-  const c = await server.client(identity, options, tokenOptions);
-  clients.push(c);
-  return c;
-}
+const shared = sharedServer({
+  started: async (server) => {
+    backend = await server.backend();
+  },
+  stopping: () => backend?.close(),
+});
+const client = shared.client;
 
 const flags = (over) => ({
   acl_enabled: false,
@@ -32,21 +32,11 @@ async function service(over) {
   return r.Service.sid;
 }
 
-before(async () => {
-  server = await new Server().start();
-  backend = await server.backend();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.shutdown()));
-  backend?.close();
-  await server.stop();
-  server.remove();
-});
 
 describe("access control", () => {
   test("a write the ACL refuses is shown at once, then rolled back with updated and rolledBack events", async () => {
     const sid = await service({ acl_enabled: true });
-    const admin = await server.backend(sid);
+    const admin = await shared.server.backend(sid);
     const name = unique("doc");
     await admin.request({ Create: { kind: "Document", unique_name: name, ttl: null } });
     await admin.request({ DocSet: { document: name, data: JSON.stringify({ v: "server" }), if_match: null, ttl: null } });
@@ -75,7 +65,7 @@ describe("access control", () => {
 
   test("a refused map item write is rolled back to no item", async () => {
     const sid = await service({ acl_enabled: true });
-    const admin = await server.backend(sid);
+    const admin = await shared.server.backend(sid);
     const name = unique("map");
     await admin.request({ Create: { kind: "Map", unique_name: name, ttl: null } });
     await admin.request({ PermissionGrant: { object: name, identity: "reader", rights: { read: true, write: false, manage: false } } });
@@ -96,7 +86,7 @@ describe("access control", () => {
 
   test("an object the identity may not read cannot be opened: Forbidden", async () => {
     const sid = await service({ acl_enabled: true });
-    const admin = await server.backend(sid);
+    const admin = await shared.server.backend(sid);
     const name = unique("doc");
     await admin.request({ Create: { kind: "Document", unique_name: name, ttl: null } });
     admin.close();
@@ -109,7 +99,7 @@ describe("presence", () => {
   test("an ephemeral map item disappears for others when its writer's client shuts down", async () => {
     const sid = await service({ reachability_debouncing_enabled: false });
     const name = unique("roster");
-    const writer = await server.client("walker", {}, { service: sid });
+    const writer = await shared.server.client("walker", {}, { service: sid });
     const watcher = await client("watcher", {}, { service: sid });
     const mw = await writer.map(name);
     const mv = await watcher.map(name);

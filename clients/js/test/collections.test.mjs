@@ -2,26 +2,13 @@
 // clients, and removal.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { SyncError, SyncListItem, SyncMapItem } from "../dist/index.js";
-import { Server, next, record, unique, waitFor } from "./helpers.mjs";
+import { sharedServer, next, record, unique, waitFor } from "./helpers.mjs";
 
-let server;
-const clients = [];
-async function client(identity, options) {
-  const c = await server.client(identity, options);
-  clients.push(c);
-  return c;
-}
+const shared = sharedServer();
+const client = shared.client;
 
-before(async () => {
-  server = await new Server().start();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.shutdown()));
-  await server.stop();
-  server.remove();
-});
 
 const indices = (page) => page.items.map((i) => i.index);
 

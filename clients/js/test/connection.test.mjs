@@ -3,26 +3,13 @@
 
 import assert from "node:assert/strict";
 import { createServer, connect } from "node:net";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { SyncClient } from "../dist/index.js";
-import { Server, next, record, sleep, unique, waitFor, withServer } from "./helpers.mjs";
+import { sharedServer, next, record, sleep, unique, waitFor, withServer } from "./helpers.mjs";
 
-let server;
-const clients = [];
-async function client(identity, options, tokenOptions) {
-  const c = await server.client(identity, options, tokenOptions);
-  clients.push(c);
-  return c;
-}
+const shared = sharedServer();
+const client = shared.client;
 
-before(async () => {
-  server = await new Server().start();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.shutdown()));
-  await server.stop();
-  server.remove();
-});
 
 describe("reconnecting", () => {
   test("after the server is killed and restarted, clients resume and miss no change", async () => {
@@ -40,16 +27,16 @@ describe("reconnecting", () => {
     const bobItems = record(lb, "itemAdded");
     const states = record(b, "connectionStateChanged");
 
-    const addresses = server.addresses();
-    await server.stop("SIGKILL");
+    const addresses = shared.server.addresses();
+    await shared.server.stop("SIGKILL");
     await waitFor(() => a.connectionState === "connecting" && b.connectionState === "connecting", "both clients to notice");
     // Made while the server is down: queued, shown at once, sent on reconnect.
     const queued = da.set({ step: 1 });
     assert.deepEqual(da.data, { step: 1 });
 
-    await server.start(addresses);
+    await shared.server.start(addresses);
     await queued;
-    const backend = await server.backend();
+    const backend = await shared.server.backend();
     await backend.request({ DocUpdate: { document: name, data: JSON.stringify({ by: "backend" }), if_match: null } });
     for (let i = 0; i < 3; i++) {
       await backend.request({ ListPush: { list: listName, data: JSON.stringify({ i }), ttl: null, ephemeral: false } });
@@ -68,7 +55,7 @@ describe("reconnecting", () => {
 
   test("a socket that stops answering is noticed by ping within seconds and replaced", async () => {
     // A loopback proxy that can go silent, as a dead network path does, without closing.
-    const target = new URL(server.url);
+    const target = new URL(shared.server.url);
     let frozen = false;
     const sockets = [];
     const proxy = createServer((inbound) => {
@@ -105,14 +92,14 @@ describe("tokens", () => {
   test("updateToken swaps the token of a live connection", async () => {
     const c = await client("alice");
     const doc = await c.document(unique("doc"));
-    assert.equal(await c.updateToken(server.token("alice")), c);
+    assert.equal(await c.updateToken(shared.server.token("alice")), c);
     await doc.set({ ok: true });
     assert.equal(c.connectionState, "connected");
   });
 
   test("updateToken for another identity is refused with Unauthorized", async () => {
     const c = await client("alice");
-    await assert.rejects(c.updateToken(server.token("mallory")), (e) => e.code === "Unauthorized");
+    await assert.rejects(c.updateToken(shared.server.token("mallory")), (e) => e.code === "Unauthorized");
   });
 
   test("a short token fires tokenAboutToExpire then tokenExpired", async () => {
@@ -161,8 +148,8 @@ describe("denial", () => {
     }));
 
   test("a token signed with a wrong secret is denied at once", async () => {
-    const c = new SyncClient(server.token("alice", { keySecret: "wrong" }), { url: server.url, WebSocket: server.WebSocket, logLevel: "silent" });
-    clients.push(c);
+    const c = new SyncClient(shared.server.token("alice", { keySecret: "wrong" }), { url: shared.server.url, WebSocket: shared.server.WebSocket, logLevel: "silent" });
+    shared.clients.push(c);
     const err = await next(c, "connectionError");
     assert.equal(err.terminal, true);
     assert.equal(c.connectionState, "denied");

@@ -2,26 +2,13 @@
 // clients, errors and removal.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { SyncError } from "../dist/index.js";
-import { Server, next, record, unique, waitFor } from "./helpers.mjs";
+import { sharedServer, next, record, unique, waitFor } from "./helpers.mjs";
 
-let server;
-const clients = [];
-async function client(identity, options) {
-  const c = await server.client(identity, options);
-  clients.push(c);
-  return c;
-}
+const shared = sharedServer();
+const client = shared.client;
 
-before(async () => {
-  server = await new Server().start();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.shutdown()));
-  await server.stop();
-  server.remove();
-});
 
 describe("opening documents", () => {
   test("open_or_create creates a missing document with {} and opens it again by name and by sid", async () => {

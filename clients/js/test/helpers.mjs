@@ -1,6 +1,7 @@
 // Test support: a real Syncline server in a temporary directory, access tokens minted as a
 // backend would, the `ws` package with the server's CA, and a raw backend connection.
 
+import { after, before } from "node:test";
 import { spawn } from "node:child_process";
 import { createHmac, randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync } from "node:fs";
@@ -202,6 +203,34 @@ export async function withServer(fn) {
     await server.stop();
     server.remove();
   }
+}
+
+/**
+ * The server one test file shares: started before its tests and stopped after them,
+ * with every client opened through `client` shut down first. `started(server)` and
+ * `stopping()` run the file's own setup and teardown around it.
+ */
+export function sharedServer({ started, stopping } = {}) {
+  const shared = {
+    server: null,
+    clients: [],
+    async client(identity, options, tokenOptions) {
+      const c = await shared.server.client(identity, options, tokenOptions);
+      shared.clients.push(c);
+      return c;
+    },
+  };
+  before(async () => {
+    shared.server = await new Server().start();
+    await started?.(shared.server);
+  });
+  after(async () => {
+    await stopping?.();
+    await Promise.all(shared.clients.map((c) => c.shutdown()));
+    await shared.server?.stop();
+    shared.server?.remove();
+  });
+  return shared;
 }
 
 export const unique = (prefix) => `${prefix}-${randomUUID().slice(0, 8)}`;
