@@ -22,6 +22,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use syncline_core::auth::Login;
 use syncline_core::command::{AdminCommand, Command, Outcome};
+use syncline_core::engine::Caller;
 use syncline_core::metrics::Edge;
 use syncline_proto::{KeyInfo, WireError};
 use tower::ServiceExt;
@@ -155,13 +156,14 @@ impl Console {
         }
     }
 
-    /// Checks `operator`'s key as a request would (it may have been revoked).
-    async fn still_valid(&self, operator: &Operator) -> Result<(), WireError> {
+    /// Checks `operator`'s key as a request would (it may have been revoked since the
+    /// login): the caller the console's own commands run as.
+    async fn authenticate(&self, operator: &Operator) -> Result<Caller, WireError> {
         let login = Login::ApiKey {
             sid: operator.sid.clone(),
             secret: operator.secret.clone(),
         };
-        self.http.core.authenticate(login, None).await.map(|_| ())
+        self.http.core.authenticate(login, None).await
     }
 
     /// Ends every login of `operator`'s key.
@@ -169,24 +171,13 @@ impl Console {
         self.sessions().retain(|_, o| o.sid != operator.sid);
     }
 
-    /// Runs an administration command as `operator`'s key.
-    async fn admin(
-        &self,
-        operator: &Operator,
-        command: AdminCommand,
-    ) -> Result<Outcome, WireError> {
+    /// Runs an administration command as the operator's key, within its rate limit.
+    async fn admin(&self, caller: &Caller, command: AdminCommand) -> Result<Outcome, WireError> {
         let core = &self.http.core;
-        self.http.bucket(&operator.sid).take(core.rate())?;
-        let caller = core
-            .authenticate(
-                Login::ApiKey {
-                    sid: operator.sid.clone(),
-                    secret: operator.secret.clone(),
-                },
-                None,
-            )
-            .await?;
-        core.execute(Edge::Http, "admin", &caller, Command::Admin(command))
+        self.http
+            .bucket(caller.principal.key_sid())
+            .take(core.rate())?;
+        core.execute(Edge::Http, "admin", caller, Command::Admin(command))
             .await
     }
 }
@@ -295,16 +286,17 @@ async fn api(State(console): State<Arc<Console>>, request: Request) -> HttpRespo
         return hardened(error(StatusCode::UNAUTHORIZED, "log in at /admin first"));
     };
     // The key may have been revoked since the login: the login ends with it.
-    if let Err(e) = console.still_valid(&operator).await {
-        if e.code == syncline_proto::ErrorCode::Unauthorized {
+    let caller = match console.authenticate(&operator).await {
+        Ok(caller) => caller,
+        Err(e) if e.code == syncline_proto::ErrorCode::Unauthorized => {
             console.forget(&operator);
             return hardened(error(
                 StatusCode::UNAUTHORIZED,
                 "the console's key was revoked",
             ));
         }
-        return hardened(wire_error(&e));
-    }
+        Err(e) => return hardened(wire_error(&e)),
+    };
     let method = request.method().clone();
     if !matches!(method, Method::GET | Method::HEAD) && !from_console(request.headers()) {
         return hardened(error(StatusCode::FORBIDDEN, "not from the console"));
@@ -316,10 +308,10 @@ async fn api(State(console): State<Arc<Console>>, request: Request) -> HttpRespo
         .trim_start_matches('/')
         .to_owned();
     let answer = match (method.clone(), rest.as_str()) {
-        (Method::GET, "keys") => keys(&console, &operator).await,
-        (Method::POST, "keys") => create_key(&console, &operator, request).await,
+        (Method::GET, "keys") => keys(&console, &caller).await,
+        (Method::POST, "keys") => create_key(&console, &caller, request).await,
         (Method::DELETE, r) if r.starts_with("keys/") => {
-            revoke_key(&console, &operator, &r["keys/".len()..]).await
+            revoke_key(&console, &caller, &r["keys/".len()..]).await
         }
         (Method::GET, "metrics") => metrics(&console),
         (_, r) if r.starts_with("v1/") => return to_rest(&console, &operator, request).await,
@@ -338,11 +330,11 @@ fn key_json(k: &KeyInfo) -> Value {
     })
 }
 
-async fn keys(console: &Console, operator: &Operator) -> HttpResponse {
-    match console.admin(operator, AdminCommand::KeyList).await {
+async fn keys(console: &Console, caller: &Caller) -> HttpResponse {
+    match console.admin(caller, AdminCommand::KeyList).await {
         Ok(Outcome::Keys(keys)) => axum::Json(json!({
             "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
-            "console_key": operator.sid,
+            "console_key": caller.principal.key_sid(),
         }))
         .into_response(),
         Ok(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer"),
@@ -350,7 +342,7 @@ async fn keys(console: &Console, operator: &Operator) -> HttpResponse {
     }
 }
 
-async fn create_key(console: &Console, operator: &Operator, request: Request) -> HttpResponse {
+async fn create_key(console: &Console, caller: &Caller, request: Request) -> HttpResponse {
     let body = match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
@@ -360,7 +352,7 @@ async fn create_key(console: &Console, operator: &Operator, request: Request) ->
         .and_then(|v| v["friendly_name"].as_str().map(str::to_owned))
         .filter(|n| !n.is_empty());
     match console
-        .admin(operator, AdminCommand::KeyCreate { friendly_name })
+        .admin(caller, AdminCommand::KeyCreate { friendly_name })
         .await
     {
         Ok(Outcome::Key(key)) => (StatusCode::CREATED, axum::Json(key_json(&key))).into_response(),
@@ -369,14 +361,11 @@ async fn create_key(console: &Console, operator: &Operator, request: Request) ->
     }
 }
 
-async fn revoke_key(console: &Console, operator: &Operator, sid: &str) -> HttpResponse {
+async fn revoke_key(console: &Console, caller: &Caller, sid: &str) -> HttpResponse {
     let sid = percent_encoding::percent_decode_str(sid)
         .decode_utf8_lossy()
         .into_owned();
-    match console
-        .admin(operator, AdminCommand::KeyRevoke { sid })
-        .await
-    {
+    match console.admin(caller, AdminCommand::KeyRevoke { sid }).await {
         Ok(Outcome::Key(key)) => axum::Json(key_json(&key)).into_response(),
         Ok(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer"),
         Err(e) => wire_error(&e),
