@@ -35,7 +35,7 @@ pub struct Published {
     /// The event in a second encoding, made by the first edge that needs one (the
     /// WebSocket edge's JSON) and shared by every delivery after it, so that an edge
     /// with its own encoding still encodes each event once.
-    pub rendered: std::sync::OnceLock<Bytes>,
+    rendered: std::sync::OnceLock<Bytes>,
 }
 
 impl Published {

@@ -237,7 +237,6 @@ impl Connection<'_> {
                             .instrument(info_span!("request", id)),
                         );
                     }
-                    incoming.clear();
                 }
                 ending = &mut self.ended, if watching => {
                     watching = false;
