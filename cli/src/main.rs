@@ -29,7 +29,7 @@ use syncline_core::RateLimit;
 use syncline_server::config::rotate_auth_token;
 use syncline_server::http::DEFAULT_HTTP_LISTEN;
 use syncline_server::server::DEFAULT_LISTEN;
-use syncline_server::{Server, ServerOptions};
+use syncline_server::{EtcdOptions, Server, ServerOptions, StoreChoice};
 use syncline_store_sled::{DEFAULT_CACHE_BYTES, DEFAULT_KEEP_FREE_BYTES};
 
 /// Exit status for usage and local (non-server) failures.
@@ -156,6 +156,40 @@ struct ServeArgs {
     /// miss go to disk.
     #[arg(long, default_value_t = DEFAULT_CACHE_BYTES >> 20)]
     cache_mib: u64,
+    /// Where the data lives: `sled` (embedded, in --data; one node) or `etcd` (a shared
+    /// etcd cluster, --etcd-endpoints; any number of nodes are one installation).
+    #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
+    store: StoreArg,
+    /// etcd client URLs, comma-separated (`http://127.0.0.1:2379,...`), for --store etcd.
+    #[arg(long, value_delimiter = ',', required_if_eq("store", "etcd"))]
+    etcd_endpoints: Vec<String>,
+    /// Prefix of every key the installation keeps in etcd.
+    #[arg(long, default_value = syncline_store_etcd::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// etcd user, when etcd's authentication is on (the password from
+    /// SYNCLINE_ETCD_PASSWORD).
+    #[arg(long, requires = "etcd_password")]
+    etcd_user: Option<String>,
+    #[arg(
+        long,
+        env = "SYNCLINE_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
+    etcd_password: Option<String>,
+    /// etcd's --max-txn-ops (128 by default): bounds the writes in one commit batch.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(16..))]
+    etcd_max_txn_ops: u32,
+    /// Seconds this node's registration (and its clients' presence) outlives it if it
+    /// dies without leaving.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(2..=60))]
+    node_ttl_s: i64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum StoreArg {
+    Sled,
+    Etcd,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1083,6 +1117,14 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
         per_second: f64::from(args.rate_limit),
         burst: 2.0 * f64::from(args.rate_limit),
     };
+    if args.store == StoreArg::Etcd {
+        let mut etcd = EtcdOptions::new(args.etcd_endpoints.clone());
+        etcd.prefix = args.etcd_prefix.clone();
+        etcd.user = args.etcd_user.clone().zip(args.etcd_password.clone());
+        etcd.max_txn_ops = args.etcd_max_txn_ops as usize;
+        etcd.node_ttl_s = args.node_ttl_s;
+        options.store = StoreChoice::Etcd(etcd);
+    }
     let server = Server::start(options)
         .await
         .map_err(|e| Error::Config(e.to_string()))?;

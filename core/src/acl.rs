@@ -169,6 +169,7 @@ mod tests {
 
     fn object(created_by: &str) -> ObjectRecord {
         ObjectRecord {
+            store_version: 0,
             service_sid: "IS0".into(),
             sid: "ET0".into(),
             kind: ObjectKind::Document,

@@ -16,6 +16,8 @@ pub use crate::values::{Identity, Json, Key, PageSize, Ttl};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Ping,
+    /// The installation's live nodes (where a client goes when its node does).
+    Nodes,
     Read(ReadCommand),
     Write(WriteCommand),
     /// Sends a message to a stream's current subscribers (creating the stream by name).
@@ -116,6 +118,7 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::Ping => "ping",
+            Command::Nodes => "nodes",
             Command::Read(_) => "read",
             Command::Write(_) => "write",
             Command::Publish { .. } => "publish",
@@ -136,6 +139,7 @@ pub enum Outcome {
         expires_at: u64,
     },
     Pong,
+    Nodes(Vec<syncline_proto::NodeInfo>),
     Document(DocumentInfo),
     /// An object was deleted; `revision` is that of its removal.
     Deleted {

@@ -28,6 +28,9 @@ use crate::webhooks::{self, Target, Webhooks};
 const MAX_BATCH: usize = 1024;
 /// Writes waiting for the committer; past this, writers wait (back-pressure).
 const QUEUE_DEPTH: usize = 8192;
+/// Times a batch is computed again after losing a race with another node (a shared
+/// store's `Conflict`); past this its writers get `Unavailable` and may retry.
+const MAX_CONFLICT_ATTEMPTS: u32 = 16;
 
 #[derive(Debug, Clone)]
 pub enum WriteOp {
@@ -151,8 +154,9 @@ async fn run(
     limits: Limits,
     stats: Arc<CommitStats>,
 ) {
-    let mut queued = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+    let max_batch = MAX_BATCH.min(store.max_batch_writes()).max(1);
+    let mut queued = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut queued, max_batch).await > 0 {
         // A store that cannot take writes (a full disk) refuses the batch before it is
         // computed: it may be about to reopen and drop state a batch would build on.
         if let Err(e) = store.writable().await {
@@ -162,8 +166,12 @@ async fn run(
             }
             continue;
         }
-        let mut batch = Batch::new(&*store, &hub, &presence);
-        let results: Vec<_> = {
+        // On a store shared by several nodes, another node may change a record this
+        // batch read before it commits (`Conflict`): nothing was applied, so the batch
+        // is computed again over what is stored now, as if it had just been queued.
+        let mut attempt = 0;
+        let (mut batch, results, applied) = loop {
+            let mut batch = Batch::new(&*store, &hub, &presence);
             let mut results = Vec::with_capacity(queued.len());
             for p in &queued {
                 // A refused write leaves nothing in the batch, not even the object it
@@ -175,19 +183,28 @@ async fn run(
                 }
                 results.push(result);
             }
-            results
+            // A batch of no-ops (expiries of what was renewed, departures cancelled or
+            // with no items) has nothing to make durable: no flush for it.
+            let applied = if batch.writes.is_empty() {
+                Ok(())
+            } else {
+                let started = std::time::Instant::now();
+                let applied = store.apply(std::mem::take(&mut batch.writes)).await;
+                stats.flush_took(queued.len(), started.elapsed());
+                applied
+            };
+            match applied {
+                Err(StoreError::Conflict(what)) if attempt < MAX_CONFLICT_ATTEMPTS => {
+                    attempt += 1;
+                    debug!(
+                        attempt,
+                        what, "batch lost a race with another node; computing it again"
+                    );
+                }
+                applied => break (batch, results, applied),
+            }
         };
         let size = queued.len();
-        // A batch of no-ops (expiries of what was renewed, departures cancelled or with
-        // no items) has nothing to make durable: no flush for it.
-        let applied = if batch.writes.is_empty() {
-            Ok(())
-        } else {
-            let started = std::time::Instant::now();
-            let applied = store.apply(batch.writes).await;
-            stats.flush_took(size, started.elapsed());
-            applied
-        };
         match applied {
             Ok(()) => {
                 stats
@@ -196,10 +213,16 @@ async fn run(
                 stats
                     .writes
                     .fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed);
-                batch
-                    .events
-                    .iter()
-                    .for_each(|e| hub.publish(&e.object_sid, e.revision, &e.body, e.ends));
+                // A shared store's watch publishes every node's events, this one's too.
+                if !store.is_shared() {
+                    batch
+                        .events
+                        .iter()
+                        .for_each(|e| hub.publish(&e.object_sid, e.revision, &e.body, e.ends));
+                }
+                for (owner, epoch) in &batch.departures {
+                    presence.depart(owner, *epoch);
+                }
                 // Durable, so it may be told; the queue never waits.
                 for (service, target, change) in batch.hooks.drain(..) {
                     webhooks.offer(&service, &target, change);
@@ -266,6 +289,9 @@ struct Batch<'a> {
     hooks: Vec<(String, Target, webhooks::Change)>,
     /// What each overlay change replaced, newest last, so a refused write can be undone.
     undo: Vec<Undo>,
+    /// Departures this batch carries out, ended in `Presence` once it is committed (a
+    /// batch computed again after a conflict must find them still standing).
+    departures: Vec<(Owner, u64)>,
 }
 
 /// An overlay entry as it was before a change (`None`: there was none).
@@ -282,6 +308,7 @@ struct Savepoint {
     events: usize,
     hooks: usize,
     undo: usize,
+    departures: usize,
 }
 
 fn restore<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, before: Option<V>) {
@@ -310,6 +337,7 @@ impl<'a> Batch<'a> {
             events: Vec::new(),
             hooks: Vec::new(),
             undo: Vec::new(),
+            departures: Vec::new(),
         }
     }
 
@@ -319,6 +347,7 @@ impl<'a> Batch<'a> {
             events: self.events.len(),
             hooks: self.hooks.len(),
             undo: self.undo.len(),
+            departures: self.departures.len(),
         }
     }
 
@@ -327,6 +356,7 @@ impl<'a> Batch<'a> {
         self.writes.truncate(to.writes);
         self.events.truncate(to.events);
         self.hooks.truncate(to.hooks);
+        self.departures.truncate(to.departures);
         while self.undo.len() > to.undo {
             match self.undo.pop() {
                 Some(Undo::Object(k, before)) => restore(&mut self.objects, k, before),
@@ -451,13 +481,10 @@ impl<'a> Batch<'a> {
         let ends = after.is_none();
         self.writes.push(ObjectWrite {
             before,
-            log: match (&after, &encoded) {
-                (Some(_), Some((revision, body))) => Some(LogEntry {
-                    revision: *revision,
-                    event: body.clone(),
-                }),
-                _ => None,
-            },
+            log: encoded.as_ref().map(|(revision, body)| LogEntry {
+                revision: *revision,
+                event: body.clone(),
+            }),
             after,
             items: item.into_iter().collect(),
         });
@@ -940,9 +967,10 @@ impl<'a> Batch<'a> {
             service_sid: ctx.service_sid.clone(),
             identity: identity.to_owned(),
         };
-        if !self.presence.depart(&owner, epoch) {
+        if !self.presence.departure_stands(&owner, epoch) {
             return Ok(WriteOutcome::Unchanged);
         }
+        self.departures.push((owner, epoch));
         let mut owned: std::collections::BTreeSet<(String, ItemKey)> = self
             .store
             .ephemeral_items(&ctx.service_sid, identity)

@@ -30,7 +30,15 @@ fn window(service: &ServiceRecord, after_restart: bool) -> Duration {
 /// when the identity was away. Awaited before the connection is welcomed, so that its
 /// `endpoint_connected` is queued before any `endpoint_disconnected` that follows.
 async fn arrive(shared: &Arc<Shared>, owner: &Owner) {
-    if shared.presence.arrive(owner) == Arrival::Reachable {
+    let arrival = shared.presence.arrive(owner);
+    if let Some(cluster) = &shared.cluster {
+        if shared.presence.connections(owner) == 1 {
+            if let Err(e) = cluster.hold_presence(owner).await {
+                warn!(identity = %owner.identity, error = %e, "registering presence with the cluster failed; another node may remove this identity's ephemeral items");
+            }
+        }
+    }
+    if arrival == Arrival::Reachable {
         debug!(identity = %owner.identity, "identity reachable");
         shared
             .webhooks
@@ -47,6 +55,14 @@ pub fn leave(shared: &Arc<Shared>, owner: Owner) {
     }
 }
 
+/// The cluster says no node holds `owner` any more, its last node having gone away:
+/// its items go after the service's window unless it comes back (here or elsewhere).
+pub fn orphaned(shared: &Arc<Shared>, owner: Owner) {
+    if let Some(epoch) = shared.presence.restored(&owner) {
+        schedule_departure(shared, owner, epoch, false);
+    }
+}
+
 /// Runs the departure `epoch` of `owner` once the service's window has passed: the
 /// commit task removes the owner's ephemeral items if it is still away. Holds the
 /// server state weakly, so a pending departure does not keep a stopping server alive.
@@ -55,7 +71,19 @@ fn schedule_departure(shared: &Arc<Shared>, owner: Owner, epoch: u64, after_rest
         return;
     };
     let weak: Weak<Shared> = Arc::downgrade(shared);
+    // The cluster learns of the departure at once (its presence entry for this node
+    // goes); the window is counted from here on every node alike.
+    let release = shared.cluster.clone().filter(|_| !after_restart);
     runtime.spawn(async move {
+        // Not if a connection came back meanwhile (its arrival held the presence again).
+        let back = weak
+            .upgrade()
+            .is_none_or(|s| s.presence.connections(&owner) > 0);
+        if let Some(cluster) = release.as_ref().filter(|_| !back) {
+            if let Err(e) = cluster.release_presence(&owner).await {
+                warn!(identity = %owner.identity, error = %e, "releasing presence in the cluster failed; its lease ends it");
+            }
+        }
         let Some(service) = service_of(&weak, &owner).await else {
             return;
         };
@@ -63,6 +91,20 @@ fn schedule_departure(shared: &Arc<Shared>, owner: Owner, epoch: u64, after_rest
         let Some(shared) = weak.upgrade() else { return };
         if shared.presence.is_stopping() {
             return;
+        }
+        // Connected through another node: still present, nothing goes.
+        if let Some(cluster) = &shared.cluster {
+            match cluster.present_elsewhere(&owner).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    shared.presence.depart(&owner, epoch);
+                    return;
+                }
+                Err(e) => {
+                    warn!(identity = %owner.identity, error = %e, "could not ask the cluster whether an identity is still present; its items stay");
+                    return;
+                }
+            }
         }
         let ctx = WriteContext {
             service_sid: owner.service_sid.clone(),

@@ -6,7 +6,7 @@
 
 use syncline_proto::ids::is_sid;
 use syncline_proto::{ErrorCode, Event, EventKind, ObjectKind, Order, TokenCreate, WireError};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::acl::{self, Action, Principal};
 use crate::auth::{self, Login, VerifiedToken};
@@ -206,6 +206,10 @@ pub(crate) async fn execute(
 ) -> Result<Outcome, WireError> {
     match command {
         Command::Ping => Ok(Outcome::Pong),
+        Command::Nodes => Ok(Outcome::Nodes(match &shared.cluster {
+            Some(cluster) => cluster.nodes(),
+            None => vec![shared.node.clone()],
+        })),
         Command::Read(read) => execute_read(shared, caller, read).await,
         Command::Write(write) => submit(shared, caller, WriteOp::Client(write)).await,
         Command::Publish { stream, data } => publish(shared, caller, &stream, data).await,
@@ -430,15 +434,31 @@ async fn publish(
     let hook = crate::webhooks::Target::of(&caller.service.flags)
         .filter(|t| t.wants(&actor))
         .map(|t| (t, actor.clone(), data.clone()));
-    let sequence = shared.hub.publish_message(&record.sid, |sequence| {
-        shared.hub.encode(&Event {
-            object_sid: record.sid.clone(),
-            revision: record.revision,
-            origin,
-            actor,
-            kind: EventKind::MessagePublished { data, sequence },
-        })
-    });
+    let sequence = match &shared.cluster {
+        // Every node's subscribers get it through the cluster's feed, this node's too.
+        Some(cluster) => {
+            let message = crate::cluster::StreamMessage {
+                stream_sid: record.sid.clone(),
+                revision: record.revision,
+                origin,
+                actor,
+                data,
+            };
+            cluster.publish_message(&message).await.map_err(|e| {
+                warn!(error = %e, "publishing a stream message through the cluster failed");
+                e.client_error("publishing failed")
+            })?
+        }
+        None => shared.hub.publish_message(&record.sid, |sequence| {
+            shared.hub.encode(&Event {
+                object_sid: record.sid.clone(),
+                revision: record.revision,
+                origin,
+                actor,
+                kind: EventKind::MessagePublished { data, sequence },
+            })
+        }),
+    };
     if let Some((target, actor, data)) = hook {
         let change = crate::webhooks::message(&record, &actor, &data, sequence);
         shared.webhooks.offer(&record.service_sid, &target, change);

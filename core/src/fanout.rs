@@ -148,6 +148,15 @@ impl Outbox {
         });
     }
 
+    /// Marks a subscription as having missed events: its writer catches it up.
+    fn lag(&self, sub_id: u64) {
+        self.queue.add(|q| {
+            if !q.lagged.contains(&sub_id) {
+                q.lagged.push(sub_id);
+            }
+        });
+    }
+
     /// Events queued and not yet taken by the connection's writer.
     pub fn queued(&self) -> usize {
         self.queue.inspect(|q| q.events.len())
@@ -335,6 +344,21 @@ impl Hub {
         let body = encode(sequence);
         self.deliver(stream_sid, None, &body, false);
         sequence
+    }
+
+    /// Hands a stream message numbered elsewhere (by the cluster's store) to the
+    /// current subscribers.
+    pub fn deliver_message(&self, stream_sid: &str, body: &Bytes) {
+        self.deliver(stream_sid, None, body, false);
+    }
+
+    /// Every subscription catches up again: events may have been missed (the cluster's
+    /// watch resumed past a compaction).
+    pub fn lag_all(&self) {
+        let subs = recover(self.objects.read());
+        for s in subs.by_object.values().flatten() {
+            s.outbox.lag(s.sub_id);
+        }
     }
 
     /// Sequence of the stream's last message (0 if none since server start).

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::auth::Login;
+use crate::cluster::Cluster;
 use crate::command::{Command, Outcome};
 use crate::commit::Committer;
 use crate::engine::{self, Caller};
@@ -36,6 +37,10 @@ pub struct CoreOptions {
     pub poster: Arc<dyn WebhookPoster>,
     /// Encodes each event once for every subscriber (the wire's encoding).
     pub encoder: EventEncoder,
+    /// Where clients reach this node (the answer to `Nodes` when it is alone).
+    pub node: syncline_proto::NodeInfo,
+    /// The other nodes, when `store` is shared by several (`Store::is_shared`).
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// The core, cheap to clone. Every edge holds one.
@@ -51,6 +56,8 @@ pub struct CoreTasks {
     /// Ends sessions whose tokens expire (it holds the core's state until shutdown).
     expiry: Option<tokio::task::JoinHandle<()>>,
     commit: Option<tokio::task::JoinHandle<()>>,
+    /// Applies what the other nodes did (cluster mode).
+    follower: Option<tokio::task::JoinHandle<()>>,
     store: Arc<dyn Store>,
 }
 
@@ -79,8 +86,10 @@ impl Core {
             store.clone(),
             committer.clone(),
             options.reap_interval,
+            options.cluster.clone(),
             shutdown_rx,
         ));
+        let changes = options.cluster.as_ref().and_then(|c| c.changes());
         let shared = Arc::new(Shared::new(
             store.clone(),
             committer,
@@ -89,7 +98,18 @@ impl Core {
             options.installation,
             options.rate,
             webhooks,
+            options.cluster,
+            options.node,
         ));
+        // Registered before the departures owed are scheduled, so that what other
+        // nodes do from now on is not missed.
+        let follower = changes.map(|changes| {
+            tokio::spawn(crate::cluster::follow(
+                shared.clone(),
+                changes,
+                shutdown.subscribe(),
+            ))
+        });
         crate::departures::restore(&shared).await;
         let expiry = tokio::spawn(shared.clone().expire_sessions(shutdown.subscribe()));
         let tasks = CoreTasks {
@@ -97,6 +117,7 @@ impl Core {
             reaper: Some(reaper),
             expiry: Some(expiry),
             commit: Some(commit),
+            follower,
             store,
         };
         (Core { shared }, tasks)
@@ -200,6 +221,9 @@ impl CoreTasks {
         if let Some(commit) = self.commit.take() {
             let _ = commit.await;
         }
+        if let Some(follower) = self.follower.take() {
+            let _ = follower.await;
+        }
         if let Err(e) = self.store.flush().await {
             warn!(error = %e, "final flush failed");
         }
@@ -217,6 +241,9 @@ impl Drop for CoreTasks {
         }
         if let Some(commit) = self.commit.take() {
             commit.abort();
+        }
+        if let Some(follower) = self.follower.take() {
+            follower.abort();
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod acl;
 pub mod admin;
 pub mod auth;
 pub mod batch;
+pub mod cluster;
 pub mod command;
 pub mod commit;
 mod departures;

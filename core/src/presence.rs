@@ -108,14 +108,27 @@ impl Presence {
         Some(epoch)
     }
 
+    /// `owner`'s live connections on this node.
+    pub fn connections(&self, owner: &Owner) -> u32 {
+        self.table().get(owner).map_or(0, |e| e.connections)
+    }
+
     /// Whether `owner` has a live connection now.
     pub fn is_connected(&self, owner: &Owner) -> bool {
         self.table().get(owner).is_some_and(|e| e.connections > 0)
     }
 
+    /// Whether the departure `epoch` still stands (no connection came since): the
+    /// commit task asks while it computes the batch that removes the owner's items,
+    /// and calls `depart` once that batch is committed.
+    pub fn departure_stands(&self, owner: &Owner, epoch: u64) -> bool {
+        self.table()
+            .get(owner)
+            .is_some_and(|e| e.connections == 0 && e.departing == Some(epoch))
+    }
+
     /// Ends the departure `epoch` if it still stands (no connection came since): the
-    /// owner is away, and forgotten. The commit task calls this in the batch that
-    /// removes the owner's items, so an arrival is ordered before or after it.
+    /// owner is away, and forgotten.
     pub fn depart(&self, owner: &Owner, epoch: u64) -> bool {
         let mut table = self.table();
         let stands = table

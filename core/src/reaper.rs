@@ -15,10 +15,13 @@ use crate::store::Store;
 /// Objects expired per sweep at most; the rest wait for the next one.
 const SWEEP_LIMIT: usize = 1000;
 
+/// Sweeps every `interval`. With several nodes, only the one the cluster says leads
+/// sweeps (expiry is once per cluster; a second sweeper would only lose races).
 pub async fn run(
     store: Arc<dyn Store>,
     committer: Committer,
     interval: Duration,
+    cluster: Option<Arc<dyn crate::cluster::Cluster>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -27,6 +30,9 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => {}
             _ = crate::shutdown_requested(&mut shutdown) => return,
+        }
+        if cluster.as_ref().is_some_and(|c| !c.leads()) {
+            continue;
         }
         let now = crate::now_ms();
         let expired = match store.expired(now, SWEEP_LIMIT).await {

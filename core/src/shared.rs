@@ -34,6 +34,10 @@ pub(crate) struct Shared {
     /// Sessions authenticated by a token, by when it stops being accepted.
     pub(crate) expiries: crate::expiry::Expiries,
     next_connection_id: AtomicU64,
+    /// The other nodes, when the store is shared by several (`None`: this node alone).
+    pub(crate) cluster: Option<Arc<dyn crate::cluster::Cluster>>,
+    /// Where clients reach this node (its answer to `Nodes` when alone).
+    pub(crate) node: syncline_proto::NodeInfo,
 }
 
 /// A live session as the rest of the core reaches it: who it is, and how to end it.
@@ -185,6 +189,8 @@ impl Shared {
         installation: Installation,
         rate: RateLimit,
         webhooks: crate::webhooks::Webhooks,
+        cluster: Option<Arc<dyn crate::cluster::Cluster>>,
+        node: syncline_proto::NodeInfo,
     ) -> Self {
         Shared {
             store,
@@ -203,6 +209,8 @@ impl Shared {
             // Below 2^52, so that ids stay exact as JavaScript numbers (JSON over the
             // WebSocket edge) for 2^52 connections of the run.
             next_connection_id: AtomicU64::new(rand::random::<u64>() >> 12 | 1),
+            cluster,
+            node,
         }
     }
 

@@ -27,6 +27,10 @@ pub enum StoreError {
     /// space is freed; reads go on. Clients get `Unavailable`, saying the disk is full.
     #[error("storage is full: {0}")]
     Full(String),
+    /// A store shared by several nodes: another node changed a record this batch read
+    /// before it could commit. Nothing was applied; the batch is computed again.
+    #[error("a record changed under the batch: {0}")]
+    Conflict(String),
 }
 
 impl StoreError {
@@ -34,7 +38,7 @@ impl StoreError {
     /// `Internal` otherwise; the details stay in the server's log.
     pub fn client_error(&self, what: &str) -> syncline_proto::WireError {
         match self {
-            StoreError::Unavailable(_) | StoreError::NotDurable(_) => {
+            StoreError::Unavailable(_) | StoreError::NotDurable(_) | StoreError::Conflict(_) => {
                 syncline_proto::WireError::new(
                     syncline_proto::ErrorCode::Unavailable,
                     format!("{what}: storage is unavailable (see the server's log); retry later"),
@@ -54,6 +58,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// One object as stored. Times are Unix milliseconds.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ObjectRecord {
+    /// The store's own version of the record as read (etcd's `mod_revision`; 0 for
+    /// sled), which a shared store compares before it replaces the record. Not stored.
+    #[serde(skip)]
+    pub store_version: i64,
     pub service_sid: String,
     pub sid: String,
     pub kind: ObjectKind,
@@ -148,7 +156,9 @@ pub struct LogEntry {
 /// One object write in a batch. `before` is what the writer read (its expected state);
 /// `after` is the new record, `None` to delete. The store keeps its own indexes (names,
 /// expiry, change log) in step with the records.
-/// Deleting an object (`after: None`) deletes its items too.
+/// Deleting an object (`after: None`) deletes its items too, and its history: its `log`
+/// (the removal event) is not kept for resuming, but a shared store passes it on to
+/// every node's subscribers.
 #[derive(Clone, Debug)]
 pub struct ObjectWrite {
     pub before: Option<ObjectRecord>,
@@ -169,6 +179,31 @@ pub struct ExpiredItem {
 pub trait Store: Send + Sync + 'static {
     async fn installation(&self) -> StoreResult<Option<Installation>>;
     async fn put_installation(&self, inst: &Installation) -> StoreResult<()>;
+    /// Creates the installation with its default service and admin key, unless there is
+    /// one: `false` then (on a shared store, another node made it first: read it back).
+    async fn create_installation(
+        &self,
+        inst: &Installation,
+        service: &ServiceRecord,
+        key: &ApiKeyRecord,
+    ) -> StoreResult<bool> {
+        if self.installation().await?.is_some() {
+            return Ok(false);
+        }
+        self.put_service(service).await?;
+        self.put_api_key(key).await?;
+        // Written last: its presence means the rest is there.
+        self.put_installation(inst).await?;
+        Ok(true)
+    }
+    /// Stores `token` as the auth token unless there is one; returns the one in effect.
+    async fn create_auth_token(&self, token: &str) -> StoreResult<String> {
+        if let Some(existing) = self.auth_token().await? {
+            return Ok(existing);
+        }
+        self.put_auth_token(token).await?;
+        Ok(token.to_owned())
+    }
     /// The installation's auth token (webhook signatures); `None` before it is made.
     async fn auth_token(&self) -> StoreResult<Option<String>>;
     async fn put_auth_token(&self, token: &str) -> StoreResult<()>;
@@ -282,4 +317,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything written so far durable (used at shutdown).
     async fn flush(&self) -> StoreResult<()>;
+
+    /// Whether several nodes share this store. Its watch then hands every committed
+    /// event to each node's hub (`cluster::ClusterChange::Event`), this node's own
+    /// included, so the commit task does not publish them itself; and `apply` may
+    /// answer `Conflict`.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Most writes the commit task puts in one batch (a shared store's transactions
+    /// are bounded in operations).
+    fn max_batch_writes(&self) -> usize {
+        usize::MAX
+    }
 }

@@ -537,6 +537,7 @@ mod tests {
 
     fn record(kind: ObjectKind) -> ObjectRecord {
         ObjectRecord {
+            store_version: 0,
             service_sid: "IS00000000000000000000000000000001".into(),
             sid: "ET00000000000000000000000000000001".into(),
             kind,

@@ -496,6 +496,7 @@ mod tests {
         });
         let back: RequestFrame = decode(&frame[LEN_PREFIX..], 1024).unwrap();
         assert_eq!(back.request, create);
+        assert_eq!(tag(Request::Nodes), 31);
     }
 
     #[test]

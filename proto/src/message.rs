@@ -362,6 +362,11 @@ pub enum Request {
         /// Seconds from now, up to `Limits::max_ttl_s`; 0: no expiry.
         ttl: u64,
     },
+    /// The installation's live nodes, where a client goes when its node does: one for
+    /// a single server, every registered node in cluster mode (this one first). Asked
+    /// after `Welcome`, whose layout older clients decode, so it cannot grow.
+    /// Answer: [`Response::Nodes`].
+    Nodes,
 }
 
 /// A service's flags as set at creation.
@@ -641,6 +646,20 @@ pub enum Response {
         /// The last sid of this page, to continue after; `None`: this was the last page.
         next: Option<String>,
     },
+    /// The answer to `Nodes`: the live nodes, the answering one first.
+    Nodes(Vec<NodeInfo>),
+}
+
+/// One live node of an installation: where clients reach it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
+pub struct NodeInfo {
+    /// The node's id (stable for its run; `local` for a single server).
+    pub id: String,
+    /// Its QUIC address, `host:port`.
+    pub quic: String,
+    /// Its HTTPS base URL (REST and the WebSocket edge at `/v1/ws`), if it serves HTTP.
+    pub https: Option<String>,
 }
 
 /// What a write of data did, as the writer may see it.

@@ -45,6 +45,7 @@ pub fn declarations() -> String {
         WriteInfo,
         WrittenValue,
         Welcome,
+        NodeInfo,
         DocumentInfo,
         Event,
         EventKind,

@@ -164,13 +164,12 @@ pub fn prepare_data_dir(data_dir: &Path) -> Result<PathBuf, ConfigError> {
 
 /// The installation's auth token, made now when it has none: on first start, and at
 /// the first start of a data directory from before webhooks.
-pub async fn auth_token(store: &SledStore) -> Result<String, ConfigError> {
+pub async fn auth_token(store: &dyn Store) -> Result<String, ConfigError> {
     if let Some(token) = store.auth_token().await? {
         return Ok(token);
     }
-    let token = new_auth_token();
-    store.put_auth_token(&token).await?;
-    Ok(token)
+    // Another node of a cluster may make one at the same moment: the first one stays.
+    Ok(store.create_auth_token(&new_auth_token()).await?)
 }
 
 /// Replaces the data directory's auth token, in the store and in `admin.json`. Runs
@@ -203,13 +202,18 @@ pub async fn rotate_auth_token(data_dir: &Path) -> Result<String, ConfigError> {
 /// The installation, created on first start. Returns it, the admin key, and whether it
 /// was created now.
 pub async fn installation(
-    store: &SledStore,
+    store: &dyn Store,
 ) -> Result<(Installation, ApiKeyRecord, bool), ConfigError> {
-    if let Some(inst) = store.installation().await? {
-        if let Some(key) = store.api_key(&inst.admin_key_sid).await? {
-            return Ok((inst, key, false));
+    let existing = |inst: Installation| async move {
+        match store.api_key(&inst.admin_key_sid).await? {
+            Some(key) => Ok((inst, key, false)),
+            None => Err(ConfigError::from(StoreError::Corrupt(
+                "the admin API key is missing".into(),
+            ))),
         }
-        return Err(StoreError::Corrupt("the admin API key is missing".into()).into());
+    };
+    if let Some(inst) = store.installation().await? {
+        return existing(inst).await;
     }
     let now = syncline_core::now_ms();
     let service = ServiceRecord {
@@ -231,11 +235,16 @@ pub async fn installation(
         default_service_sid: service.sid.clone(),
         admin_key_sid: key.sid.clone(),
     };
-    store.put_service(&service).await?;
-    store.put_api_key(&key).await?;
-    // Written last: its presence means the rest is there.
-    store.put_installation(&inst).await?;
-    Ok((inst, key, true))
+    if store.create_installation(&inst, &service, &key).await? {
+        return Ok((inst, key, true));
+    }
+    // Another node of the cluster created it first.
+    match store.installation().await? {
+        Some(inst) => existing(inst).await,
+        None => {
+            Err(StoreError::Corrupt("the installation vanished while it was created".into()).into())
+        }
+    }
 }
 
 /// Writes `admin.json` (0600) for the operator's tools.

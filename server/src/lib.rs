@@ -13,5 +13,6 @@ pub mod server;
 pub mod webhook_client;
 pub mod ws;
 
-pub use server::{Server, ServerError, ServerOptions};
+pub use server::{Server, ServerError, ServerOptions, StoreChoice};
 pub use syncline_core::{now_ms, now_s};
+pub use syncline_store_etcd::EtcdOptions;

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use syncline_core::store::Store;
 use syncline_core::webhooks::WebhookOptions;
 use syncline_core::{Core, CoreOptions, RateLimit};
+use syncline_store_etcd::{EtcdOptions, EtcdStore};
 use syncline_store_sled::SledStore;
 
 use crate::config::{self, ConfigError};
@@ -50,6 +51,17 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// Webhook delivery: queue bound, lanes, timeout, retries.
     pub webhooks: WebhookOptions,
+    /// Where the data lives: sled in the data directory (one node), or a shared etcd
+    /// cluster (several nodes; the data directory keeps only the node's certificate,
+    /// `reset.key` and `admin.json`).
+    pub store: StoreChoice,
+}
+
+/// The storage engine a server runs on.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    Sled,
+    Etcd(EtcdOptions),
 }
 
 impl ServerOptions {
@@ -69,6 +81,7 @@ impl ServerOptions {
             cache_bytes: syncline_store_sled::DEFAULT_CACHE_BYTES,
             idle_timeout: net::DEFAULT_IDLE_TIMEOUT,
             webhooks: WebhookOptions::default(),
+            store: StoreChoice::Sled,
         }
     }
 }
@@ -98,16 +111,29 @@ impl Server {
         let data_dir = config::prepare_data_dir(&opts.data_dir)?;
         let tls = config::tls_identity(&data_dir, opts.cert.as_deref(), opts.key.as_deref())?;
         let reset_key = config::reset_key(&data_dir)?;
-        let store = SledStore::open_with_cache(
-            &data_dir.join("db"),
-            opts.log_retention,
-            opts.durable,
-            opts.cache_bytes,
-        )
-        .map_err(ConfigError::from)?
-        .keep_free(opts.keep_free_bytes);
-        let (installation, admin_key, created) = config::installation(&store).await?;
-        let auth_token = config::auth_token(&store).await?;
+        let (store, etcd): (Arc<dyn Store>, _) = match &opts.store {
+            StoreChoice::Sled => {
+                let sled = SledStore::open_with_cache(
+                    &data_dir.join("db"),
+                    opts.log_retention,
+                    opts.durable,
+                    opts.cache_bytes,
+                )
+                .map_err(ConfigError::from)?
+                .keep_free(opts.keep_free_bytes);
+                (Arc::new(sled), None)
+            }
+            StoreChoice::Etcd(options) => {
+                let mut options = options.clone();
+                options.log_retention = opts.log_retention;
+                let etcd = EtcdStore::connect(options)
+                    .await
+                    .map_err(ConfigError::from)?;
+                (etcd.clone(), Some(etcd))
+            }
+        };
+        let (installation, admin_key, created) = config::installation(&*store).await?;
+        let auth_token = config::auth_token(&*store).await?;
         let http = match opts.http_listen {
             Some(addr) => {
                 let config = crate::http::tls_config(tls.certs.clone(), tls.key.clone_key())?;
@@ -157,7 +183,19 @@ impl Server {
             info!(url = %url, "listening (HTTPS: Twilio Sync v1 REST, /healthz, /readyz)");
         }
 
-        let store: Arc<dyn Store> = Arc::new(store);
+        let node = syncline_proto::NodeInfo {
+            id: if etcd.is_some() {
+                String::new()
+            } else {
+                "local".into()
+            },
+            quic: local_addr.to_string(),
+            https: http_url.clone(),
+        };
+        let cluster = match &etcd {
+            Some(etcd) => Some(etcd.join(node.clone()).await.map_err(ConfigError::from)?),
+            None => None,
+        };
         let poster = crate::webhook_client::HyperPoster::new().map_err(ConfigError::Tls)?;
         let (core, core_tasks) = Core::start(
             store,
@@ -170,6 +208,10 @@ impl Server {
                 webhooks: opts.webhooks.clone(),
                 poster: Arc::new(poster),
                 encoder: syncline_proto::frame::encode_event,
+                node,
+                cluster: cluster
+                    .clone()
+                    .map(|c| c as Arc<dyn syncline_core::cluster::Cluster>),
             },
         )
         .await;
@@ -190,6 +232,9 @@ impl Server {
             }
             // Every session is gone: the commit task drains what is queued and ends.
             core_tasks.stop().await;
+            if let Some(cluster) = cluster {
+                cluster.leave().await;
+            }
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
             info!("shut down");
         });

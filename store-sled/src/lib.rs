@@ -1154,6 +1154,7 @@ mod tests {
 
     fn document(revision: u64) -> ObjectRecord {
         ObjectRecord {
+            store_version: 0,
             service_sid: "IS00000000000000000000000000000001".into(),
             sid: "ET00000000000000000000000000000001".into(),
             kind: ObjectKind::Document,
@@ -1173,6 +1174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let service = "IS00000000000000000000000000000001";
         let map = |revision: u64| ObjectRecord {
+            store_version: 0,
             sid: "MP00000000000000000000000000000001".into(),
             kind: ObjectKind::Map,
             ..document(revision)

@@ -363,7 +363,7 @@ key: ItemKey | null,
 /**
  * Seconds from now, up to `Limits::max_ttl_s`; 0: no expiry.
  */
-ttl: number, } };
+ttl: number, } } | "Nodes";
 
 /**
  * A service's flags as set at creation.
@@ -651,7 +651,7 @@ documents: Array<DocumentInfo>,
 /**
  * The last sid of this page, to continue after; `None`: this was the last page.
  */
-next: string | null, } };
+next: string | null, } } | { "Nodes": Array<NodeInfo> };
 
 /**
  * What a write of data did, as the writer may see it.
@@ -720,6 +720,23 @@ token_expires_at: number | null,
  * the client refuses a larger request itself rather than send it.
  */
 max_frame_bytes: number, };
+
+/**
+ * One live node of an installation: where clients reach it.
+ */
+export type NodeInfo = { 
+/**
+ * The node's id (stable for its run; `local` for a single server).
+ */
+id: string, 
+/**
+ * Its QUIC address, `host:port`.
+ */
+quic: string, 
+/**
+ * Its HTTPS base URL (REST and the WebSocket edge at `/v1/ws`), if it serves HTTP.
+ */
+https: string | null, };
 
 /**
  * A document as readers see it. Times are Unix milliseconds.

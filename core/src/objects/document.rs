@@ -67,6 +67,7 @@ pub fn set(
             }
             let new = create();
             let record = ObjectRecord {
+                store_version: 0,
                 service_sid: ctx.service_sid.clone(),
                 sid: new.sid,
                 kind: ObjectKind::Document,

@@ -103,6 +103,7 @@ pub fn new_object(
     ctx: &WriteContext,
 ) -> ObjectRecord {
     ObjectRecord {
+        store_version: 0,
         service_sid: ctx.service_sid.clone(),
         sid,
         kind,

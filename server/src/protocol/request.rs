@@ -18,6 +18,7 @@ pub fn command(request: Request, limits: &Limits) -> Result<Command, WireError> 
     Ok(match request {
         Request::Hello { .. } => return Err(WireError::invalid("already authenticated")),
         Request::Ping => Command::Ping,
+        Request::Nodes => Command::Nodes,
         Request::UpdateToken { token } => Command::UpdateToken { token },
         Request::DocGet { document } => Command::Read(ReadCommand::Document { document }),
         Request::Fetch { object } => Command::Read(ReadCommand::Object { object }),
@@ -234,6 +235,7 @@ pub fn response(outcome: Outcome) -> Response {
     match outcome {
         Outcome::TokenUpdated { expires_at } => Response::TokenUpdated { expires_at },
         Outcome::Pong => Response::Pong,
+        Outcome::Nodes(nodes) => Response::Nodes(nodes),
         Outcome::Document(d) => Response::Document(d),
         Outcome::Deleted { sid, revision } => Response::Deleted { sid, revision },
         Outcome::Object(o) => Response::Object(o),
@@ -269,6 +271,7 @@ pub fn kind(request: &Request) -> &'static str {
     match request {
         Request::Hello { .. } => "hello",
         Request::Ping => "ping",
+        Request::Nodes => "nodes",
         Request::UpdateToken { .. } => "update_token",
         Request::DocGet { .. }
         | Request::Fetch { .. }

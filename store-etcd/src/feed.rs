@@ -1,0 +1,812 @@
+//! A node's view of the cluster: one watch on the range every node must hear about,
+//! the caches it keeps up to date (services, API keys, grants: read on every request,
+//! so they are served from memory; the live nodes; who is present on which node), the
+//! node's lease (its registration and its presence hang on it), and the core's
+//! `Cluster` trait on top.
+//!
+//! Caches are written by the watch and by this node's own writes (so that a node reads
+//! its own change at once); each entry keeps the etcd revision it is at, and an older
+//! one never replaces a newer one, whichever arrives first.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use etcd_client::{Client, EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
+use syncline_core::cluster::{Cluster, ClusterChange, StreamMessage};
+use syncline_core::presence::Owner;
+use syncline_core::store::{ApiKeyRecord, ServiceRecord, StoreError, StoreResult};
+use syncline_proto::{NodeInfo, Rights};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::keys::{FeedKey, Keys};
+use crate::{decode, engine, split_log_value};
+
+/// Changes waiting for the core's follower; past this the watch waits (etcd keeps them).
+const FEED_DEPTH: usize = 8192;
+/// Short-lived keys (stream messages, removal events) live at least this long: long
+/// enough for every node's watch to see them.
+const SHORT_LEASE_S: i64 = 10;
+/// A short lease is reused for keys written within this long of its grant.
+const SHORT_LEASE_REUSE: Duration = Duration::from_secs(5);
+
+struct Versioned<T> {
+    revision: i64,
+    value: Option<T>,
+}
+
+#[derive(Default)]
+struct Cache {
+    services: HashMap<String, Versioned<ServiceRecord>>,
+    keys: HashMap<String, Versioned<ApiKeyRecord>>,
+    /// (service, object) -> identity -> rights.
+    grants: HashMap<(String, String), HashMap<String, Versioned<Rights>>>,
+    nodes: BTreeMap<String, NodeInfo>,
+    /// (service, identity) -> the nodes holding a connection of it.
+    presence: HashMap<(String, String), HashSet<String>>,
+}
+
+/// Replaces `slot` with `value` at `revision` unless it holds a newer one.
+fn set<T>(slot: &mut Versioned<T>, revision: i64, value: Option<T>) {
+    if revision >= slot.revision {
+        *slot = Versioned { revision, value };
+    }
+}
+
+fn set_in<K: std::hash::Hash + Eq, T>(
+    map: &mut HashMap<K, Versioned<T>>,
+    key: K,
+    revision: i64,
+    value: Option<T>,
+) {
+    let slot = map.entry(key).or_insert(Versioned {
+        revision: 0,
+        value: None,
+    });
+    set(slot, revision, value);
+}
+
+/// This node, once it has joined.
+struct Joined {
+    node: NodeInfo,
+    lease: AtomicI64,
+    ttl_s: i64,
+}
+
+pub(crate) struct State {
+    client: Client,
+    keys: Keys,
+    cache: RwLock<Cache>,
+    joined: OnceLock<Joined>,
+    /// (lease, when granted) for short-lived keys.
+    short: tokio::sync::Mutex<Option<(i64, Instant)>>,
+    changes: Mutex<Option<mpsc::Receiver<ClusterChange>>>,
+    /// Owners this node holds a presence entry for, put again under a new lease.
+    held: Mutex<HashSet<(String, String)>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    fn read(&self) -> RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the caches at one etcd revision and starts the watch right after it.
+    pub(crate) async fn load(client: Client, keys: Keys) -> StoreResult<Arc<State>> {
+        let (cache, revision) = load_cache(&client, &keys).await?;
+        let (tx, rx) = mpsc::channel(FEED_DEPTH);
+        let state = Arc::new(State {
+            client,
+            keys,
+            cache: RwLock::new(cache),
+            joined: OnceLock::new(),
+            short: tokio::sync::Mutex::new(None),
+            changes: Mutex::new(Some(rx)),
+            held: Mutex::new(HashSet::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let watch = tokio::spawn(watch(state.clone(), revision + 1, tx));
+        lock(&state.tasks).push(watch);
+        Ok(state)
+    }
+
+    fn node_id(&self) -> Option<&str> {
+        self.joined.get().map(|j| j.node.id.as_str())
+    }
+
+    pub(crate) fn service(&self, sid: &str) -> Option<ServiceRecord> {
+        self.read().services.get(sid).and_then(|v| v.value.clone())
+    }
+
+    pub(crate) fn service_by_name(&self, name: &str) -> Option<ServiceRecord> {
+        self.read()
+            .services
+            .values()
+            .filter_map(|v| v.value.as_ref())
+            .find(|s| s.unique_name.as_deref() == Some(name))
+            .cloned()
+    }
+
+    pub(crate) fn services(&self) -> Vec<ServiceRecord> {
+        let mut all: Vec<_> = self
+            .read()
+            .services
+            .values()
+            .filter_map(|v| v.value.clone())
+            .collect();
+        all.sort_by(|a, b| a.sid.cmp(&b.sid));
+        all
+    }
+
+    pub(crate) fn api_key(&self, sid: &str) -> Option<ApiKeyRecord> {
+        self.read().keys.get(sid).and_then(|v| v.value.clone())
+    }
+
+    pub(crate) fn api_keys(&self) -> Vec<ApiKeyRecord> {
+        let mut all: Vec<_> = self
+            .read()
+            .keys
+            .values()
+            .filter_map(|v| v.value.clone())
+            .collect();
+        all.sort_by(|a, b| a.sid.cmp(&b.sid));
+        all
+    }
+
+    pub(crate) fn permission(&self, service: &str, object: &str, identity: &str) -> Option<Rights> {
+        self.read()
+            .grants
+            .get(&(service.to_owned(), object.to_owned()))
+            .and_then(|g| g.get(identity))
+            .and_then(|v| v.value)
+    }
+
+    pub(crate) fn permissions(&self, service: &str, object: &str) -> Vec<(String, Rights)> {
+        let mut all: Vec<_> = self
+            .read()
+            .grants
+            .get(&(service.to_owned(), object.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter_map(|(identity, v)| v.value.map(|r| (identity.clone(), r)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    pub(crate) fn cache_service(&self, revision: i64, sid: &str, record: Option<ServiceRecord>) {
+        let mut cache = self.write();
+        if record.is_none() {
+            cache
+                .grants
+                .retain(|(service, _), _| service.as_str() != sid);
+        }
+        set_in(&mut cache.services, sid.to_owned(), revision, record);
+    }
+
+    pub(crate) fn cache_key(&self, revision: i64, sid: &str, record: Option<ApiKeyRecord>) {
+        set_in(&mut self.write().keys, sid.to_owned(), revision, record);
+    }
+
+    pub(crate) fn cache_permission(
+        &self,
+        revision: i64,
+        service: &str,
+        object: &str,
+        identity: &str,
+        rights: Option<Rights>,
+    ) {
+        let mut cache = self.write();
+        let grants = cache
+            .grants
+            .entry((service.to_owned(), object.to_owned()))
+            .or_default();
+        set_in(grants, identity.to_owned(), revision, rights);
+    }
+
+    /// A lease for keys that only need to live until every node's watch saw them; `None`
+    /// (the key stays) if none can be granted now.
+    pub(crate) async fn short_lease(&self) -> Option<i64> {
+        let mut short = self.short.lock().await;
+        if let Some((lease, granted)) = *short {
+            if granted.elapsed() < SHORT_LEASE_REUSE {
+                return Some(lease);
+            }
+        }
+        match self.client.lease_client().grant(SHORT_LEASE_S, None).await {
+            Ok(resp) => {
+                *short = Some((resp.id(), Instant::now()));
+                Some(resp.id())
+            }
+            Err(e) => {
+                warn!(error = %e, "granting a short etcd lease failed");
+                None
+            }
+        }
+    }
+
+    /// Applies one watch response's events to the caches and turns them into changes.
+    fn changes_of(&self, events: &[etcd_client::Event]) -> Vec<ClusterChange> {
+        let me = self.node_id().map(str::to_owned);
+        // A node's lease ending deletes its registration and its presence entries in
+        // one revision, so they arrive in one response: nodes gone first.
+        let gone: HashSet<String> = events
+            .iter()
+            .filter(|e| e.event_type() == EventType::Delete)
+            .filter_map(
+                |e| match e.kv().and_then(|kv| self.keys.parse_feed(kv.key())) {
+                    Some(FeedKey::Node { id }) => Some(id),
+                    _ => None,
+                },
+            )
+            .collect();
+        let mut out = Vec::new();
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            let Some(key) = self.keys.parse_feed(kv.key()) else {
+                continue;
+            };
+            let put = event.event_type() == EventType::Put;
+            let revision = kv.mod_revision();
+            match key {
+                FeedKey::Log {
+                    object_sid,
+                    revision: object_revision,
+                } => {
+                    if !put {
+                        continue;
+                    }
+                    match split_log_value(kv.value()) {
+                        Some((ends, event)) => out.push(ClusterChange::Event {
+                            object_sid,
+                            revision: object_revision,
+                            event,
+                            ends,
+                        }),
+                        None => {
+                            warn!(object = %object_sid, "a change-log entry in etcd is unreadable")
+                        }
+                    }
+                }
+                FeedKey::Service { sid } => {
+                    let record = if put {
+                        decoded::<ServiceRecord>(kv)
+                    } else {
+                        None
+                    };
+                    self.cache_service(revision, &sid, record.clone());
+                    out.push(ClusterChange::Service { sid, record });
+                }
+                FeedKey::ApiKey { sid } => {
+                    let record = if put {
+                        decoded::<ApiKeyRecord>(kv)
+                    } else {
+                        None
+                    };
+                    let revoked = record.as_ref().is_none_or(|k| k.revoked);
+                    self.cache_key(revision, &sid, record);
+                    if revoked {
+                        out.push(ClusterChange::KeyRevoked { sid });
+                    }
+                }
+                FeedKey::Permission {
+                    service_sid,
+                    object_sid,
+                    identity,
+                } => {
+                    let rights = if put { decoded::<Rights>(kv) } else { None };
+                    self.cache_permission(revision, &service_sid, &object_sid, &identity, rights);
+                    out.push(ClusterChange::Permission {
+                        service_sid,
+                        object_sid,
+                    });
+                }
+                FeedKey::Node { id } => {
+                    let mut cache = self.write();
+                    if put {
+                        match serde_json::from_slice::<NodeInfo>(kv.value()) {
+                            Ok(node) => {
+                                cache.nodes.insert(id, node);
+                            }
+                            Err(e) => {
+                                warn!(node = %id, error = %e, "a node's registration is unreadable")
+                            }
+                        }
+                    } else {
+                        info!(node = %id, "a node left the cluster");
+                        cache.nodes.remove(&id);
+                    }
+                }
+                FeedKey::Presence {
+                    service_sid,
+                    identity,
+                    node,
+                } => {
+                    let mut cache = self.write();
+                    let owner = (service_sid, identity);
+                    if put {
+                        cache.presence.entry(owner).or_default().insert(node);
+                        continue;
+                    }
+                    let holders = cache.presence.entry(owner.clone()).or_default();
+                    holders.remove(&node);
+                    let empty = holders.is_empty();
+                    if empty {
+                        cache.presence.remove(&owner);
+                    }
+                    let node_died = gone.contains(&node) || !cache.nodes.contains_key(&node);
+                    if empty && node_died && me.as_deref() != Some(node.as_str()) {
+                        out.push(ClusterChange::PresenceLost {
+                            service_sid: owner.0,
+                            identity: owner.1,
+                        });
+                    }
+                }
+                FeedKey::Message { stream_sid } => {
+                    if !put {
+                        continue;
+                    }
+                    match decode::<StreamMessage>(kv.value()) {
+                        Ok(message) => out.push(ClusterChange::Message {
+                            sequence: u64::try_from(revision).unwrap_or(0),
+                            message,
+                        }),
+                        Err(e) => {
+                            warn!(stream = %stream_sid, error = %e, "a stream message in etcd is unreadable")
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
+    match decode(kv.value()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn!(error = %e, key = %String::from_utf8_lossy(kv.key()), "a record in etcd is unreadable");
+            None
+        }
+    }
+}
+
+/// Reads what the caches hold, all at one revision; returns it with that revision.
+async fn load_cache(client: &Client, keys: &Keys) -> StoreResult<(Cache, i64)> {
+    let mut kv = client.kv_client();
+    let first = kv
+        .get(keys.services(), Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(engine)?;
+    let revision = first.header().map_or(0, |h| h.revision());
+    let at = |prefix: Vec<u8>| {
+        let mut kv = client.kv_client();
+        async move {
+            kv.get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_revision(revision)),
+            )
+            .await
+            .map_err(engine)
+        }
+    };
+    let mut cache = Cache::default();
+    for kv in first.kvs() {
+        if let (Some(FeedKey::Service { sid }), Some(record)) =
+            (keys.parse_feed(kv.key()), decoded(kv))
+        {
+            set_in(&mut cache.services, sid, kv.mod_revision(), Some(record));
+        }
+    }
+    for kv in at(keys.api_keys()).await?.kvs() {
+        if let (Some(FeedKey::ApiKey { sid }), Some(record)) =
+            (keys.parse_feed(kv.key()), decoded(kv))
+        {
+            set_in(&mut cache.keys, sid, kv.mod_revision(), Some(record));
+        }
+    }
+    for kv in at(keys.all_permissions()).await?.kvs() {
+        if let (
+            Some(FeedKey::Permission {
+                service_sid,
+                object_sid,
+                identity,
+            }),
+            Some(rights),
+        ) = (keys.parse_feed(kv.key()), decoded(kv))
+        {
+            let grants = cache.grants.entry((service_sid, object_sid)).or_default();
+            set_in(grants, identity, kv.mod_revision(), Some(rights));
+        }
+    }
+    for kv in at(keys.nodes()).await?.kvs() {
+        if let (Some(FeedKey::Node { id }), Ok(node)) = (
+            keys.parse_feed(kv.key()),
+            serde_json::from_slice::<NodeInfo>(kv.value()),
+        ) {
+            cache.nodes.insert(id, node);
+        }
+    }
+    for kv in at(keys.all_presence()).await?.kvs() {
+        if let Some(FeedKey::Presence {
+            service_sid,
+            identity,
+            node,
+        }) = keys.parse_feed(kv.key())
+        {
+            cache
+                .presence
+                .entry((service_sid, identity))
+                .or_default()
+                .insert(node);
+        }
+    }
+    Ok((cache, revision))
+}
+
+/// The node's one watch, for as long as the node runs: from `next` on, resumed after
+/// every error from the last revision it handled.
+async fn watch(state: Arc<State>, mut next: i64, tx: mpsc::Sender<ClusterChange>) {
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(next)
+            .with_progress_notify();
+        let mut stream = match state
+            .client
+            .watch_client()
+            .watch(state.keys.feed_prefix().to_vec(), Some(options))
+            .await
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                if failing_since.is_none() {
+                    warn!(error = %e, "the cluster watch cannot reach etcd; retrying");
+                    failing_since = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, "the cluster watch broke; resuming");
+                    break;
+                }
+            };
+            if let Some(since) = failing_since.take() {
+                info!(
+                    after_ms = since.elapsed().as_millis() as u64,
+                    "the cluster watch reaches etcd again"
+                );
+            }
+            if resp.compact_revision() > 0 {
+                // What happened between `next` and the compaction is gone: reload
+                // what the caches hold, and every subscription catches up.
+                warn!(
+                    from = next,
+                    compacted = resp.compact_revision(),
+                    "the cluster watch fell behind etcd's compaction"
+                );
+                match reload(&state).await {
+                    Ok((changes, revision)) => {
+                        next = revision + 1;
+                        for change in changes {
+                            if tx.send(change).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "reloading after a compaction failed; retrying"),
+                }
+                break;
+            }
+            if resp.canceled() {
+                debug!(
+                    reason = resp.cancel_reason(),
+                    "the cluster watch was cancelled; resuming"
+                );
+                break;
+            }
+            let events = resp.events();
+            match events.last().and_then(|e| e.kv()) {
+                Some(last) => {
+                    let changes = state.changes_of(events);
+                    next = next.max(last.mod_revision() + 1);
+                    for change in changes {
+                        if tx.send(change).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // A progress notification: everything up to its revision was sent.
+                None if !resp.created() => {
+                    if let Some(h) = resp.header() {
+                        next = next.max(h.revision() + 1);
+                    }
+                }
+                None => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After a gap: the caches as they are now, and the changes that make the core
+/// re-check everything the gap may have hidden.
+async fn reload(state: &State) -> StoreResult<(Vec<ClusterChange>, i64)> {
+    let (cache, revision) = load_cache(&state.client, &state.keys).await?;
+    let mut changes = Vec::new();
+    {
+        let mut current = state.write();
+        let sids: HashSet<String> = current
+            .services
+            .keys()
+            .chain(cache.services.keys())
+            .cloned()
+            .collect();
+        for sid in sids {
+            let record = cache.services.get(&sid).and_then(|v| v.value.clone());
+            changes.push(ClusterChange::Service { sid, record });
+        }
+        for (sid, key) in &cache.keys {
+            if key.value.as_ref().is_some_and(|k| k.revoked) {
+                changes.push(ClusterChange::KeyRevoked { sid: sid.clone() });
+            }
+        }
+        *current = cache;
+    }
+    changes.push(ClusterChange::Gap);
+    Ok((changes, revision))
+}
+
+/// Registers the node under a fresh lease, keeps the lease alive, and hands back the
+/// core's `Cluster`.
+pub(crate) async fn join(
+    state: Arc<State>,
+    mut node: NodeInfo,
+    ttl_s: i64,
+) -> StoreResult<Arc<EtcdCluster>> {
+    if node.id.is_empty() {
+        node.id = format!("{:016x}", rand::random::<u64>());
+    }
+    let lease = state
+        .client
+        .lease_client()
+        .grant(ttl_s, None)
+        .await
+        .map_err(engine)?
+        .id();
+    let joined = Joined {
+        node: node.clone(),
+        lease: AtomicI64::new(lease),
+        ttl_s,
+    };
+    if state.joined.set(joined).is_err() {
+        return Err(StoreError::Engine(
+            "this store has joined the cluster already".into(),
+        ));
+    }
+    register(&state, lease).await?;
+    state.write().nodes.insert(node.id.clone(), node.clone());
+    info!(node = %node.id, quic = %node.quic, "joined the cluster");
+    let keeper = tokio::spawn(keep_alive(state.clone()));
+    lock(&state.tasks).push(keeper);
+    Ok(Arc::new(EtcdCluster { state }))
+}
+
+/// Puts the node's registration and its presence entries under `lease`.
+async fn register(state: &State, lease: i64) -> StoreResult<()> {
+    let Some(joined) = state.joined.get() else {
+        return Ok(());
+    };
+    let mut kv = state.client.kv_client();
+    let value = serde_json::to_vec(&joined.node).map_err(|e| StoreError::Engine(e.to_string()))?;
+    kv.put(
+        state.keys.node(&joined.node.id),
+        value,
+        Some(PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .map_err(engine)?;
+    let held: Vec<_> = lock(&state.held).iter().cloned().collect();
+    for (service, identity) in held {
+        kv.put(
+            state.keys.presence(&service, &identity, &joined.node.id),
+            Vec::new(),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(engine)?;
+    }
+    Ok(())
+}
+
+/// Keeps the node's lease alive; when it was lost anyway (etcd unreachable for longer
+/// than its TTL), registers again under a new one.
+async fn keep_alive(state: Arc<State>) {
+    let Some(joined) = state.joined.get() else {
+        return;
+    };
+    let interval = Duration::from_millis((joined.ttl_s.max(1) as u64) * 1000 / 3);
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(interval).await;
+        let lease = joined.lease.load(Ordering::SeqCst);
+        let alive = async {
+            let (mut keeper, mut stream) = state.client.lease_client().keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()))
+        };
+        match tokio::time::timeout(interval, alive).await {
+            Ok(Ok(Some(ttl))) if ttl > 0 => {
+                last_ok = Instant::now();
+                continue;
+            }
+            Ok(Ok(_)) => {
+                warn!(node = %joined.node.id, "the node's lease expired; registering again")
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "keeping the node's lease alive failed");
+                if last_ok.elapsed() < Duration::from_secs(joined.ttl_s as u64) {
+                    continue;
+                }
+            }
+            Err(_) => {
+                if last_ok.elapsed() < Duration::from_secs(joined.ttl_s as u64) {
+                    continue;
+                }
+            }
+        }
+        let granted = state.client.lease_client().grant(joined.ttl_s, None).await;
+        match granted {
+            Ok(resp) => {
+                joined.lease.store(resp.id(), Ordering::SeqCst);
+                match register(&state, resp.id()).await {
+                    Ok(()) => {
+                        last_ok = Instant::now();
+                        info!(node = %joined.node.id, "registered again under a new lease");
+                    }
+                    Err(e) => debug!(error = %e, "registering again failed"),
+                }
+            }
+            Err(e) => debug!(error = %e, "granting a new node lease failed"),
+        }
+    }
+}
+
+/// The core's `Cluster` on etcd.
+pub struct EtcdCluster {
+    state: Arc<State>,
+}
+
+impl EtcdCluster {
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        self.state.node_id().unwrap_or("")
+    }
+
+    /// Leaves the cluster: stops the watch and the keep-alive and revokes the node's
+    /// lease, so that the other nodes see it go now rather than after its TTL.
+    pub async fn leave(&self) {
+        for task in lock(&self.state.tasks).drain(..) {
+            task.abort();
+        }
+        if let Some(joined) = self.state.joined.get() {
+            let lease = joined.lease.load(Ordering::SeqCst);
+            if let Err(e) = self.state.client.lease_client().revoke(lease).await {
+                warn!(error = %e, "revoking the node's lease failed; it ends after its TTL");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Cluster for EtcdCluster {
+    fn changes(&self) -> Option<mpsc::Receiver<ClusterChange>> {
+        lock(&self.state.changes).take()
+    }
+
+    async fn publish_message(&self, message: &StreamMessage) -> StoreResult<u64> {
+        let lease = self.state.short_lease().await;
+        let resp = self
+            .state
+            .client
+            .kv_client()
+            .put(
+                self.state.keys.message(&message.stream_sid),
+                crate::encode(message),
+                lease.map(|l| PutOptions::new().with_lease(l)),
+            )
+            .await
+            .map_err(engine)?;
+        Ok(resp
+            .header()
+            .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0)))
+    }
+
+    async fn hold_presence(&self, owner: &Owner) -> StoreResult<()> {
+        let Some(joined) = self.state.joined.get() else {
+            return Ok(());
+        };
+        lock(&self.state.held).insert((owner.service_sid.clone(), owner.identity.clone()));
+        let lease = joined.lease.load(Ordering::SeqCst);
+        self.state
+            .client
+            .kv_client()
+            .put(
+                self.state
+                    .keys
+                    .presence(&owner.service_sid, &owner.identity, &joined.node.id),
+                Vec::new(),
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn release_presence(&self, owner: &Owner) -> StoreResult<()> {
+        let Some(joined) = self.state.joined.get() else {
+            return Ok(());
+        };
+        lock(&self.state.held).remove(&(owner.service_sid.clone(), owner.identity.clone()));
+        self.state
+            .client
+            .kv_client()
+            .delete(
+                self.state
+                    .keys
+                    .presence(&owner.service_sid, &owner.identity, &joined.node.id),
+                None,
+            )
+            .await
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn present_elsewhere(&self, owner: &Owner) -> StoreResult<bool> {
+        let me = self.state.node_id().unwrap_or("");
+        Ok(self
+            .state
+            .read()
+            .presence
+            .get(&(owner.service_sid.clone(), owner.identity.clone()))
+            .is_some_and(|nodes| nodes.iter().any(|n| n != me)))
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        let me = self.state.node_id().unwrap_or("");
+        let cache = self.state.read();
+        let mine = cache.nodes.get(me).cloned();
+        mine.into_iter()
+            .chain(cache.nodes.values().filter(|n| n.id != me).cloned())
+            .collect()
+    }
+
+    fn leads(&self) -> bool {
+        let me = self.state.node_id().unwrap_or("");
+        self.state
+            .read()
+            .nodes
+            .keys()
+            .next()
+            .is_none_or(|first| first == me)
+    }
+}

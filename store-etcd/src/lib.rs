@@ -1,0 +1,826 @@
+//! Syncline's store for several nodes: the core's `Store` and `Cluster` traits on a
+//! shared etcd cluster. Every node of an installation connects to the same etcd (under
+//! the same prefix); a commit batch is one etcd transaction that compares what it read;
+//! each node holds one watch on the range every node must hear about (`keys.rs`) and
+//! turns it into the core's `ClusterChange`s, keeping its caches of services, keys and
+//! grants, the live nodes and who is present where (`feed.rs`).
+
+mod feed;
+pub mod keys;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
+    SortOrder, SortTarget, Txn, TxnOp,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use syncline_core::store::{
+    ApiKeyRecord, ExpiredItem, Installation, ItemRecord, LogEntry, ObjectRecord, ObjectWrite,
+    ServiceRecord, Store, StoreError, StoreResult,
+};
+use syncline_proto::{ItemKey, Order, Rights};
+use tracing::warn;
+
+pub use feed::EtcdCluster;
+use keys::{item_key_from, range_end, Keys};
+
+/// How a node reaches etcd.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    /// Client URLs of the etcd members (`http://host:2379`, or `https://` with `tls`).
+    pub endpoints: Vec<String>,
+    /// Every key of the installation starts with it; several installations can share
+    /// one etcd under different prefixes.
+    pub prefix: String,
+    /// etcd user and password, when etcd's authentication is on.
+    pub user: Option<(String, String)>,
+    /// Change-log entries kept per object for resuming subscribers.
+    pub log_retention: u64,
+    /// Longest wait for one etcd request: without quorum, writes fail with
+    /// `Unavailable` after this, never hang.
+    pub request_timeout: Duration,
+    /// Seconds a node's lease lives without a keep-alive: a node that dies leaves the
+    /// node list, and takes its presence with it, this long after.
+    pub node_ttl_s: i64,
+    /// etcd's `--max-txn-ops` (128 unless etcd was started with another): bounds the
+    /// writes per commit batch.
+    pub max_txn_ops: usize,
+}
+
+impl EtcdOptions {
+    pub fn new(endpoints: Vec<String>) -> EtcdOptions {
+        EtcdOptions {
+            endpoints,
+            prefix: DEFAULT_PREFIX.into(),
+            user: None,
+            log_retention: 256,
+            request_timeout: Duration::from_secs(10),
+            node_ttl_s: 5,
+            max_txn_ops: 128,
+        }
+    }
+}
+
+pub const DEFAULT_PREFIX: &str = "/syncline";
+
+/// Operations a write of one record can take in a transaction (object, log entry, item,
+/// item indexes, name, expiry), for the batch bound.
+const OPS_PER_WRITE: usize = 8;
+
+fn engine(e: etcd_client::Error) -> StoreError {
+    let text = e.to_string();
+    // etcd refuses writes past its space quota (the NOSPACE alarm); reads go on.
+    if text.contains("database space exceeded") || text.contains("NOSPACE") {
+        return StoreError::Full(text);
+    }
+    StoreError::Unavailable(text)
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serialize(v).unwrap_or_else(|e| unreachable!("in-memory bincode encode: {e}"))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    bincode::deserialize(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode_object(kv: &KeyValue) -> StoreResult<ObjectRecord> {
+    let mut record: ObjectRecord = decode(kv.value())?;
+    record.store_version = kv.mod_revision();
+    Ok(record)
+}
+
+/// One key's last operation in a transaction (etcd refuses a key twice in one).
+enum Op {
+    Put(Vec<u8>, Option<i64>),
+    Delete,
+    /// Deletes `[key, end)`.
+    DeleteRange(Vec<u8>),
+}
+
+/// The Store on etcd; also the node's `Cluster` (see `feed.rs`).
+pub struct EtcdStore {
+    client: Client,
+    keys: Keys,
+    options: EtcdOptions,
+    cluster: Arc<feed::State>,
+}
+
+impl EtcdStore {
+    /// Connects to etcd and loads the caches (services, keys, grants, nodes, presence).
+    /// The node joins the cluster later, with `join`, once it knows its addresses.
+    pub async fn connect(options: EtcdOptions) -> StoreResult<Arc<EtcdStore>> {
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(options.request_timeout)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        if let Some((user, password)) = &options.user {
+            connect = connect.with_user(user.clone(), password.clone());
+        }
+        let client = Client::connect(&options.endpoints, Some(connect))
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "connecting to etcd at {}: {e}",
+                    options.endpoints.join(",")
+                ))
+            })?;
+        let keys = Keys::new(&options.prefix);
+        let cluster = feed::State::load(client.clone(), keys.clone()).await?;
+        Ok(Arc::new(EtcdStore {
+            client,
+            keys,
+            options,
+            cluster,
+        }))
+    }
+
+    /// The node's view of the cluster (the core's `Cluster`), once it has joined.
+    pub async fn join(
+        self: &Arc<Self>,
+        node: syncline_proto::NodeInfo,
+    ) -> StoreResult<Arc<EtcdCluster>> {
+        feed::join(self.cluster.clone(), node, self.options.node_ttl_s).await
+    }
+
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client.kv_client()
+    }
+
+    async fn get_one(&self, key: Vec<u8>) -> StoreResult<Option<KeyValue>> {
+        let mut resp = self.kv().get(key, None).await.map_err(engine)?;
+        Ok(resp.take_kvs().into_iter().next())
+    }
+
+    async fn get_value<T: DeserializeOwned>(&self, key: Vec<u8>) -> StoreResult<Option<T>> {
+        match self.get_one(key).await? {
+            Some(kv) => decode(kv.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn range(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        order: SortOrder,
+    ) -> StoreResult<Vec<KeyValue>> {
+        let mut options = GetOptions::new()
+            .with_range(end)
+            .with_sort(SortTarget::Key, order);
+        if limit > 0 {
+            options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        let mut resp = self.kv().get(start, Some(options)).await.map_err(engine)?;
+        Ok(resp.take_kvs())
+    }
+
+    async fn prefix(&self, prefix: Vec<u8>, keys_only: bool) -> StoreResult<Vec<KeyValue>> {
+        let mut options = GetOptions::new().with_prefix();
+        if keys_only {
+            options = options.with_keys_only();
+        }
+        let mut resp = self.kv().get(prefix, Some(options)).await.map_err(engine)?;
+        Ok(resp.take_kvs())
+    }
+
+    async fn put_raw(&self, key: Vec<u8>, value: Vec<u8>) -> StoreResult<i64> {
+        let resp = self.kv().put(key, value, None).await.map_err(engine)?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Puts `value` under `key` only if the key is absent: whether it was put.
+    async fn create(&self, key: Vec<u8>, value: Vec<u8>) -> StoreResult<bool> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let resp = self.kv().txn(txn).await.map_err(engine)?;
+        Ok(resp.succeeded())
+    }
+
+    /// The item-side index keys (expiry, ephemeral owner) of one item record.
+    fn item_index_keys(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+        key: &ItemKey,
+        item: &ItemRecord,
+    ) -> Vec<Vec<u8>> {
+        let expiry = item
+            .date_expires
+            .map(|exp| self.keys.item_expiry(exp, service_sid, object_sid, key));
+        let owner = item
+            .ephemeral_owner
+            .as_deref()
+            .map(|owner| self.keys.ephemeral(service_sid, owner, object_sid, key));
+        expiry.into_iter().chain(owner).collect()
+    }
+
+    /// The transaction of one commit batch: what it compares and what it writes.
+    async fn batch_txn(
+        &self,
+        writes: &[ObjectWrite],
+    ) -> StoreResult<(Vec<Compare>, BTreeMap<Vec<u8>, Op>)> {
+        let k = &self.keys;
+        let deleted: HashSet<&str> = writes
+            .iter()
+            .filter(|w| w.after.is_none())
+            .filter_map(|w| w.before.as_ref().map(|b| b.sid.as_str()))
+            .collect();
+        let mut compares = Vec::new();
+        let mut compared: HashSet<&str> = HashSet::new();
+        let mut names_freed: HashSet<Vec<u8>> = HashSet::new();
+        let mut names_compared: HashSet<Vec<u8>> = HashSet::new();
+        let mut ops: BTreeMap<Vec<u8>, Op> = BTreeMap::new();
+        // The first log revision this batch writes per object: pruning stops below it.
+        let mut first_logged: BTreeMap<&str, u64> = BTreeMap::new();
+        for w in writes {
+            let Some(record) = w.after.as_ref().or(w.before.as_ref()) else {
+                continue;
+            };
+            let (service, sid) = (record.service_sid.as_str(), record.sid.as_str());
+            let object_key = k.object(service, sid);
+            // What the batch read of this object (its first write's `before`) must
+            // still be what is stored; every item change rewrites its object, so
+            // this covers the object's items too.
+            if compared.insert(sid) {
+                compares.push(match &w.before {
+                    Some(b) => {
+                        Compare::mod_revision(object_key.clone(), CompareOp::Equal, b.store_version)
+                    }
+                    None => Compare::create_revision(object_key.clone(), CompareOp::Equal, 0),
+                });
+            }
+            if let Some(before) = &w.before {
+                if let Some(exp) = before.date_expires {
+                    ops.insert(k.expiry(exp, service, sid), Op::Delete);
+                }
+                if let Some(name) = &before.unique_name {
+                    let name_key = k.name(service, name);
+                    names_freed.insert(name_key.clone());
+                    ops.insert(name_key, Op::Delete);
+                }
+            }
+            match &w.after {
+                Some(after) => {
+                    ops.insert(object_key, Op::Put(encode(after), None));
+                    if let Some(name) = &after.unique_name {
+                        let name_key = k.name(service, name);
+                        // A name nobody in this batch gave up must be free in etcd: two
+                        // nodes creating the same name both see it absent.
+                        if !names_freed.contains(&name_key)
+                            && names_compared.insert(name_key.clone())
+                        {
+                            compares.push(Compare::create_revision(
+                                name_key.clone(),
+                                CompareOp::Equal,
+                                0,
+                            ));
+                        }
+                        ops.insert(name_key, Op::Put(sid.as_bytes().to_vec(), None));
+                    }
+                    if let Some(exp) = after.date_expires {
+                        ops.insert(k.expiry(exp, service, sid), Op::Put(Vec::new(), None));
+                    }
+                }
+                None => {
+                    ops.insert(object_key, Op::Delete);
+                    // Its items' indexes, then its items, grants and history.
+                    for kv in self.prefix(k.items(sid), false).await? {
+                        let prefix_len = k.items(sid).len();
+                        let (Ok(item), Some(ik)) = (
+                            decode::<ItemRecord>(kv.value()),
+                            item_key_from(sid, &kv.key()[prefix_len..]),
+                        ) else {
+                            continue;
+                        };
+                        for index in self.item_index_keys(service, sid, &ik, &item) {
+                            ops.insert(index, Op::Delete);
+                        }
+                    }
+                    let items = k.items(sid);
+                    ops.insert(items.clone(), Op::DeleteRange(range_end(&items)));
+                    let grants = k.permissions(service, Some(sid));
+                    ops.insert(grants.clone(), Op::DeleteRange(range_end(&grants)));
+                    if let Some(log) = &w.log {
+                        // The removal event reaches every node through the watch, then
+                        // goes with the node's short-lived lease.
+                        let logs = k.logs(sid);
+                        ops.insert(logs, Op::DeleteRange(k.log(sid, log.revision)));
+                        ops.insert(
+                            k.log(sid, log.revision),
+                            Op::Put(
+                                log_value(true, &log.event),
+                                self.cluster.short_lease().await,
+                            ),
+                        );
+                    }
+                    continue;
+                }
+            }
+            if deleted.contains(sid) {
+                // Deleted later in this same batch: its items and history go with it.
+                continue;
+            }
+            for iw in &w.items {
+                if let Some(before) = &iw.before {
+                    for index in self.item_index_keys(service, sid, &iw.key, before) {
+                        ops.insert(index, Op::Delete);
+                    }
+                }
+                match &iw.after {
+                    Some(item) => {
+                        ops.insert(k.item(sid, &iw.key), Op::Put(encode(item), None));
+                        for index in self.item_index_keys(service, sid, &iw.key, item) {
+                            ops.insert(index, Op::Put(Vec::new(), None));
+                        }
+                    }
+                    None => {
+                        ops.insert(k.item(sid, &iw.key), Op::Delete);
+                    }
+                }
+            }
+            if let Some(log) = &w.log {
+                ops.insert(
+                    k.log(sid, log.revision),
+                    Op::Put(log_value(false, &log.event), None),
+                );
+                first_logged.entry(sid).or_insert(log.revision);
+            }
+        }
+        // History past the retention goes in ranges, now and then (every 64 revisions),
+        // never reaching an entry this batch writes.
+        let retention = self.options.log_retention;
+        for w in writes {
+            let (Some(after), Some(log)) = (&w.after, &w.log) else {
+                continue;
+            };
+            if log.revision % 64 != 0
+                || log.revision <= retention
+                || deleted.contains(after.sid.as_str())
+            {
+                continue;
+            }
+            let first = first_logged
+                .get(after.sid.as_str())
+                .copied()
+                .unwrap_or(log.revision);
+            let end = (log.revision - retention + 1).min(first);
+            let start = k.logs(&after.sid);
+            ops.entry(start)
+                .or_insert(Op::DeleteRange(k.log(&after.sid, end)));
+        }
+        Ok((compares, ops))
+    }
+}
+
+/// A change-log value: whether the event ends the object's subscriptions, then the
+/// event as the committing node encoded it.
+fn log_value(ends: bool, event: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + event.len());
+    v.push(u8::from(ends));
+    v.extend_from_slice(event);
+    v
+}
+
+fn split_log_value(v: &[u8]) -> Option<(bool, Bytes)> {
+    let (&ends, event) = v.split_first()?;
+    Some((ends == 1, Bytes::copy_from_slice(event)))
+}
+
+fn txn_op(key: Vec<u8>, op: Op) -> TxnOp {
+    match op {
+        Op::Put(value, lease) => {
+            TxnOp::put(key, value, lease.map(|l| PutOptions::new().with_lease(l)))
+        }
+        Op::Delete => TxnOp::delete(key, None),
+        Op::DeleteRange(end) => TxnOp::delete(key, Some(DeleteOptions::new().with_range(end))),
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn installation(&self) -> StoreResult<Option<Installation>> {
+        self.get_value(self.keys.installation()).await
+    }
+
+    async fn put_installation(&self, inst: &Installation) -> StoreResult<()> {
+        self.put_raw(self.keys.installation(), encode(inst))
+            .await
+            .map(drop)
+    }
+
+    /// One transaction, so that of several nodes starting on an empty etcd exactly one
+    /// creates the installation, and the others read it.
+    async fn create_installation(
+        &self,
+        inst: &Installation,
+        service: &ServiceRecord,
+        key: &ApiKeyRecord,
+    ) -> StoreResult<bool> {
+        let k = &self.keys;
+        let mut ops = vec![
+            TxnOp::put(k.service(&service.sid), encode(service), None),
+            TxnOp::put(k.api_key(&key.sid), encode(key), None),
+            TxnOp::put(k.installation(), encode(inst), None),
+        ];
+        if let Some(name) = &service.unique_name {
+            ops.push(TxnOp::put(
+                k.service_name(name),
+                service.sid.as_bytes(),
+                None,
+            ));
+        }
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                k.installation(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(ops);
+        let resp = self.kv().txn(txn).await.map_err(engine)?;
+        if resp.succeeded() {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            self.cluster
+                .cache_service(revision, &service.sid, Some(service.clone()));
+            self.cluster
+                .cache_key(revision, &key.sid, Some(key.clone()));
+        }
+        Ok(resp.succeeded())
+    }
+
+    async fn auth_token(&self) -> StoreResult<Option<String>> {
+        self.get_value(self.keys.auth_token()).await
+    }
+
+    async fn put_auth_token(&self, token: &str) -> StoreResult<()> {
+        self.put_raw(self.keys.auth_token(), encode(&token.to_owned()))
+            .await
+            .map(drop)
+    }
+
+    async fn create_auth_token(&self, token: &str) -> StoreResult<String> {
+        if self
+            .create(self.keys.auth_token(), encode(&token.to_owned()))
+            .await?
+        {
+            return Ok(token.to_owned());
+        }
+        self.auth_token()
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the auth token vanished".into()))
+    }
+
+    async fn service(&self, sid: &str) -> StoreResult<Option<ServiceRecord>> {
+        Ok(self.cluster.service(sid))
+    }
+
+    async fn service_by_name(&self, unique_name: &str) -> StoreResult<Option<ServiceRecord>> {
+        Ok(self.cluster.service_by_name(unique_name))
+    }
+
+    async fn put_service(&self, service: &ServiceRecord) -> StoreResult<()> {
+        let k = &self.keys;
+        let mut ops = vec![TxnOp::put(k.service(&service.sid), encode(service), None)];
+        if let Some(old) = self.cluster.service(&service.sid) {
+            if let Some(name) = old
+                .unique_name
+                .filter(|n| Some(n) != service.unique_name.as_ref())
+            {
+                ops.push(TxnOp::delete(k.service_name(&name), None));
+            }
+        }
+        if let Some(name) = &service.unique_name {
+            ops.push(TxnOp::put(
+                k.service_name(name),
+                service.sid.as_bytes(),
+                None,
+            ));
+        }
+        let resp = self
+            .kv()
+            .txn(Txn::new().and_then(ops))
+            .await
+            .map_err(engine)?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        self.cluster
+            .cache_service(revision, &service.sid, Some(service.clone()));
+        Ok(())
+    }
+
+    async fn services(&self) -> StoreResult<Vec<ServiceRecord>> {
+        Ok(self.cluster.services())
+    }
+
+    async fn delete_service(&self, service: &ServiceRecord) -> StoreResult<()> {
+        let k = &self.keys;
+        let grants = k.permissions(&service.sid, None);
+        let mut ops = vec![
+            TxnOp::delete(k.service(&service.sid), None),
+            TxnOp::delete(
+                grants.clone(),
+                Some(DeleteOptions::new().with_range(range_end(&grants))),
+            ),
+        ];
+        if let Some(name) = &service.unique_name {
+            ops.push(TxnOp::delete(k.service_name(name), None));
+        }
+        let resp = self
+            .kv()
+            .txn(Txn::new().and_then(ops))
+            .await
+            .map_err(engine)?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        self.cluster.cache_service(revision, &service.sid, None);
+        Ok(())
+    }
+
+    async fn objects_of(&self, service_sid: &str) -> StoreResult<Vec<ObjectRecord>> {
+        self.prefix(self.keys.objects(service_sid, ""), false)
+            .await?
+            .iter()
+            .map(decode_object)
+            .collect()
+    }
+
+    async fn object_page(
+        &self,
+        service_sid: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ObjectRecord>> {
+        let start = match after {
+            Some(sid) => {
+                let mut k = self.keys.object(service_sid, sid);
+                k.push(0);
+                k
+            }
+            None => self.keys.objects(service_sid, prefix),
+        };
+        let end = range_end(&self.keys.objects(service_sid, prefix));
+        self.range(start, end, limit, SortOrder::Ascend)
+            .await?
+            .iter()
+            .map(decode_object)
+            .collect()
+    }
+
+    async fn api_key(&self, sid: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        Ok(self.cluster.api_key(sid))
+    }
+
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let revision = self
+            .put_raw(self.keys.api_key(&key.sid), encode(key))
+            .await?;
+        self.cluster
+            .cache_key(revision, &key.sid, Some(key.clone()));
+        Ok(())
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        Ok(self.cluster.api_keys())
+    }
+
+    async fn permission(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+        identity: &str,
+    ) -> StoreResult<Option<Rights>> {
+        Ok(self.cluster.permission(service_sid, object_sid, identity))
+    }
+
+    async fn put_permission(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+        identity: &str,
+        rights: Option<Rights>,
+    ) -> StoreResult<()> {
+        let key = self.keys.permission(service_sid, object_sid, identity);
+        let revision = match &rights {
+            Some(r) => self.put_raw(key, encode(r)).await?,
+            None => {
+                let resp = self.kv().delete(key, None).await.map_err(engine)?;
+                resp.header().map_or(0, |h| h.revision())
+            }
+        };
+        self.cluster
+            .cache_permission(revision, service_sid, object_sid, identity, rights);
+        Ok(())
+    }
+
+    async fn permissions(
+        &self,
+        service_sid: &str,
+        object_sid: &str,
+    ) -> StoreResult<Vec<(String, Rights)>> {
+        Ok(self.cluster.permissions(service_sid, object_sid))
+    }
+
+    async fn object(&self, service_sid: &str, sid: &str) -> StoreResult<Option<ObjectRecord>> {
+        match self.get_one(self.keys.object(service_sid, sid)).await? {
+            Some(kv) => decode_object(&kv).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn object_sid_by_name(
+        &self,
+        service_sid: &str,
+        name: &str,
+    ) -> StoreResult<Option<String>> {
+        match self.get_one(self.keys.name(service_sid, name)).await? {
+            Some(kv) => String::from_utf8(kv.value().to_vec())
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt("name index".into())),
+            None => Ok(None),
+        }
+    }
+
+    async fn log_range(
+        &self,
+        object_sid: &str,
+        after: u64,
+        up_to: u64,
+    ) -> StoreResult<Option<Vec<LogEntry>>> {
+        if after >= up_to {
+            return Ok(Some(Vec::new()));
+        }
+        if up_to - after > self.options.log_retention {
+            return Ok(None);
+        }
+        let start = self.keys.log(object_sid, after + 1);
+        let end = self.keys.log(object_sid, up_to + 1);
+        let kvs = self.range(start, end, 0, SortOrder::Ascend).await?;
+        if kvs.len() as u64 != up_to - after {
+            return Ok(None);
+        }
+        let mut entries = Vec::with_capacity(kvs.len());
+        for (kv, revision) in kvs.iter().zip(after + 1..) {
+            let (_, event) = split_log_value(kv.value())
+                .ok_or_else(|| StoreError::Corrupt("change-log entry".into()))?;
+            entries.push(LogEntry { revision, event });
+        }
+        Ok(Some(entries))
+    }
+
+    async fn item(&self, object_sid: &str, key: &ItemKey) -> StoreResult<Option<ItemRecord>> {
+        self.get_value(self.keys.item(object_sid, key)).await
+    }
+
+    async fn items(
+        &self,
+        object_sid: &str,
+        from: Option<&ItemKey>,
+        order: Order,
+        limit: usize,
+    ) -> StoreResult<Vec<(ItemKey, ItemRecord)>> {
+        let prefix = self.keys.items(object_sid);
+        let (start, end, sort) = match (order, from) {
+            (Order::Asc, Some(f)) => (
+                self.keys.item(object_sid, f),
+                range_end(&prefix),
+                SortOrder::Ascend,
+            ),
+            (Order::Asc, None) => (prefix.clone(), range_end(&prefix), SortOrder::Ascend),
+            (Order::Desc, Some(f)) => {
+                let mut end = self.keys.item(object_sid, f);
+                end.push(0);
+                (prefix.clone(), end, SortOrder::Descend)
+            }
+            (Order::Desc, None) => (prefix.clone(), range_end(&prefix), SortOrder::Descend),
+        };
+        let mut out = Vec::new();
+        for kv in self.range(start, end, limit, sort).await? {
+            let key = item_key_from(object_sid, &kv.key()[prefix.len()..])
+                .ok_or_else(|| StoreError::Corrupt("item key".into()))?;
+            out.push((key, decode(kv.value())?));
+        }
+        Ok(out)
+    }
+
+    async fn expired_items(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<ExpiredItem>> {
+        let (start, end) = self.keys.item_expiries_until(now_ms);
+        let mut out = Vec::new();
+        for kv in self.range(start, end, limit, SortOrder::Ascend).await? {
+            let (service_sid, object_sid, key) = self
+                .keys
+                .split_expiry(kv.key())
+                .ok_or_else(|| StoreError::Corrupt("item expiry index key".into()))?;
+            let key = item_key_from(&object_sid, key)
+                .ok_or_else(|| StoreError::Corrupt("item expiry index key".into()))?;
+            out.push(ExpiredItem {
+                service_sid,
+                object_sid,
+                key,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn ephemeral_items(
+        &self,
+        service_sid: &str,
+        identity: &str,
+    ) -> StoreResult<Vec<(String, ItemKey)>> {
+        let mut out = Vec::new();
+        for kv in self
+            .prefix(self.keys.ephemeral_owner(service_sid, identity), true)
+            .await?
+        {
+            let (_, _, object_sid, key) = self
+                .keys
+                .split_ephemeral(kv.key())
+                .ok_or_else(|| StoreError::Corrupt("ephemeral index key".into()))?;
+            let key = item_key_from(&object_sid, key)
+                .ok_or_else(|| StoreError::Corrupt("ephemeral index key".into()))?;
+            out.push((object_sid, key));
+        }
+        Ok(out)
+    }
+
+    async fn ephemeral_owners(&self) -> StoreResult<Vec<(String, String)>> {
+        let mut owners: Vec<(String, String)> = Vec::new();
+        for kv in self.prefix(self.keys.ephemeral_owners(), true).await? {
+            let (service, identity, _, _) = self
+                .keys
+                .split_ephemeral(kv.key())
+                .ok_or_else(|| StoreError::Corrupt("ephemeral index key".into()))?;
+            let owner = (service, identity);
+            // Keys are sorted, so one owner's entries are together.
+            if owners.last() != Some(&owner) {
+                owners.push(owner);
+            }
+        }
+        Ok(owners)
+    }
+
+    async fn expired(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<(String, String)>> {
+        let (start, end) = self.keys.expiries_until(now_ms);
+        let mut out = Vec::new();
+        for kv in self.range(start, end, limit, SortOrder::Ascend).await? {
+            let (service, object, rest) = self
+                .keys
+                .split_expiry(kv.key())
+                .ok_or_else(|| StoreError::Corrupt("expiry index key".into()))?;
+            if !rest.is_empty() {
+                return Err(StoreError::Corrupt("expiry index key".into()));
+            }
+            out.push((service, object));
+        }
+        Ok(out)
+    }
+
+    async fn apply(&self, writes: Vec<ObjectWrite>) -> StoreResult<()> {
+        let (compares, ops) = self.batch_txn(&writes).await?;
+        let count = ops.len();
+        let txn = Txn::new().when(compares).and_then(
+            ops.into_iter()
+                .map(|(k, op)| txn_op(k, op))
+                .collect::<Vec<_>>(),
+        );
+        let resp = self.kv().txn(txn).await.map_err(|e| {
+            let e = engine(e);
+            if count > self.options.max_txn_ops {
+                warn!(
+                    operations = count,
+                    max = self.options.max_txn_ops,
+                    "a commit batch exceeded etcd's --max-txn-ops"
+                );
+            }
+            e
+        })?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "{} records of the batch changed",
+                writes.len()
+            )))
+        }
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        // Every acknowledged etcd write is already committed by a quorum and fsynced.
+        Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn max_batch_writes(&self) -> usize {
+        (self.options.max_txn_ops / OPS_PER_WRITE).max(1)
+    }
+}
