@@ -75,6 +75,10 @@ pub enum ClusterChange {
     /// The watch missed changes (they were compacted before it could resume): every
     /// subscription on this node catches up again (replay or snapshot).
     Gap,
+    /// Everything the store committed up to this point (its own revision) was handed
+    /// to the core in the changes before: the follower tells `Cluster::applied` once
+    /// it has applied them.
+    Caught { position: i64 },
 }
 
 /// A store shared by several nodes: what the single-node store does in memory
@@ -97,6 +101,11 @@ pub trait Cluster: Send + Sync + 'static {
     /// Whether this node runs the cluster's once-only duties (the reaper, departures
     /// of identities whose node died): the live node with the lowest id.
     fn leads(&self) -> bool;
+    /// The follower has applied every change up to `position` (a `Caught`): a write
+    /// committed through this node is answered only once its events are on this
+    /// node's hub, as with a single node (a server-initiated end then delivers them
+    /// first, and a writer's own subscription hears of its write before the answer).
+    fn applied(&self, position: i64);
 }
 
 /// Applies the feed to this node until it ends or the core stops.
@@ -185,6 +194,11 @@ async fn apply(shared: &Arc<Shared>, change: ClusterChange) {
                         identity,
                     },
                 );
+            }
+        }
+        ClusterChange::Caught { position } => {
+            if let Some(cluster) = &shared.cluster {
+                cluster.applied(position);
             }
         }
         ClusterChange::Gap => {

@@ -87,6 +87,8 @@ pub(crate) struct State {
     /// Owners this node holds a presence entry for, put again under a new lease.
     held: Mutex<HashSet<(String, String)>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The etcd revision up to which the core's follower has applied the feed.
+    applied: tokio::sync::watch::Sender<i64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,10 +117,21 @@ impl State {
             changes: Mutex::new(Some(rx)),
             held: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
+            applied: tokio::sync::watch::Sender::new(revision),
         });
         let watch = tokio::spawn(watch(state.clone(), revision + 1, tx));
         lock(&state.tasks).push(watch);
         Ok(state)
+    }
+
+    /// Waits until the follower has applied the feed up to `revision` (at most
+    /// `limit`: a write is durable whatever the watch does, so it is not refused for
+    /// a slow watch). Whether it got there.
+    pub(crate) async fn wait_applied(&self, revision: i64, limit: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(limit, applied.wait_for(|a| *a >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     fn node_id(&self) -> Option<&str> {
@@ -359,7 +372,7 @@ impl State {
                     }
                     match decode::<StreamMessage>(kv.value()) {
                         Ok(message) => out.push(ClusterChange::Message {
-                            sequence: u64::try_from(revision).unwrap_or(0),
+                            sequence: u64::try_from(kv.version()).unwrap_or(0),
                             message,
                         }),
                         Err(e) => {
@@ -525,23 +538,23 @@ async fn watch(state: Arc<State>, mut next: i64, tx: mpsc::Sender<ClusterChange>
                 break;
             }
             let events = resp.events();
-            match events.last().and_then(|e| e.kv()) {
+            let position = match events.last().and_then(|e| e.kv()) {
                 Some(last) => {
                     let changes = state.changes_of(events);
-                    next = next.max(last.mod_revision() + 1);
                     for change in changes {
                         if tx.send(change).await.is_err() {
                             return;
                         }
                     }
+                    last.mod_revision()
                 }
                 // A progress notification: everything up to its revision was sent.
-                None if !resp.created() => {
-                    if let Some(h) = resp.header() {
-                        next = next.max(h.revision() + 1);
-                    }
-                }
-                None => {}
+                None if !resp.created() => resp.header().map_or(0, |h| h.revision()),
+                None => continue,
+            };
+            next = next.max(position + 1);
+            if tx.send(ClusterChange::Caught { position }).await.is_err() {
+                return;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -725,6 +738,10 @@ impl Cluster for EtcdCluster {
 
     async fn publish_message(&self, message: &StreamMessage) -> StoreResult<u64> {
         let lease = self.state.short_lease().await;
+        let mut options = PutOptions::new().with_prev_key();
+        if let Some(lease) = lease {
+            options = options.with_lease(lease);
+        }
         let resp = self
             .state
             .client
@@ -732,13 +749,13 @@ impl Cluster for EtcdCluster {
             .put(
                 self.state.keys.message(&message.stream_sid),
                 crate::encode(message),
-                lease.map(|l| PutOptions::new().with_lease(l)),
+                Some(options),
             )
             .await
             .map_err(engine)?;
-        Ok(resp
-            .header()
-            .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0)))
+        // The stream's key counts its puts (etcd's per-key version): the sequence every
+        // node's watch reads back, 1 after the stream was quiet for the lease's life.
+        Ok(resp.prev_key().map_or(1, |prev| prev.version() as u64 + 1))
     }
 
     async fn hold_presence(&self, owner: &Owner) -> StoreResult<()> {
@@ -798,6 +815,16 @@ impl Cluster for EtcdCluster {
         mine.into_iter()
             .chain(cache.nodes.values().filter(|n| n.id != me).cloned())
             .collect()
+    }
+
+    fn applied(&self, position: i64) {
+        self.state.applied.send_if_modified(|a| {
+            let newer = position > *a;
+            if newer {
+                *a = position;
+            }
+            newer
+        });
     }
 
     fn leads(&self) -> bool {

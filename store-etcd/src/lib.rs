@@ -69,6 +69,13 @@ impl EtcdOptions {
 
 pub const DEFAULT_PREFIX: &str = "/syncline";
 
+/// Largest etcd answer read (a page of items, an object's items when it is deleted).
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// Longest wait for this node's watch to hand a committed batch's events to its hub
+/// before the writers are answered anyway.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+
 /// Operations a write of one record can take in a transaction (object, log entry, item,
 /// item indexes, name, expiry), for the batch bound.
 const OPS_PER_WRITE: usize = 8;
@@ -151,7 +158,11 @@ impl EtcdStore {
     }
 
     fn kv(&self) -> etcd_client::KvClient {
-        self.client.kv_client()
+        // A page of items may carry up to 1,000 items of 16 KiB (the core cuts pages at
+        // 4 MiB of data, past gRPC's default 4 MiB limit with the keys and framing).
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     async fn get_one(&self, key: Vec<u8>) -> StoreResult<Option<KeyValue>> {
@@ -802,6 +813,17 @@ impl Store for EtcdStore {
             e
         })?;
         if resp.succeeded() {
+            // Answered once this node's subscribers have the batch's events (only a
+            // batch with events shows up in the watch at its revision).
+            if writes.iter().any(|w| w.log.is_some()) {
+                let revision = resp.header().map_or(0, |h| h.revision());
+                if !self.cluster.wait_applied(revision, PUBLISH_WAIT).await {
+                    warn!(
+                        revision,
+                        "a committed batch's events were not seen by this node's watch in time"
+                    );
+                }
+            }
             Ok(())
         } else {
             Err(StoreError::Conflict(format!(
