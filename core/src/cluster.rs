@@ -146,7 +146,9 @@ async fn apply(shared: &Arc<Shared>, change: ClusterChange) {
                     sequence,
                 },
             });
-            shared.hub.deliver_message(&message.stream_sid, &body);
+            shared
+                .hub
+                .deliver_message(&message.stream_sid, sequence, &body);
         }
         ClusterChange::Service { sid, record } => match record {
             None => shared.end_sessions(

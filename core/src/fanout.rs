@@ -347,8 +347,11 @@ impl Hub {
     }
 
     /// Hands a stream message numbered elsewhere (by the cluster's store) to the
-    /// current subscribers.
-    pub fn deliver_message(&self, stream_sid: &str, body: &Bytes) {
+    /// current subscribers, and remembers its sequence for snapshots.
+    pub fn deliver_message(&self, stream_sid: &str, sequence: u64, body: &Bytes) {
+        let mut seqs = recover(self.sequences.lock());
+        let last = seqs.entry(stream_sid.to_owned()).or_insert(0);
+        *last = (*last).max(sequence);
         self.deliver(stream_sid, None, body, false);
     }
 

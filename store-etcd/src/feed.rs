@@ -30,6 +30,8 @@ const FEED_DEPTH: usize = 8192;
 /// Short-lived keys (stream messages, removal events) live at least this long: long
 /// enough for every node's watch to see them.
 const SHORT_LEASE_S: i64 = 10;
+/// How long a presence or message write keeps trying members that cannot be reached.
+const REQUEST_LIMIT: Duration = Duration::from_secs(5);
 /// A short lease is reused for keys written within this long of its grant.
 const SHORT_LEASE_REUSE: Duration = Duration::from_secs(5);
 
@@ -132,6 +134,22 @@ impl State {
         tokio::time::timeout(limit, applied.wait_for(|a| *a >= revision))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// One put, sent again only if it never reached a member (see `crate::call`).
+    async fn put(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        options: PutOptions,
+    ) -> StoreResult<etcd_client::PutResponse> {
+        crate::call(REQUEST_LIMIT, false, || {
+            let mut kv = self.client.kv_client();
+            let (key, value, options) = (key.clone(), value.clone(), options.clone());
+            async move { kv.put(key, value, Some(options)).await }
+        })
+        .await
+        .map_err(engine)
     }
 
     fn node_id(&self) -> Option<&str> {
@@ -742,17 +760,11 @@ impl Cluster for EtcdCluster {
         if let Some(lease) = lease {
             options = options.with_lease(lease);
         }
-        let resp = self
-            .state
-            .client
-            .kv_client()
-            .put(
-                self.state.keys.message(&message.stream_sid),
-                crate::encode(message),
-                Some(options),
-            )
-            .await
-            .map_err(engine)?;
+        let (key, value) = (
+            self.state.keys.message(&message.stream_sid),
+            crate::encode(message),
+        );
+        let resp = self.state.put(key, value, options).await?;
         // The stream's key counts its puts (etcd's per-key version): the sequence every
         // node's watch reads back, 1 after the stream was quiet for the lease's life.
         Ok(resp.prev_key().map_or(1, |prev| prev.version() as u64 + 1))
@@ -764,19 +776,14 @@ impl Cluster for EtcdCluster {
         };
         lock(&self.state.held).insert((owner.service_sid.clone(), owner.identity.clone()));
         let lease = joined.lease.load(Ordering::SeqCst);
+        let key = self
+            .state
+            .keys
+            .presence(&owner.service_sid, &owner.identity, &joined.node.id);
         self.state
-            .client
-            .kv_client()
-            .put(
-                self.state
-                    .keys
-                    .presence(&owner.service_sid, &owner.identity, &joined.node.id),
-                Vec::new(),
-                Some(PutOptions::new().with_lease(lease)),
-            )
+            .put(key, Vec::new(), PutOptions::new().with_lease(lease))
             .await
-            .map_err(engine)?;
-        Ok(())
+            .map(drop)
     }
 
     async fn release_presence(&self, owner: &Owner) -> StoreResult<()> {
@@ -784,18 +791,17 @@ impl Cluster for EtcdCluster {
             return Ok(());
         };
         lock(&self.state.held).remove(&(owner.service_sid.clone(), owner.identity.clone()));
-        self.state
-            .client
-            .kv_client()
-            .delete(
-                self.state
-                    .keys
-                    .presence(&owner.service_sid, &owner.identity, &joined.node.id),
-                None,
-            )
-            .await
-            .map_err(engine)?;
-        Ok(())
+        let key = self
+            .state
+            .keys
+            .presence(&owner.service_sid, &owner.identity, &joined.node.id);
+        crate::call(REQUEST_LIMIT, false, || {
+            let (mut kv, key) = (self.state.client.kv_client(), key.clone());
+            async move { kv.delete(key, None).await }
+        })
+        .await
+        .map(drop)
+        .map_err(engine)
     }
 
     async fn present_elsewhere(&self, owner: &Owner) -> StoreResult<bool> {

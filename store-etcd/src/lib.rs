@@ -80,6 +80,42 @@ const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 /// item indexes, name, expiry), for the batch bound.
 const OPS_PER_WRITE: usize = 8;
 
+/// Runs one etcd call, again (until `limit`) while it fails in a way that repeating
+/// cannot make wrong: a read after any transport failure, a write only when it never
+/// reached a member (the client keeps a member that was just killed in its rotation
+/// for a moment, and a call sent to it fails at connecting). A write that may have
+/// reached a member is never sent twice.
+pub(crate) async fn call<T, F, Fut>(
+    limit: Duration,
+    read: bool,
+    mut f: F,
+) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match f().await {
+            Err(e) if tokio::time::Instant::now() < deadline && may_repeat(&e, read) => {
+                tracing::debug!(error = %e, "an etcd call failed; trying again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn may_repeat(e: &etcd_client::Error, read: bool) -> bool {
+    let text = e.to_string();
+    let never_sent = text.contains("error trying to connect")
+        || text.contains("tcp connect error")
+        || text.contains("Connection refused");
+    let transport = matches!(e, etcd_client::Error::TransportError(_))
+        || (matches!(e, etcd_client::Error::GRpcStatus(_)) && text.contains("Unavailable"));
+    never_sent || (read && transport)
+}
+
 fn engine(e: etcd_client::Error) -> StoreError {
     let text = e.to_string();
     // etcd refuses writes past its space quota (the NOSPACE alarm); reads go on.
@@ -166,7 +202,12 @@ impl EtcdStore {
     }
 
     async fn get_one(&self, key: Vec<u8>) -> StoreResult<Option<KeyValue>> {
-        let mut resp = self.kv().get(key, None).await.map_err(engine)?;
+        let mut resp = call(self.options.request_timeout, true, || {
+            let (mut kv, key) = (self.kv(), key.clone());
+            async move { kv.get(key, None).await }
+        })
+        .await
+        .map_err(engine)?;
         Ok(resp.take_kvs().into_iter().next())
     }
 
@@ -190,7 +231,12 @@ impl EtcdStore {
         if limit > 0 {
             options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         }
-        let mut resp = self.kv().get(start, Some(options)).await.map_err(engine)?;
+        let mut resp = call(self.options.request_timeout, true, || {
+            let (mut kv, start, options) = (self.kv(), start.clone(), options.clone());
+            async move { kv.get(start, Some(options)).await }
+        })
+        .await
+        .map_err(engine)?;
         Ok(resp.take_kvs())
     }
 
@@ -199,12 +245,31 @@ impl EtcdStore {
         if keys_only {
             options = options.with_keys_only();
         }
-        let mut resp = self.kv().get(prefix, Some(options)).await.map_err(engine)?;
+        let mut resp = call(self.options.request_timeout, true, || {
+            let (mut kv, prefix, options) = (self.kv(), prefix.clone(), options.clone());
+            async move { kv.get(prefix, Some(options)).await }
+        })
+        .await
+        .map_err(engine)?;
         Ok(resp.take_kvs())
     }
 
+    /// One transaction, sent again only if it never reached a member (see `call`).
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        call(self.options.request_timeout, false, || {
+            let (mut kv, txn) = (self.kv(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
     async fn put_raw(&self, key: Vec<u8>, value: Vec<u8>) -> StoreResult<i64> {
-        let resp = self.kv().put(key, value, None).await.map_err(engine)?;
+        let resp = call(self.options.request_timeout, false, || {
+            let (mut kv, key, value) = (self.kv(), key.clone(), value.clone());
+            async move { kv.put(key, value, None).await }
+        })
+        .await
+        .map_err(engine)?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
@@ -213,7 +278,7 @@ impl EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        let resp = self.kv().txn(txn).await.map_err(engine)?;
+        let resp = self.txn(txn).await.map_err(engine)?;
         Ok(resp.succeeded())
     }
 
@@ -457,7 +522,7 @@ impl Store for EtcdStore {
                 0,
             )])
             .and_then(ops);
-        let resp = self.kv().txn(txn).await.map_err(engine)?;
+        let resp = self.txn(txn).await.map_err(engine)?;
         if resp.succeeded() {
             let revision = resp.header().map_or(0, |h| h.revision());
             self.cluster
@@ -516,11 +581,7 @@ impl Store for EtcdStore {
                 None,
             ));
         }
-        let resp = self
-            .kv()
-            .txn(Txn::new().and_then(ops))
-            .await
-            .map_err(engine)?;
+        let resp = self.txn(Txn::new().and_then(ops)).await.map_err(engine)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         self.cluster
             .cache_service(revision, &service.sid, Some(service.clone()));
@@ -544,11 +605,7 @@ impl Store for EtcdStore {
         if let Some(name) = &service.unique_name {
             ops.push(TxnOp::delete(k.service_name(name), None));
         }
-        let resp = self
-            .kv()
-            .txn(Txn::new().and_then(ops))
-            .await
-            .map_err(engine)?;
+        let resp = self.txn(Txn::new().and_then(ops)).await.map_err(engine)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         self.cluster.cache_service(revision, &service.sid, None);
         Ok(())
@@ -622,7 +679,12 @@ impl Store for EtcdStore {
         let revision = match &rights {
             Some(r) => self.put_raw(key, encode(r)).await?,
             None => {
-                let resp = self.kv().delete(key, None).await.map_err(engine)?;
+                let resp = call(self.options.request_timeout, false, || {
+                    let (mut kv, key) = (self.kv(), key.clone());
+                    async move { kv.delete(key, None).await }
+                })
+                .await
+                .map_err(engine)?;
                 resp.header().map_or(0, |h| h.revision())
             }
         };
@@ -801,7 +863,7 @@ impl Store for EtcdStore {
                 .map(|(k, op)| txn_op(k, op))
                 .collect::<Vec<_>>(),
         );
-        let resp = self.kv().txn(txn).await.map_err(|e| {
+        let resp = self.txn(txn).await.map_err(|e| {
             let e = engine(e);
             if count > self.options.max_txn_ops {
                 warn!(
