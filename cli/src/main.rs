@@ -29,7 +29,7 @@ use syncline_core::RateLimit;
 use syncline_server::config::rotate_auth_token;
 use syncline_server::http::DEFAULT_HTTP_LISTEN;
 use syncline_server::server::DEFAULT_LISTEN;
-use syncline_server::{EtcdOptions, Server, ServerOptions, StoreChoice};
+use syncline_server::{EtcdOptions, EtcdTls, Server, ServerOptions, StoreChoice};
 use syncline_store_sled::{DEFAULT_CACHE_BYTES, DEFAULT_KEEP_FREE_BYTES};
 
 /// Exit status for usage and local (non-server) failures.
@@ -177,6 +177,15 @@ struct ServeArgs {
         requires = "etcd_user"
     )]
     etcd_password: Option<String>,
+    /// CA certificate (PEM) that signed etcd's, for `https://` endpoints.
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's `--client-cert-auth`.
+    #[arg(long, requires_all = ["etcd_key", "etcd_ca"])]
+    etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) for --etcd-cert.
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
     /// etcd's --max-txn-ops (128 by default): bounds the writes in one commit batch.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(16..))]
     etcd_max_txn_ops: u32,
@@ -1123,6 +1132,10 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
         etcd.user = args.etcd_user.clone().zip(args.etcd_password.clone());
         etcd.max_txn_ops = args.etcd_max_txn_ops as usize;
         etcd.node_ttl_s = args.node_ttl_s;
+        etcd.tls = args.etcd_ca.clone().map(|ca_file| EtcdTls {
+            ca_file,
+            client: args.etcd_cert.clone().zip(args.etcd_key.clone()),
+        });
         options.store = StoreChoice::Etcd(etcd);
     }
     let server = Server::start(options)

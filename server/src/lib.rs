@@ -15,4 +15,4 @@ pub mod ws;
 
 pub use server::{Server, ServerError, ServerOptions, StoreChoice};
 pub use syncline_core::{now_ms, now_s};
-pub use syncline_store_etcd::EtcdOptions;
+pub use syncline_store_etcd::{EtcdOptions, EtcdTls};

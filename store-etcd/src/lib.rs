@@ -40,6 +40,10 @@ pub struct EtcdOptions {
     pub prefix: String,
     /// etcd user and password, when etcd's authentication is on.
     pub user: Option<(String, String)>,
+    /// TLS to etcd (`https://` endpoints): the CA that signed etcd's certificate, and
+    /// this node's client certificate and key when etcd asks for one
+    /// (`--client-cert-auth`).
+    pub tls: Option<EtcdTls>,
     /// Change-log entries kept per object for resuming subscribers.
     pub log_retention: u64,
     /// Longest wait for one etcd request: without quorum, writes fail with
@@ -53,12 +57,36 @@ pub struct EtcdOptions {
     pub max_txn_ops: usize,
 }
 
+/// PEM files for TLS to etcd.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca_file: std::path::PathBuf,
+    /// Certificate and key, for etcd's client certificate authentication.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> StoreResult<etcd_client::TlsOptions> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))
+        };
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&self.ca_file)?));
+        if let Some((cert, key)) = &self.client {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(tls)
+    }
+}
+
 impl EtcdOptions {
     pub fn new(endpoints: Vec<String>) -> EtcdOptions {
         EtcdOptions {
             endpoints,
             prefix: DEFAULT_PREFIX.into(),
             user: None,
+            tls: None,
             log_retention: 256,
             request_timeout: Duration::from_secs(10),
             node_ttl_s: 5,
@@ -166,6 +194,9 @@ impl EtcdStore {
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &options.user {
             connect = connect.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &options.tls {
+            connect = connect.with_tls(tls.options()?);
         }
         let client = Client::connect(&options.endpoints, Some(connect))
             .await
