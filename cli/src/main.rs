@@ -1136,7 +1136,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
             ca_file,
             client: args.etcd_cert.clone().zip(args.etcd_key.clone()),
         });
-        options.store = StoreChoice::Etcd(etcd);
+        options.store = StoreChoice::Etcd(Box::new(etcd));
     }
     let server = Server::start(options)
         .await

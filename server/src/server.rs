@@ -61,7 +61,7 @@ pub struct ServerOptions {
 #[derive(Debug, Clone)]
 pub enum StoreChoice {
     Sled,
-    Etcd(EtcdOptions),
+    Etcd(Box<EtcdOptions>),
 }
 
 impl ServerOptions {
@@ -124,7 +124,7 @@ impl Server {
                 (Arc::new(sled), None)
             }
             StoreChoice::Etcd(options) => {
-                let mut options = options.clone();
+                let mut options = EtcdOptions::clone(options);
                 options.log_retention = opts.log_retention;
                 let etcd = EtcdStore::connect(options)
                     .await
