@@ -64,7 +64,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (creates the data directory, certificate and admin key on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint an access token with the admin key.
     Token {
         #[arg(long)]
