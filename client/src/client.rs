@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncline_proto::{Credential, Request, Response, Welcome};
+use syncline_proto::{Credential, NodeInfo, Request, Response, Welcome};
 use tokio::sync::watch;
 
 use crate::config::ClientConfig;
@@ -66,7 +66,10 @@ impl Drop for Handle {
 impl Client {
     /// Connects and authenticates; fails if this first attempt fails (a wrong address,
     /// credential or CA is reported at once rather than retried). Later losses are
-    /// reconnected by the client itself.
+    /// reconnected by the client itself, to another node of the installation when its
+    /// own does not come back (see [`Client::node`]). With
+    /// [`ClientConfig::with_nodes`], the first attempt is one round over the configured
+    /// server and those nodes, and fails only if none of them welcomes the client.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         let endpoint = Self::endpoint_for(&config)?;
         Self::connect_via(config, endpoint).await
@@ -127,16 +130,17 @@ impl Client {
             }
         }
         let core = Core::new(config, endpoint, credential);
-        let link = match core.open_link().await {
+        let link = match reconnect::connect_round(&core, false).await {
             Ok(link) => link,
             // An expired token from the config: the provider is asked once, now.
             Err(e) if reconnect::wants_fresh_token(&core, &e) => {
                 reconnect::refresh_credential(&core).await?;
-                core.open_link().await?
+                reconnect::connect_round(&core, false).await?
             }
             Err(e) => return Err(e),
         };
         let link = Arc::new(link);
+        core.adopt(&link);
         core.publish(ConnectionState::Connected, Some(link.clone()));
         tokio::spawn(reconnect::supervise(core.clone(), Some(link)));
         Ok(Self::around(core))
@@ -191,6 +195,47 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// The node of the installation the client is connected to, or was last: as the
+    /// node listed itself (`id`, `https`) once it answered `Nodes`, with `quic` the
+    /// address this client reached it at; before that answer (or from a server that
+    /// does not answer `Nodes`) its address alone, `id` empty. `None` before the first
+    /// connection.
+    ///
+    /// After each `Welcome` the client asks its node for the installation's live nodes.
+    /// When the connection is lost, each reconnect round tries the current node first
+    /// (last in the first round when the node closed the connection as going away),
+    /// then the others it was told of, then the configured server and
+    /// [`ClientConfig::with_nodes`], the next node joining when the others have failed
+    /// or gone [`ReconnectPolicy::failover_after`] unanswered; subscriptions resume from
+    /// their replicas' revisions on whichever node welcomes it, and queued offline
+    /// writes go out there.
+    ///
+    /// [`ReconnectPolicy::failover_after`]: crate::ReconnectPolicy::failover_after
+    pub fn node(&self) -> Option<NodeInfo> {
+        match self.core().nodes.lock() {
+            Ok(nodes) => nodes.current(),
+            Err(p) => p.into_inner().current(),
+        }
+    }
+
+    /// Asks the connected node for the installation's live nodes (itself first; one
+    /// node, id `local`, for a single server) and keeps the answer for failing over,
+    /// as the client does by itself after each `Welcome`. `InvalidArgument` from a
+    /// server older than the request.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.within_deadline(async {
+            let link = self.link().await?;
+            match self.call_on(&link, Request::Nodes).await? {
+                Response::Nodes(nodes) => {
+                    self.core().learn_nodes(&link.target, nodes.clone());
+                    Ok(nodes)
+                }
+                other => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
     /// The connection's state now.
     pub fn state(&self) -> ConnectionState {
         self.core().status.borrow().state.clone()
@@ -211,10 +256,18 @@ impl Client {
     /// reconnecting), then for the answer (`request_timeout`), within this handle's
     /// deadline if it has one.
     pub(crate) async fn call(&self, request: Request) -> Result<Response> {
-        let attempt = async {
+        self.within_deadline(async {
             let link = self.link().await?;
             self.call_on(&link, request).await
-        };
+        })
+        .await
+    }
+
+    /// `attempt`, failing with `Unavailable` past this handle's deadline if it has one.
+    async fn within_deadline<T>(
+        &self,
+        attempt: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         match self.deadline {
             None => attempt.await,
             Some(d) => tokio::time::timeout(d, attempt).await.unwrap_or_else(|_| {

@@ -61,6 +61,10 @@ pub struct ClientConfig {
     /// It is also how soon an idle client notices a server that crashed and restarted:
     /// the restarted server answers the keep-alive with a stateless reset.
     pub keep_alive: Duration,
+    /// Other nodes of the installation (`host:port`), tried after `server` when it does
+    /// not answer; see [`ClientConfig::with_nodes`]. Empty by default: the client learns
+    /// the nodes from the server it reaches.
+    pub nodes: Vec<String>,
 }
 
 /// How long an operation waits for a lost connection to come back, unless the config
@@ -104,6 +108,7 @@ impl ClientConfig {
             token_provider: None,
             offline_writes: None,
             keep_alive: DEFAULT_KEEP_ALIVE,
+            nodes: Vec::new(),
         })
     }
 
@@ -187,6 +192,29 @@ impl ClientConfig {
         self
     }
 
+    /// Other nodes of the same installation (`host:port` each) to try when `server` does
+    /// not answer, first connection included. Not needed to fail over once connected:
+    /// after each `Welcome` the client asks its node for the installation's live nodes
+    /// (`Request::Nodes`) and goes to another one when its own is lost. This list is
+    /// for the start (an app that starts while the configured node is down) and stays a
+    /// last resort after the listed nodes. Every node must present a certificate the
+    /// config's CA trusts, valid for its own host or for the configured server's name
+    /// (nodes sharing one certificate); a node whose certificate is not trusted counts as
+    /// a failed attempt and the next one is tried. An address that is not `host:port` is
+    /// refused (`InvalidArgument`).
+    pub fn with_nodes<S: AsRef<str>>(mut self, nodes: impl IntoIterator<Item = S>) -> Result<Self> {
+        for node in nodes {
+            let node = node.as_ref();
+            if crate::nodes::Target::advertised(node).is_none() {
+                return Err(Error::Config(format!(
+                    "node address {node:?}: expected host:port"
+                )));
+            }
+            self.nodes.push(node.to_owned());
+        }
+        Ok(self)
+    }
+
     /// Acts on `service` (sid or unique name): API-key connections only.
     pub fn service(mut self, service: impl Into<String>) -> Self {
         self.service = Some(service.into());
@@ -203,10 +231,12 @@ impl ClientConfig {
                 .map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
         }
         let provider = Arc::new(syncline_proto::tls::quic_crypto_provider());
+        let verifier = InstallationVerifier::new(roots, provider.clone(), &self.server_name)?;
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| Error::Config(e.to_string()))?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         tls.alpn_protocols = vec![syncline_proto::ALPN.to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
@@ -222,6 +252,83 @@ impl ClientConfig {
     }
 }
 
+/// The usual certificate check (a chain to the config's CA, valid now, for the name
+/// dialed), which also accepts a certificate valid for the configured server's name
+/// instead of the name dialed. The client dials the other nodes of its installation by
+/// the host each advertises (an IP, usually), while nodes of one installation commonly
+/// share one certificate, issued for the installation's name: that certificate is the
+/// installation's whichever node presents it. Anything else (an untrusted chain, an
+/// expired certificate, a name matching neither) is refused as before.
+#[derive(Debug)]
+struct InstallationVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    installation: rustls_pki_types::ServerName<'static>,
+}
+
+impl InstallationVerifier {
+    fn new(
+        roots: rustls::RootCertStore,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        installation: &str,
+    ) -> Result<Self> {
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| Error::Config(format!("CA file: {e}")))?;
+        let installation = rustls_pki_types::ServerName::try_from(installation.to_owned())
+            .map_err(|e| Error::Config(format!("server name {installation:?}: {e}")))?;
+        Ok(InstallationVerifier {
+            inner,
+            installation,
+        })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for InstallationVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error as TlsError};
+        let verify = |name: &rustls_pki_types::ServerName<'_>| {
+            self.inner
+                .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+        };
+        match verify(server_name) {
+            Err(TlsError::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if *server_name != self.installation => verify(&self.installation),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// The future a [`TokenProvider`] returns.
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String>> + Send>>;
 
@@ -234,7 +341,9 @@ pub type TokenProvider = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
 /// How the client reconnects. The defaults suit an app on a flaky network: a first
 /// retry within 250 ms, then waits doubling up to 30 s, each drawn at random between 0
 /// and that bound ("full jitter", so that a restarted server is not hit by all its
-/// clients at the same instant).
+/// clients at the same instant). A wait comes before each round of attempts: one
+/// attempt per known node of the installation, the current node first (see
+/// `failover_after`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconnectPolicy {
     /// The bound of the first wait (default 250 ms).
@@ -245,6 +354,12 @@ pub struct ReconnectPolicy {
     /// failed (default 10 s). A server that is down does not refuse a QUIC handshake;
     /// it just never answers.
     pub connect_timeout: Duration,
+    /// With several nodes known, how long an attempt on one node goes unanswered before
+    /// the next node is tried alongside it (default 1 s); an attempt that fails brings
+    /// the next one on at once. The first node to welcome the client wins and the other
+    /// attempts are dropped. Without it, a node that went silent would cost each round
+    /// a whole `connect_timeout` before the others were tried.
+    pub failover_after: Duration,
 }
 
 impl Default for ReconnectPolicy {
@@ -253,6 +368,7 @@ impl Default for ReconnectPolicy {
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            failover_after: Duration::from_secs(1),
         }
     }
 }
@@ -286,6 +402,61 @@ fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::{ServerName, UnixTime};
+
+    /// A self-signed certificate for `names`, and a verifier trusting it as the CA, for
+    /// an installation named `installation`.
+    fn verifier_for(
+        names: &[&str],
+        installation: &str,
+    ) -> (CertificateDer<'static>, InstallationVerifier) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::generate_simple_self_signed(names)
+            .expect("certificate")
+            .cert;
+        let der = cert.der().clone();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der.clone()).expect("root");
+        let provider = Arc::new(syncline_proto::tls::quic_crypto_provider());
+        let verifier = InstallationVerifier::new(roots, provider, installation).expect("verifier");
+        (der, verifier)
+    }
+
+    fn check(
+        verifier: &InstallationVerifier,
+        cert: &CertificateDer<'_>,
+        dialed: &str,
+    ) -> std::result::Result<(), rustls::Error> {
+        let name = ServerName::try_from(dialed.to_owned()).expect("server name");
+        verifier
+            .verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn a_node_dialed_by_its_ip_is_trusted_with_a_certificate_for_the_installations_name() {
+        // Nodes sharing one certificate for sync.example.com, advertising their IPs.
+        let (cert, verifier) = verifier_for(&["sync.example.com"], "sync.example.com");
+        check(&verifier, &cert, "sync.example.com").expect("the configured name");
+        check(&verifier, &cert, "10.0.0.2").expect("a node by its IP");
+        // A certificate for a node's own IP is trusted too (per-node certificates).
+        let (cert, verifier) = verifier_for(&["10.0.0.2"], "sync.example.com");
+        check(&verifier, &cert, "10.0.0.2").expect("the node's own name");
+    }
+
+    #[test]
+    fn a_certificate_for_neither_name_or_from_another_ca_is_refused() {
+        let (cert, verifier) = verifier_for(&["other.example.com"], "sync.example.com");
+        let e = check(&verifier, &cert, "10.0.0.2").unwrap_err();
+        assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e:?}");
+        // Trusted CA, right name, but the certificate presented is another's (same
+        // subject: its signature does not verify).
+        let (stranger, _) = verifier_for(&["sync.example.com"], "sync.example.com");
+        let (_, verifier) = verifier_for(&["sync.example.com"], "sync.example.com");
+        let e = check(&verifier, &stranger, "sync.example.com").unwrap_err();
+        assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e:?}");
+    }
 
     #[test]
     fn backoff_stays_within_its_doubling_bound_and_the_cap() {
@@ -293,6 +464,7 @@ mod tests {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            failover_after: Duration::from_secs(1),
         };
         for attempt in 0..40 {
             let bound =

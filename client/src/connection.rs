@@ -8,18 +8,20 @@
 //!
 //! [`Client`]: crate::Client
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use syncline_proto::{Credential, ErrorCode, Limits, Welcome};
+use syncline_proto::{Credential, ErrorCode, Limits, NodeInfo, Welcome};
 use tokio::sync::{broadcast, watch};
 use tracing::debug;
 
 use crate::config::ClientConfig;
 use crate::link::Link;
+use crate::nodes::{NodeBook, Target};
 use crate::{unavailable, Error, Result};
 
 /// State changes kept for a `StateChanges` reader that is behind. Small: tokio's
@@ -51,6 +53,8 @@ pub(crate) struct Core {
     /// Set when the last client handle is dropped or
     /// [`Client::close`](crate::Client::close) is called.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The installation's nodes as far as the client knows them, and its current one.
+    pub(crate) nodes: Mutex<NodeBook>,
 }
 
 /// The connection's state and its link, as one value.
@@ -67,6 +71,17 @@ impl Core {
         endpoint: quinn::Endpoint,
         credential: Credential,
     ) -> Arc<Core> {
+        let configured = Target {
+            addr: config.server.to_string(),
+            name: config.server_name.clone(),
+        };
+        // `with_nodes` checked them; one that is not usable is left out.
+        let extra: Vec<Target> = config
+            .nodes
+            .iter()
+            .filter_map(|n| Target::advertised(n))
+            .collect();
+        let nodes = Mutex::new(NodeBook::new(configured, &extra));
         let placeholder = Welcome {
             connection_id: 0,
             identity: None,
@@ -92,6 +107,7 @@ impl Core {
             token_expiry,
             token_state,
             shutdown: watch::channel(false).0,
+            nodes,
             config,
         })
     }
@@ -100,24 +116,78 @@ impl Core {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Opens a link with the current credential, at most `connect_timeout`.
-    pub(crate) async fn open_link(&self) -> Result<Link> {
+    /// Opens a link to `target` with the current credential, at most `connect_timeout`
+    /// (name resolution included). Changes nothing in the core: the caller adopts the
+    /// link it keeps.
+    pub(crate) async fn dial(&self, target: &Target) -> Result<Link> {
         let credential = self
             .credential
             .lock()
             .map_err(|_| Error::Protocol("credential lock poisoned".into()))?
             .clone();
         let limit = self.config.reconnect.connect_timeout;
-        let hello = Link::open(&self.endpoint, &self.config, credential, self.next_id());
-        let link = tokio::time::timeout(limit, hello)
+        let attempt = async {
+            let addr = self.resolve(target).await?;
+            Link::open(
+                &self.endpoint,
+                &self.config,
+                target,
+                addr,
+                credential,
+                self.next_id(),
+            )
             .await
-            .map_err(|_| Error::Connection(format!("no connection within {limit:?}")))??;
+        };
+        tokio::time::timeout(limit, attempt).await.map_err(|_| {
+            Error::Connection(format!("{}: no connection within {limit:?}", target.addr))
+        })?
+    }
+
+    /// Where to send `target`'s packets: its address, or its name resolved now (an
+    /// address of the endpoint's family first).
+    async fn resolve(&self, target: &Target) -> Result<SocketAddr> {
+        if let Ok(addr) = target.addr.parse::<SocketAddr>() {
+            return Ok(addr);
+        }
+        let v6 = self.endpoint.local_addr().is_ok_and(|a| a.is_ipv6());
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target.addr)
+            .await
+            .map_err(|e| Error::Connection(format!("{}: {e}", target.addr)))?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv6() == v6)
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| Error::Connection(format!("{} resolves to nothing", target.addr)))
+    }
+
+    /// Makes `link` the client's connection as far as the core's records go: its
+    /// `Welcome`, its token's expiry, its node. (Publishing it is the caller's.)
+    pub(crate) fn adopt(&self, link: &Link) {
         if let Ok(mut w) = self.welcome.lock() {
             *w = link.welcome.clone();
         }
         self.token_expiry
             .send_replace(link.welcome.token_expires_at.unwrap_or(0));
-        Ok(link)
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.connected(&link.target);
+        }
+    }
+
+    /// The targets of one round of attempts (see `NodeBook::round`).
+    pub(crate) fn round(&self, current_last: bool) -> Vec<Target> {
+        match self.nodes.lock() {
+            Ok(nodes) => nodes.round(current_last),
+            Err(p) => p.into_inner().round(current_last),
+        }
+    }
+
+    /// Records a node's answer to `Nodes`.
+    pub(crate) fn learn_nodes(&self, via: &Target, answer: Vec<NodeInfo>) {
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.learn(via, answer);
+        }
     }
 
     /// Whether a live link is there now.

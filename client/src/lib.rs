@@ -42,7 +42,8 @@
 
 // The modules stand in three layers and import downward only, so that each layer reads
 // (and changes) without the ones above it; ARCHITECTURE.md draws them:
-// - ground: config, replica (persist: its file), link, connection (the core);
+// - ground: config, replica (persist: its file), nodes (which node to try), link,
+//   connection (the core);
 // - keeping a client going: reconnect (the supervisor), offline (the write queue);
 // - what the app holds: client, subscription, document, collections, admin.
 mod admin;
@@ -52,6 +53,7 @@ mod config;
 mod connection;
 mod document;
 mod link;
+mod nodes;
 mod offline;
 mod persist;
 mod reconnect;
@@ -75,8 +77,9 @@ pub use replica::{CollectionReplica, DocumentState, Item, Replica};
 pub use subscription::{SubscribeOptions, Subscription, SyncEvent, SyncEventKind};
 pub use syncline_proto::admin_config::AdminConfig;
 pub use syncline_proto::{
-    Credential, ErrorCode, ItemKey, KeyInfo, ObjectInfo, ObjectKind, Order, PermissionInfo, Reason,
-    Rights, ServiceFlags, ServiceFlagsPatch, ServiceInfo, TokenCreate, WireError, SYSTEM_ACTOR,
+    Credential, ErrorCode, ItemKey, KeyInfo, NodeInfo, ObjectInfo, ObjectKind, Order,
+    PermissionInfo, Reason, Rights, ServiceFlags, ServiceFlagsPatch, ServiceInfo, TokenCreate,
+    WireError, SYSTEM_ACTOR,
 };
 
 use syncline_proto::close_code;

@@ -4,6 +4,7 @@
 //! by the supervisor (`reconnect.rs`).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::config::ClientConfig;
+use crate::nodes::Target;
 use crate::{unavailable, Error, Result};
 
 /// Largest frame accepted from the server. Generous: the server's own limits are
@@ -44,36 +46,60 @@ pub(crate) struct Link {
     pending: Arc<Pending>,
     subs: Arc<Subs>,
     pub(crate) welcome: Welcome,
+    /// The node this connection is to.
+    pub(crate) target: Target,
+}
+
+/// Closes a connection being set up when dropped, unless it was kept.
+struct CloseUnlessKept(Option<quinn::Connection>);
+
+impl CloseUnlessKept {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CloseUnlessKept {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.close(0u32.into(), b"hello failed");
+        }
+    }
 }
 
 impl Link {
-    /// Connects through `endpoint`, sends `Hello` (request id `hello_id`) with
-    /// `credential` and waits for `Welcome`.
-    #[tracing::instrument(name = "link", skip_all, fields(server = %config.server))]
+    /// Connects through `endpoint` to `target` (at `addr`), sends `Hello` (request id
+    /// `hello_id`) with `credential` and waits for `Welcome`. Dropping the future (an
+    /// attempt that lost the race to another node, or timed out) closes the connection
+    /// it had opened, so the node does not keep it, and the identity's presence, until
+    /// its idle timeout.
+    #[tracing::instrument(name = "link", skip_all, fields(server = %target.addr))]
     pub(crate) async fn open(
         endpoint: &quinn::Endpoint,
         config: &ClientConfig,
+        target: &Target,
+        addr: SocketAddr,
         credential: Credential,
         hello_id: u64,
     ) -> Result<Link> {
         let conn = endpoint
-            .connect(config.server, &config.server_name)
-            .map_err(|e| Error::Connection(e.to_string()))?
+            .connect(addr, &target.name)
+            .map_err(|e| Error::Connection(format!("{}: {e}", target.addr)))?
             .await
             .map_err(|e| Error::from_connection(&e))?;
-        let greeted = Self::greet(config, conn.clone(), credential, hello_id).await;
-        if greeted.is_err() {
-            // The stream tasks keep a connection alive until its idle timeout; a link
-            // that failed its Hello is of no use to anyone.
-            conn.close(0u32.into(), b"hello failed");
-        }
-        greeted
+        // The stream tasks keep a connection alive until its idle timeout; a link that
+        // failed its Hello is of no use to anyone: the guard closes it.
+        let guard = CloseUnlessKept(Some(conn.clone()));
+        let link = Self::greet(config, conn, target, credential, hello_id).await?;
+        guard.keep();
+        Ok(link)
     }
 
     /// Opens the request stream on `conn`, says `Hello` and waits for `Welcome`.
     async fn greet(
         config: &ClientConfig,
         conn: quinn::Connection,
+        target: &Target,
         credential: Credential,
         hello_id: u64,
     ) -> Result<Link> {
@@ -137,6 +163,7 @@ impl Link {
             pending,
             subs,
             welcome,
+            target: target.clone(),
         })
     }
 

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use syncline_proto::{Credential, ErrorCode, Request, Response};
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -27,6 +28,99 @@ fn is_refusal(code: ErrorCode) -> bool {
             | ErrorCode::NotFound
             | ErrorCode::InvalidArgument
     )
+}
+
+/// Whether a failed attempt is a refusal of the client (not of a connection): the
+/// server's answer to `Hello`, or its close, with a code the same credential would get
+/// again.
+fn is_refused(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Server(_) | Error::Closed { .. } | Error::Config(_)
+    ) && is_refusal(e.code())
+}
+
+/// One round of attempts over the nodes the client knows (`NodeBook::round`: the
+/// current node first, or last with `current_last`). The first is dialed at once; each
+/// next one when the attempts under way have all failed, or when they have gone
+/// `failover_after` without an answer, alongside them. The first node to welcome the client wins, and the attempts
+/// still under way are dropped (their connections closed). When every node failed: a
+/// refusal if one refused (a credential is the installation's, so the others would
+/// say the same), else the first node's error. A node whose certificate the client
+/// does not trust is a failed attempt like any other: the next node is tried.
+pub(crate) async fn connect_round(core: &Core, current_last: bool) -> Result<Link> {
+    let targets = core.round(current_last);
+    let stagger = core.config.reconnect.failover_after;
+    let start = |i: usize| {
+        let target = targets[i].clone();
+        async move {
+            let result = core.dial(&target).await;
+            (i, target, result)
+        }
+    };
+    let mut attempts = FuturesUnordered::new();
+    let mut started = 0;
+    if !targets.is_empty() {
+        attempts.push(start(0));
+        started = 1;
+    }
+    let next_due = tokio::time::sleep(stagger);
+    tokio::pin!(next_due);
+    let mut errors: Vec<Option<Error>> = (0..targets.len()).map(|_| None).collect();
+    while !attempts.is_empty() {
+        tokio::select! {
+            Some((i, target, result)) = attempts.next() => match result {
+                Ok(link) => {
+                    if i > 0 {
+                        info!(node = %target.addr, "connected to another node of the installation");
+                    }
+                    return Ok(link);
+                }
+                Err(e) => {
+                    debug!(node = %target.addr, error = %e, "connection attempt failed");
+                    errors[i] = Some(e);
+                    if attempts.is_empty() && started < targets.len() {
+                        attempts.push(start(started));
+                        started += 1;
+                        next_due.as_mut().reset(tokio::time::Instant::now() + stagger);
+                    }
+                }
+            },
+            _ = &mut next_due, if started < targets.len() => {
+                attempts.push(start(started));
+                started += 1;
+                next_due.as_mut().reset(tokio::time::Instant::now() + stagger);
+            }
+        }
+    }
+    let refusal = errors
+        .iter()
+        .position(|e| e.as_ref().is_some_and(is_refused));
+    Err(errors
+        .into_iter()
+        .nth(refusal.unwrap_or(0))
+        .flatten()
+        .unwrap_or_else(|| Error::Connection("no node to connect to".into())))
+}
+
+/// Asks `link`'s node for the installation's live nodes, in the background, and keeps
+/// the answer for the next reconnect. An error answer (a server from before `Nodes`)
+/// changes nothing: the client then knows only the nodes it was configured with.
+fn learn_nodes(core: &Arc<Core>, link: &Arc<Link>) {
+    let (core, link) = (core.clone(), link.clone());
+    tokio::spawn(async move {
+        let asked = link
+            .call(core.next_id(), Request::Nodes, core.config.request_timeout)
+            .await;
+        match asked {
+            Ok(Response::Nodes(nodes)) => {
+                debug!(nodes = nodes.len(), "the installation's nodes");
+                core.learn_nodes(&link.target, nodes);
+            }
+            Ok(other) => debug!("unexpected answer to Nodes: {other:?}"),
+            Err(e) => debug!(error = %e, "the node did not list the installation's nodes"),
+        }
+    });
 }
 
 /// Whether a failed connection (or a close) is one a new token may cure, and the
@@ -102,6 +196,7 @@ pub(crate) async fn supervise(core: Arc<Core>, link: Option<Arc<Link>>) {
             },
         };
         loop {
+            learn_nodes(&core, &link);
             let Some(why) = stay_connected(&core, &link).await else {
                 return;
             };
@@ -191,6 +286,15 @@ async fn reconnect(core: &Core, old: Option<&Arc<Link>>, why: Option<Error>) -> 
         }
     };
     let mut fresh_token_refused = false;
+    // A node that closed the connection as unavailable (going away: shutting down or
+    // restarting) is tried last in the first round, after the other nodes.
+    let mut current_last = matches!(
+        why,
+        Some(Error::Closed {
+            code: ErrorCode::Unavailable,
+            ..
+        })
+    );
     let mut attempt: u32 = 0;
     loop {
         // A first connection is tried at once; only a lost one waits first.
@@ -218,10 +322,15 @@ async fn reconnect(core: &Core, old: Option<&Arc<Link>>, why: Option<Error>) -> 
                 }
             }
         }
-        let error = match core.open_link().await {
+        let round = tokio::select! {
+            round = connect_round(core, std::mem::take(&mut current_last)) => round,
+            _ = shutdown.changed() => return None,
+        };
+        let error = match round {
             Ok(link) => {
                 info!(
                     connection_id = link.welcome.connection_id,
+                    node = %link.target.addr,
                     attempts = attempt,
                     "reconnected"
                 );
@@ -229,17 +338,14 @@ async fn reconnect(core: &Core, old: Option<&Arc<Link>>, why: Option<Error>) -> 
                 if *shutdown.borrow() {
                     return None;
                 }
+                core.adopt(&link);
                 core.publish(ConnectionState::Connected, Some(link.clone()));
                 return Some(link);
             }
             Err(e) => e,
         };
-        debug!(error = %error, attempt, "reconnect attempt failed");
-        let refused = matches!(
-            error,
-            Error::Server(_) | Error::Closed { .. } | Error::Config(_)
-        ) && is_refusal(error.code());
-        if !refused {
+        debug!(error = %error, attempt, "reconnect round failed");
+        if !is_refused(&error) {
             continue;
         }
         if wants_fresh_token(core, &error) && !fresh_token_refused {
