@@ -10,6 +10,7 @@ import { SyncError } from "./errors.js";
 import { ListEntity, SyncList } from "./list.js";
 import { Logger, type LogLevel } from "./log.js";
 import { MapEntity, SyncMap } from "./map.js";
+import { wsUrl } from "./nodes.js";
 import { StreamEntity, SyncStream } from "./stream.js";
 import type { WebSocketConstructor } from "./transport.js";
 import { SID, stringify } from "./values.js";
@@ -35,6 +36,19 @@ export interface SyncClientOptions {
   requestTimeoutMs?: number;
   /** How long to wait for a connection to open and be welcomed before trying again, in ms (default 10,000). */
   connectTimeoutMs?: number;
+  /**
+   * Other nodes of the same installation (HTTPS or WebSocket URLs, as `url`), tried when
+   * `url` does not answer. Not needed to fail over once connected: after each connection
+   * the client asks its node for the installation's live nodes and goes to another one
+   * when its own is lost. These are for the start, and stay a last resort.
+   */
+  nodes?: string[];
+  /**
+   * With another node left to try, how long an attempt may go without a Welcome before
+   * that node is tried instead, in ms (default 2,000; the last node of a round gets
+   * `connectTimeoutMs`).
+   */
+  failoverAfterMs?: number;
   /** The first reconnect waits about this long, doubling up to the maximum (default 500). */
   reconnectInitialDelayMs?: number;
   /** The longest wait between reconnect attempts (default 15,000). */
@@ -68,14 +82,6 @@ export interface ClientEvents {
   tokenExpired: void;
 }
 
-const URL_PATH = "/v1/ws";
-
-function wsUrl(url: string): string {
-  const u = url.replace(/^http(s?):\/\//i, "ws$1://");
-  // Only a bare host gets the default path; a URL with a path is taken as given.
-  return /^wss?:\/\/[^/]+\/?$/i.test(u) ? u.replace(/\/?$/, URL_PATH) : u;
-}
-
 type AnyHandle = Handle<any>;
 
 export class SyncClient extends EventEmitter<ClientEvents> {
@@ -94,13 +100,14 @@ export class SyncClient extends EventEmitter<ClientEvents> {
     }
     const log = new Logger(options.logLevel);
     this.#conn = new Connection({
-      url: wsUrl(options.url),
+      urls: [options.url, ...(options.nodes ?? [])].map(wsUrl),
       WebSocket: WS,
       token,
       pingIntervalMs: options.pingIntervalMs ?? 5000,
       pingTimeoutMs: options.pingTimeoutMs ?? 5000,
       requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
       connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+      failoverAfterMs: options.failoverAfterMs ?? 2000,
       reconnectInitialDelayMs: options.reconnectInitialDelayMs ?? 500,
       reconnectMaxDelayMs: options.reconnectMaxDelayMs ?? 15_000,
       log,
@@ -136,6 +143,21 @@ export class SyncClient extends EventEmitter<ClientEvents> {
 
   get connectionState(): ConnectionState {
     return this.#conn.state;
+  }
+
+  /**
+   * The WebSocket URL of the node the client is connected to, or was last; null before
+   * its first connection. When the connection is lost the client tries this node first,
+   * then the installation's other live nodes (as the node listed them), then `url` and
+   * `nodes`; its objects resume on whichever node welcomes it, missing nothing.
+   */
+  get node(): string | null {
+    return this.#conn.node;
+  }
+
+  /** The nodes the client would try on its next reconnect, in order (its current node first). */
+  get nodes(): string[] {
+    return this.#conn.nodes;
   }
 
   /** Opens (or creates) a document and subscribes to it; resolves once its data is here. */

@@ -1,10 +1,12 @@
 // The client's one logical connection: authenticates each socket with Hello, queues
-// requests while offline, reconnects with backoff, notices a stale socket by pinging, and
-// keeps time for the token. Entities hear `welcome` (resubscribe) and `lost`.
+// requests while offline, reconnects with backoff (to another node of the installation
+// when its own does not answer), notices a stale socket by pinging, and keeps time for
+// the token. Entities hear `welcome` (resubscribe) and `lost`.
 
 import { EventEmitter } from "./emitter.js";
 import { SyncError } from "./errors.js";
 import type { Logger } from "./log.js";
+import { NodeBook } from "./nodes.js";
 import { Transport, type WebSocketConstructor } from "./transport.js";
 import type { EventFrame, Request, Response, Welcome, WireError } from "./wire.js";
 
@@ -12,13 +14,16 @@ import type { EventFrame, Request, Response, Welcome, WireError } from "./wire.j
 export type ConnectionState = "connecting" | "connected" | "disconnecting" | "disconnected" | "denied" | "error";
 
 export interface ConnectionOptions {
-  url: string;
+  /** WebSocket URLs of the installation: the app's first, then the other nodes it gave. */
+  urls: string[];
   WebSocket: WebSocketConstructor;
   token: string;
   pingIntervalMs: number;
   pingTimeoutMs: number;
   requestTimeoutMs: number;
   connectTimeoutMs: number;
+  /** How long an attempt may go without a Welcome before the next node of the round is tried. */
+  failoverAfterMs: number;
   reconnectInitialDelayMs: number;
   reconnectMaxDelayMs: number;
   log: Logger;
@@ -59,6 +64,7 @@ interface Op {
 }
 
 // Close codes of the server's WebSocket edge.
+const GOING_AWAY = 4001;
 const UNAUTHORIZED = 4002;
 const TOKEN_EXPIRED = 4003;
 
@@ -78,11 +84,25 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /** The token the live connection was authenticated with. */
   #liveToken: string | null = null;
   #stopped = false;
+  readonly #nodes: NodeBook;
+  /** What is left of the current round of attempts (the next node first). */
+  #round: string[] = [];
 
   constructor(options: ConnectionOptions) {
     super();
     this.#o = options;
     this.#token = options.token;
+    this.#nodes = new NodeBook(options.urls);
+  }
+
+  /** The WebSocket URL of the node connected to (or last connected to); null before the first. */
+  get node(): string | null {
+    return this.#nodes.current;
+  }
+
+  /** The nodes the next round of attempts would try, in order (the current one first). */
+  get nodes(): string[] {
+    return this.#nodes.round();
   }
 
   start(): void {
@@ -159,15 +179,22 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.emit("stateChanged", s);
   }
 
+  /**
+   * One attempt, on the next node of the round (a new round, current node first, when the
+   * last one is spent). A node that fails brings on the next at once; only a spent round
+   * waits out the backoff (`#closed`).
+   */
   #connect(): void {
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = undefined;
     if (this.#stopped) return;
     this.#setState("connecting");
+    if (this.#round.length === 0) this.#round = this.#nodes.round();
+    const url = this.#round.shift() as string;
     let t: Transport;
     try {
-      t = new Transport(this.#o.WebSocket, this.#o.url, {
-        open: () => void this.#hello(t),
+      t = new Transport(this.#o.WebSocket, url, {
+        open: () => void this.#hello(t, url),
         event: (frame) => {
           if (t === this.#transport && this.welcome) this.emit("event", frame);
         },
@@ -175,22 +202,32 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         closed: (code, reason) => this.#closed(t, code, reason),
       });
     } catch (e) {
-      // A malformed URL or a WebSocket that cannot be built: retrying will not help.
-      this.#terminal("error", new SyncError("InvalidArgument", `cannot open a WebSocket to ${this.#o.url}: ${String(e)}`));
+      const err = new SyncError("InvalidArgument", `cannot open a WebSocket to ${url}: ${String(e)}`);
+      // The app's own URL malformed, or a WebSocket that cannot be built: retrying will
+      // not help. Another node's URL is only a failed attempt.
+      if (url === this.#o.urls[0]) {
+        this.#terminal("error", err);
+        return;
+      }
+      this.#o.log.warn(err.message);
+      if (this.#round.length > 0) this.#connect();
+      else this.#scheduleReconnect();
       return;
     }
     this.#transport = t;
-    // A socket that never opens, or a Hello never answered, must not stall the client.
+    // A socket that never opens, or a Hello never answered, must not stall the client;
+    // with another node left in the round, it is tried after failoverAfterMs.
+    const limit = this.#round.length > 0 ? Math.min(this.#o.failoverAfterMs, this.#o.connectTimeoutMs) : this.#o.connectTimeoutMs;
     clearTimeout(this.#connectTimer);
     this.#connectTimer = setTimeout(() => {
       if (t === this.#transport && !this.welcome) {
-        this.#o.log.info(`no Welcome within ${this.#o.connectTimeoutMs} ms; retrying`);
+        this.#o.log.info(`no Welcome from ${url} within ${limit} ms; trying ${this.#round.length > 0 ? "the next node" : "again"}`);
         t.close(4000, "connect timeout");
       }
-    }, this.#o.connectTimeoutMs);
+    }, limit);
   }
 
-  async #hello(t: Transport): Promise<void> {
+  async #hello(t: Transport, url: string): Promise<void> {
     let r: Response;
     const token = this.#token;
     try {
@@ -222,6 +259,16 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     const welcome = r.Welcome;
     this.welcome = welcome;
     this.#attempt = 0;
+    this.#round = [];
+    this.#nodes.connected(url);
+    // Where to go when this node goes: the installation's live nodes. A server from
+    // before `Nodes` refuses it, and the client keeps the URLs it was given.
+    t.request("Nodes").then(
+      (answer) => {
+        if (typeof answer === "object" && "Nodes" in answer) this.#nodes.learn(url, answer.Nodes);
+      },
+      (e: SyncError) => this.#o.log.debug("the node did not list the installation's nodes:", e.message),
+    );
     this.#scheduleToken(welcome.token_expires_at);
     this.#startPing(t);
     this.#setState("connected");
@@ -282,7 +329,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       const message = `connection lost (${code}${reason ? ` ${reason}` : ""}); reconnecting`;
       this.#o.log.info(message);
       if (wasConnected) this.emit("connectionError", { terminal: false, message });
-      this.#scheduleReconnect();
+      // Another node left in this round is tried at once; a spent round backs off. A
+      // node going away (shutting down, restarting) is tried last in the next round.
+      if (!wasConnected && this.#round.length > 0) this.#connect();
+      else {
+        if (wasConnected && code === GOING_AWAY) this.#round = this.#nodes.round(true);
+        this.#scheduleReconnect();
+      }
     }
   }
 
@@ -298,6 +351,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   /** Gives up until the app acts: reject what waits, say why. */
   #terminal(state: ConnectionState, err: SyncError): void {
+    this.#round = [];
     this.#closeTransport();
     this.#clearTokenTimers();
     this.#setState(state);
@@ -308,6 +362,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   /** The token ran out: wait for updateToken (queued requests keep their deadlines). */
   #expired(err: SyncError): void {
+    this.#round = [];
     this.#closeTransport();
     this.#clearTokenTimers();
     this.#emitExpired();

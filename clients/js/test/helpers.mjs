@@ -58,13 +58,17 @@ export class Server {
     this.admin = null;
   }
 
-  /** Starts the server (on the given addresses, else free ports) and reads its admin.json. */
-  async start({ listen = "127.0.0.1:0", httpListen = "127.0.0.1:0" } = {}) {
+  /**
+   * Starts the server (on the given addresses, else free ports; `args`: more `serve`
+   * arguments, kept for restarts) and reads its admin.json.
+   */
+  async start({ listen = "127.0.0.1:0", httpListen = "127.0.0.1:0", args: extra } = {}) {
+    if (extra) this.args = extra;
     if (!existsSync(BIN)) throw new Error(`no server binary at ${BIN}: run cargo build -p syncline-cli, or set SYNCLINE_BIN`);
     const adminPath = join(this.dir, "admin.json");
     // Written anew after every bind: a stale one would name the previous run's ports.
     if (existsSync(adminPath)) unlinkSync(adminPath);
-    const args = ["serve", "--listen", listen, "--http-listen", httpListen, "--reap-interval-ms", "50", "--data", this.dir];
+    const args = ["serve", "--listen", listen, "--http-listen", httpListen, "--reap-interval-ms", "50", "--data", this.dir, ...(this.args ?? [])];
     this.proc = spawn(BIN, args, { env: { ...process.env, RUST_LOG: process.env.SERVER_LOG ?? "warn" }, stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     this.proc.stderr.on("data", (d) => {
