@@ -2,6 +2,8 @@
 //! process, or the real `syncline` binary as a child process), clients for the backend
 //! and for identities, and a raw connection for sending bytes the client never would.
 
+pub mod etcd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
