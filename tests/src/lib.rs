@@ -15,7 +15,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use syncline_client::{AdminConfig, Client, ClientConfig, Subscription, SyncEvent};
 use syncline_proto::frame::{self, FrameDecoder};
 use syncline_proto::{Credential, Request, RequestFrame, ResponseFrame};
-use syncline_server::{Server, ServerOptions};
+use syncline_server::{EtcdOptions, Server, ServerOptions, StoreChoice};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -43,11 +43,18 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts with options adjusted by `tweak` (limits, log retention, ...).
+    /// Starts with options adjusted by `tweak` (limits, log retention, ...). In etcd mode
+    /// (`SYNCLINE_TEST_STORE=etcd`) a server left on sled runs as a node over the
+    /// process's shared etcd instead, under a prefix of its own.
     pub async fn start_with(tweak: impl FnOnce(&mut ServerOptions)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut options = Self::options(dir.path());
         tweak(&mut options);
+        if etcd_mode() && matches!(options.store, StoreChoice::Sled) {
+            let mut etcd = EtcdOptions::new(vec![shared_etcd()]);
+            etcd.prefix = etcd_prefix_for(dir.path());
+            options.store = StoreChoice::Etcd(Box::new(etcd));
+        }
         let server = Server::start(options.clone()).await.expect("server starts");
         let admin = server.admin().clone();
         TestServer {
@@ -56,6 +63,19 @@ impl TestServer {
             admin,
             options,
         }
+    }
+
+    /// A node of the installation kept under `prefix` in the etcd at `endpoints`: nodes
+    /// started with the same two are one installation (cluster tests).
+    pub async fn start_node(endpoints: &[String], prefix: &str) -> TestServer {
+        Self::start_with(|o| {
+            let mut etcd = EtcdOptions::new(endpoints.to_vec());
+            etcd.prefix = prefix.into();
+            // Quorum loss is refused within this (10 s by default), kept short here.
+            etcd.request_timeout = Duration::from_secs(3);
+            o.store = StoreChoice::Etcd(Box::new(etcd));
+        })
+        .await
     }
 
     /// Graceful shutdown, then a fresh start on the same data directory and the same
@@ -394,7 +414,8 @@ impl ServerProcess {
     ) -> (Child, AdminConfig) {
         let admin_path = data.join("admin.json");
         let _ = std::fs::remove_file(&admin_path);
-        let child = Command::new(syncline_bin())
+        let mut command = Command::new(syncline_bin());
+        command
             .args([
                 "serve",
                 "--listen",
@@ -406,7 +427,13 @@ impl ServerProcess {
                 "--data",
             ])
             .arg(data)
-            .args(extra_args)
+            .args(extra_args);
+        if etcd_mode() && !extra_args.iter().any(|a| a == "--store") {
+            command
+                .args(["--store", "etcd", "--etcd-endpoints", &shared_etcd()])
+                .args(["--etcd-prefix", &etcd_prefix_for(data)]);
+        }
+        let child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -860,4 +887,86 @@ pub fn npm(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> std::process::Ou
         );
     }
     run(args)
+}
+
+/// Whether this run's servers are nodes over etcd (`SYNCLINE_TEST_STORE=etcd`): the
+/// end-to-end suite then runs in cluster mode, each server a node of its own
+/// installation in one etcd that the test process starts.
+pub fn etcd_mode() -> bool {
+    std::env::var("SYNCLINE_TEST_STORE").is_ok_and(|v| v == "etcd")
+}
+
+/// The installation prefix of the server whose data directory is `data`: the same on
+/// every restart, different for every server.
+pub fn etcd_prefix_for(data: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    format!("/test-{:016x}", h.finish())
+}
+
+/// The client URL of the one etcd this test process shares between its servers in etcd
+/// mode, started on first use. It runs under `sh`, which holds a pipe from this
+/// process: when the process ends, however it ends, the pipe closes and `sh` kills
+/// etcd, so no etcd outlives the tests.
+pub fn shared_etcd() -> String {
+    /// The URL, and what keeps etcd alive until the process ends: `sh` and the pipe it
+    /// reads (never waited for: the process ending is what ends them).
+    type Shared = (String, std::sync::Mutex<(Child, std::process::ChildStdin)>);
+    static ETCD: OnceLock<Shared> = OnceLock::new();
+    let (url, _) = ETCD.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir for etcd");
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let (client, peer) = (free(), free());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        let script = format!(
+            "{bin} --name t --data-dir '{data}' --listen-client-urls {url} --advertise-client-urls {url} \
+             --listen-peer-urls {peer_url} --initial-advertise-peer-urls {peer_url} \
+             --initial-cluster t={peer_url} --max-txn-ops 1024 --logger zap --log-level error \
+             >'{log}' 2>&1 & pid=$!; read _; kill -9 $pid; wait $pid; rm -rf '{dir}'",
+            data = dir.path().join("data").display(),
+            log = dir.path().join("etcd.log").display(),
+            dir = dir.path().display(),
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("sh starts etcd");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let deadline = std::time::Instant::now() + WAIT;
+        while !etcd_is_healthy(client) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "etcd did not start (is etcd-server installed?); see {}",
+                dir.path().join("etcd.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The directory is `sh`'s to remove once etcd is gone.
+        let _ = dir.keep();
+        (url, std::sync::Mutex::new((child, stdin)))
+    });
+    url.clone()
+}
+
+fn etcd_is_healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.contains("\"health\":\"true\"")
 }

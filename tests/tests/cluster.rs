@@ -1,0 +1,574 @@
+//! Cluster mode: several nodes over one real etcd are one installation. Writes through
+//! one node reach subscribers on the others, access changes through one node reach
+//! connections on the others, conditional writes through two nodes let one win, an
+//! identity stays present while any node holds a connection of it, and a node killed
+//! with SIGKILL takes its presence with it after its lease. With a 3-member etcd:
+//! writes go on with one member killed, and are refused with `Unavailable` (never a
+//! hang) without quorum, then resume. Every test skips without etcd unless
+//! SYNCLINE_REQUIRE_ETCD=1.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use syncline_client::{
+    Client, ClientConfig, ErrorCode, ItemKey, Reason, ServiceFlags, Subscription, SyncEventKind,
+    WriteOptions,
+};
+use syncline_proto::{Credential, Request, Response, Rights};
+use syncline_tests::etcd::{require_etcd, EtcdCluster};
+use syncline_tests::{
+    assert_no_event, next_event, shared_etcd, RawConnection, ServerProcess, TestServer, WAIT,
+};
+
+const READ: Rights = Rights {
+    read: true,
+    write: false,
+    manage: false,
+};
+
+fn prefix() -> String {
+    format!("/cluster-{:016x}", rand::random::<u64>())
+}
+
+/// Two nodes of one new installation over the process's shared etcd.
+async fn two_nodes() -> (TestServer, TestServer) {
+    let endpoints = vec![shared_etcd()];
+    let prefix = prefix();
+    let a = TestServer::start_node(&endpoints, &prefix).await;
+    let b = TestServer::start_node(&endpoints, &prefix).await;
+    (a, b)
+}
+
+async fn subscribed_document(client: &Client, name: &str) -> Subscription {
+    let mut sub = client.document(name).subscribe().await.expect("subscribed");
+    assert_eq!(next_event(&mut sub).await.kind, SyncEventKind::Snapshot);
+    sub
+}
+
+#[tokio::test]
+async fn nodes_over_one_etcd_are_one_installation_and_list_each_other() {
+    if !require_etcd() {
+        return;
+    }
+    let (a, b) = two_nodes().await;
+    assert_eq!(a.admin.account_sid, b.admin.account_sid);
+    assert_eq!(a.admin.api_key_sid, b.admin.api_key_sid);
+    assert_eq!(a.admin.default_service_sid, b.admin.default_service_sid);
+    assert_ne!(a.admin.server, b.admin.server);
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let mut raw = RawConnection::backend(&me.admin).await;
+        let nodes = match raw.call(2, Request::Nodes).await.result {
+            Ok(Response::Nodes(nodes)) => nodes,
+            other => panic!("expected the node list, got {other:?}"),
+        };
+        let addresses: Vec<&str> = nodes.iter().map(|n| n.quic.as_str()).collect();
+        assert_eq!(
+            addresses,
+            [me.admin.server.as_str(), other.admin.server.as_str()],
+            "each node answers itself first"
+        );
+        assert!(nodes.iter().all(|n| n.https.is_some() && !n.id.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn writes_through_one_node_reach_subscribers_on_the_other_in_order() {
+    if !require_etcd() {
+        return;
+    }
+    let (a, b) = two_nodes().await;
+    let writer = a.backend().await;
+    let reader = b.backend().await;
+    writer.document("doc").set(&json!(0)).await.unwrap();
+    let mut doc = subscribed_document(&reader, "doc").await;
+    writer.list("list").push(&json!("first")).await.unwrap();
+    let mut list = reader.list("list").subscribe(None).await.unwrap();
+    assert_eq!(next_event(&mut list).await.kind, SyncEventKind::Snapshot);
+    for i in 1..=20 {
+        writer.document("doc").set(&json!(i)).await.unwrap();
+        writer.list("list").push(&json!(i)).await.unwrap();
+    }
+    for i in 1..=20u64 {
+        let event = next_event(&mut doc).await;
+        assert_eq!(event.revision, i, "every revision, in order");
+        assert_eq!(doc.document().map(|d| d.data.clone()), Some(json!(i)));
+    }
+    for i in 1..=20 {
+        match next_event(&mut list).await.kind {
+            SyncEventKind::ItemAdded { item } => assert_eq!(item.data, json!(i)),
+            other => panic!("expected an added item, got {other:?}"),
+        }
+    }
+    // Reads through the other node see the writes as soon as they are acknowledged.
+    assert_eq!(reader.document("doc").get().await.unwrap().data, json!(20));
+    // A write through the subscriber's own node reaches it once, as its own.
+    reader.document("doc").set(&json!("b")).await.unwrap();
+    let own = next_event(&mut doc).await;
+    assert_eq!(own.revision, 21);
+    assert_no_event(&mut doc, Duration::from_millis(300)).await;
+    // Deletion through A ends B's subscription with `object_removed`.
+    writer.document("doc").delete().await.unwrap();
+    match next_event(&mut doc).await.kind {
+        SyncEventKind::Removed { .. } => {}
+        other => panic!("expected the removal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stream_messages_reach_subscribers_on_every_node_in_one_order() {
+    if !require_etcd() {
+        return;
+    }
+    let (a, b) = two_nodes().await;
+    let on_a = a.backend().await;
+    let on_b = b.backend().await;
+    on_a.stream("chat").create(None).await.unwrap();
+    let mut sub_a = on_a.stream("chat").subscribe().await.unwrap();
+    let mut sub_b = on_b.stream("chat").subscribe().await.unwrap();
+    for sub in [&mut sub_a, &mut sub_b] {
+        assert_eq!(next_event(sub).await.kind, SyncEventKind::Snapshot);
+    }
+    let mut sequences = Vec::new();
+    for i in 0..10 {
+        let publisher = if i % 2 == 0 { &on_a } else { &on_b };
+        sequences.push(publisher.stream("chat").publish(&json!(i)).await.unwrap());
+    }
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
+    for sub in [&mut sub_a, &mut sub_b] {
+        for (i, sequence) in sequences.iter().enumerate() {
+            match next_event(sub).await.kind {
+                SyncEventKind::MessagePublished {
+                    data, sequence: s, ..
+                } => {
+                    assert_eq!((data, s), (json!(i), *sequence));
+                }
+                other => panic!("expected message {i}, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn conditional_writes_through_two_nodes_let_exactly_one_win() {
+    if !require_etcd() {
+        return;
+    }
+    let (a, b) = two_nodes().await;
+    let on_a = a.backend().await;
+    let on_b = b.backend().await;
+    on_a.document("counter").set(&json!(0)).await.unwrap();
+    for round in 0..20u64 {
+        let at = WriteOptions {
+            if_match: Some(round),
+            ..Default::default()
+        };
+        let (doc_a, doc_b) = (on_a.document("counter"), on_b.document("counter"));
+        let (value_a, value_b) = (
+            json!({"by": "a", "round": round}),
+            json!({"by": "b", "round": round}),
+        );
+        let (ra, rb) = tokio::join!(doc_a.set_with(&value_a, at), doc_b.set_with(&value_b, at));
+        let won = usize::from(ra.is_ok()) + usize::from(rb.is_ok());
+        assert_eq!(won, 1, "round {round}: {ra:?} / {rb:?}");
+        let lost = if ra.is_ok() { rb } else { ra };
+        assert_eq!(lost.unwrap_err().code(), ErrorCode::Conflict);
+        assert_eq!(
+            on_b.document("counter").get().await.unwrap().revision,
+            round + 1
+        );
+    }
+    // Unconditional increments through both nodes lose nothing either.
+    let bump = |c: Client| async move {
+        for _ in 0..10 {
+            c.document("total")
+                .mutate(|v| Some(json!(v.and_then(|v| v.as_i64()).unwrap_or(0) + 1)))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(bump(on_a.clone()), bump(on_b.clone()));
+    assert_eq!(on_a.document("total").get().await.unwrap().data, json!(20));
+}
+
+#[tokio::test]
+async fn revoking_a_key_or_a_grant_through_one_node_takes_effect_on_the_other() {
+    if !require_etcd() {
+        return;
+    }
+    let (a, b) = two_nodes().await;
+    let admin_a = a.backend().await;
+    let svc = admin_a
+        .create_service(
+            Some("guarded"),
+            ServiceFlags {
+                acl_enabled: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let backend_a = a.backend_in("guarded").await;
+    backend_a.document("board").set(&json!(0)).await.unwrap();
+    backend_a.grant("board", "bob", READ).await.unwrap();
+    // Bob, connected to node B, reads the board; A revokes; B ends his subscription.
+    let bob_token = syncline_client::token::mint(
+        &b.admin.api_key_sid,
+        &b.admin.api_key_secret,
+        &b.admin.account_sid,
+        &svc.sid,
+        "bob",
+        3600,
+        syncline_client::token::now_s(),
+    );
+    let bob = Client::connect(b.token_config(&bob_token)).await.unwrap();
+    let mut sub = subscribed_document(&bob, "board").await;
+    let revoked = Instant::now();
+    backend_a.revoke("board", "bob").await.unwrap();
+    match next_event(&mut sub).await.kind {
+        SyncEventKind::Ended(e) => assert_eq!(e.code, ErrorCode::Forbidden),
+        other => panic!("expected the subscription to end, got {other:?}"),
+    }
+    assert!(
+        revoked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        revoked.elapsed()
+    );
+    assert_eq!(
+        bob.document("board").get().await.unwrap_err().code(),
+        ErrorCode::Forbidden
+    );
+
+    // A key created and revoked through A: a connection of it on B is closed.
+    let key = admin_a.create_key(Some("mobile")).await.unwrap();
+    let mut as_key = b.admin.clone();
+    as_key.api_key_sid = key.sid.clone();
+    as_key.api_key_secret = key.secret.clone().expect("secret shown once");
+    let on_b = Client::connect(ClientConfig::from_admin(&as_key).unwrap())
+        .await
+        .unwrap();
+    on_b.ping().await.unwrap();
+    let revoked = Instant::now();
+    admin_a.revoke_key(&key.sid).await.unwrap();
+    let why = tokio::time::timeout(WAIT, on_b.closed()).await.unwrap();
+    assert_eq!(why.code(), ErrorCode::Unauthorized);
+    assert!(
+        revoked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        revoked.elapsed()
+    );
+}
+
+/// The keys of a subscribed map's replica.
+fn roster(sub: &Subscription) -> Vec<String> {
+    sub.collection()
+        .map(|c| {
+            c.items
+                .keys()
+                .filter_map(|k| match k {
+                    ItemKey::Key(k) => Some(k.clone()),
+                    ItemKey::Index(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn roster_becomes(sub: &mut Subscription, expected: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    while roster(sub) != expected {
+        assert!(
+            Instant::now() < deadline,
+            "roster {:?}, expected {expected:?}",
+            roster(sub)
+        );
+        next_event(sub).await;
+    }
+}
+
+#[tokio::test]
+async fn an_identity_on_two_nodes_stays_present_until_both_connections_end() {
+    if !require_etcd() {
+        return;
+    }
+    let (a, b) = two_nodes().await;
+    let watcher = a.backend().await;
+    watcher.map("room").create(None).await.unwrap();
+    let mut sub = watcher.map("room").subscribe().await.unwrap();
+    next_event(&mut sub).await;
+    let alice_a = a.client_as("alice").await;
+    let alice_b = b.client_as("alice").await;
+    alice_a
+        .map("room")
+        .set_ephemeral("alice", &json!("here"))
+        .await
+        .unwrap();
+    roster_becomes(&mut sub, &["alice"]).await;
+    // Her connection to A ends: she is still connected to B, so her item stays.
+    alice_a.close();
+    assert_no_event(&mut sub, Duration::from_millis(1500)).await;
+    assert_eq!(roster(&sub), ["alice"]);
+    alice_b.ping().await.unwrap();
+    // Her last connection ends: the item goes, once.
+    alice_b.close();
+    match next_event(&mut sub).await.kind {
+        SyncEventKind::ItemRemoved { key, reason, .. } => {
+            assert_eq!(key, ItemKey::Key("alice".into()));
+            assert_eq!(reason, Reason::Disconnected);
+        }
+        other => panic!("expected alice's item to go, got {other:?}"),
+    }
+    assert_no_event(&mut sub, Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn a_node_killed_takes_its_clients_presence_with_it_after_its_lease() {
+    if !require_etcd() {
+        return;
+    }
+    let prefix = prefix();
+    let etcd_args = |ttl: &str| {
+        vec![
+            "--store".to_owned(),
+            "etcd".into(),
+            "--etcd-endpoints".into(),
+            shared_etcd(),
+            "--etcd-prefix".into(),
+            prefix.clone(),
+            "--node-ttl-s".into(),
+            ttl.into(),
+        ]
+    };
+    let a_dir = tempfile::tempdir().unwrap();
+    let args = etcd_args("2");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = ServerProcess::start_logging_with(a_dir.path(), &args, std::process::Stdio::null());
+    let b = TestServer::start_node(&[shared_etcd()], &prefix).await;
+    let watcher = b.backend().await;
+    watcher.map("room").create(None).await.unwrap();
+    let mut sub = watcher.map("room").subscribe().await.unwrap();
+    next_event(&mut sub).await;
+    let token = syncline_tests::token(&a.admin, "carol", 3600);
+    let config = ClientConfig::new(&a.admin.server, &a.admin.ca_file, Credential::Token(token));
+    let carol = Client::connect(config.unwrap()).await.unwrap();
+    carol
+        .map("room")
+        .set_ephemeral("carol", &json!("here"))
+        .await
+        .unwrap();
+    roster_becomes(&mut sub, &["carol"]).await;
+    let killed = Instant::now();
+    a.kill();
+    match next_event(&mut sub).await.kind {
+        SyncEventKind::ItemRemoved { key, reason, .. } => {
+            assert_eq!(key, ItemKey::Key("carol".into()));
+            assert_eq!(reason, Reason::Disconnected);
+        }
+        other => panic!("expected carol's item to go with her node, got {other:?}"),
+    }
+    // Not before the lease (2 s) could end; well within WAIT after it.
+    assert!(
+        killed.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        killed.elapsed()
+    );
+    drop(carol);
+}
+
+#[tokio::test]
+async fn with_one_of_three_etcd_members_killed_writes_go_on_and_without_quorum_they_are_refused_then_resume(
+) {
+    if !require_etcd() {
+        return;
+    }
+    let mut etcd = EtcdCluster::start(3).await;
+    let prefix = prefix();
+    let node = TestServer::start_node(&etcd.endpoints(), &prefix).await;
+    let backend = node.backend().await;
+    backend.document("doc").set(&json!(1)).await.unwrap();
+    let mut sub = subscribed_document(&node.backend().await, "doc").await;
+    etcd.kill(0);
+    for i in 2..=5 {
+        backend.document("doc").set(&json!(i)).await.unwrap();
+    }
+    etcd.kill(1);
+    let refused = Instant::now();
+    let err = backend
+        .document("doc")
+        .set(&json!("lost"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err:?}");
+    // Refused within the request timeout (3 s here, 10 s by default), not a hang.
+    assert!(
+        refused.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        refused.elapsed()
+    );
+    etcd.restart(1).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match backend.document("doc").set(&json!(6)).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "writes did not resume: {e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // Every acknowledged write reached the subscriber, in order; the refused one never did.
+    let mut seen = Vec::new();
+    while seen.last() != Some(&json!(6)) {
+        next_event(&mut sub).await;
+        if let Some(d) = sub.document() {
+            seen.push(d.data.clone());
+        }
+    }
+    assert!(!seen.contains(&json!("lost")), "{seen:?}");
+    assert_eq!(seen, [2, 3, 4, 5, 6].map(|i| json!(i)));
+}
+
+#[tokio::test]
+async fn an_object_expires_once_for_the_whole_cluster() {
+    if !require_etcd() {
+        return;
+    }
+    let (a, b) = two_nodes().await;
+    let on_a = a.backend().await;
+    let on_b = b.backend().await;
+    on_a.document("brief")
+        .set_with(&json!("soon gone"), WriteOptions::new().ttl(1))
+        .await
+        .unwrap();
+    let mut sub_a = subscribed_document(&on_a, "brief").await;
+    let mut sub_b = subscribed_document(&on_b, "brief").await;
+    for sub in [&mut sub_a, &mut sub_b] {
+        match next_event(sub).await.kind {
+            SyncEventKind::Removed { reason } => assert_eq!(reason, Reason::Expired),
+            other => panic!("expected the expiry, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        on_b.document("brief").get().await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+}
+
+/// A CA, then a certificate it signed for `names`: (cert PEM, key PEM).
+fn signed(ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair, names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, ca, ca_key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn a_node_reaches_an_etcd_that_wants_tls_and_a_client_certificate() {
+    if !require_etcd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = file("ca.pem", &ca.pem());
+    let (server_cert, server_key) = signed(&ca, &ca_key, &["127.0.0.1", "localhost"]);
+    let (client_cert, client_key) = signed(&ca, &ca_key, &["syncline-node"]);
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (client_port, peer_port) = (free(), free());
+    let url = format!("https://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let etcd = std::process::Command::new(std::env::var("ETCD_BIN").unwrap_or("etcd".into()))
+        .args(["--name", "tls", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("tls={peer}")])
+        .arg("--cert-file")
+        .arg(file("server.pem", &server_cert))
+        .arg("--key-file")
+        .arg(file("server.key", &server_key))
+        .arg("--trusted-ca-file")
+        .arg(&ca_file)
+        .args([
+            "--client-cert-auth",
+            "--logger",
+            "zap",
+            "--log-level",
+            "error",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcd starts");
+    let _etcd = syncline_tests::KillOnDrop(etcd);
+    let tls = syncline_server::EtcdTls {
+        ca_file: ca_file.clone(),
+        client: Some((
+            file("client.pem", &client_cert),
+            file("client.key", &client_key),
+        )),
+    };
+    let node_dir = tempfile::tempdir().unwrap();
+    let mut options = TestServer::options(node_dir.path());
+    let mut etcd_options = syncline_server::EtcdOptions::new(vec![url.clone()]);
+    etcd_options.tls = Some(tls);
+    options.store = syncline_server::StoreChoice::Etcd(Box::new(etcd_options.clone()));
+    // etcd takes a moment to listen; the node's first connection is retried until then.
+    let deadline = Instant::now() + WAIT;
+    let server = loop {
+        match syncline_server::Server::start(options.clone()).await {
+            Ok(server) => break server,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the node never reached etcd: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let backend = syncline_tests::backend(server.admin()).await;
+    backend.document("over-tls").set(&json!(1)).await.unwrap();
+    assert_eq!(
+        backend.document("over-tls").get().await.unwrap().data,
+        json!(1)
+    );
+    server.shutdown().await;
+    // Without its client certificate, etcd refuses the node: starting fails, clearly.
+    let mut refused = TestServer::options(node_dir.path());
+    etcd_options.tls = Some(syncline_server::EtcdTls {
+        ca_file,
+        client: None,
+    });
+    etcd_options.request_timeout = Duration::from_secs(2);
+    refused.store = syncline_server::StoreChoice::Etcd(Box::new(etcd_options));
+    let err = match syncline_server::Server::start(refused).await {
+        Ok(_) => panic!("a node without a client certificate must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("etcd") || err.contains("storage"), "{err}");
+}
