@@ -9,6 +9,7 @@
 //! cargo run --release -p syncline-bench --features etcd -- write --peer etcd
 //! cargo build --release -p syncline-cli && cargo run --release -p syncline-bench -- crash --cycles 100
 //! cargo build --release -p syncline-cli && cargo run --release -p syncline-bench -- soak --duration 600
+//! cargo build --release -p syncline-cli && cargo run --release -p syncline-bench -- presence --identities 2000 --rooms 100
 //! ```
 //!
 //! The `syncline` binary must already be built, in the same profile and target
@@ -42,6 +43,7 @@ use syncline_client::ObjectKind;
 use harness::crash::{self, CrashParams};
 use harness::measure::{self, Outcome};
 use harness::peer::Peer;
+use harness::presence::{self, PresenceParams, PresenceServer, Target};
 use harness::server::{ServerUnderTest, WRITE_RATE_LIMIT};
 use harness::soak::{self, SoakParams};
 use harness::syncline::Syncline;
@@ -185,6 +187,36 @@ enum Workload {
         /// Messages per second, all rooms together.
         #[arg(long, default_value_t = 200)]
         rate: u32,
+    },
+    /// W5: presence at scale. Each identity (its own token and connection) holds an
+    /// ephemeral item in its room's Map; identities drop (clean closes and silent
+    /// vanishings in turn) and rejoin at --churn per second, each drop timed until its
+    /// room's watcher sees the item removed; once everyone has left, the rooms must hold
+    /// no item (ghosts). Starts its server with a short idle timeout. Exits non-zero on
+    /// ghosts or errors. Not part of `all`.
+    Presence {
+        /// Identities, each with its own access token and connection (default 2,000;
+        /// 200 with --quick).
+        #[arg(long)]
+        identities: Option<usize>,
+        /// Rooms (Maps) the identities are dealt over (default 100; 10 with --quick).
+        #[arg(long)]
+        rooms: Option<usize>,
+        /// Drops per second, all identities together.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        churn: u32,
+        /// The idle timeout (ms) of the server started here: how long a client that
+        /// vanished takes to be noticed (default 5,000; 2,000 with --quick). Not with
+        /// --server.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
+        idle_timeout_ms: Option<u64>,
+        /// Turns the service's reachability debouncing on with this window (ms); by
+        /// default the service keeps its setting (off on a fresh server).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1_000..=30_000))]
+        debounce_ms: Option<u32>,
+        /// Seed for the churn's choices (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Every workload once (with --quick: the smoke run).
     All,
@@ -591,6 +623,40 @@ async fn run(cli: &Cli) -> i32 {
         };
         return run_soak(cli, &params, &context).await;
     }
+    if let Workload::Presence {
+        identities,
+        rooms,
+        churn,
+        idle_timeout_ms,
+        debounce_ms,
+        seed,
+    } = &cli.workload
+    {
+        if !cli.peer.is_empty() {
+            eprintln!("error: presence runs against Syncline only; --peer does not apply");
+            return 2;
+        }
+        if cli.server.is_some() && idle_timeout_ms.is_some() {
+            eprintln!(
+                "error: --idle-timeout-ms is for the server the harness starts, not --server"
+            );
+            return 2;
+        }
+        let pick = |normal: usize, small: usize| if cli.quick { small } else { normal };
+        let params = PresenceParams {
+            identities: identities.unwrap_or(pick(2000, 200)),
+            rooms: rooms.unwrap_or(pick(100, 10)),
+            churn: *churn,
+            duration,
+            seed: seed.unwrap_or_else(|| measure::now_ns() % 1_000_000_007),
+            debounce_ms: *debounce_ms,
+            idle_timeout_ms: match cli.server {
+                Some(_) => None,
+                None => Some(idle_timeout_ms.unwrap_or(pick(5000, 2000) as u64)),
+            },
+        };
+        return run_presence(cli, &params, &context).await;
+    }
     let missing = missing_peers(&cli.peer);
     if !missing.is_empty() {
         for m in missing {
@@ -760,6 +826,65 @@ async fn run_soak(cli: &Cli, params: &SoakParams, context: &Value) -> i32 {
         0
     } else {
         1
+    }
+}
+
+/// W5: a table (stderr with --json) and, with --json, the result line. Exit code 1 if
+/// the rooms kept ghosts, a connection failed, or a watcher stopped.
+async fn run_presence(cli: &Cli, params: &PresenceParams, context: &Value) -> i32 {
+    eprintln!(
+        "presence: {} identities in {} rooms, {} drops/s for {:.0} s, seed {}",
+        params.identities,
+        params.rooms,
+        params.churn,
+        params.duration.as_secs_f64(),
+        params.seed
+    );
+    let outcome = match (&cli.server, params.idle_timeout_ms) {
+        (Some(addr), _) => {
+            let server = cli
+                .config
+                .as_deref()
+                .ok_or_else(|| "--server needs --config".to_owned())
+                .and_then(|c| ServerUnderTest::external(c, Some(addr)));
+            match server {
+                Ok(s) => {
+                    let target = Target {
+                        admin: &s.admin,
+                        process: s.process(),
+                    };
+                    presence::presence(&[target], params).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        // The server stops when it drops, at the end of this arm.
+        (None, idle) => match PresenceServer::spawn(cli.relaxed, idle.unwrap_or(5000)) {
+            Ok(s) => presence::presence(&[s.target()], params).await,
+            Err(e) => Err(e),
+        },
+    };
+    let mut line = match outcome {
+        Ok(o) => o.to_json(context),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    line["relaxed"] = json!(cli.relaxed);
+    let table = presence::table(std::slice::from_ref(&line));
+    if cli.json {
+        println!("{line}");
+        eprintln!("{table}");
+    } else {
+        println!("{table}");
+    }
+    match presence::verdict(&line) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! trait (Syncline, spawned or external, with QUIC or, `--ws`, WebSocket subscribers; bare quinn, `--peer quinn`, always built; with
 //! the `etcd` and `redis` features, `--peer etcd` and `--peer redis`), one driver per
 //! workload over any of them (W1..W3), the Syncline-only workloads (`chat`, `write
-//! --http`, the soak and the crash loop), and measurements read from `/proc`.
+//! --http`, `presence`, the soak and the crash loop), and measurements read from `/proc`.
 
 pub mod chat;
 pub mod crash;
@@ -12,6 +12,7 @@ pub mod follow;
 pub mod http;
 pub mod measure;
 pub mod peer;
+pub mod presence;
 pub mod quinn;
 #[cfg(feature = "redis")]
 pub mod redis;
