@@ -205,7 +205,22 @@ pub(crate) async fn handle(
             // service; then every object goes through the commit task, so subscribers
             // hear of it and nothing written just before is left behind.
             store.delete_service(&record).await.map_err(store_err)?;
-            shared.committer.submit(ctx, WriteOp::DeleteAll).await?;
+            // Each `DeleteAll` removes what one transaction of the store may hold (all
+            // of it on sled); nothing new can appear, so this ends.
+            loop {
+                shared
+                    .committer
+                    .submit(ctx.clone(), WriteOp::DeleteAll)
+                    .await?;
+                if store
+                    .objects_of(&record.sid)
+                    .await
+                    .map_err(store_err)?
+                    .is_empty()
+                {
+                    break;
+                }
+            }
             let sid = record.sid.clone();
             shared.end_sessions(
                 |s| s.service_sid().as_deref() == Some(sid.as_str()),
@@ -214,6 +229,11 @@ pub(crate) async fn handle(
                     reason: "the service was deleted",
                 },
             );
+            if let Some(cluster) = &shared.cluster {
+                if let Err(e) = cluster.end_service(&sid).await {
+                    error!(error = %e, service = %sid, "telling the other nodes to end a deleted service's sessions failed; their requests are refused meanwhile");
+                }
+            }
             info!(service = %record.sid, "service deleted");
             Ok(Outcome::Done)
         }

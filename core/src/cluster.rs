@@ -53,11 +53,15 @@ pub enum ClusterChange {
         sequence: u64,
         message: StreamMessage,
     },
-    /// A service was written (`Some`) or deleted (`None`).
+    /// A service was written (`Some`) or deleted (`None`). Its sessions end on
+    /// `ServiceEnded`, once its objects' removals were delivered.
     Service {
         sid: String,
         record: Option<ServiceRecord>,
     },
+    /// A deleted service's objects are gone (their removal events came before this):
+    /// its sessions end.
+    ServiceEnded { sid: String },
     /// An API key was revoked.
     KeyRevoked { sid: String },
     /// An identity's rights on an object changed.
@@ -90,6 +94,9 @@ pub trait Cluster: Send + Sync + 'static {
     /// Sends a stream message to every node's subscribers (this one's included,
     /// through the feed); returns its sequence.
     async fn publish_message(&self, message: &StreamMessage) -> StoreResult<u64>;
+    /// A deleted service's objects are gone: every node ends its sessions (after
+    /// delivering the removals, which the feed carried before this).
+    async fn end_service(&self, sid: &str) -> StoreResult<()>;
     /// This node holds a connection of `owner` (its first one here).
     async fn hold_presence(&self, owner: &Owner) -> StoreResult<()>;
     /// This node's last connection of `owner` ended.
@@ -150,16 +157,18 @@ async fn apply(shared: &Arc<Shared>, change: ClusterChange) {
                 .hub
                 .deliver_message(&message.stream_sid, sequence, &body);
         }
-        ClusterChange::Service { sid, record } => match record {
-            None => shared.end_sessions(
-                |s| s.service_sid().as_deref() == Some(sid.as_str()),
-                Ending {
-                    code: ErrorCode::Unauthorized,
-                    reason: "the service was deleted",
-                },
-            ),
-            Some(record) => crate::admin::recheck_subscriptions(shared, &record, None).await,
-        },
+        ClusterChange::Service { record, .. } => {
+            if let Some(record) = record {
+                crate::admin::recheck_subscriptions(shared, &record, None).await;
+            }
+        }
+        ClusterChange::ServiceEnded { sid } => shared.end_sessions(
+            |s| s.service_sid().as_deref() == Some(sid.as_str()),
+            Ending {
+                code: ErrorCode::Unauthorized,
+                reason: "the service was deleted",
+            },
+        ),
         ClusterChange::KeyRevoked { sid } => shared.end_sessions(
             |s| s.key_sid().as_deref() == Some(sid.as_str()),
             Ending {

@@ -285,6 +285,22 @@ pub enum SetMode {
 }
 
 impl WriteCommand {
+    /// The object the write names (a sid or a unique name); `None` for a `Create`.
+    pub fn object(&self) -> Option<&str> {
+        match self {
+            WriteCommand::DocSet { document, .. } | WriteCommand::DocUpdate { document, .. } => {
+                Some(document)
+            }
+            WriteCommand::ListPush { list, .. } => Some(list),
+            WriteCommand::SetTtl { object, .. }
+            | WriteCommand::Delete { object, .. }
+            | WriteCommand::ItemSet { object, .. }
+            | WriteCommand::ItemUpdate { object, .. }
+            | WriteCommand::ItemRemove { object, .. } => Some(object),
+            WriteCommand::Create { .. } => None,
+        }
+    }
+
     /// The time to live the write sets, if any: changing it takes `manage`.
     pub fn ttl(&self) -> Option<u64> {
         match self {

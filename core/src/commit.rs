@@ -172,6 +172,9 @@ async fn run(
         let mut attempt = 0;
         let (mut batch, results, applied) = loop {
             let mut batch = Batch::new(&*store, &hub, &presence);
+            if store.is_shared() {
+                batch.prefetch(&queued).await;
+            }
             let mut results = Vec::with_capacity(queued.len());
             for p in &queued {
                 // A refused write leaves nothing in the batch, not even the object it
@@ -338,6 +341,51 @@ impl<'a> Batch<'a> {
             hooks: Vec::new(),
             undo: Vec::new(),
             departures: Vec::new(),
+        }
+    }
+
+    /// Reads the objects the queued writes name, all at once, into the overlay: on a
+    /// shared store each read is a network round trip, and the batch would otherwise
+    /// make them one after another (two per write named by unique name). What cannot be
+    /// read here is read again, and its error met, where the write needs it.
+    async fn prefetch(&mut self, queued: &[Pending]) {
+        use futures_util::future::join_all;
+        let mut named = std::collections::BTreeSet::new();
+        let mut sids = std::collections::BTreeSet::new();
+        for p in queued {
+            let WriteOp::Client(command) = &p.op else {
+                continue;
+            };
+            let Some(reference) = command.object() else {
+                continue;
+            };
+            let key = (p.ctx.service_sid.clone(), reference.to_owned());
+            if is_sid(reference) {
+                sids.insert(key);
+            } else {
+                named.insert(key);
+            }
+        }
+        let store = self.store;
+        let found = join_all(
+            named
+                .iter()
+                .map(|(service, name)| store.object_sid_by_name(service, name)),
+        )
+        .await;
+        for (key, found) in named.into_iter().zip(found) {
+            if let Ok(sid) = found {
+                if let Some(sid) = &sid {
+                    sids.insert((key.0.clone(), sid.clone()));
+                }
+                self.names.insert(key, sid);
+            }
+        }
+        let records = join_all(sids.iter().map(|(service, sid)| store.object(service, sid))).await;
+        for (key, record) in sids.into_iter().zip(records) {
+            if let Ok(record) = record {
+                self.objects.insert(key, record);
+            }
         }
     }
 
@@ -637,7 +685,9 @@ impl<'a> Batch<'a> {
                     .objects_of(&ctx.service_sid)
                     .await
                     .map_err(storage)?;
-                for r in all {
+                // A shared store bounds its transactions: a service with more objects
+                // goes in several of these (the caller repeats it until none is left).
+                for r in all.into_iter().take(self.store.max_batch_writes()) {
                     // Skip what an earlier write in this batch already removed.
                     if let Some(current) = self.load_sid(&ctx.service_sid, &r.sid).await? {
                         let event = objects::removed_event(&current, ctx, Reason::Write);

@@ -384,6 +384,11 @@ impl State {
                         });
                     }
                 }
+                FeedKey::ServiceEnded { sid } => {
+                    if put {
+                        out.push(ClusterChange::ServiceEnded { sid });
+                    }
+                }
                 FeedKey::Message { stream_sid } => {
                     if !put {
                         continue;
@@ -765,9 +770,27 @@ impl Cluster for EtcdCluster {
             crate::encode(message),
         );
         let resp = self.state.put(key, value, options).await?;
+        // Answered once this node's subscribers have it, as a write is: a subscriber
+        // that arrives after the answer does not get it.
+        let revision = resp.header().map_or(0, |h| h.revision());
+        if !self.state.wait_applied(revision, crate::PUBLISH_WAIT).await {
+            warn!(
+                revision,
+                "a published message was not seen by this node's watch in time"
+            );
+        }
         // The stream's key counts its puts (etcd's per-key version): the sequence every
         // node's watch reads back, 1 after the stream was quiet for the lease's life.
         Ok(resp.prev_key().map_or(1, |prev| prev.version() as u64 + 1))
+    }
+
+    async fn end_service(&self, sid: &str) -> StoreResult<()> {
+        let mut options = PutOptions::new();
+        if let Some(lease) = self.state.short_lease().await {
+            options = options.with_lease(lease);
+        }
+        let key = self.state.keys.service_ended(sid);
+        self.state.put(key, Vec::new(), options).await.map(drop)
     }
 
     async fn hold_presence(&self, owner: &Owner) -> StoreResult<()> {

@@ -29,6 +29,7 @@ pub const PERMISSION: u8 = b'p';
 pub const NODE: u8 = b'N';
 pub const PRESENCE: u8 = b'P';
 pub const MESSAGE: u8 = b'M';
+pub const SERVICE_ENDED: u8 = b'E';
 
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -108,6 +109,9 @@ pub enum FeedKey {
     },
     Message {
         stream_sid: String,
+    },
+    ServiceEnded {
+        sid: String,
     },
 }
 
@@ -330,6 +334,11 @@ impl Keys {
         with(&self.feed, PRESENCE, &[])
     }
 
+    /// Marks a deleted service whose objects are gone (short-lived).
+    pub fn service_ended(&self, sid: &str) -> Vec<u8> {
+        with(&self.feed, SERVICE_ENDED, &[sid.as_bytes()])
+    }
+
     pub fn message(&self, stream_sid: &str) -> Vec<u8> {
         with(&self.feed, MESSAGE, &[stream_sid.as_bytes()])
     }
@@ -368,6 +377,7 @@ impl Keys {
             MESSAGE => FeedKey::Message {
                 stream_sid: text(rest)?,
             },
+            SERVICE_ENDED => FeedKey::ServiceEnded { sid: text(rest)? },
             _ => return None,
         })
     }

@@ -102,7 +102,7 @@ const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// Longest wait for this node's watch to hand a committed batch's events to its hub
 /// before the writers are answered anyway.
-const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 /// Operations a write of one record can take in a transaction (object, log entry, item,
 /// item indexes, name, expiry), for the batch bound.

@@ -938,6 +938,8 @@ pub fn shared_etcd() -> String {
         let mut child = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::piped())
+            // Quiet about the etcd it kills at the end.
+            .stderr(Stdio::null())
             .spawn()
             .expect("sh starts etcd");
         let stdin = child.stdin.take().expect("piped stdin");

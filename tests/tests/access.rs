@@ -527,7 +527,17 @@ async fn writes_racing_a_service_deletion_leave_nothing_behind() {
         assert!(written.unwrap() < 5_000, "a writer was never stopped");
     }
     s.shutdown().await;
-    let store = SledStore::open(&s.dir.path().join("db"), 1000, true).unwrap();
+    // Read what is stored, with the server gone: its sled database, or its etcd prefix.
+    let store: std::sync::Arc<dyn Store> = match &s.options.store {
+        syncline_server::StoreChoice::Sled => {
+            std::sync::Arc::new(SledStore::open(&s.dir.path().join("db"), 1000, true).unwrap())
+        }
+        syncline_server::StoreChoice::Etcd(options) => {
+            syncline_store_etcd::EtcdStore::connect(syncline_server::EtcdOptions::clone(options))
+                .await
+                .unwrap()
+        }
+    };
     let left = store.objects_of(&svc.sid).await.unwrap();
     assert!(left.is_empty(), "{} objects left behind", left.len());
 }
