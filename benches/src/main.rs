@@ -79,9 +79,27 @@ struct Cli {
     /// their cargo features). Repeat the flag or separate with commas.
     #[arg(long, global = true, value_enum, value_delimiter = ',')]
     peer: Vec<PeerName>,
+    /// `etcd`: after single-node Syncline (sled), run `write` and `fanout` again
+    /// through a cluster of --nodes nodes over a fresh etcd (system
+    /// `syncline-cluster`); a fan-out runs twice, subscribers on the writer's node and
+    /// on the other nodes.
+    #[arg(long, global = true, value_enum, default_value_t = StoreName::Sled)]
+    store: StoreName,
+    /// Nodes of the cluster with --store etcd.
+    #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    nodes: u16,
     #[command(subcommand)]
     workload: Workload,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreName {
+    Sled,
+    Etcd,
+}
+
+/// etcd's `--max-txn-ops` for the cluster the harness starts, and the nodes' bound.
+const CLUSTER_MAX_TXN_OPS: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum PeerName {
@@ -101,7 +119,7 @@ enum PeerName {
 const NO_ETCD: &str = "--peer etcd needs the etcd client, which this build leaves out: \
      build with `--features etcd`, e.g. \
      `cargo run --release -p syncline-bench --features etcd -- write --peer etcd` \
-     (it needs protoc: `apt-get install protobuf-compiler`; and etcd: `apt-get install etcd-server`)";
+     (and etcd itself: `apt-get install etcd-server`)";
 
 /// Why `--peer redis` cannot run in a build without the `redis` feature.
 #[cfg(not(feature = "redis"))]
@@ -378,6 +396,46 @@ async fn run_ws(
         _ => quic,
     };
     drive(&Arc::new(SynclineWs::new(quic)?), w, duration).await
+}
+
+/// The workload through a cluster: a fresh etcd, `--nodes` nodes over it (the writer
+/// on the first), identities dealt over the nodes `deal` names. Its line says
+/// `"system": "syncline-cluster"`, the nodes, and etcd's own CPU beside the nodes'.
+async fn run_cluster(
+    cli: &Cli,
+    w: &Workload,
+    deal: &[usize],
+    duration: Duration,
+) -> Result<Value, String> {
+    let context = json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "git_revision": git_revision(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+    });
+    let max_txn_ops = CLUSTER_MAX_TXN_OPS.to_string();
+    let etcd = harness::etcd::EtcdUnderTest::start_with(&["--max-txn-ops", &max_txn_ops]).await?;
+    let rate = matches!(w, Workload::Write { .. }).then_some(WRITE_RATE_LIMIT);
+    let mut nodes = ServerUnderTest::spawn_cluster(
+        usize::from(cli.nodes),
+        etcd.endpoint(),
+        CLUSTER_MAX_TXN_OPS,
+        cli.relaxed,
+        rate,
+    )?;
+    let first = nodes.remove(0);
+    let syncline = Syncline::new(first)?.with_nodes(nodes, deal.to_vec());
+    let syncline = Arc::new(match w {
+        Workload::Fanout { kind, .. } => syncline.with_kind((*kind).into()),
+        _ => syncline,
+    });
+    let etcd_cpu = etcd.process().cpu_seconds();
+    let outcome = drive(&syncline, w, duration).await?;
+    let etcd_cpu_s = etcd.process().cpu_seconds() - etcd_cpu;
+    let mut line = outcome.to_json(&context);
+    line["system"] = json!("syncline-cluster");
+    line["nodes"] = json!(cli.nodes);
+    line["etcd_cpu_s"] = json!(etcd_cpu_s);
+    Ok(line)
 }
 
 /// Whether the workload also runs with WebSocket subscribers.
@@ -707,6 +765,38 @@ async fn run(cli: &Cli) -> i32 {
                 return 1;
             }
         };
+        if cli.store == StoreName::Etcd && cli.server.is_none() {
+            let runs: &[(&str, &[usize])] = match &w {
+                Workload::Write { http: false, .. } => &[("writer's node", &[0])],
+                Workload::Fanout { .. } if cli.nodes > 1 => &[
+                    ("writer's node", &[0]),
+                    (
+                        "other nodes",
+                        &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+                    ),
+                ],
+                Workload::Fanout { .. } => &[("writer's node", &[0])],
+                _ => &[],
+            };
+            for (subscribers_on, deal) in runs {
+                match run_cluster(cli, &w, deal, duration).await {
+                    Ok(mut cluster_line) => {
+                        let o = &mut cluster_line;
+                        o["relaxed"] = json!(cli.relaxed);
+                        o["subscribers_on"] = json!(subscribers_on);
+                        if cli.json {
+                            println!("{cluster_line}");
+                        }
+                        results.push(cluster_line.clone());
+                        pairs.push((line.clone(), cluster_line));
+                    }
+                    Err(e) => {
+                        eprintln!("error in {w:?} through a cluster: {e}");
+                        return 1;
+                    }
+                }
+            }
+        }
         // WebSocket subscribers on a fresh server, alone on the machine like the rest.
         if with_ws(&w) {
             let server = match &cli.server {

@@ -226,12 +226,30 @@ async fn run(
                 for (owner, epoch) in &batch.departures {
                     presence.depart(owner, *epoch);
                 }
-                // Durable, so it may be told; the queue never waits.
-                for (service, target, change) in batch.hooks.drain(..) {
-                    webhooks.offer(&service, &target, change);
-                }
-                for (p, r) in queued.drain(..).zip(results) {
-                    let _ = p.reply.send(r);
+                let hooks = std::mem::take(&mut batch.hooks);
+                let replies: Vec<_> = queued.drain(..).map(|p| p.reply).zip(results).collect();
+                let tell = {
+                    let webhooks = webhooks.clone();
+                    move || {
+                        // Durable, so it may be told; the queue never waits.
+                        for (service, target, change) in hooks {
+                            webhooks.offer(&service, &target, change);
+                        }
+                        for (reply, r) in replies {
+                            let _ = reply.send(r);
+                        }
+                    }
+                };
+                if store.is_shared() {
+                    // Writers are answered once this node's hub has the batch's events
+                    // (its watch brings them); the next batch need not wait for that.
+                    let visible = store.visible();
+                    tokio::spawn(async move {
+                        visible.await;
+                        tell();
+                    });
+                } else {
+                    tell();
                 }
                 debug!(size, "batch committed");
             }
@@ -346,45 +364,35 @@ impl<'a> Batch<'a> {
 
     /// Reads the objects the queued writes name, all at once, into the overlay: on a
     /// shared store each read is a network round trip, and the batch would otherwise
-    /// make them one after another (two per write named by unique name). What cannot be
-    /// read here is read again, and its error met, where the write needs it.
+    /// make them one after another (two per write named by unique name). If they
+    /// cannot be read here, each write reads its own, and meets the error, as usual.
     async fn prefetch(&mut self, queued: &[Pending]) {
-        use futures_util::future::join_all;
-        let mut named = std::collections::BTreeSet::new();
-        let mut sids = std::collections::BTreeSet::new();
-        for p in queued {
-            let WriteOp::Client(command) = &p.op else {
-                continue;
-            };
-            let Some(reference) = command.object() else {
-                continue;
-            };
-            let key = (p.ctx.service_sid.clone(), reference.to_owned());
-            if is_sid(reference) {
-                sids.insert(key);
-            } else {
-                named.insert(key);
+        let references: Vec<(String, String)> = queued
+            .iter()
+            .filter_map(|p| match &p.op {
+                WriteOp::Client(command) => command
+                    .object()
+                    .map(|r| (p.ctx.service_sid.clone(), r.to_owned())),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let services: Vec<String> = queued
+            .iter()
+            .map(|p| p.ctx.service_sid.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let Ok(found) = self.store.read_for_batch(&services, &references).await else {
+            return;
+        };
+        for ((service, reference), (sid, record)) in references.into_iter().zip(found) {
+            if !is_sid(&reference) {
+                self.names.insert((service.clone(), reference), sid.clone());
             }
-        }
-        let store = self.store;
-        let found = join_all(
-            named
-                .iter()
-                .map(|(service, name)| store.object_sid_by_name(service, name)),
-        )
-        .await;
-        for (key, found) in named.into_iter().zip(found) {
-            if let Ok(sid) = found {
-                if let Some(sid) = &sid {
-                    sids.insert((key.0.clone(), sid.clone()));
-                }
-                self.names.insert(key, sid);
-            }
-        }
-        let records = join_all(sids.iter().map(|(service, sid)| store.object(service, sid))).await;
-        for (key, record) in sids.into_iter().zip(records) {
-            if let Ok(record) = record {
-                self.objects.insert(key, record);
+            if let Some(sid) = sid {
+                self.objects.insert((service, sid), record);
             }
         }
     }

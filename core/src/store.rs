@@ -272,6 +272,33 @@ pub trait Store: Send + Sync + 'static {
         up_to: u64,
     ) -> StoreResult<Option<Vec<LogEntry>>>;
 
+    /// What a commit batch is about to change, read together: for each object named
+    /// by (service sid, sid or unique name), the sid a name resolved to and the record.
+    /// A shared store reads them in a round trip or two instead of two per write, and
+    /// reads `services` afresh on the way (its cache of them may lag another node's
+    /// change: the batch decides by what is stored).
+    async fn read_for_batch(
+        &self,
+        services: &[String],
+        references: &[(String, String)],
+    ) -> StoreResult<Vec<(Option<String>, Option<ObjectRecord>)>> {
+        let _ = services;
+        let mut out = Vec::with_capacity(references.len());
+        for (service, reference) in references {
+            let sid = if syncline_proto::ids::is_sid(reference) {
+                Some(reference.clone())
+            } else {
+                self.object_sid_by_name(service, reference).await?
+            };
+            let record = match &sid {
+                Some(sid) => self.object(service, sid).await?,
+                None => None,
+            };
+            out.push((sid, record));
+        }
+        Ok(out)
+    }
+
     async fn item(&self, object_sid: &str, key: &ItemKey) -> StoreResult<Option<ItemRecord>>;
 
     /// Up to `limit` items from `from` (inclusive) in `order`, expired ones included (the
@@ -324,6 +351,12 @@ pub trait Store: Send + Sync + 'static {
     /// answer `Conflict`.
     fn is_shared(&self) -> bool {
         false
+    }
+
+    /// Resolves once what this store has applied so far is on this node's hub (a
+    /// shared store's watch has delivered its events); writers are answered then.
+    fn visible(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(std::future::ready(()))
     }
 
     /// Most writes the commit task puts in one batch (a shared store's transactions

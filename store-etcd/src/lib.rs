@@ -181,6 +181,8 @@ pub struct EtcdStore {
     keys: Keys,
     options: EtcdOptions,
     cluster: Arc<feed::State>,
+    /// The revision of the last batch with events this node committed.
+    committed: std::sync::atomic::AtomicI64,
 }
 
 impl EtcdStore {
@@ -213,6 +215,7 @@ impl EtcdStore {
             keys,
             options,
             cluster,
+            committed: std::sync::atomic::AtomicI64::new(0),
         }))
     }
 
@@ -283,6 +286,40 @@ impl EtcdStore {
         .await
         .map_err(engine)?;
         Ok(resp.take_kvs())
+    }
+
+    /// Each key's value (or `None`), read in one read-only transaction (at most
+    /// `max_txn_ops` gets each).
+    async fn read_many(
+        &self,
+        keys: impl Iterator<Item = Vec<u8>>,
+    ) -> StoreResult<Vec<Option<KeyValue>>> {
+        let keys: Vec<Vec<u8>> = keys.collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(self.options.max_txn_ops.max(1)) {
+            let gets: Vec<TxnOp> = chunk
+                .iter()
+                .map(|key| TxnOp::get(key.clone(), None))
+                .collect();
+            let resp = call(self.options.request_timeout, true, || {
+                let (mut kv, txn) = (self.kv(), Txn::new().and_then(gets.clone()));
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(engine)?;
+            for op in resp.op_responses() {
+                match op {
+                    etcd_client::TxnOpResponse::Get(mut get) => {
+                        out.push(get.take_kvs().into_iter().next());
+                    }
+                    _ => return Err(StoreError::Corrupt("a read answered with a write".into())),
+                }
+            }
+        }
+        if out.len() != keys.len() {
+            return Err(StoreError::Engine("a batch read lost answers".into()));
+        }
+        Ok(out)
     }
 
     /// One transaction, sent again only if it never reached a member (see `call`).
@@ -779,6 +816,65 @@ impl Store for EtcdStore {
         Ok(Some(entries))
     }
 
+    /// Two read-only transactions (services and names, then records): two round trips
+    /// for a batch, whatever its size. The services read refresh the cache.
+    async fn read_for_batch(
+        &self,
+        services: &[String],
+        references: &[(String, String)],
+    ) -> StoreResult<Vec<(Option<String>, Option<ObjectRecord>)>> {
+        let k = &self.keys;
+        let named: Vec<usize> = (0..references.len())
+            .filter(|&i| !syncline_proto::ids::is_sid(&references[i].1))
+            .collect();
+        let mut sids: Vec<Option<String>> = references
+            .iter()
+            .map(|(_, r)| syncline_proto::ids::is_sid(r).then(|| r.clone()))
+            .collect();
+        let mut names = self
+            .read_many(
+                services.iter().map(|sid| k.service(sid)).chain(
+                    named
+                        .iter()
+                        .map(|&i| k.name(&references[i].0, &references[i].1)),
+                ),
+            )
+            .await?;
+        // A service gone is left to the watch, which knows at what revision it went.
+        for (sid, kv) in services.iter().zip(names.drain(..services.len())) {
+            if let Some(kv) = kv {
+                let record: ServiceRecord = decode(kv.value())?;
+                self.cluster
+                    .cache_service(kv.mod_revision(), sid, Some(record));
+            }
+        }
+        for (&i, kv) in named.iter().zip(names) {
+            sids[i] = match kv {
+                Some(kv) => Some(
+                    String::from_utf8(kv.value().to_vec())
+                        .map_err(|_| StoreError::Corrupt("name index".into()))?,
+                ),
+                None => None,
+            };
+        }
+        let wanted: Vec<usize> = (0..references.len())
+            .filter(|&i| sids[i].is_some())
+            .collect();
+        let records = self
+            .read_many(wanted.iter().filter_map(|&i| {
+                sids[i]
+                    .as_deref()
+                    .map(|sid| k.object(&references[i].0, sid))
+            }))
+            .await?;
+        let mut out: Vec<(Option<String>, Option<ObjectRecord>)> =
+            sids.into_iter().map(|sid| (sid, None)).collect();
+        for (&i, kv) in wanted.iter().zip(records) {
+            out[i].1 = kv.as_ref().map(decode_object).transpose()?;
+        }
+        Ok(out)
+    }
+
     async fn item(&self, object_sid: &str, key: &ItemKey) -> StoreResult<Option<ItemRecord>> {
         self.get_value(self.keys.item(object_sid, key)).await
     }
@@ -906,16 +1002,12 @@ impl Store for EtcdStore {
             e
         })?;
         if resp.succeeded() {
-            // Answered once this node's subscribers have the batch's events (only a
-            // batch with events shows up in the watch at its revision).
+            // Its writers wait for this (`visible`); only a batch with events shows up
+            // in the watch at its revision.
             if writes.iter().any(|w| w.log.is_some()) {
                 let revision = resp.header().map_or(0, |h| h.revision());
-                if !self.cluster.wait_applied(revision, PUBLISH_WAIT).await {
-                    warn!(
-                        revision,
-                        "a committed batch's events were not seen by this node's watch in time"
-                    );
-                }
+                self.committed
+                    .fetch_max(revision, std::sync::atomic::Ordering::SeqCst);
             }
             Ok(())
         } else {
@@ -933,6 +1025,19 @@ impl Store for EtcdStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn visible(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let revision = self.committed.load(std::sync::atomic::Ordering::SeqCst);
+        let cluster = self.cluster.clone();
+        Box::pin(async move {
+            if !cluster.wait_applied(revision, PUBLISH_WAIT).await {
+                warn!(
+                    revision,
+                    "a committed batch's events were not seen by this node's watch in time"
+                );
+            }
+        })
     }
 
     fn max_batch_writes(&self) -> usize {

@@ -63,6 +63,12 @@ impl EtcdUnderTest {
     /// Starts `etcd` (or `$ETCD_BIN`) as one node on 127.0.0.1 in a temp dir and waits
     /// until it answers.
     pub async fn start() -> Result<Self, Error> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`start`](Self::start) with more etcd flags (cluster mode raises
+    /// `--max-txn-ops`, which no single put uses).
+    pub async fn start_with(extra: &[&str]) -> Result<Self, Error> {
         let data = tempfile::tempdir().map_err(err)?;
         let (client_port, peer_port) = free_ports()?;
         let client_url = format!("http://127.0.0.1:{client_port}");
@@ -78,6 +84,7 @@ impl EtcdUnderTest {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("bench={peer_url}")])
             .args(["--logger", "zap", "--log-level", "warn"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -111,6 +118,11 @@ impl EtcdUnderTest {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Its client URL.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// The last lines etcd logged (for errors).

@@ -37,6 +37,11 @@ pub trait Peer: Send + Sync + Sized + 'static {
     /// The server process under measurement.
     fn process(&self) -> &MeasuredProcess;
 
+    /// CPU seconds the system under test has used: its process's, or all its nodes'.
+    fn server_cpu_seconds(&self) -> f64 {
+        self.process().cpu_seconds()
+    }
+
     /// What a fan-out writes to, for its line's `params.kind`.
     fn kind(&self) -> &'static str;
 

@@ -9,6 +9,10 @@ use syncline_client::AdminConfig;
 
 use super::measure;
 
+/// The self-signed certificate and key a server makes in its data directory.
+const CERT_FILE: &str = "tls/cert.pem";
+const KEY_FILE: &str = "tls/key.pem";
+
 pub struct ServerUnderTest {
     pub admin: AdminConfig,
     process: measure::MeasuredProcess,
@@ -100,8 +104,18 @@ impl ServerUnderTest {
     /// [`spawn`](Self::spawn), with `rate_limit` requests/s per connection instead of
     /// the server's default.
     pub fn spawn_with(relaxed: bool, rate_limit: Option<u32>) -> Result<Self, String> {
+        Self::spawn_args(relaxed, rate_limit, &[])
+    }
+
+    /// [`spawn_with`](Self::spawn_with), with more `serve` flags.
+    fn spawn_args(
+        relaxed: bool,
+        rate_limit: Option<u32>,
+        extra: &[String],
+    ) -> Result<Self, String> {
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
         let child = serve_command(data.path(), relaxed, rate_limit, Stdio::inherit())?
+            .args(extra)
             .spawn()
             .map_err(|e| format!("starting syncline: {e}"))?;
         let admin_path = data.path().join("admin.json");
@@ -120,6 +134,46 @@ impl ServerUnderTest {
             process: measure::MeasuredProcess(Some(child)),
             _data: Some(data),
         })
+    }
+
+    /// Starts `nodes` fresh servers over the etcd at `endpoint`, under one new prefix:
+    /// one installation. The first makes its self-signed certificate and the others
+    /// serve the same one, so one CA file reaches every node.
+    pub fn spawn_cluster(
+        nodes: usize,
+        endpoint: &str,
+        max_txn_ops: usize,
+        relaxed: bool,
+        rate_limit: Option<u32>,
+    ) -> Result<Vec<Self>, String> {
+        let prefix = format!("/bench-{:016x}", rand::random::<u64>());
+        let mut args: Vec<String> = [
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            endpoint,
+            "--etcd-prefix",
+            &prefix,
+            "--etcd-max-txn-ops",
+            &max_txn_ops.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut all: Vec<Self> = Vec::with_capacity(nodes);
+        for _ in 0..nodes.max(1) {
+            let node = Self::spawn_args(relaxed, rate_limit, &args)?;
+            if all.is_empty() {
+                let dir = node._data.as_ref().ok_or("no data dir")?.path().to_owned();
+                args.extend([
+                    "--cert".to_owned(),
+                    dir.join(CERT_FILE).display().to_string(),
+                    "--key".to_owned(),
+                    dir.join(KEY_FILE).display().to_string(),
+                ]);
+            }
+            all.push(node);
+        }
+        Ok(all)
     }
 
     /// Starts a server over an existing data directory (the crash loop restarts one on

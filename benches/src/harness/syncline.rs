@@ -46,6 +46,11 @@ impl Endpoints {
 /// A Syncline server under test with the endpoints its clients share.
 pub struct Syncline {
     server: ServerUnderTest,
+    /// The other nodes of a cluster (`--nodes`): identities and subscribers are dealt
+    /// over all nodes round-robin; backends (the writer) use the first.
+    others: Vec<ServerUnderTest>,
+    /// Which nodes identities are dealt over (empty: all).
+    deal: Vec<usize>,
     endpoints: Endpoints,
     kind: ObjectKind,
     first_time: bool,
@@ -59,9 +64,25 @@ impl Syncline {
         Ok(Syncline {
             endpoints: Endpoints::new(&config)?,
             server,
+            others: Vec::new(),
+            deal: Vec::new(),
             kind: ObjectKind::Document,
             first_time: false,
         })
+    }
+
+    /// The other nodes of the first one's cluster (they serve its certificate, so the
+    /// endpoints reach them too); identities go to the nodes `deal` selects, by index
+    /// (0: the first node, where the writer is).
+    pub fn with_nodes(mut self, others: Vec<ServerUnderTest>, deal: Vec<usize>) -> Self {
+        self.others = others;
+        self.deal = deal;
+        self
+    }
+
+    /// Every node, the first one first.
+    fn nodes(&self) -> impl Iterator<Item = &ServerUnderTest> {
+        std::iter::once(&self.server).chain(&self.others)
     }
 
     /// A fan-out writes to an object of `kind`.
@@ -94,9 +115,18 @@ impl Syncline {
     /// opening.
     pub fn identity_configs(&self, n: usize, prefix: &str) -> Result<Vec<ClientConfig>, Error> {
         let a = &self.server.admin;
+        let all: Vec<&ServerUnderTest> = self.nodes().collect();
+        let nodes: Vec<&ServerUnderTest> = match self.deal.as_slice() {
+            [] => all,
+            deal => deal.iter().filter_map(|&i| all.get(i).copied()).collect(),
+        };
+        if nodes.is_empty() {
+            return Err("no node to deal identities over".into());
+        }
         let now = syncline_client::token::now_s();
         (0..n)
             .map(|i| {
+                let node = &nodes[i % nodes.len()].admin;
                 let token = syncline_client::token::mint(
                     &a.api_key_sid,
                     &a.api_key_secret,
@@ -106,7 +136,7 @@ impl Syncline {
                     3600,
                     now,
                 );
-                ClientConfig::with_token(&a.server, &a.ca_file, &token).map_err(err)
+                ClientConfig::with_token(&node.server, &node.ca_file, &token).map_err(err)
             })
             .collect()
     }
@@ -163,6 +193,10 @@ impl Peer for Syncline {
 
     fn process(&self) -> &MeasuredProcess {
         self.server.process()
+    }
+
+    fn server_cpu_seconds(&self) -> f64 {
+        self.nodes().map(ServerUnderTest::cpu_seconds).sum()
     }
 
     fn kind(&self) -> &'static str {

@@ -61,7 +61,7 @@ pub(super) struct Sample {
 impl Sample {
     pub(super) fn take<P: Peer>(peer: &P) -> Self {
         Sample {
-            server_cpu: peer.process().cpu_seconds(),
+            server_cpu: peer.server_cpu_seconds(),
             client_cpu: measure::self_cpu_seconds(),
             udp: udp_errors::<P>(),
         }
@@ -84,7 +84,7 @@ impl Sample {
             ops_per_s: ops / elapsed.as_secs_f64().max(1e-9),
             latency,
             delivery,
-            server_cpu_s: peer.process().cpu_seconds() - self.server_cpu,
+            server_cpu_s: peer.server_cpu_seconds() - self.server_cpu,
             client_cpu_s: measure::self_cpu_seconds() - self.client_cpu,
             cpu_ops: ops,
             server_rss_kib: peer.process().rss_kib().1,
@@ -481,7 +481,7 @@ pub async fn conns<P: Peer>(peer: &Arc<P>, connections: usize) -> Result<Outcome
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _) = peer.process().rss_kib();
     let before = Sample::take(&**peer);
-    let open_mark = measure::CpuMark::now(peer.process().cpu_seconds());
+    let open_mark = measure::CpuMark::now(peer.server_cpu_seconds());
     let start = Instant::now();
     let opened = measure::phase(
         &format!("{label}: opening the connections"),
@@ -490,7 +490,7 @@ pub async fn conns<P: Peer>(peer: &Arc<P>, connections: usize) -> Result<Outcome
     )
     .await?;
     let open_s = start.elapsed().as_secs_f64();
-    let open_cpu = open_mark.since(peer.process().cpu_seconds());
+    let open_cpu = open_mark.since(peer.server_cpu_seconds());
     let opened_n = opened.len();
     let open_datagrams = packets::<P>(opened.iter().map(|(link, _)| link)).datagrams();
     tokio::time::sleep(Duration::from_millis(500)).await;
