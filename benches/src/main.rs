@@ -421,6 +421,7 @@ async fn run_cluster(
         CLUSTER_MAX_TXN_OPS,
         cli.relaxed,
         rate,
+        &[],
     )?;
     let first = nodes.remove(0);
     let syncline = Syncline::new(first)?.with_nodes(nodes, deal.to_vec());
@@ -921,6 +922,35 @@ async fn run_soak(cli: &Cli, params: &SoakParams, context: &Value) -> i32 {
 
 /// W5: a table (stderr with --json) and, with --json, the result line. Exit code 1 if
 /// the rooms kept ghosts, a connection failed, or a watcher stopped.
+/// W5 through a cluster of `--nodes` over a fresh etcd, each node with
+/// `--idle-timeout-ms idle_ms`.
+async fn presence_cluster(
+    cli: &Cli,
+    params: &PresenceParams,
+    idle_ms: u64,
+) -> Result<measure::Outcome, String> {
+    let max_txn_ops = CLUSTER_MAX_TXN_OPS.to_string();
+    let etcd = harness::etcd::EtcdUnderTest::start_with(&["--max-txn-ops", &max_txn_ops]).await?;
+    let nodes = ServerUnderTest::spawn_cluster(
+        usize::from(cli.nodes),
+        etcd.endpoint(),
+        CLUSTER_MAX_TXN_OPS,
+        cli.relaxed,
+        None,
+        &["--idle-timeout-ms".to_owned(), idle_ms.to_string()],
+    )?;
+    let targets: Vec<Target> = nodes
+        .iter()
+        .map(|n| Target {
+            admin: &n.admin,
+            process: n.process(),
+        })
+        .collect();
+    let mut outcome = presence::presence(&targets, params).await?;
+    outcome.system = "syncline-cluster";
+    Ok(outcome)
+}
+
 async fn run_presence(cli: &Cli, params: &PresenceParams, context: &Value) -> i32 {
     eprintln!(
         "presence: {} identities in {} rooms, {} drops/s for {:.0} s, seed {}",
@@ -948,6 +978,10 @@ async fn run_presence(cli: &Cli, params: &PresenceParams, context: &Value) -> i3
                 Err(e) => Err(e),
             }
         }
+        // Every node over a fresh etcd; identities and watchers dealt over them.
+        (None, idle) if cli.store == StoreName::Etcd => {
+            presence_cluster(cli, params, idle.unwrap_or(5000)).await
+        }
         // The server stops when it drops, at the end of this arm.
         (None, idle) => match PresenceServer::spawn(cli.relaxed, idle.unwrap_or(5000)) {
             Ok(s) => presence::presence(&[s.target()], params).await,
@@ -962,6 +996,9 @@ async fn run_presence(cli: &Cli, params: &PresenceParams, context: &Value) -> i3
         }
     };
     line["relaxed"] = json!(cli.relaxed);
+    if cli.store == StoreName::Etcd && cli.server.is_none() {
+        line["nodes"] = json!(cli.nodes);
+    }
     let table = presence::table(std::slice::from_ref(&line));
     if cli.json {
         println!("{line}");

@@ -139,12 +139,14 @@ impl ServerUnderTest {
     /// Starts `nodes` fresh servers over the etcd at `endpoint`, under one new prefix:
     /// one installation. The first makes its self-signed certificate and the others
     /// serve the same one, so one CA file reaches every node.
+    /// `extra`: more `serve` flags for every node.
     pub fn spawn_cluster(
         nodes: usize,
         endpoint: &str,
         max_txn_ops: usize,
         relaxed: bool,
         rate_limit: Option<u32>,
+        extra: &[String],
     ) -> Result<Vec<Self>, String> {
         let prefix = format!("/bench-{:016x}", rand::random::<u64>());
         let mut args: Vec<String> = [
@@ -159,6 +161,7 @@ impl ServerUnderTest {
         ]
         .map(str::to_owned)
         .to_vec();
+        args.extend_from_slice(extra);
         let mut all: Vec<Self> = Vec::with_capacity(nodes);
         for _ in 0..nodes.max(1) {
             let node = Self::spawn_args(relaxed, rate_limit, &args)?;
@@ -185,6 +188,18 @@ impl ServerUnderTest {
         log: &Path,
         deadline: Instant,
     ) -> Result<Self, String> {
+        Self::start_in_with(data, relaxed, log, deadline, &[]).await
+    }
+
+    /// [`start_in`](Self::start_in) with more `serve` flags (the crash loop's cluster
+    /// mode: `--store etcd`, its endpoints and prefix, a shared certificate).
+    pub async fn start_in_with(
+        data: &Path,
+        relaxed: bool,
+        log: &Path,
+        deadline: Instant,
+        extra: &[String],
+    ) -> Result<Self, String> {
         let admin_path = data.join("admin.json");
         // The server rewrites admin.json with its new port after binding; the old one
         // would send clients to the dead server's port.
@@ -199,6 +214,7 @@ impl ServerUnderTest {
             .open(log)
             .map_err(|e| format!("opening {}: {e}", log.display()))?;
         let child = serve_command(data, relaxed, None, Stdio::from(stderr))?
+            .args(extra)
             .spawn()
             .map_err(|e| format!("starting syncline: {e}"))?;
         let mut process = measure::MeasuredProcess(Some(child));
@@ -222,6 +238,17 @@ impl ServerUnderTest {
             // Short polls: the time to come back is what the crash loop measures.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// `--cert` and `--key` naming the certificate a server made in its data directory
+    /// `data`: given to the other nodes of a cluster, so that one CA file reaches all.
+    pub fn cert_args(data: &Path) -> Vec<String> {
+        vec![
+            "--cert".to_owned(),
+            data.join(CERT_FILE).display().to_string(),
+            "--key".to_owned(),
+            data.join(KEY_FILE).display().to_string(),
+        ]
     }
 
     /// SIGKILL, then waits (up to `deadline`) until the process is gone, so that its
