@@ -156,6 +156,14 @@ struct ServeArgs {
     /// miss go to disk.
     #[arg(long, default_value_t = DEFAULT_CACHE_BYTES >> 20)]
     cache_mib: u64,
+    /// The QUIC address (`host:port`) clients on other machines reach this node at, as
+    /// the node list gives it (default: the address bound; set it when listening on
+    /// 0.0.0.0 or behind NAT).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// The HTTPS base URL (`https://host:port`) to give in the node list.
+    #[arg(long)]
+    advertise_https: Option<String>,
     /// Where the data lives: `sled` (embedded, in --data; one node) or `etcd` (a shared
     /// etcd cluster, --etcd-endpoints; any number of nodes are one installation).
     #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
@@ -1126,6 +1134,8 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
         per_second: f64::from(args.rate_limit),
         burst: 2.0 * f64::from(args.rate_limit),
     };
+    options.advertise = args.advertise.clone();
+    options.advertise_https = args.advertise_https.clone();
     if args.store == StoreArg::Etcd {
         let mut etcd = EtcdOptions::new(args.etcd_endpoints.clone());
         etcd.prefix = args.etcd_prefix.clone();

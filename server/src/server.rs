@@ -51,6 +51,11 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// Webhook delivery: queue bound, lanes, timeout, retries.
     pub webhooks: WebhookOptions,
+    /// The QUIC address and HTTPS URL other machines reach this node at, as the node
+    /// list (`Request::Nodes`) gives them; `None`: the bound ones (right on one
+    /// machine, not for a node listening on 0.0.0.0 or behind NAT).
+    pub advertise: Option<String>,
+    pub advertise_https: Option<String>,
     /// Where the data lives: sled in the data directory (one node), or a shared etcd
     /// cluster (several nodes; the data directory keeps only the node's certificate,
     /// `reset.key` and `admin.json`).
@@ -82,6 +87,8 @@ impl ServerOptions {
             idle_timeout: net::DEFAULT_IDLE_TIMEOUT,
             webhooks: WebhookOptions::default(),
             store: StoreChoice::Sled,
+            advertise: None,
+            advertise_https: None,
         }
     }
 }
@@ -189,8 +196,11 @@ impl Server {
             } else {
                 "local".into()
             },
-            quic: local_addr.to_string(),
-            https: http_url.clone(),
+            quic: opts
+                .advertise
+                .clone()
+                .unwrap_or_else(|| local_addr.to_string()),
+            https: opts.advertise_https.clone().or_else(|| http_url.clone()),
         };
         let cluster = match &etcd {
             Some(etcd) => Some(etcd.join(node.clone()).await.map_err(ConfigError::from)?),

@@ -69,6 +69,28 @@ async fn nodes_over_one_etcd_are_one_installation_and_list_each_other() {
         );
         assert!(nodes.iter().all(|n| n.https.is_some() && !n.id.is_empty()));
     }
+    // A node listening on every interface says where others reach it.
+    let prefix = prefix();
+    let endpoints = [shared_etcd()];
+    let advertised = TestServer::start_with(|o| {
+        let mut etcd = syncline_server::EtcdOptions::new(endpoints.to_vec());
+        etcd.prefix = prefix.clone();
+        o.store = syncline_server::StoreChoice::Etcd(Box::new(etcd));
+        o.advertise = Some("sync-1.example.net:7400".into());
+        o.advertise_https = Some("https://sync-1.example.net:7401".into());
+    })
+    .await;
+    let mut raw = RawConnection::backend(&advertised.admin).await;
+    match raw.call(2, Request::Nodes).await.result {
+        Ok(Response::Nodes(nodes)) => {
+            assert_eq!(nodes[0].quic, "sync-1.example.net:7400");
+            assert_eq!(
+                nodes[0].https.as_deref(),
+                Some("https://sync-1.example.net:7401")
+            );
+        }
+        other => panic!("expected the node list, got {other:?}"),
+    }
 }
 
 #[tokio::test]
