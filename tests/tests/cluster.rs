@@ -69,6 +69,32 @@ async fn nodes_over_one_etcd_are_one_installation_and_list_each_other() {
         );
         assert!(nodes.iter().all(|n| n.https.is_some() && !n.id.is_empty()));
     }
+    // Backends ask over REST: GET /v1/Nodes, with the API key.
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        b.admin.api_key_sid, b.admin.api_key_secret
+    ));
+    let (status, answer) = syncline_tests::https_request(
+        &b.admin,
+        "GET",
+        "/v1/Nodes",
+        Some(&format!("Basic {basic}")),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap();
+    let listed: Vec<&str> = body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["quic"].as_str())
+        .collect();
+    assert_eq!(listed, [b.admin.server.as_str(), a.admin.server.as_str()]);
+    let (status, _) = syncline_tests::https_request(&b.admin, "GET", "/v1/Nodes", None, "").await;
+    assert_eq!(status, 401, "no credential, no node list");
     // A node listening on every interface says where others reach it.
     let prefix = prefix();
     let endpoints = [shared_etcd()];

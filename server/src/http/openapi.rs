@@ -402,7 +402,7 @@ const fn public(id: &'static str, summary: &'static str, body: Body) -> Op {
     }
 }
 
-/// Every path served, in Twilio's spec order; Syncline's own three last.
+/// Every path served, in Twilio's spec order; Syncline's own last.
 pub static PATHS: &[PathSpec] = &[
     PathSpec {
         path: "/v1/Services",
@@ -793,6 +793,14 @@ pub static PATHS: &[PathSpec] = &[
         )],
     },
     PathSpec {
+        path: "/v1/Nodes",
+        ops: &[fetch(
+            "ListNodes",
+            "The installation's live nodes, this one first (Syncline's own: where clients go when their node does)",
+            "Nodes",
+        )],
+    },
+    PathSpec {
         path: "/healthz",
         ops: &[public("Healthz", "Alive", Body::Text)],
     },
@@ -1099,6 +1107,24 @@ fn schemas() -> Value {
         }
     }
     json!({
+        "Nodes": {
+            "type": "object",
+            "required": ["nodes"],
+            "properties": {
+                "nodes": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "quic", "https"],
+                        "properties": {
+                            "id": { "type": "string" },
+                            "quic": { "type": "string", "description": "host:port (UDP)" },
+                            "https": { "type": ["string", "null"], "format": "uri" },
+                        },
+                    },
+                },
+            },
+        },
         "Error": {
             "type": "object",
             "description": "Twilio's error body (what its helper libraries turn into TwilioRestException).",
@@ -1227,6 +1253,7 @@ mod tests {
             "/readyz".to_owned(),
             "/openapi.json".to_owned(),
             "/metrics".to_owned(),
+            "/v1/Nodes".to_owned(),
             format!("{s}/Streams/{{StreamSid}}/Messages"),
         ];
         for (kinds, parent) in [

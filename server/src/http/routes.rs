@@ -43,6 +43,7 @@ pub fn router(http: Arc<Http>) -> Router {
             }),
         )
         .route("/openapi.json", get(openapi_json))
+        .route("/v1/Nodes", any(nodes))
         .route("/v1/Services", any(dispatch))
         .route("/v1/Services/{service}", any(dispatch))
         .route("/v1/Services/{service}/{kinds}", any(dispatch))
@@ -174,6 +175,29 @@ async fn ready(State(http): State<Arc<Http>>) -> HttpResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "storage not ready").into_response()
     }
+}
+
+/// `GET /v1/Nodes`: the live nodes (any credential of the installation).
+async fn nodes(
+    State(http): State<Arc<Http>>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> HttpResponse {
+    let path = uri.path().to_owned();
+    let ctx = match Ctx::new(http, method, &headers, path, query, body).await {
+        Ok(c) => c,
+        Err(e) => return e.response(),
+    };
+    respond(
+        match ctx.run(None, Command::Nodes, Resource::Service).await {
+            Ok(Outcome::Nodes(nodes)) => Ok((StatusCode::OK, json!({ "nodes": nodes }))),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(e),
+        },
+    )
 }
 
 type Answer = Result<(StatusCode, Value), ApiError>;
