@@ -238,9 +238,6 @@ enum Workload {
     },
     /// Every workload once (with --quick: the smoke run).
     All,
-    /// Crash loop: writers on every object kind, SIGKILL at a random moment, restart on
-    /// the same data directory, and a check that every acknowledged write survived.
-    /// Exits non-zero if anything was lost or regressed. Not part of `all`.
     /// Soak: mixed load over every object kind (--duration seconds, default 600),
     /// connections coming and going, one stalled subscriber; reports the server's RSS
     /// over time (last third against middle third), errors and ops/s. Exits non-zero
@@ -253,6 +250,11 @@ enum Workload {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Crash loop: writers on every object kind, SIGKILL at a random moment, restart on
+    /// the same data directory, and a check that every acknowledged write survived.
+    /// Exits non-zero if anything was lost or regressed. Not part of `all`. With
+    /// `--store etcd --nodes K`: K nodes over a fresh 3-member etcd, writers spread
+    /// over them; each cycle kills one node and, half the time, one etcd member.
     Crash {
         #[arg(long, default_value_t = 100)]
         cycles: u64,
@@ -667,6 +669,13 @@ async fn run(cli: &Cli) -> i32 {
             max_kill_ms: *max_kill_ms,
             seed: seed.unwrap_or_else(|| measure::now_ns() % 1_000_000_007),
             relaxed: cli.relaxed,
+            etcd: cli.store == StoreName::Etcd,
+            // --nodes defaults to 2 for every workload; on sled there is one server.
+            nodes: if cli.store == StoreName::Etcd {
+                usize::from(cli.nodes)
+            } else {
+                1
+            },
         };
         return run_crash(cli, &params, &context).await;
     }
@@ -1023,9 +1032,26 @@ async fn run_crash(cli: &Cli, params: &CrashParams, context: &Value) -> i32 {
         eprintln!("error: {e}");
         return 1;
     }
+    // And, in cluster mode, if there is no etcd to start.
+    if params.etcd {
+        #[cfg(feature = "etcd")]
+        let ready = harness::etcd::preflight();
+        #[cfg(not(feature = "etcd"))]
+        let ready: Result<(), String> = Err(NO_ETCD.to_owned());
+        if let Err(e) = ready {
+            eprintln!("error: {}", e.replace("--peer etcd", "--store etcd"));
+            return 1;
+        }
+    }
     eprintln!(
-        "crash: {} cycles, {} writers, kill within {} ms, seed {}",
-        params.cycles, params.writers, params.max_kill_ms, params.seed
+        "crash: {} cycles, {} writers, kill within {} ms, seed {}, store {} ({} node{})",
+        params.cycles,
+        params.writers,
+        params.max_kill_ms,
+        params.seed,
+        params.store(),
+        params.nodes,
+        if params.nodes == 1 { "" } else { "s" }
     );
     let report = crash::crash(params).await;
     if cli.json {

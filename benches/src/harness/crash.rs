@@ -16,6 +16,16 @@
 //! flight at the kill either there once or not at all. Applying the events in order to
 //! the last known state must give exactly what the server now holds (data, item
 //! revisions, expiry times). Anything else is a finding; see [`Findings`].
+//!
+//! Cluster mode (`--store etcd --nodes K`): K `serve --store etcd` nodes, each with its
+//! own data directory, over a fresh 3-member etcd (every member started with
+//! `--max-txn-ops 1024`), all in the run's scratch directory. Writer `w` writes through
+//! node `w % K`. At the random moment one random node is SIGKILLed and, every other
+//! cycle on average, one random etcd member too (never two members, so the quorum
+//! stays); the writers on the other nodes go on until the writers are stopped, as the
+//! killed node's are. The member is restarted on its dir and ports, then the node on
+//! its data directory (its restart is the time measured), and the check reads through
+//! the restarted node.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -73,7 +83,25 @@ pub struct CrashParams {
     /// The server's relaxed mode, which acknowledges before the flush: losses are
     /// expected there, which makes it a test of this check.
     pub relaxed: bool,
+    /// Cluster mode: nodes over a fresh 3-member etcd instead of one server on sled.
+    pub etcd: bool,
+    /// Nodes in cluster mode (1 on sled).
+    pub nodes: usize,
 }
+
+impl CrashParams {
+    /// `sled` or `etcd`.
+    pub fn store(&self) -> &'static str {
+        if self.etcd {
+            "etcd"
+        } else {
+            "sled"
+        }
+    }
+}
+
+/// Members of the etcd cluster mode starts: one can be down and writes go on.
+pub const ETCD_MEMBERS: usize = 3;
 
 /// The result of a crash run; `error` says which phase failed, if one did.
 #[derive(Debug, Default)]
@@ -83,6 +111,13 @@ pub struct CrashReport {
     pub writes_acknowledged: u64,
     pub writes_in_flight: u64,
     pub restart_ms: Vec<f64>,
+    /// Nodes SIGKILLed (one per cycle), and in cluster mode etcd members SIGKILLed
+    /// (and restarted), over all cycles.
+    pub node_kills: u64,
+    pub etcd_member_kills: u64,
+    /// The store and node count the run used (a line of the table says them).
+    pub store: &'static str,
+    pub nodes: usize,
     pub elapsed: Duration,
     pub error: Option<String>,
     /// The data directory and server log, kept when anything went wrong.
@@ -109,7 +144,12 @@ impl CrashReport {
         let f = &self.findings;
         let mut v = json!({
             "workload": "crash",
-            "system": "syncline",
+            "system": if params.etcd { "syncline-cluster" } else { "syncline" },
+            "store": params.store(),
+            "nodes": params.nodes,
+            "etcd_members": if params.etcd { ETCD_MEMBERS } else { 0 },
+            "node_kills": self.node_kills,
+            "etcd_member_kills": self.etcd_member_kills,
             "cycles": self.cycles,
             "writes_acknowledged": self.writes_acknowledged,
             "writes_checked": f.writes_checked,
@@ -142,10 +182,19 @@ impl CrashReport {
         v
     }
 
-    /// A markdown table for people.
+    /// A markdown table for people, after a line naming the store.
     pub fn table(&self) -> String {
         let f = &self.findings;
-        let mut out = String::from(
+        let mut out = if self.store == "etcd" {
+            format!(
+                "store etcd: {} nodes over {ETCD_MEMBERS} etcd members; {} node kills, \
+                 {} etcd member kills (node restarts timed)\n\n",
+                self.nodes, self.node_kills, self.etcd_member_kills
+            )
+        } else {
+            format!("store {}: one server\n\n", self.store)
+        };
+        out.push_str(
             "| cycles | writes acked | writes checked | in flight: landed / not | lost | regressions | half-applied | log mismatches | unexpected errors | restart p50 / p99 / max ms | elapsed s |\n\
              |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
@@ -174,7 +223,7 @@ impl CrashReport {
         }
         if let Some(d) = &self.kept_dir {
             out.push_str(&format!(
-                "\n\ndata directory and server log kept in {}",
+                "\n\ndata directories and server logs kept in {}",
                 d.display()
             ));
         }
@@ -1254,16 +1303,18 @@ async fn read_log(c: &Client, name: &str, since: u64, to: u64) -> Replay {
     }
 }
 
-/// Starts the server on `data` and waits until it accepts a connection and answers a
-/// ping. Returns the server, that connection and the time it took (the restart time).
+/// Starts a server on `data` (with `extra` `serve` flags) and waits until it accepts a
+/// connection and answers a ping. Returns the server, that connection and the time it
+/// took (the restart time).
 async fn start(
     data: &Path,
     log: &Path,
     relaxed: bool,
+    extra: &[String],
 ) -> Result<(ServerUnderTest, Client, Duration), Error> {
     let t0 = Instant::now();
     let deadline = t0 + START_DEADLINE;
-    let server = ServerUnderTest::start_in(data, relaxed, log, deadline).await?;
+    let server = ServerUnderTest::start_in_with(data, relaxed, log, deadline, extra).await?;
     let client = tokio::time::timeout_at(deadline.into(), async {
         let c = connect(&server).await?;
         c.ping().await.map_err(err)?;
@@ -1303,22 +1354,176 @@ async fn setup(
     Ok(())
 }
 
-/// The run's scratch space: the data directory and the server's log, removed at the end
-/// unless something went wrong.
+/// The run's scratch space: the nodes' data directories and logs (in cluster mode also
+/// the etcd members' dirs), removed at the end unless something went wrong.
 struct Scratch {
     dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+}
+
+/// One node: its data directory and log (the same across restarts), its `serve` flags,
+/// and its process while it runs.
+struct Node {
     data: PathBuf,
     log: PathBuf,
+    args: Vec<String>,
+    server: Option<ServerUnderTest>,
+}
+
+/// Everything the run starts and kills: the nodes and, in cluster mode, their etcd.
+/// Dropping it kills every process still running, the nodes first (field order).
+struct Installation {
+    nodes: Vec<Node>,
+    #[cfg(feature = "etcd")]
+    etcd: Option<super::etcd::EtcdMembers>,
+}
+
+impl Installation {
+    /// Starts the one server on sled, or in cluster mode the etcd and then each node
+    /// (the first creates the installation and its certificate, which the others
+    /// serve too). Returns a connection to the first node, for the setup.
+    async fn start(params: &CrashParams, root: &Path) -> Result<(Self, Client), Error> {
+        if params.etcd {
+            return Self::start_cluster(params, root).await;
+        }
+        let mut node = Node {
+            data: root.join("data"),
+            log: root.join("server.log"),
+            args: Vec::new(),
+            server: None,
+        };
+        let (server, client, _) = start(&node.data, &node.log, params.relaxed, &[]).await?;
+        node.server = Some(server);
+        let me = Installation {
+            nodes: vec![node],
+            #[cfg(feature = "etcd")]
+            etcd: None,
+        };
+        Ok((me, client))
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    async fn start_cluster(_: &CrashParams, _: &Path) -> Result<(Self, Client), Error> {
+        Err("--store etcd needs the etcd cargo feature, which this build leaves out".into())
+    }
+
+    #[cfg(feature = "etcd")]
+    async fn start_cluster(params: &CrashParams, root: &Path) -> Result<(Self, Client), Error> {
+        use super::etcd::{EtcdMembers, CLUSTER_MAX_TXN_OPS};
+        let ops = CLUSTER_MAX_TXN_OPS.to_string();
+        let etcd = EtcdMembers::start(&root.join("etcd"), ETCD_MEMBERS, &["--max-txn-ops", &ops])
+            .await
+            .map_err(|e| format!("etcd: {e}"))?;
+        let prefix = format!("/crash-{:016x}", rand::random::<u64>());
+        let endpoints = etcd.endpoints();
+        let common: Vec<String> = [
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            &endpoints,
+            "--etcd-prefix",
+            &prefix,
+            "--etcd-max-txn-ops",
+            &ops,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut me = Installation {
+            nodes: Vec::new(),
+            etcd: Some(etcd),
+        };
+        let mut first = None;
+        for i in 0..params.nodes.max(1) {
+            let mut args = common.clone();
+            if let Some(n0) = me.nodes.first() {
+                args.extend(ServerUnderTest::cert_args(&n0.data));
+            }
+            let mut node = Node {
+                data: root.join(format!("node{i}")),
+                log: root.join(format!("node{i}.log")),
+                args,
+                server: None,
+            };
+            let (server, client, _) = start(&node.data, &node.log, params.relaxed, &node.args)
+                .await
+                .map_err(|e| format!("node {i}: {e}"))?;
+            node.server = Some(server);
+            me.nodes.push(node);
+            match first {
+                None => first = Some(client),
+                Some(_) => client.close(),
+            }
+        }
+        let first = first.ok_or("no node started")?;
+        Ok((me, first))
+    }
+
+    /// Node `i`'s server; an error if it is not running.
+    fn server(&self, i: usize) -> Result<&ServerUnderTest, Error> {
+        self.nodes[i]
+            .server
+            .as_ref()
+            .ok_or_else(|| format!("node {i} is not running"))
+    }
+
+    /// SIGKILLs node `i` and waits until it is gone.
+    async fn kill_node(&mut self, i: usize) -> Result<(), Error> {
+        match self.nodes[i].server.as_mut() {
+            Some(s) => s.kill(Instant::now() + KILL_DEADLINE).await,
+            None => Err(format!("node {i} is not running")),
+        }
+    }
+
+    /// Starts node `i` again on its data directory; returns a connection to it that
+    /// has answered a ping, and the time that took.
+    async fn restart_node(&mut self, i: usize, relaxed: bool) -> Result<(Client, Duration), Error> {
+        let n = &mut self.nodes[i];
+        n.server = None;
+        let (server, client, took) = start(&n.data, &n.log, relaxed, &n.args).await?;
+        n.server = Some(server);
+        Ok((client, took))
+    }
+
+    /// etcd members (0 on sled).
+    fn etcd_members(&self) -> usize {
+        #[cfg(feature = "etcd")]
+        if let Some(e) = &self.etcd {
+            return e.members();
+        }
+        0
+    }
+
+    /// SIGKILLs etcd member `m`.
+    fn kill_member(&mut self, m: usize) -> Result<(), Error> {
+        #[cfg(feature = "etcd")]
+        if let Some(e) = &mut self.etcd {
+            return e.kill(m);
+        }
+        Err(format!("there is no etcd member {m}"))
+    }
+
+    /// Starts etcd member `m` again on its dir and ports, and waits until it answers a
+    /// linearizable read.
+    async fn restart_member(&mut self, m: usize) -> Result<(), Error> {
+        #[cfg(feature = "etcd")]
+        if let Some(e) = &mut self.etcd {
+            return e.restart(m, Instant::now() + START_DEADLINE).await;
+        }
+        Err(format!("there is no etcd member {m}"))
+    }
 }
 
 /// Runs the crash loop. Phase failures end the run and are reported in `error`.
 pub async fn crash(params: &CrashParams) -> CrashReport {
     let started = Instant::now();
-    let mut report = CrashReport::default();
+    let mut report = CrashReport {
+        store: params.store(),
+        nodes: params.nodes,
+        ..CrashReport::default()
+    };
     let scratch = match tempfile::Builder::new().prefix("syncline-crash-").tempdir() {
         Ok(d) => Scratch {
-            data: d.path().join("data"),
-            log: d.path().join("server.log"),
+            root: d.path().to_owned(),
             dir: Some(d),
         },
         Err(e) => {
@@ -1331,6 +1536,11 @@ pub async fn crash(params: &CrashParams) -> CrashReport {
     }
     report.elapsed = started.elapsed();
     if !report.clean() {
+        // The etcd members' data goes (its WAL alone is 64 MiB per member); their logs
+        // stay with the nodes' data and logs.
+        for m in 0..ETCD_MEMBERS {
+            let _ = std::fs::remove_dir_all(scratch.root.join(format!("etcd/m{m}/data")));
+        }
         if let Some(d) = scratch.dir {
             report.kept_dir = Some(d.keep());
         }
@@ -1351,21 +1561,25 @@ async fn run_cycles(
     let tags = Arc::new(AtomicU64::new(1));
     let progress = Progress::new("crash");
 
-    let (mut server, checker, _) = start(&s.data, &s.log, params.relaxed)
+    // Every process started here is killed when `installation` is dropped, on an error
+    // too.
+    let (mut installation, checker) = Installation::start(params, &s.root)
         .await
         .map_err(|e| format!("first start: {e}"))?;
     within("setup", READ_DEADLINE, setup(&checker, &mut objects)).await?;
     checker.close();
+    let nodes = installation.nodes.len();
 
     for cycle in 1..=params.cycles {
-        // Connect: one connection per writer, all open before the clock starts.
+        // Connect: one connection per writer (writer w through node w % nodes), all
+        // open before the clock starts.
         let mut clients = Vec::with_capacity(params.writers);
-        for _ in 0..params.writers {
+        for w in 0..params.writers {
             clients.push(
                 within(
                     &format!("cycle {cycle}: connect"),
                     CONNECT_DEADLINE,
-                    connect(&server),
+                    connect(installation.server(w % nodes)?),
                 )
                 .await?,
             );
@@ -1414,10 +1628,31 @@ async fn run_cycles(
         let delay = Duration::from_millis(rng.gen_range(0..=params.max_kill_ms));
         tokio::time::sleep(delay).await;
         killed.store(true, Ordering::SeqCst);
-        server
-            .kill(Instant::now() + KILL_DEADLINE)
+        // One node; in cluster mode, half the time one etcd member too (one at most: the
+        // other two keep the quorum). No draw with one node and no etcd, so a seed
+        // gives the same kills on sled as before cluster mode.
+        let victim = if nodes > 1 {
+            rng.gen_range(0..nodes)
+        } else {
+            0
+        };
+        let members = installation.etcd_members();
+        let member = if members > 0 && rng.gen_bool(0.5) {
+            Some(rng.gen_range(0..members))
+        } else {
+            None
+        };
+        installation
+            .kill_node(victim)
             .await
-            .map_err(|e| format!("cycle {cycle}: kill: {e}"))?;
+            .map_err(|e| format!("cycle {cycle}: kill node {victim}: {e}"))?;
+        report.node_kills += 1;
+        if let Some(m) = member {
+            installation
+                .kill_member(m)
+                .map_err(|e| format!("cycle {cycle}: kill etcd member {m}: {e}"))?;
+            report.etcd_member_kills += 1;
+        }
         // Writers still waiting for an answer record their write as in flight.
         let _ = stop_tx.send(true);
         let mut writes: Vec<WriteRec> = Vec::new();
@@ -1447,11 +1682,22 @@ async fn run_cycles(
             }
         }
 
-        // Restart on the same data directory; the time until it answers is measured.
-        let (next_server, checker, took) = start(&s.data, &s.log, params.relaxed)
+        // The etcd member first (its restart waits for a linearizable read, which needs
+        // a leader, so what it left in flight is settled before the check). The node
+        // does not come first because a node does not start while a member is down: its
+        // first reads (the caches' load) are not sent again after "tcp connect error" or
+        // "leader changed", and `serve` exits 17 (seen on every such cycle so far).
+        if let Some(m) = member {
+            installation
+                .restart_member(m)
+                .await
+                .map_err(|e| format!("cycle {cycle}: restart etcd member {m}: {e}"))?;
+        }
+        // The node on its same data directory; the time until it answers is measured.
+        let (checker, took) = installation
+            .restart_node(victim, params.relaxed)
             .await
-            .map_err(|e| format!("cycle {cycle}: restart: {e}"))?;
-        server = next_server;
+            .map_err(|e| format!("cycle {cycle}: restart node {victim}: {e}"))?;
         report.restart_ms.push(took.as_secs_f64() * 1000.0);
 
         // Check every object against what was acknowledged and what was in flight.
@@ -1479,7 +1725,7 @@ async fn run_cycles(
         );
     }
     progress.finish();
-    drop(server);
+    drop(installation);
     Ok(())
 }
 

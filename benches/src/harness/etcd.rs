@@ -14,6 +14,7 @@
 //! falls too far behind is cancelled.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -138,6 +139,228 @@ impl EtcdUnderTest {
         Client::connect([&self.endpoint], Some(options))
             .await
             .map_err(err)
+    }
+}
+
+/// etcd's `--max-txn-ops` for a cluster the harness starts, and the nodes'
+/// `--etcd-max-txn-ops` (the README's number).
+pub const CLUSTER_MAX_TXN_OPS: usize = 1024;
+
+/// One member of [`EtcdMembers`]: its name, ports, dir, and its process while it runs.
+struct Member {
+    name: String,
+    /// Holds `data/` and `etcd.log`.
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    process: Option<MeasuredProcess>,
+}
+
+impl Member {
+    fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("etcd.log")
+    }
+
+    /// The last lines the member logged (for errors).
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "etcd member {} ({}), log {}:\n{}",
+            self.name,
+            self.client_url(),
+            self.log_path().display(),
+            lines[lines.len().saturating_sub(5)..].join("\n")
+        )
+    }
+}
+
+/// A real etcd cluster of several members on 127.0.0.1 (the crash loop's cluster
+/// mode), each member in `dir/m{i}` with its own client and peer ports, started with
+/// `extra` flags. A member can be SIGKILLed and restarted on the same dir and ports
+/// (`--initial-cluster-state existing`); every member is killed when this is dropped.
+pub struct EtcdMembers {
+    members: Vec<Member>,
+    /// `m0=http://127.0.0.1:p0,...`: the same for every member and every (re)start.
+    initial_cluster: String,
+    /// Unique per cluster, so members of two clusters never join up.
+    token: String,
+    extra: Vec<String>,
+}
+
+impl EtcdMembers {
+    /// Starts `n` members as one new cluster under `dir` and returns once every one
+    /// answers a linearizable read (so there is a leader and each member is caught up).
+    pub async fn start(dir: &Path, n: usize, extra: &[&str]) -> Result<Self, Error> {
+        let listeners: Vec<TcpListener> = (0..2 * n)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        drop(listeners);
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            let name = format!("m{i}");
+            let dir = dir.join(&name);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            members.push(Member {
+                name,
+                dir,
+                client_port: ports[2 * i],
+                peer_port: ports[2 * i + 1],
+                process: None,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut me = EtcdMembers {
+            members,
+            initial_cluster,
+            token: format!("syncline-bench-{:016x}", rand::random::<u64>()),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        for i in 0..n {
+            me.spawn(i, "new")?;
+        }
+        // Members of a new cluster answer only once a majority is up: wait after
+        // starting them all.
+        let deadline = Instant::now() + START_TIMEOUT;
+        for i in 0..n {
+            me.wait_until_answers(i, deadline).await?;
+        }
+        Ok(me)
+    }
+
+    /// How many members there are (running or not).
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Every member's client URL, comma-separated (for `--etcd-endpoints`), whether it
+    /// runs or not.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(Member::client_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts member `i`'s process: `state` is `new` for the first start, `existing`
+    /// for a restart on the same data dir (its log is appended to).
+    fn spawn(&mut self, i: usize, state: &str) -> Result<(), Error> {
+        let m = &self.members[i];
+        if m.process.is_some() {
+            return Err(format!("etcd member {} is already running", m.name));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.log_path())
+            .map_err(|e| format!("{}: {e}", m.log_path().display()))?;
+        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        let child = Command::new(&bin)
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(m.dir.join("data"))
+            .args(["--listen-client-urls", &m.client_url()])
+            .args(["--advertise-client-urls", &m.client_url()])
+            .args(["--listen-peer-urls", &m.peer_url()])
+            .args(["--initial-advertise-peer-urls", &m.peer_url()])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--initial-cluster-state", state])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                format!("starting {bin}: {e} (install etcd with `apt-get install etcd-server`, or set ETCD_BIN)")
+            })?;
+        self.members[i].process = Some(MeasuredProcess(Some(child)));
+        Ok(())
+    }
+
+    /// SIGKILLs member `i` (a crash, as far as the cluster can tell) and reaps it. Its
+    /// dir and ports are kept for [`restart`](Self::restart).
+    pub fn kill(&mut self, i: usize) -> Result<(), Error> {
+        let m = &mut self.members[i];
+        let mut p = m
+            .process
+            .take()
+            .ok_or_else(|| format!("etcd member {} is not running", m.name))?;
+        p.sigkill()?;
+        if let Some(mut c) = p.0.take() {
+            c.wait()
+                .map_err(|e| format!("reaping etcd member {}: {e}", m.name))?;
+        }
+        Ok(())
+    }
+
+    /// Starts member `i` again after [`kill`](Self::kill), on the same data dir and
+    /// ports, and waits (up to `deadline`) until it answers a linearizable read (which
+    /// needs a leader and a quorum).
+    pub async fn restart(&mut self, i: usize, deadline: Instant) -> Result<(), Error> {
+        self.spawn(i, "existing")?;
+        self.wait_until_answers(i, deadline).await
+    }
+
+    /// Polls member `i` with a linearizable read until it answers, or it exits, or
+    /// `deadline` passes.
+    async fn wait_until_answers(&mut self, i: usize, deadline: Instant) -> Result<(), Error> {
+        let endpoint = self.members[i].client_url();
+        loop {
+            let exited = match self.members[i].process.as_mut() {
+                Some(p) => p.try_wait()?,
+                None => return Err(format!("etcd member {i} is not running")),
+            };
+            if let Some(status) = exited {
+                self.members[i].process = None;
+                return Err(format!("exited ({status}): {}", self.members[i].log_tail()));
+            }
+            let probe = async {
+                let options = ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(1))
+                    .with_timeout(Duration::from_secs(2));
+                let mut c = Client::connect([&endpoint], Some(options)).await?;
+                c.get("syncline-bench-ready", None).await
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), probe).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "did not answer before the deadline: {}",
+                    self.members[i].log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for EtcdMembers {
+    /// Kills and reaps every member still running (`MeasuredProcess`'s own drop).
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            m.process.take();
+        }
     }
 }
 

@@ -180,19 +180,10 @@ impl ServerUnderTest {
     }
 
     /// Starts a server over an existing data directory (the crash loop restarts one on
-    /// the same directory), its stderr appended to `log`. Returns once `admin.json`
-    /// names the new address, or fails at `deadline`, or as soon as the process exits.
-    pub async fn start_in(
-        data: &Path,
-        relaxed: bool,
-        log: &Path,
-        deadline: Instant,
-    ) -> Result<Self, String> {
-        Self::start_in_with(data, relaxed, log, deadline, &[]).await
-    }
-
-    /// [`start_in`](Self::start_in) with more `serve` flags (the crash loop's cluster
-    /// mode: `--store etcd`, its endpoints and prefix, a shared certificate).
+    /// the same directory), its stderr appended to `log`, with `extra` `serve` flags
+    /// (the crash loop's cluster mode: `--store etcd`, its endpoints and prefix, a
+    /// shared certificate). Returns once `admin.json` names the new address, or fails
+    /// at `deadline`, or as soon as the process exits.
     pub async fn start_in_with(
         data: &Path,
         relaxed: bool,
