@@ -403,6 +403,12 @@ async fn run_ws(
 /// The workload through a cluster: a fresh etcd, `--nodes` nodes over it (the writer
 /// on the first), identities dealt over the nodes `deal` names. Its line says
 /// `"system": "syncline-cluster"`, the nodes, and etcd's own CPU beside the nodes'.
+#[cfg(not(feature = "etcd"))]
+async fn run_cluster(_: &Cli, _: &Workload, _: &[usize], _: Duration) -> Result<Value, String> {
+    Err(NO_ETCD.to_owned())
+}
+
+#[cfg(feature = "etcd")]
 async fn run_cluster(
     cli: &Cli,
     w: &Workload,
@@ -933,6 +939,12 @@ async fn run_soak(cli: &Cli, params: &SoakParams, context: &Value) -> i32 {
 /// the rooms kept ghosts, a connection failed, or a watcher stopped.
 /// W5 through a cluster of `--nodes` over a fresh etcd, each node with
 /// `--idle-timeout-ms idle_ms`.
+#[cfg(not(feature = "etcd"))]
+async fn presence_cluster(_: &Cli, _: &PresenceParams, _: u64) -> Result<measure::Outcome, String> {
+    Err(NO_ETCD.to_owned())
+}
+
+#[cfg(feature = "etcd")]
 async fn presence_cluster(
     cli: &Cli,
     params: &PresenceParams,

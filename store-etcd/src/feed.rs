@@ -421,22 +421,20 @@ fn decoded<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
 
 /// Reads what the caches hold, all at one revision; returns it with that revision.
 async fn load_cache(client: &Client, keys: &Keys) -> StoreResult<(Cache, i64)> {
-    let mut kv = client.kv_client();
-    let first = kv
-        .get(keys.services(), Some(GetOptions::new().with_prefix()))
+    // Reads again past a member that is down (a node starting while one is).
+    let read = |prefix: Vec<u8>, options: GetOptions| {
+        crate::call(REQUEST_LIMIT, true, move || {
+            let (mut kv, prefix, options) = (client.kv_client(), prefix.clone(), options.clone());
+            async move { kv.get(prefix, Some(options)).await }
+        })
+    };
+    let first = read(keys.services(), GetOptions::new().with_prefix())
         .await
         .map_err(engine)?;
     let revision = first.header().map_or(0, |h| h.revision());
     let at = |prefix: Vec<u8>| {
-        let mut kv = client.kv_client();
-        async move {
-            kv.get(
-                prefix,
-                Some(GetOptions::new().with_prefix().with_revision(revision)),
-            )
-            .await
-            .map_err(engine)
-        }
+        let options = GetOptions::new().with_prefix().with_revision(revision);
+        async move { read(prefix, options).await.map_err(engine) }
     };
     let mut cache = Cache::default();
     for kv in first.kvs() {
@@ -622,13 +620,15 @@ pub(crate) async fn join(
     if node.id.is_empty() {
         node.id = format!("{:016x}", rand::random::<u64>());
     }
-    let lease = state
-        .client
-        .lease_client()
-        .grant(ttl_s, None)
-        .await
-        .map_err(engine)?
-        .id();
+    // A grant repeated after an answer was lost leaves a lease nobody keeps alive,
+    // which ends by itself.
+    let lease = crate::call(REQUEST_LIMIT, true, || {
+        let mut leases = state.client.lease_client();
+        async move { leases.grant(ttl_s, None).await }
+    })
+    .await
+    .map_err(engine)?
+    .id();
     let joined = Joined {
         node: node.clone(),
         lease: AtomicI64::new(lease),
@@ -652,24 +652,15 @@ async fn register(state: &State, lease: i64) -> StoreResult<()> {
     let Some(joined) = state.joined.get() else {
         return Ok(());
     };
-    let mut kv = state.client.kv_client();
     let value = serde_json::to_vec(&joined.node).map_err(|e| StoreError::Engine(e.to_string()))?;
-    kv.put(
-        state.keys.node(&joined.node.id),
-        value,
-        Some(PutOptions::new().with_lease(lease)),
-    )
-    .await
-    .map_err(engine)?;
+    let leased = || PutOptions::new().with_lease(lease);
+    state
+        .put(state.keys.node(&joined.node.id), value, leased())
+        .await?;
     let held: Vec<_> = lock(&state.held).iter().cloned().collect();
     for (service, identity) in held {
-        kv.put(
-            state.keys.presence(&service, &identity, &joined.node.id),
-            Vec::new(),
-            Some(PutOptions::new().with_lease(lease)),
-        )
-        .await
-        .map_err(engine)?;
+        let key = state.keys.presence(&service, &identity, &joined.node.id);
+        state.put(key, Vec::new(), leased()).await?;
     }
     Ok(())
 }

@@ -139,8 +139,9 @@ fn may_repeat(e: &etcd_client::Error, read: bool) -> bool {
     let never_sent = text.contains("error trying to connect")
         || text.contains("tcp connect error")
         || text.contains("Connection refused");
+    // gRPC's UNAVAILABLE (14): no leader, a leader change, a member going away.
     let transport = matches!(e, etcd_client::Error::TransportError(_))
-        || (matches!(e, etcd_client::Error::GRpcStatus(_)) && text.contains("Unavailable"));
+        || matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() as i32 == 14);
     never_sent || (read && transport)
 }
 

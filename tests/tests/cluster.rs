@@ -620,3 +620,19 @@ async fn a_node_reaches_an_etcd_that_wants_tls_and_a_client_certificate() {
     };
     assert!(err.contains("etcd") || err.contains("storage"), "{err}");
 }
+
+#[tokio::test]
+async fn a_node_starts_and_serves_while_one_of_three_etcd_members_is_down() {
+    if !require_etcd() {
+        return;
+    }
+    let mut etcd = EtcdCluster::start(3).await;
+    etcd.kill(0);
+    // The dead member is first in the list the node is given.
+    let node = TestServer::start_node(&etcd.endpoints(), &prefix()).await;
+    let backend = node.backend().await;
+    for i in 0..5 {
+        backend.document("doc").set(&json!(i)).await.unwrap();
+    }
+    assert_eq!(backend.document("doc").get().await.unwrap().revision, 4);
+}
