@@ -163,6 +163,21 @@ pub fn token(admin: &AdminConfig, identity: &str, ttl_s: u64) -> String {
     )
 }
 
+/// The keys of a subscribed map's replica (who is in a room).
+pub fn roster(sub: &Subscription) -> std::collections::BTreeSet<String> {
+    sub.collection()
+        .map(|c| {
+            c.items
+                .keys()
+                .filter_map(|k| match k {
+                    syncline_client::ItemKey::Key(k) => Some(k.clone()),
+                    syncline_client::ItemKey::Index(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The next event of a subscription, failing the test if none comes in time.
 pub async fn next_event(sub: &mut Subscription) -> SyncEvent {
     tokio::time::timeout(WAIT, sub.next())

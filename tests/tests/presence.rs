@@ -11,7 +11,9 @@ use syncline_client::{
     Client, ErrorCode, ItemKey, Reason, ServiceFlagsPatch, Subscription, SyncEventKind,
 };
 use syncline_proto::{Credential, ObjectKind, Request};
-use syncline_tests::{assert_no_event, next_event, syncline_bin, RawConnection, TestServer, WAIT};
+use syncline_tests::{
+    assert_no_event, next_event, roster, syncline_bin, RawConnection, TestServer, WAIT,
+};
 
 /// Turns debouncing on with `window_ms`, or off.
 async fn debounce(server: &TestServer, window_ms: Option<u32>) {
@@ -26,21 +28,6 @@ async fn debounce(server: &TestServer, window_ms: Option<u32>) {
         .update_service(&server.admin.default_service_sid, patch)
         .await
         .expect("service updated");
-}
-
-/// The keys of a subscribed map's replica.
-fn roster(sub: &Subscription) -> BTreeSet<String> {
-    sub.collection()
-        .map(|c| {
-            c.items
-                .keys()
-                .filter_map(|k| match k {
-                    ItemKey::Key(k) => Some(k.clone()),
-                    ItemKey::Index(_) => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn names(names: &[&str]) -> BTreeSet<String> {

@@ -43,7 +43,7 @@ pub fn router(http: Arc<Http>) -> Router {
             }),
         )
         .route("/openapi.json", get(openapi_json))
-        .route("/v1/Nodes", any(nodes))
+        .route("/v1/Nodes", any(dispatch))
         .route("/v1/Services", any(dispatch))
         .route("/v1/Services/{service}", any(dispatch))
         .route("/v1/Services/{service}/{kinds}", any(dispatch))
@@ -178,26 +178,11 @@ async fn ready(State(http): State<Arc<Http>>) -> HttpResponse {
 }
 
 /// `GET /v1/Nodes`: the live nodes (any credential of the installation).
-async fn nodes(
-    State(http): State<Arc<Http>>,
-    method: Method,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> HttpResponse {
-    let path = uri.path().to_owned();
-    let ctx = match Ctx::new(http, method, &headers, path, query, body).await {
-        Ok(c) => c,
-        Err(e) => return e.response(),
-    };
-    respond(
-        match ctx.run(None, Command::Nodes, Resource::Service).await {
-            Ok(Outcome::Nodes(nodes)) => Ok((StatusCode::OK, json!({ "nodes": nodes }))),
-            Ok(other) => Err(unexpected(other)),
-            Err(e) => Err(e),
-        },
-    )
+async fn nodes_answer(ctx: &Ctx) -> Answer {
+    match ctx.run(None, Command::Nodes, Resource::Service).await? {
+        Outcome::Nodes(nodes) => Ok((StatusCode::OK, json!({ "nodes": nodes }))),
+        other => Err(unexpected(other)),
+    }
 }
 
 type Answer = Result<(StatusCode, Value), ApiError>;
@@ -800,6 +785,9 @@ async fn dispatch(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
+    if ctx.path == "/v1/Nodes" {
+        return respond(nodes_answer(&ctx).await);
+    }
     let Some(service) = segment("service") else {
         return respond(services_answer(&ctx).await);
     };
