@@ -1,27 +1,14 @@
 //! Several nodes over one shared store: the `Cluster` trait a shared store (etcd)
-//! implements beside `Store`, and the follower task that turns what the cluster's one
-//! watch saw into this node's hub deliveries and live effects.
-//!
-//! In cluster mode every event reaches the hub through the follower, the committing
-//! node's included, in the store's commit order: the commit task does not publish, so
-//! an event is delivered once per node whoever wrote it, and subscribers on every node
-//! see the same order. Stream messages go through the store too (they are not kept
-//! there beyond a short lease). Access changes (a key revoked, a service deleted or its
-//! ACL toggled, a grant changed) made through any node end the affected sessions and
-//! subscriptions here, as `admin` does on the node that made them.
-
-use std::sync::Arc;
+//! implements beside `Store`, and the changes its one watch reports. The follower
+//! (`follower.rs`) applies them to this node.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use syncline_proto::{ErrorCode, Event, EventKind, NodeInfo};
-use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use syncline_proto::NodeInfo;
+use tokio::sync::mpsc;
 
-use crate::fanout::Ending;
 use crate::presence::Owner;
-use crate::shared::Shared;
 use crate::store::{ServiceRecord, StoreResult};
 
 /// A stream message as it crosses nodes; each node encodes it once for its
@@ -113,108 +100,4 @@ pub trait Cluster: Send + Sync + 'static {
     /// node's hub, as with a single node (a server-initiated end then delivers them
     /// first, and a writer's own subscription hears of its write before the answer).
     fn applied(&self, position: i64);
-}
-
-/// Applies the feed to this node until it ends or the core stops.
-pub(crate) async fn follow(
-    shared: Arc<Shared>,
-    mut changes: mpsc::Receiver<ClusterChange>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let change = tokio::select! {
-            c = changes.recv() => match c {
-                Some(c) => c,
-                None => break,
-            },
-            _ = crate::shutdown_requested(&mut shutdown) => break,
-        };
-        apply(&shared, change).await;
-    }
-    debug!("cluster feed ended");
-}
-
-async fn apply(shared: &Arc<Shared>, change: ClusterChange) {
-    match change {
-        ClusterChange::Event {
-            object_sid,
-            revision,
-            event,
-            ends,
-        } => shared.hub.publish(&object_sid, revision, &event, ends),
-        ClusterChange::Message { sequence, message } => {
-            let body = shared.hub.encode(&Event {
-                object_sid: message.stream_sid.clone(),
-                revision: message.revision,
-                origin: message.origin,
-                actor: message.actor,
-                kind: EventKind::MessagePublished {
-                    data: message.data,
-                    sequence,
-                },
-            });
-            shared
-                .hub
-                .deliver_message(&message.stream_sid, sequence, &body);
-        }
-        ClusterChange::Service { record, .. } => {
-            if let Some(record) = record {
-                crate::admin::recheck_subscriptions(shared, &record, None).await;
-            }
-        }
-        ClusterChange::ServiceEnded { sid } => shared.end_sessions(
-            |s| s.service_sid().as_deref() == Some(sid.as_str()),
-            Ending {
-                code: ErrorCode::Unauthorized,
-                reason: "the service was deleted",
-            },
-        ),
-        ClusterChange::KeyRevoked { sid } => shared.end_sessions(
-            |s| s.key_sid().as_deref() == Some(sid.as_str()),
-            Ending {
-                code: ErrorCode::Unauthorized,
-                reason: "API key revoked",
-            },
-        ),
-        ClusterChange::Permission {
-            service_sid,
-            object_sid,
-        } => match shared.store.service(&service_sid).await {
-            Ok(Some(service)) => {
-                crate::admin::recheck_subscriptions(shared, &service, Some(&object_sid)).await
-            }
-            Ok(None) => {}
-            Err(e) => {
-                warn!(error = %e, "a grant changed on another node; its service could not be read")
-            }
-        },
-        ClusterChange::PresenceLost {
-            service_sid,
-            identity,
-        } => {
-            let leads = shared.cluster.as_ref().is_some_and(|c| c.leads());
-            if leads {
-                info!(
-                    identity,
-                    "an identity's node went away; its ephemeral items go after the window"
-                );
-                crate::departures::orphaned(
-                    shared,
-                    Owner {
-                        service_sid,
-                        identity,
-                    },
-                );
-            }
-        }
-        ClusterChange::Caught { position } => {
-            if let Some(cluster) = &shared.cluster {
-                cluster.applied(position);
-            }
-        }
-        ClusterChange::Gap => {
-            warn!("the cluster feed missed changes (compacted); every subscription catches up");
-            shared.hub.lag_all();
-        }
-    }
 }

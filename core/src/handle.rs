@@ -104,7 +104,7 @@ impl Core {
         // Registered before the departures owed are scheduled, so that what other
         // nodes do from now on is not missed.
         let follower = changes.map(|changes| {
-            tokio::spawn(crate::cluster::follow(
+            tokio::spawn(crate::follower::follow(
                 shared.clone(),
                 changes,
                 shutdown.subscribe(),

@@ -16,6 +16,7 @@ mod departures;
 pub mod engine;
 mod expiry;
 pub mod fanout;
+mod follower;
 mod handle;
 pub mod metrics;
 pub mod objects;
