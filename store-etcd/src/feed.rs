@@ -160,6 +160,14 @@ impl State {
         self.read().services.get(sid).and_then(|v| v.value.clone())
     }
 
+    /// The etcd revision the cached service is at, and whether it exists there.
+    pub(crate) fn service_revision(&self, sid: &str) -> Option<(i64, bool)> {
+        self.read()
+            .services
+            .get(sid)
+            .map(|v| (v.revision, v.value.is_some()))
+    }
+
     pub(crate) fn service_by_name(&self, name: &str) -> Option<ServiceRecord> {
         self.read()
             .services

@@ -8,7 +8,7 @@
 mod feed;
 pub mod keys;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,7 +184,25 @@ pub struct EtcdStore {
     cluster: Arc<feed::State>,
     /// The revision of the last batch with events this node committed.
     committed: std::sync::atomic::AtomicI64,
+    /// What this node's last batches wrote, for the next batch to start from without
+    /// reading it again: a node that writes an object again (the usual case) needs no
+    /// read round trip. Safe because `apply` compares each record's revision anyway:
+    /// if another node changed it since, the batch answers `Conflict` and the next one
+    /// reads everything afresh (`fresh`).
+    written: std::sync::Mutex<Written>,
 }
+
+/// See `EtcdStore::written`.
+#[derive(Default)]
+struct Written {
+    objects: HashMap<(String, String), ObjectRecord>,
+    names: HashMap<(String, String), String>,
+    /// A batch lost a race: the next one reads everything, and this starts empty.
+    fresh: bool,
+}
+
+/// Objects remembered at most (then forgotten all at once, and read again as needed).
+const WRITTEN_KEPT: usize = 65_536;
 
 impl EtcdStore {
     /// Connects to etcd and loads the caches (services, keys, grants, nodes, presence).
@@ -217,6 +235,7 @@ impl EtcdStore {
             options,
             cluster,
             committed: std::sync::atomic::AtomicI64::new(0),
+            written: std::sync::Mutex::new(Written::default()),
         }))
     }
 
@@ -226,6 +245,10 @@ impl EtcdStore {
         node: syncline_proto::NodeInfo,
     ) -> StoreResult<Arc<EtcdCluster>> {
         feed::join(self.cluster.clone(), node, self.options.node_ttl_s).await
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, Written> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn kv(&self) -> etcd_client::KvClient {
@@ -294,9 +317,10 @@ impl EtcdStore {
     async fn read_many(
         &self,
         keys: impl Iterator<Item = Vec<u8>>,
-    ) -> StoreResult<Vec<Option<KeyValue>>> {
+    ) -> StoreResult<(Vec<Option<KeyValue>>, i64)> {
         let keys: Vec<Vec<u8>> = keys.collect();
         let mut out = Vec::with_capacity(keys.len());
+        let mut at = 0;
         for chunk in keys.chunks(self.options.max_txn_ops.max(1)) {
             let gets: Vec<TxnOp> = chunk
                 .iter()
@@ -308,6 +332,7 @@ impl EtcdStore {
             })
             .await
             .map_err(engine)?;
+            at = at.max(resp.header().map_or(0, |h| h.revision()));
             for op in resp.op_responses() {
                 match op {
                     etcd_client::TxnOpResponse::Get(mut get) => {
@@ -320,7 +345,40 @@ impl EtcdStore {
         if out.len() != keys.len() {
             return Err(StoreError::Engine("a batch read lost answers".into()));
         }
-        Ok(out)
+        Ok((out, at))
+    }
+
+    /// Keeps what a committed batch wrote (each object's last state, at the batch's
+    /// revision) for the next batch.
+    fn remember(&self, writes: &[ObjectWrite], revision: i64) {
+        let mut written = self.written();
+        if written.objects.len() > WRITTEN_KEPT {
+            *written = Written::default();
+        }
+        for w in writes {
+            if let Some(before) = &w.before {
+                written
+                    .objects
+                    .remove(&(before.service_sid.clone(), before.sid.clone()));
+                if let Some(name) = &before.unique_name {
+                    written
+                        .names
+                        .remove(&(before.service_sid.clone(), name.clone()));
+                }
+            }
+            if let Some(after) = &w.after {
+                let mut record = after.clone();
+                record.store_version = revision;
+                if let Some(name) = &after.unique_name {
+                    written
+                        .names
+                        .insert((after.service_sid.clone(), name.clone()), after.sid.clone());
+                }
+                written
+                    .objects
+                    .insert((after.service_sid.clone(), after.sid.clone()), record);
+            }
+        }
     }
 
     /// One transaction, sent again only if it never reached a member (see `call`).
@@ -500,6 +558,21 @@ impl EtcdStore {
                 );
                 first_logged.entry(sid).or_insert(log.revision);
             }
+        }
+        // The batch judged its writes by the services as this node caches them (flags,
+        // webhooks): they must still be what is stored, or it is computed again.
+        let touched: std::collections::BTreeSet<&str> = writes
+            .iter()
+            .filter_map(|w| w.after.as_ref().or(w.before.as_ref()))
+            .map(|r| r.service_sid.as_str())
+            .collect();
+        for sid in touched {
+            compares.push(match self.cluster.service_revision(sid) {
+                Some((revision, true)) => {
+                    Compare::mod_revision(k.service(sid), CompareOp::Equal, revision)
+                }
+                _ => Compare::version(k.service(sid), CompareOp::Equal, 0),
+            });
         }
         // History past the retention goes in ranges, now and then (every 64 revisions),
         // never reaching an entry this batch writes.
@@ -825,31 +898,55 @@ impl Store for EtcdStore {
         references: &[(String, String)],
     ) -> StoreResult<Vec<(Option<String>, Option<ObjectRecord>)>> {
         let k = &self.keys;
-        let named: Vec<usize> = (0..references.len())
-            .filter(|&i| !syncline_proto::ids::is_sid(&references[i].1))
-            .collect();
+        // What this node wrote last, unless a batch lost a race since.
+        let (fresh, known_names, known_objects) = {
+            let mut written = self.written();
+            let fresh = std::mem::take(&mut written.fresh);
+            if fresh {
+                *written = Written::default();
+            }
+            let names: Vec<Option<String>> = references
+                .iter()
+                .map(|key| written.names.get(key).cloned())
+                .collect();
+            (fresh, names, written.objects.clone())
+        };
         let mut sids: Vec<Option<String>> = references
             .iter()
-            .map(|(_, r)| syncline_proto::ids::is_sid(r).then(|| r.clone()))
+            .zip(&known_names)
+            .map(|((_, r), known)| {
+                if syncline_proto::ids::is_sid(r) {
+                    Some(r.clone())
+                } else {
+                    known.clone()
+                }
+            })
             .collect();
-        let mut names = self
+        let named: Vec<usize> = (0..references.len())
+            .filter(|&i| sids[i].is_none())
+            .collect();
+        // Services are read only after a lost race: otherwise the batch uses the cached
+        // ones and `apply` compares their revisions.
+        let services_read: &[String] = if fresh { services } else { &[] };
+        let (mut found, at) = self
             .read_many(
-                services.iter().map(|sid| k.service(sid)).chain(
+                services_read.iter().map(|sid| k.service(sid)).chain(
                     named
                         .iter()
                         .map(|&i| k.name(&references[i].0, &references[i].1)),
                 ),
             )
             .await?;
-        // A service gone is left to the watch, which knows at what revision it went.
-        for (sid, kv) in services.iter().zip(names.drain(..services.len())) {
-            if let Some(kv) = kv {
-                let record: ServiceRecord = decode(kv.value())?;
-                self.cluster
-                    .cache_service(kv.mod_revision(), sid, Some(record));
+        for (sid, kv) in services_read.iter().zip(found.drain(..services_read.len())) {
+            let record = kv
+                .map(|kv| decode::<ServiceRecord>(kv.value()).map(|r| (kv.mod_revision(), r)))
+                .transpose()?;
+            match record {
+                Some((revision, record)) => self.cluster.cache_service(revision, sid, Some(record)),
+                None => self.cluster.cache_service(at, sid, None),
             }
         }
-        for (&i, kv) in named.iter().zip(names) {
+        for (&i, kv) in named.iter().zip(found) {
             sids[i] = match kv {
                 Some(kv) => Some(
                     String::from_utf8(kv.value().to_vec())
@@ -858,18 +955,23 @@ impl Store for EtcdStore {
                 None => None,
             };
         }
-        let wanted: Vec<usize> = (0..references.len())
-            .filter(|&i| sids[i].is_some())
-            .collect();
-        let records = self
+        let mut out: Vec<(Option<String>, Option<ObjectRecord>)> =
+            sids.iter().map(|sid| (sid.clone(), None)).collect();
+        let mut wanted = Vec::new();
+        for (i, sid) in sids.iter().enumerate() {
+            let Some(sid) = sid else { continue };
+            match known_objects.get(&(references[i].0.clone(), sid.clone())) {
+                Some(record) => out[i].1 = Some(record.clone()),
+                None => wanted.push(i),
+            }
+        }
+        let (records, _) = self
             .read_many(wanted.iter().filter_map(|&i| {
                 sids[i]
                     .as_deref()
                     .map(|sid| k.object(&references[i].0, sid))
             }))
             .await?;
-        let mut out: Vec<(Option<String>, Option<ObjectRecord>)> =
-            sids.into_iter().map(|sid| (sid, None)).collect();
         for (&i, kv) in wanted.iter().zip(records) {
             out[i].1 = kv.as_ref().map(decode_object).transpose()?;
         }
@@ -1003,6 +1105,7 @@ impl Store for EtcdStore {
             e
         })?;
         if resp.succeeded() {
+            self.remember(&writes, resp.header().map_or(0, |h| h.revision()));
             // Its writers wait for this (`visible`); only a batch with events shows up
             // in the watch at its revision.
             if writes.iter().any(|w| w.log.is_some()) {
@@ -1012,6 +1115,7 @@ impl Store for EtcdStore {
             }
             Ok(())
         } else {
+            self.written().fresh = true;
             Err(StoreError::Conflict(format!(
                 "{} records of the batch changed",
                 writes.len()
