@@ -27,6 +27,11 @@ pub enum StoreError {
     /// space is freed; reads go on. Clients get `Unavailable`, saying the disk is full.
     #[error("storage is full: {0}")]
     Full(String),
+    /// A shared store sent the batch but heard no answer in time (no quorum, a member
+    /// lost with it): it may still be applied, later. Nothing is published from here;
+    /// if it lands, the store's watch publishes it like any other change.
+    #[error("the batch was sent, its outcome is unknown: {0}")]
+    Uncertain(String),
     /// A store shared by several nodes: another node changed a record this batch read
     /// before it could commit. Nothing was applied; the batch is computed again.
     #[error("a record changed under the batch: {0}")]
@@ -44,6 +49,10 @@ impl StoreError {
                     format!("{what}: storage is unavailable (see the server's log); retry later"),
                 )
             }
+            StoreError::Uncertain(_) => syncline_proto::WireError::new(
+                syncline_proto::ErrorCode::Unavailable,
+                format!("{what}: the storage did not confirm it in time (see the server's log); it may still be applied: read before retrying"),
+            ),
             StoreError::Full(_) => syncline_proto::WireError::new(
                 syncline_proto::ErrorCode::Unavailable,
                 format!("{what}: the server's disk is full; writes resume once space is freed (reads go on)"),

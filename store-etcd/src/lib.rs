@@ -1094,7 +1094,12 @@ impl Store for EtcdStore {
                 .collect::<Vec<_>>(),
         );
         let resp = self.txn(txn).await.map_err(|e| {
-            let e = engine(e);
+            // Sent (a call that never reached a member is sent again, so this one may
+            // have): whether it applies is up to etcd, and it may, later.
+            let e = match engine(e) {
+                StoreError::Unavailable(text) => StoreError::Uncertain(text),
+                other => other,
+            };
             if count > self.options.max_txn_ops {
                 warn!(
                     operations = count,

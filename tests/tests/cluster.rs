@@ -423,8 +423,20 @@ async fn with_one_of_three_etcd_members_killed_writes_go_on_and_without_quorum_t
     backend.document("doc").set(&json!(1)).await.unwrap();
     let mut sub = subscribed_document(&node.backend().await, "doc").await;
     etcd.kill(0);
+    // If the member killed led, a write sent during the election (1-2 s) may be
+    // refused with `Unavailable` (it is never sent twice, having maybe reached the old
+    // leader); after it, writes go on with two members.
     for i in 2..=5 {
-        backend.document("doc").set(&json!(i)).await.unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match backend.document("doc").set(&json!(i)).await {
+                Ok(_) => break,
+                Err(e) if e.code() == ErrorCode::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("write {i} with one member down: {e:?}"),
+            }
+        }
     }
     etcd.kill(1);
     let refused = Instant::now();
@@ -459,7 +471,16 @@ async fn with_one_of_three_etcd_members_killed_writes_go_on_and_without_quorum_t
             seen.push(d.data.clone());
         }
     }
-    assert!(!seen.contains(&json!("lost")), "{seen:?}");
+    // A write refused for want of an answer may still land: etcd had it in its log and
+    // commits it once the quorum is back (the refusal says so: "it may still be
+    // applied"); then it comes in its place, before 6. A write refused during the
+    // election and sent again may have landed twice: the same value in a row.
+    assert!(
+        err.to_string().contains("may still be applied") || !seen.contains(&json!("lost")),
+        "{err:?} / {seen:?}"
+    );
+    seen.retain(|v| *v != json!("lost"));
+    seen.dedup();
     assert_eq!(seen, [2, 3, 4, 5, 6].map(|i| json!(i)));
 }
 
