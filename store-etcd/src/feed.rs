@@ -22,8 +22,8 @@ use syncline_proto::{NodeInfo, Rights};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::etcd::{call, decode, encode, engine, split_log_value, PUBLISH_WAIT};
 use crate::keys::{FeedKey, Keys};
-use crate::{decode, engine, split_log_value};
 
 /// Changes waiting for the core's follower; past this the watch waits (etcd keeps them).
 const FEED_DEPTH: usize = 8192;
@@ -136,14 +136,14 @@ impl State {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// One put, sent again only if it never reached a member (see `crate::call`).
+    /// One put, sent again only if it never reached a member (see `etcd::call`).
     async fn put(
         &self,
         key: Vec<u8>,
         value: Vec<u8>,
         options: PutOptions,
     ) -> StoreResult<etcd_client::PutResponse> {
-        crate::call(REQUEST_LIMIT, false, || {
+        call(REQUEST_LIMIT, false, || {
             let mut kv = self.client.kv_client();
             let (key, value, options) = (key.clone(), value.clone(), options.clone());
             async move { kv.put(key, value, Some(options)).await }
@@ -431,7 +431,7 @@ fn decoded<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
 async fn load_cache(client: &Client, keys: &Keys) -> StoreResult<(Cache, i64)> {
     // Reads again past a member that is down (a node starting while one is).
     let read = |prefix: Vec<u8>, options: GetOptions| {
-        crate::call(REQUEST_LIMIT, true, move || {
+        call(REQUEST_LIMIT, true, move || {
             let (mut kv, prefix, options) = (client.kv_client(), prefix.clone(), options.clone());
             async move { kv.get(prefix, Some(options)).await }
         })
@@ -630,7 +630,7 @@ pub(crate) async fn join(
     }
     // A grant repeated after an answer was lost leaves a lease nobody keeps alive,
     // which ends by itself.
-    let lease = crate::call(REQUEST_LIMIT, true, || {
+    let lease = call(REQUEST_LIMIT, true, || {
         let mut leases = state.client.lease_client();
         async move { leases.grant(ttl_s, None).await }
     })
@@ -766,13 +766,13 @@ impl Cluster for EtcdCluster {
         }
         let (key, value) = (
             self.state.keys.message(&message.stream_sid),
-            crate::encode(message),
+            encode(message),
         );
         let resp = self.state.put(key, value, options).await?;
         // Answered once this node's subscribers have it, as a write is: a subscriber
         // that arrives after the answer does not get it.
         let revision = resp.header().map_or(0, |h| h.revision());
-        if !self.state.wait_applied(revision, crate::PUBLISH_WAIT).await {
+        if !self.state.wait_applied(revision, PUBLISH_WAIT).await {
             warn!(
                 revision,
                 "a published message was not seen by this node's watch in time"
@@ -817,7 +817,7 @@ impl Cluster for EtcdCluster {
             .state
             .keys
             .presence(&owner.service_sid, &owner.identity, &joined.node.id);
-        crate::call(REQUEST_LIMIT, false, || {
+        call(REQUEST_LIMIT, false, || {
             let (mut kv, key) = (self.state.client.kv_client(), key.clone());
             async move { kv.delete(key, None).await }
         })

@@ -5,6 +5,7 @@
 //! turns it into the core's `ClusterChange`s, keeping its caches of services, keys and
 //! grants, the live nodes and who is present where (`feed.rs`).
 
+mod etcd;
 mod feed;
 pub mod keys;
 
@@ -13,13 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
     SortOrder, SortTarget, Txn, TxnOp,
 };
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use syncline_core::store::{
     ApiKeyRecord, ExpiredItem, Installation, ItemRecord, LogEntry, ObjectRecord, ObjectWrite,
     ServiceRecord, Store, StoreError, StoreResult,
@@ -27,6 +26,7 @@ use syncline_core::store::{
 use syncline_proto::{ItemKey, Order, Rights};
 use tracing::warn;
 
+use etcd::{call, decode, encode, engine, log_value, split_log_value, PUBLISH_WAIT};
 pub use feed::EtcdCluster;
 use keys::{item_key_from, range_end, Keys};
 
@@ -100,67 +100,9 @@ pub const DEFAULT_PREFIX: &str = "/syncline";
 /// Largest etcd answer read (a page of items, an object's items when it is deleted).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
-/// Longest wait for this node's watch to hand a committed batch's events to its hub
-/// before the writers are answered anyway.
-pub(crate) const PUBLISH_WAIT: Duration = Duration::from_secs(5);
-
 /// Operations a write of one record can take in a transaction (object, log entry, item,
 /// item indexes, name, expiry), for the batch bound.
 const OPS_PER_WRITE: usize = 8;
-
-/// Runs one etcd call, again (until `limit`) while it fails in a way that repeating
-/// cannot make wrong: a read after any transport failure, a write only when it never
-/// reached a member (the client keeps a member that was just killed in its rotation
-/// for a moment, and a call sent to it fails at connecting). A write that may have
-/// reached a member is never sent twice.
-pub(crate) async fn call<T, F, Fut>(
-    limit: Duration,
-    read: bool,
-    mut f: F,
-) -> Result<T, etcd_client::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match f().await {
-            Err(e) if tokio::time::Instant::now() < deadline && may_repeat(&e, read) => {
-                tracing::debug!(error = %e, "an etcd call failed; trying again");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-fn may_repeat(e: &etcd_client::Error, read: bool) -> bool {
-    let text = e.to_string();
-    let never_sent = text.contains("error trying to connect")
-        || text.contains("tcp connect error")
-        || text.contains("Connection refused");
-    // gRPC's UNAVAILABLE (14): no leader, a leader change, a member going away.
-    let transport = matches!(e, etcd_client::Error::TransportError(_))
-        || matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() as i32 == 14);
-    never_sent || (read && transport)
-}
-
-fn engine(e: etcd_client::Error) -> StoreError {
-    let text = e.to_string();
-    // etcd refuses writes past its space quota (the NOSPACE alarm); reads go on.
-    if text.contains("database space exceeded") || text.contains("NOSPACE") {
-        return StoreError::Full(text);
-    }
-    StoreError::Unavailable(text)
-}
-
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serialize(v).unwrap_or_else(|e| unreachable!("in-memory bincode encode: {e}"))
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    bincode::deserialize(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
 
 fn decode_object(kv: &KeyValue) -> StoreResult<ObjectRecord> {
     let mut record: ObjectRecord = decode(kv.value())?;
@@ -598,20 +540,6 @@ impl EtcdStore {
         }
         Ok((compares, ops))
     }
-}
-
-/// A change-log value: whether the event ends the object's subscriptions, then the
-/// event as the committing node encoded it.
-fn log_value(ends: bool, event: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + event.len());
-    v.push(u8::from(ends));
-    v.extend_from_slice(event);
-    v
-}
-
-fn split_log_value(v: &[u8]) -> Option<(bool, Bytes)> {
-    let (&ends, event) = v.split_first()?;
-    Some((ends == 1, Bytes::copy_from_slice(event)))
 }
 
 fn txn_op(key: Vec<u8>, op: Op) -> TxnOp {
