@@ -229,10 +229,20 @@ async fn conditional_writes_through_two_nodes_let_exactly_one_win() {
     // Unconditional increments through both nodes lose nothing either.
     let bump = |c: Client| async move {
         for _ in 0..10 {
-            c.document("total")
-                .mutate(|v| Some(json!(v.and_then(|v| v.as_i64()).unwrap_or(0) + 1)))
-                .await
-                .unwrap();
+            // A mutate that lost every one of its attempts applied nothing and says
+            // `Conflict`: it is asked again (bounded), and no increment may be lost.
+            let mut tries = 0;
+            loop {
+                let bumped = c
+                    .document("total")
+                    .mutate(|v| Some(json!(v.and_then(|v| v.as_i64()).unwrap_or(0) + 1)))
+                    .await;
+                match bumped {
+                    Ok(_) => break,
+                    Err(e) if e.code() == ErrorCode::Conflict && tries < 5 => tries += 1,
+                    Err(e) => panic!("increment refused: {e:?}"),
+                }
+            }
         }
     };
     tokio::join!(bump(on_a.clone()), bump(on_b.clone()));
