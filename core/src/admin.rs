@@ -17,7 +17,7 @@ use crate::commit::WriteOp;
 use crate::fanout::Ending;
 use crate::objects::{self, WriteContext};
 use crate::shared::Shared;
-use crate::store::{ApiKeyRecord, ServiceRecord, StoreError};
+use crate::store::{confirmed, ApiKeyRecord, ServiceRecord, StoreError};
 use crate::{fanout, now_ms};
 
 /// Default and bounds of `reachability_debouncing_window_ms`.
@@ -117,9 +117,9 @@ fn apply_patch(f: &mut ServiceFlags, p: ServiceFlagsPatch) {
 pub(crate) async fn find_service(shared: &Shared, s: &str) -> Result<ServiceRecord, WireError> {
     let store = &*shared.store;
     let found = if is_sid(s) && s.starts_with(SERVICE_PREFIX) {
-        store.service(s).await
+        confirmed(store, || store.service(s)).await
     } else {
-        store.service_by_name(s).await
+        confirmed(store, || store.service_by_name(s)).await
     };
     found
         .map_err(store_err)?
@@ -142,8 +142,7 @@ pub(crate) async fn handle(
             flags.friendly_name = flags.friendly_name.filter(|n| !n.is_empty());
             if let Some(name) = &unique_name {
                 validate_unique_name(name, &shared.limits)?;
-                if store
-                    .service_by_name(name)
+                if confirmed(store, || store.service_by_name(name))
                     .await
                     .map_err(store_err)?
                     .is_some()
@@ -261,8 +260,7 @@ pub(crate) async fn handle(
                     "the admin key from admin.json cannot be revoked",
                 ));
             }
-            let mut key = store
-                .api_key(&sid)
+            let mut key = confirmed(store, || store.api_key(&sid))
                 .await
                 .map_err(store_err)?
                 .ok_or_else(|| WireError::not_found("API key"))?;
@@ -307,6 +305,8 @@ pub(crate) async fn handle(
         }
         AdminCommand::PermissionList { object } => {
             let record = live_object(shared, service, &object).await?;
+            // A grant made through another node a moment ago is listed.
+            store.catch_up().await.map_err(store_err)?;
             let all = store
                 .permissions(&service.sid, &record.sid)
                 .await

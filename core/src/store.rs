@@ -373,4 +373,32 @@ pub trait Store: Send + Sync + 'static {
     fn max_batch_writes(&self) -> usize {
         usize::MAX
     }
+
+    /// Resolves once this node's caches of services, keys and grants hold everything
+    /// committed before the call (a shared store's watch has reached the store's
+    /// current revision). See `confirmed`.
+    async fn catch_up(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Reads through a shared store's node-local caches (services, keys, grants), where a
+/// miss may only mean this node has not yet seen another node's change (a service
+/// created through node A and used at once through node B): a miss is read again once
+/// the store has caught up, so "absent" is never an answer older than the request.
+/// Hits are answered from the cache: a change reaches it within the watch's delay,
+/// and revocations end what they affect when it does.
+pub async fn confirmed<T, F, Fut>(store: &dyn Store, read: F) -> StoreResult<Option<T>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<Option<T>>>,
+{
+    if let Some(found) = read().await? {
+        return Ok(Some(found));
+    }
+    if !store.is_shared() {
+        return Ok(None);
+    }
+    store.catch_up().await?;
+    read().await
 }

@@ -34,6 +34,8 @@ const SHORT_LEASE_S: i64 = 10;
 const REQUEST_LIMIT: Duration = Duration::from_secs(5);
 /// A short lease is reused for keys written within this long of its grant.
 const SHORT_LEASE_REUSE: Duration = Duration::from_secs(5);
+/// How often a node waiting to catch up asks its watch for progress again.
+const PROGRESS_AGAIN: Duration = Duration::from_millis(100);
 
 struct Versioned<T> {
     revision: i64,
@@ -91,6 +93,9 @@ pub(crate) struct State {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The etcd revision up to which the core's follower has applied the feed.
     applied: tokio::sync::watch::Sender<i64>,
+    /// Asks the watch to request a progress notification: the store's revision may
+    /// have moved past this node's feed by writes the feed does not carry.
+    progress_wanted: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,7 +112,11 @@ impl State {
     }
 
     /// Loads the caches at one etcd revision and starts the watch right after it.
-    pub(crate) async fn load(client: Client, keys: Keys) -> StoreResult<Arc<State>> {
+    pub(crate) async fn load(
+        client: Client,
+        keys: Keys,
+        watch_delay: Duration,
+    ) -> StoreResult<Arc<State>> {
         let (cache, revision) = load_cache(&client, &keys).await?;
         let (tx, rx) = mpsc::channel(FEED_DEPTH);
         let state = Arc::new(State {
@@ -120,8 +129,9 @@ impl State {
             held: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
             applied: tokio::sync::watch::Sender::new(revision),
+            progress_wanted: tokio::sync::Notify::new(),
         });
-        let watch = tokio::spawn(watch(state.clone(), revision + 1, tx));
+        let watch = tokio::spawn(watch(state.clone(), revision + 1, tx, watch_delay));
         lock(&state.tasks).push(watch);
         Ok(state)
     }
@@ -134,6 +144,26 @@ impl State {
         tokio::time::timeout(limit, applied.wait_for(|a| *a >= revision))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits (at most `limit`) until the follower has applied everything up to
+    /// `revision`, a revision etcd has reached. Writes outside the feed's prefix (and
+    /// other installations' under other prefixes) move etcd's revision without an
+    /// event here, so the watch asks etcd for a progress notification, again every
+    /// so often: etcd answers one only while the watch has no events to send.
+    pub(crate) async fn reach(&self, revision: i64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while *self.applied.borrow() < revision {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.progress_wanted.notify_one();
+            if self.wait_applied(revision, left.min(PROGRESS_AGAIN)).await {
+                return true;
+            }
+        }
+        true
     }
 
     /// One put, sent again only if it never reached a member (see `etcd::call`).
@@ -500,20 +530,20 @@ async fn load_cache(client: &Client, keys: &Keys) -> StoreResult<(Cache, i64)> {
 
 /// The node's one watch, for as long as the node runs: from `next` on, resumed after
 /// every error from the last revision it handled.
-async fn watch(state: Arc<State>, mut next: i64, tx: mpsc::Sender<ClusterChange>) {
+async fn watch(state: Arc<State>, mut next: i64, tx: mpsc::Sender<ClusterChange>, delay: Duration) {
     let mut failing_since: Option<Instant> = None;
     loop {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(next)
             .with_progress_notify();
-        let mut stream = match state
+        let (mut requests, mut stream) = match state
             .client
             .watch_client()
             .watch(state.keys.feed_prefix().to_vec(), Some(options))
             .await
         {
-            Ok(stream) => stream,
+            Ok(stream) => stream.split(),
             Err(e) => {
                 if failing_since.is_none() {
                     warn!(error = %e, "the cluster watch cannot reach etcd; retrying");
@@ -524,7 +554,16 @@ async fn watch(state: Arc<State>, mut next: i64, tx: mpsc::Sender<ClusterChange>
             }
         };
         loop {
-            let resp = match stream.message().await {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                () = state.progress_wanted.notified() => {
+                    if let Err(e) = requests.request_progress().await {
+                        debug!(error = %e, "asking the cluster watch for progress failed");
+                    }
+                    continue;
+                }
+            };
+            let resp = match message {
                 Ok(Some(resp)) => resp,
                 Ok(None) => break,
                 Err(e) => {
@@ -532,6 +571,9 @@ async fn watch(state: Arc<State>, mut next: i64, tx: mpsc::Sender<ClusterChange>
                     break;
                 }
             };
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if let Some(since) = failing_since.take() {
                 info!(
                     after_ms = since.elapsed().as_millis() as u64,

@@ -55,6 +55,10 @@ pub struct EtcdOptions {
     /// etcd's `--max-txn-ops` (128 unless etcd was started with another): bounds the
     /// writes per commit batch.
     pub max_txn_ops: usize,
+    /// Holds back each answer of this node's watch this long: a node that lags the
+    /// others, which tests need and cannot otherwise make on one machine. Zero (no
+    /// delay) unless a test sets it; not a command-line option.
+    pub watch_delay: Duration,
 }
 
 /// PEM files for TLS to etcd.
@@ -91,6 +95,7 @@ impl EtcdOptions {
             request_timeout: Duration::from_secs(10),
             node_ttl_s: 5,
             max_txn_ops: 128,
+            watch_delay: Duration::ZERO,
         }
     }
 }
@@ -170,7 +175,7 @@ impl EtcdStore {
                 ))
             })?;
         let keys = Keys::new(&options.prefix);
-        let cluster = feed::State::load(client.clone(), keys.clone()).await?;
+        let cluster = feed::State::load(client.clone(), keys.clone(), options.watch_delay).await?;
         Ok(Arc::new(EtcdStore {
             client,
             keys,
@@ -1080,5 +1085,29 @@ impl Store for EtcdStore {
 
     fn max_batch_writes(&self) -> usize {
         (self.options.max_txn_ops / OPS_PER_WRITE).max(1)
+    }
+
+    /// A linearizable read of nothing gives etcd's current revision (as the Kubernetes
+    /// API server's consistent reads from its watch cache do); the caches hold
+    /// everything up to it once the watch has applied it.
+    async fn catch_up(&self) -> StoreResult<()> {
+        let resp = call(self.options.request_timeout, true, || {
+            let (mut kv, key) = (self.kv(), self.keys.service(""));
+            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await
+        .map_err(engine)?;
+        let current = resp.header().map_or(0, |h| h.revision());
+        if self
+            .cluster
+            .reach(current, self.options.request_timeout)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "this node's watch did not reach etcd revision {current} in time"
+            )))
+        }
     }
 }

@@ -68,11 +68,21 @@ impl TestServer {
     /// A node of the installation kept under `prefix` in the etcd at `endpoints`: nodes
     /// started with the same two are one installation (cluster tests).
     pub async fn start_node(endpoints: &[String], prefix: &str) -> TestServer {
+        Self::start_node_with(endpoints, prefix, |_| {}).await
+    }
+
+    /// `start_node`, with its etcd options changed by `tweak`.
+    pub async fn start_node_with(
+        endpoints: &[String],
+        prefix: &str,
+        tweak: impl FnOnce(&mut EtcdOptions),
+    ) -> TestServer {
         Self::start_with(|o| {
             let mut etcd = EtcdOptions::new(endpoints.to_vec());
             etcd.prefix = prefix.into();
             // Quorum loss is refused within this (10 s by default), kept short here.
             etcd.request_timeout = Duration::from_secs(3);
+            tweak(&mut etcd);
             o.store = StoreChoice::Etcd(Box::new(etcd));
         })
         .await

@@ -317,6 +317,92 @@ async fn revoking_a_key_or_a_grant_through_one_node_takes_effect_on_the_other() 
     );
 }
 
+/// What one node just made (a service, a key, a grant) is there at once through the
+/// other, even when that one's watch lags (by 100 ms per answer here, as on a loaded
+/// machine): a node whose caches miss something catches up with etcd before it says
+/// "no".
+#[tokio::test]
+async fn a_service_key_or_grant_made_through_one_node_is_usable_at_once_through_a_lagging_other() {
+    if !require_etcd() {
+        return;
+    }
+    let endpoints = vec![shared_etcd()];
+    let prefix = prefix();
+    let a = TestServer::start_node(&endpoints, &prefix).await;
+    let b = TestServer::start_node_with(&endpoints, &prefix, |etcd| {
+        etcd.watch_delay = Duration::from_millis(100);
+    })
+    .await;
+    let admin_a = a.backend().await;
+    let admin_b = b.backend().await;
+    for round in 0..3 {
+        let name = format!("fresh-{round}");
+        let svc = admin_a
+            .create_service(
+                Some(&name),
+                ServiceFlags {
+                    acl_enabled: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        // A token of the new service, on B.
+        let token = syncline_client::token::mint(
+            &b.admin.api_key_sid,
+            &b.admin.api_key_secret,
+            &b.admin.account_sid,
+            &svc.sid,
+            "bob",
+            3600,
+            syncline_client::token::now_s(),
+        );
+        let bob = Client::connect(b.token_config(&token)).await.unwrap();
+        // The backend names it on B by its unique name.
+        let backend_b = b.backend_in(&name).await;
+        backend_b
+            .document("board")
+            .set(&json!(round))
+            .await
+            .unwrap();
+        // A grant through A lets Bob read through B at once, and B lists it.
+        let backend_a = a.backend_in(&name).await;
+        backend_a.grant("board", "bob", READ).await.unwrap();
+        assert_eq!(
+            bob.document("board").get().await.unwrap().data,
+            json!(round)
+        );
+        let listed = backend_b.permissions("board").await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|p| p.identity.as_str())
+                .collect::<Vec<_>>(),
+            ["bob"]
+        );
+        // A key made through A signs in on B.
+        let key = admin_a.create_key(Some("fresh")).await.unwrap();
+        let mut as_key = b.admin.clone();
+        as_key.api_key_sid = key.sid.clone();
+        as_key.api_key_secret = key.secret.clone().expect("secret shown once");
+        let on_b = Client::connect(ClientConfig::from_admin(&as_key).unwrap())
+            .await
+            .unwrap();
+        on_b.ping().await.unwrap();
+        // And B can revoke it at once.
+        admin_b.revoke_key(&key.sid).await.unwrap();
+    }
+    // A name that no node ever made is still unknown, after the catch-up.
+    let config = ClientConfig::from_admin(&b.admin)
+        .unwrap()
+        .service("never-made");
+    let refused = Client::connect(config)
+        .await
+        .err()
+        .expect("no such service");
+    assert_eq!(refused.code(), ErrorCode::NotFound);
+}
+
 async fn roster_becomes(sub: &mut Subscription, expected: &[&str]) {
     let deadline = Instant::now() + WAIT;
     let expected: std::collections::BTreeSet<String> =
