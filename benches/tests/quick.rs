@@ -183,3 +183,63 @@ fn conns_first_time_reaches_every_connection_and_skips_the_quinn_peer() {
         "quinn not said skipped:\n{stderr}"
     );
 }
+
+/// A fan-out through two nodes runs twice (subscribers on the writer's node, then on the
+/// other) and gives each node's CPU per delivery beside the sum; skipped without etcd
+/// unless SYNCLINE_REQUIRE_ETCD=1.
+#[test]
+fn a_cluster_fanout_reports_each_nodes_cpu_per_delivery() {
+    if !syncline_tests::etcd::require_etcd() {
+        return;
+    }
+    common::build_server();
+    let (lines, _) = run_bench(&[
+        "fanout",
+        "--subscribers",
+        "10",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--store",
+        "etcd",
+        "--nodes",
+        "2",
+        "--json",
+    ]);
+    let cluster: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["system"] == "syncline-cluster")
+        .collect();
+    let placed: Vec<&str> = cluster
+        .iter()
+        .filter_map(|l| l["subscribers_on"].as_str())
+        .collect();
+    assert_eq!(placed, ["writer's node", "other nodes"], "{lines:?}");
+    for l in cluster {
+        assert_eq!(l["missed"], 0, "{l}");
+        let per_node: Vec<f64> = l["node_cpu_us_per_op"]
+            .as_array()
+            .unwrap_or_else(|| panic!("node_cpu_us_per_op missing in {l}"))
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        assert_eq!(per_node.len(), 2, "{l}");
+        // The node holding the subscribers did the delivering.
+        let delivering = if l["subscribers_on"] == "writer's node" {
+            0
+        } else {
+            1
+        };
+        assert!(per_node[delivering] > 0.0, "{l}");
+        let sum: f64 = per_node.iter().sum();
+        let total = l["server_cpu_us_per_op"].as_f64().unwrap_or(0.0);
+        assert!((sum - total).abs() <= 0.05 * total + 0.1, "{l}");
+    }
+    // A single node has no per-node figures.
+    let single = lines
+        .iter()
+        .find(|l| l["system"] == "syncline")
+        .expect("the single-node line");
+    assert!(single.get("node_cpu_us_per_op").is_none(), "{single}");
+}

@@ -832,7 +832,7 @@ impl Store for EtcdStore {
     ) -> StoreResult<Vec<(Option<String>, Option<ObjectRecord>)>> {
         let k = &self.keys;
         // What this node wrote last, unless a batch lost a race since.
-        let (fresh, known_names, known_objects) = {
+        let (fresh, known_names) = {
             let mut written = self.written();
             let fresh = std::mem::take(&mut written.fresh);
             if fresh {
@@ -842,7 +842,7 @@ impl Store for EtcdStore {
                 .iter()
                 .map(|key| written.names.get(key).cloned())
                 .collect();
-            (fresh, names, written.objects.clone())
+            (fresh, names)
         };
         let mut sids: Vec<Option<String>> = references
             .iter()
@@ -891,11 +891,16 @@ impl Store for EtcdStore {
         let mut out: Vec<(Option<String>, Option<ObjectRecord>)> =
             sids.iter().map(|sid| (sid.clone(), None)).collect();
         let mut wanted = Vec::new();
-        for (i, sid) in sids.iter().enumerate() {
-            let Some(sid) = sid else { continue };
-            match known_objects.get(&(references[i].0.clone(), sid.clone())) {
-                Some(record) => out[i].1 = Some(record.clone()),
-                None => wanted.push(i),
+        {
+            // Looked up now, not copied before the reads above (it holds up to
+            // `WRITTEN_KEPT` records); `apply` compares each record's revision anyway.
+            let written = self.written();
+            for (i, sid) in sids.iter().enumerate() {
+                let Some(sid) = sid else { continue };
+                match written.objects.get(&(references[i].0.clone(), sid.clone())) {
+                    Some(record) => out[i].1 = Some(record.clone()),
+                    None => wanted.push(i),
+                }
             }
         }
         let (records, _) = self

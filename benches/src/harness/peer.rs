@@ -42,6 +42,11 @@ pub trait Peer: Send + Sync + Sized + 'static {
         self.process().cpu_seconds()
     }
 
+    /// Each node's CPU seconds, for a system of several (a cluster); empty otherwise.
+    fn node_cpu_seconds(&self) -> Vec<f64> {
+        Vec::new()
+    }
+
     /// What a fan-out writes to, for its line's `params.kind`.
     fn kind(&self) -> &'static str;
 

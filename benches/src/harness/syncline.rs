@@ -199,6 +199,13 @@ impl Peer for Syncline {
         self.nodes().map(ServerUnderTest::cpu_seconds).sum()
     }
 
+    fn node_cpu_seconds(&self) -> Vec<f64> {
+        if self.others.is_empty() {
+            return Vec::new();
+        }
+        self.nodes().map(ServerUnderTest::cpu_seconds).collect()
+    }
+
     fn kind(&self) -> &'static str {
         self.kind.name()
     }

@@ -54,6 +54,7 @@ pub fn connection_of(w: usize, connections: usize) -> usize {
 /// What the system under test and the harness had used when a measured window began.
 pub(super) struct Sample {
     server_cpu: f64,
+    node_cpu: Vec<f64>,
     client_cpu: f64,
     udp: (u64, u64),
 }
@@ -62,6 +63,7 @@ impl Sample {
     pub(super) fn take<P: Peer>(peer: &P) -> Self {
         Sample {
             server_cpu: peer.server_cpu_seconds(),
+            node_cpu: peer.node_cpu_seconds(),
             client_cpu: measure::self_cpu_seconds(),
             udp: udp_errors::<P>(),
         }
@@ -78,6 +80,22 @@ impl Sample {
         params: Value,
     ) -> Outcome {
         let udp = udp_errors::<P>();
+        let mut extra = Map::new();
+        // A cluster's nodes each (the first is the writer's): a node's own cost per
+        // operation, beside the sum every system reports.
+        let node_cpu: Vec<f64> = peer
+            .node_cpu_seconds()
+            .iter()
+            .zip(&self.node_cpu)
+            .map(|(now, before)| now - before)
+            .collect();
+        if !node_cpu.is_empty() {
+            let per_op = |s: &f64| (s * 1e6 / ops.max(1.0) * 100.0).round() / 100.0;
+            extra.insert(
+                "node_cpu_us_per_op".into(),
+                node_cpu.iter().map(per_op).collect(),
+            );
+        }
         Outcome {
             workload,
             system: P::SYSTEM,
@@ -92,7 +110,7 @@ impl Sample {
             udp_in_errors: udp.1.saturating_sub(self.udp.1),
             elapsed,
             params,
-            extra: Map::new(),
+            extra,
         }
     }
 }
