@@ -142,16 +142,6 @@ pub(crate) async fn handle(
             flags.friendly_name = flags.friendly_name.filter(|n| !n.is_empty());
             if let Some(name) = &unique_name {
                 validate_unique_name(name, &shared.limits)?;
-                if confirmed(store, || store.service_by_name(name))
-                    .await
-                    .map_err(store_err)?
-                    .is_some()
-                {
-                    return Err(WireError::new(
-                        ErrorCode::AlreadyExists,
-                        format!("a service named {name:?} exists"),
-                    ));
-                }
             }
             check_flags(&flags)?;
             let now = now_ms();
@@ -162,7 +152,13 @@ pub(crate) async fn handle(
                 date_created: now,
                 date_updated: now,
             };
-            store.put_service(&record).await.map_err(store_err)?;
+            store.put_service(&record).await.map_err(|e| match e {
+                StoreError::NameTaken(name) => WireError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("a service named {name:?} exists"),
+                ),
+                e => store_err(e),
+            })?;
             info!(service = %record.sid, "service created");
             Ok(Outcome::Service(service_info(shared, &record)))
         }

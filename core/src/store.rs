@@ -36,6 +36,9 @@ pub enum StoreError {
     /// before it could commit. Nothing was applied; the batch is computed again.
     #[error("a record changed under the batch: {0}")]
     Conflict(String),
+    /// `put_service`: another service holds the unique name (two creations raced).
+    #[error("another service holds the unique name {0:?}")]
+    NameTaken(String),
 }
 
 impl StoreError {
@@ -219,6 +222,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn service(&self, sid: &str) -> StoreResult<Option<ServiceRecord>>;
     async fn service_by_name(&self, unique_name: &str) -> StoreResult<Option<ServiceRecord>>;
+    /// Stores the service and claims its unique name, atomically: a name another
+    /// service holds is refused with `NameTaken`, whichever node or request got there
+    /// first.
     async fn put_service(&self, service: &ServiceRecord) -> StoreResult<()>;
 
     async fn services(&self) -> StoreResult<Vec<ServiceRecord>>;

@@ -641,22 +641,36 @@ impl Store for EtcdStore {
     async fn put_service(&self, service: &ServiceRecord) -> StoreResult<()> {
         let k = &self.keys;
         let mut ops = vec![TxnOp::put(k.service(&service.sid), encode(service), None)];
-        if let Some(old) = self.cluster.service(&service.sid) {
-            if let Some(name) = old
-                .unique_name
+        let old = self.cluster.service(&service.sid);
+        if let Some(name) = old.as_ref().and_then(|o| {
+            o.unique_name
+                .clone()
                 .filter(|n| Some(n) != service.unique_name.as_ref())
-            {
-                ops.push(TxnOp::delete(k.service_name(&name), None));
-            }
+        }) {
+            ops.push(TxnOp::delete(k.service_name(&name), None));
         }
+        let mut compares = Vec::new();
         if let Some(name) = &service.unique_name {
-            ops.push(TxnOp::put(
-                k.service_name(name),
-                service.sid.as_bytes(),
-                None,
+            let name_key = k.service_name(name);
+            let held = old.is_some_and(|o| o.unique_name.as_ref() == Some(name));
+            // The name is this service's already, or nobody's: two nodes creating
+            // services of one name both read it free, and one of them is refused here.
+            compares.push(if held {
+                Compare::value(name_key.clone(), CompareOp::Equal, service.sid.as_bytes())
+            } else {
+                Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)
+            });
+            ops.push(TxnOp::put(name_key, service.sid.as_bytes(), None));
+        }
+        let resp = self
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await
+            .map_err(engine)?;
+        if !resp.succeeded() {
+            return Err(StoreError::NameTaken(
+                service.unique_name.clone().unwrap_or_default(),
             ));
         }
-        let resp = self.txn(Txn::new().and_then(ops)).await.map_err(engine)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         self.cluster
             .cache_service(revision, &service.sid, Some(service.clone()));

@@ -691,6 +691,16 @@ impl Store for SledStore {
         }
         {
             let mut registry = self.registry_mut();
+            // Checked under the registry's lock, which every service write takes.
+            if let Some(name) = &service.unique_name {
+                if registry
+                    .service_names
+                    .get(name)
+                    .is_some_and(|holder| *holder != service.sid)
+                {
+                    return Err(StoreError::NameTaken(name.clone()));
+                }
+            }
             self.tree()?.apply_batch(batch).map_err(engine)?;
             if let Some(old) = registry.services.get(&service.sid) {
                 if let Some(old_name) = old.unique_name.clone() {

@@ -119,6 +119,40 @@ async fn grant_all(backend: &Client, identity: &str, rights: Rights) {
     }
 }
 
+/// Eight backends create a service of one unique name at once, each on its own
+/// connection: exactly one gets it, the others hear `AlreadyExists`, and one service
+/// holds the name.
+#[tokio::test]
+async fn concurrent_creations_of_one_service_name_let_exactly_one_win() {
+    let s = TestServer::start().await;
+    let mut backends = Vec::new();
+    for _ in 0..8 {
+        backends.push(s.backend().await);
+    }
+    let tries = backends.iter().map(|b| async move {
+        b.create_service(Some("contested"), ServiceFlags::default())
+            .await
+    });
+    let results = futures_util::future::join_all(tries).await;
+    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!(e.code(), ErrorCode::AlreadyExists, "{e}");
+        }
+    }
+    let admin = s.backend().await;
+    let named: Vec<_> = admin
+        .services()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|svc| svc.unique_name.as_deref() == Some("contested"))
+        .collect();
+    assert_eq!(named.len(), 1);
+    assert_eq!(named[0].sid, won[0].sid);
+}
+
 #[tokio::test]
 async fn services_are_isolated() {
     let s = TestServer::start().await;

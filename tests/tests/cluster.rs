@@ -403,6 +403,33 @@ async fn a_service_key_or_grant_made_through_one_node_is_usable_at_once_through_
     assert_eq!(refused.code(), ErrorCode::NotFound);
 }
 
+/// Two nodes create a service of one unique name at the same moment, round after
+/// round: each time exactly one wins, and both nodes then name the same service.
+#[tokio::test]
+async fn one_service_name_created_through_two_nodes_at_once_goes_to_exactly_one() {
+    if !require_etcd() {
+        return;
+    }
+    let (a, b) = two_nodes().await;
+    let (admin_a, admin_b) = (a.backend().await, b.backend().await);
+    for round in 0..5 {
+        let name = format!("contested-{round}");
+        let (on_a, on_b) = tokio::join!(
+            admin_a.create_service(Some(&name), ServiceFlags::default()),
+            admin_b.create_service(Some(&name), ServiceFlags::default()),
+        );
+        let winner = match (&on_a, &on_b) {
+            (Ok(w), Err(e)) | (Err(e), Ok(w)) => {
+                assert_eq!(e.code(), ErrorCode::AlreadyExists, "{e}");
+                w.sid.clone()
+            }
+            other => panic!("expected exactly one creation, got {other:?}"),
+        };
+        assert_eq!(admin_a.service(&name).await.unwrap().sid, winner);
+        assert_eq!(admin_b.service(&name).await.unwrap().sid, winner);
+    }
+}
+
 async fn roster_becomes(sub: &mut Subscription, expected: &[&str]) {
     let deadline = Instant::now() + WAIT;
     let expected: std::collections::BTreeSet<String> =
