@@ -34,8 +34,6 @@ const SHORT_LEASE_S: i64 = 10;
 const REQUEST_LIMIT: Duration = Duration::from_secs(5);
 /// A short lease is reused for keys written within this long of its grant.
 const SHORT_LEASE_REUSE: Duration = Duration::from_secs(5);
-/// How often a node waiting to catch up asks its watch for progress again.
-const PROGRESS_AGAIN: Duration = Duration::from_millis(100);
 
 struct Versioned<T> {
     revision: i64,
@@ -93,9 +91,9 @@ pub(crate) struct State {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The etcd revision up to which the core's follower has applied the feed.
     applied: tokio::sync::watch::Sender<i64>,
-    /// Asks the watch to request a progress notification: the store's revision may
-    /// have moved past this node's feed by writes the feed does not carry.
-    progress_wanted: tokio::sync::Notify,
+    /// The last sync put (when it was sent, its revision), for `sync`'s callers
+    /// that were waiting while it was sent.
+    last_sync: tokio::sync::Mutex<Option<(Instant, i64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,7 +127,7 @@ impl State {
             held: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
             applied: tokio::sync::watch::Sender::new(revision),
-            progress_wanted: tokio::sync::Notify::new(),
+            last_sync: tokio::sync::Mutex::new(None),
         });
         let watch = tokio::spawn(watch(state.clone(), revision + 1, tx, watch_delay));
         lock(&state.tasks).push(watch);
@@ -146,24 +144,36 @@ impl State {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Waits (at most `limit`) until the follower has applied everything up to
-    /// `revision`, a revision etcd has reached. Writes outside the feed's prefix (and
-    /// other installations' under other prefixes) move etcd's revision without an
-    /// event here, so the watch asks etcd for a progress notification, again every
-    /// so often: etcd answers one only while the watch has no events to send.
-    pub(crate) async fn reach(&self, revision: i64, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while *self.applied.borrow() < revision {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
+    /// Resolves once the follower has applied everything etcd committed before the
+    /// call: a put of the sync key, inside the watched range, comes back through the
+    /// watch after every earlier event. (etcd's progress notifications would not
+    /// need a write, but before 3.4.24 and 3.5.8 one could run ahead of events not
+    /// yet sent, etcd issue 15220; Debian ships 3.4.23.) Callers that waited while a
+    /// put was sent share it, so a burst of them costs a write or two.
+    pub(crate) async fn sync(&self, limit: Duration) -> StoreResult<()> {
+        let asked = Instant::now();
+        let revision = {
+            let mut last = self.last_sync.lock().await;
+            match *last {
+                Some((sent, revision)) if sent >= asked => revision,
+                _ => {
+                    let sent = Instant::now();
+                    let resp = self
+                        .put(self.keys.sync(), Vec::new(), PutOptions::new())
+                        .await?;
+                    let revision = resp.header().map_or(0, |h| h.revision());
+                    *last = Some((sent, revision));
+                    revision
+                }
             }
-            self.progress_wanted.notify_one();
-            if self.wait_applied(revision, left.min(PROGRESS_AGAIN)).await {
-                return true;
-            }
+        };
+        if self.wait_applied(revision, limit).await {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "this node's watch did not reach etcd revision {revision} in time"
+            )))
         }
-        true
     }
 
     /// One put, sent again only if it never reached a member (see `etcd::call`).
@@ -537,13 +547,13 @@ async fn watch(state: Arc<State>, mut next: i64, tx: mpsc::Sender<ClusterChange>
             .with_prefix()
             .with_start_revision(next)
             .with_progress_notify();
-        let (mut requests, mut stream) = match state
+        let mut stream = match state
             .client
             .watch_client()
             .watch(state.keys.feed_prefix().to_vec(), Some(options))
             .await
         {
-            Ok(stream) => stream.split(),
+            Ok(stream) => stream,
             Err(e) => {
                 if failing_since.is_none() {
                     warn!(error = %e, "the cluster watch cannot reach etcd; retrying");
@@ -554,16 +564,7 @@ async fn watch(state: Arc<State>, mut next: i64, tx: mpsc::Sender<ClusterChange>
             }
         };
         loop {
-            let message = tokio::select! {
-                message = stream.message() => message,
-                () = state.progress_wanted.notified() => {
-                    if let Err(e) = requests.request_progress().await {
-                        debug!(error = %e, "asking the cluster watch for progress failed");
-                    }
-                    continue;
-                }
-            };
-            let resp = match message {
+            let resp = match stream.message().await {
                 Ok(Some(resp)) => resp,
                 Ok(None) => break,
                 Err(e) => {

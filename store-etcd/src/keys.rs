@@ -30,6 +30,8 @@ pub const NODE: u8 = b'N';
 pub const PRESENCE: u8 = b'P';
 pub const MESSAGE: u8 = b'M';
 pub const SERVICE_ENDED: u8 = b'E';
+/// One key every node puts to learn that its watch has caught up (`State::sync`).
+pub const SYNC: u8 = b'C';
 
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -320,6 +322,10 @@ impl Keys {
 
     pub fn nodes(&self) -> Vec<u8> {
         with(&self.feed, NODE, &[])
+    }
+
+    pub fn sync(&self) -> Vec<u8> {
+        with(&self.feed, SYNC, &[])
     }
 
     pub fn presence(&self, service_sid: &str, identity: &str, node: &str) -> Vec<u8> {

@@ -1106,27 +1106,7 @@ impl Store for EtcdStore {
         (self.options.max_txn_ops / OPS_PER_WRITE).max(1)
     }
 
-    /// A linearizable read of nothing gives etcd's current revision (as the Kubernetes
-    /// API server's consistent reads from its watch cache do); the caches hold
-    /// everything up to it once the watch has applied it.
     async fn catch_up(&self) -> StoreResult<()> {
-        let resp = call(self.options.request_timeout, true, || {
-            let (mut kv, key) = (self.kv(), self.keys.service(""));
-            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
-        })
-        .await
-        .map_err(engine)?;
-        let current = resp.header().map_or(0, |h| h.revision());
-        if self
-            .cluster
-            .reach(current, self.options.request_timeout)
-            .await
-        {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(format!(
-                "this node's watch did not reach etcd revision {current} in time"
-            )))
-        }
+        self.cluster.sync(self.options.request_timeout).await
     }
 }
