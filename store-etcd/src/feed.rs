@@ -147,8 +147,8 @@ impl State {
     /// Resolves once the follower has applied everything etcd committed before the
     /// call: a put of the sync key, inside the watched range, comes back through the
     /// watch after every earlier event. (etcd's progress notifications would not
-    /// need a write, but before 3.4.24 and 3.5.8 one could run ahead of events not
-    /// yet sent, etcd issue 15220; Debian ships 3.4.23.) Callers that waited while a
+    /// need a write, but one could run ahead of events not yet sent, etcd issue 15220,
+    /// fixed in 2023, after the 3.4.23 Debian ships.) Callers that waited while a
     /// put was sent share it, so a burst of them costs a write or two.
     pub(crate) async fn sync(&self, limit: Duration) -> StoreResult<()> {
         let asked = Instant::now();
