@@ -67,16 +67,24 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     bincode::deserialize(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// A change-log value: whether the event ends the object's subscriptions, then the
+/// A change-log value: whether the event ends the object's subscriptions, the object's
+/// revision (its key names only a slot of the object's ring, `Keys::log`), then the
 /// event as the committing node encoded it.
-pub(crate) fn log_value(ends: bool, event: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + event.len());
+pub(crate) fn log_value(ends: bool, revision: u64, event: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + event.len());
     v.push(u8::from(ends));
+    v.extend_from_slice(&revision.to_be_bytes());
     v.extend_from_slice(event);
     v
 }
 
-pub(crate) fn split_log_value(v: &[u8]) -> Option<(bool, Bytes)> {
-    let (&ends, event) = v.split_first()?;
-    Some((ends == 1, Bytes::copy_from_slice(event)))
+/// (ends, revision, event) of a change-log value.
+pub(crate) fn split_log_value(v: &[u8]) -> Option<(bool, u64, Bytes)> {
+    let revision = log_value_revision(v)?;
+    Some((v[0] == 1, revision, Bytes::copy_from_slice(&v[9..])))
+}
+
+/// The object revision of a change-log value, without copying its event.
+pub(crate) fn log_value_revision(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.get(1..9)?.try_into().ok()?))
 }

@@ -22,7 +22,9 @@ use syncline_proto::{NodeInfo, Rights};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::etcd::{call, decode, encode, engine, split_log_value, PUBLISH_WAIT};
+use crate::etcd::{
+    call, decode, encode, engine, log_value_revision, split_log_value, PUBLISH_WAIT,
+};
 use crate::keys::{FeedKey, Keys};
 
 /// Changes waiting for the core's follower; past this the watch waits (etcd keeps them).
@@ -315,6 +317,30 @@ impl State {
         }
     }
 
+    /// The events in etcd's order, except that one transaction's change-log puts come
+    /// in their objects' revision order: etcd lists a transaction's puts in key order,
+    /// and ring slots do not sort as revisions do (revision 1000 of a 1,000-slot ring
+    /// takes slot 0, ahead of 999's slot 999), while each object's hub wants them in
+    /// order. The sort is stable and keyed by etcd revision first, so nothing moves
+    /// across transactions.
+    fn in_revision_order<'e>(
+        &self,
+        events: &'e [etcd_client::Event],
+    ) -> Vec<&'e etcd_client::Event> {
+        let mut ordered: Vec<&etcd_client::Event> = events.iter().collect();
+        ordered.sort_by_cached_key(|e| {
+            let Some(kv) = e.kv() else { return (0, 0) };
+            let logged = match self.keys.parse_feed(kv.key()) {
+                Some(FeedKey::Log { .. }) if e.event_type() == EventType::Put => {
+                    log_value_revision(kv.value()).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            (kv.mod_revision(), logged)
+        });
+        ordered
+    }
+
     /// Applies one watch response's events to the caches and turns them into changes.
     fn changes_of(&self, events: &[etcd_client::Event]) -> Vec<ClusterChange> {
         let me = self.node_id().map(str::to_owned);
@@ -331,7 +357,7 @@ impl State {
             )
             .collect();
         let mut out = Vec::new();
-        for event in events {
+        for event in self.in_revision_order(events) {
             let Some(kv) = event.kv() else { continue };
             let Some(key) = self.keys.parse_feed(kv.key()) else {
                 continue;
@@ -339,15 +365,12 @@ impl State {
             let put = event.event_type() == EventType::Put;
             let revision = kv.mod_revision();
             match key {
-                FeedKey::Log {
-                    object_sid,
-                    revision: object_revision,
-                } => {
+                FeedKey::Log { object_sid } => {
                     if !put {
                         continue;
                     }
                     match split_log_value(kv.value()) {
-                        Some((ends, event)) => out.push(ClusterChange::Event {
+                        Some((ends, object_revision, event)) => out.push(ClusterChange::Event {
                             object_sid,
                             revision: object_revision,
                             event,

@@ -88,7 +88,6 @@ pub fn item_key_from(object_sid: &str, bytes: &[u8]) -> Option<ItemKey> {
 pub enum FeedKey {
     Log {
         object_sid: String,
-        revision: u64,
     },
     Service {
         sid: String,
@@ -304,11 +303,14 @@ impl Keys {
         Some((service, identity, object, &rest[SID_LEN..]))
     }
 
-    pub fn log(&self, object_sid: &str, revision: u64) -> Vec<u8> {
+    /// Slot `slot` of the object's change-log ring: revision r goes to slot
+    /// r % retention, overwriting the entry `retention` revisions older, so history is
+    /// bounded without deletes (a delete is another raft write and watch event).
+    pub fn log(&self, object_sid: &str, slot: u64) -> Vec<u8> {
         with(
             &self.feed,
             LOG,
-            &[object_sid.as_bytes(), &revision.to_be_bytes()],
+            &[object_sid.as_bytes(), &slot.to_be_bytes()],
         )
     }
 
@@ -356,13 +358,9 @@ impl Keys {
         let (&tag, rest) = rest.split_first()?;
         let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
         Some(match tag {
-            LOG => {
-                let (sid, rev) = (rest.get(..SID_LEN)?, rest.get(SID_LEN..)?);
-                FeedKey::Log {
-                    object_sid: text(sid)?,
-                    revision: u64::from_be_bytes(rev.try_into().ok()?),
-                }
-            }
+            LOG => FeedKey::Log {
+                object_sid: text(rest.get(..SID_LEN)?)?,
+            },
             SERVICE => FeedKey::Service { sid: text(rest)? },
             KEY => FeedKey::ApiKey { sid: text(rest)? },
             PERMISSION => FeedKey::Permission {
@@ -403,7 +401,6 @@ mod tests {
             k.parse_feed(&k.log(OBJ, 7)),
             Some(FeedKey::Log {
                 object_sid: OBJ.into(),
-                revision: 7
             })
         );
         assert_eq!(

@@ -297,6 +297,11 @@ impl EtcdStore {
 
     /// Keeps what a committed batch wrote (each object's last state, at the batch's
     /// revision) for the next batch.
+    /// The slot of an object's change-log ring that `revision` goes to (`Keys::log`).
+    fn log_slot(&self, revision: u64) -> u64 {
+        revision % self.options.log_retention.max(1)
+    }
+
     fn remember(&self, writes: &[ObjectWrite], revision: i64) {
         let mut written = self.written();
         if written.objects.len() > WRITTEN_KEPT {
@@ -390,8 +395,6 @@ impl EtcdStore {
         let mut names_freed: HashSet<Vec<u8>> = HashSet::new();
         let mut names_compared: HashSet<Vec<u8>> = HashSet::new();
         let mut ops: BTreeMap<Vec<u8>, Op> = BTreeMap::new();
-        // The first log revision this batch writes per object: pruning stops below it.
-        let mut first_logged: BTreeMap<&str, u64> = BTreeMap::new();
         for w in writes {
             let Some(record) = w.after.as_ref().or(w.before.as_ref()) else {
                 continue;
@@ -462,13 +465,19 @@ impl EtcdStore {
                     ops.insert(grants.clone(), Op::DeleteRange(range_end(&grants)));
                     if let Some(log) = &w.log {
                         // The removal event reaches every node through the watch, then
-                        // goes with the node's short-lived lease.
-                        let logs = k.logs(sid);
-                        ops.insert(logs, Op::DeleteRange(k.log(sid, log.revision)));
+                        // goes with the node's short-lived lease; the rest of the ring
+                        // goes now (two ranges around the slot: etcd refuses a key
+                        // twice in one transaction).
+                        let slot = self.log_slot(log.revision);
+                        let ring = k.logs(sid);
+                        ops.insert(ring.clone(), Op::DeleteRange(k.log(sid, slot)));
+                        let mut after_slot = k.log(sid, slot);
+                        after_slot.push(0);
+                        ops.insert(after_slot, Op::DeleteRange(range_end(&ring)));
                         ops.insert(
-                            k.log(sid, log.revision),
+                            k.log(sid, slot),
                             Op::Put(
-                                log_value(true, &log.event),
+                                log_value(true, log.revision, &log.event),
                                 self.cluster.short_lease().await,
                             ),
                         );
@@ -500,10 +509,9 @@ impl EtcdStore {
             }
             if let Some(log) = &w.log {
                 ops.insert(
-                    k.log(sid, log.revision),
-                    Op::Put(log_value(false, &log.event), None),
+                    k.log(sid, self.log_slot(log.revision)),
+                    Op::Put(log_value(false, log.revision, &log.event), None),
                 );
-                first_logged.entry(sid).or_insert(log.revision);
             }
         }
         // The batch judged its writes by the services as this node caches them (flags,
@@ -520,28 +528,6 @@ impl EtcdStore {
                 }
                 _ => Compare::version(k.service(sid), CompareOp::Equal, 0),
             });
-        }
-        // History past the retention goes in ranges, now and then (every 64 revisions),
-        // never reaching an entry this batch writes.
-        let retention = self.options.log_retention;
-        for w in writes {
-            let (Some(after), Some(log)) = (&w.after, &w.log) else {
-                continue;
-            };
-            if log.revision % 64 != 0
-                || log.revision <= retention
-                || deleted.contains(after.sid.as_str())
-            {
-                continue;
-            }
-            let first = first_logged
-                .get(after.sid.as_str())
-                .copied()
-                .unwrap_or(log.revision);
-            let end = (log.revision - retention + 1).min(first);
-            let start = k.logs(&after.sid);
-            ops.entry(start)
-                .or_insert(Op::DeleteRange(k.log(&after.sid, end)));
         }
         Ok((compares, ops))
     }
@@ -822,17 +808,37 @@ impl Store for EtcdStore {
         if up_to - after > self.options.log_retention {
             return Ok(None);
         }
-        let start = self.keys.log(object_sid, after + 1);
-        let end = self.keys.log(object_sid, up_to + 1);
-        let kvs = self.range(start, end, 0, SortOrder::Ascend).await?;
-        if kvs.len() as u64 != up_to - after {
-            return Ok(None);
+        // The slots of after+1..=up_to: one run of the ring, or two when it wraps.
+        let (first, last) = (self.log_slot(after + 1), self.log_slot(up_to));
+        let k = &self.keys;
+        let runs = if first <= last {
+            vec![(first, last)]
+        } else {
+            vec![(first, self.options.log_retention.max(1) - 1), (0, last)]
+        };
+        let mut entries = Vec::with_capacity((up_to - after) as usize);
+        for (from, to) in runs {
+            let kvs = self
+                .range(
+                    k.log(object_sid, from),
+                    k.log(object_sid, to + 1),
+                    0,
+                    SortOrder::Ascend,
+                )
+                .await?;
+            for kv in kvs {
+                let (_, revision, event) = split_log_value(kv.value())
+                    .ok_or_else(|| StoreError::Corrupt("change-log entry".into()))?;
+                // A slot holds the latest revision written to it: one overwritten
+                // since `up_to` means the history asked for is gone.
+                if revision <= after || revision > up_to {
+                    return Ok(None);
+                }
+                entries.push(LogEntry { revision, event });
+            }
         }
-        let mut entries = Vec::with_capacity(kvs.len());
-        for (kv, revision) in kvs.iter().zip(after + 1..) {
-            let (_, event) = split_log_value(kv.value())
-                .ok_or_else(|| StoreError::Corrupt("change-log entry".into()))?;
-            entries.push(LogEntry { revision, event });
+        if entries.len() as u64 != up_to - after {
+            return Ok(None);
         }
         Ok(Some(entries))
     }
@@ -1102,8 +1108,11 @@ impl Store for EtcdStore {
         })
     }
 
+    /// Also at most the change-log ring's slots: a batch writing one object more often
+    /// would put two of its entries in one slot, and the first would never be sent.
     fn max_batch_writes(&self) -> usize {
-        (self.options.max_txn_ops / OPS_PER_WRITE).max(1)
+        let ring = usize::try_from(self.options.log_retention).unwrap_or(usize::MAX);
+        (self.options.max_txn_ops / OPS_PER_WRITE).min(ring).max(1)
     }
 
     async fn catch_up(&self) -> StoreResult<()> {
