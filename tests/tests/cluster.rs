@@ -449,18 +449,7 @@ async fn a_node_whose_watch_resumes_past_a_compaction_catches_its_subscribers_up
     let mut sub = subscribed_document(&b.backend().await, "doc").await;
     etcd.kill(2);
     for i in 1..=20 {
-        // If the member killed led, a write during the election may be refused (and
-        // may still land: the same value again is harmless).
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match writer.document("doc").set(&json!(i)).await {
-                Ok(_) => break,
-                Err(e) if e.code() == ErrorCode::Unavailable && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("write {i} with one member down: {e:?}"),
-            }
-        }
+        set_through_an_election(&writer, "doc", json!(i)).await;
     }
     let mut client = etcd.member_client(0).await;
     let now = client
@@ -489,6 +478,23 @@ async fn a_node_whose_watch_resumes_past_a_compaction_catches_its_subscribers_up
         next_event(&mut sub).await;
         if let Some(d) = sub.document() {
             last = d.data.as_i64().expect("a number");
+        }
+    }
+}
+
+/// Sets document `name` to `value` with one etcd member just killed: if it led, a
+/// write sent during the election (1-2 s) may be refused with `Unavailable` (never sent
+/// twice, having maybe reached the old leader, so it may still land: the same value
+/// again is harmless); it is sent again until it goes through, within `WAIT`.
+async fn set_through_an_election(client: &Client, name: &str, value: serde_json::Value) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.document(name).set(&value).await {
+            Ok(_) => return,
+            Err(e) if e.code() == ErrorCode::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("setting {name} to {value} with one member down: {e:?}"),
         }
     }
 }
@@ -609,20 +615,9 @@ async fn with_one_of_three_etcd_members_killed_writes_go_on_and_without_quorum_t
     backend.document("doc").set(&json!(1)).await.unwrap();
     let mut sub = subscribed_document(&node.backend().await, "doc").await;
     etcd.kill(0);
-    // If the member killed led, a write sent during the election (1-2 s) may be
-    // refused with `Unavailable` (it is never sent twice, having maybe reached the old
-    // leader); after it, writes go on with two members.
+    // After the election, if any, writes go on with two members.
     for i in 2..=5 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match backend.document("doc").set(&json!(i)).await {
-                Ok(_) => break,
-                Err(e) if e.code() == ErrorCode::Unavailable && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("write {i} with one member down: {e:?}"),
-            }
-        }
+        set_through_an_election(&backend, "doc", json!(i)).await;
     }
     etcd.kill(1);
     let refused = Instant::now();
