@@ -75,24 +75,18 @@ impl EtcdUnderTest {
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(data.path().join("etcd.log")).map_err(err)?;
-        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
-        let child = Command::new(&bin)
-            .args(["--name", "bench", "--data-dir"])
-            .arg(data.path().join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("bench={peer_url}")])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| {
-                format!("starting {bin}: {e} (install etcd with `apt-get install etcd-server`, or set ETCD_BIN)")
-            })?;
+        let child = spawn_member(
+            Urls {
+                name: "bench",
+                dir: data.path(),
+                client: &client_url,
+                peer: &peer_url,
+            },
+            &format!("bench={peer_url}"),
+            None,
+            extra,
+            log,
+        )?;
         let mut me = EtcdUnderTest {
             endpoint: client_url,
             process: MeasuredProcess(Some(child)),
@@ -128,9 +122,7 @@ impl EtcdUnderTest {
 
     /// The last lines etcd logged (for errors).
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.data.path().join("etcd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join("\n")
+        last_lines(&self.data.path().join("etcd.log"))
     }
 
     /// A new client, with its own connection (opened by its first request).
@@ -140,6 +132,58 @@ impl EtcdUnderTest {
             .await
             .map_err(err)
     }
+}
+
+/// The last lines of an etcd log, for errors.
+fn last_lines(log: &std::path::Path) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+/// Where one etcd member lives and listens.
+struct Urls<'a> {
+    name: &'a str,
+    /// Holds `data/`.
+    dir: &'a std::path::Path,
+    client: &'a str,
+    peer: &'a str,
+}
+
+/// Starts one etcd member (`$ETCD_BIN` or `etcd`) on 127.0.0.1, logging to `log`:
+/// alone, or one of a cluster with its token and `--initial-cluster-state`.
+fn spawn_member<S: AsRef<std::ffi::OsStr>>(
+    at: Urls<'_>,
+    initial_cluster: &str,
+    token_and_state: Option<(&str, &str)>,
+    extra: &[S],
+    log: std::fs::File,
+) -> Result<std::process::Child, Error> {
+    let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    let mut command = Command::new(&bin);
+    command
+        .args(["--name", at.name, "--data-dir"])
+        .arg(at.dir.join("data"))
+        .args(["--listen-client-urls", at.client])
+        .args(["--advertise-client-urls", at.client])
+        .args(["--listen-peer-urls", at.peer])
+        .args(["--initial-advertise-peer-urls", at.peer])
+        .args(["--initial-cluster", initial_cluster]);
+    if let Some((token, state)) = token_and_state {
+        command
+            .args(["--initial-cluster-token", token])
+            .args(["--initial-cluster-state", state]);
+    }
+    command
+        .args(["--logger", "zap", "--log-level", "warn"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| {
+            format!("starting {bin}: {e} (install etcd with `apt-get install etcd-server`, or set ETCD_BIN)")
+        })
 }
 
 /// etcd's `--max-txn-ops` for a cluster the harness starts, and the nodes'
@@ -171,14 +215,12 @@ impl Member {
 
     /// The last lines the member logged (for errors).
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
         format!(
             "etcd member {} ({}), log {}:\n{}",
             self.name,
             self.client_url(),
             self.log_path().display(),
-            lines[lines.len().saturating_sub(5)..].join("\n")
+            last_lines(&self.log_path())
         )
     }
 }
@@ -273,26 +315,18 @@ impl EtcdMembers {
             .append(true)
             .open(m.log_path())
             .map_err(|e| format!("{}: {e}", m.log_path().display()))?;
-        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
-        let child = Command::new(&bin)
-            .args(["--name", &m.name, "--data-dir"])
-            .arg(m.dir.join("data"))
-            .args(["--listen-client-urls", &m.client_url()])
-            .args(["--advertise-client-urls", &m.client_url()])
-            .args(["--listen-peer-urls", &m.peer_url()])
-            .args(["--initial-advertise-peer-urls", &m.peer_url()])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--initial-cluster-token", &self.token])
-            .args(["--initial-cluster-state", state])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| {
-                format!("starting {bin}: {e} (install etcd with `apt-get install etcd-server`, or set ETCD_BIN)")
-            })?;
+        let child = spawn_member(
+            Urls {
+                name: &m.name,
+                dir: &m.dir,
+                client: &m.client_url(),
+                peer: &m.peer_url(),
+            },
+            &self.initial_cluster,
+            Some((&self.token, state)),
+            &self.extra,
+            log,
+        )?;
         self.members[i].process = Some(MeasuredProcess(Some(child)));
         Ok(())
     }
