@@ -328,13 +328,12 @@ impl State {
         events: &'e [etcd_client::Event],
     ) -> Vec<&'e etcd_client::Event> {
         let mut ordered: Vec<&etcd_client::Event> = events.iter().collect();
-        ordered.sort_by_cached_key(|e| {
+        ordered.sort_by_key(|e| {
             let Some(kv) = e.kv() else { return (0, 0) };
-            let logged = match self.keys.parse_feed(kv.key()) {
-                Some(FeedKey::Log { .. }) if e.event_type() == EventType::Put => {
-                    log_value_revision(kv.value()).unwrap_or(0)
-                }
-                _ => 0,
+            let logged = if self.keys.is_log(kv.key()) && e.event_type() == EventType::Put {
+                log_value_revision(kv.value()).unwrap_or(0)
+            } else {
+                0
             };
             (kv.mod_revision(), logged)
         });

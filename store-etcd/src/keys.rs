@@ -353,6 +353,12 @@ impl Keys {
 
     /// What a key of the watched range names; `None` for a key this version does not
     /// know (a newer node's), which is ignored.
+    /// Whether `key` is a change-log entry, without parsing it.
+    pub fn is_log(&self, key: &[u8]) -> bool {
+        key.strip_prefix(self.feed.as_slice())
+            .is_some_and(|rest| rest.first() == Some(&LOG))
+    }
+
     pub fn parse_feed(&self, key: &[u8]) -> Option<FeedKey> {
         let rest = key.strip_prefix(self.feed.as_slice())?;
         let (&tag, rest) = rest.split_first()?;
@@ -397,6 +403,9 @@ mod tests {
     #[test]
     fn feed_keys_split_back_into_their_parts() {
         let k = Keys::new("/syncline/");
+        assert!(k.is_log(&k.log(OBJ, 7)));
+        assert!(!k.is_log(&k.permission(SVC, OBJ, "al/ice")));
+        assert!(!k.is_log(&k.object(SVC, OBJ)));
         assert_eq!(
             k.parse_feed(&k.log(OBJ, 7)),
             Some(FeedKey::Log {
