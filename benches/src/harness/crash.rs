@@ -64,13 +64,14 @@ const SHARED_MAP_KEYS: u64 = 8;
 /// Deadlines, one per phase: a phase that overruns ends the run with an error naming it.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
-const WRITE_DEADLINE: Duration = Duration::from_secs(10);
-const STOP_DEADLINE: Duration = Duration::from_secs(10);
+const WRITE_DEADLINE: Duration = Duration::from_secs(20);
+/// Above `WRITE_DEADLINE`: writers through a surviving node wait for their answer.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
 const KILL_DEADLINE: Duration = Duration::from_secs(10);
 const READ_DEADLINE: Duration = Duration::from_secs(15);
-/// How long the surviving nodes of a cluster get to finish what their stopped writers
-/// left in flight, before the check (see the cycle).
-const CLUSTER_SETTLE: Duration = Duration::from_secs(3);
+/// How long etcd gets to commit (or drop) what the killed node had sent it, before the
+/// check (see the cycle).
+const CLUSTER_SETTLE: Duration = Duration::from_secs(2);
 /// Detailed findings kept for the report; the counters count them all.
 const NOTES_KEPT: usize = 50;
 
@@ -983,7 +984,10 @@ struct Writer {
     budget: Arc<Vec<AtomicU32>>,
     tags: Arc<AtomicU64>,
     killed: Arc<AtomicBool>,
-    stop: watch::Receiver<bool>,
+    /// The node this writer's connection goes through.
+    node: usize,
+    /// `Some(node killed)` once the cycle's writing is over.
+    stop: watch::Receiver<Option<usize>>,
     n: u64,
 }
 
@@ -1053,7 +1057,7 @@ impl Writer {
             errors_before_kill: Vec::new(),
         };
         loop {
-            if *self.stop.borrow() {
+            if self.stop.borrow().is_some() {
                 break;
             }
             // A random object with budget left; none left: wait for the kill.
@@ -1065,7 +1069,7 @@ impl Writer {
                         < WRITES_PER_OBJECT
                 });
             let Some(ti) = pick else {
-                let _ = self.stop.wait_for(|s| *s).await;
+                let _ = self.stop.wait_for(Option::is_some).await;
                 break;
             };
             let t = &self.targets[ti];
@@ -1076,12 +1080,16 @@ impl Writer {
             let result = {
                 let write = tokio::time::timeout(WRITE_DEADLINE, perform(&self.client, &name, &op));
                 tokio::pin!(write);
-                let mut stop = self.stop.clone();
+                let (mut stop, node) = (self.stop.clone(), self.node);
                 tokio::select! {
                     // An answer that is already there counts, even if the stop came too.
                     biased;
                     r = &mut write => Some(r),
-                    _ = stop.wait_for(|s| *s) => None,
+                    // Only a write through the killed node is left unanswered. One
+                    // through a node that survives is still committed or refused, maybe
+                    // seconds later (an etcd election): its answer settles its fate
+                    // before the check, where giving up on it would let it land after.
+                    _ = stop.wait_for(|s| *s == Some(node)) => None,
                 }
             };
             let mut rec = WriteRec {
@@ -1592,7 +1600,7 @@ async fn run_cycles(
         let budget: Arc<Vec<AtomicU32>> =
             Arc::new(objects.iter().map(|_| AtomicU32::new(0)).collect());
         let killed = Arc::new(AtomicBool::new(false));
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(None);
         let mut set = JoinSet::new();
         for (w, client) in clients.into_iter().enumerate() {
             let targets = objects
@@ -1623,6 +1631,7 @@ async fn run_cycles(
                 budget: budget.clone(),
                 tags: tags.clone(),
                 killed: killed.clone(),
+                node: w % nodes,
                 stop: stop_rx.clone(),
                 n: cycle << 20,
             };
@@ -1656,8 +1665,9 @@ async fn run_cycles(
                 .map_err(|e| format!("cycle {cycle}: kill etcd member {m}: {e}"))?;
             report.etcd_member_kills += 1;
         }
-        // Writers still waiting for an answer record their write as in flight.
-        let _ = stop_tx.send(true);
+        // Writers through the killed node still waiting for an answer record their write
+        // as in flight; the others wait for theirs.
+        let _ = stop_tx.send(Some(victim));
         let mut writes: Vec<WriteRec> = Vec::new();
         let joined = tokio::time::timeout(STOP_DEADLINE, async {
             while let Some(r) = set.join_next().await {
@@ -1685,11 +1695,11 @@ async fn run_cycles(
             }
         }
 
-        // In cluster mode the nodes that were not killed still commit what their writers
-        // left queued or in etcd when the writers stopped (a transaction caught in an
-        // etcd leader election is committed by the next leader): those writes land, or
-        // fail, within this, and the check must come after them, or the next cycle sees
-        // a write of this one as unexplained.
+        // In cluster mode a transaction the killed node had sent may still be in etcd's
+        // hands (one caught in a leader election is committed by the next leader): it
+        // lands, or not, within this, and the check must come after it, or the next
+        // cycle sees a write of this one as unexplained. (The surviving nodes' writes
+        // were answered above.)
         if params.etcd {
             tokio::time::sleep(CLUSTER_SETTLE).await;
         }
