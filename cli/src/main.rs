@@ -201,6 +201,11 @@ struct ServeArgs {
     /// dies without leaving.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(2..=60))]
     node_ttl_s: i64,
+    /// Seconds between compactions of etcd's history, done by one node of the cluster
+    /// (to the revision of one interval before); 0 for an etcd that compacts itself
+    /// (`--auto-compaction-retention`).
+    #[arg(long, default_value_t = 300)]
+    etcd_compaction_interval_s: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -1142,6 +1147,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Error> {
         etcd.user = args.etcd_user.clone().zip(args.etcd_password.clone());
         etcd.max_txn_ops = args.etcd_max_txn_ops as usize;
         etcd.node_ttl_s = args.node_ttl_s;
+        etcd.compaction_interval = Duration::from_secs(args.etcd_compaction_interval_s);
         etcd.tls = args.etcd_ca.clone().map(|ca_file| EtcdTls {
             ca_file,
             client: args.etcd_cert.clone().zip(args.etcd_key.clone()),

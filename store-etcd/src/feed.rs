@@ -198,6 +198,17 @@ impl State {
         self.joined.get().map(|j| j.node.id.as_str())
     }
 
+    /// Whether this node leads what runs once per cluster: the live node of the lowest
+    /// id leads.
+    fn leads(&self) -> bool {
+        let me = self.node_id().unwrap_or("");
+        self.read()
+            .nodes
+            .keys()
+            .next()
+            .is_none_or(|first| first == me)
+    }
+
     pub(crate) fn service(&self, sid: &str) -> Option<ServiceRecord> {
         self.read().services.get(sid).and_then(|v| v.value.clone())
     }
@@ -681,12 +692,13 @@ async fn reload(state: &State) -> StoreResult<(Vec<ClusterChange>, i64)> {
     Ok((changes, revision))
 }
 
-/// Registers the node under a fresh lease, keeps the lease alive, and hands back the
-/// core's `Cluster`.
+/// Registers the node under a fresh lease, keeps the lease alive, compacts etcd's
+/// history when it leads, and hands back the core's `Cluster`.
 pub(crate) async fn join(
     state: Arc<State>,
     mut node: NodeInfo,
     ttl_s: i64,
+    compaction_interval: Duration,
 ) -> StoreResult<Arc<EtcdCluster>> {
     if node.id.is_empty() {
         node.id = format!("{:016x}", rand::random::<u64>());
@@ -715,7 +727,44 @@ pub(crate) async fn join(
     info!(node = %node.id, quic = %node.quic, "joined the cluster");
     let keeper = tokio::spawn(keep_alive(state.clone()));
     lock(&state.tasks).push(keeper);
+    if !compaction_interval.is_zero() {
+        let compactor = tokio::spawn(compact_history(state.clone(), compaction_interval));
+        lock(&state.tasks).push(compactor);
+    }
     Ok(Arc::new(EtcdCluster { state }))
+}
+
+/// etcd keeps every revision of every key until it is compacted, and refuses writes
+/// once that history fills its space quota: every write here puts a record and a
+/// change-log slot, so an etcd left alone fills up. Nothing here reads old revisions
+/// (resumes read the change-log ring; a node's watch that falls behind a compaction
+/// reloads), so, as the Kubernetes API server does, the cluster compacts by itself:
+/// each `interval`, the leading node compacts to the revision its watch had reached one
+/// interval before. Two nodes that both think they lead for a moment compact to about
+/// the same revision; the second is refused, harmlessly.
+async fn compact_history(state: Arc<State>, interval: Duration) {
+    let mut seen_before: Option<i64> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let reached = *state.applied.borrow();
+        let target = seen_before.replace(reached);
+        let Some(target) = target.filter(|t| *t > 0) else {
+            continue;
+        };
+        if !state.leads() {
+            continue;
+        }
+        let mut kv = state.client.kv_client();
+        match tokio::time::timeout(REQUEST_LIMIT, kv.compact(target, None)).await {
+            Ok(Ok(_)) => debug!(revision = target, "compacted etcd's history"),
+            // Compacted further already (by etcd itself, another node, an operator).
+            Ok(Err(e)) if e.to_string().contains("compacted") => {
+                debug!(revision = target, error = %e, "etcd's history was compacted already")
+            }
+            Ok(Err(e)) => warn!(revision = target, error = %e, "compacting etcd's history failed"),
+            Err(_) => warn!(revision = target, "compacting etcd's history timed out"),
+        }
+    }
 }
 
 /// Puts the node's registration and its presence entries under `lease`.
@@ -919,12 +968,6 @@ impl Cluster for EtcdCluster {
     }
 
     fn leads(&self) -> bool {
-        let me = self.state.node_id().unwrap_or("");
-        self.state
-            .read()
-            .nodes
-            .keys()
-            .next()
-            .is_none_or(|first| first == me)
+        self.state.leads()
     }
 }

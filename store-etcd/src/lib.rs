@@ -55,6 +55,10 @@ pub struct EtcdOptions {
     /// etcd's `--max-txn-ops` (128 unless etcd was started with another): bounds the
     /// writes per commit batch.
     pub max_txn_ops: usize,
+    /// How often the cluster compacts etcd's history (the leading node, to the revision
+    /// of one interval before; see `feed::compact_history`). Zero: never, for an etcd
+    /// that compacts itself (`--auto-compaction-retention`).
+    pub compaction_interval: Duration,
     /// Holds back each answer of this node's watch this long: a node that lags the
     /// others, which tests need and cannot otherwise make on one machine. Zero (no
     /// delay) unless a test sets it; not a command-line option.
@@ -95,6 +99,7 @@ impl EtcdOptions {
             request_timeout: Duration::from_secs(10),
             node_ttl_s: 5,
             max_txn_ops: 128,
+            compaction_interval: Duration::from_secs(300),
             watch_delay: Duration::ZERO,
         }
     }
@@ -191,7 +196,13 @@ impl EtcdStore {
         self: &Arc<Self>,
         node: syncline_proto::NodeInfo,
     ) -> StoreResult<Arc<EtcdCluster>> {
-        feed::join(self.cluster.clone(), node, self.options.node_ttl_s).await
+        feed::join(
+            self.cluster.clone(),
+            node,
+            self.options.node_ttl_s,
+            self.options.compaction_interval,
+        )
+        .await
     }
 
     fn written(&self) -> std::sync::MutexGuard<'_, Written> {

@@ -94,7 +94,7 @@ impl Member {
     /// Starts the process: `state` is "new" for the first start and "existing" for a
     /// restart on the same data dir (the log is appended to, so a restart keeps the
     /// history of the first run).
-    fn spawn(&mut self, initial_cluster: &str, token: &str, state: &str) {
+    fn spawn(&mut self, cluster: &ClusterArgs, state: &str) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = OpenOptions::new()
             .create(true)
@@ -109,9 +109,10 @@ impl Member {
             .args(["--advertise-client-urls", &self.client_url()])
             .args(["--listen-peer-urls", &self.peer_url()])
             .args(["--initial-advertise-peer-urls", &self.peer_url()])
-            .args(["--initial-cluster", initial_cluster])
-            .args(["--initial-cluster-token", token])
+            .args(["--initial-cluster", &cluster.initial_cluster])
+            .args(["--initial-cluster-token", &cluster.token])
             .args(["--initial-cluster-state", state])
+            .args(&cluster.extra)
             // zap logs to stderr, which is the member's log file.
             .args(["--logger", "zap", "--log-level", "warn"])
             .stdin(Stdio::null())
@@ -180,10 +181,17 @@ enum NotUp {
 /// A real etcd cluster on 127.0.0.1; every member is killed (and reaped) on drop.
 pub struct EtcdCluster {
     members: Vec<Member>,
-    /// `m0=http://127.0.0.1:p0,...`: the same for every member and every (re)start.
+    args: ClusterArgs,
+}
+
+/// What every member of one cluster is started with, at every (re)start.
+struct ClusterArgs {
+    /// `m0=http://127.0.0.1:p0,...`.
     initial_cluster: String,
     /// Unique per cluster, so members of two clusters in one test run never join up.
     token: String,
+    /// More flags, from `start_with`.
+    extra: Vec<String>,
 }
 
 /// `n` distinct free loopback ports: all bound at once (so they differ), then released
@@ -206,13 +214,18 @@ impl EtcdCluster {
     /// `START_ATTEMPTS`. Panics, naming the member's log, if it comes to that or if the
     /// whole start takes over `START_TIMEOUT`.
     pub async fn start(members: usize) -> EtcdCluster {
+        Self::start_with(members, &[]).await
+    }
+
+    /// `start`, each member with more command-line flags (`--quota-backend-bytes=N`).
+    pub async fn start_with(members: usize, extra: &[&str]) -> EtcdCluster {
         assert!(
             members == 1 || members == 3,
             "an etcd test cluster has 1 or 3 members, not {members}"
         );
         let deadline = Instant::now() + START_TIMEOUT;
         for attempt in 1.. {
-            let mut cluster = Self::spawn_new(members);
+            let mut cluster = Self::spawn_new(members, extra);
             // Members of a new cluster only answer once a majority is up, so wait for
             // them after starting them all.
             let mut up = Ok(());
@@ -229,7 +242,7 @@ impl EtcdCluster {
                     eprintln!("etcd cluster, start attempt {attempt}: {why}\n(trying again)");
                 }
                 Err(NotUp::Exited(i, what) | NotUp::Late(i, what)) => {
-                    cluster.members[i].fail(&cluster.token, &what)
+                    cluster.members[i].fail(&cluster.args.token, &what)
                 }
             }
         }
@@ -237,7 +250,7 @@ impl EtcdCluster {
     }
 
     /// Spawns the members of a new cluster on fresh ports, each in a fresh temp dir.
-    fn spawn_new(members: usize) -> EtcdCluster {
+    fn spawn_new(members: usize, extra: &[&str]) -> EtcdCluster {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let token = format!(
             "syncline-etcd-{}-{}",
@@ -261,11 +274,14 @@ impl EtcdCluster {
             .join(",");
         let mut cluster = EtcdCluster {
             members,
-            initial_cluster,
-            token,
+            args: ClusterArgs {
+                initial_cluster,
+                token,
+                extra: extra.iter().map(|a| a.to_string()).collect(),
+            },
         };
         for m in &mut cluster.members {
-            m.spawn(&cluster.initial_cluster, &cluster.token, "new");
+            m.spawn(&cluster.args, "new");
         }
         cluster
     }
@@ -289,12 +305,12 @@ impl EtcdCluster {
     /// answer within `START_TIMEOUT`.
     pub async fn restart(&mut self, i: usize) {
         let m = &mut self.members[i];
-        m.spawn(&self.initial_cluster, &self.token, "existing");
+        m.spawn(&self.args, "existing");
         let deadline = Instant::now() + START_TIMEOUT;
         if let Err(NotUp::Exited(i, what) | NotUp::Late(i, what)) =
             self.wait_until_answers(i, deadline).await
         {
-            self.members[i].fail(&self.token, &what)
+            self.members[i].fail(&self.args.token, &what)
         }
     }
 

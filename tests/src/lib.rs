@@ -667,6 +667,16 @@ pub async fn https_connect(admin: &AdminConfig) -> TlsStream<TcpStream> {
         .expect("TLS handshake")
 }
 
+/// The `Authorization` header's value for the installation's admin API key.
+pub fn basic_auth(admin: &AdminConfig) -> String {
+    use base64::Engine;
+    let pair = format!("{}:{}", admin.api_key_sid, admin.api_key_secret);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
 /// One HTTP/1.1 request on a fresh connection (`authorization`: the header's value);
 /// the status code and the whole answer.
 pub async fn https_request(

@@ -665,6 +665,212 @@ async fn with_one_of_three_etcd_members_killed_writes_go_on_and_without_quorum_t
     assert_eq!(seen, [2, 3, 4, 5, 6].map(|i| json!(i)));
 }
 
+/// etcd's space quota: past it etcd raises its NOSPACE alarm and refuses whatever would
+/// grow its database. Tried: a write to an existing document, a list push and a new
+/// document, through QUIC and through REST, each refused with `Unavailable` saying the
+/// space is full (nothing half-applied: the transaction is all or nothing); the
+/// connection stays up, reads and the subscription go on; once the operator frees
+/// space (delete, compact, defragment, disarm the alarm) writes work again and the
+/// subscriber sees exactly the acknowledged ones.
+#[tokio::test]
+async fn at_etcds_space_quota_writes_are_refused_as_full_reads_go_on_and_writes_resume_once_space_is_freed(
+) {
+    if !require_etcd() {
+        return;
+    }
+    let etcd = EtcdCluster::start_with(1, &["--quota-backend-bytes", "8388608"]).await;
+    let node = TestServer::start_node(&etcd.endpoints(), &prefix()).await;
+    let backend = node.backend().await;
+    backend.document("kept").set(&json!(1)).await.unwrap();
+    backend.list("log").push(&json!("first")).await.unwrap();
+    let mut sub = subscribed_document(&node.backend().await, "kept").await;
+
+    // Something else sharing the etcd fills it, until etcd refuses it too.
+    let mut etcd_client = etcd.client().await;
+    let filler = vec![b'x'; 256 * 1024];
+    let mut filled = 0;
+    loop {
+        assert!(
+            filled < 200,
+            "an 8 MiB quota never reached with 50 MiB written"
+        );
+        match etcd_client
+            .put(format!("/filler/{filled}"), filler.clone(), None)
+            .await
+        {
+            Ok(_) => filled += 1,
+            Err(e) => {
+                assert!(e.to_string().contains("space exceeded"), "{e}");
+                break;
+            }
+        }
+    }
+
+    let full = |e: syncline_client::Error| {
+        assert_eq!(e.code(), ErrorCode::Unavailable, "{e:?}");
+        assert!(e.to_string().contains("full"), "{e}");
+    };
+    full(
+        backend
+            .document("kept")
+            .set(&json!("lost"))
+            .await
+            .unwrap_err(),
+    );
+    full(backend.list("log").push(&json!("lost")).await.unwrap_err());
+    full(
+        backend
+            .document("new")
+            .set(&json!("lost"))
+            .await
+            .unwrap_err(),
+    );
+    let (status, answer) = syncline_tests::https_request(
+        &node.admin,
+        "POST",
+        "/v1/Services/default/Documents/kept",
+        Some(&syncline_tests::basic_auth(&node.admin)),
+        "Data=%22lost%22",
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("full"), "{answer}");
+    // Reads go on, on the same connection, and nothing refused is there.
+    assert_eq!(backend.document("kept").get().await.unwrap().data, json!(1));
+    let items = backend
+        .list("log")
+        .items(Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        items.iter().map(|i| i.data.clone()).collect::<Vec<_>>(),
+        [json!("first")]
+    );
+    assert_eq!(
+        backend.document("new").get().await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+
+    // What an operator does: free space, compact, defragment, disarm the alarm.
+    etcd_client
+        .delete(
+            "/filler/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let now = etcd_client
+        .get("compaction-probe", None)
+        .await
+        .unwrap()
+        .header()
+        .map_or(0, |h| h.revision());
+    etcd_client
+        .compact(
+            now,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .unwrap();
+    etcd_client.defragment().await.unwrap();
+    // As `etcdctl alarm disarm` does: each raised alarm, named by its member.
+    let raised = etcd_client
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!raised.alarms().is_empty(), "the NOSPACE alarm was raised");
+    for alarm in raised.alarms() {
+        let mut on = etcd_client::AlarmOptions::new();
+        on.with_member(alarm.member_id());
+        etcd_client
+            .alarm(
+                etcd_client::AlarmAction::Deactivate,
+                alarm.alarm(),
+                Some(on),
+            )
+            .await
+            .unwrap();
+    }
+    backend.document("kept").set(&json!(2)).await.unwrap();
+    backend.document("new").set(&json!("made")).await.unwrap();
+    match next_event(&mut sub).await.kind {
+        SyncEventKind::DocumentUpdated { data, .. } => assert_eq!(data, json!(2)),
+        other => panic!("expected the write after the space came back, got {other:?}"),
+    }
+    assert_no_event(&mut sub, Duration::from_millis(300)).await;
+}
+
+/// etcd keeps every revision until compacted, and each write adds some: left alone it
+/// reaches its space quota. The cluster compacts it (one node, each interval, to the
+/// revision of one interval before) and goes on working: writes, subscriptions, and a
+/// resume from before the compaction (which reads Syncline's own change log).
+#[tokio::test]
+async fn the_cluster_compacts_etcds_history_by_itself_and_goes_on_working() {
+    if !require_etcd() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1).await;
+    let prefix = prefix();
+    let every =
+        |o: &mut syncline_server::EtcdOptions| o.compaction_interval = Duration::from_millis(300);
+    let a = TestServer::start_node_with(&etcd.endpoints(), &prefix, every).await;
+    let b = TestServer::start_node_with(&etcd.endpoints(), &prefix, every).await;
+    let writer = a.backend().await;
+    writer.document("doc").set(&json!(1)).await.unwrap();
+    let mut sub = subscribed_document(&b.backend().await, "doc").await;
+    let first = writer
+        .document("doc")
+        .set(&json!(2))
+        .await
+        .unwrap()
+        .revision;
+
+    // etcd's first revisions become unreadable: compacted.
+    let mut client = etcd.client().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client
+            .get("any", Some(etcd_client::GetOptions::new().with_revision(2)))
+            .await
+        {
+            Err(e) if e.to_string().contains("compacted") => break,
+            other => {
+                assert!(Instant::now() < deadline, "never compacted: {other:?}");
+                writer.document("other").set(&json!("more")).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    for v in 3..=5 {
+        writer.document("doc").set(&json!(v)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.last() != Some(&json!(5)) {
+        next_event(&mut sub).await;
+        seen.push(sub.document().expect("a document").data.clone());
+    }
+    assert_eq!(seen, [2, 3, 4, 5].map(|i| json!(i)));
+    // A subscriber resuming from revision `first` gets the three changes since.
+    let mut resumed = b
+        .backend()
+        .await
+        .document("doc")
+        .subscribe_since(first)
+        .await
+        .unwrap();
+    for v in 3..=5 {
+        match next_event(&mut resumed).await.kind {
+            SyncEventKind::DocumentUpdated { data, .. } => assert_eq!(data, json!(v)),
+            other => panic!("expected the replay of {v}, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_object_expires_once_for_the_whole_cluster() {
     if !require_etcd() {
