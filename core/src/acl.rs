@@ -9,7 +9,7 @@
 
 use syncline_proto::{ErrorCode, Rights, WireError};
 
-use crate::store::{ObjectRecord, ServiceRecord, Store, StoreError};
+use crate::store::{GrantRead, ObjectRecord, Permission, ServiceRecord, Store, StoreError};
 
 /// The authenticated party behind a connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,13 +74,22 @@ pub fn allowed(
     actions: &[Action],
     grants: &[Rights],
 ) -> bool {
-    // `system` marks backend-created objects; a token identity that happens to be called
-    // `system` must not inherit them.
-    let creator = object.created_by == identity && identity != crate::objects::SYSTEM_ACTOR;
-    creator
+    is_creator(identity, object)
         || actions
             .iter()
             .all(|a| grants.iter().any(|g| a.granted_by(g)))
+}
+
+/// The rights of grants as `grants` reads them, for `allowed`.
+pub fn rights(grants: &[(String, Permission)]) -> Vec<Rights> {
+    grants.iter().map(|(_, p)| p.rights).collect()
+}
+
+/// Whether `identity` created `object`, which gives it every right without a grant.
+fn is_creator(identity: &str, object: &ObjectRecord) -> bool {
+    // `system` marks backend-created objects; a token identity that happens to be called
+    // `system` must not inherit them.
+    object.created_by == identity && identity != crate::objects::SYSTEM_ACTOR
 }
 
 /// What a successful check learned besides "yes": whether the identity may also read
@@ -88,6 +97,14 @@ pub fn allowed(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {
     pub may_read: bool,
+}
+
+/// A yes from [`check`]: the access, and the grants it rests on (none for the object's
+/// creator, or for a creation), which a commit hands its store to compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    pub access: Access,
+    pub grants: Vec<GrantRead>,
 }
 
 impl Access {
@@ -100,14 +117,14 @@ pub async fn grants(
     store: &dyn Store,
     object: &ObjectRecord,
     identity: &str,
-) -> Result<Vec<Rights>, StoreError> {
+) -> Result<Vec<(String, Permission)>, StoreError> {
     let mut out = Vec::with_capacity(2);
     for who in [identity, EVERYONE] {
-        if let Some(r) = store
+        if let Some(p) = store
             .permission(&object.service_sid, &object.sid, who)
             .await?
         {
-            out.push(r);
+            out.push((who.to_owned(), p));
         }
     }
     Ok(out)
@@ -123,26 +140,45 @@ pub async fn check(
     object: Option<&ObjectRecord>,
     actions: &[Action],
     create: bool,
-) -> Result<Access, WireError> {
+) -> Result<Allowed, WireError> {
     let Some(o) = object else {
-        return create.then_some(Access::FULL).ok_or_else(forbidden);
+        let created = Allowed {
+            access: Access::FULL,
+            grants: Vec::new(),
+        };
+        return create.then_some(created).ok_or_else(forbidden);
     };
     let failed = |e: StoreError| {
         tracing::error!(error = %e, "permission read failed");
         e.client_error("storage read failed")
     };
     let mut held = grants(store, o, identity).await.map_err(failed)?;
-    if !allowed(identity, o, actions, &held) && store.is_shared() {
+    if !allowed(identity, o, actions, &rights(&held)) && store.is_shared() {
         // This node's grants may not yet hold one given through another node a moment
         // ago (see `store::confirmed`): a refusal is decided on a caught-up view.
         store.catch_up().await.map_err(failed)?;
         held = grants(store, o, identity).await.map_err(failed)?;
     }
-    allowed(identity, o, actions, &held)
-        .then(|| Access {
-            may_read: allowed(identity, o, &[Action::Read], &held),
-        })
-        .ok_or_else(forbidden)
+    let rights = rights(&held);
+    if !allowed(identity, o, actions, &rights) {
+        return Err(forbidden());
+    }
+    let access = Access {
+        may_read: allowed(identity, o, &[Action::Read], &rights),
+    };
+    let grants = if is_creator(identity, o) {
+        Vec::new()
+    } else {
+        held.into_iter()
+            .map(|(who, p)| GrantRead {
+                service_sid: o.service_sid.clone(),
+                object_sid: o.sid.clone(),
+                identity: who,
+                store_version: p.store_version,
+            })
+            .collect()
+    };
+    Ok(Allowed { access, grants })
 }
 
 /// The one refusal a token holder gets under ACL, whether or not the object exists.

@@ -361,7 +361,7 @@ pub(crate) async fn recheck_subscriptions(
             }
         };
         let keep = match acl::grants(store, &record, identity).await {
-            Ok(grants) => acl::allowed(identity, &record, &[Action::Read], &grants),
+            Ok(grants) => acl::allowed(identity, &record, &[Action::Read], &acl::rights(&grants)),
             Err(e) => {
                 // Fail closed: a subscription whose access cannot be confirmed ends.
                 error!(error = %e, "permission recheck could not read grants");

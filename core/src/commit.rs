@@ -21,7 +21,9 @@ use crate::fanout::Hub;
 use crate::metrics::CommitStats;
 use crate::objects::{self, document, items, WriteContext};
 use crate::presence::{Owner, Presence};
-use crate::store::{ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError};
+use crate::store::{
+    GrantRead, ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError,
+};
 use crate::webhooks::{self, Target, Webhooks};
 
 /// Most writes applied in one batch (one flush).
@@ -192,7 +194,9 @@ async fn run(
                 Ok(())
             } else {
                 let started = std::time::Instant::now();
-                let applied = store.apply(std::mem::take(&mut batch.writes)).await;
+                let applied = store
+                    .apply(std::mem::take(&mut batch.writes), &batch.grants)
+                    .await;
                 stats.flush_took(queued.len(), started.elapsed());
                 applied
             };
@@ -203,6 +207,13 @@ async fn run(
                         attempt,
                         what, "batch lost a race with another node; computing it again"
                     );
+                    // The change may be a grant's (a revoke through another node), which
+                    // this node's cache shows only once its watch brings it.
+                    if !batch.grants.is_empty() {
+                        if let Err(e) = store.catch_up().await {
+                            debug!(error = %e, "catching up before computing the batch again failed");
+                        }
+                    }
                 }
                 applied => break (batch, results, applied),
             }
@@ -304,6 +315,8 @@ struct Batch<'a> {
     names: HashMap<(String, String), Option<String>>,
     items: HashMap<(String, ItemKey), Option<ItemRecord>>,
     writes: Vec<ObjectWrite>,
+    /// The grants the batch's access decisions rested on, for the store to compare.
+    grants: Vec<GrantRead>,
     events: Vec<Published>,
     /// Webhook events (service, target, change), offered once the batch is durable.
     /// Apart from `events`: object creation has a webhook but no subscriber event.
@@ -326,6 +339,7 @@ enum Undo {
 #[derive(Clone, Copy)]
 struct Savepoint {
     writes: usize,
+    grants: usize,
     events: usize,
     hooks: usize,
     undo: usize,
@@ -355,6 +369,7 @@ impl<'a> Batch<'a> {
             names: HashMap::new(),
             items: HashMap::new(),
             writes: Vec::new(),
+            grants: Vec::new(),
             events: Vec::new(),
             hooks: Vec::new(),
             undo: Vec::new(),
@@ -400,6 +415,7 @@ impl<'a> Batch<'a> {
     fn savepoint(&self) -> Savepoint {
         Savepoint {
             writes: self.writes.len(),
+            grants: self.grants.len(),
             events: self.events.len(),
             hooks: self.hooks.len(),
             undo: self.undo.len(),
@@ -410,6 +426,7 @@ impl<'a> Batch<'a> {
     /// Forgets every change recorded since `to`.
     fn rollback(&mut self, to: Savepoint) {
         self.writes.truncate(to.writes);
+        self.grants.truncate(to.grants);
         self.events.truncate(to.events);
         self.hooks.truncate(to.hooks);
         self.departures.truncate(to.departures);
@@ -624,9 +641,10 @@ impl<'a> Batch<'a> {
     /// which only an operation that would create it (`create`) may pass): whether it
     /// may create at all (`token_create`), then, under an enabled ACL, its grants.
     /// Everyone else passes with full access. What it returns says whether the writer
-    /// may read the object, and so whether its answer may carry the data.
+    /// may read the object, and so whether its answer may carry the data. The grants a
+    /// yes rests on go with the batch to its store (`Store::apply`).
     async fn guard(
-        &self,
+        &mut self,
         ctx: &WriteContext,
         object: Option<&ObjectRecord>,
         actions: &[Action],
@@ -635,10 +653,12 @@ impl<'a> Batch<'a> {
         if object.is_none() && create && !ctx.may_create {
             return Err(acl::creation_refused(ctx.guard.is_some()));
         }
-        match &ctx.guard {
-            None => Ok(Access::FULL),
-            Some(identity) => acl::check(self.store, identity, object, actions, create).await,
-        }
+        let Some(identity) = &ctx.guard else {
+            return Ok(Access::FULL);
+        };
+        let allowed = acl::check(self.store, identity, object, actions, create).await?;
+        self.grants.extend(allowed.grants);
+        Ok(allowed.access)
     }
 
     /// Applies an item change computed by the rules and answers what the writer may see.

@@ -179,6 +179,27 @@ pub struct ObjectWrite {
     pub items: Vec<ItemWrite>,
 }
 
+/// An identity's rights on an object, with the store's version of the grant as read
+/// (etcd's `mod_revision`; 0 for sled), which a shared store compares when a commit's
+/// access decision rests on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    pub rights: Rights,
+    pub store_version: i64,
+}
+
+/// A grant that an access decision of a commit batch rested on, as it was read. A
+/// shared store commits the batch only if the grant is still at that version (no
+/// revoke or change through another node came in between, which this node's cached
+/// copy may not show yet), and answers `Conflict` otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRead {
+    pub service_sid: String,
+    pub object_sid: String,
+    pub identity: String,
+    pub store_version: i64,
+}
+
 /// An expired item found by [`Store::expired_items`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExpiredItem {
@@ -254,7 +275,7 @@ pub trait Store: Send + Sync + 'static {
         service_sid: &str,
         object_sid: &str,
         identity: &str,
-    ) -> StoreResult<Option<Rights>>;
+    ) -> StoreResult<Option<Permission>>;
     /// Sets (or with `None`, removes) an identity's rights on an object.
     async fn put_permission(
         &self,
@@ -346,8 +367,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the batch atomically; when it returns Ok, the batch is durable (unless the
     /// store was opened in relaxed mode). `NotDurable` means it was applied (readers see
     /// it) but the flush failed; any other error means nothing was applied. Callers ask
-    /// [`Store::writable`] first.
-    async fn apply(&self, batch: Vec<ObjectWrite>) -> StoreResult<()>;
+    /// [`Store::writable`] first. `grants` are what the batch's access decisions rested
+    /// on: a shared store compares them (see [`GrantRead`]). sled ignores them: its
+    /// grants are read from the tree they are written to, so only a revoke landing while
+    /// a batch is being computed (microseconds) is missed by it.
+    async fn apply(&self, batch: Vec<ObjectWrite>, grants: &[GrantRead]) -> StoreResult<()>;
 
     /// Whether the store can take writes now, called before a batch is computed. A
     /// store that hit a storage failure (a full disk) answers `Unavailable` until it

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use etcd_client::{Client, EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
 use syncline_core::cluster::{Cluster, ClusterChange, StreamMessage};
 use syncline_core::presence::Owner;
-use syncline_core::store::{ApiKeyRecord, ServiceRecord, StoreError, StoreResult};
+use syncline_core::store::{ApiKeyRecord, Permission, ServiceRecord, StoreError, StoreResult};
 use syncline_proto::{NodeInfo, Rights};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -256,12 +256,23 @@ impl State {
         all
     }
 
-    pub(crate) fn permission(&self, service: &str, object: &str, identity: &str) -> Option<Rights> {
+    /// The cached grant, with its etcd `mod_revision` (a commit relying on it compares it).
+    pub(crate) fn permission(
+        &self,
+        service: &str,
+        object: &str,
+        identity: &str,
+    ) -> Option<Permission> {
         self.read()
             .grants
             .get(&(service.to_owned(), object.to_owned()))
             .and_then(|g| g.get(identity))
-            .and_then(|v| v.value)
+            .and_then(|v| {
+                v.value.map(|rights| Permission {
+                    rights,
+                    store_version: v.revision,
+                })
+            })
     }
 
     pub(crate) fn permissions(&self, service: &str, object: &str) -> Vec<(String, Rights)> {

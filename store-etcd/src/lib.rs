@@ -20,8 +20,8 @@ use etcd_client::{
 };
 use serde::de::DeserializeOwned;
 use syncline_core::store::{
-    ApiKeyRecord, ExpiredItem, Installation, ItemRecord, LogEntry, ObjectRecord, ObjectWrite,
-    ServiceRecord, Store, StoreError, StoreResult,
+    ApiKeyRecord, ExpiredItem, GrantRead, Installation, ItemRecord, LogEntry, ObjectRecord,
+    ObjectWrite, Permission, ServiceRecord, Store, StoreError, StoreResult,
 };
 use syncline_proto::{ItemKey, Order, Rights};
 use tracing::warn;
@@ -394,6 +394,7 @@ impl EtcdStore {
     async fn batch_txn(
         &self,
         writes: &[ObjectWrite],
+        grants: &[GrantRead],
     ) -> StoreResult<(Vec<Compare>, BTreeMap<Vec<u8>, Op>)> {
         let k = &self.keys;
         let deleted: HashSet<&str> = writes
@@ -539,6 +540,20 @@ impl EtcdStore {
                 }
                 _ => Compare::version(k.service(sid), CompareOp::Equal, 0),
             });
+        }
+        // Its access decisions rested on these grants as this node caches them: a
+        // revoke or change through another node since then (which the cache may not
+        // show yet) makes the batch computed again, after a catch-up.
+        let mut grants_compared = HashSet::new();
+        for g in grants {
+            let key = k.permission(&g.service_sid, &g.object_sid, &g.identity);
+            if grants_compared.insert(key.clone()) {
+                compares.push(Compare::mod_revision(
+                    key,
+                    CompareOp::Equal,
+                    g.store_version,
+                ));
+            }
         }
         Ok((compares, ops))
     }
@@ -750,7 +765,7 @@ impl Store for EtcdStore {
         service_sid: &str,
         object_sid: &str,
         identity: &str,
-    ) -> StoreResult<Option<Rights>> {
+    ) -> StoreResult<Option<Permission>> {
         Ok(self.cluster.permission(service_sid, object_sid, identity))
     }
 
@@ -1054,8 +1069,8 @@ impl Store for EtcdStore {
         Ok(out)
     }
 
-    async fn apply(&self, writes: Vec<ObjectWrite>) -> StoreResult<()> {
-        let (compares, ops) = self.batch_txn(&writes).await?;
+    async fn apply(&self, writes: Vec<ObjectWrite>, grants: &[GrantRead]) -> StoreResult<()> {
+        let (compares, ops) = self.batch_txn(&writes, grants).await?;
         let count = ops.len();
         let txn = Txn::new().when(compares).and_then(
             ops.into_iter()

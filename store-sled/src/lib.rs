@@ -789,13 +789,17 @@ impl Store for SledStore {
         service_sid: &str,
         object_sid: &str,
         identity: &str,
-    ) -> StoreResult<Option<Rights>> {
-        self.get(&key_of(&[
+    ) -> StoreResult<Option<Permission>> {
+        let rights: Option<Rights> = self.get(&key_of(&[
             b"p",
             service_sid.as_bytes(),
             object_sid.as_bytes(),
             identity.as_bytes(),
-        ]))
+        ]))?;
+        Ok(rights.map(|rights| Permission {
+            rights,
+            store_version: 0,
+        }))
     }
 
     async fn put_permission(
@@ -1058,7 +1062,7 @@ impl Store for SledStore {
 
     // No `writable` check here: the commit task, the one caller, asked just before it
     // computed the batch (a second `statvfs` per batch would tell nothing new).
-    async fn apply(&self, writes: Vec<ObjectWrite>) -> StoreResult<()> {
+    async fn apply(&self, writes: Vec<ObjectWrite>, _grants: &[GrantRead]) -> StoreResult<()> {
         let deleted: Vec<&str> = writes
             .iter()
             .filter(|w| w.after.is_none())
@@ -1213,12 +1217,15 @@ mod tests {
         };
         let store = SledStore::open(dir.path(), 10, true).unwrap();
         store
-            .apply(vec![
-                write(1, "a", None, Some(item(Some("alice")))),
-                write(2, "b", None, Some(item(Some("alice")))),
-                write(3, "c", None, Some(item(Some("al")))),
-                write(4, "d", None, Some(item(None))),
-            ])
+            .apply(
+                vec![
+                    write(1, "a", None, Some(item(Some("alice")))),
+                    write(2, "b", None, Some(item(Some("alice")))),
+                    write(3, "c", None, Some(item(Some("al")))),
+                    write(4, "d", None, Some(item(None))),
+                ],
+                &[],
+            )
             .await
             .unwrap();
         let sid = map(0).sid;
@@ -1236,10 +1243,13 @@ mod tests {
         );
         // A plain set takes the item out of the index; a removal too.
         store
-            .apply(vec![
-                write(5, "a", Some(item(Some("alice"))), Some(item(None))),
-                write(6, "c", Some(item(Some("al"))), None),
-            ])
+            .apply(
+                vec![
+                    write(5, "a", Some(item(Some("alice"))), Some(item(None))),
+                    write(6, "c", Some(item(Some("al"))), None),
+                ],
+                &[],
+            )
             .await
             .unwrap();
         drop(store);
@@ -1250,7 +1260,7 @@ mod tests {
         );
         assert_eq!(store.ephemeral_items(service, "al").await.unwrap(), vec![]);
         // Deleting the map deletes its items' index entries.
-        store.apply(vec![deletion(map(6))]).await.unwrap();
+        store.apply(vec![deletion(map(6))], &[]).await.unwrap();
         assert_eq!(store.ephemeral_owners().await.unwrap(), vec![]);
     }
 
@@ -1313,15 +1323,18 @@ mod tests {
             for r in 1..=10 {
                 let after = document(r);
                 store
-                    .apply(vec![ObjectWrite {
-                        before: before.replace(after.clone()),
-                        after: Some(after),
-                        log: Some(LogEntry {
-                            revision: r,
-                            event: Bytes::from(event(r)),
-                        }),
-                        items: Vec::new(),
-                    }])
+                    .apply(
+                        vec![ObjectWrite {
+                            before: before.replace(after.clone()),
+                            after: Some(after),
+                            log: Some(LogEntry {
+                                revision: r,
+                                event: Bytes::from(event(r)),
+                            }),
+                            items: Vec::new(),
+                        }],
+                        &[],
+                    )
                     .await
                     .unwrap();
             }
@@ -1370,7 +1383,10 @@ mod tests {
         assert_eq!(store.tree().unwrap().scan_prefix(b"l").count(), 2);
         assert_eq!(store.log_range(&sid, 8, 10).await.unwrap(), None);
         // Deleting the object deletes its log.
-        store.apply(vec![deletion(document(10))]).await.unwrap();
+        store
+            .apply(vec![deletion(document(10))], &[])
+            .await
+            .unwrap();
         assert_eq!(store.log_range(&sid, 9, 10).await.unwrap(), None);
         assert_eq!(store.tree().unwrap().scan_prefix(b"l").count(), 0);
     }
