@@ -9,7 +9,9 @@
 
 use syncline_proto::{ErrorCode, Rights, WireError};
 
-use crate::store::{GrantRead, ObjectRecord, Permission, ServiceRecord, Store, StoreError};
+use crate::store::{
+    CacheMiss, GrantRead, ObjectRecord, Permission, ServiceRecord, Store, StoreError,
+};
 
 /// The authenticated party behind a connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,8 +157,15 @@ pub async fn check(
     let mut held = grants(store, o, identity).await.map_err(failed)?;
     if !allowed(identity, o, actions, &rights(&held)) && store.is_shared() {
         // This node's grants may not yet hold one given through another node a moment
-        // ago (see `store::confirmed`): a refusal is decided on a caught-up view.
-        store.catch_up().await.map_err(failed)?;
+        // ago (see `store::confirmed`): a refusal is decided on the grants as stored.
+        for who in [identity, EVERYONE] {
+            let miss = CacheMiss::Grant {
+                service_sid: &o.service_sid,
+                object_sid: &o.sid,
+                identity: who,
+            };
+            store.recheck(miss).await.map_err(failed)?;
+        }
         held = grants(store, o, identity).await.map_err(failed)?;
     }
     let rights = rights(&held);

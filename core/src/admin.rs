@@ -17,7 +17,7 @@ use crate::commit::WriteOp;
 use crate::fanout::Ending;
 use crate::objects::{self, WriteContext};
 use crate::shared::Shared;
-use crate::store::{confirmed, ApiKeyRecord, ServiceRecord, StoreError};
+use crate::store::{confirmed, ApiKeyRecord, CacheMiss, ServiceRecord, StoreError};
 use crate::{fanout, now_ms};
 
 /// Default and bounds of `reachability_debouncing_window_ms`.
@@ -117,9 +117,12 @@ fn apply_patch(f: &mut ServiceFlags, p: ServiceFlagsPatch) {
 pub(crate) async fn find_service(shared: &Shared, s: &str) -> Result<ServiceRecord, WireError> {
     let store = &*shared.store;
     let found = if is_sid(s) && s.starts_with(SERVICE_PREFIX) {
-        confirmed(store, || store.service(s)).await
+        confirmed(store, CacheMiss::Service(s), || store.service(s)).await
     } else {
-        confirmed(store, || store.service_by_name(s)).await
+        confirmed(store, CacheMiss::ServiceName(s), || {
+            store.service_by_name(s)
+        })
+        .await
     };
     found
         .map_err(store_err)?
@@ -256,7 +259,7 @@ pub(crate) async fn handle(
                     "the admin key from admin.json cannot be revoked",
                 ));
             }
-            let mut key = confirmed(store, || store.api_key(&sid))
+            let mut key = confirmed(store, CacheMiss::ApiKey(&sid), || store.api_key(&sid))
                 .await
                 .map_err(store_err)?
                 .ok_or_else(|| WireError::not_found("API key"))?;

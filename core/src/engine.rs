@@ -14,7 +14,7 @@ use crate::command::{Command, Json, Key, Outcome, ReadCommand};
 use crate::commit::{WriteOp, WriteOutcome};
 use crate::objects::{self, document, items, WriteContext};
 use crate::shared::Shared;
-use crate::store::{confirmed, ObjectRecord, ServiceRecord, StoreError};
+use crate::store::{confirmed, CacheMiss, ObjectRecord, ServiceRecord, StoreError};
 use crate::{now_ms, now_s};
 
 /// Item bytes (data and keys) one page carries at most, whatever its `limit`: a page of
@@ -75,7 +75,7 @@ pub(crate) async fn authenticate(
     let store = &*shared.store;
     match login {
         Login::ApiKey { sid, secret } => {
-            let key = confirmed(store, || store.api_key(&sid))
+            let key = confirmed(store, CacheMiss::ApiKey(&sid), || store.api_key(&sid))
                 .await
                 .map_err(store_err)?;
             let key_sid = auth::verify_api_key(&secret, key)?;
@@ -93,7 +93,8 @@ pub(crate) async fn authenticate(
         }
         Login::Token(token) => {
             let verified = verify_token(shared, &token).await?;
-            let own = confirmed(store, || store.service(&verified.service_sid))
+            let sid = &verified.service_sid;
+            let own = confirmed(store, CacheMiss::Service(sid), || store.service(sid))
                 .await
                 .map_err(store_err)?
                 .ok_or_else(|| {
@@ -125,9 +126,12 @@ pub(crate) async fn authenticate(
 pub(crate) async fn verify_token(shared: &Shared, token: &str) -> Result<VerifiedToken, WireError> {
     // Find the signing key first (an async store read), then verify with it.
     let key = match auth::unverified_issuer(token) {
-        Ok(iss) if is_sid(&iss) => confirmed(&*shared.store, || shared.store.api_key(&iss))
-            .await
-            .map_err(store_err)?,
+        Ok(iss) if is_sid(&iss) => {
+            let store = &*shared.store;
+            confirmed(store, CacheMiss::ApiKey(&iss), || store.api_key(&iss))
+                .await
+                .map_err(store_err)?
+        }
         _ => None,
     };
     auth::verify_token(

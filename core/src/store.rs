@@ -200,6 +200,20 @@ pub struct GrantRead {
     pub store_version: i64,
 }
 
+/// The one record a node-local cache of a shared store (services, keys, grants) did not
+/// have, for [`Store::recheck`].
+#[derive(Clone, Copy, Debug)]
+pub enum CacheMiss<'a> {
+    Service(&'a str),
+    ServiceName(&'a str),
+    ApiKey(&'a str),
+    Grant {
+        service_sid: &'a str,
+        object_sid: &'a str,
+        identity: &'a str,
+    },
+}
+
 /// An expired item found by [`Store::expired_items`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExpiredItem {
@@ -406,19 +420,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// Resolves once this node's caches of services, keys and grants hold everything
     /// committed before the call (a shared store's watch has reached the store's
-    /// current revision). See `confirmed`.
+    /// current revision): for what needs the whole of a kind (a list of grants), or
+    /// does not know which record changed (a conflicted batch). One record: `recheck`.
     async fn catch_up(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Reads the one record `miss` names from the store of record and, if it exists,
+    /// puts it in this node's cache at its own version (so it never replaces a newer
+    /// one the watch brought), so that a cache read after the call answers as of the
+    /// call. A read, never a write: bad credentials or refusals asked for again and
+    /// again cost the shared store reads only. See `confirmed`.
+    async fn recheck(&self, _miss: CacheMiss<'_>) -> StoreResult<()> {
         Ok(())
     }
 }
 
 /// Reads through a shared store's node-local caches (services, keys, grants), where a
 /// miss may only mean this node has not yet seen another node's change (a service
-/// created through node A and used at once through node B): a miss is read again once
-/// the store has caught up, so "absent" is never an answer older than the request.
-/// Hits are answered from the cache: a change reaches it within the watch's delay,
-/// and revocations end what they affect when it does.
-pub async fn confirmed<T, F, Fut>(store: &dyn Store, read: F) -> StoreResult<Option<T>>
+/// created through node A and used at once through node B): `read` is asked again
+/// after the store has rechecked `miss` at the source, so "absent" is never an answer
+/// older than the request. Hits are answered from the cache: a change reaches it
+/// within the watch's delay, and revocations end what they affect when it does.
+pub async fn confirmed<T, F, Fut>(
+    store: &dyn Store,
+    miss: CacheMiss<'_>,
+    read: F,
+) -> StoreResult<Option<T>>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = StoreResult<Option<T>>>,
@@ -429,6 +457,6 @@ where
     if !store.is_shared() {
         return Ok(None);
     }
-    store.catch_up().await?;
+    store.recheck(miss).await?;
     read().await
 }

@@ -20,8 +20,8 @@ use etcd_client::{
 };
 use serde::de::DeserializeOwned;
 use syncline_core::store::{
-    ApiKeyRecord, ExpiredItem, GrantRead, Installation, ItemRecord, LogEntry, ObjectRecord,
-    ObjectWrite, Permission, ServiceRecord, Store, StoreError, StoreResult,
+    ApiKeyRecord, CacheMiss, ExpiredItem, GrantRead, Installation, ItemRecord, LogEntry,
+    ObjectRecord, ObjectWrite, Permission, ServiceRecord, Store, StoreError, StoreResult,
 };
 use syncline_proto::{ItemKey, Order, Rights};
 use tracing::warn;
@@ -225,6 +225,16 @@ impl EtcdStore {
         .await
         .map_err(engine)?;
         Ok(resp.take_kvs().into_iter().next())
+    }
+
+    /// `recheck` of one service by sid.
+    async fn recheck_service(&self, sid: &str) -> StoreResult<()> {
+        if let Some(kv) = self.get_one(self.keys.service(sid)).await? {
+            let record = decode(kv.value())?;
+            self.cluster
+                .cache_service(kv.mod_revision(), sid, Some(record));
+        }
+        Ok(())
     }
 
     async fn get_value<T: DeserializeOwned>(&self, key: Vec<u8>) -> StoreResult<Option<T>> {
@@ -1143,5 +1153,47 @@ impl Store for EtcdStore {
 
     async fn catch_up(&self) -> StoreResult<()> {
         self.cluster.sync(self.options.request_timeout).await
+    }
+
+    /// One linearizable read (two for a name: the name's sid, then the service). What
+    /// is absent is not cached: a stream of unknown names or keys leaves no trace.
+    async fn recheck(&self, miss: CacheMiss<'_>) -> StoreResult<()> {
+        let k = &self.keys;
+        match miss {
+            CacheMiss::Service(sid) => self.recheck_service(sid).await,
+            CacheMiss::ServiceName(name) => match self.get_one(k.service_name(name)).await? {
+                Some(kv) => {
+                    let sid = std::str::from_utf8(kv.value())
+                        .map_err(|_| StoreError::Corrupt("service name key".into()))?;
+                    self.recheck_service(sid).await
+                }
+                None => Ok(()),
+            },
+            CacheMiss::ApiKey(sid) => {
+                if let Some(kv) = self.get_one(k.api_key(sid)).await? {
+                    let record = decode(kv.value())?;
+                    self.cluster.cache_key(kv.mod_revision(), sid, Some(record));
+                }
+                Ok(())
+            }
+            CacheMiss::Grant {
+                service_sid,
+                object_sid,
+                identity,
+            } => {
+                let key = k.permission(service_sid, object_sid, identity);
+                if let Some(kv) = self.get_one(key).await? {
+                    let rights = decode(kv.value())?;
+                    self.cluster.cache_permission(
+                        kv.mod_revision(),
+                        service_sid,
+                        object_sid,
+                        identity,
+                        Some(rights),
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 }

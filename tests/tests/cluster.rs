@@ -474,6 +474,93 @@ async fn a_write_through_a_lagging_node_right_after_a_revoke_through_another_is_
     }
 }
 
+/// What a node's caches miss is looked up in etcd with a read, never a write: refused
+/// reads and writes under ACL, an unknown API key, a token signed by an unknown key,
+/// an unknown service name, each asked for again and again, leave etcd's revision
+/// where it was (a write would move it).
+#[tokio::test]
+async fn misses_and_refusals_cost_etcd_reads_not_writes() {
+    if !require_etcd() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1).await;
+    let node = TestServer::start_node(&etcd.endpoints(), &prefix()).await;
+    let svc = node
+        .backend()
+        .await
+        .create_service(
+            Some("guarded"),
+            ServiceFlags {
+                acl_enabled: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    node.backend_in("guarded")
+        .await
+        .document("board")
+        .set(&json!("secret"))
+        .await
+        .unwrap();
+    let mint = |key_sid: &str| {
+        syncline_client::token::mint(
+            key_sid,
+            &node.admin.api_key_secret,
+            &node.admin.account_sid,
+            &svc.sid,
+            "bob",
+            3600,
+            syncline_client::token::now_s(),
+        )
+    };
+    let bob = Client::connect(node.token_config(&mint(&node.admin.api_key_sid)))
+        .await
+        .unwrap();
+    let mut client = etcd.client().await;
+    let mut revision = async || {
+        client
+            .get("revision-probe", None)
+            .await
+            .unwrap()
+            .header()
+            .map_or(0, |h| h.revision())
+    };
+    let before = revision().await;
+    let unknown_key = "SK0123456789abcdef0123456789abcdef";
+    for round in 0..10 {
+        let refused = bob.document("board").get().await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::Forbidden, "{refused:?}");
+        let refused = bob.document("board").set(&json!(round)).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::Forbidden, "{refused:?}");
+        let mut as_unknown = node.admin.clone();
+        as_unknown.api_key_sid = unknown_key.into();
+        let refused = Client::connect(ClientConfig::from_admin(&as_unknown).unwrap())
+            .await
+            .err()
+            .expect("an unknown key is refused");
+        assert_eq!(refused.code(), ErrorCode::Unauthorized, "{refused:?}");
+        let refused = Client::connect(node.token_config(&mint(unknown_key)))
+            .await
+            .err()
+            .expect("a token of an unknown key is refused");
+        assert_eq!(refused.code(), ErrorCode::Unauthorized, "{refused:?}");
+        let config = ClientConfig::from_admin(&node.admin)
+            .unwrap()
+            .service("never-made");
+        let refused = Client::connect(config)
+            .await
+            .err()
+            .expect("no such service");
+        assert_eq!(refused.code(), ErrorCode::NotFound, "{refused:?}");
+    }
+    assert_eq!(
+        revision().await,
+        before,
+        "a miss or a refusal wrote to etcd"
+    );
+}
+
 /// Two nodes create a service of one unique name at the same moment, round after
 /// round: each time exactly one wins, and both nodes then name the same service.
 #[tokio::test]
