@@ -212,6 +212,7 @@ impl WriteRig {
                 store,
                 Arc::new(Hub::new(syncline_proto::frame::encode_event)),
                 Default::default(),
+                None,
                 webhooks,
                 Limits::default(),
             )

@@ -16,13 +16,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use crate::acl::{self, Access, Action};
+use crate::cluster::Cluster;
 use crate::command::{Json, SetMode, Ttl, WriteCommand};
 use crate::fanout::Hub;
 use crate::metrics::CommitStats;
 use crate::objects::{self, document, items, WriteContext};
 use crate::presence::{Owner, Presence};
 use crate::store::{
-    GrantRead, ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError,
+    Conditions, ItemRecord, ItemWrite, LogEntry, ObjectRecord, ObjectWrite, Store, StoreError,
 };
 use crate::webhooks::{self, Target, Webhooks};
 
@@ -95,6 +96,7 @@ impl Committer {
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
         presence: Arc<Presence>,
+        cluster: Option<Arc<dyn Cluster>>,
         webhooks: Webhooks,
         limits: Limits,
     ) -> (Committer, tokio::task::JoinHandle<()>) {
@@ -102,10 +104,13 @@ impl Committer {
         let stats = Arc::new(CommitStats::default());
         let task = tokio::spawn(run(
             rx,
-            store,
-            hub,
-            presence.clone(),
-            webhooks,
+            Parts {
+                store,
+                hub,
+                presence: presence.clone(),
+                cluster,
+                webhooks,
+            },
             limits,
             stats.clone(),
         ));
@@ -147,15 +152,29 @@ impl Committer {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Pending>,
+/// What the commit task works with.
+struct Parts {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     presence: Arc<Presence>,
+    /// The other nodes, in cluster mode: a departure asks whether one holds the identity.
+    cluster: Option<Arc<dyn Cluster>>,
     webhooks: Webhooks,
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Pending>,
+    parts: Parts,
     limits: Limits,
     stats: Arc<CommitStats>,
 ) {
+    let Parts {
+        store,
+        hub,
+        presence,
+        cluster,
+        webhooks,
+    } = parts;
     let max_batch = MAX_BATCH.min(store.max_batch_writes()).max(1);
     let mut queued = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut queued, max_batch).await > 0 {
@@ -173,7 +192,7 @@ async fn run(
         // is computed again over what is stored now, as if it had just been queued.
         let mut attempt = 0;
         let (mut batch, results, applied) = loop {
-            let mut batch = Batch::new(&*store, &hub, &presence);
+            let mut batch = Batch::new(&*store, &hub, &presence, cluster.as_deref());
             if store.is_shared() {
                 batch.prefetch(&queued).await;
             }
@@ -195,7 +214,7 @@ async fn run(
             } else {
                 let started = std::time::Instant::now();
                 let applied = store
-                    .apply(std::mem::take(&mut batch.writes), &batch.grants)
+                    .apply(std::mem::take(&mut batch.writes), &batch.conditions)
                     .await;
                 stats.flush_took(queued.len(), started.elapsed());
                 applied
@@ -207,9 +226,10 @@ async fn run(
                         attempt,
                         what, "batch lost a race with another node; computing it again"
                     );
-                    // The change may be a grant's (a revoke through another node), which
-                    // this node's cache shows only once its watch brings it.
-                    if !batch.grants.is_empty() {
+                    // The change may be a grant's (a revoke through another node) or a
+                    // presence entry's, which this node's caches show only once its
+                    // watch brings it.
+                    if !batch.conditions.is_empty() {
                         if let Err(e) = store.catch_up().await {
                             debug!(error = %e, "catching up before computing the batch again failed");
                         }
@@ -315,8 +335,10 @@ struct Batch<'a> {
     names: HashMap<(String, String), Option<String>>,
     items: HashMap<(String, ItemKey), Option<ItemRecord>>,
     writes: Vec<ObjectWrite>,
-    /// The grants the batch's access decisions rested on, for the store to compare.
-    grants: Vec<GrantRead>,
+    /// What the batch's decisions rested on, for a shared store to compare.
+    conditions: Conditions,
+    /// The other nodes (cluster mode).
+    cluster: Option<&'a dyn Cluster>,
     events: Vec<Published>,
     /// Webhook events (service, target, change), offered once the batch is durable.
     /// Apart from `events`: object creation has a webhook but no subscriber event.
@@ -340,6 +362,7 @@ enum Undo {
 struct Savepoint {
     writes: usize,
     grants: usize,
+    departed: usize,
     events: usize,
     hooks: usize,
     undo: usize,
@@ -359,7 +382,12 @@ fn storage(e: StoreError) -> WireError {
 }
 
 impl<'a> Batch<'a> {
-    fn new(store: &'a dyn Store, hub: &'a Hub, presence: &'a Presence) -> Self {
+    fn new(
+        store: &'a dyn Store,
+        hub: &'a Hub,
+        presence: &'a Presence,
+        cluster: Option<&'a dyn Cluster>,
+    ) -> Self {
         Batch {
             store,
             hub,
@@ -369,7 +397,8 @@ impl<'a> Batch<'a> {
             names: HashMap::new(),
             items: HashMap::new(),
             writes: Vec::new(),
-            grants: Vec::new(),
+            conditions: Conditions::default(),
+            cluster,
             events: Vec::new(),
             hooks: Vec::new(),
             undo: Vec::new(),
@@ -415,7 +444,8 @@ impl<'a> Batch<'a> {
     fn savepoint(&self) -> Savepoint {
         Savepoint {
             writes: self.writes.len(),
-            grants: self.grants.len(),
+            grants: self.conditions.grants.len(),
+            departed: self.conditions.departed.len(),
             events: self.events.len(),
             hooks: self.hooks.len(),
             undo: self.undo.len(),
@@ -426,7 +456,8 @@ impl<'a> Batch<'a> {
     /// Forgets every change recorded since `to`.
     fn rollback(&mut self, to: Savepoint) {
         self.writes.truncate(to.writes);
-        self.grants.truncate(to.grants);
+        self.conditions.grants.truncate(to.grants);
+        self.conditions.departed.truncate(to.departed);
         self.events.truncate(to.events);
         self.hooks.truncate(to.hooks);
         self.departures.truncate(to.departures);
@@ -657,7 +688,7 @@ impl<'a> Batch<'a> {
             return Ok(Access::FULL);
         };
         let allowed = acl::check(self.store, identity, object, actions, create).await?;
-        self.grants.extend(allowed.grants);
+        self.conditions.grants.extend(allowed.grants);
         Ok(allowed.access)
     }
 
@@ -1047,6 +1078,17 @@ impl<'a> Batch<'a> {
         };
         if !self.presence.departure_stands(&owner, epoch) {
             return Ok(WriteOutcome::Unchanged);
+        }
+        // Connected through another node: still present, nothing goes (and the store
+        // compares that no node holds it, for one this node has not heard of yet).
+        if let Some(cluster) = self.cluster {
+            if cluster.present_elsewhere(&owner).await.map_err(storage)? {
+                self.departures.push((owner, epoch));
+                return Ok(WriteOutcome::Unchanged);
+            }
+            self.conditions
+                .departed
+                .push((owner.service_sid.clone(), owner.identity.clone()));
         }
         self.departures.push((owner, epoch));
         let mut owned: std::collections::BTreeSet<(String, ItemKey)> = self

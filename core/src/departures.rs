@@ -92,20 +92,7 @@ fn schedule_departure(shared: &Arc<Shared>, owner: Owner, epoch: u64, after_rest
         if shared.presence.is_stopping() {
             return;
         }
-        // Connected through another node: still present, nothing goes.
-        if let Some(cluster) = &shared.cluster {
-            match cluster.present_elsewhere(&owner).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    shared.presence.depart(&owner, epoch);
-                    return;
-                }
-                Err(e) => {
-                    warn!(identity = %owner.identity, error = %e, "could not ask the cluster whether an identity is still present; its items stay");
-                    return;
-                }
-            }
-        }
+        // Whether another node holds the identity is decided in the commit (`Batch::depart`).
         let ctx = WriteContext {
             service_sid: owner.service_sid.clone(),
             actor: crate::objects::SYSTEM_ACTOR.into(),

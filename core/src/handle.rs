@@ -78,6 +78,7 @@ impl Core {
             store.clone(),
             hub.clone(),
             presence,
+            options.cluster.clone(),
             webhooks.clone(),
             options.limits.clone(),
         );

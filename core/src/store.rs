@@ -200,6 +200,27 @@ pub struct GrantRead {
     pub store_version: i64,
 }
 
+/// What a commit batch's decisions rested on besides the records it read. A shared
+/// store commits the batch only if all of it still holds (another node may have
+/// changed it, and this node's caches may not show that yet), and answers `Conflict`
+/// otherwise. sled ignores it: its grants are read from the tree they are written to
+/// (only a revoke landing while a batch is being computed, microseconds, is missed),
+/// and presence is the one node's own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// Grants the batch's access decisions rested on.
+    pub grants: Vec<GrantRead>,
+    /// (service sid, identity) whose ephemeral items the batch removes as departed:
+    /// no node may hold the identity.
+    pub departed: Vec<(String, String)>,
+}
+
+impl Conditions {
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty() && self.departed.is_empty()
+    }
+}
+
 /// The one record a node-local cache of a shared store (services, keys, grants) did not
 /// have, for [`Store::recheck`].
 #[derive(Clone, Copy, Debug)]
@@ -381,11 +402,9 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the batch atomically; when it returns Ok, the batch is durable (unless the
     /// store was opened in relaxed mode). `NotDurable` means it was applied (readers see
     /// it) but the flush failed; any other error means nothing was applied. Callers ask
-    /// [`Store::writable`] first. `grants` are what the batch's access decisions rested
-    /// on: a shared store compares them (see [`GrantRead`]). sled ignores them: its
-    /// grants are read from the tree they are written to, so only a revoke landing while
-    /// a batch is being computed (microseconds) is missed by it.
-    async fn apply(&self, batch: Vec<ObjectWrite>, grants: &[GrantRead]) -> StoreResult<()>;
+    /// [`Store::writable`] first. A shared store commits the batch only if its
+    /// `conditions` still hold.
+    async fn apply(&self, batch: Vec<ObjectWrite>, conditions: &Conditions) -> StoreResult<()>;
 
     /// Whether the store can take writes now, called before a batch is computed. A
     /// store that hit a storage failure (a full disk) answers `Unavailable` until it

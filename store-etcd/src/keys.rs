@@ -338,6 +338,15 @@ impl Keys {
         )
     }
 
+    /// Every node's presence entry of one identity.
+    pub fn presence_of(&self, service_sid: &str, identity: &str) -> Vec<u8> {
+        with(
+            &self.feed,
+            PRESENCE,
+            &[service_sid.as_bytes(), &sized(identity)],
+        )
+    }
+
     pub fn all_presence(&self) -> Vec<u8> {
         with(&self.feed, PRESENCE, &[])
     }

@@ -20,7 +20,7 @@ use etcd_client::{
 };
 use serde::de::DeserializeOwned;
 use syncline_core::store::{
-    ApiKeyRecord, CacheMiss, ExpiredItem, GrantRead, Installation, ItemRecord, LogEntry,
+    ApiKeyRecord, CacheMiss, Conditions, ExpiredItem, Installation, ItemRecord, LogEntry,
     ObjectRecord, ObjectWrite, Permission, ServiceRecord, Store, StoreError, StoreResult,
 };
 use syncline_proto::{ItemKey, Order, Rights};
@@ -404,7 +404,7 @@ impl EtcdStore {
     async fn batch_txn(
         &self,
         writes: &[ObjectWrite],
-        grants: &[GrantRead],
+        conditions: &Conditions,
     ) -> StoreResult<(Vec<Compare>, BTreeMap<Vec<u8>, Op>)> {
         let k = &self.keys;
         let deleted: HashSet<&str> = writes
@@ -555,7 +555,7 @@ impl EtcdStore {
         // revoke or change through another node since then (which the cache may not
         // show yet) makes the batch computed again, after a catch-up.
         let mut grants_compared = HashSet::new();
-        for g in grants {
+        for g in &conditions.grants {
             let key = k.permission(&g.service_sid, &g.object_sid, &g.identity);
             if grants_compared.insert(key.clone()) {
                 compares.push(Compare::mod_revision(
@@ -564,6 +564,15 @@ impl EtcdStore {
                     g.store_version,
                 ));
             }
+        }
+        // A departure removes an identity's items only while no node holds it: one that
+        // connected through another node since this node last heard (its presence entry
+        // put, not yet in this node's mirror) fails this, and the departure is decided
+        // again. (A compare over an empty range holds: no key is there.)
+        for (service, identity) in &conditions.departed {
+            let held = k.presence_of(service, identity);
+            let end = range_end(&held);
+            compares.push(Compare::create_revision(held, CompareOp::Equal, 0).with_range(end));
         }
         Ok((compares, ops))
     }
@@ -1079,8 +1088,8 @@ impl Store for EtcdStore {
         Ok(out)
     }
 
-    async fn apply(&self, writes: Vec<ObjectWrite>, grants: &[GrantRead]) -> StoreResult<()> {
-        let (compares, ops) = self.batch_txn(&writes, grants).await?;
+    async fn apply(&self, writes: Vec<ObjectWrite>, conditions: &Conditions) -> StoreResult<()> {
+        let (compares, ops) = self.batch_txn(&writes, conditions).await?;
         let count = ops.len();
         let txn = Txn::new().when(compares).and_then(
             ops.into_iter()

@@ -1062,7 +1062,7 @@ impl Store for SledStore {
 
     // No `writable` check here: the commit task, the one caller, asked just before it
     // computed the batch (a second `statvfs` per batch would tell nothing new).
-    async fn apply(&self, writes: Vec<ObjectWrite>, _grants: &[GrantRead]) -> StoreResult<()> {
+    async fn apply(&self, writes: Vec<ObjectWrite>, _: &Conditions) -> StoreResult<()> {
         let deleted: Vec<&str> = writes
             .iter()
             .filter(|w| w.after.is_none())
@@ -1224,7 +1224,7 @@ mod tests {
                     write(3, "c", None, Some(item(Some("al")))),
                     write(4, "d", None, Some(item(None))),
                 ],
-                &[],
+                &Conditions::default(),
             )
             .await
             .unwrap();
@@ -1248,7 +1248,7 @@ mod tests {
                     write(5, "a", Some(item(Some("alice"))), Some(item(None))),
                     write(6, "c", Some(item(Some("al"))), None),
                 ],
-                &[],
+                &Conditions::default(),
             )
             .await
             .unwrap();
@@ -1260,7 +1260,10 @@ mod tests {
         );
         assert_eq!(store.ephemeral_items(service, "al").await.unwrap(), vec![]);
         // Deleting the map deletes its items' index entries.
-        store.apply(vec![deletion(map(6))], &[]).await.unwrap();
+        store
+            .apply(vec![deletion(map(6))], &Conditions::default())
+            .await
+            .unwrap();
         assert_eq!(store.ephemeral_owners().await.unwrap(), vec![]);
     }
 
@@ -1333,7 +1336,7 @@ mod tests {
                             }),
                             items: Vec::new(),
                         }],
-                        &[],
+                        &Conditions::default(),
                     )
                     .await
                     .unwrap();
@@ -1384,7 +1387,7 @@ mod tests {
         assert_eq!(store.log_range(&sid, 8, 10).await.unwrap(), None);
         // Deleting the object deletes its log.
         store
-            .apply(vec![deletion(document(10))], &[])
+            .apply(vec![deletion(document(10))], &Conditions::default())
             .await
             .unwrap();
         assert_eq!(store.log_range(&sid, 9, 10).await.unwrap(), None);

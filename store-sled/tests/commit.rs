@@ -67,6 +67,7 @@ async fn a_refused_write_leaves_nothing_behind_not_even_the_expiry_it_found() {
         store.clone(),
         Arc::new(Hub::new(encode)),
         Arc::new(Presence::default()),
+        None,
         webhooks,
         limits.clone(),
     );

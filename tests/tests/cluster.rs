@@ -706,6 +706,55 @@ async fn an_identity_on_two_nodes_stays_present_until_both_connections_end() {
     assert_no_event(&mut sub, Duration::from_millis(500)).await;
 }
 
+/// "No node holds the identity" is part of a departure's commit: an identity that
+/// leaves node A and, within the debouncing window, connects to node B keeps its item
+/// even when A has not heard of the new connection by the window's end (A's watch lags
+/// 2 s per answer here): A's transaction finds B's presence entry, and A decides again
+/// once it has caught up.
+#[tokio::test]
+async fn an_identity_that_moves_to_another_node_within_the_window_keeps_its_item_though_the_first_has_not_heard(
+) {
+    if !require_etcd() {
+        return;
+    }
+    let endpoints = vec![shared_etcd()];
+    let prefix = prefix();
+    let a = TestServer::start_node_with(&endpoints, &prefix, |etcd| {
+        etcd.watch_delay = Duration::from_secs(2);
+    })
+    .await;
+    let b = TestServer::start_node(&endpoints, &prefix).await;
+    // Through A, so that A's own cache has the window at once.
+    let window = syncline_client::ServiceFlagsPatch {
+        reachability_debouncing_enabled: Some(true),
+        reachability_debouncing_window_ms: Some(2000),
+        ..Default::default()
+    };
+    a.backend()
+        .await
+        .update_service(&a.admin.default_service_sid, window)
+        .await
+        .unwrap();
+    let watcher = b.backend().await;
+    watcher.map("room").create(None).await.unwrap();
+    let mut sub = watcher.map("room").subscribe().await.unwrap();
+    next_event(&mut sub).await;
+    let alice_a = a.client_as("alice").await;
+    alice_a
+        .map("room")
+        .set_ephemeral("alice", &json!("here"))
+        .await
+        .unwrap();
+    roster_becomes(&mut sub, &["alice"]).await;
+    alice_a.close();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alice_b = b.client_as("alice").await;
+    // A's window ends 2 s after she left it; B's entry reaches A's mirror only later.
+    assert_no_event(&mut sub, Duration::from_secs(5)).await;
+    assert_eq!(roster(&sub).into_iter().collect::<Vec<_>>(), ["alice"]);
+    alice_b.ping().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_node_killed_takes_its_clients_presence_with_it_after_its_lease() {
     if !require_etcd() {
