@@ -191,6 +191,9 @@ async fn run(
         // batch read before it commits (`Conflict`): nothing was applied, so the batch
         // is computed again over what is stored now, as if it had just been queued.
         let mut attempt = 0;
+        // Whether this computation reads every record from the store of record (after
+        // a lost race the store does so by itself).
+        let mut read_afresh = false;
         let (mut batch, results, applied) = loop {
             let mut batch = Batch::new(&*store, &hub, &presence, cluster.as_deref());
             if store.is_shared() {
@@ -207,6 +210,18 @@ async fn run(
                 }
                 results.push(result);
             }
+            // A write refused for naming another revision may have been judged on this
+            // node's copy of what it last wrote, which another node may have changed
+            // since (`Store::forget_remembered`): the batch is decided again, once, on
+            // what is stored.
+            let refused_on_revision = results
+                .iter()
+                .any(|r| matches!(r, Err(e) if e.code == ErrorCode::Conflict));
+            if store.is_shared() && !read_afresh && refused_on_revision {
+                store.forget_remembered();
+                read_afresh = true;
+                continue;
+            }
             // A batch of no-ops (expiries of what was renewed, departures cancelled or
             // with no items) has nothing to make durable: no flush for it.
             let applied = if batch.writes.is_empty() {
@@ -222,6 +237,7 @@ async fn run(
             match applied {
                 Err(StoreError::Conflict(what)) if attempt < MAX_CONFLICT_ATTEMPTS => {
                     attempt += 1;
+                    read_afresh = true;
                     debug!(
                         attempt,
                         what, "batch lost a race with another node; computing it again"

@@ -445,6 +445,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The next `read_for_batch` reads every record from the store of record, not from
+    /// the copies a shared store keeps of what this node last wrote: the commit task
+    /// asks when a refusal may rest on such a copy (another node may have written the
+    /// record since; a write, by contrast, is compared when it commits). Default:
+    /// nothing (a store without such copies).
+    fn forget_remembered(&self) {}
+
     /// Reads the one record `miss` names from the store of record and, if it exists,
     /// puts it in this node's cache at its own version (so it never replaces a newer
     /// one the watch brought), so that a cache read after the call answers as of the

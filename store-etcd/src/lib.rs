@@ -1164,6 +1164,10 @@ impl Store for EtcdStore {
         self.cluster.sync(self.options.request_timeout).await
     }
 
+    fn forget_remembered(&self) {
+        self.written().fresh = true;
+    }
+
     /// One linearizable read (two for a name: the name's sid, then the service). What
     /// is absent is not cached: a stream of unknown names or keys leaves no trace.
     async fn recheck(&self, miss: CacheMiss<'_>) -> StoreResult<()> {

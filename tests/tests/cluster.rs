@@ -40,6 +40,52 @@ async fn two_nodes() -> (TestServer, TestServer) {
     (a, b)
 }
 
+/// Two nodes of one new installation over the process's shared etcd, the second's
+/// watch holding back each answer by `lag` (a node behind the other, as on a loaded
+/// machine).
+async fn nodes_with_a_lagging_second(lag: Duration) -> (TestServer, TestServer) {
+    let endpoints = vec![shared_etcd()];
+    let prefix = prefix();
+    let a = TestServer::start_node(&endpoints, &prefix).await;
+    let b = TestServer::start_node_with(&endpoints, &prefix, |etcd| etcd.watch_delay = lag).await;
+    (a, b)
+}
+
+/// A new service of unique name `name` with its ACL on, made through `node`.
+async fn guarded_service(node: &TestServer, name: &str) -> syncline_client::ServiceInfo {
+    let flags = ServiceFlags {
+        acl_enabled: true,
+        ..Default::default()
+    };
+    node.backend()
+        .await
+        .create_service(Some(name), flags)
+        .await
+        .unwrap()
+}
+
+/// `identity` connected to `node` with a token of service `service_sid`.
+async fn identity_in(node: &TestServer, service_sid: &str, identity: &str) -> Client {
+    let token = syncline_client::token::mint(
+        &node.admin.api_key_sid,
+        &node.admin.api_key_secret,
+        &node.admin.account_sid,
+        service_sid,
+        identity,
+        3600,
+        syncline_client::token::now_s(),
+    );
+    Client::connect(node.token_config(&token)).await.unwrap()
+}
+
+/// The error a connection made with `config` is refused with.
+async fn connection_refused(config: ClientConfig) -> syncline_client::Error {
+    Client::connect(config)
+        .await
+        .err()
+        .expect("the connection is refused")
+}
+
 async fn subscribed_document(client: &Client, name: &str) -> Subscription {
     let mut sub = client.document(name).subscribe().await.expect("subscribed");
     assert_eq!(next_event(&mut sub).await.kind, SyncEventKind::Snapshot);
@@ -249,6 +295,56 @@ async fn conditional_writes_through_two_nodes_let_exactly_one_win() {
     assert_eq!(on_a.document("total").get().await.unwrap().data, json!(20));
 }
 
+/// A node remembers what it last wrote of each object, to skip reading it again; that
+/// copy goes stale when another node writes the object. A conditional write is still
+/// judged on the current revision: here A wrote the document, B changed it twice, and
+/// a write through A that names B's revision goes through (A's watch lags 500 ms, so A
+/// has not heard of B's writes), and one naming A's own last revision after B wrote
+/// again is refused with the current one.
+#[tokio::test]
+async fn a_conditional_write_through_a_node_whose_copy_is_stale_is_judged_on_the_current_revision()
+{
+    if !require_etcd() {
+        return;
+    }
+    let (b, a) = nodes_with_a_lagging_second(Duration::from_millis(500)).await;
+    let (on_a, on_b) = (a.backend().await, b.backend().await);
+    for round in 0..3 {
+        let name = format!("doc-{round}");
+        on_a.document(&name).set(&json!("a")).await.unwrap();
+        on_b.document(&name).set(&json!("b1")).await.unwrap();
+        let current = on_b
+            .document(&name)
+            .set(&json!("b2"))
+            .await
+            .unwrap()
+            .revision;
+        let written = on_a
+            .document(&name)
+            .set_with(&json!("from a"), WriteOptions::new().if_match(current))
+            .await
+            .unwrap();
+        assert_eq!(written.revision, current + 1);
+        // And the other way round: B writes again, A names its own last revision.
+        let current = on_b
+            .document(&name)
+            .set(&json!("b3"))
+            .await
+            .unwrap()
+            .revision;
+        let stale = on_a
+            .document(&name)
+            .set_with(
+                &json!("from a, stale"),
+                WriteOptions::new().if_match(written.revision),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(stale.code(), ErrorCode::Conflict, "{stale:?}");
+        assert_eq!(stale.current_revision(), Some(current), "{stale:?}");
+    }
+}
+
 #[tokio::test]
 async fn revoking_a_key_or_a_grant_through_one_node_takes_effect_on_the_other() {
     if !require_etcd() {
@@ -256,30 +352,12 @@ async fn revoking_a_key_or_a_grant_through_one_node_takes_effect_on_the_other() 
     }
     let (a, b) = two_nodes().await;
     let admin_a = a.backend().await;
-    let svc = admin_a
-        .create_service(
-            Some("guarded"),
-            ServiceFlags {
-                acl_enabled: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let svc = guarded_service(&a, "guarded").await;
     let backend_a = a.backend_in("guarded").await;
     backend_a.document("board").set(&json!(0)).await.unwrap();
     backend_a.grant("board", "bob", READ).await.unwrap();
     // Bob, connected to node B, reads the board; A revokes; B ends his subscription.
-    let bob_token = syncline_client::token::mint(
-        &b.admin.api_key_sid,
-        &b.admin.api_key_secret,
-        &b.admin.account_sid,
-        &svc.sid,
-        "bob",
-        3600,
-        syncline_client::token::now_s(),
-    );
-    let bob = Client::connect(b.token_config(&bob_token)).await.unwrap();
+    let bob = identity_in(&b, &svc.sid, "bob").await;
     let mut sub = subscribed_document(&bob, "board").await;
     let revoked = Instant::now();
     backend_a.revoke("board", "bob").await.unwrap();
@@ -326,38 +404,14 @@ async fn a_service_key_or_grant_made_through_one_node_is_usable_at_once_through_
     if !require_etcd() {
         return;
     }
-    let endpoints = vec![shared_etcd()];
-    let prefix = prefix();
-    let a = TestServer::start_node(&endpoints, &prefix).await;
-    let b = TestServer::start_node_with(&endpoints, &prefix, |etcd| {
-        etcd.watch_delay = Duration::from_millis(100);
-    })
-    .await;
+    let (a, b) = nodes_with_a_lagging_second(Duration::from_millis(100)).await;
     let admin_a = a.backend().await;
     let admin_b = b.backend().await;
     for round in 0..3 {
         let name = format!("fresh-{round}");
-        let svc = admin_a
-            .create_service(
-                Some(&name),
-                ServiceFlags {
-                    acl_enabled: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let svc = guarded_service(&a, &name).await;
         // A token of the new service, on B.
-        let token = syncline_client::token::mint(
-            &b.admin.api_key_sid,
-            &b.admin.api_key_secret,
-            &b.admin.account_sid,
-            &svc.sid,
-            "bob",
-            3600,
-            syncline_client::token::now_s(),
-        );
-        let bob = Client::connect(b.token_config(&token)).await.unwrap();
+        let bob = identity_in(&b, &svc.sid, "bob").await;
         // The backend names it on B by its unique name.
         let backend_b = b.backend_in(&name).await;
         backend_b
@@ -396,11 +450,7 @@ async fn a_service_key_or_grant_made_through_one_node_is_usable_at_once_through_
     let config = ClientConfig::from_admin(&b.admin)
         .unwrap()
         .service("never-made");
-    let refused = Client::connect(config)
-        .await
-        .err()
-        .expect("no such service");
-    assert_eq!(refused.code(), ErrorCode::NotFound);
+    assert_eq!(connection_refused(config).await.code(), ErrorCode::NotFound);
 }
 
 /// The access decision is part of the commit in a cluster too: right after a revoke
@@ -413,41 +463,15 @@ async fn a_write_through_a_lagging_node_right_after_a_revoke_through_another_is_
     if !require_etcd() {
         return;
     }
-    let endpoints = vec![shared_etcd()];
-    let prefix = prefix();
-    let a = TestServer::start_node(&endpoints, &prefix).await;
-    let b = TestServer::start_node_with(&endpoints, &prefix, |etcd| {
-        etcd.watch_delay = Duration::from_millis(300);
-    })
-    .await;
-    let svc = a
-        .backend()
-        .await
-        .create_service(
-            Some("guarded"),
-            ServiceFlags {
-                acl_enabled: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (a, b) = nodes_with_a_lagging_second(Duration::from_millis(300)).await;
+    let svc = guarded_service(&a, "guarded").await;
     let backend_a = a.backend_in("guarded").await;
     backend_a
         .document("board")
         .set(&json!("start"))
         .await
         .unwrap();
-    let token = syncline_client::token::mint(
-        &b.admin.api_key_sid,
-        &b.admin.api_key_secret,
-        &b.admin.account_sid,
-        &svc.sid,
-        "bob",
-        3600,
-        syncline_client::token::now_s(),
-    );
-    let bob = Client::connect(b.token_config(&token)).await.unwrap();
+    let bob = identity_in(&b, &svc.sid, "bob").await;
     let write = Rights {
         read: true,
         write: true,
@@ -485,18 +509,7 @@ async fn misses_and_refusals_cost_etcd_reads_not_writes() {
     }
     let etcd = EtcdCluster::start(1).await;
     let node = TestServer::start_node(&etcd.endpoints(), &prefix()).await;
-    let svc = node
-        .backend()
-        .await
-        .create_service(
-            Some("guarded"),
-            ServiceFlags {
-                acl_enabled: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let svc = guarded_service(&node, "guarded").await;
     node.backend_in("guarded")
         .await
         .document("board")
@@ -514,9 +527,7 @@ async fn misses_and_refusals_cost_etcd_reads_not_writes() {
             syncline_client::token::now_s(),
         )
     };
-    let bob = Client::connect(node.token_config(&mint(&node.admin.api_key_sid)))
-        .await
-        .unwrap();
+    let bob = identity_in(&node, &svc.sid, "bob").await;
     let mut client = etcd.client().await;
     let mut revision = async || {
         client
@@ -535,24 +546,20 @@ async fn misses_and_refusals_cost_etcd_reads_not_writes() {
         assert_eq!(refused.code(), ErrorCode::Forbidden, "{refused:?}");
         let mut as_unknown = node.admin.clone();
         as_unknown.api_key_sid = unknown_key.into();
-        let refused = Client::connect(ClientConfig::from_admin(&as_unknown).unwrap())
-            .await
-            .err()
-            .expect("an unknown key is refused");
-        assert_eq!(refused.code(), ErrorCode::Unauthorized, "{refused:?}");
-        let refused = Client::connect(node.token_config(&mint(unknown_key)))
-            .await
-            .err()
-            .expect("a token of an unknown key is refused");
-        assert_eq!(refused.code(), ErrorCode::Unauthorized, "{refused:?}");
+        let as_unknown = ClientConfig::from_admin(&as_unknown).unwrap();
+        assert_eq!(
+            connection_refused(as_unknown).await.code(),
+            ErrorCode::Unauthorized
+        );
+        let signed_by_unknown = node.token_config(&mint(unknown_key));
+        assert_eq!(
+            connection_refused(signed_by_unknown).await.code(),
+            ErrorCode::Unauthorized
+        );
         let config = ClientConfig::from_admin(&node.admin)
             .unwrap()
             .service("never-made");
-        let refused = Client::connect(config)
-            .await
-            .err()
-            .expect("no such service");
-        assert_eq!(refused.code(), ErrorCode::NotFound, "{refused:?}");
+        assert_eq!(connection_refused(config).await.code(), ErrorCode::NotFound);
     }
     assert_eq!(
         revision().await,
@@ -657,6 +664,26 @@ async fn set_through_an_election(client: &Client, name: &str, value: serde_json:
     }
 }
 
+/// The map "room", made and subscribed to through `node`'s backend (its snapshot read).
+async fn watched_room(node: &TestServer) -> Subscription {
+    let watcher = node.backend().await;
+    watcher.map("room").create(None).await.unwrap();
+    let mut sub = watcher.map("room").subscribe().await.unwrap();
+    next_event(&mut sub).await;
+    sub
+}
+
+/// `who` puts its ephemeral item in the empty room, and the room's subscriber `sub`
+/// sees it there alone.
+async fn enter_room(client: &Client, sub: &mut Subscription, who: &str) {
+    client
+        .map("room")
+        .set_ephemeral(who, &json!("here"))
+        .await
+        .unwrap();
+    roster_becomes(sub, &[who]).await;
+}
+
 async fn roster_becomes(sub: &mut Subscription, expected: &[&str]) {
     let deadline = Instant::now() + WAIT;
     let expected: std::collections::BTreeSet<String> =
@@ -677,18 +704,10 @@ async fn an_identity_on_two_nodes_stays_present_until_both_connections_end() {
         return;
     }
     let (a, b) = two_nodes().await;
-    let watcher = a.backend().await;
-    watcher.map("room").create(None).await.unwrap();
-    let mut sub = watcher.map("room").subscribe().await.unwrap();
-    next_event(&mut sub).await;
+    let mut sub = watched_room(&a).await;
     let alice_a = a.client_as("alice").await;
     let alice_b = b.client_as("alice").await;
-    alice_a
-        .map("room")
-        .set_ephemeral("alice", &json!("here"))
-        .await
-        .unwrap();
-    roster_becomes(&mut sub, &["alice"]).await;
+    enter_room(&alice_a, &mut sub, "alice").await;
     // Her connection to A ends: she is still connected to B, so her item stays.
     alice_a.close();
     assert_no_event(&mut sub, Duration::from_millis(1500)).await;
@@ -735,17 +754,9 @@ async fn an_identity_that_moves_to_another_node_within_the_window_keeps_its_item
         .update_service(&a.admin.default_service_sid, window)
         .await
         .unwrap();
-    let watcher = b.backend().await;
-    watcher.map("room").create(None).await.unwrap();
-    let mut sub = watcher.map("room").subscribe().await.unwrap();
-    next_event(&mut sub).await;
+    let mut sub = watched_room(&b).await;
     let alice_a = a.client_as("alice").await;
-    alice_a
-        .map("room")
-        .set_ephemeral("alice", &json!("here"))
-        .await
-        .unwrap();
-    roster_becomes(&mut sub, &["alice"]).await;
+    enter_room(&alice_a, &mut sub, "alice").await;
     alice_a.close();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let alice_b = b.client_as("alice").await;
