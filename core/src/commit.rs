@@ -220,6 +220,9 @@ async fn run(
             if store.is_shared() && !read_afresh && refused_on_revision {
                 store.forget_remembered();
                 read_afresh = true;
+                stats
+                    .recomputed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
             // A batch of no-ops (expiries of what was renewed, departures cancelled or
@@ -238,6 +241,9 @@ async fn run(
                 Err(StoreError::Conflict(what)) if attempt < MAX_CONFLICT_ATTEMPTS => {
                     attempt += 1;
                     read_afresh = true;
+                    stats
+                        .recomputed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     debug!(
                         attempt,
                         what, "batch lost a race with another node; computing it again"

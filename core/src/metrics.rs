@@ -189,6 +189,7 @@ impl Metrics {
             gauges,
             commit_batches: commit.batches.load(Relaxed),
             commit_writes: commit.writes.load(Relaxed),
+            commit_recomputed: commit.recomputed.load(Relaxed),
             resyncs: self.resyncs.load(Relaxed),
             requests,
             batch_size: commit.batch_size.snapshot(),
@@ -214,6 +215,7 @@ pub struct Snapshot {
     pub gauges: Gauges,
     pub commit_batches: u64,
     pub commit_writes: u64,
+    pub commit_recomputed: u64,
     pub resyncs: u64,
     /// Only the combinations that happened.
     pub requests: Vec<RequestCount>,
@@ -230,6 +232,9 @@ pub struct Snapshot {
 pub struct CommitStats {
     pub batches: std::sync::atomic::AtomicU64,
     pub writes: std::sync::atomic::AtomicU64,
+    /// Batches computed again because what they read may have changed under them
+    /// (another node's write: cluster mode only).
+    pub recomputed: std::sync::atomic::AtomicU64,
     /// Writes per batch, and seconds per store apply (and flush, when durable).
     pub batch_size: Histogram,
     pub flush_seconds: Histogram,
@@ -240,6 +245,7 @@ impl Default for CommitStats {
         CommitStats {
             batches: Default::default(),
             writes: Default::default(),
+            recomputed: Default::default(),
             batch_size: Histogram::new(BATCH_SIZE_BOUNDS),
             flush_seconds: Histogram::new(FLUSH_SECONDS_BOUNDS),
         }

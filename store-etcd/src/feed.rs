@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use etcd_client::{Client, EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
 use syncline_core::cluster::{Cluster, ClusterChange, StreamMessage};
 use syncline_core::presence::Owner;
-use syncline_core::store::{ApiKeyRecord, Permission, ServiceRecord, StoreError, StoreResult};
+use syncline_core::store::{
+    ApiKeyRecord, ObjectRecord, Permission, ServiceRecord, StoreError, StoreResult,
+};
 use syncline_proto::{NodeInfo, Rights};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -96,7 +98,29 @@ pub(crate) struct State {
     /// The last sync put (when it was sent, its revision), for `sync`'s callers
     /// that were waiting while it was sent.
     last_sync: tokio::sync::Mutex<Option<(Instant, i64)>>,
+    /// What this node's last batches wrote (the store's `remember`), here so that the
+    /// watch can drop what another node changed since.
+    written: Mutex<Written>,
 }
+
+/// What this node's last batches wrote, for the next batch to start from without
+/// reading it again: a node that writes an object again (the usual case) needs no read
+/// round trip. A copy another node changed since is dropped when the watch brings that
+/// change; within the watch's delay it is still safe: `apply` compares each record's
+/// revision (a lost race makes the next batch read everything afresh: `fresh`), and a
+/// refusal on a revision is decided again afresh (`Store::forget_remembered`).
+#[derive(Default)]
+pub(crate) struct Written {
+    /// By object sid (unique across services), with the revision it was written at.
+    pub(crate) objects: HashMap<String, ObjectRecord>,
+    /// (service sid, unique name) -> object sid.
+    pub(crate) names: HashMap<(String, String), String>,
+    /// The next batch reads everything, and this starts empty.
+    pub(crate) fresh: bool,
+}
+
+/// Objects remembered at most (then forgotten all at once, and read again as needed).
+pub(crate) const WRITTEN_KEPT: usize = 65_536;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -130,6 +154,7 @@ impl State {
             tasks: Mutex::new(Vec::new()),
             applied: tokio::sync::watch::Sender::new(revision),
             last_sync: tokio::sync::Mutex::new(None),
+            written: Mutex::new(Written::default()),
         });
         let watch = tokio::spawn(watch(state.clone(), revision + 1, tx, watch_delay));
         lock(&state.tasks).push(watch);
@@ -192,6 +217,10 @@ impl State {
         })
         .await
         .map_err(engine)
+    }
+
+    pub(crate) fn written(&self) -> MutexGuard<'_, Written> {
+        lock(&self.written)
     }
 
     fn node_id(&self) -> Option<&str> {
@@ -363,6 +392,19 @@ impl State {
     }
 
     /// Applies one watch response's events to the caches and turns them into changes.
+    /// Drops this node's copy of an object older than `revision`: another node wrote
+    /// it since (this node's own writes are remembered at the revision they made).
+    fn forget_written_before(&self, object_sid: &str, revision: u64) {
+        let mut written = self.written();
+        if written
+            .objects
+            .get(object_sid)
+            .is_some_and(|r| r.revision < revision)
+        {
+            written.objects.remove(object_sid);
+        }
+    }
+
     fn changes_of(&self, events: &[etcd_client::Event]) -> Vec<ClusterChange> {
         let me = self.node_id().map(str::to_owned);
         // A node's lease ending deletes its registration and its presence entries in
@@ -391,12 +433,15 @@ impl State {
                         continue;
                     }
                     match split_log_value(kv.value()) {
-                        Some((ends, object_revision, event)) => out.push(ClusterChange::Event {
-                            object_sid,
-                            revision: object_revision,
-                            event,
-                            ends,
-                        }),
+                        Some((ends, object_revision, event)) => {
+                            self.forget_written_before(&object_sid, object_revision);
+                            out.push(ClusterChange::Event {
+                                object_sid,
+                                revision: object_revision,
+                                event,
+                                ends,
+                            })
+                        }
                         None => {
                             warn!(object = %object_sid, "a change-log entry in etcd is unreadable")
                         }

@@ -9,7 +9,7 @@ mod etcd;
 mod feed;
 pub mod keys;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use tracing::warn;
 
 use etcd::{call, decode, encode, engine, log_value, split_log_value, PUBLISH_WAIT};
 pub use feed::EtcdCluster;
+use feed::{Written, WRITTEN_KEPT};
 use keys::{item_key_from, range_end, Keys};
 
 /// How a node reaches etcd.
@@ -136,25 +137,7 @@ pub struct EtcdStore {
     cluster: Arc<feed::State>,
     /// The revision of the last batch with events this node committed.
     committed: std::sync::atomic::AtomicI64,
-    /// What this node's last batches wrote, for the next batch to start from without
-    /// reading it again: a node that writes an object again (the usual case) needs no
-    /// read round trip. Safe because `apply` compares each record's revision anyway:
-    /// if another node changed it since, the batch answers `Conflict` and the next one
-    /// reads everything afresh (`fresh`).
-    written: std::sync::Mutex<Written>,
 }
-
-/// See `EtcdStore::written`.
-#[derive(Default)]
-struct Written {
-    objects: HashMap<(String, String), ObjectRecord>,
-    names: HashMap<(String, String), String>,
-    /// A batch lost a race: the next one reads everything, and this starts empty.
-    fresh: bool,
-}
-
-/// Objects remembered at most (then forgotten all at once, and read again as needed).
-const WRITTEN_KEPT: usize = 65_536;
 
 impl EtcdStore {
     /// Connects to etcd and loads the caches (services, keys, grants, nodes, presence).
@@ -187,7 +170,6 @@ impl EtcdStore {
             options,
             cluster,
             committed: std::sync::atomic::AtomicI64::new(0),
-            written: std::sync::Mutex::new(Written::default()),
         }))
     }
 
@@ -205,8 +187,9 @@ impl EtcdStore {
         .await
     }
 
+    /// What this node's last batches wrote (`feed::Written`).
     fn written(&self) -> std::sync::MutexGuard<'_, Written> {
-        self.written.lock().unwrap_or_else(|p| p.into_inner())
+        self.cluster.written()
     }
 
     fn kv(&self) -> etcd_client::KvClient {
@@ -330,9 +313,7 @@ impl EtcdStore {
         }
         for w in writes {
             if let Some(before) = &w.before {
-                written
-                    .objects
-                    .remove(&(before.service_sid.clone(), before.sid.clone()));
+                written.objects.remove(&before.sid);
                 if let Some(name) = &before.unique_name {
                     written
                         .names
@@ -347,9 +328,7 @@ impl EtcdStore {
                         .names
                         .insert((after.service_sid.clone(), name.clone()), after.sid.clone());
                 }
-                written
-                    .objects
-                    .insert((after.service_sid.clone(), after.sid.clone()), record);
+                written.objects.insert(after.sid.clone(), record);
             }
         }
     }
@@ -962,7 +941,11 @@ impl Store for EtcdStore {
             let written = self.written();
             for (i, sid) in sids.iter().enumerate() {
                 let Some(sid) = sid else { continue };
-                match written.objects.get(&(references[i].0.clone(), sid.clone())) {
+                match written
+                    .objects
+                    .get(sid)
+                    .filter(|r| r.service_sid == references[i].0)
+                {
                     Some(record) => out[i].1 = Some(record.clone()),
                     None => wanted.push(i),
                 }

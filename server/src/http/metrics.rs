@@ -50,6 +50,11 @@ pub fn render(s: &Snapshot) -> String {
             s.commit_writes,
         ),
         (
+            "syncline_commit_recomputed_total",
+            "Commit batches computed again because another node changed what they read (cluster mode).",
+            s.commit_recomputed,
+        ),
+        (
             "syncline_resyncs_total",
             "Subscriptions resynced with a snapshot after falling behind.",
             s.resyncs,
@@ -123,6 +128,7 @@ mod tests {
             },
             commit_batches: 1,
             commit_writes: 3,
+            commit_recomputed: 0,
             resyncs: 0,
             requests: vec![
                 RequestCount {
