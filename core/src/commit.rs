@@ -191,13 +191,12 @@ async fn run(
         // batch read before it commits (`Conflict`): nothing was applied, so the batch
         // is computed again over what is stored now, as if it had just been queued.
         let mut attempt = 0;
-        // Whether this computation reads every record from the store of record (after
-        // a lost race the store does so by itself).
+        // Whether this computation reads every record from the store of record.
         let mut read_afresh = false;
         let (mut batch, results, applied) = loop {
             let mut batch = Batch::new(&*store, &hub, &presence, cluster.as_deref());
             if store.is_shared() {
-                batch.prefetch(&queued).await;
+                batch.prefetch(&queued, read_afresh).await;
             }
             let mut results = Vec::with_capacity(queued.len());
             for p in &queued {
@@ -212,13 +211,12 @@ async fn run(
             }
             // A write refused for naming another revision may have been judged on this
             // node's copy of what it last wrote, which another node may have changed
-            // since (`Store::forget_remembered`): the batch is decided again, once, on
-            // what is stored.
+            // since (a refusal is not compared when the batch commits): the batch is
+            // decided again, once, on what is stored.
             let refused_on_revision = results
                 .iter()
                 .any(|r| matches!(r, Err(e) if e.code == ErrorCode::Conflict));
             if store.is_shared() && !read_afresh && refused_on_revision {
-                store.forget_remembered();
                 read_afresh = true;
                 stats
                     .recomputed
@@ -432,7 +430,8 @@ impl<'a> Batch<'a> {
     /// shared store each read is a network round trip, and the batch would otherwise
     /// make them one after another (two per write named by unique name). If they
     /// cannot be read here, each write reads its own, and meets the error, as usual.
-    async fn prefetch(&mut self, queued: &[Pending]) {
+    /// `afresh`: see `Store::read_for_batch`.
+    async fn prefetch(&mut self, queued: &[Pending], afresh: bool) {
         let references: Vec<(String, String)> = queued
             .iter()
             .filter_map(|p| match &p.op {
@@ -450,7 +449,11 @@ impl<'a> Batch<'a> {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let Ok(found) = self.store.read_for_batch(&services, &references).await else {
+        let Ok(found) = self
+            .store
+            .read_for_batch(&services, &references, afresh)
+            .await
+        else {
             return;
         };
         for ((service, reference), (sid, record)) in references.into_iter().zip(found) {

@@ -346,14 +346,18 @@ pub trait Store: Send + Sync + 'static {
     /// What a commit batch is about to change, read together: for each object named
     /// by (service sid, sid or unique name), the sid a name resolved to and the record.
     /// A shared store reads them in a round trip or two instead of two per write, and
-    /// reads `services` afresh on the way (its cache of them may lag another node's
-    /// change: the batch decides by what is stored).
+    /// may start from the copies it keeps of what this node last wrote. `afresh`: the
+    /// batch is computed again because something it read may have changed under it
+    /// (it lost a race, or refused a write on a revision another node may have moved);
+    /// then every record is read from the store of record, and `services` too (its
+    /// cache of them may lag another node's change).
     async fn read_for_batch(
         &self,
         services: &[String],
         references: &[(String, String)],
+        afresh: bool,
     ) -> StoreResult<Vec<(Option<String>, Option<ObjectRecord>)>> {
-        let _ = services;
+        let _ = (services, afresh);
         let mut out = Vec::with_capacity(references.len());
         for (service, reference) in references {
             let sid = if syncline_proto::ids::is_sid(reference) {
@@ -444,13 +448,6 @@ pub trait Store: Send + Sync + 'static {
     async fn catch_up(&self) -> StoreResult<()> {
         Ok(())
     }
-
-    /// The next `read_for_batch` reads every record from the store of record, not from
-    /// the copies a shared store keeps of what this node last wrote: the commit task
-    /// asks when a refusal may rest on such a copy (another node may have written the
-    /// record since; a write, by contrast, is compared when it commits). Default:
-    /// nothing (a store without such copies).
-    fn forget_remembered(&self) {}
 
     /// Reads the one record `miss` names from the store of record and, if it exists,
     /// puts it in this node's cache at its own version (so it never replaces a newer

@@ -103,20 +103,32 @@ pub(crate) struct State {
     written: Mutex<Written>,
 }
 
-/// What this node's last batches wrote, for the next batch to start from without
-/// reading it again: a node that writes an object again (the usual case) needs no read
-/// round trip. A copy another node changed since is dropped when the watch brings that
-/// change; within the watch's delay it is still safe: `apply` compares each record's
-/// revision (a lost race makes the next batch read everything afresh: `fresh`), and a
-/// refusal on a revision is decided again afresh (`Store::forget_remembered`).
+/// What this node's last batches wrote (or read), for the next batch to start from
+/// without reading it again: a node that writes an object again (the usual case) needs
+/// no read round trip. A copy another node changed since is dropped when the watch
+/// brings that change; within the watch's delay it is still safe: `apply` compares each
+/// record's revision, and a batch that lost that race, or refused a write for naming
+/// another revision, is computed again reading everything (`read_for_batch`'s
+/// `afresh`), which replaces the stale copies it meets.
 #[derive(Default)]
 pub(crate) struct Written {
     /// By object sid (unique across services), with the revision it was written at.
     pub(crate) objects: HashMap<String, ObjectRecord>,
     /// (service sid, unique name) -> object sid.
     pub(crate) names: HashMap<(String, String), String>,
-    /// The next batch reads everything, and this starts empty.
-    pub(crate) fresh: bool,
+}
+
+impl Written {
+    /// Keeps `record` as read from etcd, unless a copy at least as new is here.
+    pub(crate) fn keep(&mut self, sid: &str, record: &ObjectRecord) {
+        if self
+            .objects
+            .get(sid)
+            .is_none_or(|r| r.revision < record.revision)
+        {
+            self.objects.insert(sid.to_owned(), record.clone());
+        }
+    }
 }
 
 /// Objects remembered at most (then forgotten all at once, and read again as needed).

@@ -299,13 +299,13 @@ impl EtcdStore {
         Ok((out, at))
     }
 
-    /// Keeps what a committed batch wrote (each object's last state, at the batch's
-    /// revision) for the next batch.
     /// The slot of an object's change-log ring that `revision` goes to (`Keys::log`).
     fn log_slot(&self, revision: u64) -> u64 {
         revision % self.options.log_retention.max(1)
     }
 
+    /// Keeps what a committed batch wrote (each object's last state, at the batch's
+    /// revision) for the next batch.
     fn remember(&self, writes: &[ObjectWrite], revision: i64) {
         let mut written = self.written();
         if written.objects.len() > WRITTEN_KEPT {
@@ -868,25 +868,22 @@ impl Store for EtcdStore {
     }
 
     /// Two read-only transactions (services and names, then records): two round trips
-    /// for a batch, whatever its size. The services read refresh the cache.
+    /// for a batch, whatever its size. The services read refresh the cache; what is read
+    /// replaces an older remembered copy (`feed::Written`).
     async fn read_for_batch(
         &self,
         services: &[String],
         references: &[(String, String)],
+        afresh: bool,
     ) -> StoreResult<Vec<(Option<String>, Option<ObjectRecord>)>> {
         let k = &self.keys;
-        // What this node wrote last, unless a batch lost a race since.
-        let (fresh, known_names) = {
-            let mut written = self.written();
-            let fresh = std::mem::take(&mut written.fresh);
-            if fresh {
-                *written = Written::default();
-            }
-            let names: Vec<Option<String>> = references
+        // What this node wrote last, unless the batch is computed again.
+        let known_names: Vec<Option<String>> = {
+            let written = self.written();
+            references
                 .iter()
-                .map(|key| written.names.get(key).cloned())
-                .collect();
-            (fresh, names)
+                .map(|key| written.names.get(key).filter(|_| !afresh).cloned())
+                .collect()
         };
         let mut sids: Vec<Option<String>> = references
             .iter()
@@ -902,9 +899,9 @@ impl Store for EtcdStore {
         let named: Vec<usize> = (0..references.len())
             .filter(|&i| sids[i].is_none())
             .collect();
-        // Services are read only after a lost race: otherwise the batch uses the cached
-        // ones and `apply` compares their revisions.
-        let services_read: &[String] = if fresh { services } else { &[] };
+        // Services are read only for a batch computed again: otherwise the batch uses
+        // the cached ones and `apply` compares their revisions.
+        let services_read: &[String] = if afresh { services } else { &[] };
         let (mut found, at) = self
             .read_many(
                 services_read.iter().map(|sid| k.service(sid)).chain(
@@ -931,6 +928,11 @@ impl Store for EtcdStore {
                 ),
                 None => None,
             };
+            let mut written = self.written();
+            match &sids[i] {
+                Some(sid) => written.names.insert(references[i].clone(), sid.clone()),
+                None => written.names.remove(&references[i]),
+            };
         }
         let mut out: Vec<(Option<String>, Option<ObjectRecord>)> =
             sids.iter().map(|sid| (sid.clone(), None)).collect();
@@ -944,7 +946,7 @@ impl Store for EtcdStore {
                 match written
                     .objects
                     .get(sid)
-                    .filter(|r| r.service_sid == references[i].0)
+                    .filter(|r| !afresh && r.service_sid == references[i].0)
                 {
                     Some(record) => out[i].1 = Some(record.clone()),
                     None => wanted.push(i),
@@ -958,8 +960,13 @@ impl Store for EtcdStore {
                     .map(|sid| k.object(&references[i].0, sid))
             }))
             .await?;
+        let mut written = self.written();
         for (&i, kv) in wanted.iter().zip(records) {
-            out[i].1 = kv.as_ref().map(decode_object).transpose()?;
+            let record = kv.as_ref().map(decode_object).transpose()?;
+            if let (Some(sid), Some(r)) = (&sids[i], &record) {
+                written.keep(sid, r);
+            }
+            out[i].1 = record;
         }
         Ok(out)
     }
@@ -1106,7 +1113,6 @@ impl Store for EtcdStore {
             }
             Ok(())
         } else {
-            self.written().fresh = true;
             Err(StoreError::Conflict(format!(
                 "{} records of the batch changed",
                 writes.len()
@@ -1145,10 +1151,6 @@ impl Store for EtcdStore {
 
     async fn catch_up(&self) -> StoreResult<()> {
         self.cluster.sync(self.options.request_timeout).await
-    }
-
-    fn forget_remembered(&self) {
-        self.written().fresh = true;
     }
 
     /// One linearizable read (two for a name: the name's sid, then the service). What

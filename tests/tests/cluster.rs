@@ -360,8 +360,7 @@ async fn recomputed(node: &TestServer) -> u64 {
 /// change of the object, so its next write starts from what is stored: no transaction
 /// is lost to a stale copy (`syncline_commit_recomputed_total` stays where it was).
 #[tokio::test]
-async fn a_node_drops_its_copy_of_an_object_another_node_changed_and_its_next_write_loses_no_race(
-) {
+async fn a_node_drops_its_copy_of_what_another_node_changed_and_loses_no_race() {
     if !require_etcd() {
         return;
     }
