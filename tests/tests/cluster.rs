@@ -302,8 +302,7 @@ async fn conditional_writes_through_two_nodes_let_exactly_one_win() {
 /// has not heard of B's writes), and one naming A's own last revision after B wrote
 /// again is refused with the current one.
 #[tokio::test]
-async fn a_conditional_write_through_a_node_whose_copy_is_stale_is_judged_on_the_current_revision()
-{
+async fn a_conditional_write_on_a_stale_copy_is_judged_on_the_current_revision() {
     if !require_etcd() {
         return;
     }
